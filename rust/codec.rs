@@ -1,0 +1,250 @@
+//! The packed job record, and job ids.
+//!
+//! A waiting job is one list element: a small binary header followed by the payload bytes,
+//! so millions of waiting jobs cost little more than their payloads (see docs/DATA.md).
+//!
+//! ```text
+//! offset  size  field
+//! 0       1     format version (1)
+//! 1       2     attempts made so far (big-endian; the reaper and retries count them)
+//! 3       2     max attempts
+//! 5       1     id length n          (the Lua scripts read these first fields by offset)
+//! 6       n     id
+//! ..      1     name length m, then the job name (m bytes)
+//! ..      6     enqueued at, ms since the epoch (producer clock)
+//! ..      2     options length k, then k bytes of options JSON (per-job overrides only)
+//! ..      rest  payload (JSON by default)
+//! ```
+
+use crate::error::{Error, Result};
+use rand::Rng;
+
+pub const VERSION: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub attempt: u16,
+    pub max_attempts: u16,
+    pub id: String,
+    pub name: String,
+    pub enqueued_ms: u64,
+    pub options: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// Checks the parts of a record that the format bounds; called before anything is sent.
+pub fn check_fields(id: &str, name: &str, options: &[u8]) -> Result<()> {
+    if id.is_empty() || id.len() > 255 {
+        return Err(Error::Invalid(format!("job id {id:?} must be 1 to 255 bytes")));
+    }
+    if id.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        return Err(Error::Invalid(format!("job id {id:?} must not contain spaces or control characters")));
+    }
+    if name.is_empty() || name.len() > 255 {
+        return Err(Error::Invalid(format!("job name {name:?} must be 1 to 255 bytes")));
+    }
+    if options.len() > u16::MAX as usize {
+        return Err(Error::Invalid(format!("job options take {} bytes; the limit is 65535", options.len())));
+    }
+    Ok(())
+}
+
+/// Packs a record; the caller has run `check_fields`.
+pub fn pack_into(out: &mut Vec<u8>, attempt: u16, max_attempts: u16, id: &str, name: &str, enqueued_ms: u64, options: &[u8], payload: &[u8]) {
+    out.reserve(17 + id.len() + name.len() + options.len() + payload.len());
+    out.push(VERSION);
+    out.extend_from_slice(&attempt.to_be_bytes());
+    out.extend_from_slice(&max_attempts.to_be_bytes());
+    out.push(id.len() as u8);
+    out.extend_from_slice(id.as_bytes());
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&enqueued_ms.to_be_bytes()[2..]);
+    out.extend_from_slice(&(options.len() as u16).to_be_bytes());
+    out.extend_from_slice(options);
+    out.extend_from_slice(payload);
+}
+
+impl Record {
+    pub fn pack(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        pack_into(&mut out, self.attempt, self.max_attempts, &self.id, &self.name, self.enqueued_ms, &self.options, &self.payload);
+        out
+    }
+
+    pub fn unpack(b: &[u8]) -> Result<Record> {
+        let bad = |what: &str| Error::Store(format!("undecodable job record ({what}, {} bytes)", b.len()));
+        if b.first() != Some(&VERSION) {
+            return Err(bad("unknown format version"));
+        }
+        let mut r = Reader { b, at: 1 };
+        let attempt = r.u16().ok_or_else(|| bad("attempt"))?;
+        let max_attempts = r.u16().ok_or_else(|| bad("max attempts"))?;
+        let n = r.u8().ok_or_else(|| bad("id"))? as usize;
+        let id = r.str(n).ok_or_else(|| bad("id"))?;
+        let m = r.u8().ok_or_else(|| bad("name"))? as usize;
+        let name = r.str(m).ok_or_else(|| bad("name"))?;
+        let t = r.take(6).ok_or_else(|| bad("timestamp"))?;
+        let mut ts = [0u8; 8];
+        ts[2..].copy_from_slice(t);
+        let k = r.u16().ok_or_else(|| bad("options"))? as usize;
+        let options = r.take(k).ok_or_else(|| bad("options"))?.to_vec();
+        let payload = b[r.at..].to_vec();
+        Ok(Record { attempt, max_attempts, id, name, enqueued_ms: u64::from_be_bytes(ts), options, payload })
+    }
+
+    /// The id of a packed record without decoding the rest (same offsets as the Lua scripts).
+    pub fn peek_id(b: &[u8]) -> Option<&str> {
+        let n = *b.get(5)? as usize;
+        std::str::from_utf8(b.get(6..6 + n)?).ok()
+    }
+
+    /// A copy of a packed record with its attempt counter set.
+    pub fn with_attempt(b: &[u8], attempt: u16) -> Vec<u8> {
+        let mut out = b.to_vec();
+        if out.len() >= 3 {
+            out[1..3].copy_from_slice(&attempt.to_be_bytes());
+        }
+        out
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|s| s[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|s| u16::from_be_bytes([s[0], s[1]]))
+    }
+    fn str(&mut self, n: usize) -> Option<String> {
+        self.take(n).and_then(|s| String::from_utf8(s.to_vec()).ok())
+    }
+}
+
+// ---- job ids ----
+//
+// A generated id is `<producer>-<seq>`: a 10-character random producer tag (one per process,
+// renewed every 2^24 jobs) and a decimal sequence number. The scripts find a generated job's
+// state from that shape alone: a bit per sequence number marks completion, and the producer's
+// high-water mark tells a waiting job from one that never existed, so no per-job key is needed.
+
+pub const PRODUCER_LEN: usize = 10;
+const SEQ_LIMIT: u64 = 1 << 24;
+const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// True when `id` has the shape of a generated id (callers may not choose such ids).
+pub fn is_generated_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() > PRODUCER_LEN + 1
+        && b[..PRODUCER_LEN].iter().all(u8::is_ascii_alphanumeric)
+        && b[PRODUCER_LEN] == b'-'
+        && b[PRODUCER_LEN + 1..].iter().all(u8::is_ascii_digit)
+        && b.len() <= PRODUCER_LEN + 1 + 8
+}
+
+/// Hands out ranges of sequence numbers under one producer tag.
+#[derive(Debug)]
+pub struct IdGen {
+    producer: String,
+    next: u64,
+}
+
+/// A run of consecutive ids under one producer tag.
+#[derive(Debug, Clone)]
+pub struct IdRange {
+    pub producer: String,
+    pub first: u64,
+    pub count: u64,
+}
+
+impl IdRange {
+    pub fn id(&self, i: u64) -> String {
+        format!("{}-{}", self.producer, self.first + i)
+    }
+    pub fn last_seq(&self) -> u64 {
+        self.first + self.count - 1
+    }
+}
+
+fn random_producer() -> String {
+    let mut rng = rand::rng();
+    (0..PRODUCER_LEN).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+impl Default for IdGen {
+    fn default() -> Self {
+        IdGen { producer: random_producer(), next: 0 }
+    }
+}
+
+impl IdGen {
+    /// Takes `count` consecutive sequence numbers (count < 2^24), renewing the producer tag
+    /// when the current one would overflow.
+    pub fn take(&mut self, count: u64) -> IdRange {
+        if self.next + count > SEQ_LIMIT {
+            self.producer = random_producer();
+            self.next = 0;
+        }
+        let r = IdRange { producer: self.producer.clone(), first: self.next, count };
+        self.next += count;
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips() {
+        let r = Record {
+            attempt: 2,
+            max_attempts: 5,
+            id: "abcDEF1234-42".into(),
+            name: "send_email".into(),
+            enqueued_ms: 1_700_000_000_123,
+            options: br#"{"timeout":3}"#.to_vec(),
+            payload: br#"{"to":"a@b.c"}"#.to_vec(),
+        };
+        let b = r.pack();
+        assert_eq!(Record::unpack(&b).unwrap(), r);
+        assert_eq!(Record::peek_id(&b), Some("abcDEF1234-42"));
+        assert_eq!(Record::unpack(&Record::with_attempt(&b, 3)).unwrap().attempt, 3);
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(Record::unpack(b"").is_err());
+        assert!(Record::unpack(b"\x01\x00").is_err());
+        assert!(Record::unpack(b"\x09whatever").is_err());
+    }
+
+    #[test]
+    fn generated_ids_are_recognised() {
+        let mut g = IdGen::default();
+        let r = g.take(3);
+        assert!(is_generated_id(&r.id(2)));
+        assert_eq!(g.take(1).first, 3);
+        assert!(!is_generated_id("order-123"));
+        assert!(!is_generated_id("abcdefghij-"));
+    }
+
+    #[test]
+    fn producer_tag_renews_before_overflow() {
+        let mut g = IdGen::default();
+        let a = g.take(SEQ_LIMIT - 1);
+        let b = g.take(2);
+        assert_ne!(a.producer, b.producer);
+        assert_eq!(b.first, 0);
+    }
+}

@@ -1,0 +1,171 @@
+//! Connections: settings from a URL, connect and answer timeouts, reconnection, and script
+//! calls by SHA with the NOSCRIPT fallback.
+
+use crate::error::{Error, Result};
+use crate::scripts::{is_noscript, scripts};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, Value};
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub url: String,
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// How long a stored return value lives.
+    pub result_ttl: Duration,
+}
+
+impl Settings {
+    pub fn new(url: &str, prefix: &str) -> Result<Settings> {
+        crate::keys::validate_prefix(prefix)?;
+        redis::Client::open(url).map_err(|e| Error::Invalid(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
+        Ok(Settings {
+            url: url.to_string(),
+            prefix: prefix.to_string(),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(30),
+            result_ttl: Duration::from_secs(24 * 3600),
+        })
+    }
+
+    /// The URL with its password replaced by `***`, for messages.
+    pub fn masked_url(&self) -> String {
+        mask_url(&self.url)
+    }
+}
+
+pub fn mask_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_string(),
+    }
+}
+
+/// One multiplexed connection, opened on first use and reopened after it broke.
+/// Requests from many tasks share it (redis-rs pipelines them on the socket).
+pub struct Conn {
+    settings: Settings,
+    client: redis::Client,
+    /// None: no answer timeout, for connections that run blocking commands.
+    response_timeout: Option<Duration>,
+    current: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl Conn {
+    pub fn new(settings: &Settings) -> Result<Conn> {
+        Self::with_timeout(settings, Some(settings.response_timeout))
+    }
+
+    /// A connection for blocking commands: the caller bounds each call itself.
+    pub fn blocking(settings: &Settings) -> Result<Conn> {
+        Self::with_timeout(settings, None)
+    }
+
+    fn with_timeout(settings: &Settings, response_timeout: Option<Duration>) -> Result<Conn> {
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| Error::Invalid(format!("invalid Redis URL {}: {e}", settings.masked_url())))?;
+        Ok(Conn { settings: settings.clone(), client, response_timeout, current: Mutex::new(None) })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn err(&self, e: redis::RedisError) -> Error {
+        Error::from_redis(e, &self.settings.masked_url())
+    }
+
+    async fn get(&self) -> Result<MultiplexedConnection> {
+        let mut cur = self.current.lock().await;
+        if let Some(c) = cur.as_ref() {
+            return Ok(c.clone());
+        }
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.settings.connect_timeout))
+            .set_response_timeout(self.response_timeout);
+        let connect = self.client.get_multiplexed_async_connection_with_config(&cfg);
+        // The redis-rs timeout covers one address; bound the whole attempt too.
+        let c = match tokio::time::timeout(self.settings.connect_timeout + Duration::from_millis(100), connect).await {
+            Ok(r) => r.map_err(|e| match self.err(e) {
+                Error::Store(m) => Error::Connection(m),
+                other => other,
+            })?,
+            Err(_) => {
+                return Err(Error::Connection(format!(
+                    "cannot reach Redis at {}: no connection within {:?}",
+                    self.settings.masked_url(),
+                    self.settings.connect_timeout
+                )))
+            }
+        };
+        let mut c = c;
+        // Load every script up front: later calls by SHA then only miss after SCRIPT FLUSH.
+        self.load_scripts(&mut c).await?;
+        *cur = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Forgets a broken connection so the next call opens a new one.
+    async fn reset_on(&self, e: &Error) {
+        if e.is_retryable() {
+            *self.current.lock().await = None;
+        }
+    }
+
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
+        let mut c = self.get().await?;
+        let r = cmd.query_async::<T>(&mut c).await.map_err(|e| self.err(e));
+        if let Err(e) = &r {
+            self.reset_on(e).await;
+        }
+        r
+    }
+
+    /// Runs a pipeline of EVALSHA calls (and plain commands); when Redis lost the scripts
+    /// (restart, SCRIPT FLUSH), loads them all and runs the pipeline once more. Every script
+    /// is idempotent or refused on the retry path by its own checks, and NOSCRIPT means the
+    /// failing call did not run.
+    pub async fn pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>> {
+        let mut c = self.get().await?;
+        let first = pipe.query_async::<Vec<Value>>(&mut c).await;
+        let r = match first {
+            Err(e) if is_noscript(&e) => {
+                self.load_scripts(&mut c).await?;
+                pipe.query_async::<Vec<Value>>(&mut c).await.map_err(|e| self.err(e))
+            }
+            other => other.map_err(|e| self.err(e)),
+        };
+        if let Err(e) = &r {
+            self.reset_on(e).await;
+        }
+        r
+    }
+
+    /// One script call, with the NOSCRIPT fallback.
+    pub async fn eval<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T> {
+        let mut p = redis::pipe();
+        p.add_command(cmd);
+        let mut v = self.pipeline(&p).await?;
+        let one = v.pop().ok_or_else(|| Error::Store("empty reply from Redis".into()))?;
+        if let Value::ServerError(e) = &one {
+            return Err(Error::Store(format!("Redis script failed: {e:?}")));
+        }
+        T::from_redis_value(one).map_err(|e| Error::Store(format!("unexpected reply from Redis: {e}")))
+    }
+
+    async fn load_scripts(&self, c: &mut MultiplexedConnection) -> Result<()> {
+        let mut p = redis::pipe();
+        for s in scripts().all() {
+            p.cmd("SCRIPT").arg("LOAD").arg(s.source).ignore();
+        }
+        p.query_async::<()>(c).await.map_err(|e| self.err(e))
+    }
+}

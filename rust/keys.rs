@@ -1,0 +1,108 @@
+//! Every Redis key and channel name, built in one place, and queue-name validation.
+//!
+//! All keys of one queue share the hash tag `{<queue>}`, so a queue lives in one Redis
+//! Cluster slot and every script that touches it is single-slot.
+
+use crate::error::{Error, Result};
+
+/// Queue names: 1 to 100 characters of letters, digits and `-_.:`. Braces would break the
+/// hash tag, spaces and control characters the key names.
+pub fn validate_queue_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "invalid queue name {name:?}: use 1 to 100 letters, digits, '-', '_', '.' or ':'"
+        )))
+    }
+}
+
+/// Key prefixes follow the same alphabet as queue names.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    validate_queue_name(prefix)
+        .map_err(|_| Error::Invalid(format!("invalid key prefix {prefix:?}: use 1 to 100 letters, digits, '-', '_', '.' or ':'")))
+}
+
+/// The key names of one queue.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    pub name: String,
+    /// `<prefix>:{<queue>}`: every key of the queue starts with it.
+    pub base: String,
+    pub wait: String,
+    pub wake: String,
+    pub active: String,
+    pub delayed: String,
+    pub jobs: String,
+    pub failed: String,
+    pub errors: String,
+    pub stats: String,
+    pub waiters: String,
+    /// Pub/sub channel carrying results of jobs somebody waits for.
+    pub results_channel: String,
+    /// Pub/sub channel telling schedulers that a job fell due earlier than they knew.
+    pub sched_channel: String,
+}
+
+impl QueueKeys {
+    pub fn new(prefix: &str, queue: &str) -> Result<QueueKeys> {
+        validate_queue_name(queue)?;
+        let base = format!("{prefix}:{{{queue}}}");
+        let k = |s: &str| format!("{base}:{s}");
+        Ok(QueueKeys {
+            name: queue.to_string(),
+            wait: k("wait"),
+            wake: k("wake"),
+            active: k("active"),
+            delayed: k("delayed"),
+            jobs: k("jobs"),
+            failed: k("failed"),
+            errors: k("errors"),
+            stats: k("stats"),
+            waiters: k("waiters"),
+            results_channel: k("results"),
+            sched_channel: k("sched"),
+            base,
+        })
+    }
+
+    pub fn lease(&self, token: &str) -> String {
+        format!("{}:lease:{token}", self.base)
+    }
+
+    /// The high-water mark of a producer's sequence numbers: ids up to it were dispatched.
+    pub fn hwm(&self, producer: &str) -> String {
+        format!("{}:hwm:{producer}", self.base)
+    }
+
+    /// Marker of a job dispatched with a caller-chosen id (dedup and status).
+    pub fn id_key(&self, id: &str) -> String {
+        format!("{}:id:{id}", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_queue_hash_tag() {
+        let k = QueueKeys::new("fj", "emails").unwrap();
+        assert_eq!(k.wait, "fj:{emails}:wait");
+        assert_eq!(k.lease("t1"), "fj:{emails}:lease:t1");
+        assert!(k.hwm("abc").starts_with("fj:{emails}:"));
+    }
+
+    #[test]
+    fn bad_queue_names_are_refused() {
+        for bad in ["", "a b", "x{y}", "é", &"q".repeat(101)] {
+            assert!(QueueKeys::new("fj", bad).is_err(), "{bad:?}");
+        }
+        assert!(QueueKeys::new("fj", "high-priority.v2:eu_1").is_ok());
+    }
+}

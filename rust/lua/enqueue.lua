@@ -1,0 +1,52 @@
+-- enqueue: the general dispatch path, for jobs with a delay or a caller-chosen id.
+-- KEYS[1] wait   KEYS[2] wake   KEYS[3] producer high-water mark   KEYS[4] delayed zset
+-- KEYS[5] jobs hash   KEYS[6..] one id key per job (fj:{q}:id:<id>), or the jobs hash as a
+--                                placeholder when that job has a generated id
+-- ARGV[1] producer high-water mark (-1: none)   ARGV[2] hwm ttl seconds
+-- ARGV[3] id-key ttl milliseconds   ARGV[4] scheduler channel
+-- then per job, 4 values: id, custom (1|0), delay ms from now (0: at once), record
+-- Returns, per job, 1 if it was written or 0 if a job with that caller-chosen id exists.
+local rcall = redis.call
+local t = rcall('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local head = rcall('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2]
+head = head and tonumber(head) or nil
+local earliest = nil
+local out = {}
+local pushed = false
+local j = 0
+for i = 5, #ARGV, 4 do
+  j = j + 1
+  local id, custom, due, rec = ARGV[i], ARGV[i + 1], now + tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local fresh = true
+  if custom == '1' then
+    fresh = rcall('SET', KEYS[5 + j], 'w', 'NX', 'PX', ARGV[3]) and true or false
+  end
+  if fresh then
+    if due > now then
+      rcall('ZADD', KEYS[4], due, id)
+      rcall('HSET', KEYS[5], id, rec)
+      if earliest == nil or due < earliest then earliest = due end
+    else
+      rcall('RPUSH', KEYS[1], rec)
+      pushed = true
+    end
+    out[j] = 1
+  else
+    out[j] = 0
+  end
+end
+local hwm = tonumber(ARGV[1])
+if hwm >= 0 then
+  local known = tonumber(rcall('GET', KEYS[3]) or '-1')
+  if hwm > known then rcall('SET', KEYS[3], ARGV[1], 'EX', ARGV[2]) else rcall('EXPIRE', KEYS[3], ARGV[2]) end
+end
+if pushed then
+  rcall('LPUSH', KEYS[2], '1')
+  rcall('LTRIM', KEYS[2], 0, 0)
+end
+-- A job due before the head the schedulers sleep towards: wake them to re-arm their timers.
+if earliest ~= nil and (head == nil or earliest < head) then
+  rcall('PUBLISH', ARGV[4], tostring(earliest))
+end
+return out

@@ -1,0 +1,40 @@
+-- status: where one job is now, and what it left behind.
+-- KEYS[1] jobs hash   KEYS[2] delayed zset   KEYS[3] failed zset   KEYS[4] active zset
+-- KEYS[5] errors hash   KEYS[6] waiters hash (only with ARGV[4] = '1')
+-- ARGV[1] queue key base   ARGV[2] job id   ARGV[3] '1' if the id was chosen by the caller
+-- ARGV[4] '1' to register one waiter for the result when the job has not finished yet
+-- Returns {state, record or false, result/error JSON or false}; state is one of
+-- waiting, delayed, active, completed, failed, unknown.
+local rcall = redis.call
+local base, id = ARGV[1], ARGV[2]
+
+local function answer(state, rec, data)
+  if ARGV[4] == '1' and state ~= 'completed' and state ~= 'failed' and state ~= 'unknown' then
+    rcall('HINCRBY', KEYS[6], id, 1)
+  end
+  return {state, rec or false, data or false}
+end
+
+local rec = rcall('HGET', KEYS[1], id)
+if rec then
+  if rcall('ZSCORE', KEYS[3], id) then return answer('failed', rec, rcall('HGET', KEYS[5], id)) end
+  if rcall('ZSCORE', KEYS[2], id) then return answer('delayed', rec) end
+end
+for _, token in ipairs(rcall('ZRANGE', KEYS[4], 0, -1)) do
+  local r = rcall('HGET', base .. ':lease:' .. token, id)
+  if r then return answer('active', r) end
+end
+local result = rcall('GET', base .. ':result:' .. id)
+if ARGV[3] == '1' then
+  local mark = rcall('GET', base .. ':id:' .. id)
+  if mark == 'c' then return answer('completed', nil, result or 'null') end
+  if mark then return answer('waiting') end
+  return answer('unknown')
+end
+local producer, seq = string.sub(id, 1, 10), tonumber(string.sub(id, 12))
+if rcall('GETBIT', base .. ':done:' .. producer, seq) == 1 then
+  return answer('completed', nil, result or 'null')
+end
+local hwm = tonumber(rcall('GET', base .. ':hwm:' .. producer) or '-1')
+if seq <= hwm then return answer('waiting') end
+return answer('unknown')

@@ -1,0 +1,248 @@
+//! `fastjobs._core.Client`: one connection set per configured Redis, used by producers and
+//! by everything that reads queue state.
+
+use super::bridge::call;
+use crate::codec::{check_fields, is_generated_id, pack_into, IdGen, Record};
+use crate::conn::Settings;
+use crate::error::{Error, Result};
+use crate::keys::QueueKeys;
+use crate::redis_store::RedisStore;
+use crate::store::{Counts, FailedJob, NewJob, Status, Store, Watermark};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Largest payload accepted by default (bytes); configurable per client.
+const DEFAULT_MAX_PAYLOAD: usize = 512 * 1024;
+
+#[pyclass(module = "fastjobs._core", frozen)]
+pub struct Client {
+    pub(crate) store: Arc<RedisStore>,
+    settings: Settings,
+    ids: Mutex<IdGen>,
+    queues: Mutex<HashMap<String, Arc<QueueKeys>>>,
+    max_payload: usize,
+}
+
+/// A job as the Python layer hands it over: (name, payload, options JSON or None,
+/// max attempts, delay ms, caller-chosen id or None).
+type JobTuple = (String, Vec<u8>, Option<Vec<u8>>, u16, u64, Option<String>);
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Client {
+    pub(crate) fn queue(&self, name: &str) -> Result<Arc<QueueKeys>> {
+        let mut m = self.queues.lock().unwrap();
+        if let Some(q) = m.get(name) {
+            return Ok(q.clone());
+        }
+        let q = Arc::new(QueueKeys::new(&self.settings.prefix, name)?);
+        m.insert(name.to_string(), q.clone());
+        Ok(q)
+    }
+
+    /// Validates and packs jobs; nothing is sent when any of them is refused.
+    fn prepare(&self, jobs: Vec<JobTuple>) -> Result<(Vec<NewJob>, Option<Watermark>)> {
+        let generated = jobs.iter().filter(|j| j.5.is_none()).count() as u64;
+        for (i, (name, payload, options, max_attempts, _, custom)) in jobs.iter().enumerate() {
+            let at = if jobs.len() > 1 { format!(" (job at index {i})") } else { String::new() };
+            if payload.len() > self.max_payload {
+                return Err(Error::Invalid(format!(
+                    "payload of {} bytes is over the limit of {} bytes{at}",
+                    payload.len(),
+                    self.max_payload
+                )));
+            }
+            if *max_attempts < 1 {
+                return Err(Error::Invalid(format!("attempts must be at least 1{at}")));
+            }
+            if let Some(id) = custom {
+                if is_generated_id(id) {
+                    return Err(Error::Invalid(format!(
+                        "job id {id:?} has the shape of a generated id (10 letters or digits, '-', a number); choose another{at}"
+                    )));
+                }
+            }
+            check_fields(custom.as_deref().unwrap_or("x"), name, options.as_deref().unwrap_or(b""))
+                .map_err(|e| Error::Invalid(format!("{e}{at}")))?;
+        }
+        let range = (generated > 0).then(|| self.ids.lock().unwrap().take(generated));
+        let enqueued = now_ms();
+        let mut next = 0u64;
+        let mut out = Vec::with_capacity(jobs.len());
+        for (name, payload, options, max_attempts, delay_ms, custom) in jobs {
+            let (id, custom_id) = match custom {
+                Some(id) => (id, true),
+                None => {
+                    let id = range.as_ref().expect("taken above").id(next);
+                    next += 1;
+                    (id, false)
+                }
+            };
+            let mut record = Vec::new();
+            pack_into(&mut record, 0, max_attempts, &id, &name, enqueued, options.as_deref().unwrap_or(b""), &payload);
+            out.push(NewJob { id, custom_id, delay_ms, record });
+        }
+        let mark = range.map(|r| Watermark { last_seq: r.last_seq(), producer: r.producer });
+        Ok((out, mark))
+    }
+}
+
+fn bytes_or_none(py: Python<'_>, b: Option<Vec<u8>>) -> Py<PyAny> {
+    match b {
+        Some(b) => PyBytes::new(py, &b).into_any().unbind(),
+        None => py.None(),
+    }
+}
+
+/// (name, attempt, max_attempts, enqueued_ms, options, payload) of a packed record.
+fn record_tuple(py: Python<'_>, raw: Option<Vec<u8>>) -> PyResult<Py<PyAny>> {
+    let Some(raw) = raw else { return Ok(py.None()) };
+    match Record::unpack(&raw) {
+        Ok(r) => Ok((r.name, r.attempt, r.max_attempts, r.enqueued_ms, PyBytes::new(py, &r.options), PyBytes::new(py, &r.payload))
+            .into_pyobject(py)?
+            .into_any()
+            .unbind()),
+        Err(_) => Ok(py.None()),
+    }
+}
+
+fn status_tuple(py: Python<'_>, s: Status) -> PyResult<Py<PyAny>> {
+    let rec = record_tuple(py, s.record)?;
+    Ok((s.state.as_str(), rec, bytes_or_none(py, s.data)).into_pyobject(py)?.into_any().unbind())
+}
+
+fn counts_dict(py: Python<'_>, c: Counts) -> PyResult<Py<PyAny>> {
+    let d = PyDict::new(py);
+    d.set_item("waiting", c.waiting)?;
+    d.set_item("delayed", c.delayed)?;
+    d.set_item("active", c.active)?;
+    d.set_item("failed", c.failed)?;
+    d.set_item("completed", c.completed)?;
+    d.set_item("retried", c.retried)?;
+    d.set_item("stalled", c.stalled)?;
+    Ok(d.into_any().unbind())
+}
+
+fn failed_list(py: Python<'_>, jobs: Vec<FailedJob>) -> PyResult<Py<PyAny>> {
+    let l = PyList::empty(py);
+    for j in jobs {
+        let rec = record_tuple(py, j.record)?;
+        l.append(PyTuple::new(py, [j.id.into_pyobject(py)?.into_any().unbind(), rec, bytes_or_none(py, j.error), j.failed_at_ms.into_pyobject(py)?.into_any().unbind()])?)?;
+    }
+    Ok(l.into_any().unbind())
+}
+
+fn int_obj(py: Python<'_>, n: u64) -> PyResult<Py<PyAny>> {
+    Ok(n.into_pyobject(py)?.into_any().unbind())
+}
+
+#[pymethods]
+impl Client {
+    #[new]
+    #[pyo3(signature = (url, *, prefix = "fj", connect_timeout = 5.0, response_timeout = 30.0, result_ttl = 86400.0, max_payload = DEFAULT_MAX_PAYLOAD))]
+    fn new(url: &str, prefix: &str, connect_timeout: f64, response_timeout: f64, result_ttl: f64, max_payload: usize) -> PyResult<Client> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(pyo3::exceptions::PyValueError::new_err(format!("{name} must be a positive number of seconds, got {v}")))
+            }
+        };
+        let mut settings = Settings::new(url, prefix).map_err(super::errors::to_py)?;
+        settings.connect_timeout = positive("connect_timeout", connect_timeout)?;
+        settings.response_timeout = positive("response_timeout", response_timeout)?;
+        settings.result_ttl = positive("result_ttl", result_ttl)?;
+        let store = Arc::new(RedisStore::new(&settings).map_err(super::errors::to_py)?);
+        Ok(Client { store, settings, ids: Mutex::default(), queues: Mutex::default(), max_payload })
+    }
+
+    #[getter]
+    fn url(&self) -> String {
+        self.settings.masked_url()
+    }
+
+    #[getter]
+    fn prefix(&self) -> &str {
+        &self.settings.prefix
+    }
+
+    /// Writes jobs to `queue` atomically; returns [(id, written)] (written is False when a
+    /// job with that caller-chosen id already exists).
+    #[pyo3(signature = (queue, jobs, *, asynchronous = false))]
+    fn enqueue(&self, py: Python<'_>, queue: &str, jobs: Vec<JobTuple>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let (jobs, mark) = self.prepare(jobs).map_err(super::errors::to_py)?;
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let store = self.store.clone();
+        let fut = async move {
+            let written = store.enqueue(&q, jobs, mark).await?;
+            Ok(ids.into_iter().zip(written).collect::<Vec<_>>())
+        };
+        call(py, asynchronous, fut, |py, v: Vec<(String, bool)>| Ok(v.into_pyobject(py)?.into_any().unbind()))
+    }
+
+    /// (state, record tuple or None, result/error JSON or None)
+    #[pyo3(signature = (queue, id, *, asynchronous = false))]
+    fn status(&self, py: Python<'_>, queue: &str, id: String, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.status(&q, &id).await }, status_tuple)
+    }
+
+    /// Waits for the job to finish: (state, record, data), or None when `timeout` passed.
+    #[pyo3(signature = (queue, id, timeout = None, *, asynchronous = false))]
+    fn wait_result(&self, py: Python<'_>, queue: &str, id: String, timeout: Option<f64>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let timeout = match timeout {
+            Some(t) if !(t.is_finite() && t >= 0.0) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!("timeout must be a non-negative number of seconds, got {t}")))
+            }
+            t => t.map(Duration::from_secs_f64),
+        };
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.wait_result(q, id, timeout).await }, |py, s: Option<Status>| match s {
+            Some(s) => status_tuple(py, s),
+            None => Ok(py.None()),
+        })
+    }
+
+    #[pyo3(signature = (queue, *, asynchronous = false))]
+    fn counts(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.counts(&q).await }, counts_dict)
+    }
+
+    /// [(id, record tuple or None, error JSON or None, failed_at_ms)], oldest first.
+    #[pyo3(signature = (queue, limit = 100, *, asynchronous = false))]
+    fn failed_list(&self, py: Python<'_>, queue: &str, limit: usize, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.failed_list(&q, limit).await }, failed_list)
+    }
+
+    #[pyo3(signature = (queue, *, asynchronous = false))]
+    fn failed_retry(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.failed_retry(&q).await }, int_obj)
+    }
+
+    #[pyo3(signature = (queue, *, asynchronous = false))]
+    fn failed_purge(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.failed_purge(&q).await }, int_obj)
+    }
+
+    #[pyo3(signature = (*, asynchronous = false))]
+    fn ping(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.ping().await }, |py, _| Ok(py.None()))
+    }
+}

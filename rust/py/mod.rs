@@ -1,0 +1,7 @@
+//! The only code that touches pyo3: Python classes over the engine, the sync/async bridge
+//! and the error mapping.
+
+pub mod bridge;
+pub mod client;
+pub mod errors;
+pub mod worker;

@@ -1,0 +1,157 @@
+//! `fastjobs._core.WorkerEngine`: the Rust half of a worker process. Python threads pull
+//! jobs with `next_jobs` (GIL released while waiting) and report outcomes per job; the
+//! fetcher, acknowledger, heartbeat and scheduler run as tasks on the I/O runtime.
+
+use super::bridge::block;
+use super::client::Client;
+use super::errors::to_py;
+use crate::error::Error;
+use crate::keys::QueueKeys;
+use crate::redis_store::RedisStore;
+use crate::runtime::runtime;
+use crate::worker::{error_json, Engine, Outcome, WorkerConfig};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+#[pyclass(module = "fastjobs._core", frozen)]
+pub struct WorkerEngine {
+    engine: Arc<Engine<RedisStore>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Fetcher and acknowledger: stopped last, after the final flush.
+    core_tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[pymethods]
+impl WorkerEngine {
+    #[new]
+    #[pyo3(signature = (client, queues, *, prefetch = 1000, concurrency = 1, lease = 30.0))]
+    fn new(client: &Client, queues: Vec<String>, prefetch: usize, concurrency: usize, lease: f64) -> PyResult<WorkerEngine> {
+        if queues.is_empty() {
+            return Err(pyo3::exceptions::PyValueError::new_err("a worker needs at least one queue"));
+        }
+        if !(lease.is_finite() && lease >= 0.3) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!("lease must be at least 0.3 seconds, got {lease}")));
+        }
+        if prefetch < 1 || concurrency < 1 {
+            return Err(pyo3::exceptions::PyValueError::new_err("prefetch and concurrency must be at least 1"));
+        }
+        let qs: Vec<Arc<QueueKeys>> = queues.iter().map(|q| client.queue(q)).collect::<Result<_, Error>>().map_err(to_py)?;
+        let cfg = WorkerConfig { prefetch, min_batch: concurrency.min(prefetch), lease: Duration::from_secs_f64(lease) };
+        Ok(WorkerEngine { engine: Engine::new(client.store.clone(), qs, cfg), tasks: Mutex::default(), core_tasks: Mutex::default() })
+    }
+
+    /// Starts fetching, acknowledging, heartbeats and (with `scheduler`) the scheduler.
+    #[pyo3(signature = (*, scheduler = true))]
+    fn start(&self, scheduler: bool) {
+        let rt = runtime();
+        let e = &self.engine;
+        self.core_tasks.lock().unwrap().extend([rt.spawn(e.clone().fetch_loop()), rt.spawn(e.clone().ack_loop())]);
+        let mut tasks = self.tasks.lock().unwrap();
+        tasks.push(rt.spawn(e.clone().heartbeat_loop()));
+        if scheduler {
+            for q in e.queues() {
+                let eng = e.clone();
+                tasks.push(rt.spawn(crate::scheduler::run(e.store().clone(), q.clone(), move |err| eng.note_error(err))));
+            }
+        }
+    }
+
+    /// Up to `max` jobs, waiting up to `timeout` seconds for the first: a list of
+    /// (handle, queue, id, name, attempt, max_attempts, enqueued_ms, payload, options).
+    fn next_jobs<'py>(&self, py: Python<'py>, max: usize, timeout: f64) -> PyResult<Bound<'py, PyList>> {
+        let e = self.engine.clone();
+        let t = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        let jobs = py.detach(|| e.next_jobs(max.max(1), t));
+        let out = PyList::empty(py);
+        for d in jobs {
+            let r = d.record;
+            let opts: Py<PyAny> = if r.options.is_empty() { py.None() } else { PyBytes::new(py, &r.options).into_any().unbind() };
+            let item = PyTuple::new(
+                py,
+                [
+                    d.handle.into_pyobject(py)?.into_any().unbind(),
+                    self.engine.queues()[d.queue].name.clone().into_pyobject(py)?.into_any().unbind(),
+                    r.id.into_pyobject(py)?.into_any().unbind(),
+                    r.name.into_pyobject(py)?.into_any().unbind(),
+                    r.attempt.into_pyobject(py)?.into_any().unbind(),
+                    r.max_attempts.into_pyobject(py)?.into_any().unbind(),
+                    r.enqueued_ms.into_pyobject(py)?.into_any().unbind(),
+                    PyBytes::new(py, &r.payload).into_any().unbind(),
+                    opts,
+                ],
+            )?;
+            out.append(item)?;
+        }
+        Ok(out)
+    }
+
+    /// The job completed; `result` is its return value as JSON, None for a `None` return.
+    #[pyo3(signature = (handle, result = None))]
+    fn complete(&self, handle: u64, result: Option<Vec<u8>>) -> bool {
+        self.engine.settle(handle, Outcome::Completed(result))
+    }
+
+    /// The attempt failed; the job runs again after `delay` seconds.
+    fn retry(&self, handle: u64, delay: f64) -> bool {
+        let delay_ms = (delay.max(0.0) * 1000.0) as u64;
+        self.engine.settle(handle, Outcome::Retry { delay_ms })
+    }
+
+    /// The job failed for good.
+    #[pyo3(signature = (handle, kind, message, traceback = ""))]
+    fn fail(&self, handle: u64, kind: &str, message: &str, traceback: &str) -> bool {
+        self.engine.settle(handle, Outcome::Failed { error: error_json(kind, message, traceback) })
+    }
+
+    /// Stops fetching and hands unstarted jobs back to the head of their queues.
+    fn stop_fetching(&self, py: Python<'_>) -> PyResult<u64> {
+        let e = self.engine.clone();
+        block(py, async move { e.stop_fetching().await })
+    }
+
+    /// Waits until every reported outcome is acknowledged by Redis.
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        let e = self.engine.clone();
+        block(py, async move {
+            e.drain_acks().await;
+            Ok(())
+        })
+    }
+
+    /// Hands jobs still running back to their queues (the grace period ran out).
+    fn release_running(&self, py: Python<'_>) -> PyResult<u64> {
+        let e = self.engine.clone();
+        block(py, async move { e.release_running().await })
+    }
+
+    /// Stops every background task. Leases still held expire and are reaped elsewhere.
+    fn close(&self) {
+        for t in self.tasks.lock().unwrap().drain(..).chain(self.core_tasks.lock().unwrap().drain(..)) {
+            t.abort();
+        }
+    }
+
+    fn running(&self) -> usize {
+        self.engine.running_count()
+    }
+
+    /// The last error a background task met while it kept retrying, once; else None.
+    fn take_error(&self) -> Option<String> {
+        self.engine.take_error()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = &self.engine.stats;
+        let d = PyDict::new(py);
+        d.set_item("reserved", s.reserved.load(Ordering::Relaxed))?;
+        d.set_item("settled", s.settled.load(Ordering::Relaxed))?;
+        d.set_item("refused", s.refused.load(Ordering::Relaxed))?;
+        d.set_item("released", s.released.load(Ordering::Relaxed))?;
+        d.set_item("store_errors", s.store_errors.load(Ordering::Relaxed))?;
+        Ok(d)
+    }
+}

@@ -1,0 +1,315 @@
+//! The Redis store: every state change is one Lua script (rust/lua/), hot paths batch many
+//! jobs per call, and several calls share a round trip where they can.
+
+use crate::codec::is_generated_id;
+use crate::conn::{Conn, Settings};
+use crate::error::{Error, Result};
+use crate::keys::QueueKeys;
+use crate::notify::Notifier;
+use crate::scripts::scripts;
+use crate::store::*;
+use redis::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the producer high-water marks and completion bitmaps outlive their last use.
+const MARK_TTL_SECS: u64 = 30 * 24 * 3600;
+
+pub struct RedisStore {
+    conn: Conn,
+    /// For BLPOP on wake-up lists: blocking commands must not hold up the shared connection.
+    blocking: Conn,
+    notifier: Notifier,
+}
+
+fn bad_reply(what: &str, v: &Value) -> Error {
+    Error::Store(format!("unexpected reply from Redis for {what}: {v:?}"))
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+fn array(v: Value) -> Option<Vec<Value>> {
+    match v {
+        Value::Array(a) => Some(a),
+        Value::Nil => Some(vec![]),
+        _ => None,
+    }
+}
+
+fn server_error(v: &Value) -> Option<Error> {
+    match v {
+        Value::ServerError(e) => Some(Error::Store(format!("Redis script failed: {e:?}"))),
+        _ => None,
+    }
+}
+
+impl RedisStore {
+    pub fn new(settings: &Settings) -> Result<RedisStore> {
+        Ok(RedisStore { conn: Conn::new(settings)?, blocking: Conn::blocking(settings)?, notifier: Notifier::new(settings) })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        self.conn.settings()
+    }
+
+    async fn status_of(&self, q: &QueueKeys, id: &str, register: bool) -> Result<Status> {
+        let s = &scripts().status;
+        let mut c = s.evalsha(&[&q.jobs, &q.delayed, &q.failed, &q.active, &q.errors, &q.waiters]);
+        let custom = if is_generated_id(id) { "0" } else { "1" };
+        c.arg(&q.base).arg(id).arg(custom).arg(if register { "1" } else { "0" });
+        let v: Value = self.conn.eval(c).await?;
+        let mut a = array(v.clone()).ok_or_else(|| bad_reply("status", &v))?.into_iter();
+        let state = a.next().and_then(bytes).map(|b| State::parse(&String::from_utf8_lossy(&b))).ok_or_else(|| bad_reply("status", &v))?;
+        Ok(Status { state, record: a.next().and_then(bytes), data: a.next().and_then(bytes) })
+    }
+
+    async fn unwait(&self, q: &QueueKeys, id: &str) -> Result<()> {
+        let mut c = scripts().unwait.evalsha(&[&q.waiters]);
+        c.arg(id);
+        self.conn.eval::<Value>(c).await.map(|_| ())
+    }
+
+    async fn failed_op(&self, q: &QueueKeys, op: &str, limit: usize) -> Result<Value> {
+        let mut c = scripts().failed.evalsha(&[&q.failed, &q.jobs, &q.errors, &q.wait, &q.wake]);
+        c.arg(op).arg(&q.base).arg(limit);
+        self.conn.eval(c).await
+    }
+}
+
+impl Store for RedisStore {
+    async fn enqueue(&self, q: &QueueKeys, jobs: Vec<NewJob>, mark: Option<Watermark>) -> Result<Vec<bool>> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        let hwm_key = q.hwm(mark.as_ref().map(|m| m.producer.as_str()).unwrap_or("-"));
+        let fast = jobs.iter().all(|j| !j.custom_id && j.delay_ms == 0) && mark.is_some();
+        if fast {
+            let mut c = scripts().push.evalsha(&[&q.wait, &q.wake, &hwm_key]);
+            c.arg(mark.as_ref().expect("checked").last_seq).arg(MARK_TTL_SECS);
+            for j in &jobs {
+                c.arg(&j.record);
+            }
+            self.conn.eval::<Value>(c).await?;
+            return Ok(vec![true; jobs.len()]);
+        }
+        let mut keys: Vec<String> = vec![q.wait.clone(), q.wake.clone(), hwm_key, q.delayed.clone(), q.jobs.clone()];
+        for j in &jobs {
+            keys.push(if j.custom_id { q.id_key(&j.id) } else { q.jobs.clone() });
+        }
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut c = scripts().enqueue.evalsha(&key_refs);
+        let hwm: i64 = mark.as_ref().map(|m| m.last_seq as i64).unwrap_or(-1);
+        let id_ttl_ms = self.settings().result_ttl.as_millis().max(MARK_TTL_SECS as u128 * 1000) as u64;
+        c.arg(hwm).arg(MARK_TTL_SECS).arg(id_ttl_ms).arg(&q.sched_channel);
+        for j in &jobs {
+            c.arg(&j.id).arg(if j.custom_id { "1" } else { "0" }).arg(j.delay_ms).arg(&j.record);
+        }
+        let v: Value = self.conn.eval(c).await?;
+        let a = array(v.clone()).ok_or_else(|| bad_reply("enqueue", &v))?;
+        Ok(a.iter().map(|x| int(x) == Some(1)).collect())
+    }
+
+    async fn reserve(&self, q: &QueueKeys, token: &str, max: usize, lease: Duration) -> Result<Vec<Vec<u8>>> {
+        let lease_key = q.lease(token);
+        let mut c = scripts().reserve.evalsha(&[&q.wait, &q.active, &lease_key, &q.wake]);
+        c.arg(token).arg(max.clamp(1, 2000)).arg(lease.as_millis() as u64);
+        let v: Value = self.conn.eval(c).await?;
+        match v {
+            Value::Nil | Value::Boolean(false) => Ok(vec![]),
+            Value::Array(a) => a.into_iter().map(|x| bytes(x).ok_or_else(|| Error::Store("reserve returned a non-string record".into()))).collect(),
+            other => Err(bad_reply("reserve", &other)),
+        }
+    }
+
+    async fn ack(&self, acks: &[LeaseAck]) -> Result<Vec<AckOutcome>> {
+        if acks.is_empty() {
+            return Ok(vec![]);
+        }
+        let s = &scripts().ack;
+        let mut p = redis::pipe();
+        let ttl_ms = self.settings().result_ttl.as_millis() as u64;
+        for a in acks {
+            let q = &a.queue;
+            let lease_key = q.lease(&a.token);
+            let mut c = s.evalsha(&[&lease_key, &q.active, &q.stats, &q.waiters, &q.wait, &q.delayed, &q.jobs, &q.failed, &q.errors, &q.wake]);
+            c.arg(&a.token).arg(&q.base).arg(ttl_ms).arg(MARK_TTL_SECS).arg(&q.results_channel).arg(&q.sched_channel);
+            for e in &a.entries {
+                match &e.kind {
+                    AckKind::Completed { result } => {
+                        c.arg(if e.custom_id { "C" } else { "c" }).arg(&e.id).arg(result.as_deref().unwrap_or(b"")).arg("");
+                    }
+                    AckKind::Retry { delay_ms, record } => {
+                        c.arg("r").arg(&e.id).arg(*delay_ms).arg(record);
+                    }
+                    AckKind::Failed { error, record } => {
+                        c.arg("f").arg(&e.id).arg(error).arg(record);
+                    }
+                }
+            }
+            p.add_command(c);
+        }
+        let replies = self.conn.pipeline(&p).await?;
+        replies
+            .into_iter()
+            .map(|v| {
+                if let Some(e) = server_error(&v) {
+                    return Err(e);
+                }
+                let a = array(v.clone()).ok_or_else(|| bad_reply("ack", &v))?;
+                Ok(AckOutcome {
+                    settled: a.first().and_then(int).unwrap_or(0) as u64,
+                    refused: a.get(1).and_then(int).unwrap_or(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn release(&self, q: &QueueKeys, token: &str, ids: &[String]) -> Result<u64> {
+        let lease_key = q.lease(token);
+        let mut c = scripts().release.evalsha(&[&lease_key, &q.active, &q.wait, &q.wake]);
+        c.arg(token).arg(ids);
+        let v: Value = self.conn.eval(c).await?;
+        int(&v).map(|n| n as u64).ok_or_else(|| bad_reply("release", &v))
+    }
+
+    async fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> Result<Vec<String>> {
+        let mut p = redis::pipe();
+        let mut any = false;
+        for (q, tokens) in leases {
+            if tokens.is_empty() {
+                continue;
+            }
+            let mut c = scripts().extend.evalsha(&[&q.active]);
+            c.arg(lease.as_millis() as u64).arg(tokens);
+            p.add_command(c);
+            any = true;
+        }
+        if !any {
+            return Ok(vec![]);
+        }
+        let mut lost = vec![];
+        for v in self.conn.pipeline(&p).await? {
+            if let Some(e) = server_error(&v) {
+                return Err(e);
+            }
+            for t in array(v).unwrap_or_default() {
+                if let Some(b) = bytes(t) {
+                    lost.push(String::from_utf8_lossy(&b).into_owned());
+                }
+            }
+        }
+        Ok(lost)
+    }
+
+    async fn tick(&self, q: &QueueKeys, limit: usize) -> Result<Tick> {
+        let mut c = scripts().tick.evalsha(&[&q.delayed, &q.jobs, &q.wait, &q.active, &q.wake, &q.failed, &q.errors, &q.stats]);
+        c.arg(&q.base).arg(limit);
+        let v: Value = self.conn.eval(c).await?;
+        let a = array(v.clone()).ok_or_else(|| bad_reply("tick", &v))?;
+        let n = |i: usize| a.get(i).and_then(int).ok_or_else(|| bad_reply("tick", &v));
+        let opt = |x: i64| if x < 0 { None } else { Some(x) };
+        Ok(Tick { promoted: n(0)? as u64, reaped: n(1)? as u64, next_due_ms: opt(n(2)?), next_lease_deadline_ms: opt(n(3)?), now_ms: n(4)? })
+    }
+
+    async fn wait_for_work(&self, queues: &[Arc<QueueKeys>], timeout: Duration) -> Result<bool> {
+        let mut c = redis::cmd("BLPOP");
+        for q in queues {
+            c.arg(&q.wake);
+        }
+        c.arg(timeout.as_secs_f64());
+        let limit = timeout + self.settings().response_timeout;
+        match tokio::time::timeout(limit, self.blocking.query::<Value>(&c)).await {
+            Ok(r) => Ok(!matches!(r?, Value::Nil)),
+            Err(_) => Err(Error::Timeout(format!("Redis at {} did not answer a blocking pop in time", self.settings().masked_url()))),
+        }
+    }
+
+    async fn status(&self, q: &QueueKeys, id: &str) -> Result<Status> {
+        self.status_of(q, id, false).await
+    }
+
+    async fn wait_result(&self, q: Arc<QueueKeys>, id: String, timeout: Option<Duration>) -> Result<Option<Status>> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let rx = self.notifier.waiter(&q.results_channel, &id).await?;
+            let st = self.status_of(&q, &id, true).await?;
+            if st.state.is_final() || st.state == State::Unknown {
+                drop(rx);
+                self.notifier.forget(&q.results_channel, &id);
+                return Ok(Some(st));
+            }
+            let got = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, rx).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.notifier.forget(&q.results_channel, &id);
+                        self.unwait(&q, &id).await?;
+                        return Ok(None);
+                    }
+                },
+                None => rx.await,
+            };
+            match got {
+                Ok((state, data)) => return Ok(Some(Status { state, record: None, data: Some(data) })),
+                // The subscription broke: drop our registration and look again.
+                Err(_) => self.unwait(&q, &id).await?,
+            }
+        }
+    }
+
+    async fn counts(&self, q: &QueueKeys) -> Result<Counts> {
+        let mut c = scripts().counts.evalsha(&[&q.wait, &q.delayed, &q.active, &q.failed, &q.stats]);
+        c.arg(&q.base);
+        let v: Value = self.conn.eval(c).await?;
+        let a = array(v.clone()).ok_or_else(|| bad_reply("counts", &v))?;
+        let n = |i: usize| a.get(i).and_then(int).unwrap_or(0) as u64;
+        Ok(Counts { waiting: n(0), delayed: n(1), active: n(2), failed: n(3), completed: n(4), retried: n(5), stalled: n(6) })
+    }
+
+    async fn failed_list(&self, q: &QueueKeys, limit: usize) -> Result<Vec<FailedJob>> {
+        let v = self.failed_op(q, "list", limit.max(1)).await?;
+        let a = array(v.clone()).ok_or_else(|| bad_reply("failed list", &v))?;
+        Ok(a.chunks(4)
+            .map(|c| FailedJob {
+                id: bytes(c[0].clone()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default(),
+                record: bytes(c[1].clone()),
+                error: bytes(c[2].clone()),
+                failed_at_ms: int(&c[3]).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn failed_retry(&self, q: &QueueKeys) -> Result<u64> {
+        let v = self.failed_op(q, "retry", 0).await?;
+        int(&v).map(|n| n as u64).ok_or_else(|| bad_reply("failed retry", &v))
+    }
+
+    async fn failed_purge(&self, q: &QueueKeys) -> Result<u64> {
+        let v = self.failed_op(q, "purge", 0).await?;
+        int(&v).map(|n| n as u64).ok_or_else(|| bad_reply("failed purge", &v))
+    }
+
+    async fn schedule_changed(&self, q: Arc<QueueKeys>) -> Result<()> {
+        let n = self.notifier.signal(&q.sched_channel).await?;
+        n.notified().await;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.conn.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
+    }
+}

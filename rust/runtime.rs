@@ -1,0 +1,31 @@
+//! The tokio runtime that runs every network call, created lazily once per process id: a
+//! forked child gets a fresh one (the parent's threads do not exist in the child).
+
+use std::sync::{Arc, Mutex};
+use tokio::runtime::{Builder, Runtime};
+
+static RT: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+
+pub fn runtime() -> Arc<Runtime> {
+    let pid = std::process::id();
+    let mut g = RT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((p, rt)) = g.as_ref() {
+        if *p == pid {
+            return rt.clone();
+        }
+        // Inherited through fork: its worker threads are gone. Leak it rather than drop it.
+        if let Some((_, old)) = g.take() {
+            std::mem::forget(old);
+        }
+    }
+    let rt = Arc::new(
+        Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("fastjobs-io")
+            .enable_all()
+            .build()
+            .expect("cannot start the fastjobs I/O runtime"),
+    );
+    *g = Some((pid, rt.clone()));
+    rt
+}

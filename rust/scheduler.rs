@@ -1,0 +1,45 @@
+//! The scheduler: one task per queue in each worker process. It sleeps until the earliest
+//! due time it knows of (a delayed job or a lease deadline, both read from Redis after each
+//! step), wakes early when a producer publishes an earlier due time, and then promotes
+//! exactly the due jobs and reaps expired leases in one idempotent script. Any number of
+//! workers may run it for the same queue. It runs until its task is aborted.
+
+use crate::keys::QueueKeys;
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Upper bound of one sleep: a safety net for a wake-up lost with a broken subscription.
+const MAX_SLEEP: Duration = Duration::from_secs(5);
+const BATCH: usize = 1000;
+
+pub async fn run<S: Store>(store: Arc<S>, q: Arc<QueueKeys>, on_error: impl Fn(&crate::error::Error)) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        // Listen before reading the head, so a wake-up between the two is not lost.
+        let changed = store.schedule_changed(q.clone());
+        tokio::pin!(changed);
+        let sleep = match store.tick(&q, BATCH).await {
+            Ok(t) => {
+                backoff = Duration::from_millis(50);
+                if t.promoted as usize >= BATCH || t.reaped as usize >= BATCH {
+                    continue;
+                }
+                let next = [t.next_due_ms, t.next_lease_deadline_ms].into_iter().flatten().min();
+                match next {
+                    Some(at) => Duration::from_millis((at - t.now_ms).max(0) as u64).min(MAX_SLEEP),
+                    None => MAX_SLEEP,
+                }
+            }
+            Err(e) => {
+                on_error(&e);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            r = &mut changed => if r.is_err() { tokio::time::sleep(backoff).await },
+        }
+    }
+}

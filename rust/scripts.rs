@@ -1,0 +1,74 @@
+//! The Lua registry: one file per atomic operation under `rust/lua/`, embedded at build time
+//! and called by SHA, with a NOSCRIPT fallback that loads the script once and retries.
+
+use redis::Cmd;
+
+pub struct Script {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub sha: String,
+}
+
+impl Script {
+    fn new(name: &'static str, source: &'static str) -> Script {
+        Script { name, source, sha: sha1_smol::Sha1::from(source).digest().to_string() }
+    }
+
+    /// An EVALSHA command for this script; the caller adds KEYS and ARGV.
+    pub fn evalsha(&self, keys: &[&str]) -> Cmd {
+        let mut c = redis::cmd("EVALSHA");
+        c.arg(&self.sha).arg(keys.len()).arg(keys);
+        c
+    }
+}
+
+macro_rules! scripts {
+    ($($field:ident => $file:literal),* $(,)?) => {
+        pub struct Scripts { $(pub $field: Script,)* }
+        impl Scripts {
+            fn load() -> Scripts {
+                Scripts { $($field: Script::new($file, include_str!(concat!("lua/", $file))),)* }
+            }
+            pub fn all(&self) -> Vec<&Script> { vec![$(&self.$field),*] }
+        }
+    };
+}
+
+scripts! {
+    push => "push.lua",
+    enqueue => "enqueue.lua",
+    reserve => "reserve.lua",
+    ack => "ack.lua",
+    release => "release.lua",
+    extend => "extend.lua",
+    tick => "tick.lua",
+    status => "status.lua",
+    unwait => "unwait.lua",
+    counts => "counts.lua",
+    failed => "failed.lua",
+}
+
+pub fn scripts() -> &'static Scripts {
+    static S: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    S.get_or_init(Scripts::load)
+}
+
+pub fn is_noscript(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOSCRIPT")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_script_has_a_header_and_a_distinct_sha() {
+        let all = super::scripts().all();
+        let mut shas: Vec<_> = all.iter().map(|s| s.sha.clone()).collect();
+        shas.sort();
+        shas.dedup();
+        assert_eq!(shas.len(), all.len());
+        for s in all {
+            assert!(s.source.starts_with("-- "), "{} lacks its header", s.name);
+            assert!(s.source.contains("KEYS[1]"), "{} documents no keys", s.name);
+        }
+    }
+}

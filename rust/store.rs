@@ -1,0 +1,161 @@
+//! The store behind the engine. Callers (the Python layer, the worker, the scheduler) use
+//! this trait only, so a second backend (an embedded in-process store, a SQL database) can be
+//! added without touching them. `redis_store.rs` is the Redis implementation.
+
+use crate::error::Result;
+use crate::keys::QueueKeys;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A job to write. `record` is packed (codec.rs) and carries the id.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    /// The id was chosen by the caller: a second dispatch with it is refused as a duplicate.
+    pub custom_id: bool,
+    pub delay_ms: u64,
+    pub record: Vec<u8>,
+}
+
+/// Sequence numbers of generated ids that a write covers, so the store can tell waiting jobs
+/// from ids it never saw.
+#[derive(Debug, Clone)]
+pub struct Watermark {
+    pub producer: String,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum AckKind {
+    /// Completed; `result` is the return value as JSON, None for a `None` return.
+    Completed { result: Option<Vec<u8>> },
+    /// Failed this attempt; runs again after `delay_ms`. `record` has the attempt counted.
+    Retry { delay_ms: u64, record: Vec<u8> },
+    /// Failed for good. `record` has the attempt counted; `error` is JSON.
+    Failed { error: Vec<u8>, record: Vec<u8> },
+}
+
+#[derive(Debug, Clone)]
+pub struct AckEntry {
+    pub id: String,
+    pub custom_id: bool,
+    pub kind: AckKind,
+}
+
+/// One lease's settled jobs.
+#[derive(Debug, Clone)]
+pub struct LeaseAck {
+    pub queue: Arc<QueueKeys>,
+    pub token: String,
+    pub entries: Vec<AckEntry>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AckOutcome {
+    pub settled: u64,
+    /// Refused because the lease had expired and been reaped (stale token).
+    pub refused: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Tick {
+    pub promoted: u64,
+    pub reaped: u64,
+    /// Store clock, ms since the epoch.
+    pub now_ms: i64,
+    pub next_due_ms: Option<i64>,
+    pub next_lease_deadline_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Waiting,
+    Delayed,
+    Active,
+    Completed,
+    Failed,
+    Unknown,
+}
+
+impl State {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Delayed => "delayed",
+            State::Active => "active",
+            State::Completed => "completed",
+            State::Failed => "failed",
+            State::Unknown => "unknown",
+        }
+    }
+    pub fn parse(s: &str) -> State {
+        match s {
+            "waiting" => State::Waiting,
+            "delayed" => State::Delayed,
+            "active" => State::Active,
+            "completed" => State::Completed,
+            "failed" => State::Failed,
+            _ => State::Unknown,
+        }
+    }
+    pub fn is_final(&self) -> bool {
+        matches!(self, State::Completed | State::Failed)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub state: State,
+    /// The packed record while the store still holds it (delayed, active, failed).
+    pub record: Option<Vec<u8>>,
+    /// The return value (completed) or the error (failed), as JSON.
+    pub data: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub waiting: u64,
+    pub delayed: u64,
+    pub active: u64,
+    pub failed: u64,
+    pub completed: u64,
+    pub retried: u64,
+    pub stalled: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct FailedJob {
+    pub id: String,
+    pub record: Option<Vec<u8>>,
+    pub error: Option<Vec<u8>>,
+    pub failed_at_ms: i64,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Writes jobs atomically. Returns, per job, whether it was written (false: a job with
+    /// that caller-chosen id exists already).
+    fn enqueue(&self, q: &QueueKeys, jobs: Vec<NewJob>, mark: Option<Watermark>) -> impl Future<Output = Result<Vec<bool>>> + Send;
+    /// Leases up to `max` ready jobs under `token`; returns their packed records in order.
+    fn reserve(&self, q: &QueueKeys, token: &str, max: usize, lease: Duration) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
+    /// Settles jobs of several leases in one round trip; one outcome per lease.
+    fn ack(&self, acks: &[LeaseAck]) -> impl Future<Output = Result<Vec<AckOutcome>>> + Send;
+    /// Puts unstarted leased jobs back at the head of their queue, in order.
+    fn release(&self, q: &QueueKeys, token: &str, ids: &[String]) -> impl Future<Output = Result<u64>> + Send;
+    /// Extends leases; returns the tokens that were lost (reaped).
+    fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Promotes due delayed jobs and reaps expired leases.
+    fn tick(&self, q: &QueueKeys, limit: usize) -> impl Future<Output = Result<Tick>> + Send;
+    /// Blocks until one of the queues may have ready jobs, or `timeout` passes.
+    fn wait_for_work(&self, queues: &[Arc<QueueKeys>], timeout: Duration) -> impl Future<Output = Result<bool>> + Send;
+    fn status(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<Status>> + Send;
+    /// Waits for a job to complete or fail for good; Ok(None) when `timeout` passed first.
+    fn wait_result(&self, q: Arc<QueueKeys>, id: String, timeout: Option<Duration>) -> impl Future<Output = Result<Option<Status>>> + Send;
+    fn counts(&self, q: &QueueKeys) -> impl Future<Output = Result<Counts>> + Send;
+    fn failed_list(&self, q: &QueueKeys, limit: usize) -> impl Future<Output = Result<Vec<FailedJob>>> + Send;
+    fn failed_retry(&self, q: &QueueKeys) -> impl Future<Output = Result<u64>> + Send;
+    fn failed_purge(&self, q: &QueueKeys) -> impl Future<Output = Result<u64>> + Send;
+    /// Resolves when a job of `q` fell due earlier than its schedulers knew (a hint only).
+    fn schedule_changed(&self, q: Arc<QueueKeys>) -> impl Future<Output = Result<()>> + Send;
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+}

@@ -1,0 +1,458 @@
+//! The worker engine: keeps leased jobs ready for the Python handlers (bounded prefetch),
+//! settles them in batches (group commit), renews leases (heartbeats), and on a graceful
+//! stop hands unstarted jobs back to the head of their queue.
+//!
+//! Python threads take jobs with `next_jobs` and report each outcome with `settle`; both
+//! are cheap, in-memory calls. All network work happens on the I/O runtime's tasks.
+
+use crate::codec::{is_generated_id, Record};
+use crate::error::{Error, Result};
+use crate::keys::QueueKeys;
+use crate::store::{AckEntry, AckKind, LeaseAck, Store};
+use rand::Rng;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Upper bound of jobs leased but not yet handed to a handler.
+    pub prefetch: usize,
+    /// Lower bound of one reserve call (at least the handler concurrency).
+    pub min_batch: usize,
+    pub lease: Duration,
+}
+
+/// A job handed to Python.
+pub struct Delivery {
+    pub handle: u64,
+    pub queue: usize,
+    pub record: Record,
+}
+
+struct Pending {
+    lease: u64,
+    queue: usize,
+    raw: Vec<u8>,
+    id: String,
+}
+
+struct Lease {
+    queue: usize,
+    token: String,
+    /// Jobs of this lease not settled yet (buffered, running, or settled but unacknowledged).
+    open: usize,
+}
+
+#[derive(Default)]
+struct Buffer {
+    ready: VecDeque<Pending>,
+    closed: bool,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub reserved: AtomicU64,
+    pub settled: AtomicU64,
+    pub refused: AtomicU64,
+    pub released: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+pub struct Engine<S: Store> {
+    store: Arc<S>,
+    queues: Vec<Arc<QueueKeys>>,
+    cfg: WorkerConfig,
+    buffer: Mutex<Buffer>,
+    ready_cv: Condvar,
+    want_more: Notify,
+    stop: Notify,
+    stopping: AtomicBool,
+    leases: Mutex<HashMap<u64, Lease>>,
+    /// Handed to Python, not settled yet: handle -> job.
+    running: Mutex<HashMap<u64, Pending>>,
+    acks: Mutex<Vec<(u64, AckEntry)>>,
+    ack_ready: Notify,
+    acks_idle: Notify,
+    next_handle: AtomicU64,
+    next_lease: AtomicU64,
+    /// Completions per second, smoothed; sizes the prefetch.
+    rate: Mutex<(f64, Instant, u64)>,
+    pub stats: Stats,
+    last_error: Mutex<Option<String>>,
+}
+
+fn new_token() -> String {
+    let mut rng = rand::rng();
+    format!("{:016x}{:08x}", rng.random::<u64>(), rng.random::<u32>())
+}
+
+impl<S: Store> Engine<S> {
+    pub fn new(store: Arc<S>, queues: Vec<Arc<QueueKeys>>, cfg: WorkerConfig) -> Arc<Engine<S>> {
+        Arc::new(Engine {
+            store,
+            queues,
+            cfg,
+            buffer: Mutex::default(),
+            ready_cv: Condvar::new(),
+            want_more: Notify::new(),
+            stop: Notify::new(),
+            stopping: AtomicBool::new(false),
+            leases: Mutex::default(),
+            running: Mutex::default(),
+            acks: Mutex::default(),
+            ack_ready: Notify::new(),
+            acks_idle: Notify::new(),
+            next_handle: AtomicU64::new(1),
+            next_lease: AtomicU64::new(1),
+            rate: Mutex::new((0.0, Instant::now(), 0)),
+            stats: Stats::default(),
+            last_error: Mutex::default(),
+        })
+    }
+
+    pub fn queues(&self) -> &[Arc<QueueKeys>] {
+        &self.queues
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// The last store error a background task met (it keeps retrying), once.
+    pub fn take_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap().take()
+    }
+
+    pub fn note_error(&self, e: &Error) {
+        self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap() = Some(e.to_string());
+    }
+
+    fn target_buffer(&self) -> usize {
+        let (rate, _, _) = *self.rate.lock().unwrap();
+        // Keep ~20 ms of work ready: enough to hide a round trip, little to hand back.
+        ((rate * 0.02) as usize).clamp(self.cfg.min_batch, self.cfg.prefetch.max(self.cfg.min_batch))
+    }
+
+    // ---- the fetcher ----
+
+    pub async fn fetch_loop(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(50);
+        while !self.stopping.load(Ordering::Acquire) {
+            let buffered = self.buffer.lock().unwrap().ready.len();
+            let target = self.target_buffer();
+            if buffered * 2 > target {
+                tokio::select! {
+                    _ = self.want_more.notified() => {}
+                    _ = self.stop.notified() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+                continue;
+            }
+            match self.fill(target - buffered).await {
+                Ok(true) => backoff = Duration::from_millis(50),
+                Ok(false) => {
+                    let wait = self.store.wait_for_work(&self.queues, Duration::from_secs(1));
+                    tokio::select! {
+                        r = wait => if let Err(e) = r {
+                            self.note_error(&e);
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                        },
+                        _ = self.stop.notified() => break,
+                    }
+                }
+                Err(e) => {
+                    self.note_error(&e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.stop.notified() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Reserves up to `want` jobs, from the queues in priority order. True if any came.
+    async fn fill(&self, want: usize) -> Result<bool> {
+        let mut got_any = false;
+        let mut want = want.max(1);
+        for (qi, q) in self.queues.iter().enumerate() {
+            let token = new_token();
+            let recs = self.store.reserve(q, &token, want, self.cfg.lease).await?;
+            if recs.is_empty() {
+                continue;
+            }
+            let lease = self.next_lease.fetch_add(1, Ordering::Relaxed);
+            self.leases.lock().unwrap().insert(lease, Lease { queue: qi, token, open: recs.len() });
+            self.stats.reserved.fetch_add(recs.len() as u64, Ordering::Relaxed);
+            want = want.saturating_sub(recs.len());
+            {
+                let mut b = self.buffer.lock().unwrap();
+                for raw in recs {
+                    let id = Record::peek_id(&raw).unwrap_or("").to_string();
+                    b.ready.push_back(Pending { lease, queue: qi, raw, id });
+                }
+            }
+            self.ready_cv.notify_all();
+            got_any = true;
+            if want == 0 {
+                break;
+            }
+        }
+        Ok(got_any)
+    }
+
+    /// Takes up to `max` ready jobs, waiting up to `timeout` for the first. Blocking: call it
+    /// without the GIL. Records that cannot be decoded are failed here, never handed out.
+    pub fn next_jobs(&self, max: usize, timeout: Duration) -> Vec<Delivery> {
+        let deadline = Instant::now() + timeout;
+        let taken: Vec<Pending> = {
+            let mut b = self.buffer.lock().unwrap();
+            while b.ready.is_empty() && !b.closed {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                b = self.ready_cv.wait_timeout(b, deadline - now).unwrap().0;
+            }
+            let n = max.min(b.ready.len());
+            let out = b.ready.drain(..n).collect();
+            if b.ready.len() * 2 <= self.target_buffer() {
+                self.want_more.notify_one();
+            }
+            out
+        };
+        let mut out = Vec::with_capacity(taken.len());
+        let mut running = self.running.lock().unwrap();
+        for p in taken {
+            match Record::unpack(&p.raw) {
+                Ok(record) => {
+                    let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+                    out.push(Delivery { handle, queue: p.queue, record });
+                    running.insert(handle, p);
+                }
+                Err(e) => {
+                    let err = error_json("UndecodableRecord", &e.to_string(), "");
+                    let id = if p.id.is_empty() { format!("undecodable-{}", new_token()) } else { p.id.clone() };
+                    self.push_ack(p.lease, AckEntry { id, custom_id: true, kind: AckKind::Failed { error: err, record: p.raw } });
+                }
+            }
+        }
+        out
+    }
+
+    /// Reports a handed-out job's outcome. `attempt_counted` rebuilds the record for a retry
+    /// or a final failure. Returns false for an unknown handle (settled twice).
+    pub fn settle(&self, handle: u64, outcome: Outcome) -> bool {
+        let Some(p) = self.running.lock().unwrap().remove(&handle) else { return false };
+        let attempt = u16::from_be_bytes([p.raw[1], p.raw[2]]).saturating_add(1);
+        let kind = match outcome {
+            Outcome::Completed(result) => AckKind::Completed { result },
+            Outcome::Retry { delay_ms } => AckKind::Retry { delay_ms, record: Record::with_attempt(&p.raw, attempt) },
+            Outcome::Failed { error } => AckKind::Failed { error, record: Record::with_attempt(&p.raw, attempt) },
+        };
+        let custom_id = !is_generated_id(&p.id);
+        self.push_ack(p.lease, AckEntry { id: p.id, custom_id, kind });
+        true
+    }
+
+    fn push_ack(&self, lease: u64, e: AckEntry) {
+        let mut a = self.acks.lock().unwrap();
+        a.push((lease, e));
+        if a.len() == 1 {
+            self.ack_ready.notify_one();
+        }
+    }
+
+    // ---- acknowledgements: group commit ----
+
+    pub async fn ack_loop(self: Arc<Self>) {
+        loop {
+            let batch: Vec<(u64, AckEntry)> = std::mem::take(&mut *self.acks.lock().unwrap());
+            if batch.is_empty() {
+                self.acks_idle.notify_waiters();
+                if self.stopping.load(Ordering::Acquire) && self.running.lock().unwrap().is_empty() {
+                    // Keep serving late settles until the engine is dropped.
+                }
+                self.ack_ready.notified().await;
+                continue;
+            }
+            self.flush(batch).await;
+        }
+    }
+
+    async fn flush(&self, batch: Vec<(u64, AckEntry)>) {
+        let n = batch.len() as u64;
+        let mut by_lease: Vec<(u64, LeaseAck)> = vec![];
+        {
+            let leases = self.leases.lock().unwrap();
+            let mut index: HashMap<u64, usize> = HashMap::new();
+            for (lease, e) in batch {
+                let Some(l) = leases.get(&lease) else { continue };
+                let i = *index.entry(lease).or_insert_with(|| {
+                    by_lease.push((lease, LeaseAck { queue: self.queues[l.queue].clone(), token: l.token.clone(), entries: vec![] }));
+                    by_lease.len() - 1
+                });
+                by_lease[i].1.entries.push(e);
+            }
+        }
+        let acks: Vec<LeaseAck> = by_lease.iter().map(|(_, a)| a.clone()).collect();
+        let mut backoff = Duration::from_millis(50);
+        // A settled job is never dropped: retry until the store takes it (or refuses it as
+        // stale). Redis applies each lease's script whole or not at all.
+        let outcomes = loop {
+            match self.store.ack(&acks).await {
+                Ok(o) => break o,
+                Err(e) => {
+                    self.note_error(&e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        let mut settled = 0;
+        {
+            let mut leases = self.leases.lock().unwrap();
+            for ((lease, a), o) in by_lease.iter().zip(outcomes) {
+                settled += o.settled;
+                self.stats.refused.fetch_add(o.refused, Ordering::Relaxed);
+                if let Some(l) = leases.get_mut(lease) {
+                    l.open = l.open.saturating_sub(a.entries.len());
+                    if l.open == 0 {
+                        leases.remove(lease);
+                    }
+                }
+            }
+        }
+        self.stats.settled.fetch_add(settled, Ordering::Relaxed);
+        let mut r = self.rate.lock().unwrap();
+        r.2 += n;
+        let dt = r.1.elapsed().as_secs_f64();
+        if dt >= 0.05 {
+            let inst = r.2 as f64 / dt;
+            r.0 = if r.0 == 0.0 { inst } else { 0.7 * r.0 + 0.3 * inst };
+            r.1 = Instant::now();
+            r.2 = 0;
+        }
+    }
+
+    /// Waits until every settle reported so far is acknowledged by the store.
+    pub async fn drain_acks(&self) {
+        loop {
+            let idle = self.acks_idle.notified();
+            if self.acks.lock().unwrap().is_empty() {
+                // A flush may still be in flight: give it a moment to finish.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if self.acks.lock().unwrap().is_empty() {
+                    return;
+                }
+            }
+            self.ack_ready.notify_one();
+            let _ = tokio::time::timeout(Duration::from_millis(200), idle).await;
+        }
+    }
+
+    // ---- heartbeats ----
+
+    pub async fn heartbeat_loop(self: Arc<Self>) {
+        let every = self.cfg.lease / 3;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.stop.notified() => {}
+            }
+            let mut per_queue: Vec<(Arc<QueueKeys>, Vec<String>)> = self.queues.iter().map(|q| (q.clone(), vec![])).collect();
+            for l in self.leases.lock().unwrap().values() {
+                per_queue[l.queue].1.push(l.token.clone());
+            }
+            if let Err(e) = self.store.extend(&per_queue, self.cfg.lease).await {
+                self.note_error(&e);
+            }
+        }
+    }
+
+    // ---- stopping ----
+
+    /// Stops fetching and hands every buffered (unstarted) job back to the head of its
+    /// queue, in order. Returns how many went back.
+    pub async fn stop_fetching(&self) -> Result<u64> {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+        let unstarted: Vec<Pending> = {
+            let mut b = self.buffer.lock().unwrap();
+            b.closed = true;
+            b.ready.drain(..).collect()
+        };
+        self.ready_cv.notify_all();
+        self.release(unstarted).await
+    }
+
+    /// Hands jobs that are still running back to their queue (the grace period ran out).
+    pub async fn release_running(&self) -> Result<u64> {
+        let running: Vec<Pending> = self.running.lock().unwrap().drain().map(|(_, p)| p).collect();
+        self.release(running).await
+    }
+
+    async fn release(&self, jobs: Vec<Pending>) -> Result<u64> {
+        let mut by_lease: Vec<(u64, Vec<String>)> = vec![];
+        for p in jobs {
+            match by_lease.iter_mut().find(|(l, _)| *l == p.lease) {
+                Some((_, ids)) => ids.push(p.id),
+                None => by_lease.push((p.lease, vec![p.id])),
+            }
+        }
+        let mut total = 0;
+        for (lease, ids) in by_lease {
+            let (q, token) = {
+                let leases = self.leases.lock().unwrap();
+                let Some(l) = leases.get(&lease) else { continue };
+                (self.queues[l.queue].clone(), l.token.clone())
+            };
+            total += self.store.release(&q, &token, &ids).await?;
+            let mut leases = self.leases.lock().unwrap();
+            if let Some(l) = leases.get_mut(&lease) {
+                l.open = l.open.saturating_sub(ids.len());
+                if l.open == 0 {
+                    leases.remove(&lease);
+                }
+            }
+        }
+        self.stats.released.fetch_add(total, Ordering::Relaxed);
+        Ok(total)
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.running.lock().unwrap().len()
+    }
+}
+
+pub enum Outcome {
+    Completed(Option<Vec<u8>>),
+    Retry { delay_ms: u64 },
+    Failed { error: Vec<u8> },
+}
+
+/// The error JSON stored with a failed job.
+pub fn error_json(kind: &str, message: &str, traceback: &str) -> Vec<u8> {
+    fn esc(s: &str) -> String {
+        let mut o = String::with_capacity(s.len() + 2);
+        for c in s.chars() {
+            match c {
+                '"' => o.push_str("\\\""),
+                '\\' => o.push_str("\\\\"),
+                '\n' => o.push_str("\\n"),
+                '\r' => o.push_str("\\r"),
+                '\t' => o.push_str("\\t"),
+                c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+                c => o.push(c),
+            }
+        }
+        o
+    }
+    format!(r#"{{"type":"{}","message":"{}","traceback":"{}"}}"#, esc(kind), esc(message), esc(traceback)).into_bytes()
+}
