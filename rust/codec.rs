@@ -8,8 +8,9 @@
 //! 0       1     format version (1)
 //! 1       2     attempts made so far (big-endian; the reaper and retries count them)
 //! 3       2     max attempts
-//! 5       1     id length n          (the Lua scripts read these first fields by offset)
-//! 6       n     id
+//! 5       1     priority (0-9, higher runs first)
+//! 6       1     id length n          (the Lua scripts read these first fields by offset)
+//! 7       n     id
 //! ..      1     name length m, then the job name (m bytes)
 //! ..      6     enqueued at, ms since the epoch (producer clock)
 //! ..      2     options length k, then k bytes of options JSON (per-job overrides only)
@@ -25,6 +26,7 @@ pub const VERSION: u8 = 1;
 pub struct Record {
     pub attempt: u16,
     pub max_attempts: u16,
+    pub priority: u8,
     pub id: String,
     pub name: String,
     pub enqueued_ms: u64,
@@ -50,11 +52,21 @@ pub fn check_fields(id: &str, name: &str, options: &[u8]) -> Result<()> {
 }
 
 /// Packs a record; the caller has run `check_fields`.
-pub fn pack_into(out: &mut Vec<u8>, attempt: u16, max_attempts: u16, id: &str, name: &str, enqueued_ms: u64, options: &[u8], payload: &[u8]) {
-    out.reserve(17 + id.len() + name.len() + options.len() + payload.len());
+/// The header fields of a record that Redis scripts read or rewrite.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    pub attempt: u16,
+    pub max_attempts: u16,
+    pub priority: u8,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn pack_into(out: &mut Vec<u8>, h: Header, id: &str, name: &str, enqueued_ms: u64, options: &[u8], payload: &[u8]) {
+    out.reserve(18 + id.len() + name.len() + options.len() + payload.len());
     out.push(VERSION);
-    out.extend_from_slice(&attempt.to_be_bytes());
-    out.extend_from_slice(&max_attempts.to_be_bytes());
+    out.extend_from_slice(&h.attempt.to_be_bytes());
+    out.extend_from_slice(&h.max_attempts.to_be_bytes());
+    out.push(h.priority);
     out.push(id.len() as u8);
     out.extend_from_slice(id.as_bytes());
     out.push(name.len() as u8);
@@ -68,7 +80,8 @@ pub fn pack_into(out: &mut Vec<u8>, attempt: u16, max_attempts: u16, id: &str, n
 impl Record {
     pub fn pack(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        pack_into(&mut out, self.attempt, self.max_attempts, &self.id, &self.name, self.enqueued_ms, &self.options, &self.payload);
+        let h = Header { attempt: self.attempt, max_attempts: self.max_attempts, priority: self.priority };
+        pack_into(&mut out, h, &self.id, &self.name, self.enqueued_ms, &self.options, &self.payload);
         out
     }
 
@@ -80,6 +93,7 @@ impl Record {
         let mut r = Reader { b, at: 1 };
         let attempt = r.u16().ok_or_else(|| bad("attempt"))?;
         let max_attempts = r.u16().ok_or_else(|| bad("max attempts"))?;
+        let priority = r.u8().ok_or_else(|| bad("priority"))?;
         let n = r.u8().ok_or_else(|| bad("id"))? as usize;
         let id = r.str(n).ok_or_else(|| bad("id"))?;
         let m = r.u8().ok_or_else(|| bad("name"))? as usize;
@@ -90,13 +104,13 @@ impl Record {
         let k = r.u16().ok_or_else(|| bad("options"))? as usize;
         let options = r.take(k).ok_or_else(|| bad("options"))?.to_vec();
         let payload = b[r.at..].to_vec();
-        Ok(Record { attempt, max_attempts, id, name, enqueued_ms: u64::from_be_bytes(ts), options, payload })
+        Ok(Record { attempt, max_attempts, priority, id, name, enqueued_ms: u64::from_be_bytes(ts), options, payload })
     }
 
     /// The id of a packed record without decoding the rest (same offsets as the Lua scripts).
     pub fn peek_id(b: &[u8]) -> Option<&str> {
-        let n = *b.get(5)? as usize;
-        std::str::from_utf8(b.get(6..6 + n)?).ok()
+        let n = *b.get(6)? as usize;
+        std::str::from_utf8(b.get(7..7 + n)?).ok()
     }
 
     /// A copy of a packed record with its attempt counter set.
@@ -210,6 +224,7 @@ mod tests {
         let r = Record {
             attempt: 2,
             max_attempts: 5,
+            priority: 7,
             id: "abcDEF1234-42".into(),
             name: "send_email".into(),
             enqueued_ms: 1_700_000_000_123,

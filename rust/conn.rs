@@ -56,6 +56,8 @@ pub struct Conn {
     client: redis::Client,
     /// None: no answer timeout, for connections that run blocking commands.
     response_timeout: Option<Duration>,
+    /// Blocking connections run no scripts.
+    scripts: bool,
     current: Mutex<Option<MultiplexedConnection>>,
 }
 
@@ -72,7 +74,7 @@ impl Conn {
     fn with_timeout(settings: &Settings, response_timeout: Option<Duration>) -> Result<Conn> {
         let client = redis::Client::open(settings.url.as_str())
             .map_err(|e| Error::Invalid(format!("invalid Redis URL {}: {e}", settings.masked_url())))?;
-        Ok(Conn { settings: settings.clone(), client, response_timeout, current: Mutex::new(None) })
+        Ok(Conn { settings: settings.clone(), client, response_timeout, scripts: response_timeout.is_some(), current: Mutex::new(None) })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -108,7 +110,9 @@ impl Conn {
         };
         let mut c = c;
         // Load every script up front: later calls by SHA then only miss after SCRIPT FLUSH.
-        self.load_scripts(&mut c).await?;
+        if self.scripts {
+            self.load_scripts(&mut c).await?;
+        }
         *cur = Some(c.clone());
         Ok(c)
     }
@@ -138,7 +142,9 @@ impl Conn {
         let first = pipe.query_async::<Vec<Value>>(&mut c).await;
         let r = match first {
             Err(e) if is_noscript(&e) => {
-                self.load_scripts(&mut c).await?;
+                if self.scripts {
+            self.load_scripts(&mut c).await?;
+        }
                 pipe.query_async::<Vec<Value>>(&mut c).await.map_err(|e| self.err(e))
             }
             other => other.map_err(|e| self.err(e)),

@@ -35,6 +35,8 @@ pub struct QueueKeys {
     /// `<prefix>:{<queue>}`: every key of the queue starts with it.
     pub base: String,
     pub wait: String,
+    /// Priority levels that have a ready list of their own (`wait:<p>`).
+    pub prios: String,
     pub wake: String,
     pub active: String,
     pub delayed: String,
@@ -57,6 +59,7 @@ impl QueueKeys {
         Ok(QueueKeys {
             name: queue.to_string(),
             wait: k("wait"),
+            prios: k("prios"),
             wake: k("wake"),
             active: k("active"),
             delayed: k("delayed"),

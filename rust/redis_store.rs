@@ -84,7 +84,7 @@ impl RedisStore {
     }
 
     async fn failed_op(&self, q: &QueueKeys, op: &str, limit: usize) -> Result<Value> {
-        let mut c = scripts().failed.evalsha(&[&q.failed, &q.jobs, &q.errors, &q.wait, &q.wake]);
+        let mut c = scripts().failed.evalsha(&[&q.failed, &q.jobs, &q.errors, &q.wake]);
         c.arg(op).arg(&q.base).arg(limit);
         self.conn.eval(c).await
     }
@@ -99,7 +99,8 @@ impl Store for RedisStore {
         let fast = jobs.iter().all(|j| !j.custom_id && j.delay_ms == 0) && mark.is_some();
         if fast {
             let mut c = scripts().push.evalsha(&[&q.wait, &q.wake, &hwm_key]);
-            c.arg(mark.as_ref().expect("checked").last_seq).arg(MARK_TTL_SECS);
+            let flat = jobs.iter().all(|j| j.record.get(5) == Some(&0));
+            c.arg(&q.base).arg(mark.as_ref().expect("checked").last_seq).arg(MARK_TTL_SECS).arg(if flat { "1" } else { "0" });
             for j in &jobs {
                 c.arg(&j.record);
             }
@@ -114,7 +115,7 @@ impl Store for RedisStore {
         let mut c = scripts().enqueue.evalsha(&key_refs);
         let hwm: i64 = mark.as_ref().map(|m| m.last_seq as i64).unwrap_or(-1);
         let id_ttl_ms = self.settings().result_ttl.as_millis().max(MARK_TTL_SECS as u128 * 1000) as u64;
-        c.arg(hwm).arg(MARK_TTL_SECS).arg(id_ttl_ms).arg(&q.sched_channel);
+        c.arg(&q.base).arg(hwm).arg(MARK_TTL_SECS).arg(id_ttl_ms).arg(&q.sched_channel);
         for j in &jobs {
             c.arg(&j.id).arg(if j.custom_id { "1" } else { "0" }).arg(j.delay_ms).arg(&j.record);
         }
@@ -125,8 +126,8 @@ impl Store for RedisStore {
 
     async fn reserve(&self, q: &QueueKeys, token: &str, max: usize, lease: Duration) -> Result<Vec<Vec<u8>>> {
         let lease_key = q.lease(token);
-        let mut c = scripts().reserve.evalsha(&[&q.wait, &q.active, &lease_key, &q.wake]);
-        c.arg(token).arg(max.clamp(1, 2000)).arg(lease.as_millis() as u64);
+        let mut c = scripts().reserve.evalsha(&[&q.wait, &q.active, &lease_key, &q.wake, &q.prios]);
+        c.arg(&q.base).arg(token).arg(max.clamp(1, 2000)).arg(lease.as_millis() as u64);
         let v: Value = self.conn.eval(c).await?;
         match v {
             Value::Nil | Value::Boolean(false) => Ok(vec![]),
@@ -146,7 +147,7 @@ impl Store for RedisStore {
             let q = &a.queue;
             let lease_key = q.lease(&a.token);
             let mut c = s.evalsha(&[&lease_key, &q.active, &q.stats, &q.waiters, &q.wait, &q.delayed, &q.jobs, &q.failed, &q.errors, &q.wake]);
-            c.arg(&a.token).arg(&q.base).arg(ttl_ms).arg(MARK_TTL_SECS).arg(&q.results_channel).arg(&q.sched_channel);
+            c.arg(&q.base).arg(&a.token).arg(ttl_ms).arg(MARK_TTL_SECS).arg(&q.results_channel).arg(&q.sched_channel);
             for e in &a.entries {
                 match &e.kind {
                     AckKind::Completed { result } => {
@@ -180,8 +181,8 @@ impl Store for RedisStore {
 
     async fn release(&self, q: &QueueKeys, token: &str, ids: &[String]) -> Result<u64> {
         let lease_key = q.lease(token);
-        let mut c = scripts().release.evalsha(&[&lease_key, &q.active, &q.wait, &q.wake]);
-        c.arg(token).arg(ids);
+        let mut c = scripts().release.evalsha(&[&lease_key, &q.active, &q.wake]);
+        c.arg(&q.base).arg(token).arg(ids);
         let v: Value = self.conn.eval(c).await?;
         int(&v).map(|n| n as u64).ok_or_else(|| bad_reply("release", &v))
     }
@@ -216,8 +217,8 @@ impl Store for RedisStore {
     }
 
     async fn tick(&self, q: &QueueKeys, limit: usize) -> Result<Tick> {
-        let mut c = scripts().tick.evalsha(&[&q.delayed, &q.jobs, &q.wait, &q.active, &q.wake, &q.failed, &q.errors, &q.stats]);
-        c.arg(&q.base).arg(limit);
+        let mut c = scripts().tick.evalsha(&[&q.delayed, &q.jobs, &q.active, &q.wake, &q.failed, &q.errors, &q.stats, &q.waiters]);
+        c.arg(&q.base).arg(limit).arg(&q.results_channel);
         let v: Value = self.conn.eval(c).await?;
         let a = array(v.clone()).ok_or_else(|| bad_reply("tick", &v))?;
         let n = |i: usize| a.get(i).and_then(int).ok_or_else(|| bad_reply("tick", &v));
@@ -272,7 +273,7 @@ impl Store for RedisStore {
     }
 
     async fn counts(&self, q: &QueueKeys) -> Result<Counts> {
-        let mut c = scripts().counts.evalsha(&[&q.wait, &q.delayed, &q.active, &q.failed, &q.stats]);
+        let mut c = scripts().counts.evalsha(&[&q.delayed, &q.active, &q.failed, &q.stats]);
         c.arg(&q.base);
         let v: Value = self.conn.eval(c).await?;
         let a = array(v.clone()).ok_or_else(|| bad_reply("counts", &v))?;
@@ -303,10 +304,8 @@ impl Store for RedisStore {
         int(&v).map(|n| n as u64).ok_or_else(|| bad_reply("failed purge", &v))
     }
 
-    async fn schedule_changed(&self, q: Arc<QueueKeys>) -> Result<()> {
-        let n = self.notifier.signal(&q.sched_channel).await?;
-        n.notified().await;
-        Ok(())
+    async fn schedule_signal(&self, q: &QueueKeys) -> Result<Arc<tokio::sync::Notify>> {
+        self.notifier.signal(&q.sched_channel).await
     }
 
     async fn ping(&self) -> Result<()> {

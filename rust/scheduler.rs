@@ -16,9 +16,15 @@ const BATCH: usize = 1000;
 pub async fn run<S: Store>(store: Arc<S>, q: Arc<QueueKeys>, on_error: impl Fn(&crate::error::Error)) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        // Listen before reading the head, so a wake-up between the two is not lost.
-        let changed = store.schedule_changed(q.clone());
-        tokio::pin!(changed);
+        // Listen before reading the head, so a wake-up between the two is not lost (a
+        // notification sent meanwhile is kept as a permit).
+        let signal = match store.schedule_signal(&q).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                on_error(&e);
+                None
+            }
+        };
         let sleep = match store.tick(&q, BATCH).await {
             Ok(t) => {
                 backoff = Duration::from_millis(50);
@@ -37,9 +43,13 @@ pub async fn run<S: Store>(store: Arc<S>, q: Arc<QueueKeys>, on_error: impl Fn(&
                 backoff
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(sleep) => {}
-            r = &mut changed => if r.is_err() { tokio::time::sleep(backoff).await },
+        let sleep = if signal.is_some() { sleep } else { sleep.min(backoff) };
+        match signal {
+            Some(n) => tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = n.notified() => {}
+            },
+            None => tokio::time::sleep(sleep).await,
         }
     }
 }

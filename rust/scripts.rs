@@ -1,5 +1,6 @@
 //! The Lua registry: one file per atomic operation under `rust/lua/`, embedded at build time
-//! and called by SHA, with a NOSCRIPT fallback that loads the script once and retries.
+//! behind the shared helpers of `lua/includes/common.lua`, and called by SHA (conn.rs loads
+//! them on connect and again after a NOSCRIPT answer).
 
 use redis::Cmd;
 
@@ -27,7 +28,7 @@ macro_rules! scripts {
         pub struct Scripts { $(pub $field: Script,)* }
         impl Scripts {
             fn load() -> Scripts {
-                Scripts { $($field: Script::new($file, include_str!(concat!("lua/", $file))),)* }
+                Scripts { $($field: Script::new($file, concat!(include_str!("lua/includes/common.lua"), include_str!(concat!("lua/", $file)))),)* }
             }
             pub fn all(&self) -> Vec<&Script> { vec![$(&self.$field),*] }
         }
@@ -67,7 +68,8 @@ mod tests {
         shas.dedup();
         assert_eq!(shas.len(), all.len());
         for s in all {
-            assert!(s.source.starts_with("-- "), "{} lacks its header", s.name);
+            let own = s.source.split("\n-- ").nth(1).unwrap_or("");
+            assert!(!own.is_empty(), "{} lacks its header", s.name);
             assert!(s.source.contains("KEYS[1]"), "{} documents no keys", s.name);
         }
     }

@@ -155,7 +155,9 @@ pub trait Store: Send + Sync + 'static {
     fn failed_list(&self, q: &QueueKeys, limit: usize) -> impl Future<Output = Result<Vec<FailedJob>>> + Send;
     fn failed_retry(&self, q: &QueueKeys) -> impl Future<Output = Result<u64>> + Send;
     fn failed_purge(&self, q: &QueueKeys) -> impl Future<Output = Result<u64>> + Send;
-    /// Resolves when a job of `q` fell due earlier than its schedulers knew (a hint only).
-    fn schedule_changed(&self, q: Arc<QueueKeys>) -> impl Future<Output = Result<()>> + Send;
+    /// A signal notified when a job of `q` fell due earlier than its schedulers knew (a hint
+    /// only: it may also fire spuriously). Call it before reading the schedule, and again on
+    /// each round: it re-subscribes after a broken connection.
+    fn schedule_signal(&self, q: &QueueKeys) -> impl Future<Output = Result<Arc<tokio::sync::Notify>>> + Send;
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 }

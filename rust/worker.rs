@@ -398,6 +398,15 @@ impl<S: Store> Engine<S> {
         self.release(running).await
     }
 
+    /// Hands back jobs given to Python that it did not start (a stop arrived mid-batch).
+    pub async fn release_handles(&self, handles: &[u64]) -> Result<u64> {
+        let jobs: Vec<Pending> = {
+            let mut running = self.running.lock().unwrap();
+            handles.iter().filter_map(|h| running.remove(h)).collect()
+        };
+        self.release(jobs).await
+    }
+
     async fn release(&self, jobs: Vec<Pending>) -> Result<u64> {
         let mut by_lease: Vec<(u64, Vec<String>)> = vec![];
         for p in jobs {

@@ -1,26 +1,24 @@
 -- enqueue: the general dispatch path, for jobs with a delay or a caller-chosen id.
 -- KEYS[1] wait   KEYS[2] wake   KEYS[3] producer high-water mark   KEYS[4] delayed zset
--- KEYS[5] jobs hash   KEYS[6..] one id key per job (fj:{q}:id:<id>), or the jobs hash as a
+-- KEYS[5] jobs hash   KEYS[6..] one id key per job (<base>:id:<id>), or the jobs hash as a
 --                                placeholder when that job has a generated id
--- ARGV[1] producer high-water mark (-1: none)   ARGV[2] hwm ttl seconds
--- ARGV[3] id-key ttl milliseconds   ARGV[4] scheduler channel
+-- ARGV[1] queue key base   ARGV[2] producer high-water mark (-1: none)
+-- ARGV[3] hwm ttl seconds   ARGV[4] id-key ttl milliseconds   ARGV[5] scheduler channel
 -- then per job, 4 values: id, custom (1|0), delay ms from now (0: at once), record
 -- Returns, per job, 1 if it was written or 0 if a job with that caller-chosen id exists.
-local rcall = redis.call
-local t = rcall('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local now = now_ms()
 local head = rcall('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2]
 head = head and tonumber(head) or nil
 local earliest = nil
 local out = {}
 local pushed = false
 local j = 0
-for i = 5, #ARGV, 4 do
+for i = 6, #ARGV, 4 do
   j = j + 1
   local id, custom, due, rec = ARGV[i], ARGV[i + 1], now + tonumber(ARGV[i + 2]), ARGV[i + 3]
   local fresh = true
   if custom == '1' then
-    fresh = rcall('SET', KEYS[5 + j], 'w', 'NX', 'PX', ARGV[3]) and true or false
+    fresh = rcall('SET', KEYS[5 + j], 'w', 'NX', 'PX', ARGV[4]) and true or false
   end
   if fresh then
     if due > now then
@@ -28,7 +26,7 @@ for i = 5, #ARGV, 4 do
       rcall('HSET', KEYS[5], id, rec)
       if earliest == nil or due < earliest then earliest = due end
     else
-      rcall('RPUSH', KEYS[1], rec)
+      rcall('RPUSH', ready_key(ARGV[1], rec), rec)
       pushed = true
     end
     out[j] = 1
@@ -36,17 +34,14 @@ for i = 5, #ARGV, 4 do
     out[j] = 0
   end
 end
-local hwm = tonumber(ARGV[1])
+local hwm = tonumber(ARGV[2])
 if hwm >= 0 then
   local known = tonumber(rcall('GET', KEYS[3]) or '-1')
-  if hwm > known then rcall('SET', KEYS[3], ARGV[1], 'EX', ARGV[2]) else rcall('EXPIRE', KEYS[3], ARGV[2]) end
+  if hwm > known then rcall('SET', KEYS[3], ARGV[2], 'EX', ARGV[3]) else rcall('EXPIRE', KEYS[3], ARGV[3]) end
 end
-if pushed then
-  rcall('LPUSH', KEYS[2], '1')
-  rcall('LTRIM', KEYS[2], 0, 0)
-end
+if pushed then wake(KEYS[2]) end
 -- A job due before the head the schedulers sleep towards: wake them to re-arm their timers.
 if earliest ~= nil and (head == nil or earliest < head) then
-  rcall('PUBLISH', ARGV[4], tostring(earliest))
+  rcall('PUBLISH', ARGV[5], tostring(earliest))
 end
 return out

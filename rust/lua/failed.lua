@@ -1,9 +1,8 @@
 -- failed: list, retry or purge jobs that failed for good.
--- KEYS[1] failed zset   KEYS[2] jobs hash   KEYS[3] errors hash   KEYS[4] wait   KEYS[5] wake
+-- KEYS[1] failed zset   KEYS[2] jobs hash   KEYS[3] errors hash   KEYS[4] wake
 -- ARGV[1] 'list' | 'retry' | 'purge'   ARGV[2] queue key base   ARGV[3] max jobs (list only)
--- list returns {id, record, error JSON, failed at ms, ...}; retry and purge return a count.
--- A retried job starts again with its attempts reset to zero.
-local rcall = redis.call
+-- list returns {id, record, error JSON, failed at ms, ...}, oldest first; retry and purge
+-- return a count. A retried job starts again with its attempts reset to zero.
 local op = ARGV[1]
 if op == 'list' then
   local out = {}
@@ -17,22 +16,21 @@ if op == 'list' then
   end
   return out
 end
-local n = 0
 local ids = rcall('ZRANGE', KEYS[1], 0, -1)
+local recs = {}
 for _, id in ipairs(ids) do
   local rec = rcall('HGET', KEYS[2], id)
   if op == 'retry' and rec then
-    rcall('RPUSH', KEYS[4], string.sub(rec, 1, 1) .. string.char(0, 0) .. string.sub(rec, 4))
+    recs[#recs + 1] = with_attempt(rec, 0)
   elseif op == 'purge' then
     rcall('DEL', ARGV[2] .. ':id:' .. id)
   end
   rcall('HDEL', KEYS[2], id)
   rcall('HDEL', KEYS[3], id)
-  n = n + 1
 end
 if #ids > 0 then rcall('DEL', KEYS[1]) end
-if op == 'retry' and n > 0 then
-  rcall('LPUSH', KEYS[5], '1')
-  rcall('LTRIM', KEYS[5], 0, 0)
+if #recs > 0 then
+  push_ready(ARGV[2], recs, false)
+  wake(KEYS[4])
 end
-return n
+return #ids

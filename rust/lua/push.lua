@@ -1,23 +1,25 @@
 -- push: append ready records to a queue (the fast path of dispatch and bulk dispatch).
--- KEYS[1] wait list      KEYS[2] wake list      KEYS[3] producer high-water-mark string
--- ARGV[1] highest sequence number among the records (the producer's high-water mark)
--- ARGV[2] ttl of the high-water mark, seconds
--- ARGV[3..] packed job records (see codec.rs), already carrying their ids
--- Returns the wait list length after the push.
+-- KEYS[1] wait list   KEYS[2] wake list   KEYS[3] producer high-water-mark string
+-- ARGV[1] queue key base ("fj:{q}")
+-- ARGV[2] highest sequence number among the records (the producer's high-water mark)
+-- ARGV[3] ttl of the high-water mark, seconds
+-- ARGV[4] '1' when every record has priority 0 (one list, pushed in slices)
+-- ARGV[5..] packed job records (see codec.rs), already carrying their ids
+-- Returns the number of records pushed.
 local n = #ARGV
-local len = 0
--- unpack() is bounded by Lua's C stack, so push in slices.
-for i = 3, n, 4000 do
-  len = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 3999, n)))
-end
-local hwm = tonumber(ARGV[1])
-local known = tonumber(redis.call('GET', KEYS[3]) or '-1')
-if hwm > known then
-  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2])
+if ARGV[4] == '1' then
+  -- unpack() is bounded by Lua's C stack, so push in slices.
+  for i = 5, n, 4000 do
+    rcall('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 3999, n)))
+  end
 else
-  redis.call('EXPIRE', KEYS[3], ARGV[2])
+  for i = 5, n do rcall('RPUSH', ready_key(ARGV[1], ARGV[i]), ARGV[i]) end
 end
--- One marker at most: it wakes one blocked worker, which wakes the next if work remains.
-redis.call('LPUSH', KEYS[2], '1')
-redis.call('LTRIM', KEYS[2], 0, 0)
-return len
+local known = tonumber(rcall('GET', KEYS[3]) or '-1')
+if tonumber(ARGV[2]) > known then
+  rcall('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
+else
+  rcall('EXPIRE', KEYS[3], ARGV[3])
+end
+wake(KEYS[2])
+return n - 4

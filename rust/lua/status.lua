@@ -1,11 +1,10 @@
 -- status: where one job is now, and what it left behind.
 -- KEYS[1] jobs hash   KEYS[2] delayed zset   KEYS[3] failed zset   KEYS[4] active zset
--- KEYS[5] errors hash   KEYS[6] waiters hash (only with ARGV[4] = '1')
+-- KEYS[5] errors hash   KEYS[6] waiters hash (written only with ARGV[4] = '1')
 -- ARGV[1] queue key base   ARGV[2] job id   ARGV[3] '1' if the id was chosen by the caller
 -- ARGV[4] '1' to register one waiter for the result when the job has not finished yet
 -- Returns {state, record or false, result/error JSON or false}; state is one of
 -- waiting, delayed, active, completed, failed, unknown.
-local rcall = redis.call
 local base, id = ARGV[1], ARGV[2]
 
 local function answer(state, rec, data)
@@ -31,6 +30,7 @@ if ARGV[3] == '1' then
   if mark then return answer('waiting') end
   return answer('unknown')
 end
+-- generated id <producer:10>-<seq>
 local producer, seq = string.sub(id, 1, 10), tonumber(string.sub(id, 12))
 if rcall('GETBIT', base .. ':done:' .. producer, seq) == 1 then
   return answer('completed', nil, result or 'null')

@@ -1,59 +1,57 @@
 -- tick: the scheduler's step for one queue: promote delayed jobs that are due, in due order,
 -- and reap expired leases. Idempotent, so every worker's scheduler may run it at any time.
--- KEYS[1] delayed zset   KEYS[2] jobs hash   KEYS[3] wait   KEYS[4] active zset   KEYS[5] wake
--- KEYS[6] failed zset   KEYS[7] errors hash   KEYS[8] stats hash
--- ARGV[1] queue key base ("fj:{q}")   ARGV[2] max jobs promoted / leases reaped per call
+-- KEYS[1] delayed zset   KEYS[2] jobs hash   KEYS[3] active zset   KEYS[4] wake
+-- KEYS[5] failed zset   KEYS[6] errors hash   KEYS[7] stats hash   KEYS[8] waiters hash
+-- ARGV[1] queue key base   ARGV[2] max jobs promoted / leases reaped per call
+-- ARGV[3] results channel
 -- Returns {promoted, reaped jobs, next due time or -1, next lease deadline or -1, now}.
-local rcall = redis.call
-local t = rcall('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local base = ARGV[1]
+local now = now_ms()
 local limit = tonumber(ARGV[2])
 
-local promoted = 0
 local due = rcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+local recs = {}
 for _, id in ipairs(due) do
   local rec = rcall('HGET', KEYS[2], id)
-  if rec then
-    rcall('RPUSH', KEYS[3], rec)
-    rcall('HDEL', KEYS[2], id)
-    promoted = promoted + 1
-  end
+  if rec then recs[#recs + 1] = rec end
 end
-if #due > 0 then rcall('ZREM', KEYS[1], unpack(due)) end
+push_ready(base, recs, false)
+if #due > 0 then
+  rcall('ZREM', KEYS[1], unpack(due))
+  rcall('HDEL', KEYS[2], unpack(due))
+end
 
 -- A lease whose deadline passed belongs to a worker that died or hung: its jobs go back to
 -- the head of the queue with the attempt counted, or fail once their attempts are used up.
 local reaped = 0
-local expired = rcall('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, limit)
+local expired = rcall('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
 for _, token in ipairs(expired) do
-  local lease = ARGV[1] .. ':lease:' .. token
-  local recs = rcall('HVALS', lease)
-  for i = #recs, 1, -1 do
-    local r = recs[i]
-    local attempt = string.byte(r, 2) * 256 + string.byte(r, 3) + 1
-    local max = string.byte(r, 4) * 256 + string.byte(r, 5)
-    r = string.sub(r, 1, 1) .. string.char(math.floor(attempt / 256) % 256, attempt % 256) .. string.sub(r, 4)
-    if attempt >= max then
-      local id = string.sub(r, 7, 6 + string.byte(r, 6))
+  local lease = base .. ':lease:' .. token
+  local back = {}
+  for _, r in ipairs(rcall('HVALS', lease)) do
+    local attempt = record_attempt(r) + 1
+    r = with_attempt(r, attempt)
+    if attempt >= record_max_attempts(r) then
+      local id = record_id(r)
       rcall('HSET', KEYS[2], id, r)
-      rcall('HSET', KEYS[7], id, cjson.encode({type = 'LeaseExpired',
-        message = 'the worker running this job stopped renewing its lease (it died or hung); attempts used up',
-        traceback = '', attempts = attempt}))
-      rcall('ZADD', KEYS[6], now, id)
-      rcall('HINCRBY', KEYS[8], 'failed', 1)
+      local err = cjson.encode({type = 'LeaseExpired',
+        message = 'the worker running this job stopped renewing its lease (it died or hung) and its attempts are used up',
+        traceback = ''})
+      rcall('HSET', KEYS[6], id, err)
+      if rcall('HDEL', KEYS[8], id) == 1 then rcall('PUBLISH', ARGV[3], 'f' .. id .. '\n' .. err) end
+      rcall('ZADD', KEYS[5], now, id)
+      rcall('HINCRBY', KEYS[7], 'failed', 1)
     else
-      rcall('LPUSH', KEYS[3], r)
+      back[#back + 1] = r
     end
     reaped = reaped + 1
   end
+  push_ready(base, back, true)
   rcall('DEL', lease)
-  rcall('ZREM', KEYS[4], token)
+  rcall('ZREM', KEYS[3], token)
 end
-if reaped > 0 then rcall('HINCRBY', KEYS[8], 'stalled', reaped) end
-if promoted > 0 or reaped > 0 then
-  rcall('LPUSH', KEYS[5], '1')
-  rcall('LTRIM', KEYS[5], 0, 0)
-end
+if reaped > 0 then rcall('HINCRBY', KEYS[7], 'stalled', reaped) end
+if #recs > 0 or reaped > 0 then wake(KEYS[4]) end
 local nd = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
-local nl = rcall('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2]
-return {promoted, reaped, nd and tonumber(nd) or -1, nl and tonumber(nl) or -1, now}
+local nl = rcall('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
+return {#recs, reaped, nd and tonumber(nd) or -1, nl and tonumber(nl) or -1, now}

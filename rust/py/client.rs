@@ -2,7 +2,7 @@
 //! by everything that reads queue state.
 
 use super::bridge::call;
-use crate::codec::{check_fields, is_generated_id, pack_into, IdGen, Record};
+use crate::codec::{check_fields, is_generated_id, pack_into, Header, IdGen, Record};
 use crate::conn::Settings;
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
@@ -27,8 +27,8 @@ pub struct Client {
 }
 
 /// A job as the Python layer hands it over: (name, payload, options JSON or None,
-/// max attempts, delay ms, caller-chosen id or None).
-type JobTuple = (String, Vec<u8>, Option<Vec<u8>>, u16, u64, Option<String>);
+/// max attempts, priority, delay ms, caller-chosen id or None).
+type JobTuple = (String, Vec<u8>, Option<Vec<u8>>, u16, u8, u64, Option<String>);
 
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -47,8 +47,8 @@ impl Client {
 
     /// Validates and packs jobs; nothing is sent when any of them is refused.
     fn prepare(&self, jobs: Vec<JobTuple>) -> Result<(Vec<NewJob>, Option<Watermark>)> {
-        let generated = jobs.iter().filter(|j| j.5.is_none()).count() as u64;
-        for (i, (name, payload, options, max_attempts, _, custom)) in jobs.iter().enumerate() {
+        let generated = jobs.iter().filter(|j| j.6.is_none()).count() as u64;
+        for (i, (name, payload, options, max_attempts, priority, _, custom)) in jobs.iter().enumerate() {
             let at = if jobs.len() > 1 { format!(" (job at index {i})") } else { String::new() };
             if payload.len() > self.max_payload {
                 return Err(Error::Invalid(format!(
@@ -59,6 +59,9 @@ impl Client {
             }
             if *max_attempts < 1 {
                 return Err(Error::Invalid(format!("attempts must be at least 1{at}")));
+            }
+            if *priority > 9 {
+                return Err(Error::Invalid(format!("priority must be 0 to 9, got {priority}{at}")));
             }
             if let Some(id) = custom {
                 if is_generated_id(id) {
@@ -74,7 +77,7 @@ impl Client {
         let enqueued = now_ms();
         let mut next = 0u64;
         let mut out = Vec::with_capacity(jobs.len());
-        for (name, payload, options, max_attempts, delay_ms, custom) in jobs {
+        for (name, payload, options, max_attempts, priority, delay_ms, custom) in jobs {
             let (id, custom_id) = match custom {
                 Some(id) => (id, true),
                 None => {
@@ -84,7 +87,8 @@ impl Client {
                 }
             };
             let mut record = Vec::new();
-            pack_into(&mut record, 0, max_attempts, &id, &name, enqueued, options.as_deref().unwrap_or(b""), &payload);
+            let h = Header { attempt: 0, max_attempts, priority };
+            pack_into(&mut record, h, &id, &name, enqueued, options.as_deref().unwrap_or(b""), &payload);
             out.push(NewJob { id, custom_id, delay_ms, record });
         }
         let mark = range.map(|r| Watermark { last_seq: r.last_seq(), producer: r.producer });
@@ -99,11 +103,11 @@ fn bytes_or_none(py: Python<'_>, b: Option<Vec<u8>>) -> Py<PyAny> {
     }
 }
 
-/// (name, attempt, max_attempts, enqueued_ms, options, payload) of a packed record.
+/// (name, attempt, max_attempts, priority, enqueued_ms, options, payload) of a packed record.
 fn record_tuple(py: Python<'_>, raw: Option<Vec<u8>>) -> PyResult<Py<PyAny>> {
     let Some(raw) = raw else { return Ok(py.None()) };
     match Record::unpack(&raw) {
-        Ok(r) => Ok((r.name, r.attempt, r.max_attempts, r.enqueued_ms, PyBytes::new(py, &r.options), PyBytes::new(py, &r.payload))
+        Ok(r) => Ok((r.name, r.attempt, r.max_attempts, r.priority, r.enqueued_ms, PyBytes::new(py, &r.options), PyBytes::new(py, &r.payload))
             .into_pyobject(py)?
             .into_any()
             .unbind()),

@@ -128,6 +128,12 @@ impl WorkerEngine {
         block(py, async move { e.release_running().await })
     }
 
+    /// Hands back handed-out jobs that were not started, to the head of their queues.
+    fn release_handles(&self, py: Python<'_>, handles: Vec<u64>) -> PyResult<u64> {
+        let e = self.engine.clone();
+        block(py, async move { e.release_handles(&handles).await })
+    }
+
     /// Stops every background task. Leases still held expire and are reaped elsewhere.
     fn close(&self) {
         for t in self.tasks.lock().unwrap().drain(..).chain(self.core_tasks.lock().unwrap().drain(..)) {

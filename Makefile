@@ -1,0 +1,42 @@
+# fastjobs: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(PY):
+	python3 -m venv $(VENV)
+
+.PHONY: deps
+deps: $(PY) ## install what is missing: redis-server (Debian), Python packages, crates
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@$(PIP) install -q --disable-pip-version-check "maturin>=1.9.4,<2" "orjson>=3.8" "pytest>=7" "pytest-asyncio>=0.23" "pytest-timeout>=2"
+	@cargo fetch -q
+
+.PHONY: build
+build: deps ## build the extension in release mode into the virtualenv
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop --release -q
+
+.PHONY: test
+test: build ## build, then run cargo test and pytest (tests start their own redis-server)
+	cargo test --release -q
+	$(PY) -m pytest -q
+
+.PHONY: demo
+demo: build ## dispatch 100,000 jobs, drain them with a worker, print counts, rates and latency
+	$(PY) benches/demo.py
+
+.PHONY: clean
+clean: ## remove build outputs and the virtualenv
+	cargo clean
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,63 @@
+"""fastjobs: background jobs for Python, with a Rust engine and Redis as the store.
+
+Quick start::
+
+    import fastjobs
+
+    class SendEmail(fastjobs.Job[dict, str]):
+        queue = "emails"
+
+        def process(self, payload: dict) -> str:
+            return f"sent to {payload['to']}"
+
+    handle = SendEmail.dispatch({"to": "ada@example.com"}).send()
+
+and run ``fastjobs worker myapp.jobs --queue emails``.
+"""
+
+from ._core import __version__
+from .config import Connection, configure
+from .dispatch import JobHandle, JobInfo, PendingDispatch
+from .errors import (
+    ClosedError,
+    ConnectionError,
+    FastJobsError,
+    JobFailed,
+    JobTimeoutError,
+    StoreError,
+    StoreTimeoutError,
+    UnknownJobError,
+    UnsentDispatchWarning,
+)
+from .job import FunctionJob, Job, job, registry
+from .options import Backoff, parse_duration
+from .queue import FailedJob, Queue
+from .worker import Worker, WorkerSummary
+
+__all__ = [
+    "__version__",
+    "Backoff",
+    "ClosedError",
+    "Connection",
+    "ConnectionError",
+    "FailedJob",
+    "FastJobsError",
+    "FunctionJob",
+    "Job",
+    "JobFailed",
+    "JobHandle",
+    "JobInfo",
+    "JobTimeoutError",
+    "PendingDispatch",
+    "Queue",
+    "StoreError",
+    "StoreTimeoutError",
+    "UnknownJobError",
+    "UnsentDispatchWarning",
+    "Worker",
+    "WorkerSummary",
+    "configure",
+    "job",
+    "parse_duration",
+    "registry",
+]

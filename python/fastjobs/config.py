@@ -1,0 +1,117 @@
+"""Where fastjobs finds Redis: ``configure()``, the ``FASTJOBS_URL`` environment variable, or
+the default ``redis://127.0.0.1:6379/0``; named connections for apps with several servers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from . import _core
+
+__all__ = ["configure", "Connection", "DEFAULT_URL"]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Settings of one named connection. Durations are in seconds."""
+
+    url: str = DEFAULT_URL
+    prefix: str = "fj"
+    connect_timeout: float = 5.0
+    response_timeout: float = 30.0
+    result_ttl: float = 86400.0
+    max_payload: int = 512 * 1024
+
+
+_lock = threading.Lock()
+_connections: dict[str, Connection] = {}
+_clients: dict[str, tuple[int, _core.Client]] = {}
+
+
+def _default() -> Connection:
+    return Connection(url=os.environ.get("FASTJOBS_URL", DEFAULT_URL), prefix=os.environ.get("FASTJOBS_PREFIX", "fj"))
+
+
+def configure(
+    url: Optional[str] = None,
+    *,
+    prefix: Optional[str] = None,
+    connection: str = "default",
+    connect_timeout: Optional[float] = None,
+    response_timeout: Optional[float] = None,
+    result_ttl: Optional[float] = None,
+    max_payload: Optional[int] = None,
+) -> Connection:
+    """Sets (or updates) the named connection; ``connection="default"`` is the one jobs use
+    unless they name another. Settings not given keep their current value. The URL forms are
+    ``redis://[user:password@]host[:port][/db]`` and ``rediss://`` for TLS.
+
+    Nothing connects here; the first operation does, and raises
+    :class:`fastjobs.ConnectionError` if Redis cannot be reached within ``connect_timeout``.
+    """
+    changes = {
+        k: v
+        for k, v in dict(
+            url=url,
+            prefix=prefix,
+            connect_timeout=connect_timeout,
+            response_timeout=response_timeout,
+            result_ttl=result_ttl,
+            max_payload=max_payload,
+        ).items()
+        if v is not None
+    }
+    with _lock:
+        current = _connections.get(connection) or (_default() if connection == "default" else Connection())
+        new = replace(current, **changes)
+        _make(new)  # validate before storing: a bad URL or prefix raises ValueError here
+        _connections[connection] = new
+        _clients.pop(connection, None)
+    return new
+
+
+def _make(c: Connection) -> _core.Client:
+    return _core.Client(
+        c.url,
+        prefix=c.prefix,
+        connect_timeout=c.connect_timeout,
+        response_timeout=c.response_timeout,
+        result_ttl=c.result_ttl,
+        max_payload=c.max_payload,
+    )
+
+
+def settings(connection: str = "default") -> Connection:
+    with _lock:
+        if connection in _connections:
+            return _connections[connection]
+        if connection == "default":
+            return _default()
+    raise ValueError(f"unknown connection {connection!r}: call fastjobs.configure(..., connection={connection!r}) first")
+
+
+def client(connection: str = "default") -> _core.Client:
+    """The engine client of a named connection, one per process (a forked child makes its own)."""
+    pid = os.getpid()
+    entry = _clients.get(connection)
+    if entry is not None and entry[0] == pid:
+        return entry[1]
+    c = settings(connection)
+    with _lock:
+        entry = _clients.get(connection)
+        if entry is not None and entry[0] == pid:
+            return entry[1]
+        made = _make(c)
+        _clients[connection] = (pid, made)
+        return made
+
+
+def reset() -> None:
+    """Forgets every configured connection (tests use it between cases)."""
+    with _lock:
+        _connections.clear()
+        _clients.clear()

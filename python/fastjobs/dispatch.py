@@ -1,0 +1,304 @@
+"""Dispatch builders and job handles."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Generator, Generic, Mapping, Optional, TypeVar
+
+from . import config, serde
+from .errors import JobFailed, UnknownJobError, UnsentDispatchWarning
+from .options import (
+    OPTION_NAMES,
+    Backoff,
+    Duration,
+    check_attempts,
+    check_backoff,
+    check_priority,
+    check_timeout,
+    parse_duration,
+)
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ["PendingDispatch", "JobHandle", "JobInfo"]
+
+R = TypeVar("R")
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover
+    Self = Any
+
+
+def _seconds_until(when: datetime) -> float:
+    """Naive datetimes are taken as UTC (documented); a time in the past means now."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+class PendingDispatch(Generic[R]):
+    """A job about to be dispatched. Options chain; ``.send()`` (sync) or ``await`` sends it
+    once. A builder collected without being sent warns with ``UnsentDispatchWarning``."""
+
+    __slots__ = ("job_class", "payload", "_queue", "_delay", "_job_id", "_attempts", "_backoff", "_timeout",
+                 "_priority", "_meta", "_connection", "_sent", "__weakref__")
+
+    def __init__(self, job_class: "type[Job[Any, R]]", payload: Any) -> None:
+        self._sent = True  # until validated: a builder that failed to build must not warn
+        if getattr(job_class, "_is_async", None) is None:
+            raise TypeError(f"{job_class.__qualname__} defines no process(self, payload) and cannot be dispatched")
+        self.job_class = job_class
+        self.payload = payload
+        self._queue: str = job_class.queue
+        self._delay = 0.0
+        self._job_id: Optional[str] = None
+        self._attempts: int = job_class.attempts
+        self._backoff: Optional[Backoff] = None
+        self._timeout: Optional[float] = None
+        self._priority: int = job_class.priority
+        self._meta: Optional[dict[str, Any]] = None
+        self._connection: str = job_class.connection
+        self._sent = False
+
+    # ---- options ----
+
+    def with_(self, option: str, value: Any) -> Self:
+        """Sets any option by name, as the seeds' ``.with('attempts', 5)``: queue, delay, at,
+        job_id, attempts, backoff, timeout, priority, meta. Durations are in seconds."""
+        if option not in OPTION_NAMES:
+            raise ValueError(f"unknown option {option!r}; known options: {', '.join(sorted(OPTION_NAMES))}")
+        return getattr(self, {"queue": "on_queue", "meta": "meta_"}.get(option, option))(value)  # type: ignore[no-any-return]
+
+    def on_queue(self, name: str) -> Self:
+        if not isinstance(name, str):
+            raise ValueError(f"queue name must be a string, got {type(name).__name__}")
+        self._queue = name
+        return self
+
+    def on_connection(self, name: str) -> Self:
+        config.settings(name)  # raises for an unknown name
+        self._connection = name
+        return self
+
+    def delay(self, value: Duration) -> Self:
+        """Runs the job no earlier than ``value`` from now (seconds, timedelta, '10m', '3d')."""
+        self._delay = parse_duration(value, "delay")
+        return self
+
+    def at(self, when: datetime) -> Self:
+        """Runs the job no earlier than ``when``; naive datetimes are UTC, past ones mean now."""
+        if not isinstance(when, datetime):
+            raise ValueError(f"at() takes a datetime, got {type(when).__name__}")
+        self._delay = _seconds_until(when)
+        return self
+
+    def job_id(self, value: str) -> Self:
+        """A caller-chosen id: dispatching it again while the first job is known returns the
+        first job's handle (``created`` False) instead of a second job."""
+        if not isinstance(value, str) or not value:
+            raise ValueError("job_id must be a non-empty string")
+        self._job_id = value
+        return self
+
+    def attempts(self, value: int) -> Self:
+        self._attempts = check_attempts(value)
+        return self
+
+    def backoff(self, value: Any) -> Self:
+        self._backoff = check_backoff(value, allow_callable=False)  # type: ignore[assignment]
+        return self
+
+    def timeout(self, value: Duration) -> Self:
+        self._timeout = check_timeout(value)
+        return self
+
+    def priority(self, value: int) -> Self:
+        self._priority = check_priority(value)
+        return self
+
+    def meta_(self, value: Mapping[str, Any]) -> Self:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"meta must be a mapping, got {type(value).__name__}")
+        self._meta = dict(value)
+        return self
+
+    # ---- sending ----
+
+    def _options_json(self) -> Optional[bytes]:
+        opts: dict[str, Any] = {}
+        if self._backoff is not None:
+            opts["backoff"] = self._backoff.to_json()
+        if self._timeout is not None:
+            opts["timeout"] = self._timeout
+        if self._meta:
+            opts["meta"] = self._meta
+        return serde.dumps(opts, "options") if opts else None
+
+    def _job_tuple(self) -> tuple[str, bytes, Optional[bytes], int, int, int, Optional[str]]:
+        """The wire form handed to the engine; raises before anything is sent."""
+        return (
+            self.job_class.name,
+            serde.dumps(self.payload),
+            self._options_json(),
+            self._attempts,
+            self._priority,
+            int(self._delay * 1000),
+            self._job_id,
+        )
+
+    def _claim(self) -> None:
+        if self._sent:
+            raise RuntimeError("this dispatch was already sent; build a new one with Job.dispatch()")
+        self._sent = True
+
+    def send(self) -> "JobHandle[R]":
+        """Writes the job to Redis and returns its handle."""
+        self._claim()
+        try:
+            job = self._job_tuple()
+            [(job_id, created)] = config.client(self._connection).enqueue(self._queue, [job])
+        except BaseException:
+            self._sent = False
+            raise
+        return JobHandle(job_id, self._queue, self._connection, created)
+
+    async def send_async(self) -> "JobHandle[R]":
+        self._claim()
+        try:
+            job = self._job_tuple()
+            [(job_id, created)] = await config.client(self._connection).enqueue(self._queue, [job], asynchronous=True)
+        except BaseException:
+            self._sent = False
+            raise
+        return JobHandle(job_id, self._queue, self._connection, created)
+
+    def __await__(self) -> Generator[Any, None, "JobHandle[R]"]:
+        return self.send_async().__await__()
+
+    def wait_result(self, timeout: Optional[float] = None) -> R:
+        """Sends the job and waits for its result (the seeds' ``.dispatch(...).waitResult()``)."""
+        return self.send().wait_result(timeout=timeout)
+
+    async def wait_result_async(self, timeout: Optional[float] = None) -> R:
+        handle = await self.send_async()
+        return await handle.wait_result_async(timeout=timeout)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_sent", True):
+            warnings.warn(
+                f"a dispatch of {self.job_class.name!r} was never sent: call .send() or await it",
+                UnsentDispatchWarning,
+                stacklevel=2,
+            )
+
+    def __repr__(self) -> str:
+        return f"<PendingDispatch {self.job_class.name!r} queue={self._queue!r} sent={self._sent}>"
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job's state as Redis knows it. ``result`` is set once completed, ``error`` once failed."""
+
+    id: str
+    queue: str
+    state: str
+    name: Optional[str] = None
+    attempt: Optional[int] = None
+    max_attempts: Optional[int] = None
+    priority: Optional[int] = None
+    enqueued_at: Optional[datetime] = None
+    payload: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+    error: Optional[dict[str, Any]] = None
+
+
+def job_info(job_id: str, queue: str, status: tuple[str, Any, Optional[bytes]]) -> JobInfo:
+    state, record, data = status
+    info: dict[str, Any] = {}
+    if record is not None:
+        name, attempt, max_attempts, priority, enqueued_ms, options, payload = record
+        info = dict(
+            name=name,
+            attempt=attempt,
+            max_attempts=max_attempts,
+            priority=priority,
+            enqueued_at=datetime.fromtimestamp(enqueued_ms / 1000, timezone.utc),
+            payload=_loads_or_raw(payload),
+            options=serde.loads(options) if options else {},
+        )
+    if data is not None:
+        if state == "failed":
+            info["error"] = serde.loads(data)
+        elif state == "completed":
+            info["result"] = serde.loads(data)
+    return JobInfo(id=job_id, queue=queue, state=state, **info)
+
+
+def _loads_or_raw(b: bytes) -> Any:
+    try:
+        return serde.loads(b)
+    except ValueError:
+        return b
+
+
+def _outcome(job_id: str, queue: str, status: Optional[tuple[str, Any, Optional[bytes]]], timeout: Optional[float]) -> Any:
+    if status is None:
+        raise TimeoutError(f"job {job_id} on queue {queue!r} did not finish within {timeout} s")
+    state, _, data = status
+    if state == "completed":
+        return serde.loads(data) if data is not None else None
+    if state == "failed":
+        raise JobFailed.from_error(job_id, queue, serde.loads(data) if data else {})
+    raise UnknownJobError(f"no job {job_id} in queue {queue!r} (never dispatched, or expired)")
+
+
+class JobHandle(Generic[R]):
+    """A dispatched job: its ``id``, its state, and its result when it finishes."""
+
+    __slots__ = ("id", "queue", "connection", "created")
+
+    def __init__(self, job_id: str, queue: str, connection: str = "default", created: bool = True) -> None:
+        self.id = job_id
+        self.queue = queue
+        self.connection = connection
+        #: False when a job with this caller-chosen id existed already (nothing new was written).
+        self.created = created
+
+    def status(self) -> str:
+        """One of waiting, delayed, active, completed, failed, unknown."""
+        return str(config.client(self.connection).status(self.queue, self.id)[0])
+
+    async def status_async(self) -> str:
+        return str((await config.client(self.connection).status(self.queue, self.id, asynchronous=True))[0])
+
+    def info(self) -> JobInfo:
+        return job_info(self.id, self.queue, config.client(self.connection).status(self.queue, self.id))
+
+    async def info_async(self) -> JobInfo:
+        return job_info(self.id, self.queue, await config.client(self.connection).status(self.queue, self.id, asynchronous=True))
+
+    def wait_result(self, timeout: Optional[float] = None) -> R:
+        """Blocks until the job finishes; returns its result, raises ``JobFailed`` if it failed
+        for good, ``TimeoutError`` after ``timeout`` seconds, ``UnknownJobError`` if no such
+        job exists. Woken by Redis pub/sub: no polling."""
+        st = config.client(self.connection).wait_result(self.queue, self.id, timeout)
+        return _outcome(self.id, self.queue, st, timeout)  # type: ignore[no-any-return]
+
+    async def wait_result_async(self, timeout: Optional[float] = None) -> R:
+        st = await config.client(self.connection).wait_result(self.queue, self.id, timeout, asynchronous=True)
+        return _outcome(self.id, self.queue, st, timeout)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.id} queue={self.queue!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JobHandle) and (self.id, self.queue, self.connection) == (other.id, other.queue, other.connection)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.queue, self.connection))

@@ -1,0 +1,79 @@
+"""The exceptions fastjobs raises. The Rust engine maps its errors onto these classes."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+__all__ = [
+    "FastJobsError",
+    "ConnectionError",
+    "StoreTimeoutError",
+    "StoreError",
+    "ClosedError",
+    "JobFailed",
+    "JobTimeoutError",
+    "UnknownJobError",
+    "UnsentDispatchWarning",
+]
+
+
+class FastJobsError(Exception):
+    """Base class of every fastjobs error."""
+
+
+class ConnectionError(FastJobsError, builtins.ConnectionError):
+    """Redis could not be reached (the message names the URL, password masked). Retryable."""
+
+
+class StoreTimeoutError(ConnectionError):
+    """Redis did not answer within the configured response timeout. Retryable."""
+
+
+class StoreError(FastJobsError):
+    """Redis answered with an error, or with something fastjobs did not expect."""
+
+
+class ClosedError(FastJobsError, RuntimeError):
+    """The engine was used after it was closed."""
+
+
+class UnknownJobError(FastJobsError, LookupError):
+    """No job with that id exists in that queue (never dispatched, or expired)."""
+
+
+class JobFailed(FastJobsError):
+    """The job failed for good: its attempts are used up, or it could not be run at all.
+
+    ``exc_type``, ``message`` and ``traceback`` describe the error the job's last attempt
+    raised (``traceback`` is the formatted text from the worker).
+    """
+
+    def __init__(self, job_id: str, queue: str, exc_type: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"job {job_id} on queue {queue!r} failed: {exc_type}: {message}")
+        self.job_id = job_id
+        self.queue = queue
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback = traceback
+
+    @classmethod
+    def from_error(cls, job_id: str, queue: str, error: dict[str, Any]) -> "JobFailed":
+        return cls(
+            job_id,
+            queue,
+            str(error.get("type", "Error")),
+            str(error.get("message", "")),
+            str(error.get("traceback", "")),
+        )
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.job_id, self.queue, self.exc_type, self.message, self.traceback))
+
+
+class JobTimeoutError(FastJobsError, builtins.TimeoutError):
+    """Raised inside a handler that ran past its ``timeout``; the attempt fails with it."""
+
+
+class UnsentDispatchWarning(RuntimeWarning):
+    """A dispatch builder was garbage-collected without ``.send()`` or ``await``."""

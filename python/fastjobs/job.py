@@ -1,0 +1,221 @@
+"""Job classes, the registry of names a worker may run, and the decorator for functions."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Generic, Optional, TypeVar, Union, overload
+
+from . import serde
+from .options import Backoff, BackoffSpec, check_attempts, check_backoff, check_priority, check_timeout
+
+if TYPE_CHECKING:
+    from .dispatch import PendingDispatch
+
+__all__ = ["Job", "job", "registry"]
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+#: name -> job class. Only names in here run in a worker: nothing named by a payload is imported.
+_REGISTRY: dict[str, type["Job[Any, Any]"]] = {}
+
+
+def registry() -> dict[str, type["Job[Any, Any]"]]:
+    """A copy of the registered job classes, by name."""
+    return dict(_REGISTRY)
+
+
+class Job(Generic[P, R]):
+    """Base class of a job. Subclass it, set defaults as class attributes and write
+    ``process(self, payload)``, plain or ``async def``::
+
+        class SendEmail(Job[dict, str]):
+            queue = "emails"
+            attempts = 3
+            backoff = Backoff.exponential(2)
+
+            def process(self, payload: dict) -> str:
+                ...
+
+    Inside ``process``: ``self.job_id``, ``self.attempt`` (0 on the first run),
+    ``self.queue_name`` and ``self.meta`` describe the running job.
+    """
+
+    #: Registered name; stored with every job (defaults to the class name).
+    name: ClassVar[str]
+    queue: ClassVar[str] = "default"
+    attempts: ClassVar[int] = 1
+    backoff: ClassVar[BackoffSpec] = Backoff.exponential(1.0)
+    #: Seconds a run may take before it fails with ``JobTimeoutError`` (None: no limit).
+    timeout: ClassVar[Optional[float]] = None
+    #: 0 (default) to 9; higher runs first within a queue.
+    priority: ClassVar[int] = 0
+    #: Named connection (see ``fastjobs.configure``).
+    connection: ClassVar[str] = "default"
+
+    job_id: str
+    attempt: int
+    queue_name: str
+    meta: dict[str, Any]
+
+    # Resolved at class creation, read on the worker's hot path.
+    _is_async: ClassVar[bool]
+    _backoff: ClassVar[Any]
+    _timeout: ClassVar[Optional[float]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
+        if not isinstance(cls.name, str) or not 0 < len(cls.name.encode()) <= 255:
+            raise TypeError(f"{cls.__qualname__}.name must be a non-empty string of at most 255 bytes")
+        check_attempts(cls.attempts)
+        check_priority(cls.priority)
+        cls._timeout = check_timeout(cls.timeout)
+        cls._backoff = check_backoff(cls.backoff, allow_callable=True)
+        process = getattr(cls, "process", None)
+        if process is None or process is Job.process:
+            return  # an abstract base: registered (and dispatchable) once a subclass defines process
+        cls._is_async = inspect.iscoroutinefunction(process)
+        _register(cls)
+
+    def process(self, payload: P) -> Union[R, Awaitable[R]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ---- dispatching ----
+
+    @classmethod
+    def dispatch(cls, payload: P) -> "PendingDispatch[R]":
+        """A dispatch builder: chain options, then ``.send()`` it or ``await`` it."""
+        from .dispatch import PendingDispatch
+
+        return PendingDispatch(cls, payload)
+
+    @classmethod
+    def dispatch_now(cls, payload: P) -> Any:
+        """Runs the handler inline, in this process, and returns its result (its error is
+        raised as is). The payload goes through JSON as it would through the queue. An async
+        handler is awaited: inside a running event loop this returns an awaitable."""
+        data = serde.loads(serde.dumps(payload))
+        inst = cls._instance(f"now-{id(data):x}", 0, cls.queue, {})
+        if cls._is_async:
+            coro = inst.process(data)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return asyncio.run(coro)  # type: ignore[arg-type]
+            return coro
+        return inst.process(data)
+
+    @classmethod
+    def _instance(cls, job_id: str, attempt: int, queue_name: str, meta: dict[str, Any]) -> "Job[P, R]":
+        inst = cls.__new__(cls)
+        inst.job_id = job_id
+        inst.attempt = attempt
+        inst.queue_name = queue_name
+        inst.meta = meta
+        return inst
+
+    @classmethod
+    def retry_delay(cls, attempt: int, backoff: Any = None) -> float:
+        """Seconds to wait after ``attempt`` failed attempts, from ``backoff`` or the class's."""
+        b = backoff if backoff is not None else cls._backoff
+        if b is None:
+            return 0.0
+        if isinstance(b, Backoff):
+            return b.seconds(attempt)
+        return max(0.0, float(b(attempt)))
+
+
+def _register(cls: type[Job[Any, Any]]) -> None:
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise TypeError(
+            f"job name {cls.name!r} is taken by {existing.__module__}.{existing.__qualname__}; "
+            f"set a distinct `name = ...` on {cls.__module__}.{cls.__qualname__}"
+        )
+    _REGISTRY[cls.name] = cls
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FunctionJob(Generic[P, R]):
+    """What ``@job`` returns: the function, still callable, with the job's dispatch methods."""
+
+    def __init__(self, fn: Callable[[P], Any], job_class: type[Job[P, R]]) -> None:
+        self.fn = fn
+        self.job_class = job_class
+        self.__name__ = getattr(fn, "__name__", job_class.name)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __call__(self, payload: P) -> Any:
+        return self.fn(payload)
+
+    def dispatch(self, payload: P) -> "PendingDispatch[R]":
+        return self.job_class.dispatch(payload)
+
+    def dispatch_now(self, payload: P) -> Any:
+        return self.job_class.dispatch_now(payload)
+
+    @property
+    def name(self) -> str:
+        return self.job_class.name
+
+    def __repr__(self) -> str:
+        return f"<job {self.job_class.name!r} from {self.fn!r}>"
+
+
+@overload
+def job(fn: Callable[[P], Any]) -> FunctionJob[P, Any]: ...
+
+
+@overload
+def job(
+    fn: None = None,
+    *,
+    name: Optional[str] = None,
+    queue: str = "default",
+    attempts: int = 1,
+    backoff: BackoffSpec = Backoff.exponential(1.0),
+    timeout: Optional[float] = None,
+    priority: int = 0,
+    connection: str = "default",
+) -> Callable[[Callable[[P], Any]], FunctionJob[P, Any]]: ...
+
+
+def job(fn: Optional[Callable[[P], Any]] = None, **defaults: Any) -> Any:
+    """Makes a job of a plain function (sync or async) taking the payload::
+
+        @job(queue="emails", attempts=3)
+        def send_email(payload: dict) -> None: ...
+
+        send_email.dispatch({"to": "a@b.c"}).send()
+    """
+    allowed = {"name", "queue", "attempts", "backoff", "timeout", "priority", "connection"}
+    unknown = set(defaults) - allowed
+    if unknown:
+        raise TypeError(f"unknown job option(s) {sorted(unknown)}; use {sorted(allowed)}")
+
+    def wrap(f: Callable[[P], Any]) -> FunctionJob[P, Any]:
+        attrs: dict[str, Any] = dict(defaults)
+        attrs.setdefault("name", getattr(f, "__name__", "job"))
+        if inspect.iscoroutinefunction(f):
+
+            async def process(self: Job[Any, Any], payload: Any) -> Any:
+                return await f(payload)
+
+        else:
+
+            def process(self: Job[Any, Any], payload: Any) -> Any:
+                return f(payload)
+
+        attrs["process"] = process
+        attrs["__module__"] = getattr(f, "__module__", __name__)
+        attrs["__qualname__"] = getattr(f, "__qualname__", attrs["name"])
+        cls = type(attrs["name"], (Job,), attrs)
+        return FunctionJob(f, cls)
+
+    return wrap(fn) if fn is not None else wrap

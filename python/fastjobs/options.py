@@ -1,0 +1,148 @@
+"""Job options: their names, validation, durations and retry backoff.
+
+Every check runs at dispatch, before anything is sent to Redis.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from datetime import timedelta
+from typing import Any, Callable, Mapping, Optional, Union
+
+__all__ = ["Backoff", "parse_duration", "OPTION_NAMES"]
+
+Duration = Union[int, float, timedelta, str]
+
+#: Options accepted by ``.with_(name, value)``.
+OPTION_NAMES = frozenset({"queue", "delay", "at", "job_id", "attempts", "backoff", "timeout", "priority", "meta"})
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+
+
+def parse_duration(value: Duration, what: str = "duration") -> float:
+    """Seconds from a number of seconds, a ``timedelta``, or a string like ``"500ms"``,
+    ``"30s"``, ``"10m"``, ``"2h"``, ``"3d"``, ``"1w"``. Negative or non-finite values raise
+    ``ValueError``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be seconds, a timedelta or a string like '10m', got {value!r}")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"{what} {value!r} is not a duration: use a number and one of ms, s, m, h, d, w (e.g. '30s', '10m', '3d')")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"{what} must be seconds, a timedelta or a string like '10m', got {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{what} must not be negative, got {value!r}")
+    return seconds
+
+
+def check_attempts(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"attempts must be a whole number from 1 to 65535, got {value!r}")
+    return value
+
+
+def check_priority(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+        raise ValueError(f"priority must be a whole number from 0 (default) to 9 (runs first), got {value!r}")
+    return value
+
+
+def check_timeout(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    seconds = parse_duration(value, "timeout")
+    if seconds <= 0:
+        raise ValueError(f"timeout must be positive, got {value!r}")
+    return seconds
+
+
+class Backoff:
+    """How long a failed job waits before its next attempt.
+
+    - ``Backoff.fixed(5)``: 5 s every time;
+    - ``Backoff.exponential(1, max_delay=3600, jitter=True)``: 1 s, 2 s, 4 s ... capped,
+      each spread at random over its upper half when ``jitter`` is on;
+    - any callable ``f(attempt) -> seconds`` (class attribute only: it cannot travel in Redis);
+    - the seeds' dict form: ``{"type": "exponential", "delay": 2}`` (delay in seconds, or a
+      duration string like ``"2s"``).
+    """
+
+    __slots__ = ("kind", "delay", "max_delay", "jitter")
+
+    def __init__(self, kind: str, delay: float, max_delay: Optional[float] = None, jitter: bool = False) -> None:
+        if kind not in ("fixed", "exponential"):
+            raise ValueError(f"unknown backoff type {kind!r}: use 'fixed' or 'exponential'")
+        self.kind = kind
+        self.delay = parse_duration(delay, "backoff delay")
+        self.max_delay = None if max_delay is None else parse_duration(max_delay, "backoff max_delay")
+        self.jitter = bool(jitter)
+
+    @classmethod
+    def fixed(cls, delay: Duration) -> "Backoff":
+        return cls("fixed", parse_duration(delay, "backoff delay"))
+
+    @classmethod
+    def exponential(cls, delay: Duration = 1.0, *, max_delay: Optional[Duration] = 3600.0, jitter: bool = True) -> "Backoff":
+        return cls(
+            "exponential",
+            parse_duration(delay, "backoff delay"),
+            None if max_delay is None else parse_duration(max_delay, "backoff max_delay"),
+            jitter,
+        )
+
+    def seconds(self, attempt: int) -> float:
+        """Delay before the next run, after ``attempt`` failed attempts (1 after the first)."""
+        if self.kind == "fixed":
+            d = self.delay
+        else:
+            d = self.delay * (2.0 ** min(attempt - 1, 62))
+        if self.max_delay is not None:
+            d = min(d, self.max_delay)
+        if self.jitter:
+            d = d / 2 + random.random() * d / 2
+        return d
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.kind, "delay": self.delay, "max_delay": self.max_delay, "jitter": self.jitter}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Backoff) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        return f"Backoff({self.kind!r}, delay={self.delay}, max_delay={self.max_delay}, jitter={self.jitter})"
+
+
+BackoffSpec = Union[None, int, float, str, Mapping[str, Any], Backoff, Callable[[int], float]]
+
+
+def check_backoff(value: BackoffSpec, *, allow_callable: bool) -> Union[None, Backoff, Callable[[int], float]]:
+    if value is None or isinstance(value, Backoff):
+        return value
+    if isinstance(value, (int, float, str, timedelta)) and not isinstance(value, bool):
+        return Backoff.fixed(value)
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"type", "delay", "max_delay", "jitter"}
+        if unknown:
+            raise ValueError(f"unknown backoff setting(s) {sorted(unknown)}: use type, delay, max_delay, jitter")
+        kind = value.get("type", "fixed")
+        if kind not in ("fixed", "exponential"):
+            raise ValueError(f"unknown backoff type {kind!r}: use 'fixed' or 'exponential'")
+        return Backoff(kind, value.get("delay", 1.0), value.get("max_delay"), bool(value.get("jitter", False)))
+    if callable(value):
+        if not allow_callable:
+            raise ValueError("a callable backoff can only be set on the job class (it cannot be stored in Redis)")
+        return value
+    raise ValueError(f"backoff must be a Backoff, a number of seconds, a dict or a callable, got {type(value).__name__}")
+
+
+def backoff_from_json(data: Mapping[str, Any]) -> Backoff:
+    return Backoff(data["type"], data["delay"], data.get("max_delay"), bool(data.get("jitter", False)))

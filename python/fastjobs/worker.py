@@ -1,0 +1,338 @@
+"""The worker process: Python threads run sync handlers, one asyncio loop runs async ones;
+the Rust engine fetches, acknowledges, renews leases and runs the scheduler.
+
+Shutdown: the first SIGTERM/SIGINT stops fetching, hands prefetched jobs back to the head of
+their queues at once, and lets running jobs finish within ``grace`` seconds (jobs still
+running then are handed back too). A second signal exits at once; the leases then expire
+and the jobs are reaped back to their queues by any other worker's scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import heapq
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence
+
+from . import _core, config, serde
+from .errors import JobTimeoutError
+from .job import Job, registry
+from .options import backoff_from_json
+
+__all__ = ["Worker", "WorkerSummary"]
+
+log = logging.getLogger("fastjobs.worker")
+
+# The tuple fields of a job handed over by the engine (see WorkerEngine.next_jobs).
+_HANDLE, _QUEUE, _ID, _NAME, _ATTEMPT, _MAX, _ENQUEUED, _PAYLOAD, _OPTIONS = range(9)
+
+
+@dataclass
+class WorkerSummary:
+    completed: int
+    retried: int
+    failed: int
+    handed_back: int
+    seconds: float
+
+
+class _Watchdog:
+    """Raises ``JobTimeoutError`` inside a sync handler's thread when its time is up (at the
+    handler's next Python instruction; a blocking C call finishes first)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int]] = []
+        self._live: set[int] = set()
+        self._cv = threading.Condition()
+        self._ids = itertools.count()
+        threading.Thread(target=self._run, name="fastjobs-watchdog", daemon=True).start()
+
+    def arm(self, seconds: float) -> int:
+        token = next(self._ids)
+        with self._cv:
+            heapq.heappush(self._heap, (time.monotonic() + seconds, token, threading.get_ident()))
+            self._live.add(token)
+            self._cv.notify()
+        return token
+
+    def disarm(self, token: int) -> None:
+        with self._cv:
+            self._live.discard(token)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap:
+                    self._cv.wait()
+                deadline, token, thread_id = self._heap[0]
+                now = time.monotonic()
+                if deadline > now:
+                    self._cv.wait(deadline - now)
+                    continue
+                heapq.heappop(self._heap)
+                if token in self._live:
+                    self._live.discard(token)
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(JobTimeoutError))
+
+
+class Worker:
+    """Runs registered jobs from ``queues`` (consumed in the given priority order).
+
+    ``concurrency`` is the number of handler threads (sync jobs) and the number of jobs the
+    asyncio loop runs at once (async jobs). ``lease`` is how long a job stays reserved without
+    a heartbeat (heartbeats renew it every ``lease/3``); ``grace`` how long a graceful stop
+    waits for running jobs.
+    """
+
+    def __init__(
+        self,
+        queues: Sequence[str] = ("default",),
+        *,
+        concurrency: int = 1,
+        connection: str = "default",
+        prefetch: Optional[int] = None,
+        lease: float = 30.0,
+        grace: float = 30.0,
+        scheduler: bool = True,
+        jobs: Optional[Iterable[type[Job[Any, Any]]]] = None,
+    ) -> None:
+        if isinstance(queues, str):
+            queues = [queues]
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.queues = list(queues)
+        self.concurrency = concurrency
+        self.grace = grace
+        self.scheduler = scheduler
+        self.jobs = {j.name: j for j in jobs} if jobs is not None else registry()
+        self.engine = _core.WorkerEngine(
+            config.client(connection),
+            self.queues,
+            prefetch=prefetch or max(1000, 4 * concurrency),
+            concurrency=concurrency,
+            lease=lease,
+        )
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._async_slots = threading.BoundedSemaphore(concurrency)
+        self._async_tasks: set[asyncio.Future[Any]] = set()
+        self._watchdog: Optional[_Watchdog] = None
+        self._counts_lock = threading.Lock()
+        self.completed = self.retried = self.failed = self.handed_back = 0
+        self._signals = 0
+
+    # ---- running one job ----
+
+    def _outcome_failed(self, job: tuple[Any, ...], cls: Optional[type[Job[Any, Any]]], exc: BaseException, opts: Optional[dict[str, Any]]) -> None:
+        engine = self.engine
+        made = job[_ATTEMPT] + 1
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if cls is not None and made < job[_MAX]:
+            spec = (opts or {}).get("backoff")
+            delay = cls.retry_delay(made, backoff_from_json(spec) if spec else None)
+            engine.retry(job[_HANDLE], delay)
+            with self._counts_lock:
+                self.retried += 1
+            log.info("job %s (%s) failed attempt %d/%d, retrying in %.3fs: %r", job[_ID], job[_NAME], made, job[_MAX], delay, exc)
+        else:
+            kind = f"{type(exc).__module__}.{type(exc).__qualname__}" if type(exc).__module__ != "builtins" else type(exc).__qualname__
+            engine.fail(job[_HANDLE], kind, str(exc), tb)
+            with self._counts_lock:
+                self.failed += 1
+            log.warning("job %s (%s) failed for good after %d attempt(s): %r", job[_ID], job[_NAME], made, exc)
+
+    def _unknown(self, job: tuple[Any, ...]) -> None:
+        self.engine.fail(job[_HANDLE], "UnknownJob", f"no job named {job[_NAME]!r} is registered in this worker (workers run registered jobs only)")
+        with self._counts_lock:
+            self.failed += 1
+        log.error("job %s names %r, which no module loaded by this worker registers", job[_ID], job[_NAME])
+
+    def _prepare(self, job: tuple[Any, ...]) -> tuple[Optional[type[Job[Any, Any]]], Optional[dict[str, Any]]]:
+        cls = self.jobs.get(job[_NAME])
+        raw = job[_OPTIONS]
+        return cls, (serde.loads(raw) if raw is not None else None)
+
+    def _run_sync(self, jobs: list[tuple[Any, ...]]) -> None:
+        engine, loads, dumps = self.engine, serde.loads, serde.dumps
+        done = 0
+        for i, job in enumerate(jobs):
+            if self._stop.is_set():
+                self.handed_back += engine.release_handles([j[_HANDLE] for j in jobs[i:]])
+                break
+            cls, opts = self._prepare(job)
+            if cls is None:
+                self._unknown(job)
+                continue
+            if cls._is_async:
+                self._submit_async([job])
+                continue
+            timeout = (opts or {}).get("timeout", cls._timeout)
+            guard = self._watchdog.arm(timeout) if timeout is not None and self._watchdog else None
+            try:
+                inst = cls._instance(job[_ID], job[_ATTEMPT], job[_QUEUE], (opts or {}).get("meta") or {})
+                result = inst.process(loads(job[_PAYLOAD]))
+                if guard is not None:
+                    self._watchdog.disarm(guard)  # type: ignore[union-attr]
+                    guard = None
+                engine.complete(job[_HANDLE], None if result is None else dumps(result, "result"))
+                done += 1
+            except BaseException as exc:  # noqa: BLE001 - a handler's error of any kind fails the job
+                if guard is not None:
+                    self._watchdog.disarm(guard)  # type: ignore[union-attr]
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    engine.release_handles([job[_HANDLE]])
+                    raise
+                self._outcome_failed(job, cls, exc, opts)
+        if done:
+            with self._counts_lock:
+                self.completed += done
+
+    # ---- async jobs: one event loop in its own thread ----
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            t = threading.Thread(target=loop.run_forever, name="fastjobs-asyncio", daemon=True)
+            t.start()
+            self._loop = loop
+        return self._loop
+
+    def _submit_async(self, jobs: list[tuple[Any, ...]]) -> None:
+        loop = self._ensure_loop()
+        for job in jobs:
+            self._async_slots.acquire()  # backpressure: at most `concurrency` async jobs at once
+            loop.call_soon_threadsafe(self._start_async, job)
+
+    def _start_async(self, job: tuple[Any, ...]) -> None:
+        task = asyncio.ensure_future(self._run_async(job))
+        self._async_tasks.add(task)
+        task.add_done_callback(self._async_done)
+
+    def _async_done(self, task: "asyncio.Future[Any]") -> None:
+        self._async_tasks.discard(task)
+        self._async_slots.release()
+
+    async def _run_async(self, job: tuple[Any, ...]) -> None:
+        cls, opts = self._prepare(job)
+        if cls is None:
+            self._unknown(job)
+            return
+        try:
+            inst = cls._instance(job[_ID], job[_ATTEMPT], job[_QUEUE], (opts or {}).get("meta") or {})
+            coro = inst.process(serde.loads(job[_PAYLOAD]))
+            timeout = (opts or {}).get("timeout", cls._timeout)
+            if timeout is not None:
+                try:
+                    result = await asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]
+                except asyncio.TimeoutError:
+                    raise JobTimeoutError(f"the job ran longer than its timeout of {timeout} s") from None
+            else:
+                result = await coro  # type: ignore[misc]
+            self.engine.complete(job[_HANDLE], None if result is None else serde.dumps(result, "result"))
+            with self._counts_lock:
+                self.completed += 1
+        except asyncio.CancelledError:
+            self.engine.release_handles([job[_HANDLE]])
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self._outcome_failed(job, cls, exc, opts)
+
+    # ---- the pullers ----
+
+    def _puller(self) -> None:
+        engine = self.engine
+        batch = 1
+        try:
+            while not self._stop.is_set():
+                jobs = engine.next_jobs(batch, 0.25)
+                if not jobs:
+                    continue
+                started = time.perf_counter()
+                self._run_sync(jobs)
+                # Size the next batch to ~5 ms of work: large for quick jobs, 1 for slow ones.
+                per_job = (time.perf_counter() - started) / len(jobs)
+                batch = max(1, min(512, int(0.005 / per_job) if per_job > 0 else 512))
+        except BaseException:  # pragma: no cover - reported, then the worker stops
+            log.exception("worker thread crashed")
+            self._stop.set()
+
+    # ---- lifecycle ----
+
+    def stop(self) -> None:
+        """Asks for a graceful stop (thread-safe); ``run`` returns once it is done."""
+        self._stop.set()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second signal: exiting now; leases will expire and the jobs go back to their queues")
+            os._exit(130)
+        log.info("signal %d: stopping (press Ctrl-C again to exit at once)", signum)
+        self._stop.set()
+
+    def run(self, *, install_signals: bool = True) -> WorkerSummary:
+        """Runs until ``stop()`` or a signal; returns what was done."""
+        started = time.monotonic()
+        if install_signals and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        self._watchdog = _Watchdog()  # timeouts may also come per dispatch
+        if any(cls._is_async for cls in self.jobs.values()):
+            self._ensure_loop()
+        self.engine.start(scheduler=self.scheduler)
+        sync_jobs = any(not cls._is_async for cls in self.jobs.values())
+        for i in range(self.concurrency if sync_jobs else 1):
+            t = threading.Thread(target=self._puller, name=f"fastjobs-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("worker started: queues %s, concurrency %d, jobs %s", self.queues, self.concurrency, sorted(self.jobs))
+        try:
+            while not self._stop.wait(0.5):
+                err = self.engine.take_error()
+                if err:
+                    log.warning("Redis trouble, retrying: %s", err)
+        finally:
+            self._shutdown()
+        return WorkerSummary(self.completed, self.retried, self.failed, self.handed_back, time.monotonic() - started)
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self.handed_back += self.engine.stop_fetching()
+        deadline = time.monotonic() + self.grace
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self._loop is not None:
+            self._drain_async(deadline)
+        if self.engine.running():
+            n = self.engine.release_running()
+            self.handed_back += n
+            log.warning("grace period over: handed %d running job(s) back to their queues", n)
+        self.engine.drain()
+        self.engine.close()
+        log.info("worker stopped: %d completed, %d retried, %d failed, %d handed back",
+                 self.completed, self.retried, self.failed, self.handed_back)
+
+    def _drain_async(self, deadline: float) -> None:
+        loop = self._loop
+        assert loop is not None
+
+        async def wait_tasks() -> None:
+            pending = list(self._async_tasks)
+            if pending:
+                _, late = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+                for t in late:
+                    t.cancel()
+                if late:
+                    await asyncio.wait(late, timeout=1.0)
+
+        asyncio.run_coroutine_threadsafe(wait_tasks(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
