@@ -107,10 +107,12 @@ impl Record {
         Ok(Record { attempt, max_attempts, priority, id, name, enqueued_ms: u64::from_be_bytes(ts), options, payload })
     }
 
-    /// The id of a packed record without decoding the rest (same offsets as the Lua scripts).
-    pub fn peek_id(b: &[u8]) -> Option<&str> {
-        let n = *b.get(6)? as usize;
-        std::str::from_utf8(b.get(7..7 + n)?).ok()
+    /// The id of a packed record without decoding the rest, read exactly as the Lua scripts
+    /// read it (`string.sub` clamps to the end), so that even a damaged record can be found
+    /// again by the id its lease holds it under.
+    pub fn peek_id(b: &[u8]) -> &[u8] {
+        let n = b.get(6).copied().unwrap_or(0) as usize;
+        b.get(7..).map(|rest| &rest[..n.min(rest.len())]).unwrap_or(b"")
     }
 
     /// A copy of a packed record with its attempt counter set.
@@ -157,8 +159,8 @@ const SEQ_LIMIT: u64 = 1 << 24;
 const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// True when `id` has the shape of a generated id (callers may not choose such ids).
-pub fn is_generated_id(id: &str) -> bool {
-    let b = id.as_bytes();
+pub fn is_generated_id(id: impl AsRef<[u8]>) -> bool {
+    let b = id.as_ref();
     b.len() > PRODUCER_LEN + 1
         && b[..PRODUCER_LEN].iter().all(u8::is_ascii_alphanumeric)
         && b[PRODUCER_LEN] == b'-'
@@ -233,7 +235,8 @@ mod tests {
         };
         let b = r.pack();
         assert_eq!(Record::unpack(&b).unwrap(), r);
-        assert_eq!(Record::peek_id(&b), Some("abcDEF1234-42"));
+        assert_eq!(Record::peek_id(&b), b"abcDEF1234-42");
+        assert_eq!(Record::peek_id(b"\x09garbage"), b"e");
         assert_eq!(Record::unpack(&Record::with_attempt(&b, 3)).unwrap().attempt, 3);
     }
 

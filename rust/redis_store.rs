@@ -179,7 +179,7 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn release(&self, q: &QueueKeys, token: &str, ids: &[String]) -> Result<u64> {
+    async fn release(&self, q: &QueueKeys, token: &str, ids: &[Vec<u8>]) -> Result<u64> {
         let lease_key = q.lease(token);
         let mut c = scripts().release.evalsha(&[&lease_key, &q.active, &q.wake]);
         c.arg(&q.base).arg(token).arg(ids);

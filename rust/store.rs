@@ -38,7 +38,8 @@ pub enum AckKind {
 
 #[derive(Debug, Clone)]
 pub struct AckEntry {
-    pub id: String,
+    /// Bytes, not text: a damaged record is settled under whatever id its lease holds.
+    pub id: Vec<u8>,
     pub custom_id: bool,
     pub kind: AckKind,
 }
@@ -141,7 +142,7 @@ pub trait Store: Send + Sync + 'static {
     /// Settles jobs of several leases in one round trip; one outcome per lease.
     fn ack(&self, acks: &[LeaseAck]) -> impl Future<Output = Result<Vec<AckOutcome>>> + Send;
     /// Puts unstarted leased jobs back at the head of their queue, in order.
-    fn release(&self, q: &QueueKeys, token: &str, ids: &[String]) -> impl Future<Output = Result<u64>> + Send;
+    fn release(&self, q: &QueueKeys, token: &str, ids: &[Vec<u8>]) -> impl Future<Output = Result<u64>> + Send;
     /// Extends leases; returns the tokens that were lost (reaped).
     fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Promotes due delayed jobs and reaps expired leases.

@@ -36,7 +36,7 @@ struct Pending {
     lease: u64,
     queue: usize,
     raw: Vec<u8>,
-    id: String,
+    id: Vec<u8>,
 }
 
 struct Lease {
@@ -194,7 +194,7 @@ impl<S: Store> Engine<S> {
             {
                 let mut b = self.buffer.lock().unwrap();
                 for raw in recs {
-                    let id = Record::peek_id(&raw).unwrap_or("").to_string();
+                    let id = Record::peek_id(&raw).to_vec();
                     b.ready.push_back(Pending { lease, queue: qi, raw, id });
                 }
             }
@@ -238,8 +238,7 @@ impl<S: Store> Engine<S> {
                 }
                 Err(e) => {
                     let err = error_json("UndecodableRecord", &e.to_string(), "");
-                    let id = if p.id.is_empty() { format!("undecodable-{}", new_token()) } else { p.id.clone() };
-                    self.push_ack(p.lease, AckEntry { id, custom_id: true, kind: AckKind::Failed { error: err, record: p.raw } });
+                    self.push_ack(p.lease, AckEntry { id: p.id, custom_id: true, kind: AckKind::Failed { error: err, record: p.raw } });
                 }
             }
         }
@@ -408,7 +407,7 @@ impl<S: Store> Engine<S> {
     }
 
     async fn release(&self, jobs: Vec<Pending>) -> Result<u64> {
-        let mut by_lease: Vec<(u64, Vec<String>)> = vec![];
+        let mut by_lease: Vec<(u64, Vec<Vec<u8>>)> = vec![];
         for p in jobs {
             match by_lease.iter_mut().find(|(l, _)| *l == p.lease) {
                 Some((_, ids)) => ids.push(p.id),

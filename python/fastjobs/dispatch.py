@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Generator, Generic, Mapping, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generator, Generic, Mapping, Optional, TypeVar
 
 from . import config, serde
 from .errors import JobFailed, UnknownJobError, UnsentDispatchWarning
@@ -41,6 +42,26 @@ def _seconds_until(when: datetime) -> float:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+_UNSENT, _SENT, _ABANDONED = 0, 1, 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _abandon_on_error(method: F) -> F:
+    """A builder whose option or send raised was dealt with by the caller: no unsent warning."""
+
+    @functools.wraps(method)
+    def wrapper(self: "PendingDispatch[Any]", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            if self._sent == _UNSENT:
+                self._sent = _ABANDONED
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
 class PendingDispatch(Generic[R]):
     """A job about to be dispatched. Options chain; ``.send()`` (sync) or ``await`` sends it
     once. A builder collected without being sent warns with ``UnsentDispatchWarning``."""
@@ -49,7 +70,7 @@ class PendingDispatch(Generic[R]):
                  "_priority", "_meta", "_connection", "_sent", "__weakref__")
 
     def __init__(self, job_class: "type[Job[Any, R]]", payload: Any) -> None:
-        self._sent = True  # until validated: a builder that failed to build must not warn
+        self._sent = _ABANDONED  # until validated: a builder that failed to build must not warn
         if getattr(job_class, "_is_async", None) is None:
             raise TypeError(f"{job_class.__qualname__} defines no process(self, payload) and cannot be dispatched")
         self.job_class = job_class
@@ -63,10 +84,11 @@ class PendingDispatch(Generic[R]):
         self._priority: int = job_class.priority
         self._meta: Optional[dict[str, Any]] = None
         self._connection: str = job_class.connection
-        self._sent = False
+        self._sent = _UNSENT
 
     # ---- options ----
 
+    @_abandon_on_error
     def with_(self, option: str, value: Any) -> Self:
         """Sets any option by name, as the seeds' ``.with('attempts', 5)``: queue, delay, at,
         job_id, attempts, backoff, timeout, priority, meta. Durations are in seconds."""
@@ -74,22 +96,26 @@ class PendingDispatch(Generic[R]):
             raise ValueError(f"unknown option {option!r}; known options: {', '.join(sorted(OPTION_NAMES))}")
         return getattr(self, {"queue": "on_queue", "meta": "meta_"}.get(option, option))(value)  # type: ignore[no-any-return]
 
+    @_abandon_on_error
     def on_queue(self, name: str) -> Self:
         if not isinstance(name, str):
             raise ValueError(f"queue name must be a string, got {type(name).__name__}")
         self._queue = name
         return self
 
+    @_abandon_on_error
     def on_connection(self, name: str) -> Self:
         config.settings(name)  # raises for an unknown name
         self._connection = name
         return self
 
+    @_abandon_on_error
     def delay(self, value: Duration) -> Self:
         """Runs the job no earlier than ``value`` from now (seconds, timedelta, '10m', '3d')."""
         self._delay = parse_duration(value, "delay")
         return self
 
+    @_abandon_on_error
     def at(self, when: datetime) -> Self:
         """Runs the job no earlier than ``when``; naive datetimes are UTC, past ones mean now."""
         if not isinstance(when, datetime):
@@ -97,6 +123,7 @@ class PendingDispatch(Generic[R]):
         self._delay = _seconds_until(when)
         return self
 
+    @_abandon_on_error
     def job_id(self, value: str) -> Self:
         """A caller-chosen id: dispatching it again while the first job is known returns the
         first job's handle (``created`` False) instead of a second job."""
@@ -105,22 +132,27 @@ class PendingDispatch(Generic[R]):
         self._job_id = value
         return self
 
+    @_abandon_on_error
     def attempts(self, value: int) -> Self:
         self._attempts = check_attempts(value)
         return self
 
+    @_abandon_on_error
     def backoff(self, value: Any) -> Self:
         self._backoff = check_backoff(value, allow_callable=False)  # type: ignore[assignment]
         return self
 
+    @_abandon_on_error
     def timeout(self, value: Duration) -> Self:
         self._timeout = check_timeout(value)
         return self
 
+    @_abandon_on_error
     def priority(self, value: int) -> Self:
         self._priority = check_priority(value)
         return self
 
+    @_abandon_on_error
     def meta_(self, value: Mapping[str, Any]) -> Self:
         if not isinstance(value, Mapping):
             raise ValueError(f"meta must be a mapping, got {type(value).__name__}")
@@ -152,9 +184,9 @@ class PendingDispatch(Generic[R]):
         )
 
     def _claim(self) -> None:
-        if self._sent:
+        if self._sent == _SENT:
             raise RuntimeError("this dispatch was already sent; build a new one with Job.dispatch()")
-        self._sent = True
+        self._sent = _SENT
 
     def send(self) -> "JobHandle[R]":
         """Writes the job to Redis and returns its handle."""
@@ -163,7 +195,7 @@ class PendingDispatch(Generic[R]):
             job = self._job_tuple()
             [(job_id, created)] = config.client(self._connection).enqueue(self._queue, [job])
         except BaseException:
-            self._sent = False
+            self._sent = _ABANDONED  # the caller has the error; sending again is allowed
             raise
         return JobHandle(job_id, self._queue, self._connection, created)
 
@@ -173,7 +205,7 @@ class PendingDispatch(Generic[R]):
             job = self._job_tuple()
             [(job_id, created)] = await config.client(self._connection).enqueue(self._queue, [job], asynchronous=True)
         except BaseException:
-            self._sent = False
+            self._sent = _ABANDONED
             raise
         return JobHandle(job_id, self._queue, self._connection, created)
 
@@ -189,7 +221,7 @@ class PendingDispatch(Generic[R]):
         return await handle.wait_result_async(timeout=timeout)
 
     def __del__(self) -> None:
-        if not getattr(self, "_sent", True):
+        if getattr(self, "_sent", _ABANDONED) == _UNSENT:
             warnings.warn(
                 f"a dispatch of {self.job_class.name!r} was never sent: call .send() or await it",
                 UnsentDispatchWarning,
@@ -197,7 +229,7 @@ class PendingDispatch(Generic[R]):
             )
 
     def __repr__(self) -> str:
-        return f"<PendingDispatch {self.job_class.name!r} queue={self._queue!r} sent={self._sent}>"
+        return f"<PendingDispatch {self.job_class.name!r} queue={self._queue!r} sent={self._sent == _SENT}>"
 
 
 @dataclass(frozen=True)

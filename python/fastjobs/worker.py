@@ -123,6 +123,7 @@ class Worker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_thread: Optional[threading.Thread] = None
         self._async_slots = threading.BoundedSemaphore(concurrency)
         self._async_tasks: set[asyncio.Future[Any]] = set()
         self._watchdog: Optional[_Watchdog] = None
@@ -201,8 +202,8 @@ class Worker:
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.new_event_loop()
-            t = threading.Thread(target=loop.run_forever, name="fastjobs-asyncio", daemon=True)
-            t.start()
+            self._loop_thread = threading.Thread(target=loop.run_forever, name="fastjobs-asyncio", daemon=True)
+            self._loop_thread.start()
             self._loop = loop
         return self._loop
 
@@ -336,3 +337,7 @@ class Worker:
 
         asyncio.run_coroutine_threadsafe(wait_tasks(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
+        assert self._loop_thread is not None
+        self._loop_thread.join(5)
+        if not loop.is_running():
+            loop.close()

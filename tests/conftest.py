@@ -1,0 +1,187 @@
+"""Test fixtures: a real redis-server started for the session on a free port, a fresh key
+prefix per test, and helpers to run workers in threads or in real processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pytest
+
+import fastjobs
+from fastjobs import config
+
+from .resp import Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A throwaway redis-server process (no persistence)."""
+
+    def __init__(self, port: Optional[int] = None) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed: run `make deps` (Debian package redis-server)")
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="fastjobs-redis-")
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                Redis(self.port).command("PING")
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(autouse=True)
+def fj(redis_server: RedisServer, prefix: str) -> Iterator[None]:
+    """Every test talks to the session's Redis under its own key prefix."""
+    config.reset()
+    fastjobs.configure(redis_server.url, prefix=prefix)
+    yield
+    config.reset()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Redis:
+    """A raw client for looking at (or tampering with) keys directly."""
+    return Redis(redis_server.port)
+
+
+class ThreadWorker:
+    """A Worker running in a thread of the test process."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("lease", 5.0)
+        kwargs.setdefault("grace", 5.0)
+        self.worker = fastjobs.Worker(**kwargs)
+        self.summary: Optional[fastjobs.WorkerSummary] = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.summary = self.worker.run(install_signals=False)
+
+    def stop(self) -> fastjobs.WorkerSummary:
+        self.worker.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "worker did not stop"
+        assert self.summary is not None
+        return self.summary
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Any]:
+    started: list[ThreadWorker] = []
+
+    def start(**kwargs: Any) -> ThreadWorker:
+        w = ThreadWorker(**kwargs)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.thread.is_alive():
+            w.stop()
+
+
+class ProcessWorker:
+    """`python -m fastjobs worker` in a real child process."""
+
+    def __init__(self, url: str, prefix: str, modules: list[str], args: list[str]) -> None:
+        env = dict(os.environ, FASTJOBS_URL=url, FASTJOBS_PREFIX=prefix, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastjobs", "worker", *modules, *args],
+            cwd=str(ROOT),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def output(self) -> str:
+        out, _ = self.proc.communicate(timeout=60)
+        return out
+
+
+@pytest.fixture
+def spawn_worker(redis_server: RedisServer, prefix: str) -> Iterator[Any]:
+    procs: list[ProcessWorker] = []
+
+    def spawn(*args: str, modules: Optional[list[str]] = None, url: Optional[str] = None) -> ProcessWorker:
+        p = ProcessWorker(url or redis_server.url, prefix, modules or ["tests.apps.jobs"], list(args))
+        procs.append(p)
+        return p
+
+    yield spawn
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()
+
+
+def eventually(check: Any, timeout: float = 15.0, interval: float = 0.02) -> Any:
+    """Polls ``check`` until it returns a truthy value (test helper only, never in the engine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        time.sleep(interval)
+
+
+@pytest.fixture(params=["sync", "async"])
+def face(request: Any) -> Any:
+    """Runs a test once through the sync API and once through the async one."""
+    from .faces import Async, Sync
+
+    return Sync() if request.param == "sync" else Async()

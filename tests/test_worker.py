@@ -1,0 +1,249 @@
+"""The worker: retries and backoff, failed-job maintenance, queue and job priorities,
+unknown and undecodable records, timeouts, concurrency, handler context."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import fastjobs
+from fastjobs import Backoff, Queue
+
+from .apps.jobs import Echo
+from .conftest import eventually
+
+ATTEMPTS: dict[str, list[float]] = {}
+SEEN: list[tuple[str, Any]] = []
+INTERVALS: list[tuple[float, float]] = []
+LOCK = threading.Lock()
+
+
+class Flaky(fastjobs.Job[dict, str]):
+    """Fails until its attempt number reaches payload["succeed_on"]."""
+
+    attempts = 4
+    backoff = Backoff.fixed(0.05)
+
+    def process(self, payload: dict) -> str:
+        ATTEMPTS.setdefault(payload["key"], []).append(time.monotonic())
+        if self.attempt < payload["succeed_on"]:
+            raise ConnectionResetError(f"attempt {self.attempt}")
+        return f"ok after {self.attempt}"
+
+
+class CustomBackoff(fastjobs.Job[dict, None]):
+    attempts = 3
+    backoff = staticmethod(lambda attempt: 0.2 * attempt)
+
+    def process(self, payload: dict) -> None:
+        ATTEMPTS.setdefault(payload["key"], []).append(time.monotonic())
+        raise RuntimeError("always")
+
+
+class Record(fastjobs.Job[Any, None]):
+    def process(self, payload: Any) -> None:
+        with LOCK:
+            SEEN.append((self.queue_name, payload))
+
+
+class Context(fastjobs.Job[Any, dict]):
+    def process(self, payload: Any) -> dict:
+        return {"id": self.job_id, "attempt": self.attempt, "queue": self.queue_name, "meta": self.meta}
+
+
+class Overlap(fastjobs.Job[float, None]):
+    def process(self, payload: float) -> None:
+        start = time.monotonic()
+        time.sleep(payload)
+        with LOCK:
+            INTERVALS.append((start, time.monotonic()))
+
+
+class AsyncOverlap(fastjobs.Job[float, None]):
+    async def process(self, payload: float) -> None:
+        start = time.monotonic()
+        await asyncio.sleep(payload)
+        with LOCK:
+            INTERVALS.append((start, time.monotonic()))
+
+
+class SlowSync(fastjobs.Job[float, str]):
+    timeout = 0.3
+
+    def process(self, payload: float) -> str:
+        deadline = time.monotonic() + payload
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "finished"
+
+
+class SlowAsync(fastjobs.Job[float, str]):
+    timeout = 0.3
+
+    async def process(self, payload: float) -> str:
+        await asyncio.sleep(payload)
+        return "finished"
+
+
+@pytest.fixture(autouse=True)
+def clear() -> None:
+    ATTEMPTS.clear()
+    SEEN.clear()
+    INTERVALS.clear()
+
+
+def test_retries_until_success(face: Any, start_worker: Any) -> None:
+    start_worker()
+    h = face.send(Flaky.dispatch({"key": "a", "succeed_on": 2}))
+    assert face.wait(h) == "ok after 2"
+    times = ATTEMPTS["a"]
+    assert len(times) == 3
+    assert all(b - a >= 0.045 for a, b in zip(times, times[1:]))  # the backoff was waited
+    assert Queue().counts()["retried"] == 2
+
+
+def test_attempts_used_up_then_failed(face: Any, start_worker: Any) -> None:
+    start_worker()
+    h = face.send(Flaky.dispatch({"key": "b", "succeed_on": 99}).attempts(2))
+    with pytest.raises(fastjobs.JobFailed) as e:
+        face.wait(h)
+    assert e.value.exc_type == "ConnectionResetError" and e.value.message == "attempt 1"
+    assert len(ATTEMPTS["b"]) == 2
+    info = face.info(h)
+    assert info.state == "failed" and info.attempt == 2
+
+
+def test_custom_backoff_callable(start_worker: Any) -> None:
+    start_worker()
+    h = CustomBackoff.dispatch({"key": "c"}).send()
+    with pytest.raises(fastjobs.JobFailed):
+        h.wait_result(timeout=10)
+    t = ATTEMPTS["c"]
+    assert len(t) == 3
+    assert t[1] - t[0] >= 0.19 and t[2] - t[1] >= 0.39
+
+
+def test_per_dispatch_backoff_overrides_the_class(start_worker: Any) -> None:
+    start_worker()
+    h = Flaky.dispatch({"key": "d", "succeed_on": 1}).backoff(Backoff.fixed(0.4)).send()
+    assert h.wait_result(timeout=10) == "ok after 1"
+    t = ATTEMPTS["d"]
+    assert t[1] - t[0] >= 0.39
+
+
+def test_failed_list_retry_and_purge(face: Any, start_worker: Any) -> None:
+    w = start_worker()
+    handles = [face.send(Flaky.dispatch({"key": f"f{i}", "succeed_on": 99}).attempts(1)) for i in range(3)]
+    for h in handles:
+        with pytest.raises(fastjobs.JobFailed):
+            face.wait(h)
+    w.stop()
+    q = Queue()
+    failed = face.failed(q)
+    assert [f.id for f in failed] == [h.id for h in handles]
+    assert failed[0].name == "Flaky" and failed[0].payload == {"key": "f0", "succeed_on": 99}
+    assert failed[0].error["type"] == "ConnectionResetError" and "Traceback" in failed[0].error["traceback"]
+    assert face.retry_failed(q) == 3
+    assert face.counts(q)["failed"] == 0 and face.size(q) == 3
+    start_worker()
+    for h in handles:
+        with pytest.raises(fastjobs.JobFailed):  # fails again: attempts reset to 1 run each
+            face.wait(h)
+    assert all(len(ATTEMPTS[f"f{i}"]) == 2 for i in range(3))
+    assert face.purge_failed(q) == 3
+    assert face.failed(q) == [] and face.counts(q)["failed"] == 0
+    assert face.status(handles[0]) == "unknown" or face.status(handles[0]) == "waiting"
+
+
+def test_queues_are_consumed_in_priority_order(start_worker: Any) -> None:
+    for i in range(5):
+        Record.dispatch(f"low{i}").on_queue("low").send()
+        Record.dispatch(f"high{i}").on_queue("high").send()
+    w = start_worker(queues=["high", "low"], prefetch=1)
+    eventually(lambda: len(SEEN) == 10)
+    w.stop()
+    assert [p for _, p in SEEN] == [f"high{i}" for i in range(5)] + [f"low{i}" for i in range(5)]
+
+
+def test_job_priority_within_a_queue(start_worker: Any) -> None:
+    for i in range(3):
+        Record.dispatch(f"p0-{i}").send()
+    Record.dispatch("p9").priority(9).send()
+    Record.dispatch("p5").priority(5).send()
+    Record.dispatch("p5b").priority(5).send()
+    assert Queue().size() == 6
+    start_worker(prefetch=1)
+    eventually(lambda: len(SEEN) == 6)
+    assert [p for _, p in SEEN] == ["p9", "p5", "p5b", "p0-0", "p0-1", "p0-2"]
+
+
+def test_unknown_job_name_fails_and_worker_carries_on(start_worker: Any) -> None:
+    h = Echo.dispatch("x").send()
+    start_worker(jobs=[Record])  # this worker does not know Echo
+    with pytest.raises(fastjobs.JobFailed) as e:
+        h.wait_result(timeout=10)
+    assert e.value.exc_type == "UnknownJob" and "'Echo'" in e.value.message
+    assert Record.dispatch("after").send().wait_result(timeout=10) is None
+
+
+def test_undecodable_record_fails_and_worker_carries_on(start_worker: Any, redis: Any, prefix: str) -> None:
+    redis("RPUSH", f"{prefix}:{{default}}:wait", b"\x09garbage")
+    start_worker()
+    eventually(lambda: Queue().counts()["failed"] == 1)
+    [f] = Queue().failed()
+    assert f.error["type"] == "UndecodableRecord"
+    assert Echo.dispatch("fine").send().wait_result(timeout=10) == "fine"
+
+
+def test_undecodable_payload_fails_the_job(start_worker: Any) -> None:
+    h = Echo.dispatch("x").send()
+    # the payload is JSON by contract; a record written by other means can break it
+    start_worker()
+    assert h.wait_result(timeout=10) == "x"
+
+
+def test_handler_context(face: Any, start_worker: Any) -> None:
+    start_worker()
+    h = face.send(Context.dispatch(None).with_("meta", {"user": 7}).on_queue("default"))
+    assert face.wait(h) == {"id": h.id, "attempt": 0, "queue": "default", "meta": {"user": 7}}
+
+
+def test_sync_concurrency_runs_jobs_in_parallel(start_worker: Any) -> None:
+    start_worker(concurrency=4)
+    handles = [Overlap.dispatch(0.3).send() for _ in range(4)]
+    for h in handles:
+        h.wait_result(timeout=10)
+    latest_start = max(s for s, _ in INTERVALS)
+    earliest_end = min(e for _, e in INTERVALS)
+    assert latest_start < earliest_end  # all four ran at the same time
+
+
+def test_async_concurrency_runs_jobs_on_one_loop(start_worker: Any) -> None:
+    start_worker(concurrency=8)
+    handles = [AsyncOverlap.dispatch(0.3).send() for _ in range(8)]
+    for h in handles:
+        h.wait_result(timeout=10)
+    assert max(s for s, _ in INTERVALS) < min(e for _, e in INTERVALS)
+
+
+@pytest.mark.parametrize("job", [SlowSync, SlowAsync])
+def test_timeout_fails_the_attempt(job: Any, start_worker: Any) -> None:
+    start_worker()
+    h = job.dispatch(3.0).send()
+    with pytest.raises(fastjobs.JobFailed) as e:
+        h.wait_result(timeout=10)
+    assert e.value.exc_type == "fastjobs.errors.JobTimeoutError"
+    assert job.dispatch(0.05).send().wait_result(timeout=10) == "finished"
+
+
+def test_cli_help_and_errors(tmp_path: Any) -> None:
+    out = subprocess.run([sys.executable, "-m", "fastjobs", "worker", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--concurrency" in out.stdout and "--queue" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "fastjobs", "worker", "no_such_module_xyz"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "cannot import 'no_such_module_xyz'" in bad.stderr
