@@ -76,6 +76,8 @@ pub struct Engine<S: Store> {
     acks: Mutex<Vec<(u64, AckEntry)>>,
     ack_ready: Notify,
     acks_idle: Notify,
+    /// The acknowledger holds a batch it has not finished sending.
+    flushing: AtomicBool,
     next_handle: AtomicU64,
     next_lease: AtomicU64,
     /// Completions per second, smoothed; sizes the prefetch.
@@ -105,6 +107,7 @@ impl<S: Store> Engine<S> {
             acks: Mutex::default(),
             ack_ready: Notify::new(),
             acks_idle: Notify::new(),
+            flushing: AtomicBool::new(false),
             next_handle: AtomicU64::new(1),
             next_lease: AtomicU64::new(1),
             rate: Mutex::new((0.0, Instant::now(), 0)),
@@ -272,12 +275,15 @@ impl<S: Store> Engine<S> {
 
     pub async fn ack_loop(self: Arc<Self>) {
         loop {
-            let batch: Vec<(u64, AckEntry)> = std::mem::take(&mut *self.acks.lock().unwrap());
+            // Take the batch and mark it in flight under one lock, so drain_acks never sees
+            // neither.
+            let batch: Vec<(u64, AckEntry)> = {
+                let mut a = self.acks.lock().unwrap();
+                self.flushing.store(!a.is_empty(), Ordering::Release);
+                std::mem::take(&mut *a)
+            };
             if batch.is_empty() {
                 self.acks_idle.notify_waiters();
-                if self.stopping.load(Ordering::Acquire) && self.running.lock().unwrap().is_empty() {
-                    // Keep serving late settles until the engine is dropped.
-                }
                 self.ack_ready.notified().await;
                 continue;
             }
@@ -340,19 +346,18 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Waits until every settle reported so far is acknowledged by the store.
+    /// Waits until every outcome reported so far is acknowledged by the store.
     pub async fn drain_acks(&self) {
         loop {
             let idle = self.acks_idle.notified();
-            if self.acks.lock().unwrap().is_empty() {
-                // A flush may still be in flight: give it a moment to finish.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                if self.acks.lock().unwrap().is_empty() {
+            {
+                let a = self.acks.lock().unwrap();
+                if a.is_empty() && !self.flushing.load(Ordering::Acquire) {
                     return;
                 }
             }
             self.ack_ready.notify_one();
-            let _ = tokio::time::timeout(Duration::from_millis(200), idle).await;
+            let _ = tokio::time::timeout(Duration::from_millis(100), idle).await;
         }
     }
 
