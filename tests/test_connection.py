@@ -1,0 +1,89 @@
+"""Connection settings: URL forms (db number, password), named connections, bad URLs."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+import fastjobs
+from fastjobs import Queue
+
+from .apps.jobs import Echo
+from .conftest import RedisServer
+from .resp import Redis
+
+
+class PasswordRedis(RedisServer):
+    def __init__(self) -> None:
+        super().__init__()
+        Redis(self.port).command("CONFIG", "SET", "requirepass", "s3cret")
+
+
+@pytest.fixture
+def second_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+def test_db_number_selects_the_database(redis_server: RedisServer, redis: Any, prefix: str) -> None:
+    fastjobs.configure(f"redis://127.0.0.1:{redis_server.port}/3")
+    Echo.dispatch(1).send()
+    assert Queue().size() == 1
+    assert redis("EXISTS", f"{prefix}:{{default}}:wait") == 0  # not in db 0
+    fastjobs.configure(redis_server.url)
+    assert Queue().size() == 0
+
+
+def test_password_in_the_url() -> None:
+    server = PasswordRedis()
+    try:
+        fastjobs.configure(f"redis://:s3cret@127.0.0.1:{server.port}/0")
+        Echo.dispatch(1).send()
+        assert Queue().size() == 1
+        fastjobs.configure(f"redis://:wrong@127.0.0.1:{server.port}/0")
+        with pytest.raises(fastjobs.FastJobsError) as e:
+            Queue().size()
+        assert "wrong" not in str(e.value) and "***" in str(e.value)
+    finally:
+        server.stop()
+
+
+def test_named_connections(second_redis: RedisServer, start_worker: Any) -> None:
+    fastjobs.configure(second_redis.url, connection="reports", prefix="rep")
+
+    class Report(fastjobs.Job[int, int]):
+        connection = "reports"
+
+        def process(self, payload: int) -> int:
+            return payload + 1
+
+    h = Report.dispatch(1).send()
+    assert Queue(connection="reports").size() == 1
+    assert Queue().size() == 0
+    Echo.dispatch(2).on_connection("reports").send()
+    assert Queue(connection="reports").size() == 2
+    start_worker(connection="reports")
+    assert h.wait_result(timeout=10) == 2
+
+
+def test_unknown_connection_name() -> None:
+    with pytest.raises(ValueError, match="unknown connection 'nope'"):
+        Echo.dispatch(1).on_connection("nope")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "redis://:x@[::1", "not a url"])
+def test_invalid_url_is_refused_at_configure(url: str) -> None:
+    with pytest.raises(ValueError, match="invalid Redis URL"):
+        fastjobs.configure(url)
+
+
+def test_invalid_prefix_is_refused() -> None:
+    with pytest.raises(ValueError, match="invalid key prefix"):
+        fastjobs.configure(prefix="has space")
+
+
+def test_configure_keeps_unchanged_settings(redis_server: RedisServer) -> None:
+    c = fastjobs.configure(result_ttl=60)
+    assert c.url == redis_server.url and c.result_ttl == 60
