@@ -18,8 +18,11 @@ use tokio::sync::Notify;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Upper bound of jobs leased but not yet handed to a handler.
+    /// Jobs leased but not yet handed to a handler: the upper bound when `adaptive`, else
+    /// the number kept ready.
     pub prefetch: usize,
+    /// Size the prefetch to ~20 ms of work from the measured completion rate.
+    pub adaptive: bool,
     /// Lower bound of one reserve call (at least the handler concurrency).
     pub min_batch: usize,
     pub lease: Duration,
@@ -135,6 +138,9 @@ impl<S: Store> Engine<S> {
     }
 
     fn target_buffer(&self) -> usize {
+        if !self.cfg.adaptive {
+            return self.cfg.prefetch;
+        }
         let (rate, _, _) = *self.rate.lock().unwrap();
         // Keep ~20 ms of work ready: enough to hide a round trip, little to hand back.
         ((rate * 0.02) as usize).clamp(self.cfg.min_batch, self.cfg.prefetch.max(self.cfg.min_batch))
@@ -420,7 +426,9 @@ impl<S: Store> Engine<S> {
             }
         }
         let mut total = 0;
-        for (lease, ids) in by_lease {
+        // Each release pushes to the head of the queue: the latest lease goes first so that
+        // the earliest jobs end up in front, in their original order.
+        for (lease, ids) in by_lease.into_iter().rev() {
             let (q, token) = {
                 let leases = self.leases.lock().unwrap();
                 let Some(l) = leases.get(&lease) else { continue };

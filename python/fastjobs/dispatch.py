@@ -94,7 +94,7 @@ class PendingDispatch(Generic[R]):
         job_id, attempts, backoff, timeout, priority, meta. Durations are in seconds."""
         if option not in OPTION_NAMES:
             raise ValueError(f"unknown option {option!r}; known options: {', '.join(sorted(OPTION_NAMES))}")
-        return getattr(self, {"queue": "on_queue", "meta": "meta_"}.get(option, option))(value)  # type: ignore[no-any-return]
+        return getattr(self, {"queue": "on_queue"}.get(option, option))(value)  # type: ignore[no-any-return]
 
     @_abandon_on_error
     def on_queue(self, name: str) -> Self:
@@ -153,7 +153,8 @@ class PendingDispatch(Generic[R]):
         return self
 
     @_abandon_on_error
-    def meta_(self, value: Mapping[str, Any]) -> Self:
+    def meta(self, value: Mapping[str, Any]) -> Self:
+        """Metadata kept with the job (user, org, ...), visible to the handler as ``self.meta``."""
         if not isinstance(value, Mapping):
             raise ValueError(f"meta must be a mapping, got {type(value).__name__}")
         self._meta = dict(value)

@@ -87,7 +87,9 @@ class Worker:
     """Runs registered jobs from ``queues`` (consumed in the given priority order).
 
     ``concurrency`` is the number of handler threads (sync jobs) and the number of jobs the
-    asyncio loop runs at once (async jobs). ``lease`` is how long a job stays reserved without
+    asyncio loop runs at once (async jobs). ``prefetch`` is how many reserved jobs are kept
+    ready for the handlers: by default it adapts to the completion rate (about 20 ms of work,
+    at most max(1000, 4 x concurrency)); a number fixes it. ``lease`` is how long a job stays reserved without
     a heartbeat (heartbeats renew it every ``lease/3``); ``grace`` how long a graceful stop
     waits for running jobs.
     """
@@ -116,7 +118,7 @@ class Worker:
         self.engine = _core.WorkerEngine(
             config.client(connection),
             self.queues,
-            prefetch=prefetch or max(1000, 4 * concurrency),
+            prefetch=prefetch,
             concurrency=concurrency,
             lease=lease,
         )

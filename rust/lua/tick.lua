@@ -22,7 +22,10 @@ if #due > 0 then
 end
 
 -- A lease whose deadline passed belongs to a worker that died or hung: its jobs go back to
--- the head of the queue with the attempt counted, or fail once their attempts are used up.
+-- the head of the queue with the attempt counted. A job fails (LeaseExpired) only when the
+-- count goes past its attempts: every job runs again after its worker's death at least once
+-- (at-least-once delivery even with attempts = 1), and a job that kills every worker that
+-- runs it stops after attempts + 1 runs.
 local reaped = 0
 local expired = rcall('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
 for _, token in ipairs(expired) do
@@ -31,7 +34,7 @@ for _, token in ipairs(expired) do
   for _, r in ipairs(rcall('HVALS', lease)) do
     local attempt = record_attempt(r) + 1
     r = with_attempt(r, attempt)
-    if attempt >= record_max_attempts(r) then
+    if attempt > record_max_attempts(r) then
       local id = record_id(r)
       rcall('HSET', KEYS[2], id, r)
       local err = cjson.encode({type = 'LeaseExpired',

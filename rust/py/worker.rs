@@ -28,19 +28,22 @@ pub struct WorkerEngine {
 #[pymethods]
 impl WorkerEngine {
     #[new]
-    #[pyo3(signature = (client, queues, *, prefetch = 1000, concurrency = 1, lease = 30.0))]
-    fn new(client: &Client, queues: Vec<String>, prefetch: usize, concurrency: usize, lease: f64) -> PyResult<WorkerEngine> {
+    /// `prefetch` None: adaptive, up to 1000 (or 4 x concurrency); a number: kept ready.
+    #[pyo3(signature = (client, queues, *, prefetch = None, concurrency = 1, lease = 30.0))]
+    fn new(client: &Client, queues: Vec<String>, prefetch: Option<usize>, concurrency: usize, lease: f64) -> PyResult<WorkerEngine> {
         if queues.is_empty() {
             return Err(pyo3::exceptions::PyValueError::new_err("a worker needs at least one queue"));
         }
         if !(lease.is_finite() && lease >= 0.3) {
             return Err(pyo3::exceptions::PyValueError::new_err(format!("lease must be at least 0.3 seconds, got {lease}")));
         }
-        if prefetch < 1 || concurrency < 1 {
+        if prefetch == Some(0) || concurrency < 1 {
             return Err(pyo3::exceptions::PyValueError::new_err("prefetch and concurrency must be at least 1"));
         }
+        let adaptive = prefetch.is_none();
+        let prefetch = prefetch.unwrap_or_else(|| 1000.max(4 * concurrency));
         let qs: Vec<Arc<QueueKeys>> = queues.iter().map(|q| client.queue(q)).collect::<Result<_, Error>>().map_err(to_py)?;
-        let cfg = WorkerConfig { prefetch, min_batch: concurrency.min(prefetch), lease: Duration::from_secs_f64(lease) };
+        let cfg = WorkerConfig { prefetch, adaptive, min_batch: concurrency.min(prefetch), lease: Duration::from_secs_f64(lease) };
         Ok(WorkerEngine { engine: Engine::new(client.store.clone(), qs, cfg), tasks: Mutex::default(), core_tasks: Mutex::default() })
     }
 
