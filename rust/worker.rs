@@ -62,6 +62,7 @@ pub struct Stats {
     pub refused: AtomicU64,
     pub released: AtomicU64,
     pub store_errors: AtomicU64,
+    pub lost_leases: AtomicU64,
 }
 
 pub struct Engine<S: Store> {
@@ -81,6 +82,7 @@ pub struct Engine<S: Store> {
     acks_idle: Notify,
     /// The acknowledger holds a batch it has not finished sending.
     flushing: AtomicBool,
+    releasing: tokio::sync::Mutex<()>,
     next_handle: AtomicU64,
     next_lease: AtomicU64,
     /// Completions per second, smoothed; sizes the prefetch.
@@ -111,6 +113,7 @@ impl<S: Store> Engine<S> {
             ack_ready: Notify::new(),
             acks_idle: Notify::new(),
             flushing: AtomicBool::new(false),
+            releasing: tokio::sync::Mutex::new(()),
             next_handle: AtomicU64::new(1),
             next_lease: AtomicU64::new(1),
             rate: Mutex::new((0.0, Instant::now(), 0)),
@@ -380,10 +383,31 @@ impl<S: Store> Engine<S> {
             for l in self.leases.lock().unwrap().values() {
                 per_queue[l.queue].1.push(l.token.clone());
             }
-            if let Err(e) = self.store.extend(&per_queue, self.cfg.lease).await {
-                self.note_error(&e);
+            match self.store.extend(&per_queue, self.cfg.lease).await {
+                Ok(lost) if !lost.is_empty() => self.forget_leases(&lost),
+                Ok(_) => {}
+                Err(e) => self.note_error(&e),
             }
         }
+    }
+
+    /// Leases reaped while this process was frozen or cut off: their jobs belong to other
+    /// workers now. Buffered ones are dropped unstarted; acks of running ones will be refused.
+    fn forget_leases(&self, tokens: &[String]) {
+        let lost: Vec<u64> = {
+            let mut leases = self.leases.lock().unwrap();
+            let ids: Vec<u64> = leases.iter().filter(|(_, l)| tokens.contains(&l.token)).map(|(n, _)| *n).collect();
+            for n in &ids {
+                leases.remove(n);
+            }
+            ids
+        };
+        self.buffer.lock().unwrap().ready.retain(|p| !lost.contains(&p.lease));
+        self.stats.lost_leases.fetch_add(lost.len() as u64, Ordering::Relaxed);
+        self.note_error(&Error::Store(format!(
+            "{} lease(s) expired before this worker renewed them (was it frozen or cut off?); their jobs went to other workers",
+            lost.len()
+        )));
     }
 
     // ---- stopping ----
@@ -391,6 +415,33 @@ impl<S: Store> Engine<S> {
     /// Stops fetching and hands every buffered (unstarted) job back to the head of its
     /// queue, in order. Returns how many went back.
     pub async fn stop_fetching(&self) -> Result<u64> {
+        let _one_at_a_time = self.releasing.lock().await;
+        self.release_buffer().await
+    }
+
+    /// Hands jobs that are still running back to their queue (the grace period ran out).
+    pub async fn release_running(&self) -> Result<u64> {
+        let handles: Vec<u64> = self.running.lock().unwrap().keys().copied().collect();
+        self.release_handles(&handles).await
+    }
+
+    /// Hands back jobs given to Python that it did not start (a stop arrived mid-batch); this
+    /// stops fetching too. Releases push to the head of the queue and are serialized, so the
+    /// buffer (later in the queue than anything handed out) goes back first.
+    pub async fn release_handles(&self, handles: &[u64]) -> Result<u64> {
+        let _one_at_a_time = self.releasing.lock().await;
+        let mut total = self.release_buffer().await?;
+        let mut jobs: Vec<(u64, Pending)> = {
+            let mut running = self.running.lock().unwrap();
+            handles.iter().filter_map(|h| running.remove(h).map(|p| (*h, p))).collect()
+        };
+        // Handles grow in delivery order, which is queue order.
+        jobs.sort_by_key(|(h, _)| *h);
+        total += self.release(jobs.into_iter().map(|(_, p)| p).collect()).await?;
+        Ok(total)
+    }
+
+    async fn release_buffer(&self) -> Result<u64> {
         self.stopping.store(true, Ordering::Release);
         self.stop.notify_waiters();
         let unstarted: Vec<Pending> = {
@@ -402,21 +453,8 @@ impl<S: Store> Engine<S> {
         self.release(unstarted).await
     }
 
-    /// Hands jobs that are still running back to their queue (the grace period ran out).
-    pub async fn release_running(&self) -> Result<u64> {
-        let running: Vec<Pending> = self.running.lock().unwrap().drain().map(|(_, p)| p).collect();
-        self.release(running).await
-    }
-
-    /// Hands back jobs given to Python that it did not start (a stop arrived mid-batch).
-    pub async fn release_handles(&self, handles: &[u64]) -> Result<u64> {
-        let jobs: Vec<Pending> = {
-            let mut running = self.running.lock().unwrap();
-            handles.iter().filter_map(|h| running.remove(h)).collect()
-        };
-        self.release(jobs).await
-    }
-
+    /// Pushes jobs back to the head of their queues, keeping their order. Callers hold
+    /// `releasing`.
     async fn release(&self, jobs: Vec<Pending>) -> Result<u64> {
         let mut by_lease: Vec<(u64, Vec<Vec<u8>>)> = vec![];
         for p in jobs {

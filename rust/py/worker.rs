@@ -161,6 +161,7 @@ impl WorkerEngine {
         d.set_item("refused", s.refused.load(Ordering::Relaxed))?;
         d.set_item("released", s.released.load(Ordering::Relaxed))?;
         d.set_item("store_errors", s.store_errors.load(Ordering::Relaxed))?;
+        d.set_item("lost_leases", s.lost_leases.load(Ordering::Relaxed))?;
         Ok(d)
     }
 }
