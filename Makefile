@@ -15,11 +15,11 @@ $(PY):
 	python3 -m venv $(VENV)
 
 .PHONY: deps
-deps: $(PY) ## install what is missing: redis-server (Debian), Python packages, crates
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server"; \
+deps: $(PY) ## install what is missing: redis-server and openssl (Debian), Python packages, crates
+	@command -v redis-server >/dev/null && command -v openssl >/dev/null || { \
+	  echo "installing redis-server and openssl (Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl >/dev/null; }
 	@$(PIP) install -q --disable-pip-version-check "maturin>=1.9.4,<2" "orjson>=3.8" "pytest>=7" "pytest-asyncio>=0.23" "pytest-timeout>=2"
 	@cargo fetch -q
 

@@ -16,19 +16,55 @@ pub struct Settings {
     pub response_timeout: Duration,
     /// How long a stored return value lives.
     pub result_ttl: Duration,
+    /// For `rediss://`: PEM files of a private CA and of a client certificate and key (mTLS).
+    pub tls: Tls,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 impl Settings {
     pub fn new(url: &str, prefix: &str) -> Result<Settings> {
         crate::keys::validate_prefix(prefix)?;
         redis::Client::open(url).map_err(|e| Error::Invalid(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") || url.starts_with("redis+unix://")) {
+            return Err(Error::Invalid(format!("invalid Redis URL {}: use redis://, rediss:// or unix://", mask_url(url))));
+        }
         Ok(Settings {
             url: url.to_string(),
             prefix: prefix.to_string(),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(30),
             result_ttl: Duration::from_secs(24 * 3600),
+            tls: Tls::default(),
         })
+    }
+
+    /// A redis-rs client for these settings, with their TLS files when any are set.
+    pub fn client(&self) -> Result<redis::Client> {
+        static CRYPTO: std::sync::Once = std::sync::Once::new();
+        CRYPTO.call_once(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+        let bad = |e: redis::RedisError| Error::Invalid(format!("invalid Redis URL {}: {e}", self.masked_url()));
+        let t = &self.tls;
+        if t.ca_file.is_none() && t.cert_file.is_none() && t.key_file.is_none() {
+            return redis::Client::open(self.url.as_str()).map_err(bad);
+        }
+        let read = |what: &str, path: &str| {
+            std::fs::read(path).map_err(|e| Error::Invalid(format!("cannot read the TLS {what} file {path:?}: {e}")))
+        };
+        let client_tls = match (&t.cert_file, &t.key_file) {
+            (Some(c), Some(k)) => Some(redis::ClientTlsConfig { client_cert: read("certificate", c)?, client_key: read("key", k)? }),
+            (None, None) => None,
+            _ => return Err(Error::Invalid("a TLS client certificate needs both tls_cert_file and tls_key_file".into())),
+        };
+        let root_cert = t.ca_file.as_deref().map(|p| read("CA", p)).transpose()?;
+        redis::Client::build_with_tls(self.url.as_str(), redis::TlsCertificates { client_tls, root_cert }).map_err(bad)
     }
 
     /// The URL with its password replaced by `***`, for messages.
@@ -72,8 +108,7 @@ impl Conn {
     }
 
     fn with_timeout(settings: &Settings, response_timeout: Option<Duration>) -> Result<Conn> {
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| Error::Invalid(format!("invalid Redis URL {}: {e}", settings.masked_url())))?;
+        let client = settings.client()?;
         Ok(Conn { settings: settings.clone(), client, response_timeout, scripts: response_timeout.is_some(), current: Mutex::new(None) })
     }
 

@@ -52,7 +52,7 @@ impl Notifier {
 
     async fn connect(&self) -> Result<PubSubSink> {
         let url = self.settings.masked_url();
-        let client = redis::Client::open(self.settings.url.as_str()).map_err(|e| Error::from_redis(e, &url))?;
+        let client = self.settings.client()?;
         let ps = tokio::time::timeout(self.settings.connect_timeout, client.get_async_pubsub())
             .await
             .map_err(|_| Error::Connection(format!("cannot reach Redis at {url}: no connection within {:?}", self.settings.connect_timeout)))?

@@ -41,7 +41,7 @@ class RedisServer:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="fastjobs-redis-")
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir],
+            [exe, *self._args(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -54,6 +54,9 @@ class RedisServer:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError(f"redis-server did not start on port {self.port}")
                 time.sleep(0.02)
+
+    def _args(self) -> list[str]:
+        return ["--port", str(self.port)]
 
     @property
     def url(self) -> str:

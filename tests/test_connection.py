@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -10,7 +12,7 @@ import fastjobs
 from fastjobs import Queue
 
 from .apps.jobs import Echo
-from .conftest import RedisServer
+from .conftest import RedisServer, free_port
 from .resp import Redis
 
 
@@ -87,3 +89,47 @@ def test_invalid_prefix_is_refused() -> None:
 def test_configure_keeps_unchanged_settings(redis_server: RedisServer) -> None:
     c = fastjobs.configure(result_ttl=60)
     assert c.url == redis_server.url and c.result_ttl == 60
+
+
+class TlsRedis(RedisServer):
+    """redis-server with TLS only, its certificate signed by a throwaway CA."""
+
+    def __init__(self, certs: Path) -> None:
+        self.certs = certs
+        self.tls_port = free_port()
+        super().__init__()
+
+    def _args(self) -> list[str]:
+        c = self.certs
+        return ["--port", str(self.port), "--tls-port", str(self.tls_port), "--tls-cert-file", str(c / "server.pem"),
+                "--tls-key-file", str(c / "server.key"), "--tls-ca-cert-file", str(c / "ca.pem"), "--tls-auth-clients", "no"]
+
+
+def make_certs(d: Path) -> Path:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=fastjobs test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
+        "-days", "2", "-extfile", "ext.cnf")
+    return d
+
+
+def test_tls(tmp_path: Path, start_worker: Any) -> None:
+    server = TlsRedis(make_certs(tmp_path))
+    try:
+        url = f"rediss://127.0.0.1:{server.tls_port}/0"
+        fastjobs.configure(url, tls_ca_file=str(tmp_path / "ca.pem"))
+        start_worker()
+        assert Echo.dispatch("over tls").send().wait_result(timeout=10) == "over tls"
+        fastjobs.configure(url, connection="unchecked", connect_timeout=2)
+        with pytest.raises(fastjobs.ConnectionError, match="UnknownIssuer"):
+            Queue(connection="unchecked").size()
+        fastjobs.configure(url + "#insecure", connection="insecure")
+        assert Queue(connection="insecure").size() == 0
+        with pytest.raises(ValueError, match="cannot read the TLS CA file"):
+            fastjobs.configure(url, connection="missing", tls_ca_file=str(tmp_path / "nope.pem"))
+    finally:
+        server.stop()

@@ -23,6 +23,9 @@ class Client:
         response_timeout: float = 30.0,
         result_ttl: float = 86400.0,
         max_payload: int = 524288,
+        tls_ca_file: Optional[str] = None,
+        tls_cert_file: Optional[str] = None,
+        tls_key_file: Optional[str] = None,
     ) -> None: ...
     @property
     def url(self) -> str: ...

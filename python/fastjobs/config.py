@@ -25,6 +25,10 @@ class Connection:
     response_timeout: float = 30.0
     result_ttl: float = 86400.0
     max_payload: int = 512 * 1024
+    #: For ``rediss://`` with a private CA, and for client certificates (mTLS): PEM file paths.
+    tls_ca_file: Optional[str] = None
+    tls_cert_file: Optional[str] = None
+    tls_key_file: Optional[str] = None
 
 
 _lock = threading.Lock()
@@ -45,10 +49,15 @@ def configure(
     response_timeout: Optional[float] = None,
     result_ttl: Optional[float] = None,
     max_payload: Optional[int] = None,
+    tls_ca_file: Optional[str] = None,
+    tls_cert_file: Optional[str] = None,
+    tls_key_file: Optional[str] = None,
 ) -> Connection:
     """Sets (or updates) the named connection; ``connection="default"`` is the one jobs use
     unless they name another. Settings not given keep their current value. The URL forms are
-    ``redis://[user:password@]host[:port][/db]`` and ``rediss://`` for TLS.
+    ``redis://[user:password@]host[:port][/db]``, ``rediss://`` for TLS (server certificates
+    are checked against the system's roots, or ``tls_ca_file``; ``#insecure`` at the end of the
+    URL skips the check) and ``unix:///path/to/redis.sock``.
 
     Nothing connects here; the first operation does, and raises
     :class:`fastjobs.ConnectionError` if Redis cannot be reached within ``connect_timeout``.
@@ -62,6 +71,9 @@ def configure(
             response_timeout=response_timeout,
             result_ttl=result_ttl,
             max_payload=max_payload,
+            tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
         ).items()
         if v is not None
     }
@@ -82,6 +94,9 @@ def _make(c: Connection) -> _core.Client:
         response_timeout=c.response_timeout,
         result_ttl=c.result_ttl,
         max_payload=c.max_payload,
+        tls_ca_file=c.tls_ca_file,
+        tls_cert_file=c.tls_cert_file,
+        tls_key_file=c.tls_key_file,
     )
 
 

@@ -148,8 +148,20 @@ fn int_obj(py: Python<'_>, n: u64) -> PyResult<Py<PyAny>> {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (url, *, prefix = "fj", connect_timeout = 5.0, response_timeout = 30.0, result_ttl = 86400.0, max_payload = DEFAULT_MAX_PAYLOAD))]
-    fn new(url: &str, prefix: &str, connect_timeout: f64, response_timeout: f64, result_ttl: f64, max_payload: usize) -> PyResult<Client> {
+    #[pyo3(signature = (url, *, prefix = "fj", connect_timeout = 5.0, response_timeout = 30.0, result_ttl = 86400.0,
+                        max_payload = DEFAULT_MAX_PAYLOAD, tls_ca_file = None, tls_cert_file = None, tls_key_file = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        url: &str,
+        prefix: &str,
+        connect_timeout: f64,
+        response_timeout: f64,
+        result_ttl: f64,
+        max_payload: usize,
+        tls_ca_file: Option<String>,
+        tls_cert_file: Option<String>,
+        tls_key_file: Option<String>,
+    ) -> PyResult<Client> {
         let positive = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(Duration::from_secs_f64(v))
@@ -161,6 +173,7 @@ impl Client {
         settings.connect_timeout = positive("connect_timeout", connect_timeout)?;
         settings.response_timeout = positive("response_timeout", response_timeout)?;
         settings.result_ttl = positive("result_ttl", result_ttl)?;
+        settings.tls = crate::conn::Tls { ca_file: tls_ca_file, cert_file: tls_cert_file, key_file: tls_key_file };
         let store = Arc::new(RedisStore::new(&settings).map_err(super::errors::to_py)?);
         Ok(Client { store, settings, ids: Mutex::default(), queues: Mutex::default(), max_payload })
     }
