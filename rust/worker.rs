@@ -307,7 +307,12 @@ impl<S: Store> Engine<S> {
             let leases = self.leases.lock().unwrap();
             let mut index: HashMap<u64, usize> = HashMap::new();
             for (lease, e) in batch {
-                let Some(l) = leases.get(&lease) else { continue };
+                let Some(l) = leases.get(&lease) else {
+                    // The lease was lost (reaped) and forgotten: its job belongs to another
+                    // worker now, so this outcome is refused without asking Redis.
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
                 let i = *index.entry(lease).or_insert_with(|| {
                     by_lease.push((lease, LeaseAck { queue: self.queues[l.queue].clone(), token: l.token.clone(), entries: vec![] }));
                     by_lease.len() - 1
