@@ -1,6 +1,7 @@
 //! fastjobs' engine: Redis store, worker engine and scheduler, exposed to Python as
 //! `fastjobs._core`. Everything outside `py/` is plain Rust, testable with `cargo test`.
 
+pub mod bulk;
 pub mod codec;
 pub mod conn;
 pub mod error;
@@ -17,10 +18,18 @@ mod py;
 
 use pyo3::prelude::*;
 
+/// Raises ValueError unless `name` is a valid queue name.
+#[pyfunction]
+fn validate_queue_name(name: &str) -> PyResult<()> {
+    keys::validate_queue_name(name).map_err(py::errors::to_py)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(validate_queue_name, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<py::client::Client>()?;
     m.add_class::<py::worker::WorkerEngine>()?;
+    m.add_class::<py::bulk::BulkWriter>()?;
     Ok(())
 }

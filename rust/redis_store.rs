@@ -97,10 +97,28 @@ impl Store for RedisStore {
         }
         let hwm_key = q.hwm(mark.as_ref().map(|m| m.producer.as_str()).unwrap_or("-"));
         let fast = jobs.iter().all(|j| !j.custom_id && j.delay_ms == 0) && mark.is_some();
+        let flat = jobs.iter().all(|j| j.record.get(5) == Some(&0));
+        let last_seq = mark.as_ref().map(|m| m.last_seq).unwrap_or(0);
+        if fast && flat {
+            // The hot path: raw RPUSH (no Lua string per record) and the bookkeeping script,
+            // applied together by MULTI/EXEC in one round trip.
+            let mut p = redis::pipe();
+            p.atomic();
+            for chunk in jobs.chunks(4000) {
+                p.cmd("RPUSH").arg(&q.wait).arg(chunk.iter().map(|j| &j.record).collect::<Vec<_>>()).ignore();
+            }
+            p.add_command({
+                let mut c = scripts().mark.eval(&[&hwm_key, &q.wake]);
+                c.arg(last_seq).arg(MARK_TTL_SECS);
+                c
+            })
+            .ignore();
+            self.conn.pipeline(&p).await?;
+            return Ok(vec![true; jobs.len()]);
+        }
         if fast {
             let mut c = scripts().push.evalsha(&[&q.wait, &q.wake, &hwm_key]);
-            let flat = jobs.iter().all(|j| j.record.get(5) == Some(&0));
-            c.arg(&q.base).arg(mark.as_ref().expect("checked").last_seq).arg(MARK_TTL_SECS).arg(if flat { "1" } else { "0" });
+            c.arg(&q.base).arg(last_seq).arg(MARK_TTL_SECS);
             for j in &jobs {
                 c.arg(&j.record);
             }

@@ -15,6 +15,13 @@ impl Script {
         Script { name, source, sha: sha1_smol::Sha1::from(source).digest().to_string() }
     }
 
+    /// An EVAL command carrying the source: never NOSCRIPT, so safe inside MULTI/EXEC.
+    pub fn eval(&self, keys: &[&str]) -> Cmd {
+        let mut c = redis::cmd("EVAL");
+        c.arg(self.source).arg(keys.len()).arg(keys);
+        c
+    }
+
     /// An EVALSHA command for this script; the caller adds KEYS and ARGV.
     pub fn evalsha(&self, keys: &[&str]) -> Cmd {
         let mut c = redis::cmd("EVALSHA");
@@ -37,6 +44,7 @@ macro_rules! scripts {
 
 scripts! {
     push => "push.lua",
+    mark => "mark.lua",
     enqueue => "enqueue.lua",
     reserve => "reserve.lua",
     ack => "ack.lua",

@@ -136,11 +136,12 @@ def test_bad_options_raise_value_error_before_sending(build: Any, message: str) 
         build()
 
 
-def test_invalid_queue_name_raises_and_writes_nothing(face: Any) -> None:
-    b = Echo.dispatch(1).on_queue("bad queue{}")
+def test_invalid_queue_name_raises_before_anything_is_sent() -> None:
     with pytest.raises(ValueError, match="invalid queue name"):
-        face.send(b)
-    assert face.size(Queue("default")) == 0
+        Echo.dispatch(1).on_queue("bad queue{}")
+    with pytest.raises(ValueError, match="invalid queue name"):
+        type("BadQueue", (fastjobs.Job,), {"queue": "a b", "process": lambda self, p: p})
+    assert Queue("default").size() == 0
 
 
 def test_unserializable_payload_names_type_and_place(face: Any) -> None:

@@ -16,6 +16,7 @@ and run ``fastjobs worker myapp.jobs --queue emails``.
 """
 
 from ._core import __version__
+from .bulk import BulkDispatchError, BulkDispatcher, BulkResult
 from .config import Connection, configure
 from .dispatch import JobHandle, JobInfo, PendingDispatch
 from .errors import (
@@ -37,6 +38,9 @@ from .worker import Worker, WorkerSummary
 __all__ = [
     "__version__",
     "Backoff",
+    "BulkDispatchError",
+    "BulkDispatcher",
+    "BulkResult",
     "ClosedError",
     "Connection",
     "ConnectionError",

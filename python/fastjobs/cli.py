@@ -1,4 +1,5 @@
-"""The ``fastjobs`` command: ``fastjobs worker MODULE... --queue Q --concurrency N``."""
+"""The ``fastjobs`` command: ``fastjobs worker MODULE... --queue Q --concurrency N`` and
+``fastjobs enqueue MODULE:JOB --from FILE.jsonl``."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import importlib
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+import time
+from typing import Any, Iterator, Optional, Sequence
 
 from . import __version__, config
+from .job import registry
 
 __all__ = ["main"]
 
@@ -48,6 +51,87 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+class _BadLine(ValueError):
+    pass
+
+
+def _lines(path: str) -> Iterator[Any]:
+    """Payloads of a JSON-lines file (``-`` for stdin), one per non-blank line."""
+    import orjson
+
+    f = sys.stdin.buffer if path == "-" else open(path, "rb")
+    try:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                raise _BadLine(f"line {number}: not valid JSON ({e})") from None
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    from .bulk import BulkDispatchError
+    from .job import Job
+
+    if args.url:
+        config.configure(args.url, prefix=args.prefix)
+    elif args.prefix:
+        config.configure(prefix=args.prefix)
+    module, _, name = args.job.partition(":")
+    if not name:
+        print("fastjobs: name the job as MODULE:NAME (e.g. myapp.jobs:SendEmail)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        print(f"fastjobs: cannot import {module!r}: {e}", file=sys.stderr)
+        return 2
+    job = getattr(mod, name, None)
+    job = getattr(job, "job_class", job)  # a @job function
+    if not (isinstance(job, type) and issubclass(job, Job)):
+        job = registry().get(name)
+    if job is None:
+        print(f"fastjobs: {module} has no job named {name!r}", file=sys.stderr)
+        return 2
+    options: dict[str, Any] = {}
+    for opt in ("queue", "delay", "attempts", "priority"):
+        value = getattr(args, opt)
+        if value is not None:
+            if opt == "delay":
+                try:
+                    value = float(value)  # plain seconds
+                except ValueError:
+                    pass  # a duration string, checked by the dispatch
+            options[opt] = value
+    if args.path != "-" and not os.path.exists(args.path):
+        print(f"fastjobs: no such file: {args.path}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        result = job.dispatch_many(_lines(args.path), progress=not args.quiet, chunk_size=args.chunk_size, **options)
+    except BulkDispatchError as e:
+        cause = e.__cause__
+        where = str(cause) if isinstance(cause, _BadLine) else f"{type(cause).__name__}: {cause}"
+        print(f"\nfastjobs enqueue: stopped at {where}", file=sys.stderr)
+        print(f"fastjobs enqueue: {e.committed:,} job(s) were committed (the first {e.committed:,} payloads); "
+              "nothing after them was sent", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"fastjobs enqueue: {e}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - started
+    rate = result.count / seconds if seconds > 0 else 0.0
+    queue = options.get("queue", job.queue)
+    print(f"fastjobs enqueue: {result.count:,} {job.name} job(s) on queue {queue!r} in {seconds:.2f}s ({rate:,.0f} jobs/s)",
+          file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastjobs", description="fastjobs: background jobs with a Rust engine on Redis")
     p.add_argument("--version", action="version", version=f"fastjobs {__version__}")
@@ -64,6 +148,20 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--no-scheduler", action="store_true", help="do not promote delayed jobs or reap leases in this process")
     w.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     w.set_defaults(func=_worker)
+
+    e = sub.add_parser("enqueue", help="dispatch one job per line of a JSON-lines file",
+                       description="Dispatch one JOB per line of FILE (a JSON payload per line), in bulk.")
+    e.add_argument("job", metavar="JOB", help="MODULE:NAME of the job class or @job function (e.g. myapp.jobs:SendEmail)")
+    e.add_argument("--from", dest="path", required=True, metavar="FILE", help="JSON-lines file of payloads, - for stdin")
+    e.add_argument("-q", "--queue", default=None, help="queue (default: the job's)")
+    e.add_argument("--delay", default=None, help="delay every job: seconds or '30s', '10m', '2h', '3d'")
+    e.add_argument("--attempts", type=int, default=None, help="attempts per job (default: the job's)")
+    e.add_argument("--priority", type=int, default=None, help="0 (default) to 9, higher runs first")
+    e.add_argument("--chunk-size", type=int, default=10_000, help="payloads per write (default 10000)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
+    e.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
+    e.set_defaults(func=_enqueue)
     return p
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Generator, Generic, Mapping, Optional, TypeVar
 
-from . import config, serde
+from . import _core, config, serde
 from .errors import JobFailed, UnknownJobError, UnsentDispatchWarning
 from .options import (
     OPTION_NAMES,
@@ -100,6 +100,7 @@ class PendingDispatch(Generic[R]):
     def on_queue(self, name: str) -> Self:
         if not isinstance(name, str):
             raise ValueError(f"queue name must be a string, got {type(name).__name__}")
+        _core.validate_queue_name(name)
         self._queue = name
         return self
 

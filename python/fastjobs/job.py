@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Generic, Optional, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Generic, Iterable, Optional, TypeVar, Union, overload
 
-from . import serde
+from . import _core, serde
 from .options import Backoff, BackoffSpec, check_attempts, check_backoff, check_priority, check_timeout
 
 if TYPE_CHECKING:
+    from .bulk import BulkResult
     from .dispatch import PendingDispatch
 
 __all__ = ["Job", "job", "registry"]
@@ -70,6 +71,7 @@ class Job(Generic[P, R]):
             cls.name = cls.__name__
         if not isinstance(cls.name, str) or not 0 < len(cls.name.encode()) <= 255:
             raise TypeError(f"{cls.__qualname__}.name must be a non-empty string of at most 255 bytes")
+        _core.validate_queue_name(cls.queue)
         check_attempts(cls.attempts)
         check_priority(cls.priority)
         cls._timeout = check_timeout(cls.timeout)
@@ -91,6 +93,29 @@ class Job(Generic[P, R]):
         from .dispatch import PendingDispatch
 
         return PendingDispatch(cls, payload)
+
+    @classmethod
+    def dispatch_many(cls, payloads: Iterable[P], *, progress: Any = None, chunk_size: int = 10_000, **options: Any) -> "BulkResult":
+        """Dispatches one job per payload, all with the same options (``queue``, ``delay``,
+        ``at``, ``attempts``, ``backoff``, ``timeout``, ``priority``, ``meta``, ``connection``).
+
+        ``payloads`` may be a list (validated and serialized whole before the first write: a
+        bad payload raises ``TypeError``/``ValueError`` naming its index and nothing is
+        enqueued) or any iterable or generator (written in chunks as it is consumed, with flat
+        memory; a failure raises ``BulkDispatchError`` carrying the jobs already committed).
+        ``progress`` is a callable ``(done, total)`` or True for a progress bar on a terminal.
+        """
+        from .bulk import dispatch_many
+
+        return dispatch_many(cls, payloads, progress=progress, chunk_size=chunk_size, **options)
+
+    @classmethod
+    async def dispatch_many_async(cls, payloads: Iterable[P], *, progress: Any = None, chunk_size: int = 10_000,
+                                  **options: Any) -> "BulkResult":
+        """``dispatch_many`` for asyncio: the writes are awaited, the event loop keeps running."""
+        from .bulk import dispatch_many_async
+
+        return await dispatch_many_async(cls, payloads, progress=progress, chunk_size=chunk_size, **options)
 
     @classmethod
     def dispatch_now(cls, payload: P) -> Any:
@@ -159,6 +184,12 @@ class FunctionJob(Generic[P, R]):
 
     def dispatch_now(self, payload: P) -> Any:
         return self.job_class.dispatch_now(payload)
+
+    def dispatch_many(self, payloads: Iterable[P], **options: Any) -> "BulkResult":
+        return self.job_class.dispatch_many(payloads, **options)
+
+    async def dispatch_many_async(self, payloads: Iterable[P], **options: Any) -> "BulkResult":
+        return await self.job_class.dispatch_many_async(payloads, **options)
 
     @property
     def name(self) -> str:

@@ -2,6 +2,8 @@
 //! by everything that reads queue state.
 
 use super::bridge::call;
+use super::bulk::BulkWriter;
+use crate::bulk::BulkSpec;
 use crate::codec::{check_fields, is_generated_id, pack_into, Header, IdGen, Record};
 use crate::conn::Settings;
 use crate::error::{Error, Result};
@@ -21,7 +23,7 @@ const DEFAULT_MAX_PAYLOAD: usize = 512 * 1024;
 pub struct Client {
     pub(crate) store: Arc<RedisStore>,
     settings: Settings,
-    ids: Mutex<IdGen>,
+    ids: Arc<Mutex<IdGen>>,
     queues: Mutex<HashMap<String, Arc<QueueKeys>>>,
     max_payload: usize,
 }
@@ -175,7 +177,7 @@ impl Client {
         settings.result_ttl = positive("result_ttl", result_ttl)?;
         settings.tls = crate::conn::Tls { ca_file: tls_ca_file, cert_file: tls_cert_file, key_file: tls_key_file };
         let store = Arc::new(RedisStore::new(&settings).map_err(super::errors::to_py)?);
-        Ok(Client { store, settings, ids: Mutex::default(), queues: Mutex::default(), max_payload })
+        Ok(Client { store, settings, ids: Arc::default(), queues: Mutex::default(), max_payload })
     }
 
     #[getter]
@@ -255,6 +257,36 @@ impl Client {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
         let store = self.store.clone();
         call(py, asynchronous, async move { store.failed_purge(&q).await }, int_obj)
+    }
+
+    /// A writer for one bulk dispatch of `name` jobs to `queue`, all with the same options.
+    #[pyo3(signature = (queue, name, *, attempts, priority, options = None, delay_ms = 0, window = 3))]
+    #[allow(clippy::too_many_arguments)]
+    fn bulk_writer(
+        &self,
+        queue: &str,
+        name: String,
+        attempts: u16,
+        priority: u8,
+        options: Option<Vec<u8>>,
+        delay_ms: u64,
+        window: usize,
+    ) -> PyResult<BulkWriter> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let options = options.unwrap_or_default();
+        check_fields("x", &name, &options).map_err(super::errors::to_py)?;
+        if attempts < 1 || priority > 9 {
+            return Err(pyo3::exceptions::PyValueError::new_err("attempts must be at least 1 and priority 0 to 9"));
+        }
+        let spec = BulkSpec {
+            name,
+            header: Header { attempt: 0, max_attempts: attempts, priority },
+            options,
+            delay_ms,
+            max_payload: self.max_payload,
+            enqueued_ms: now_ms(),
+        };
+        Ok(BulkWriter::new(self.store.clone(), q, spec, self.ids.clone(), window))
     }
 
     #[pyo3(signature = (*, asynchronous = false))]

@@ -2,6 +2,7 @@
 //! and the error mapping.
 
 pub mod bridge;
+pub mod bulk;
 pub mod client;
 pub mod errors;
 pub mod worker;

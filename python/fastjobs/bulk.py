@@ -1,0 +1,321 @@
+"""Bulk fan-out: ``Job.dispatch_many(payloads)`` (one job class, shared options, any
+iterable) and ``BulkDispatcher([builders])`` (mixed classes, queues and options)."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Optional, Sequence, Union, overload
+
+import orjson
+
+from . import config, serde
+from .dispatch import JobHandle, PendingDispatch
+from .errors import FastJobsError
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ["BulkResult", "BulkDispatcher", "BulkDispatchError", "dispatch_many"]
+
+Progress = Union[None, bool, Callable[[int, Optional[int]], None]]
+
+#: Payloads per chunk: one orjson call, one script call, ~1 MB on the wire for small payloads.
+CHUNK = 10_000
+
+
+class BulkResult(Sequence[str]):
+    """The jobs of a bulk dispatch: ``len()`` (or ``.count``) and their ids, made on demand
+    from runs of consecutive ids, so a million jobs cost a few bytes here."""
+
+    def __init__(self, queue: Optional[str], connection: str, ranges: Sequence[tuple[str, int, int]] = (),
+                 handles: Optional[list[JobHandle[Any]]] = None) -> None:
+        self.queue = queue
+        self.connection = connection
+        self._ranges = [r for r in ranges if r[2] > 0]
+        self._handles = handles
+        self._starts = list(itertools.accumulate((r[2] for r in self._ranges), initial=0))
+
+    @property
+    def count(self) -> int:
+        return len(self._handles) if self._handles is not None else self._starts[-1]
+
+    def __len__(self) -> int:
+        return self.count
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: Union[int, slice]) -> Union[str, list[str]]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("bulk result index out of range")
+        if self._handles is not None:
+            return self._handles[i].id
+        k = bisect.bisect_right(self._starts, i) - 1
+        producer, first, _ = self._ranges[k]
+        return f"{producer}-{first + i - self._starts[k]}"
+
+    def __iter__(self) -> Iterator[str]:
+        if self._handles is not None:
+            yield from (h.id for h in self._handles)
+            return
+        for producer, first, count in self._ranges:
+            for seq in range(first, first + count):
+                yield f"{producer}-{seq}"
+
+    def handle(self, i: int) -> JobHandle[Any]:
+        """The handle of job ``i`` (to wait for its result or read its state)."""
+        if self._handles is not None:
+            return self._handles[i]
+        assert self.queue is not None
+        return JobHandle(self[i], self.queue, self.connection)
+
+    def handles(self) -> list[JobHandle[Any]]:
+        return [self.handle(i) for i in range(len(self))]
+
+    def __repr__(self) -> str:
+        return f"<BulkResult {self.count} jobs queue={self.queue!r}>"
+
+
+class BulkDispatchError(FastJobsError):
+    """A bulk dispatch stopped part way: ``committed`` jobs (``result``) are in Redis and stay
+    there; the rest were not written. The cause is chained (``__cause__``)."""
+
+    def __init__(self, message: str, result: BulkResult) -> None:
+        super().__init__(f"{message}; {result.count} job(s) were committed before it and stay queued")
+        self.result = result
+        self.committed = result.count
+
+
+def _dump(chunk: list[Any], first_index: int) -> bytes:
+    try:
+        return orjson.dumps(chunk, option=serde._OPTS)
+    except TypeError:
+        for k, payload in enumerate(chunk):
+            try:
+                serde.dumps(payload)
+            except TypeError as e:
+                raise TypeError(f"payload at index {first_index + k}: {e}") from None
+        raise
+
+
+class _Bar:
+    """A one-line progress bar on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.on = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: Optional[int]) -> None:
+        if not self.on:
+            return
+        if total:
+            filled = int(30 * done / total)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,}")
+        else:
+            sys.stderr.write(f"\r{done:,} jobs")
+        if total is not None and done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _progress(progress: Progress) -> Optional[Callable[[int, Optional[int]], None]]:
+    if progress is True:
+        return _Bar()
+    if progress is None or progress is False:
+        return None
+    if not callable(progress):
+        raise ValueError("progress must be a callable(done, total), True for a terminal progress bar, or None")
+    return progress
+
+
+def _template(job_class: "type[Job[Any, Any]]", options: dict[str, Any]) -> PendingDispatch[Any]:
+    if "job_id" in options:
+        raise ValueError("job_id cannot be shared by many jobs: dispatch jobs with their own ids one by one or with BulkDispatcher")
+    t = PendingDispatch(job_class, None)
+    t._sent = 2  # a template of options, never sent: no unsent warning
+    for name, value in options.items():
+        if name == "connection":
+            t.on_connection(value)
+        else:
+            t.with_(name, value)
+    return t
+
+
+def _chunks(payloads: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    if isinstance(payloads, (list, tuple)):
+        for i in range(0, len(payloads), size):
+            yield list(payloads[i : i + size])
+        return
+    it = iter(payloads)
+    while True:
+        chunk = list(itertools.islice(it, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _run(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], options: dict[str, Any], progress: Progress,
+         chunk_size: int) -> Generator[Any, Any, BulkResult]:
+    """The body of dispatch_many, shared by its sync and async faces: it yields the writer's
+    ``send`` calls, which the face either returns or awaits."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    t = _template(job_class, options)
+    report = _progress(progress)
+    client = config.client(t._connection)
+    whole = isinstance(payloads, (list, tuple))
+    total = len(payloads) if whole else (len(payloads) if hasattr(payloads, "__len__") else None)  # type: ignore[arg-type]
+    writer = client.bulk_writer(t._queue, job_class.name, attempts=t._attempts, priority=t._priority,
+                                options=t._options_json(), delay_ms=int(t._delay * 1000))
+
+    def result() -> BulkResult:
+        return BulkResult(t._queue, t._connection, writer.committed_ranges())
+
+    if total == 0:
+        return result()
+    done = 0
+    if whole:
+        # A list is all or nothing: everything is validated and packed before the first write.
+        index = 0
+        for chunk in _chunks(payloads, chunk_size):
+            writer.stage(_dump(chunk, index), index)
+            index += len(chunk)
+    index = 0
+    try:
+        if whole:
+            done = yield writer.send
+            if report:
+                report(done, total)
+        else:
+            for chunk in _chunks(payloads, chunk_size):
+                writer.stage(_dump(chunk, index), index)
+                index += len(chunk)
+                done = yield writer.send
+                if report:
+                    report(done, total)
+        done = yield lambda **kw: writer.send(wait_all=True, **kw)
+    except Exception as e:
+        writer.discard_staged()
+        try:
+            yield lambda **kw: writer.send(wait_all=True, **kw)
+        except Exception:
+            pass  # the first error is the one to report; the count below is exact
+        raise BulkDispatchError(f"bulk dispatch of {job_class.name!r} failed: {e}", result()) from e
+    if report:
+        report(done, total if total is not None else done)
+    return result()
+
+
+def dispatch_many(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], *, progress: Progress = None,
+                  chunk_size: int = CHUNK, **options: Any) -> BulkResult:
+    gen = _run(job_class, payloads, options, progress, chunk_size)
+    try:
+        send = next(gen)
+        while True:
+            try:
+                value = send()
+            except BaseException as e:
+                send = gen.throw(e)
+            else:
+                send = gen.send(value)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def dispatch_many_async(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], *, progress: Progress = None,
+                              chunk_size: int = CHUNK, **options: Any) -> BulkResult:
+    gen = _run(job_class, payloads, options, progress, chunk_size)
+    try:
+        send = next(gen)
+        while True:
+            try:
+                value = await send(asynchronous=True)
+            except BaseException as e:
+                send = gen.throw(e)
+            else:
+                send = gen.send(value)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+class BulkDispatcher:
+    """Dispatches many builders at once, of any job classes, queues and options (the seeds'
+    ``new BulkDispatcher([...]).dispatch()``). Every builder is validated and serialized
+    before the first write; jobs of one queue go in batched writes, in the given order."""
+
+    BATCH = 1000
+
+    def __init__(self, builders: Iterable[PendingDispatch[Any]]) -> None:
+        self.builders = list(builders)
+        for b in self.builders:
+            if not isinstance(b, PendingDispatch):
+                raise TypeError(f"BulkDispatcher takes dispatch builders (Job.dispatch(...)), got {type(b).__name__}")
+        if len({id(b) for b in self.builders}) != len(self.builders):
+            raise ValueError("the same builder appears twice in a BulkDispatcher")
+
+    def _plan(self) -> list[tuple[str, str, list[int], list[Any]]]:
+        """Validates and serializes every builder (raising before any write), grouped by
+        connection and queue."""
+        if not self.builders:
+            raise ValueError("BulkDispatcher needs at least one builder")
+        for b in self.builders:
+            b._claim()
+        groups: dict[tuple[str, str], tuple[list[int], list[Any]]] = {}
+        try:
+            for i, b in enumerate(self.builders):
+                try:
+                    job = b._job_tuple()
+                except (TypeError, ValueError) as e:
+                    raise type(e)(f"builder at index {i}: {e}") from None
+                idx, jobs = groups.setdefault((b._connection, b._queue), ([], []))
+                idx.append(i)
+                jobs.append(job)
+        except BaseException:
+            for b in self.builders:
+                b._sent = 2
+            raise
+        return [(conn, queue, idx, jobs) for (conn, queue), (idx, jobs) in groups.items()]
+
+    def _result(self, handles: list[Optional[JobHandle[Any]]]) -> BulkResult:
+        done = [h for h in handles if h is not None]
+        return BulkResult(None, "default", handles=done)
+
+    def dispatch(self) -> BulkResult:
+        plan = self._plan()  # raises before any write
+        handles: list[Optional[JobHandle[Any]]] = [None] * len(self.builders)
+        try:
+            for conn, queue, idx, jobs in plan:
+                client = config.client(conn)
+                for s in range(0, len(jobs), self.BATCH):
+                    written = client.enqueue(queue, jobs[s : s + self.BATCH])
+                    for k, (job_id, created) in zip(idx[s : s + self.BATCH], written):
+                        handles[k] = JobHandle(job_id, queue, conn, created)
+        except Exception as e:
+            raise BulkDispatchError(f"bulk dispatch failed: {e}", self._result(handles)) from e
+        return self._result(handles)
+
+    async def dispatch_async(self) -> BulkResult:
+        plan = self._plan()  # raises before any write
+        handles: list[Optional[JobHandle[Any]]] = [None] * len(self.builders)
+        try:
+            for conn, queue, idx, jobs in plan:
+                client = config.client(conn)
+                for s in range(0, len(jobs), self.BATCH):
+                    written = await client.enqueue(queue, jobs[s : s + self.BATCH], asynchronous=True)
+                    for k, (job_id, created) in zip(idx[s : s + self.BATCH], written):
+                        handles[k] = JobHandle(job_id, queue, conn, created)
+        except Exception as e:
+            raise BulkDispatchError(f"bulk dispatch failed: {e}", self._result(handles)) from e
+        return self._result(handles)
+
+    def __await__(self) -> Generator[Any, None, BulkResult]:
+        return self.dispatch_async().__await__()

@@ -1,0 +1,158 @@
+//! Bulk dispatch: Python serializes a chunk of payloads as one JSON array (one orjson call);
+//! the engine splits it into elements, checks their sizes, and packs one record per element
+//! under a run of consecutive ids. Writing the chunks is the store's ordinary enqueue.
+
+use crate::codec::{pack_into, Header, IdGen, IdRange};
+use crate::error::{Error, Result};
+use crate::store::{NewJob, Watermark};
+
+/// The byte spans of the top-level elements of a JSON array. The input is trusted to be JSON
+/// (it comes from orjson); the scan only tracks nesting and strings.
+pub fn split_json_array(b: &[u8]) -> Result<Vec<(usize, usize)>> {
+    let bad = |at: usize| Error::Invalid(format!("bulk payloads are not a JSON array (at byte {at})"));
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && matches!(b[*i], b' ' | b'\n' | b'\r' | b'\t') {
+            *i += 1;
+        }
+    };
+    skip_ws(&mut i);
+    if b.get(i) != Some(&b'[') {
+        return Err(bad(i));
+    }
+    i += 1;
+    let mut spans = Vec::new();
+    skip_ws(&mut i);
+    if b.get(i) == Some(&b']') {
+        return Ok(spans);
+    }
+    loop {
+        skip_ws(&mut i);
+        let start = i;
+        let mut depth = 0usize;
+        let mut in_str = false;
+        while i < b.len() {
+            let c = b[i];
+            if in_str {
+                match c {
+                    b'\\' => i += 1,
+                    b'"' => in_str = false,
+                    _ => {}
+                }
+            } else {
+                match c {
+                    b'"' => in_str = true,
+                    b'[' | b'{' => depth += 1,
+                    b']' | b'}' if depth > 0 => depth -= 1,
+                    b',' | b']' if depth == 0 => break,
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+        let mut end = i;
+        while end > start && matches!(b[end - 1], b' ' | b'\n' | b'\r' | b'\t') {
+            end -= 1;
+        }
+        if end == start || i >= b.len() {
+            return Err(bad(i));
+        }
+        spans.push((start, end));
+        if b[i] == b']' {
+            return Ok(spans);
+        }
+        i += 1; // the comma
+    }
+}
+
+/// What every job of one bulk dispatch shares.
+#[derive(Debug, Clone)]
+pub struct BulkSpec {
+    pub name: String,
+    pub header: Header,
+    pub options: Vec<u8>,
+    pub delay_ms: u64,
+    pub max_payload: usize,
+    pub enqueued_ms: u64,
+}
+
+/// One chunk, packed and ready to write.
+pub struct Chunk {
+    pub jobs: Vec<NewJob>,
+    pub mark: Watermark,
+    pub range: IdRange,
+}
+
+/// Splits a JSON array of payloads and packs a record per element. `first_index` is the
+/// index of the chunk's first payload in the whole dispatch, for error messages.
+pub fn prepare_chunk(spec: &BulkSpec, ids: &mut IdGen, array: &[u8], first_index: u64) -> Result<Option<Chunk>> {
+    let spans = split_json_array(array)?;
+    for (k, (s, e)) in spans.iter().enumerate() {
+        if e - s > spec.max_payload {
+            return Err(Error::Invalid(format!(
+                "payload at index {} is {} bytes, over the limit of {} bytes",
+                first_index + k as u64,
+                e - s,
+                spec.max_payload
+            )));
+        }
+    }
+    if spans.is_empty() {
+        return Ok(None);
+    }
+    let range = ids.take(spans.len() as u64);
+    let mut jobs = Vec::with_capacity(spans.len());
+    for (k, (s, e)) in spans.into_iter().enumerate() {
+        let id = range.id(k as u64);
+        let mut record = Vec::new();
+        pack_into(&mut record, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, &array[s..e]);
+        jobs.push(NewJob { id, custom_id: false, delay_ms: spec.delay_ms, record });
+    }
+    let mark = Watermark { producer: range.producer.clone(), last_seq: range.last_seq() };
+    Ok(Some(Chunk { jobs, mark, range }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Record;
+
+    fn parts(s: &str) -> Vec<&str> {
+        split_json_array(s.as_bytes()).unwrap().into_iter().map(|(a, b)| &s[a..b]).collect()
+    }
+
+    #[test]
+    fn splits_top_level_elements() {
+        assert_eq!(parts("[]"), Vec::<&str>::new());
+        assert_eq!(parts("[1]"), vec!["1"]);
+        assert_eq!(parts(r#"[{"a":[1,2],"b":"x,]}"},null,"q\"]",[[]]]"#), vec![r#"{"a":[1,2],"b":"x,]}"}"#, "null", r#""q\"]""#, "[[]]"]);
+        assert_eq!(parts(" [ 1 , {\"k\": 2} ] "), vec!["1", "{\"k\": 2}"]);
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_array() {
+        for bad in ["", "{}", "[1,", "[1", "[,]"] {
+            assert!(split_json_array(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn packs_one_record_per_payload_with_consecutive_ids() {
+        let spec = BulkSpec {
+            name: "Job".into(),
+            header: Header { attempt: 0, max_attempts: 3, priority: 0 },
+            options: vec![],
+            delay_ms: 0,
+            max_payload: 100,
+            enqueued_ms: 1,
+        };
+        let mut ids = IdGen::default();
+        let c = prepare_chunk(&spec, &mut ids, br#"[{"i":0},{"i":1}]"#, 0).unwrap().unwrap();
+        let r: Vec<Record> = c.jobs.iter().map(|j| Record::unpack(&j.record).unwrap()).collect();
+        assert_eq!(r[1].payload, br#"{"i":1}"#);
+        assert_eq!(r[1].id, c.range.id(1));
+        assert_eq!(c.mark.last_seq, c.range.first + 1);
+        let err = prepare_chunk(&spec, &mut ids, format!("[1,\"{}\"]", "x".repeat(200)).as_bytes(), 40).err().unwrap();
+        assert!(err.to_string().contains("payload at index 41"), "{err}");
+    }
+}
