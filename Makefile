@@ -36,7 +36,28 @@ test: build ## build, then run cargo test and pytest (tests start their own redi
 demo: build ## dispatch 100,000 jobs, drain them with a worker, print counts, rates and latency
 	$(PY) benches/demo.py
 
+.PHONY: bench
+bench: build ## fastjobs against the bench targets (1M enqueue, 10M generator, 1M drain, W3-W5)
+	@$(PIP) install -q --disable-pip-version-check "redis>=5"
+	$(PY) benches/bench.py
+
+.PHONY: peers
+peers: ## install the peer queues into .venv-peers (and per-peer venvs listed in venvs.txt)
+	@[ -x .venv-peers/bin/python ] || python3 -m venv .venv-peers
+	@.venv-peers/bin/pip install -q --disable-pip-version-check -r benches/peers/requirements.txt
+	@while read -r name reqs; do \
+	  case "$$name" in ""|\#*) continue;; esac; \
+	  v=.venv-peers-$$(echo $$name | tr - _); \
+	  [ -x $$v/bin/python ] || python3 -m venv $$v; \
+	  $$v/bin/pip install -q --disable-pip-version-check $$reqs || echo "could not install $$name"; \
+	done < benches/peers/venvs.txt
+
+.PHONY: bench-peers
+bench-peers: build peers ## the same workloads on fastjobs and every peer, one Redis, ratios table
+	@$(PIP) install -q --disable-pip-version-check "redis>=5"
+	$(PY) benches/peers/run.py
+
 .PHONY: clean
 clean: ## remove build outputs and the virtualenv
 	cargo clean
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-peers .venv-peers-* .pytest_cache

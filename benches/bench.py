@@ -1,0 +1,137 @@
+"""fastjobs against the targets of the bench issue, at full size, on a throwaway redis-server.
+
+    python benches/bench.py [--quick]
+
+W1 bulk enqueue of 1,000,000 jobs from a list; peak RSS of a producer dispatching 10,000,000
+jobs from a generator; W2 one worker process draining 1,000,000 no-op jobs (sync and async
+handlers); W3/W4/W5 through the same adapter as the peer comparison. Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "peers"))
+
+from run import Redis, run_one  # noqa: E402
+
+PY = sys.executable
+
+PRODUCER = r"""
+import json, resource, sys, time
+import fastjobs
+fastjobs.configure(sys.argv[1], prefix="bench")
+class BenchNoop(fastjobs.Job[dict, None]):
+    queue = "bench"
+    def process(self, p): return None
+n, mode = int(sys.argv[2]), sys.argv[3]
+if mode == "list":
+    payloads = [{"i": i, "s": "x" * 32} for i in range(n)]
+    t0 = time.perf_counter()
+    BenchNoop.dispatch_many(payloads)
+else:
+    t0 = time.perf_counter()
+    BenchNoop.dispatch_many({"i": i, "s": "x" * 32} for i in range(n))
+el = time.perf_counter() - t0
+print(json.dumps({"n": n, "seconds": el, "jobs_per_s": n / el,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+JOBS = r"""
+import fastjobs
+
+class BenchNoop(fastjobs.Job[dict, None]):
+    queue = "bench"
+    def process(self, p): return None
+
+class BenchAsyncNoop(fastjobs.Job[dict, None]):
+    queue = "bench"
+    async def process(self, p): return None
+"""
+
+
+def producer(url: str, n: int, mode: str) -> dict[str, Any]:
+    out = subprocess.run([PY, "-c", PRODUCER, url, str(n), mode], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def drain(redis: Redis, n: int, handler: str, tmp: Path) -> dict[str, Any]:
+    """Enqueue n jobs, start one worker process, time the drain from 1% to 100%."""
+    import fastjobs
+
+    fastjobs.configure(redis.url, prefix="bench")
+    (tmp / "bench_jobs.py").write_text(JOBS)
+    sys.path.insert(0, str(tmp))
+    import bench_jobs  # type: ignore[import-not-found]
+
+    job = bench_jobs.BenchAsyncNoop if handler == "async" else bench_jobs.BenchNoop
+    job.dispatch_many([{"i": i, "s": "x" * 32} for i in range(n)])
+    q = fastjobs.Queue("bench")
+    env = dict(os.environ, FASTJOBS_URL=redis.url, FASTJOBS_PREFIX="bench", PYTHONPATH=str(tmp))
+    worker = subprocess.Popen([PY, "-m", "fastjobs", "worker", "bench_jobs", "--queue", "bench", "--log-level", "WARNING",
+                               "--concurrency", "1" if handler == "sync" else "64"], env=env, cwd=str(tmp),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = c0 = None
+        deadline = time.monotonic() + 300
+        while True:
+            c = q.counts()["completed"]
+            now = time.perf_counter()
+            if t0 is None and c >= n // 100:
+                t0, c0 = now, c
+            if c >= n:
+                break
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError(f"drain stopped at {c} of {n}")
+            time.sleep(0.005)
+        assert t0 is not None and c0 is not None
+        return {"n": n, "handler": handler, "seconds": now - t0, "jobs_per_s": (n - c0) / (now - t0)}
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        redis.command("FLUSHALL")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a tenth of the sizes")
+    args = ap.parse_args()
+    scale = 10 if args.quick else 1
+    redis = Redis()
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="fastjobs-bench-"))
+    figures: dict[str, Any] = {"redis": redis.version(), "cores": os.cpu_count()}
+    try:
+        figures["W1_list"] = producer(redis.url, 1_000_000 // scale, "list")
+        redis.command("FLUSHALL")
+        print(f"W1  1M from a list      {figures['W1_list']['jobs_per_s']:>12,.0f} jobs/s", file=sys.stderr)
+        figures["generator_10M"] = producer(redis.url, 10_000_000 // scale, "generator")
+        redis.command("FLUSHALL")
+        g = figures["generator_10M"]
+        print(f"    10M from a generator {g['jobs_per_s']:>12,.0f} jobs/s, peak RSS {g['peak_rss_mb']:.0f} MB", file=sys.stderr)
+        for handler in ("sync", "async"):
+            figures[f"W2_{handler}"] = d = drain(redis, 1_000_000 // scale, handler, tmp)
+            print(f"W2  drain, {handler} no-op     {d['jobs_per_s']:>12,.0f} jobs/s", file=sys.stderr)
+        for w, key in (("W3", "p50_ms"), ("W4", "bytes_per_job"), ("W5", "p50_ms")):
+            redis.command("FLUSHALL")
+            r = run_one(Path(PY), "fastjobs", w, redis.url, 100_000 // scale if w == "W4" else None, 120)
+            figures[w] = r
+            extra = f", p99 {r.get('p99_ms')}" if "p99_ms" in r else ""
+            print(f"{w}  {key:<20} {r.get(key, r.get('error'))}{extra}", file=sys.stderr)
+    finally:
+        redis.stop()
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

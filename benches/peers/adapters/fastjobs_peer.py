@@ -1,0 +1,52 @@
+"""fastjobs itself, measured by the same harness as the peers. See CONTRACT.md.
+
+Run with the project's interpreter (.venv, where fastjobs is built):
+    .venv/bin/python benches/peers/adapters/fastjobs_peer.py --redis-url URL --workload W1 --n N
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common_sync import PeerBase, main  # noqa: E402
+
+
+class FastjobsPeer(PeerBase):
+    system = "fastjobs"
+
+    def setup(self, url, workload):
+        import fastjobs
+        import _tasks_fastjobs as tasks
+
+        self.url = url
+        self.version = fastjobs.__version__
+        fastjobs.configure(url, prefix="bench")
+        self.tasks = tasks
+
+    def settings_for(self, workload):
+        s = {
+            "enqueue": "Job.dispatch_many(list) (chunks of 10,000, pipelined)",
+            "worker": "fastjobs worker --concurrency 1 (sync handler, adaptive prefetch), 1 process",
+            "serializer": "JSON (orjson)",
+        }
+        if workload in ("W3", "W5"):
+            s["dispatch"] = "Job.dispatch(payload).send() per job" + (" with .delay(2)" if workload == "W5" else "")
+        return s
+
+    def enqueue_bulk(self, items):
+        self.tasks.BenchNoop.dispatch_many(items)
+
+    def dispatch_lat(self, item):
+        self.tasks.BenchLat.dispatch(item).send()
+
+    def dispatch_late(self, item, delay_s):
+        self.tasks.BenchLate.dispatch(item).delay(delay_s).send()
+
+    def worker_argv(self, workload):
+        return ["fastjobs", "worker", "_tasks_fastjobs", "--queue", "bench", "--concurrency", "1",
+                "--log-level", "WARNING"], {"FASTJOBS_URL": self.url, "FASTJOBS_PREFIX": "bench"}
+
+
+if __name__ == "__main__":
+    sys.exit(main(FastjobsPeer()))

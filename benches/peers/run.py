@@ -1,0 +1,187 @@
+"""Runs the workloads of CONTRACT.md on fastjobs and every installed peer, against one
+throwaway redis-server, and prints a table with fastjobs÷peer ratios.
+
+    python benches/peers/run.py [--systems fastjobs,rq,...] [--workloads W1,W2,...] [--quick]
+
+Each adapter runs in its own process with its own interpreter: fastjobs with the project's
+.venv, peers with .venv-peers or the venv named for them in venvs.txt. The last line printed
+is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+ADAPTERS = HERE / "adapters"
+
+# What each figure means and which way is better.
+FIGURES = {
+    "W1": ("jobs_per_s", "higher", "bulk enqueue, jobs/s"),
+    "W2": ("jobs_per_s", "higher", "one worker drains, jobs/s"),
+    "W3": ("p50_ms", "lower", "idle start latency p50, ms"),
+    "W4": ("bytes_per_job", "lower", "Redis bytes per waiting job"),
+    "W5": ("p50_ms", "lower", "lateness of delayed jobs p50, ms"),
+}
+EXTRA = {"W3": ("p99_ms", "p99"), "W5": ("p99_ms", "p99")}
+DEFAULT_N = {"W1": 100_000, "W2": 20_000, "W4": 100_000}
+QUICK_N = {"W1": 20_000, "W2": 5_000, "W4": 20_000}
+
+
+def interpreters() -> dict[str, Path]:
+    """system -> python of the venv it is installed in."""
+    found: dict[str, Path] = {"fastjobs": ROOT / ".venv" / "bin" / "python"}
+    shared = ROOT / ".venv-peers" / "bin" / "python"
+    for adapter in sorted(ADAPTERS.glob("*_peer.py")):
+        system = adapter.stem[: -len("_peer")]
+        if system != "fastjobs" and shared.exists():
+            found[system] = shared
+    venvs = HERE / "venvs.txt"
+    if venvs.exists():
+        for line in venvs.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                system = line.split()[0]
+                py = ROOT / f".venv-peers-{system.replace('-', '_')}" / "bin" / "python"
+                if not py.exists():
+                    py = ROOT / f".venv-peers-{system}" / "bin" / "python"
+                found[system.replace("-", "_")] = py
+    return {s: p for s, p in found.items() if p.exists() and (ADAPTERS / f"{s}_peer.py").exists()}
+
+
+class Redis:
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.dir = tempfile.mkdtemp(prefix="fastjobs-bench-")
+        exe = shutil.which("redis-server")
+        if exe is None:
+            sys.exit("redis-server is not installed: run `make deps`")
+        self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", self.dir],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(500):
+            if self.command("PING") == b"+PONG\r\n":
+                return
+            time.sleep(0.01)
+        sys.exit("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self, *args: str) -> bytes:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                s.sendall(("*%d\r\n" % len(args) + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode())
+                return s.recv(65536)
+        except OSError:
+            return b""
+
+    def version(self) -> str:
+        info = self.command("INFO", "server").decode(errors="replace")
+        for line in info.splitlines():
+            if line.startswith("redis_version:"):
+                return line.split(":", 1)[1].strip()
+        return "?"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_one(py: Path, system: str, workload: str, url: str, n: Optional[int], limit: float) -> dict[str, Any]:
+    cmd = [str(py), str(ADAPTERS / f"{system}_peer.py"), "--redis-url", url, "--workload", workload]
+    if n is not None:
+        cmd += ["--n", str(n)]
+    env = dict(os.environ, PEER_BUDGET_S=str(limit - 10))
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env, cwd=str(ROOT))
+    except subprocess.TimeoutExpired:
+        return {"system": system, "workload": workload, "error": f"no answer within {limit:.0f} s"}
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        tail = (out.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        return {"system": system, "workload": workload, "error": tail[0][:200]}
+    return json.loads(lines[-1])
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, (int, float)):
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return str(v)
+
+
+def table(results: dict[str, dict[str, dict[str, Any]]], workloads: list[str]) -> str:
+    rows = []
+    ours = results.get("fastjobs", {})
+    for w in workloads:
+        key, better, title = FIGURES[w]
+        rows.append(f"\n{w}: {title} ({better} is better)")
+        rows.append(f"  {'system':<14}{'value':>14}{'fastjobs ÷ it':>16}  notes")
+        mine = ours.get(w, {}).get(key)
+        for system, per in results.items():
+            r = per.get(w, {})
+            if "error" in r:
+                rows.append(f"  {system:<14}{'—':>14}{'':>16}  {r['error'][:90]}")
+                continue
+            v = r.get(key)
+            extra = EXTRA.get(w)
+            note = f"{extra[1]} {fmt(r.get(extra[0]))}" if extra and r.get(extra[0]) is not None else ""
+            if r.get("store") and r.get("store") != "redis":
+                note = (note + f" store={r['store']}").strip()
+            ratio = ""
+            if isinstance(v, (int, float)) and isinstance(mine, (int, float)) and v and mine and system != "fastjobs":
+                x = mine / v if better == "higher" else v / mine
+                ratio = f"{x:,.1f}×"
+            rows.append(f"  {system:<14}{fmt(v):>14}{ratio:>16}  {note}")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--systems", default=None, help="comma-separated systems (default: every installed one)")
+    ap.add_argument("--workloads", default="W1,W2,W3,W4,W5")
+    ap.add_argument("--quick", action="store_true", help="smaller n, for a smoke run")
+    ap.add_argument("--limit", type=float, default=120.0, help="seconds per adapter run")
+    args = ap.parse_args()
+    found = interpreters()
+    systems = args.systems.split(",") if args.systems else ["fastjobs"] + sorted(s for s in found if s != "fastjobs")
+    missing = [s for s in systems if s not in found]
+    if missing:
+        print(f"not installed (run `make bench-peers` to install peers): {', '.join(missing)}", file=sys.stderr)
+    systems = [s for s in systems if s in found]
+    workloads = args.workloads.split(",")
+    redis = Redis()
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    try:
+        print(f"Redis {redis.version()} on loopback, {os.cpu_count()} cores; systems: {', '.join(systems)}", file=sys.stderr)
+        for system in systems:
+            for w in workloads:
+                redis.command("FLUSHALL")
+                n = (QUICK_N if args.quick else DEFAULT_N).get(w)
+                r = run_one(found[system], system, w, redis.url, n, args.limit)
+                results.setdefault(system, {})[w] = r
+                shown = r.get("error") or r.get(FIGURES[w][0])
+                print(f"  {system:<12} {w}: {shown}", file=sys.stderr)
+        print(table(results, workloads))
+        print(json.dumps({"redis": redis.version(), "cores": os.cpu_count(), "results": results}))
+    finally:
+        redis.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
