@@ -42,15 +42,8 @@ bench: build ## fastjobs against the bench targets (1M enqueue, 10M generator, 1
 	$(PY) benches/bench.py
 
 .PHONY: peers
-peers: ## install the peer queues into .venv-peers (and per-peer venvs listed in venvs.txt)
-	@[ -x .venv-peers/bin/python ] || python3 -m venv .venv-peers
-	@.venv-peers/bin/pip install -q --disable-pip-version-check -r benches/peers/requirements.txt
-	@while read -r name reqs; do \
-	  case "$$name" in ""|\#*) continue;; esac; \
-	  v=.venv-peers-$$(echo $$name | tr - _); \
-	  [ -x $$v/bin/python ] || python3 -m venv $$v; \
-	  $$v/bin/pip install -q --disable-pip-version-check $$reqs || echo "could not install $$name"; \
-	done < benches/peers/venvs.txt
+peers: ## install the peer queues into .venv-peers and the per-peer venvs of benches/peers/venvs.txt
+	python3 benches/peers/install.py
 
 .PHONY: bench-peers
 bench-peers: build peers ## the same workloads on fastjobs and every peer, one Redis, ratios table

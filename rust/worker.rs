@@ -145,8 +145,9 @@ impl<S: Store> Engine<S> {
             return self.cfg.prefetch;
         }
         let (rate, _, _) = *self.rate.lock().unwrap();
-        // Keep ~20 ms of work ready: enough to hide a round trip, little to hand back.
-        ((rate * 0.02) as usize).clamp(self.cfg.min_batch, self.cfg.prefetch.max(self.cfg.min_batch))
+        // Keep ~50 ms of work ready (refilled at half): enough to hide a round trip and a
+        // reserve of a thousand records, little to hand back on a stop.
+        ((rate * 0.05) as usize).clamp(self.cfg.min_batch, self.cfg.prefetch.max(self.cfg.min_batch))
     }
 
     // ---- the fetcher ----
@@ -270,6 +271,25 @@ impl<S: Store> Engine<S> {
         let custom_id = !is_generated_id(&p.id);
         self.push_ack(p.lease, AckEntry { id: p.id, custom_id, kind });
         true
+    }
+
+    /// Reports many jobs completed with a `None` result, in one call (the worker's hot path).
+    pub fn complete_many(&self, handles: &[u64]) -> usize {
+        let taken: Vec<Pending> = {
+            let mut running = self.running.lock().unwrap();
+            handles.iter().filter_map(|h| running.remove(h)).collect()
+        };
+        let n = taken.len();
+        let mut a = self.acks.lock().unwrap();
+        let was_empty = a.is_empty();
+        for p in taken {
+            let custom_id = !is_generated_id(&p.id);
+            a.push((p.lease, AckEntry { id: p.id, custom_id, kind: AckKind::Completed { result: None } }));
+        }
+        if was_empty && n > 0 {
+            self.ack_ready.notify_one();
+        }
+        n
     }
 
     fn push_ack(&self, lease: u64, e: AckEntry) {

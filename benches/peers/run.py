@@ -52,10 +52,7 @@ def interpreters() -> dict[str, Path]:
         for line in venvs.read_text().splitlines():
             if line.strip() and not line.startswith("#"):
                 system = line.split()[0]
-                py = ROOT / f".venv-peers-{system.replace('-', '_')}" / "bin" / "python"
-                if not py.exists():
-                    py = ROOT / f".venv-peers-{system}" / "bin" / "python"
-                found[system.replace("-", "_")] = py
+                found[system.replace("-", "_")] = ROOT / f".venv-peers-{system}" / "bin" / "python"
     return {s: p for s, p in found.items() if p.exists() and (ADAPTERS / f"{s}_peer.py").exists()}
 
 

@@ -136,10 +136,7 @@ class Job(Generic[P, R]):
     @classmethod
     def _instance(cls, job_id: str, attempt: int, queue_name: str, meta: dict[str, Any]) -> "Job[P, R]":
         inst = cls.__new__(cls)
-        inst.job_id = job_id
-        inst.attempt = attempt
-        inst.queue_name = queue_name
-        inst.meta = meta
+        inst.__dict__.update(job_id=job_id, attempt=attempt, queue_name=queue_name, meta=meta)
         return inst
 
     @classmethod

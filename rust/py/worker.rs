@@ -41,7 +41,7 @@ impl WorkerEngine {
             return Err(pyo3::exceptions::PyValueError::new_err("prefetch and concurrency must be at least 1"));
         }
         let adaptive = prefetch.is_none();
-        let prefetch = prefetch.unwrap_or_else(|| 1000.max(4 * concurrency));
+        let prefetch = prefetch.unwrap_or_else(|| 2000.max(4 * concurrency));
         let qs: Vec<Arc<QueueKeys>> = queues.iter().map(|q| client.queue(q)).collect::<Result<_, Error>>().map_err(to_py)?;
         let cfg = WorkerConfig { prefetch, adaptive, min_batch: concurrency.min(prefetch), lease: Duration::from_secs_f64(lease) };
         Ok(WorkerEngine { engine: Engine::new(client.store.clone(), qs, cfg), tasks: Mutex::default(), core_tasks: Mutex::default() })
@@ -96,6 +96,11 @@ impl WorkerEngine {
     #[pyo3(signature = (handle, result = None))]
     fn complete(&self, handle: u64, result: Option<Vec<u8>>) -> bool {
         self.engine.settle(handle, Outcome::Completed(result))
+    }
+
+    /// Many jobs completed with a `None` result; returns how many were known.
+    fn complete_many(&self, handles: Vec<u64>) -> usize {
+        self.engine.complete_many(&handles)
     }
 
     /// The attempt failed; the job runs again after `delay` seconds.

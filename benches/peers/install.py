@@ -1,0 +1,63 @@
+"""Installs the peer queues for `make bench-peers`: the shared .venv-peers from
+requirements.txt, and one .venv-peers-<system> per line of venvs.txt:
+
+    <system> [python=3.12] <pip requirement> ...
+
+`python=X.Y` names the interpreter a peer needs (found as pythonX.Y on PATH or under
+~/.pyenv/versions); a peer whose interpreter or packages cannot be had is reported and
+skipped, so the comparison runs with the others.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+def interpreter(version: Optional[str]) -> Optional[str]:
+    if version is None:
+        return sys.executable if sys.version_info >= (3, 9) else shutil.which("python3")
+    exe = shutil.which(f"python{version}")
+    if exe:
+        return exe
+    found = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python3")))
+    return found[-1] if found else None
+
+
+def venv(path: Path, python: str, requirements: list[str]) -> bool:
+    if not (path / "bin" / "python").exists():
+        subprocess.run([python, "-m", "venv", str(path)], check=True)
+    pip = [str(path / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    return subprocess.run(pip + requirements).returncode == 0
+
+
+def main() -> int:
+    ok = venv(ROOT / ".venv-peers", interpreter(None) or "python3", ["-r", str(HERE / "requirements.txt")])
+    print(f"{'installed' if ok else 'FAILED'}: .venv-peers ({(HERE / 'requirements.txt').read_text().split()})")
+    for line in (HERE / "venvs.txt").read_text().splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        system, rest = words[0], words[1:]
+        version = None
+        if rest and rest[0].startswith("python="):
+            version, rest = rest[0].split("=", 1)[1], rest[1:]
+        python = interpreter(version)
+        if python is None:
+            print(f"skipped: {system} needs Python {version}, which this machine does not have")
+            continue
+        ok = venv(ROOT / f".venv-peers-{system}", python, rest)
+        print(f"{'installed' if ok else 'FAILED'}: {system} ({' '.join(rest)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
