@@ -19,10 +19,12 @@ import signal
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 from . import _core, config, serde
+from ._eager import start_eagerly
 from .errors import JobTimeoutError
 from .job import Job, registry
 from .options import backoff_from_json
@@ -128,7 +130,11 @@ class Worker:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._async_slots = threading.BoundedSemaphore(concurrency)
-        self._async_tasks: set[asyncio.Future[Any]] = set()
+        self._async_tasks: set[asyncio.Task[Any]] = set()
+        self._async_running = 0  # touched on the loop thread only
+        self._async_free: Optional[asyncio.Future[None]] = None
+        self._async_only = False
+        self._async_puller: Optional[Any] = None
         self._watchdog: Optional[_Watchdog] = None
         self._counts_lock = threading.Lock()
         self.completed = self.retried = self.failed = self.handed_back = 0
@@ -159,11 +165,6 @@ class Worker:
         with self._counts_lock:
             self.failed += 1
         log.error("job %s names %r, which no module loaded by this worker registers", job[_ID], job[_NAME])
-
-    def _prepare(self, job: tuple[Any, ...]) -> tuple[Optional[type[Job[Any, Any]]], Optional[dict[str, Any]]]:
-        cls = self.jobs.get(job[_NAME])
-        raw = job[_OPTIONS]
-        return cls, (serde.loads(raw) if raw is not None else None)
 
     def _run_sync(self, jobs: list[tuple[Any, ...]]) -> None:
         """Runs a batch in this thread. The hot path: per job one dict lookup, one JSON
@@ -215,6 +216,10 @@ class Worker:
                     self.completed += len(finished) + others
 
     # ---- async jobs: one event loop in its own thread ----
+    #
+    # A worker whose jobs are all async pulls batches on the loop itself (`_async_pull`);
+    # otherwise the sync pullers hand async jobs over in batches. Either way each job starts
+    # eagerly (`_eager.py`) and at most `concurrency` run at once.
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -225,29 +230,56 @@ class Worker:
         return self._loop
 
     def _submit_async(self, jobs: list[tuple[Any, ...]]) -> None:
-        loop = self._ensure_loop()
+        """From a sync puller thread: waits for free slots, then hands the jobs over at once."""
+        for _ in jobs:
+            self._async_slots.acquire()
+        self._ensure_loop().call_soon_threadsafe(self._launch_all, jobs)
+
+    def _launch_all(self, jobs: list[tuple[Any, ...]]) -> None:
+        loop = asyncio.get_running_loop()
         for job in jobs:
-            self._async_slots.acquire()  # backpressure: at most `concurrency` async jobs at once
-            loop.call_soon_threadsafe(self._start_async, job)
+            self._async_running += 1
+            task = start_eagerly(loop, self._run_async(job), self._async_finished)
+            if task is not None:
+                self._async_tasks.add(task)
+                task.add_done_callback(self._async_tasks.discard)
 
-    def _start_async(self, job: tuple[Any, ...]) -> None:
-        task = asyncio.ensure_future(self._run_async(job))
-        self._async_tasks.add(task)
-        task.add_done_callback(self._async_done)
+    def _async_finished(self, result: Any, exc: Optional[BaseException]) -> None:
+        self._async_running -= 1
+        if self._async_only:
+            if self._async_free is not None and not self._async_free.done():
+                self._async_free.set_result(None)
+        else:
+            self._async_slots.release()
 
-    def _async_done(self, task: "asyncio.Future[Any]") -> None:
-        self._async_tasks.discard(task)
-        self._async_slots.release()
+    async def _async_pull(self) -> None:
+        loop = asyncio.get_running_loop()
+        engine = self.engine
+        with ThreadPoolExecutor(1, thread_name_prefix="fastjobs-pull") as pull:
+            while not self._stopping:
+                free = self.concurrency - self._async_running
+                if free <= 0:
+                    self._async_free = loop.create_future()
+                    await self._async_free
+                    continue
+                jobs = await loop.run_in_executor(pull, engine.next_jobs, min(free, 512), 0.25)
+                if self._stopping:
+                    if jobs:
+                        self.handed_back += await loop.run_in_executor(pull, engine.release_handles, [j[_HANDLE] for j in jobs])
+                    break
+                self._launch_all(jobs)
 
     async def _run_async(self, job: tuple[Any, ...]) -> None:
-        cls, opts = self._prepare(job)
+        handle, queue, job_id, name, attempt, _max, _enq, payload, raw_opts = job
+        cls = self.jobs.get(name)
         if cls is None:
             self._unknown(job)
             return
+        opts = serde.loads(raw_opts) if raw_opts is not None else None
         try:
-            inst = cls._instance(job[_ID], job[_ATTEMPT], job[_QUEUE], (opts or {}).get("meta") or {})
-            coro = inst.process(serde.loads(job[_PAYLOAD]))
-            timeout = (opts or {}).get("timeout", cls._timeout)
+            inst = cls._instance(job_id, attempt, queue, {} if opts is None else (opts.get("meta") or {}))
+            coro = inst.process(serde.loads(payload))
+            timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
             if timeout is not None:
                 try:
                     result = await asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]
@@ -255,11 +287,11 @@ class Worker:
                     raise JobTimeoutError(f"the job ran longer than its timeout of {timeout} s") from None
             else:
                 result = await coro  # type: ignore[misc]
-            self.engine.complete(job[_HANDLE], None if result is None else serde.dumps(result, "result"))
+            self.engine.complete(handle, None if result is None else serde.dumps(result, "result"))
             with self._counts_lock:
                 self.completed += 1
         except asyncio.CancelledError:
-            self.engine.release_handles([job[_HANDLE]])
+            self.engine.release_handles([handle])
             raise
         except Exception as exc:  # noqa: BLE001
             self._outcome_failed(job, cls, exc, opts)
@@ -305,14 +337,15 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         self._watchdog = _Watchdog()  # timeouts may also come per dispatch
-        if any(cls._is_async for cls in self.jobs.values()):
-            self._ensure_loop()
+        self._async_only = bool(self.jobs) and all(cls._is_async for cls in self.jobs.values())
         self.engine.start(scheduler=self.scheduler)
-        sync_jobs = any(not cls._is_async for cls in self.jobs.values())
-        for i in range(self.concurrency if sync_jobs else 1):
-            t = threading.Thread(target=self._puller, name=f"fastjobs-worker-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        if self._async_only:
+            self._async_puller = asyncio.run_coroutine_threadsafe(self._async_pull(), self._ensure_loop())
+        else:
+            for i in range(self.concurrency):
+                t = threading.Thread(target=self._puller, name=f"fastjobs-worker-{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
         log.info("worker started: queues %s, concurrency %d, jobs %s", self.queues, self.concurrency, sorted(self.jobs))
         try:
             while not self._stop.wait(0.5):
@@ -343,6 +376,12 @@ class Worker:
     def _drain_async(self, deadline: float) -> None:
         loop = self._loop
         assert loop is not None
+
+        if self._async_puller is not None:
+            try:
+                self._async_puller.result(max(1.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - the puller's own failure was logged by asyncio
+                log.exception("the async job puller failed")
 
         async def wait_tasks() -> None:
             pending = list(self._async_tasks)
