@@ -41,6 +41,11 @@ bench: build ## fastjobs against the bench targets (1M enqueue, 10M generator, 1
 	@$(PIP) install -q --disable-pip-version-check "redis>=5"
 	$(PY) benches/bench.py
 
+.PHONY: bench-micro
+bench-micro: build ## pytest-benchmark of single dispatch, bulk dispatch, status and counts
+	@$(PIP) install -q --disable-pip-version-check "pytest-benchmark>=4"
+	$(PY) -m pytest benches/test_micro.py -q -p no:cacheprovider --benchmark-columns=min,median,mean,ops -o testpaths=benches
+
 .PHONY: peers
 peers: ## install the peer queues into .venv-peers and the per-peer venvs of benches/peers/venvs.txt
 	python3 benches/peers/install.py
