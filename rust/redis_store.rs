@@ -1,7 +1,7 @@
 //! The Redis store: every state change is one Lua script (rust/lua/), hot paths batch many
 //! jobs per call, and several calls share a round trip where they can.
 
-use crate::codec::is_generated_id;
+use crate::codec::{is_generated_id, PRODUCER_LEN};
 use crate::conn::{Conn, Settings};
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
@@ -55,6 +55,31 @@ fn server_error(v: &Value) -> Option<Error> {
         Value::ServerError(e) => Some(Error::Store(format!("Redis script failed: {e:?}"))),
         _ => None,
     }
+}
+
+/// A completion with nothing to store, of a generated id: the ack's hot path.
+fn is_plain(e: &AckEntry) -> bool {
+    matches!(e.kind, AckKind::Completed { result: None }) && !e.custom_id
+}
+
+/// (producer, seq) of a generated id `<producer:10>-<seq>`.
+fn split_generated(id: &[u8]) -> (&[u8], u64) {
+    let seq = std::str::from_utf8(&id[PRODUCER_LEN + 1..]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (&id[..PRODUCER_LEN], seq)
+}
+
+/// Runs of consecutive sequence numbers per producer: (producer, first, count).
+fn runs_of(mut seqs: Vec<(&[u8], u64)>) -> Vec<(&[u8], u64, u64)> {
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut runs: Vec<(&[u8], u64, u64)> = Vec::new();
+    for (p, s) in seqs {
+        match runs.last_mut() {
+            Some((rp, first, count)) if *rp == p && *first + *count == s => *count += 1,
+            _ => runs.push((p, s, 1)),
+        }
+    }
+    runs
 }
 
 impl RedisStore {
@@ -166,7 +191,21 @@ impl Store for RedisStore {
             let lease_key = q.lease(&a.token);
             let mut c = s.evalsha(&[&lease_key, &q.active, &q.stats, &q.waiters, &q.wait, &q.delayed, &q.jobs, &q.failed, &q.errors, &q.wake]);
             c.arg(&q.base).arg(&a.token).arg(ttl_ms).arg(MARK_TTL_SECS).arg(&q.results_channel).arg(&q.sched_channel);
-            for e in &a.entries {
+            // Plain completions first (see ack.lua): their ids, then runs of their sequence
+            // numbers per producer.
+            let plain: Vec<&AckEntry> = a.entries.iter().filter(|e| is_plain(e)).collect();
+            c.arg(plain.len());
+            let mut seqs: Vec<(&[u8], u64)> = Vec::with_capacity(plain.len());
+            for e in &plain {
+                c.arg(&e.id);
+                seqs.push(split_generated(&e.id));
+            }
+            let runs = runs_of(seqs);
+            c.arg(runs.len());
+            for (producer, first, count) in runs {
+                c.arg(producer).arg(first).arg(count);
+            }
+            for e in a.entries.iter().filter(|e| !is_plain(e)) {
                 match &e.kind {
                     AckKind::Completed { result } => {
                         c.arg(if e.custom_id { "C" } else { "c" }).arg(&e.id).arg(result.as_deref().unwrap_or(b"")).arg("");
@@ -328,5 +367,22 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> Result<()> {
         self.conn.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_group_consecutive_sequence_numbers_per_producer() {
+        let ids: Vec<Vec<u8>> = ["aaaaaaaaaa-5", "aaaaaaaaaa-3", "aaaaaaaaaa-4", "bbbbbbbbbb-4", "aaaaaaaaaa-9"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        let seqs = ids.iter().map(|i| split_generated(i)).collect();
+        let runs: Vec<(String, u64, u64)> =
+            runs_of(seqs).into_iter().map(|(p, f, c)| (String::from_utf8_lossy(p).into_owned(), f, c)).collect();
+        assert_eq!(runs, vec![("aaaaaaaaaa".into(), 3, 3), ("aaaaaaaaaa".into(), 9, 1), ("bbbbbbbbbb".into(), 4, 1)]);
     }
 }

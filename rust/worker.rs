@@ -63,6 +63,9 @@ pub struct Stats {
     pub released: AtomicU64,
     pub store_errors: AtomicU64,
     pub lost_leases: AtomicU64,
+    /// Round trips: reserve calls and ack flushes (each flush is one pipeline).
+    pub reserve_calls: AtomicU64,
+    pub ack_flushes: AtomicU64,
 }
 
 pub struct Engine<S: Store> {
@@ -197,6 +200,7 @@ impl<S: Store> Engine<S> {
         for (qi, q) in self.queues.iter().enumerate() {
             let token = new_token();
             let recs = self.store.reserve(q, &token, want, self.cfg.lease).await?;
+            self.stats.reserve_calls.fetch_add(1, Ordering::Relaxed);
             if recs.is_empty() {
                 continue;
             }
@@ -344,6 +348,7 @@ impl<S: Store> Engine<S> {
         let mut backoff = Duration::from_millis(50);
         // A settled job is never dropped: retry until the store takes it (or refuses it as
         // stale). Redis applies each lease's script whole or not at all.
+        self.stats.ack_flushes.fetch_add(1, Ordering::Relaxed);
         let outcomes = loop {
             match self.store.ack(&acks).await {
                 Ok(o) => break o,

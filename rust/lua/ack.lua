@@ -4,17 +4,19 @@
 -- KEYS[9] errors hash   KEYS[10] wake
 -- ARGV[1] queue key base   ARGV[2] lease token   ARGV[3] result ttl ms
 -- ARGV[4] done-bitmap ttl seconds   ARGV[5] results channel   ARGV[6] scheduler channel
--- then per job, 4 values: kind, id, a, b
+-- ARGV[7] n: plain completions (generated id, None result), then their n ids,
+--   then r: runs of their sequence numbers, then r triples (producer, first seq, count)
+-- then per other job, 4 values: kind, id, a, b
 --   'c' / 'C' completed (generated / caller-chosen id): a = result JSON ('' for None)
 --   'r' retry: a = delay ms from now (0: at once), b = the record with its attempt counted
 --   'f' failed for good: a = error JSON, b = the record with its attempt counted
--- A job whose id is no longer in the lease (the lease expired and was reaped: a stale token)
--- is refused and left alone. Returns {settled, refused}.
+-- A job no longer in the lease (the lease expired and was reaped: a stale token) is refused
+-- and left alone. Plain completions are the hot path: no per-job Lua, one HDEL, and their
+-- completion bits set 64 at a time. Returns {settled, refused}.
 local base = ARGV[1]
 local now = now_ms()
 local waited = rcall('HLEN', KEYS[4]) > 0
 local settled, refused, completed, retried, failed = 0, 0, 0, 0, 0
-local bitmaps = {}
 local pushed = false
 local earliest = nil
 
@@ -27,9 +29,66 @@ local function notify(id, kind, data)
   return false
 end
 
-for i = 7, #ARGV, 4 do
+-- Plain completions. A lease is reaped whole and the engine settles a job once, so when the
+-- lease exists every one of them is in it; the HDEL count confirms it.
+local n_plain = tonumber(ARGV[7])
+local p = 8 + n_plain
+local n_runs = tonumber(ARGV[p])
+local runs_at = p + 1
+local general_at = runs_at + 3 * n_runs
+if n_plain > 0 then
+  local deleted = 0
+  if rcall('EXISTS', KEYS[1]) == 1 then
+    for s = 8, 7 + n_plain, 1000 do
+      deleted = deleted + rcall('HDEL', KEYS[1], unpack(ARGV, s, math.min(s + 999, 7 + n_plain)))
+    end
+  end
+  settled, completed, refused = settled + deleted, completed + deleted, refused + (n_plain - deleted)
+  if deleted > 0 then
+    for r = runs_at, general_at - 1, 3 do
+      local key = base .. ':done:' .. ARGV[r]
+      local first = tonumber(ARGV[r + 1])
+      local last = first + tonumber(ARGV[r + 2]) - 1
+      local args = {}
+      local seq = first
+      while seq <= last do
+        if seq % 64 == 0 and seq + 63 <= last then
+          args[#args + 1] = 'SET'; args[#args + 1] = 'i64'; args[#args + 1] = seq; args[#args + 1] = -1
+          seq = seq + 64
+        else
+          args[#args + 1] = 'SET'; args[#args + 1] = 'u1'; args[#args + 1] = seq; args[#args + 1] = 1
+          seq = seq + 1
+        end
+      end
+      for s = 1, #args, 4000 do rcall('BITFIELD', key, unpack(args, s, math.min(s + 3999, #args))) end
+      rcall('EXPIRE', key, ARGV[4])
+    end
+    if waited then
+      for i = 8, 7 + n_plain do
+        if notify(ARGV[i], 'c', 'null') then rcall('SET', base .. ':result:' .. ARGV[i], 'null', 'PX', ARGV[3]) end
+      end
+    end
+  end
+end
+
+-- The other jobs: which are still in the lease, in one call; then remove those in one call.
+local ids = {}
+for i = general_at, #ARGV, 4 do ids[#ids + 1] = ARGV[i + 1] end
+local present = {}
+for s = 1, #ids, 1000 do
+  local got = rcall('HMGET', KEYS[1], unpack(ids, s, math.min(s + 999, #ids)))
+  for k = 1, #got do present[s + k - 1] = got[k] end
+end
+local live = {}
+for k = 1, #ids do if present[k] then live[#live + 1] = ids[k] end end
+for s = 1, #live, 1000 do rcall('HDEL', KEYS[1], unpack(live, s, math.min(s + 999, #live))) end
+
+local bits = {}  -- completion bitmap key -> BITFIELD arguments
+local k = 0
+for i = general_at, #ARGV, 4 do
+  k = k + 1
   local kind, id, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if rcall('HDEL', KEYS[1], id) == 0 then
+  if not present[k] then
     refused = refused + 1
   else
     settled = settled + 1
@@ -38,8 +97,12 @@ for i = 7, #ARGV, 4 do
       if kind == 'c' then
         -- generated id <producer:10>-<seq>: one bit marks it completed
         local key = base .. ':done:' .. string.sub(id, 1, 10)
-        rcall('SETBIT', key, tonumber(string.sub(id, 12)), 1)
-        bitmaps[key] = true
+        local args = bits[key]
+        if not args then args = {}; bits[key] = args end
+        args[#args + 1] = 'SET'
+        args[#args + 1] = 'u1'
+        args[#args + 1] = string.sub(id, 12)
+        args[#args + 1] = 1
       else
         rcall('SET', base .. ':id:' .. id, 'c', 'KEEPTTL')
       end
@@ -67,7 +130,10 @@ for i = 7, #ARGV, 4 do
     end
   end
 end
-for key in pairs(bitmaps) do rcall('EXPIRE', key, ARGV[4]) end
+for key, args in pairs(bits) do
+  for s = 1, #args, 4000 do rcall('BITFIELD', key, unpack(args, s, math.min(s + 3999, #args))) end
+  rcall('EXPIRE', key, ARGV[4])
+end
 if rcall('EXISTS', KEYS[1]) == 0 then rcall('ZREM', KEYS[2], ARGV[2]) end
 if completed > 0 then rcall('HINCRBY', KEYS[3], 'completed', completed) end
 if retried > 0 then rcall('HINCRBY', KEYS[3], 'retried', retried) end

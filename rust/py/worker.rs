@@ -11,7 +11,8 @@ use crate::redis_store::RedisStore;
 use crate::runtime::runtime;
 use crate::worker::{error_json, Engine, Outcome, WorkerConfig};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +21,8 @@ use tokio::task::JoinHandle;
 #[pyclass(module = "fastjobs._core", frozen)]
 pub struct WorkerEngine {
     engine: Arc<Engine<RedisStore>>,
+    queue_names: Vec<Py<PyAny>>,
+    names: Mutex<HashMap<String, Py<PyAny>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Fetcher and acknowledger: stopped last, after the final flush.
     core_tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -44,7 +47,14 @@ impl WorkerEngine {
         let prefetch = prefetch.unwrap_or_else(|| 2000.max(4 * concurrency));
         let qs: Vec<Arc<QueueKeys>> = queues.iter().map(|q| client.queue(q)).collect::<Result<_, Error>>().map_err(to_py)?;
         let cfg = WorkerConfig { prefetch, adaptive, min_batch: concurrency.min(prefetch), lease: Duration::from_secs_f64(lease) };
-        Ok(WorkerEngine { engine: Engine::new(client.store.clone(), qs, cfg), tasks: Mutex::default(), core_tasks: Mutex::default() })
+        let queue_names = Python::attach(|py| queues.iter().map(|q| PyString::intern(py, q).into_any().unbind()).collect());
+        Ok(WorkerEngine {
+            engine: Engine::new(client.store.clone(), qs, cfg),
+            queue_names,
+            names: Mutex::default(),
+            tasks: Mutex::default(),
+            core_tasks: Mutex::default(),
+        })
     }
 
     /// Starts fetching, acknowledging, heartbeats and (with `scheduler`) the scheduler.
@@ -70,16 +80,29 @@ impl WorkerEngine {
         let t = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
         let jobs = py.detach(|| e.next_jobs(max.max(1), t));
         let out = PyList::empty(py);
+        // Queue and job names repeat from job to job: one Python string each, shared.
+        let mut names = self.names.lock().unwrap();
         for d in jobs {
             let r = d.record;
             let opts: Py<PyAny> = if r.options.is_empty() { py.None() } else { PyBytes::new(py, &r.options).into_any().unbind() };
+            let queue = self.queue_names[d.queue].clone_ref(py);
+            let name = match names.get(&r.name) {
+                Some(n) => n.clone_ref(py),
+                None => {
+                    let n = PyString::intern(py, &r.name).into_any().unbind();
+                    if names.len() < 10_000 {
+                        names.insert(r.name.clone(), n.clone_ref(py));
+                    }
+                    n
+                }
+            };
             let item = PyTuple::new(
                 py,
                 [
                     d.handle.into_pyobject(py)?.into_any().unbind(),
-                    self.engine.queues()[d.queue].name.clone().into_pyobject(py)?.into_any().unbind(),
+                    queue,
                     r.id.into_pyobject(py)?.into_any().unbind(),
-                    r.name.into_pyobject(py)?.into_any().unbind(),
+                    name,
                     r.attempt.into_pyobject(py)?.into_any().unbind(),
                     r.max_attempts.into_pyobject(py)?.into_any().unbind(),
                     r.enqueued_ms.into_pyobject(py)?.into_any().unbind(),
@@ -167,6 +190,8 @@ impl WorkerEngine {
         d.set_item("released", s.released.load(Ordering::Relaxed))?;
         d.set_item("store_errors", s.store_errors.load(Ordering::Relaxed))?;
         d.set_item("lost_leases", s.lost_leases.load(Ordering::Relaxed))?;
+        d.set_item("reserve_calls", s.reserve_calls.load(Ordering::Relaxed))?;
+        d.set_item("ack_flushes", s.ack_flushes.load(Ordering::Relaxed))?;
         Ok(d)
     }
 }
