@@ -25,11 +25,14 @@ ROOT = HERE.parent.parent
 def interpreter(version: Optional[str]) -> Optional[str]:
     if version is None:
         return sys.executable if sys.version_info >= (3, 9) else shutil.which("python3")
-    exe = shutil.which(f"python{version}")
-    if exe:
-        return exe
-    found = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python3")))
-    return found[-1] if found else None
+    # A pyenv shim on PATH may name a version that is installed but not selected, and then
+    # fails when run: every candidate is tried before it is chosen.
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python3")), reverse=True)
+    for exe in candidates:
+        if exe and subprocess.run([exe, "-c", "pass"], capture_output=True).returncode == 0:
+            return exe
+    return None
 
 
 def venv(path: Path, python: str, requirements: list[str]) -> bool:
