@@ -89,6 +89,44 @@ impl QueueKeys {
     }
 }
 
+/// The key names of the schedule book (JobScheduler). They share the hash tag `{schedules}`,
+/// so every schedule script is single-slot; firing a tick writes to a queue in a second,
+/// idempotent step (the tick's job id is deterministic).
+#[derive(Debug, Clone)]
+pub struct ScheduleKeys {
+    pub prefix: String,
+    /// zset: schedule key -> next run, ms since the epoch.
+    pub next: String,
+    /// Pub/sub channel telling drivers that a schedule was added or changed.
+    pub channel: String,
+    def_base: String,
+}
+
+impl ScheduleKeys {
+    pub fn new(prefix: &str) -> ScheduleKeys {
+        let base = format!("{prefix}:{{schedules}}");
+        ScheduleKeys { prefix: prefix.to_string(), next: format!("{base}:next"), channel: format!("{base}:wake"), def_base: format!("{base}:def:") }
+    }
+
+    /// The hash holding one schedule's definition and run counters.
+    pub fn def(&self, key: &str) -> String {
+        format!("{}{key}", self.def_base)
+    }
+
+    pub fn def_base(&self) -> &str {
+        &self.def_base
+    }
+}
+
+/// Schedule keys: 1 to 200 characters, no whitespace or control characters (they end up in
+/// job ids, `<key>@<tick ms>`).
+pub fn validate_schedule_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > 200 || key.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        return Err(Error::Invalid(format!("invalid schedule key {key:?}: use 1 to 200 characters without spaces or control characters")));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,12 +4,14 @@
 pub mod bulk;
 pub mod codec;
 pub mod conn;
+pub mod cron;
 pub mod error;
 pub mod keys;
 pub mod notify;
 pub mod redis_store;
 pub mod runtime;
 pub mod scheduler;
+pub mod schedules;
 pub mod scripts;
 pub mod store;
 pub mod worker;
@@ -31,5 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::client::Client>()?;
     m.add_class::<py::worker::WorkerEngine>()?;
     m.add_class::<py::bulk::BulkWriter>()?;
+    m.add_class::<py::schedules::Schedules>()?;
+    m.add_function(wrap_pyfunction!(py::schedules::cron_next, m)?)?;
     Ok(())
 }

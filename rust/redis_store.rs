@@ -4,7 +4,7 @@
 use crate::codec::{is_generated_id, PRODUCER_LEN};
 use crate::conn::{Conn, Settings};
 use crate::error::{Error, Result};
-use crate::keys::QueueKeys;
+use crate::keys::{QueueKeys, ScheduleKeys};
 use crate::notify::Notifier;
 use crate::scripts::scripts;
 use crate::store::*;
@@ -20,6 +20,7 @@ pub struct RedisStore {
     /// For BLPOP on wake-up lists: blocking commands must not hold up the shared connection.
     blocking: Conn,
     notifier: Notifier,
+    sched: ScheduleKeys,
 }
 
 fn bad_reply(what: &str, v: &Value) -> Error {
@@ -84,7 +85,12 @@ fn runs_of(mut seqs: Vec<(&[u8], u64)>) -> Vec<(&[u8], u64, u64)> {
 
 impl RedisStore {
     pub fn new(settings: &Settings) -> Result<RedisStore> {
-        Ok(RedisStore { conn: Conn::new(settings)?, blocking: Conn::blocking(settings)?, notifier: Notifier::new(settings) })
+        Ok(RedisStore {
+            conn: Conn::new(settings)?,
+            blocking: Conn::blocking(settings)?,
+            notifier: Notifier::new(settings),
+            sched: ScheduleKeys::new(&settings.prefix),
+        })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -363,6 +369,80 @@ impl Store for RedisStore {
 
     async fn schedule_signal(&self, q: &QueueKeys) -> Result<Arc<tokio::sync::Notify>> {
         self.notifier.signal(&q.sched_channel).await
+    }
+
+    async fn schedule_upsert(&self, w: ScheduleWrite) -> Result<(bool, i64)> {
+        let k = &self.sched;
+        let def = k.def(&w.key);
+        let mut c = scripts().sched_upsert.evalsha(&[&k.next, &def]);
+        c.arg(&w.key).arg(&w.timing).arg(w.next_ms).arg(w.anchor_ms).arg(&k.channel);
+        for (f, v) in &w.fields {
+            c.arg(f).arg(v);
+        }
+        let v: Value = self.conn.eval(c).await?;
+        let a = array(v.clone()).ok_or_else(|| bad_reply("schedule upsert", &v))?;
+        match (a.first().and_then(int), a.get(1).and_then(int)) {
+            (Some(created), Some(next)) => Ok((created == 1, next)),
+            _ => Err(bad_reply("schedule upsert", &v)),
+        }
+    }
+
+    async fn schedule_read(&self, keys: Option<Vec<String>>) -> Result<Vec<ScheduleEntry>> {
+        let k = &self.sched;
+        let mut c = scripts().sched_read.evalsha(&[&k.next]);
+        c.arg(k.def_base()).arg(keys.unwrap_or_default());
+        let v: Value = self.conn.eval(c).await?;
+        let a = array(v.clone()).ok_or_else(|| bad_reply("schedule read", &v))?;
+        let mut out = Vec::with_capacity(a.len() / 3);
+        let mut it = a.into_iter();
+        while let (Some(key), Some(next), Some(def)) = (it.next(), it.next(), it.next()) {
+            let key = bytes(key).map(|b| String::from_utf8_lossy(&b).into_owned()).ok_or_else(|| bad_reply("schedule read", &v))?;
+            let next_ms = int(&next).ok_or_else(|| bad_reply("schedule read", &v))?;
+            let mut fields = std::collections::HashMap::new();
+            let mut f = array(def).unwrap_or_default().into_iter();
+            while let (Some(name), Some(value)) = (f.next(), f.next()) {
+                if let (Some(name), Some(value)) = (bytes(name), bytes(value)) {
+                    fields.insert(String::from_utf8_lossy(&name).into_owned(), value);
+                }
+            }
+            out.push(ScheduleEntry { key, next_ms, fields });
+        }
+        Ok(out)
+    }
+
+    async fn schedule_remove(&self, keys: Option<Vec<String>>) -> Result<u64> {
+        let k = &self.sched;
+        let mut c = scripts().sched_remove.evalsha(&[&k.next]);
+        c.arg(k.def_base()).arg(keys.unwrap_or_default());
+        let v: Value = self.conn.eval(c).await?;
+        int(&v).map(|n| n as u64).ok_or_else(|| bad_reply("schedule remove", &v))
+    }
+
+    async fn schedules_due(&self, limit: usize) -> Result<DueSchedules> {
+        let mut c = scripts().sched_due.evalsha(&[&self.sched.next]);
+        c.arg(limit.max(1));
+        let v: Value = self.conn.eval(c).await?;
+        let a = array(v.clone()).ok_or_else(|| bad_reply("schedules due", &v))?;
+        let now_ms = a.first().and_then(int).ok_or_else(|| bad_reply("schedules due", &v))?;
+        let head_ms = a.get(1).and_then(int).filter(|h| *h >= 0);
+        let due = a[2..]
+            .chunks(2)
+            .filter_map(|p| Some((String::from_utf8_lossy(&bytes(p[0].clone())?).into_owned(), int(p.get(1)?)?)))
+            .collect();
+        Ok(DueSchedules { now_ms, head_ms, due })
+    }
+
+    async fn schedule_advance(&self, key: &str, tick_ms: i64, next_ms: Option<i64>, job_id: &str) -> Result<bool> {
+        let k = &self.sched;
+        let def = k.def(key);
+        let mut c = scripts().sched_advance.evalsha(&[&k.next, &def]);
+        c.arg(key).arg(tick_ms).arg(next_ms.unwrap_or(-1)).arg(job_id);
+        let v: Value = self.conn.eval(c).await?;
+        Ok(int(&v) == Some(1))
+    }
+
+    async fn schedules_signal(&self) -> Result<Arc<tokio::sync::Notify>> {
+        self.notifier.signal(&self.sched.channel).await
     }
 
     async fn ping(&self) -> Result<()> {

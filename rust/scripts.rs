@@ -55,6 +55,11 @@ scripts! {
     unwait => "unwait.lua",
     counts => "counts.lua",
     failed => "failed.lua",
+    sched_upsert => "sched_upsert.lua",
+    sched_due => "sched_due.lua",
+    sched_advance => "sched_advance.lua",
+    sched_read => "sched_read.lua",
+    sched_remove => "sched_remove.lua",
 }
 
 pub fn scripts() -> &'static Scripts {

@@ -4,6 +4,7 @@
 
 use crate::error::Result;
 use crate::keys::QueueKeys;
+pub use crate::schedules::ScheduleEntry;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,6 +134,29 @@ pub struct FailedJob {
     pub failed_at_ms: i64,
 }
 
+/// What a schedule driver reads on each round.
+#[derive(Debug, Clone)]
+pub struct DueSchedules {
+    /// Store clock, ms since the epoch.
+    pub now_ms: i64,
+    /// The earliest next run of any schedule.
+    pub head_ms: Option<i64>,
+    /// (key, tick ms) of the schedules due now.
+    pub due: Vec<(String, i64)>,
+}
+
+/// A schedule to write: its key, its timing signature (an upsert with the same signature
+/// keeps the next run), the next run and anchor used when the timing changed, and the
+/// fields of its definition.
+#[derive(Debug, Clone)]
+pub struct ScheduleWrite {
+    pub key: String,
+    pub timing: String,
+    pub next_ms: i64,
+    pub anchor_ms: i64,
+    pub fields: Vec<(String, Vec<u8>)>,
+}
+
 pub trait Store: Send + Sync + 'static {
     /// Writes jobs atomically. Returns, per job, whether it was written (false: a job with
     /// that caller-chosen id exists already).
@@ -160,5 +184,17 @@ pub trait Store: Send + Sync + 'static {
     /// only: it may also fire spuriously). Call it before reading the schedule, and again on
     /// each round: it re-subscribes after a broken connection.
     fn schedule_signal(&self, q: &QueueKeys) -> impl Future<Output = Result<Arc<tokio::sync::Notify>>> + Send;
+    /// Creates or updates a schedule; returns (created, next run ms).
+    fn schedule_upsert(&self, w: ScheduleWrite) -> impl Future<Output = Result<(bool, i64)>> + Send;
+    /// The named schedules that exist, or every schedule (None), in next-run order.
+    fn schedule_read(&self, keys: Option<Vec<String>>) -> impl Future<Output = Result<Vec<ScheduleEntry>>> + Send;
+    /// Removes the named schedules, or every schedule (None); returns how many there were.
+    fn schedule_remove(&self, keys: Option<Vec<String>>) -> impl Future<Output = Result<u64>> + Send;
+    fn schedules_due(&self, limit: usize) -> impl Future<Output = Result<DueSchedules>> + Send;
+    /// Moves a schedule from `tick` to `next` (None: it is done and goes away), unless
+    /// another driver did already; returns whether this call did.
+    fn schedule_advance(&self, key: &str, tick_ms: i64, next_ms: Option<i64>, job_id: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Notified when a schedule was added or retimed (a hint, as `schedule_signal`).
+    fn schedules_signal(&self) -> impl Future<Output = Result<Arc<tokio::sync::Notify>>> + Send;
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 }

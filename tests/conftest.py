@@ -168,6 +168,8 @@ def spawn_worker(redis_server: RedisServer, prefix: str) -> Iterator[Any]:
         if p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait()
+        if p.proc.stdout is not None:
+            p.proc.stdout.close()
 
 
 def eventually(check: Any, timeout: float = 15.0, interval: float = 0.02) -> Any:

@@ -33,6 +33,7 @@ from .errors import (
 from .job import FunctionJob, Job, job, registry
 from .options import Backoff, parse_duration
 from .queue import FailedJob, Queue
+from .schedule import JobScheduler, ScheduleInfo, periodic
 from .worker import Worker, WorkerSummary
 
 __all__ = [
@@ -51,9 +52,11 @@ __all__ = [
     "JobFailed",
     "JobHandle",
     "JobInfo",
+    "JobScheduler",
     "JobTimeoutError",
     "PendingDispatch",
     "Queue",
+    "ScheduleInfo",
     "StoreError",
     "StoreTimeoutError",
     "UnknownJobError",
@@ -63,5 +66,6 @@ __all__ = [
     "configure",
     "job",
     "parse_duration",
+    "periodic",
     "registry",
 ]

@@ -75,3 +75,26 @@ class WorkerEngine:
     def running(self) -> int: ...
     def take_error(self) -> Optional[str]: ...
     def stats(self) -> dict[str, int]: ...
+
+class Schedules:
+    """The schedule book of one client (JobScheduler's engine)."""
+
+    def __init__(self, client: Client) -> None: ...
+    def upsert(
+        self,
+        key: str,
+        fields: list[tuple[str, bytes]],
+        *,
+        pattern: Optional[str] = None,
+        tz: str = "UTC",
+        every_ms: Optional[int] = None,
+        start_ms: Optional[int] = None,
+        end_ms: Optional[int] = None,
+        limit: Optional[int] = None,
+        immediately: bool = False,
+        asynchronous: bool = False,
+    ) -> Any: ...
+    def read(self, keys: Optional[list[str]] = None, *, asynchronous: bool = False) -> Any: ...
+    def remove(self, keys: Optional[list[str]] = None, *, asynchronous: bool = False) -> Any: ...
+
+def cron_next(pattern: str, tz: str = "UTC", after_ms: Optional[int] = None, count: int = 1) -> list[int]: ...

@@ -1,5 +1,5 @@
-"""The ``fastjobs`` command: ``fastjobs worker MODULE... --queue Q --concurrency N`` and
-``fastjobs enqueue MODULE:JOB --from FILE.jsonl``."""
+"""The ``fastjobs`` command: ``fastjobs worker MODULE... --queue Q --concurrency N``,
+``fastjobs enqueue MODULE:JOB --from FILE.jsonl`` and ``fastjobs schedule list|remove KEY|clear``."""
 
 from __future__ import annotations
 
@@ -20,10 +20,7 @@ __all__ = ["main"]
 def _worker(args: argparse.Namespace) -> int:
     from .worker import Worker
 
-    if args.url:
-        config.configure(args.url, prefix=args.prefix)
-    elif args.prefix:
-        config.configure(prefix=args.prefix)
+    _connect(args)
     sys.path.insert(0, os.getcwd())
     for name in args.modules:
         try:
@@ -77,10 +74,7 @@ def _enqueue(args: argparse.Namespace) -> int:
     from .bulk import BulkDispatchError
     from .job import Job
 
-    if args.url:
-        config.configure(args.url, prefix=args.prefix)
-    elif args.prefix:
-        config.configure(prefix=args.prefix)
+    _connect(args)
     module, _, name = args.job.partition(":")
     if not name:
         print("fastjobs: name the job as MODULE:NAME (e.g. myapp.jobs:SendEmail)", file=sys.stderr)
@@ -132,6 +126,39 @@ def _enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect(args: argparse.Namespace) -> None:
+    if args.url:
+        config.configure(args.url, prefix=args.prefix)
+    elif args.prefix:
+        config.configure(prefix=args.prefix)
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from .schedule import JobScheduler
+
+    _connect(args)
+    if args.action == "list":
+        found = JobScheduler.list()
+        if not found:
+            print("no schedules")
+        for s in found:
+            timing = f"cron {s.repeat['pattern']!r} {s.repeat['tz']}" if "pattern" in s.repeat else f"every {s.repeat['every']} ms"
+            last = s.last_run.isoformat(timespec="seconds") if s.last_run else "never"
+            print(f"{s.key}  {s.job} -> {s.queue}  {timing}  next {s.next_run.isoformat(timespec='seconds')}  "
+                  f"runs {s.runs}  last {last}  ({s.origin})")
+        return 0
+    if args.action == "remove":
+        if not args.keys:
+            print("fastjobs schedule remove: name the KEY(s) to remove", file=sys.stderr)
+            return 2
+        missing = [k for k in args.keys if not JobScheduler.remove(k)]
+        for k in missing:
+            print(f"fastjobs schedule remove: no schedule {k!r}", file=sys.stderr)
+        return 1 if missing else 0
+    print(f"removed {JobScheduler.clear()} schedule(s)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastjobs", description="fastjobs: background jobs with a Rust engine on Redis")
     p.add_argument("--version", action="version", version=f"fastjobs {__version__}")
@@ -162,6 +189,14 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
     e.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
     e.set_defaults(func=_enqueue)
+
+    s = sub.add_parser("schedule", help="list or remove schedules (JobScheduler)",
+                       description="list: every schedule with its next run; remove KEY...: delete those; clear: delete all.")
+    s.add_argument("action", choices=["list", "remove", "clear"])
+    s.add_argument("keys", nargs="*", metavar="KEY", help="schedule keys (remove)")
+    s.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
+    s.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
+    s.set_defaults(func=_schedule)
     return p
 
 

@@ -113,6 +113,7 @@ class Worker:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.queues = list(queues)
+        self.connection = connection
         self.concurrency = concurrency
         self.grace = grace
         self.scheduler = scheduler
@@ -330,6 +331,17 @@ class Worker:
         log.info("signal %d: stopping (press Ctrl-C again to exit at once)", signum)
         self.stop()
 
+    def _register_periodic(self) -> None:
+        from .schedule import sync_declared
+
+        try:
+            n = sync_declared(self.queues, self.jobs, self.connection)
+        except Exception as e:  # noqa: BLE001 - Redis may be down at start; the worker retries it anyway
+            log.error("could not register the periodic jobs declared in code: %s", e)
+            return
+        if n:
+            log.info("registered %d periodic schedule(s) declared in code", n)
+
     def run(self, *, install_signals: bool = True) -> WorkerSummary:
         """Runs until ``stop()`` or a signal; returns what was done."""
         started = time.monotonic()
@@ -338,6 +350,8 @@ class Worker:
             signal.signal(signal.SIGINT, self._on_signal)
         self._watchdog = _Watchdog()  # timeouts may also come per dispatch
         self._async_only = bool(self.jobs) and all(cls._is_async for cls in self.jobs.values())
+        if self.scheduler:
+            self._register_periodic()
         self.engine.start(scheduler=self.scheduler)
         if self._async_only:
             self._async_puller = asyncio.run_coroutine_threadsafe(self._async_pull(), self._ensure_loop())

@@ -5,4 +5,5 @@ pub mod bridge;
 pub mod bulk;
 pub mod client;
 pub mod errors;
+pub mod schedules;
 pub mod worker;

@@ -57,7 +57,8 @@ impl WorkerEngine {
         })
     }
 
-    /// Starts fetching, acknowledging, heartbeats and (with `scheduler`) the scheduler.
+    /// Starts fetching, acknowledging, heartbeats and (with `scheduler`) the scheduler and the
+    /// schedule driver.
     #[pyo3(signature = (*, scheduler = true))]
     fn start(&self, scheduler: bool) {
         let rt = runtime();
@@ -70,6 +71,9 @@ impl WorkerEngine {
                 let eng = e.clone();
                 tasks.push(rt.spawn(crate::scheduler::run(e.store().clone(), q.clone(), move |err| eng.note_error(err))));
             }
+            let eng = e.clone();
+            let prefix = e.store().settings().prefix.clone();
+            tasks.push(rt.spawn(crate::schedules::drive(e.store().clone(), prefix, move |err| eng.note_error(err))));
         }
     }
 

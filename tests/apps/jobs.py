@@ -41,3 +41,43 @@ class HoldGil(fastjobs.Job[dict, int]):
 class Pid(fastjobs.Job[Any, int]):
     def process(self, payload: Any) -> int:
         return os.getpid()
+
+
+def _stamps() -> tuple[Any, str]:
+    from urllib.parse import urlparse
+
+    from tests.resp import Redis
+
+    s = fastjobs.config.settings()
+    return Redis(urlparse(s.url).port or 6379), f"{s.prefix}:test:stamps"
+
+
+class Stamp(fastjobs.Job[Any, None]):
+    """Appends "<job id> <pid> <ms since the epoch>" to the test's stamps list: tests see every
+    run, in the order the runs started, from any process."""
+
+    queue = "stamps"
+
+    def process(self, payload: Any) -> None:
+        redis, key = _stamps()
+        redis("RPUSH", key, f"{self.job_id} {os.getpid()} {time.time() * 1000:.3f}")
+
+
+def stamps(redis: Any, prefix: str) -> list[tuple[str, int, float]]:
+    """The runs Stamp recorded: (job id, pid, started ms)."""
+    out = []
+    for line in redis("LRANGE", f"{prefix}:test:stamps", 0, -1):
+        job_id, pid, ms = (line.decode() if isinstance(line, bytes) else line).split()
+        out.append((job_id, int(pid), float(ms)))
+    return out
+
+
+@fastjobs.periodic(every="1s", key="app-heartbeat", data={"from": "code"})
+class CodeTick(fastjobs.Job[Any, None]):
+    """Declared periodic in code: registered by any worker of the 'code-ticks' queue."""
+
+    queue = "code-ticks"
+
+    def process(self, payload: Any) -> None:
+        redis, key = _stamps()
+        redis("RPUSH", key, f"{self.job_id} {os.getpid()} {time.time() * 1000:.3f}")
