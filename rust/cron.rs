@@ -25,8 +25,8 @@ use chrono_tz::Tz;
 /// which never matches cannot loop forever.
 const HORIZON_DAYS: i64 = 3660;
 const DAY_SECS: i64 = 86_400;
-/// UTC offsets are probed a day apart: no zone changes its offset twice within one day, so a
-/// probe cannot step over a change and its reversal.
+/// UTC offsets are probed a day apart. In the bundled tz database (checked 1900-2100) offset
+/// changes are at least six days apart, so a probe cannot step over a change and its reversal.
 const PROBE_STEP_SECS: i64 = DAY_SECS;
 /// 2000-01-01T00:00:00Z: a fixed reference for the "never fires" check at parse time.
 const Y2000_MS: i64 = 946_684_800_000;

@@ -286,7 +286,7 @@ impl Store for RedisStore {
         let a = array(v.clone()).ok_or_else(|| bad_reply("tick", &v))?;
         let n = |i: usize| a.get(i).and_then(int).ok_or_else(|| bad_reply("tick", &v));
         let opt = |x: i64| if x < 0 { None } else { Some(x) };
-        Ok(Tick { promoted: n(0)? as u64, reaped: n(1)? as u64, next_due_ms: opt(n(2)?), next_lease_deadline_ms: opt(n(3)?), now_ms: n(4)? })
+        Ok(Tick { promoted: n(0)? as u64, reaped: n(1)? as u64, next_due_ms: opt(n(2)?), next_lease_deadline_ms: opt(n(3)?), now_ms: n(4)?, now_us: n(5)? })
     }
 
     async fn wait_for_work(&self, queues: &[Arc<QueueKeys>], timeout: Duration) -> Result<bool> {

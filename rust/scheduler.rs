@@ -12,6 +12,9 @@ use std::time::Duration;
 /// Upper bound of one sleep: a safety net for a wake-up lost with a broken subscription.
 const MAX_SLEEP: Duration = Duration::from_secs(5);
 const BATCH: usize = 1000;
+/// Waits up to this long are slept precisely (see below). Tokio's timer was seen waking up
+/// to ~2 ms after its deadline, so longer waits end this far early and re-check.
+const FINE: Duration = Duration::from_millis(4);
 
 pub async fn run<S: Store>(store: Arc<S>, q: Arc<QueueKeys>, on_error: impl Fn(&crate::error::Error)) {
     let mut backoff = Duration::from_millis(50);
@@ -32,10 +35,19 @@ pub async fn run<S: Store>(store: Arc<S>, q: Arc<QueueKeys>, on_error: impl Fn(&
                     continue;
                 }
                 let next = [t.next_due_ms, t.next_lease_deadline_ms].into_iter().flatten().min();
-                match next {
-                    Some(at) => Duration::from_millis((at - t.now_ms).max(0) as u64).min(MAX_SLEEP),
+                let wait = match next {
+                    Some(at) => Duration::from_micros((at * 1000 - t.now_us).max(0) as u64).min(MAX_SLEEP),
                     None => MAX_SLEEP,
+                };
+                if wait <= FINE {
+                    // Tokio's timer ticks in whole milliseconds (and rounds up): the last
+                    // stretch is slept by a blocking thread, so a due job is promoted within
+                    // ~0.1 ms of its time instead of up to 2 ms after it.
+                    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(wait)).await;
+                    continue;
                 }
+                // Wake early; the fine sleep above takes over from there.
+                wait - FINE
             }
             Err(e) => {
                 on_error(&e);

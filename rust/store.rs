@@ -66,6 +66,8 @@ pub struct Tick {
     pub reaped: u64,
     /// Store clock, ms since the epoch.
     pub now_ms: i64,
+    /// The same clock in µs, for timers finer than a millisecond.
+    pub now_us: i64,
     pub next_due_ms: Option<i64>,
     pub next_lease_deadline_ms: Option<i64>,
 }

@@ -9,7 +9,7 @@ RecordTuple = tuple[str, int, int, int, int, bytes, bytes]
 # (state, record or None, result/error JSON or None)
 StatusTuple = tuple[str, Optional[RecordTuple], Optional[bytes]]
 # (name, payload, options JSON or None, max attempts, priority, delay ms, caller-chosen id or None)
-JobTuple = tuple[str, bytes, Optional[bytes], int, int, int, Optional[str]]
+JobTuple = tuple[str, bytes, Optional[bytes], int, int, int, Optional[str], Optional[int]]
 # (handle, queue, id, name, attempt, max_attempts, enqueued_ms, payload, options JSON or None)
 Delivery = tuple[int, str, str, str, int, int, int, bytes, Optional[bytes]]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,13 +36,6 @@ else:  # pragma: no cover
     Self = Any
 
 
-def _seconds_until(when: datetime) -> float:
-    """Naive datetimes are taken as UTC (documented); a time in the past means now."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
 _UNSENT, _SENT, _ABANDONED = 0, 1, 2
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,7 +60,7 @@ class PendingDispatch(Generic[R]):
     """A job about to be dispatched. Options chain; ``.send()`` (sync) or ``await`` sends it
     once. A builder collected without being sent warns with ``UnsentDispatchWarning``."""
 
-    __slots__ = ("job_class", "payload", "_queue", "_delay", "_job_id", "_attempts", "_backoff", "_timeout",
+    __slots__ = ("job_class", "payload", "_queue", "_delay", "_due_at", "_job_id", "_attempts", "_backoff", "_timeout",
                  "_priority", "_meta", "_connection", "_sent", "__weakref__")
 
     def __init__(self, job_class: "type[Job[Any, R]]", payload: Any) -> None:
@@ -77,6 +71,9 @@ class PendingDispatch(Generic[R]):
         self.payload = payload
         self._queue: str = job_class.queue
         self._delay = 0.0
+        #: at(): the absolute due time (epoch seconds), turned into a delay when sent, so a
+        #: builder sent later (a large BulkDispatcher) is still due at the time asked for.
+        self._due_at: Optional[float] = None
         self._job_id: Optional[str] = None
         self._attempts: int = job_class.attempts
         self._backoff: Optional[Backoff] = None
@@ -114,6 +111,7 @@ class PendingDispatch(Generic[R]):
     def delay(self, value: Duration) -> Self:
         """Runs the job no earlier than ``value`` from now (seconds, timedelta, '10m', '3d')."""
         self._delay = parse_duration(value, "delay")
+        self._due_at = None
         return self
 
     @_abandon_on_error
@@ -121,7 +119,10 @@ class PendingDispatch(Generic[R]):
         """Runs the job no earlier than ``when``; naive datetimes are UTC, past ones mean now."""
         if not isinstance(when, datetime):
             raise ValueError(f"at() takes a datetime, got {type(when).__name__}")
-        self._delay = _seconds_until(when)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        self._due_at = when.timestamp()
+        self._delay = 0.0
         return self
 
     @_abandon_on_error
@@ -173,8 +174,15 @@ class PendingDispatch(Generic[R]):
             opts["meta"] = self._meta
         return serde.dumps(opts, "options") if opts else None
 
-    def _job_tuple(self) -> tuple[str, bytes, Optional[bytes], int, int, int, Optional[str]]:
-        """The wire form handed to the engine; raises before anything is sent."""
+    def _delay_ms(self) -> int:
+        """The delay from now, for a bulk writer created now (at(): a past time means now)."""
+        if self._due_at is not None:
+            return max(0, round((self._due_at - time.time()) * 1000))
+        return int(self._delay * 1000)
+
+    def _job_tuple(self) -> tuple[str, bytes, Optional[bytes], int, int, int, Optional[str], Optional[int]]:
+        """The wire form handed to the engine; raises before anything is sent. An at() time
+        travels as is: the engine turns it into a delay just before the write."""
         return (
             self.job_class.name,
             serde.dumps(self.payload),
@@ -183,6 +191,7 @@ class PendingDispatch(Generic[R]):
             self._priority,
             int(self._delay * 1000),
             self._job_id,
+            None if self._due_at is None else round(self._due_at * 1000),
         )
 
     def _claim(self) -> None:

@@ -131,7 +131,7 @@ def _definition(job: JobRef, data: Any, queue: Optional[str], options: Optional[
             pending.on_queue(queue)
         for name, value in options.items():
             pending.with_(name, value)
-        name, payload, opts, attempts, priority, _delay, _id = pending._job_tuple()
+        name, payload, opts, attempts, priority, _delay, _id, _at = pending._job_tuple()
         target = pending._queue
     finally:
         pending._sent = 2  # a template, never sent: no unsent warning

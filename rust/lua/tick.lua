@@ -4,9 +4,10 @@
 -- KEYS[5] failed zset   KEYS[6] errors hash   KEYS[7] stats hash   KEYS[8] waiters hash
 -- ARGV[1] queue key base   ARGV[2] max jobs promoted / leases reaped per call
 -- ARGV[3] results channel
--- Returns {promoted, reaped jobs, next due time or -1, next lease deadline or -1, now}.
+-- Returns {promoted, reaped jobs, next due time or -1, next lease deadline or -1, now ms, now µs}.
 local base = ARGV[1]
-local now = now_ms()
+local clock = rcall('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 local limit = tonumber(ARGV[2])
 
 local due = rcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
@@ -57,4 +58,4 @@ if reaped > 0 then rcall('HINCRBY', KEYS[7], 'stalled', reaped) end
 if #recs > 0 or reaped > 0 then wake(KEYS[4]) end
 local nd = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
 local nl = rcall('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
-return {#recs, reaped, nd and tonumber(nd) or -1, nl and tonumber(nl) or -1, now}
+return {#recs, reaped, nd and tonumber(nd) or -1, nl and tonumber(nl) or -1, now, clock[1] * 1000000 + clock[2]}

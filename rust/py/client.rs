@@ -29,8 +29,9 @@ pub struct Client {
 }
 
 /// A job as the Python layer hands it over: (name, payload, options JSON or None,
-/// max attempts, priority, delay ms, caller-chosen id or None).
-type JobTuple = (String, Vec<u8>, Option<Vec<u8>>, u16, u8, u64, Option<String>);
+/// max attempts, priority, delay ms, caller-chosen id or None, due time ms or None). A due
+/// time becomes a delay here, just before the write, so a job built early is still due on time.
+type JobTuple = (String, Vec<u8>, Option<Vec<u8>>, u16, u8, u64, Option<String>, Option<u64>);
 
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -50,7 +51,7 @@ impl Client {
     /// Validates and packs jobs; nothing is sent when any of them is refused.
     fn prepare(&self, jobs: Vec<JobTuple>) -> Result<(Vec<NewJob>, Option<Watermark>)> {
         let generated = jobs.iter().filter(|j| j.6.is_none()).count() as u64;
-        for (i, (name, payload, options, max_attempts, priority, _, custom)) in jobs.iter().enumerate() {
+        for (i, (name, payload, options, max_attempts, priority, _, custom, _)) in jobs.iter().enumerate() {
             let at = if jobs.len() > 1 { format!(" (job at index {i})") } else { String::new() };
             if payload.len() > self.max_payload {
                 return Err(Error::Invalid(format!(
@@ -79,7 +80,8 @@ impl Client {
         let enqueued = now_ms();
         let mut next = 0u64;
         let mut out = Vec::with_capacity(jobs.len());
-        for (name, payload, options, max_attempts, priority, delay_ms, custom) in jobs {
+        for (name, payload, options, max_attempts, priority, delay_ms, custom, due_ms) in jobs {
+            let delay_ms = due_ms.map_or(delay_ms, |due| due.saturating_sub(enqueued));
             let (id, custom_id) = match custom {
                 Some(id) => (id, true),
                 None => {
