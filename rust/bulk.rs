@@ -72,6 +72,7 @@ pub struct BulkSpec {
     pub header: Header,
     pub options: Vec<u8>,
     pub delay_ms: u64,
+    pub at_ms: Option<u64>,
     pub max_payload: usize,
     pub enqueued_ms: u64,
 }
@@ -106,7 +107,7 @@ pub fn prepare_chunk(spec: &BulkSpec, ids: &mut IdGen, array: &[u8], first_index
         let id = range.id(k as u64);
         let mut record = Vec::new();
         pack_into(&mut record, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, &array[s..e]);
-        jobs.push(NewJob { id, custom_id: false, delay_ms: spec.delay_ms, record });
+        jobs.push(NewJob { id, custom_id: false, delay_ms: spec.delay_ms, at_ms: spec.at_ms, record });
     }
     let mark = Watermark { producer: range.producer.clone(), last_seq: range.last_seq() };
     Ok(Some(Chunk { jobs, mark, range }))
@@ -143,6 +144,7 @@ mod tests {
             header: Header { attempt: 0, max_attempts: 3, priority: 0 },
             options: vec![],
             delay_ms: 0,
+            at_ms: None,
             max_payload: 100,
             enqueued_ms: 1,
         };

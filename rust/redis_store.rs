@@ -127,7 +127,7 @@ impl Store for RedisStore {
             return Ok(vec![]);
         }
         let hwm_key = q.hwm(mark.as_ref().map(|m| m.producer.as_str()).unwrap_or("-"));
-        let fast = jobs.iter().all(|j| !j.custom_id && j.delay_ms == 0) && mark.is_some();
+        let fast = jobs.iter().all(|j| !j.custom_id && j.delay_ms == 0 && j.at_ms.is_none()) && mark.is_some();
         let flat = jobs.iter().all(|j| j.record.get(5) == Some(&0));
         let last_seq = mark.as_ref().map(|m| m.last_seq).unwrap_or(0);
         if fast && flat {
@@ -166,7 +166,11 @@ impl Store for RedisStore {
         let id_ttl_ms = self.settings().result_ttl.as_millis().max(MARK_TTL_SECS as u128 * 1000) as u64;
         c.arg(&q.base).arg(hwm).arg(MARK_TTL_SECS).arg(id_ttl_ms).arg(&q.sched_channel);
         for j in &jobs {
-            c.arg(&j.id).arg(if j.custom_id { "1" } else { "0" }).arg(j.delay_ms).arg(&j.record);
+            let due = match j.at_ms {
+                Some(at) => format!("@{at}"),
+                None => j.delay_ms.to_string(),
+            };
+            c.arg(&j.id).arg(if j.custom_id { "1" } else { "0" }).arg(due).arg(&j.record);
         }
         let v: Value = self.conn.eval(c).await?;
         let a = array(v.clone()).ok_or_else(|| bad_reply("enqueue", &v))?;

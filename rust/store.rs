@@ -16,6 +16,9 @@ pub struct NewJob {
     /// The id was chosen by the caller: a second dispatch with it is refused as a duplicate.
     pub custom_id: bool,
     pub delay_ms: u64,
+    /// A due time (ms since the epoch, the producer's clock) instead of a delay: a job written
+    /// late (the end of a large bulk) is still due when asked, not `delay_ms` after its write.
+    pub at_ms: Option<u64>,
     pub record: Vec<u8>,
 }
 

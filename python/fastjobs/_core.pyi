@@ -55,6 +55,7 @@ class Client:
         priority: int,
         options: Optional[bytes] = None,
         delay_ms: int = 0,
+        at_ms: Optional[int] = None,
         window: int = 3,
     ) -> BulkWriter: ...
     def ping(self, *, asynchronous: bool = False) -> Any: ...

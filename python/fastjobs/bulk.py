@@ -175,7 +175,7 @@ def _run(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], options: dic
     whole = isinstance(payloads, (list, tuple))
     total = len(payloads) if whole else (len(payloads) if hasattr(payloads, "__len__") else None)  # type: ignore[arg-type]
     writer = client.bulk_writer(t._queue, job_class.name, attempts=t._attempts, priority=t._priority,
-                                options=t._options_json(), delay_ms=t._delay_ms())
+                                options=t._options_json(), delay_ms=int(t._delay * 1000), at_ms=t._at_ms())
 
     def result() -> BulkResult:
         return BulkResult(t._queue, t._connection, writer.committed_ranges())

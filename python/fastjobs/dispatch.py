@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -174,15 +173,12 @@ class PendingDispatch(Generic[R]):
             opts["meta"] = self._meta
         return serde.dumps(opts, "options") if opts else None
 
-    def _delay_ms(self) -> int:
-        """The delay from now, for a bulk writer created now (at(): a past time means now)."""
-        if self._due_at is not None:
-            return max(0, round((self._due_at - time.time()) * 1000))
-        return int(self._delay * 1000)
+    def _at_ms(self) -> Optional[int]:
+        return None if self._due_at is None else round(self._due_at * 1000)
 
     def _job_tuple(self) -> tuple[str, bytes, Optional[bytes], int, int, int, Optional[str], Optional[int]]:
         """The wire form handed to the engine; raises before anything is sent. An at() time
-        travels as is: the engine turns it into a delay just before the write."""
+        travels as a due time: a job written late (a large bulk) is still due when asked."""
         return (
             self.job_class.name,
             serde.dumps(self.payload),
@@ -191,7 +187,7 @@ class PendingDispatch(Generic[R]):
             self._priority,
             int(self._delay * 1000),
             self._job_id,
-            None if self._due_at is None else round(self._due_at * 1000),
+            self._at_ms(),
         )
 
     def _claim(self) -> None:

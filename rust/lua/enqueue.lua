@@ -4,7 +4,8 @@
 --                                placeholder when that job has a generated id
 -- ARGV[1] queue key base   ARGV[2] producer high-water mark (-1: none)
 -- ARGV[3] hwm ttl seconds   ARGV[4] id-key ttl milliseconds   ARGV[5] scheduler channel
--- then per job, 4 values: id, custom (1|0), delay ms from now (0: at once), record
+-- then per job, 4 values: id, custom (1|0), delay ms from now (0: at once) or @<due time ms>,
+-- record
 -- Returns, per job, 1 if it was written or 0 if a job with that caller-chosen id exists.
 local now = now_ms()
 local head = rcall('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2]
@@ -15,7 +16,9 @@ local pushed = false
 local j = 0
 for i = 6, #ARGV, 4 do
   j = j + 1
-  local id, custom, due, rec = ARGV[i], ARGV[i + 1], now + tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local id, custom, when, rec = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local due
+  if string.sub(when, 1, 1) == '@' then due = tonumber(string.sub(when, 2)) else due = now + tonumber(when) end
   local fresh = true
   if custom == '1' then
     fresh = rcall('SET', KEYS[5 + j], 'w', 'NX', 'PX', ARGV[4]) and true or false
