@@ -4,7 +4,8 @@
 
 W1 bulk enqueue of 1,000,000 jobs from a list; peak RSS of a producer dispatching 10,000,000
 jobs from a generator; W2 one worker process draining 1,000,000 no-op jobs (sync and async
-handlers); W3/W4/W5 through the same adapter as the peer comparison. Ends with one JSON line.
+handlers); W3/W4/W5 through the same adapter as the peer comparison; W5+ the lateness of
+10,000 jobs due over 10 s among 100,000 far-future ones (lateness.py). Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -138,6 +139,14 @@ def main() -> int:
             print(f"{w}  {key:<20} {r.get(key, r.get('error'))}{extra}", file=sys.stderr)
     finally:
         redis.stop()
+    late = subprocess.run([PY, str(HERE / "lateness.py"), "--jobs", str(10_000 // scale), "--background", str(100_000 // scale)],
+                          capture_output=True, text=True)
+    if late.returncode == 0:
+        figures["W5_spread"] = w5 = json.loads(late.stdout.strip().splitlines()[-1])
+        print(f"W5+ lateness of {w5['jobs']:,} jobs over {w5['spread_s']:g}s, {w5['background_delayed']:,} far-future: "
+              f"p50 {w5['p50_ms']} ms, p99 {w5['p99_ms']} ms", file=sys.stderr)
+    else:
+        figures["W5_spread"] = {"error": late.stderr.strip().splitlines()[-1:]}
     print(json.dumps(figures))
     return 0
 
