@@ -232,6 +232,30 @@ def test_async_concurrency_runs_jobs_on_one_loop(start_worker: Any) -> None:
     assert max(s for s, _ in INTERVALS) < min(e for _, e in INTERVALS)
 
 
+class InTask(fastjobs.Job[float, list]):
+    """An async handler that needs a running Task (as redis.asyncio and aiohttp do)."""
+
+    async def process(self, payload: float) -> list:
+        seen = [asyncio.current_task() is not None]
+        if hasattr(asyncio, "timeout"):  # Python 3.11+
+            async with asyncio.timeout(5):
+                await asyncio.sleep(payload)
+        else:
+            await asyncio.wait_for(asyncio.sleep(payload), 5)
+        seen.append(asyncio.current_task() is not None)
+        return seen
+
+
+@pytest.mark.parametrize("only_async", [True, False])
+def test_async_handlers_run_inside_a_task_from_their_first_line(only_async: bool, start_worker: Any) -> None:
+    jobs = [InTask] if only_async else [InTask, SlowSync]  # async-only workers pull on their loop
+    start_worker(concurrency=4, jobs=jobs)
+    handles = [InTask.dispatch(d).send() for d in (0, 0.01, 0)]
+    assert [h.wait_result(timeout=10) for h in handles] == [[True, True]] * 3
+    h = InTask.dispatch(0).with_("timeout", 2).send()  # under the per-job timeout too
+    assert h.wait_result(timeout=10) == [True, True]
+
+
 @pytest.mark.parametrize("job", [SlowSync, SlowAsync])
 def test_timeout_fails_the_attempt(job: Any, start_worker: Any) -> None:
     start_worker()

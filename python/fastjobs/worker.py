@@ -219,8 +219,8 @@ class Worker:
     # ---- async jobs: one event loop in its own thread ----
     #
     # A worker whose jobs are all async pulls batches on the loop itself (`_async_pull`);
-    # otherwise the sync pullers hand async jobs over in batches. Either way each job starts
-    # eagerly (`_eager.py`) and at most `concurrency` run at once.
+    # otherwise the sync pullers hand async jobs over in batches. Either way each job runs in a
+    # Task of its own (started eagerly on Python 3.12+, `_eager.py`), at most `concurrency` at once.
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:

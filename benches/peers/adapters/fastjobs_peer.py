@@ -27,7 +27,7 @@ class FastjobsPeer(PeerBase):
     def settings_for(self, workload):
         s = {
             "enqueue": "Job.dispatch_many(list) (chunks of 10,000, pipelined)",
-            "worker": f"fastjobs worker --concurrency {1 if workload == 'W3' else 4} (sync handler threads, adaptive prefetch), 1 process",
+            "worker": f"fastjobs worker --concurrency {self.concurrency(workload)} (sync handler threads, adaptive prefetch), 1 process",
             "serializer": "JSON (orjson)",
         }
         if workload in ("W3", "W5"):
@@ -43,9 +43,12 @@ class FastjobsPeer(PeerBase):
     def dispatch_late(self, item, delay_s):
         self.tasks.BenchLate.dispatch(item).delay(delay_s).send()
 
+    @staticmethod
+    def concurrency(workload):
+        return os.environ.get("FASTJOBS_BENCH_CONCURRENCY", "1" if workload == "W3" else "4")
+
     def worker_argv(self, workload):
-        # Several handler threads: the INCR of the task body waits on the network (GIL released).
-        return ["fastjobs", "worker", "_tasks_fastjobs", "--queue", "bench", "--concurrency", "1" if workload == "W3" else "4",
+        return ["fastjobs", "worker", "_tasks_fastjobs", "--queue", "bench", "--concurrency", self.concurrency(workload),
                 "--log-level", "WARNING"], {"FASTJOBS_URL": self.url, "FASTJOBS_PREFIX": "bench"}
 
 
