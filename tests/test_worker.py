@@ -256,6 +256,22 @@ def test_async_handlers_run_inside_a_task_from_their_first_line(only_async: bool
     assert h.wait_result(timeout=10) == [True, True]
 
 
+def test_many_puller_threads_share_one_event_loop(start_worker: Any) -> None:
+    # Each puller thread that meets an async job hands it to the loop; the first ones meet
+    # theirs at the same moment, and all of them must find the same loop.
+    lock = asyncio.Lock()  # bound to the first loop that uses it, as library locks are
+
+    class UsesLock(fastjobs.Job[int, int]):
+        async def process(self, payload: int) -> int:
+            async with lock:
+                await asyncio.sleep(0.001)
+            return payload
+
+    start_worker(concurrency=32, jobs=[UsesLock, SlowSync])
+    result = UsesLock.dispatch_many(list(range(500)))
+    assert sorted(result.handle(i).wait_result(timeout=20) for i in range(500)) == list(range(500))
+
+
 @pytest.mark.parametrize("job", [SlowSync, SlowAsync])
 def test_timeout_fails_the_attempt(job: Any, start_worker: Any) -> None:
     start_worker()

@@ -129,6 +129,7 @@ class Worker:
         self._stopping = False  # mirrors _stop, read once per job on the hot path
         self._threads: list[threading.Thread] = []
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_lock = threading.Lock()
         self._loop_thread: Optional[threading.Thread] = None
         self._async_slots = threading.BoundedSemaphore(concurrency)
         self._async_tasks: set[asyncio.Task[Any]] = set()
@@ -223,12 +224,14 @@ class Worker:
     # Task of its own (started eagerly on Python 3.12+, `_eager.py`), at most `concurrency` at once.
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            self._loop_thread = threading.Thread(target=loop.run_forever, name="fastjobs-asyncio", daemon=True)
-            self._loop_thread.start()
-            self._loop = loop
-        return self._loop
+        # Several puller threads may meet their first async job at once: one loop for all.
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                self._loop_thread = threading.Thread(target=loop.run_forever, name="fastjobs-asyncio", daemon=True)
+                self._loop_thread.start()
+                self._loop = loop
+            return self._loop
 
     def _submit_async(self, jobs: list[tuple[Any, ...]]) -> None:
         """From a sync puller thread: waits for free slots, then hands the jobs over at once."""
