@@ -38,7 +38,7 @@ demo: build ## dispatch 100,000 jobs, drain them with a worker, print counts, ra
 
 .PHONY: bench
 bench: build ## fastjobs against the bench targets (1M enqueue, 10M generator, 1M drain, W3-W5)
-	@$(PIP) install -q --disable-pip-version-check "redis>=5"
+	@$(PIP) install -q --disable-pip-version-check "redis[hiredis]>=5"
 	$(PY) benches/bench.py
 
 .PHONY: bench-lateness
@@ -56,7 +56,7 @@ peers: ## install the peer queues into .venv-peers and the per-peer venvs of ben
 
 .PHONY: bench-peers
 bench-peers: build peers ## the same workloads on fastjobs and every peer, one Redis, ratios table
-	@$(PIP) install -q --disable-pip-version-check "redis>=5"
+	@$(PIP) install -q --disable-pip-version-check "redis[hiredis]>=5"
 	$(PY) benches/peers/run.py
 
 .PHONY: clean
