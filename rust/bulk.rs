@@ -1,6 +1,7 @@
 //! Bulk dispatch: Python serializes a chunk of payloads as one JSON array (one orjson call);
-//! the engine splits it into elements, checks their sizes, and packs one record per element
-//! under a run of consecutive ids. Writing the chunks is the store's ordinary enqueue.
+//! the engine splits it into elements, checks their sizes, takes a run of consecutive ids,
+//! and (on the I/O runtime) packs one record per element. Writing the chunks is the store's
+//! ordinary enqueue.
 
 use crate::codec::{pack_into, Header, IdGen, IdRange};
 use crate::error::{Error, Result};
@@ -77,15 +78,40 @@ pub struct BulkSpec {
     pub enqueued_ms: u64,
 }
 
-/// One chunk, packed and ready to write.
+/// One chunk, checked and given its ids; packed by `pack` on the I/O runtime, so packing
+/// overlaps the writes of earlier chunks instead of holding up the caller.
 pub struct Chunk {
-    pub jobs: Vec<NewJob>,
-    pub mark: Watermark,
+    spec: BulkSpec,
+    array: Vec<u8>,
+    spans: Vec<(usize, usize)>,
     pub range: IdRange,
 }
 
-/// Splits a JSON array of payloads and packs a record per element. `first_index` is the
-/// index of the chunk's first payload in the whole dispatch, for error messages.
+impl Chunk {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// One record per payload, under the chunk's run of ids.
+    pub fn pack(&self) -> (Vec<NewJob>, Watermark) {
+        let spec = &self.spec;
+        let mut jobs = Vec::with_capacity(self.spans.len());
+        for (k, (s, e)) in self.spans.iter().enumerate() {
+            let id = self.range.id(k as u64);
+            let mut record = Vec::new();
+            pack_into(&mut record, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, &self.array[*s..*e]);
+            jobs.push(NewJob { id, custom_id: false, delay_ms: spec.delay_ms, at_ms: spec.at_ms, record });
+        }
+        (jobs, Watermark { producer: self.range.producer.clone(), last_seq: self.range.last_seq() })
+    }
+}
+
+/// Splits a JSON array of payloads, checks each size and takes a run of ids for them.
+/// `first_index` is the index of the chunk's first payload in the whole dispatch, for errors.
 pub fn prepare_chunk(spec: &BulkSpec, ids: &mut IdGen, array: &[u8], first_index: u64) -> Result<Option<Chunk>> {
     let spans = split_json_array(array)?;
     for (k, (s, e)) in spans.iter().enumerate() {
@@ -102,15 +128,7 @@ pub fn prepare_chunk(spec: &BulkSpec, ids: &mut IdGen, array: &[u8], first_index
         return Ok(None);
     }
     let range = ids.take(spans.len() as u64);
-    let mut jobs = Vec::with_capacity(spans.len());
-    for (k, (s, e)) in spans.into_iter().enumerate() {
-        let id = range.id(k as u64);
-        let mut record = Vec::new();
-        pack_into(&mut record, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, &array[s..e]);
-        jobs.push(NewJob { id, custom_id: false, delay_ms: spec.delay_ms, at_ms: spec.at_ms, record });
-    }
-    let mark = Watermark { producer: range.producer.clone(), last_seq: range.last_seq() };
-    Ok(Some(Chunk { jobs, mark, range }))
+    Ok(Some(Chunk { spec: spec.clone(), array: array.to_vec(), spans, range }))
 }
 
 #[cfg(test)]
@@ -150,10 +168,11 @@ mod tests {
         };
         let mut ids = IdGen::default();
         let c = prepare_chunk(&spec, &mut ids, br#"[{"i":0},{"i":1}]"#, 0).unwrap().unwrap();
-        let r: Vec<Record> = c.jobs.iter().map(|j| Record::unpack(&j.record).unwrap()).collect();
+        let (jobs, mark) = c.pack();
+        let r: Vec<Record> = jobs.iter().map(|j| Record::unpack(&j.record).unwrap()).collect();
         assert_eq!(r[1].payload, br#"{"i":1}"#);
         assert_eq!(r[1].id, c.range.id(1));
-        assert_eq!(c.mark.last_seq, c.range.first + 1);
+        assert_eq!(mark.last_seq, c.range.first + 1);
         let err = prepare_chunk(&spec, &mut ids, format!("[1,\"{}\"]", "x".repeat(200)).as_bytes(), 40).err().unwrap();
         assert!(err.to_string().contains("payload at index 41"), "{err}");
     }

@@ -118,6 +118,12 @@ impl ScheduleKeys {
     }
 }
 
+/// The hash of one chain (JobChain): its steps, their results and where it stopped. Its own
+/// hash tag: a chain's steps may live on several queues.
+pub fn chain_key(prefix: &str, chain_id: &str) -> String {
+    format!("{prefix}:{{chain:{chain_id}}}")
+}
+
 /// Schedule keys: 1 to 200 characters, no whitespace or control characters (they end up in
 /// job ids, `<key>@<tick ms>`).
 pub fn validate_schedule_key(key: &str) -> Result<()> {

@@ -449,6 +449,32 @@ impl Store for RedisStore {
         self.notifier.signal(&self.sched.channel).await
     }
 
+    async fn hash_get(&self, key: &str, fields: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
+        if fields.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut c = redis::cmd("HMGET");
+        c.arg(key).arg(&fields);
+        let v: Value = self.conn.query(&c).await?;
+        Ok(array(v).unwrap_or_default().into_iter().map(bytes).collect())
+    }
+
+    async fn hash_set(&self, key: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+        let mut p = redis::pipe();
+        p.atomic();
+        if !fields.is_empty() {
+            let c = p.cmd("HSET").arg(key);
+            for (f, v) in &fields {
+                c.arg(f).arg(v);
+            }
+            c.ignore();
+        }
+        if let Some(ttl) = ttl {
+            p.cmd("PEXPIRE").arg(key).arg(ttl.as_millis().max(1) as u64).ignore();
+        }
+        self.conn.pipeline(&p).await.map(|_| ())
+    }
+
     async fn ping(&self) -> Result<()> {
         self.conn.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
     }

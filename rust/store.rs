@@ -201,5 +201,9 @@ pub trait Store: Send + Sync + 'static {
     fn schedule_advance(&self, key: &str, tick_ms: i64, next_ms: Option<i64>, job_id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Notified when a schedule was added or retimed (a hint, as `schedule_signal`).
     fn schedules_signal(&self) -> impl Future<Output = Result<Arc<tokio::sync::Notify>>> + Send;
+    /// Reads fields of a bookkeeping hash (chains); None for a missing field.
+    fn hash_get(&self, key: &str, fields: Vec<String>) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
+    /// Sets fields of a bookkeeping hash, and its time to live when given.
+    fn hash_set(&self, key: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> impl Future<Output = Result<()>> + Send;
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 }

@@ -17,6 +17,7 @@ and run ``fastjobs worker myapp.jobs --queue emails``.
 
 from ._core import __version__
 from .bulk import BulkDispatchError, BulkDispatcher, BulkResult
+from .chain import ChainHandle, ChainStep, JobChain
 from .config import Connection, configure
 from .dispatch import JobHandle, JobInfo, PendingDispatch
 from .errors import (
@@ -42,6 +43,8 @@ __all__ = [
     "BulkDispatchError",
     "BulkDispatcher",
     "BulkResult",
+    "ChainHandle",
+    "ChainStep",
     "ClosedError",
     "Connection",
     "ConnectionError",
@@ -51,6 +54,7 @@ __all__ = [
     "Job",
     "JobFailed",
     "JobHandle",
+    "JobChain",
     "JobInfo",
     "JobScheduler",
     "JobTimeoutError",

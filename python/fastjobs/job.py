@@ -40,7 +40,8 @@ class Job(Generic[P, R]):
                 ...
 
     Inside ``process``: ``self.job_id``, ``self.attempt`` (0 on the first run),
-    ``self.queue_name`` and ``self.meta`` describe the running job.
+    ``self.queue_name`` and ``self.meta`` describe the running job; in a ``JobChain``,
+    ``self.previous_result`` and ``self.chain_failure`` too.
     """
 
     #: Registered name; stored with every job (defaults to the class name).
@@ -59,6 +60,10 @@ class Job(Generic[P, R]):
     attempt: int
     queue_name: str
     meta: dict[str, Any]
+    #: In a JobChain step: the previous step's return value (None in the first step).
+    previous_result: Any = None
+    #: In a JobChain's on_failure job: the failure (chain_id, step, job_id, name, error).
+    chain_failure: Optional[dict[str, Any]] = None
 
     # Resolved at class creation, read on the worker's hot path.
     _is_async: ClassVar[bool]

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Optional, Sequence
 from . import _core, config, serde
 from ._eager import start_eagerly
 from .errors import JobTimeoutError
+from . import chain as chains
 from .job import Job, registry
 from .options import backoff_from_json
 
@@ -118,8 +119,9 @@ class Worker:
         self.grace = grace
         self.scheduler = scheduler
         self.jobs = {j.name: j for j in jobs} if jobs is not None else registry()
+        self.client = config.client(connection)
         self.engine = _core.WorkerEngine(
-            config.client(connection),
+            self.client,
             self.queues,
             prefetch=prefetch,
             concurrency=concurrency,
@@ -157,10 +159,21 @@ class Worker:
             log.info("job %s (%s) failed attempt %d/%d, retrying in %.3fs: %r", job[_ID], job[_NAME], made, job[_MAX], delay, exc)
         else:
             kind = f"{type(exc).__module__}.{type(exc).__qualname__}" if type(exc).__module__ != "builtins" else type(exc).__qualname__
+            chain = (opts or {}).get("chain")
+            if chain is not None:
+                try:
+                    chains.step_failed(self.client, chain, job[_ID], job[_NAME], {"type": kind, "message": str(exc), "traceback": tb})
+                except Exception as e:  # noqa: BLE001 - the chain must hear of it: the job runs again later
+                    log.error("job %s: could not stop its chain (%s); handing it back to run again", job[_ID], e)
+                    engine.release_handles([job[_HANDLE]])
+                    return
             engine.fail(job[_HANDLE], kind, str(exc), tb)
             with self._counts_lock:
                 self.failed += 1
             log.warning("job %s (%s) failed for good after %d attempt(s): %r", job[_ID], job[_NAME], made, exc)
+
+    def _enter_chain(self, inst: Job[Any, Any], chain: dict[str, Any]) -> None:
+        inst.__dict__.update(previous_result=chains.previous_result(self.client, chain), chain_failure=chains.failure_of(chain))
 
     def _unknown(self, job: tuple[Any, ...]) -> None:
         self.engine.fail(job[_HANDLE], "UnknownJob", f"no job named {job[_NAME]!r} is registered in this worker (workers run registered jobs only)")
@@ -194,11 +207,19 @@ class Worker:
                     inst = cls.__new__(cls)
                     inst.__dict__.update(job_id=job_id, attempt=attempt, queue_name=queue,
                                          meta={} if opts is None else (opts.get("meta") or {}))
+                    chain = None if opts is None else opts.get("chain")
+                    if chain is not None:
+                        self._enter_chain(inst, chain)
                     result = inst.process(loads(payload))
                     if guard is not None:
                         self._watchdog.disarm(guard)  # type: ignore[union-attr]
                         guard = None
-                    if result is None:
+                    if chain is not None:
+                        data = None if result is None else dumps(result, "result")
+                        chains.step_completed(self.client, chain, data)  # before the ack: see chain.py
+                        engine.complete(handle, data)
+                        others += 1
+                    elif result is None:
                         finished.append(handle)
                     else:
                         engine.complete(handle, dumps(result, "result"))
@@ -282,6 +303,9 @@ class Worker:
         opts = serde.loads(raw_opts) if raw_opts is not None else None
         try:
             inst = cls._instance(job_id, attempt, queue, {} if opts is None else (opts.get("meta") or {}))
+            chain = None if opts is None else opts.get("chain")
+            if chain is not None:  # a few round trips on the loop, for chain steps only
+                self._enter_chain(inst, chain)
             coro = inst.process(serde.loads(payload))
             timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
             if timeout is not None:
@@ -291,7 +315,10 @@ class Worker:
                     raise JobTimeoutError(f"the job ran longer than its timeout of {timeout} s") from None
             else:
                 result = await coro  # type: ignore[misc]
-            self.engine.complete(handle, None if result is None else serde.dumps(result, "result"))
+            data = None if result is None else serde.dumps(result, "result")
+            if chain is not None:
+                chains.step_completed(self.client, chain, data)
+            self.engine.complete(handle, data)
             with self._counts_lock:
                 self.completed += 1
         except asyncio.CancelledError:

@@ -76,7 +76,7 @@ async fn settle(progress: Arc<Mutex<Progress>>, window: usize) -> Result<u64> {
 
 #[pymethods]
 impl BulkWriter {
-    /// Validates and packs one chunk: `array` is a JSON array of payloads, `first_index` the
+    /// Validates one chunk and gives it ids (packed when sent): `array` is a JSON array of payloads, `first_index` the
     /// index of its first payload in the whole dispatch. Returns the number of jobs staged.
     fn stage(&self, py: Python<'_>, array: &[u8], first_index: u64) -> PyResult<usize> {
         let spec = BulkSpec { enqueued_ms: super::client::now_ms(), ..self.spec.clone() };
@@ -86,7 +86,7 @@ impl BulkWriter {
         });
         match chunk.map_err(to_py)? {
             Some(c) => {
-                let n = c.jobs.len();
+                let n = c.len();
                 self.staged.lock().unwrap().push_back(c);
                 Ok(n)
             }
@@ -106,7 +106,8 @@ impl BulkWriter {
             for c in chunks {
                 let (store, q) = (self.store.clone(), self.queue.clone());
                 p.in_flight.push_back(rt.spawn(async move {
-                    let r = store.enqueue(&q, c.jobs, Some(c.mark)).await;
+                    let (jobs, mark) = c.pack();
+                    let r = store.enqueue(&q, jobs, Some(mark)).await;
                     (c.range, r)
                 }));
             }
@@ -123,7 +124,7 @@ impl BulkWriter {
     /// Drops staged chunks that were never sent (a later chunk failed validation).
     fn discard_staged(&self) -> usize {
         let mut s = self.staged.lock().unwrap();
-        let n = s.iter().map(|c| c.jobs.len()).sum();
+        let n = s.iter().map(|c| c.len()).sum();
         s.clear();
         n
     }

@@ -291,6 +291,35 @@ impl Client {
         Ok(BulkWriter::new(self.store.clone(), q, spec, self.ids.clone(), window))
     }
 
+    /// Fields of a chain's hash: [bytes or None].
+    #[pyo3(signature = (chain_id, fields, *, asynchronous = false))]
+    fn chain_get(&self, py: Python<'_>, chain_id: &str, fields: Vec<String>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let key = crate::keys::chain_key(&self.settings.prefix, chain_id);
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.hash_get(&key, fields).await }, |py, v: Vec<Option<Vec<u8>>>| {
+            let out = PyList::empty(py);
+            for b in v {
+                out.append(bytes_or_none(py, b))?;
+            }
+            Ok(out.into_any().unbind())
+        })
+    }
+
+    /// Sets fields of a chain's hash; `ttl` (seconds) sets its expiry.
+    #[pyo3(signature = (chain_id, fields, ttl = None, *, asynchronous = false))]
+    fn chain_set(&self, py: Python<'_>, chain_id: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<f64>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let key = crate::keys::chain_key(&self.settings.prefix, chain_id);
+        let ttl = ttl.filter(|t| t.is_finite() && *t > 0.0).map(Duration::from_secs_f64);
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.hash_set(&key, fields, ttl).await }, |py, _| Ok(py.None()))
+    }
+
+    /// Seconds results are kept (the chains' bookkeeping lives as long).
+    #[getter]
+    fn result_ttl(&self) -> f64 {
+        self.settings.result_ttl.as_secs_f64()
+    }
+
     #[pyo3(signature = (*, asynchronous = false))]
     fn ping(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let store = self.store.clone();

@@ -1,0 +1,244 @@
+"""``JobChain``: jobs that run one after another, each enqueued when the one before it
+completes; a step that fails for good stops the chain.
+
+A chain lives in one hash (``<prefix>:{chain:<id>}``): each step's queue, name and id, the
+specs of the steps not yet enqueued, each step's result, and where it stopped. Step ``k`` is the
+job ``chain:<id>:<k>``. When step ``k`` completes, its worker stores the result, enqueues step
+``k+1`` and only then acknowledges step ``k``: a crash in between runs step ``k`` again (as any
+job whose worker died), and the second enqueue of step ``k+1`` is refused as a duplicate of its
+id. Nothing of the chain is lost and no step runs twice because of the chain.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Generator, Iterable, Optional
+
+from . import config, serde
+from .dispatch import _ABANDONED, _SENT, _UNSENT, JobHandle, PendingDispatch
+
+__all__ = ["JobChain", "ChainHandle", "ChainStep"]
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    index: int
+    job_id: str
+    name: str
+    queue: str
+    #: pending (not enqueued yet), waiting, delayed, active, completed, failed or cancelled.
+    state: str
+
+
+def _step_id(chain_id: str, k: int) -> str:
+    return f"chain:{chain_id}:{k}"
+
+
+def _spec(b: PendingDispatch[Any], chain: dict[str, Any]) -> dict[str, Any]:
+    """What it takes to enqueue a builder later, as JSON: its job tuple and queue, with the
+    chain's place in the job's options."""
+    name, payload, options, attempts, priority, delay_ms, _id, at_ms = b._job_tuple()
+    opts = serde.loads(options) if options else {}
+    opts["chain"] = chain
+    return {"queue": b._queue, "name": name, "payload": payload.decode(), "options": opts, "attempts": attempts,
+            "priority": priority, "delay_ms": delay_ms, "at_ms": at_ms}
+
+
+def _job(spec: dict[str, Any], job_id: str) -> tuple[str, bytes, Optional[bytes], int, int, int, Optional[str], Optional[int]]:
+    return (spec["name"], spec["payload"].encode(), serde.dumps(spec["options"], "options"), spec["attempts"], spec["priority"],
+            spec["delay_ms"], job_id, spec["at_ms"])
+
+
+class JobChain:
+    """Runs ``steps`` (dispatch builders) in order: each is enqueued when the previous one
+    completed, on its own queue and with its own options (a delay counts from the previous
+    step's completion). A step reads the previous step's return value as
+    ``self.previous_result``. A step that fails for good stops the chain: the steps after it
+    are cancelled, and ``on_failure`` (a builder) is dispatched; its handler reads the failure
+    as ``self.chain_failure`` (chain id, step, job id and name, error)."""
+
+    def __init__(self, steps: Iterable[PendingDispatch[Any]], *, on_failure: Optional[PendingDispatch[Any]] = None) -> None:
+        self.steps = list(steps)
+        self.on_failure = on_failure
+        try:
+            self._check()
+        except BaseException:
+            # The caller has the error: the builders it handed over must not warn as unsent.
+            for b in self.steps + [on_failure]:
+                if isinstance(b, PendingDispatch) and b._sent == _UNSENT:
+                    b._sent = _ABANDONED
+            raise
+
+    def _check(self) -> None:
+        on_failure = self.on_failure
+        if not self.steps:
+            raise ValueError("a JobChain needs at least one step")
+        every = self.steps + ([on_failure] if on_failure is not None else [])
+        for i, b in enumerate(every):
+            if not isinstance(b, PendingDispatch):
+                raise TypeError(f"JobChain takes dispatch builders (Job.dispatch(...)), got {type(b).__name__} at index {i}")
+            if b._sent == _SENT:
+                raise ValueError(f"the builder at index {i} was already sent; a chain needs builders of its own")
+            if b._job_id is not None:
+                raise ValueError(f"the builder at index {i} has a job_id; chain steps get theirs from the chain")
+        if len({id(b) for b in every}) != len(every):
+            raise ValueError("the same builder appears twice in a JobChain; build one per step")
+        connections = {b._connection for b in every}
+        if len(connections) > 1:
+            raise ValueError(f"a JobChain's steps must share one connection, got {sorted(connections)}")
+        self.connection = connections.pop()
+
+    def _plan(self) -> tuple[str, list[tuple[str, bytes]], tuple[str, Any]]:
+        chain_id = secrets.token_hex(8)
+        n = len(self.steps)
+        fields: list[tuple[str, bytes]] = [("n", str(n).encode())]
+        every = self.steps + ([self.on_failure] if self.on_failure is not None else [])
+        for b in every:
+            b._claim()
+        try:
+            first = None
+            for k, b in enumerate(self.steps):
+                spec = _spec(b, {"id": chain_id, "step": k, "n": n})
+                fields.append((f"step:{k}", serde.dumps({"queue": spec["queue"], "name": spec["name"], "id": _step_id(chain_id, k)})))
+                if k == 0:
+                    first = (spec["queue"], _job(spec, _step_id(chain_id, 0)))
+                else:
+                    fields.append((f"spec:{k}", serde.dumps(spec)))
+            if self.on_failure is not None:
+                fields.append(("on_failure", serde.dumps(_spec(self.on_failure, {"id": chain_id, "on_failure": True}))))
+        except BaseException:
+            for b in every:
+                b._sent = _ABANDONED
+            raise
+        assert first is not None
+        return chain_id, fields, first
+
+    def dispatch(self) -> "ChainHandle":
+        """Writes the chain and enqueues its first step."""
+        chain_id, fields, (queue, job) = self._plan()
+        client = config.client(self.connection)
+        client.chain_set(chain_id, fields)
+        client.enqueue(queue, [job])
+        return ChainHandle(chain_id, self.connection)
+
+    async def dispatch_async(self) -> "ChainHandle":
+        chain_id, fields, (queue, job) = self._plan()
+        client = config.client(self.connection)
+        await client.chain_set(chain_id, fields, asynchronous=True)
+        await client.enqueue(queue, [job], asynchronous=True)
+        return ChainHandle(chain_id, self.connection)
+
+    def __await__(self) -> Generator[Any, None, "ChainHandle"]:
+        return self.dispatch_async().__await__()
+
+
+class ChainHandle:
+    """A dispatched chain: each step's state, and the last step's result."""
+
+    def __init__(self, chain_id: str, connection: str = "default") -> None:
+        self.id = chain_id
+        self.connection = connection
+
+    def _layout(self) -> tuple[list[dict[str, Any]], Optional[int]]:
+        client = config.client(self.connection)
+        n_raw, stopped = client.chain_get(self.id, ["n", "stopped_at"])
+        if n_raw is None:
+            raise LookupError(f"no chain {self.id} (never dispatched, or expired)")
+        n = int(n_raw)
+        steps = client.chain_get(self.id, [f"step:{k}" for k in range(n)])
+        return [serde.loads(s) for s in steps], None if stopped is None else int(stopped)
+
+    def steps(self) -> list[ChainStep]:
+        """Every step with its state; steps after the one that failed are ``cancelled``."""
+        client = config.client(self.connection)
+        layout, stopped = self._layout()
+        out = []
+        for k, s in enumerate(layout):
+            if stopped is not None and k > stopped:
+                state = "cancelled"
+            else:
+                state = str(client.status(s["queue"], s["id"])[0])
+                state = "pending" if state == "unknown" else state
+            out.append(ChainStep(k, s["id"], s["name"], s["queue"], state))
+        return out
+
+    def failure_handle(self) -> Optional[JobHandle[Any]]:
+        """The handle of the on_failure job (it exists once a step failed for good)."""
+        [raw] = config.client(self.connection).chain_get(self.id, ["on_failure"])
+        return None if raw is None else JobHandle(f"chain:{self.id}:on_failure", serde.loads(raw)["queue"], self.connection)
+
+    def handles(self) -> list[JobHandle[Any]]:
+        return [JobHandle(s["id"], s["queue"], self.connection) for s in self._layout()[0]]
+
+    def wait_result(self, timeout: Optional[float] = None) -> Any:
+        """Waits for the steps in turn and returns the last one's result; raises ``JobFailed``
+        for the step that failed, ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        result = None
+        for h in self.handles():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            result = h.wait_result(timeout=left)
+        return result
+
+    async def wait_result_async(self, timeout: Optional[float] = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        result = None
+        for h in self.handles():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            result = await h.wait_result_async(timeout=left)
+        return result
+
+    def __repr__(self) -> str:
+        return f"<ChainHandle {self.id}>"
+
+
+# ---- what a worker does around a chain step (called from worker.py) ----
+
+
+def previous_result(client: Any, chain: dict[str, Any]) -> Any:
+    """The return value of the step before this one (None for the first step)."""
+    k = chain.get("step", 0)
+    if not k:
+        return None
+    [raw] = client.chain_get(chain["id"], [f"result:{k - 1}"])
+    return serde.loads(raw) if raw is not None else None
+
+
+def step_completed(client: Any, chain: dict[str, Any], result: Optional[bytes]) -> None:
+    """Before the step's acknowledgement: keep its result, enqueue the next step (or close
+    the chain). Both are idempotent, so a step run twice changes nothing more."""
+    if chain.get("on_failure"):
+        return
+    k, n, chain_id = chain["step"], chain["n"], chain["id"]
+    done = [(f"result:{k}", result if result is not None else b"null")]
+    if k + 1 < n:
+        client.chain_set(chain_id, done)
+        [raw] = client.chain_get(chain_id, [f"spec:{k + 1}"])
+        if raw is None:
+            return  # expired or removed: nothing left to run
+        spec = serde.loads(raw)
+        client.enqueue(spec["queue"], [_job(spec, _step_id(chain_id, k + 1))])
+    else:
+        client.chain_set(chain_id, done + [("done", b"1")], client.result_ttl)
+
+
+def step_failed(client: Any, chain: dict[str, Any], job_id: str, name: str, error: dict[str, Any]) -> None:
+    """Before a failed step's acknowledgement: stop the chain and dispatch its on_failure job."""
+    if chain.get("on_failure"):
+        return
+    chain_id, k = chain["id"], chain["step"]
+    client.chain_set(chain_id, [("stopped_at", str(k).encode()), ("error", serde.dumps(error))], client.result_ttl)
+    [raw] = client.chain_get(chain_id, ["on_failure"])
+    if raw is None:
+        return
+    spec = serde.loads(raw)
+    spec["options"]["chain"]["failure"] = {"chain_id": chain_id, "step": k, "job_id": job_id, "name": name, "error": error}
+    client.enqueue(spec["queue"], [_job(spec, f"chain:{chain_id}:on_failure")])
+
+
+def failure_of(chain: dict[str, Any]) -> Optional[dict[str, Any]]:
+    failure = chain.get("failure")
+    return failure if isinstance(failure, dict) else None
+
