@@ -118,10 +118,17 @@ impl ScheduleKeys {
     }
 }
 
-/// The hash of one chain (JobChain): its steps, their results and where it stopped. Its own
-/// hash tag: a chain's steps may live on several queues.
-pub fn chain_key(prefix: &str, chain_id: &str) -> String {
-    format!("{prefix}:{{chain:{chain_id}}}")
+/// The bookkeeping hash of one workflow: `chain:<id>` (JobChain: steps, results, where it
+/// stopped) or `flow:<id>` (JobFlow: the tree, pending counts, specs of waiting parents). Its
+/// own hash tag, since a workflow's jobs may live on several queues; a flow's other keys
+/// (`…:settled`, `…:results:<node>`) share it.
+pub fn book_key(prefix: &str, book: &str) -> Result<String> {
+    let ok = book.len() <= 120
+        && matches!(book.split_once(':'), Some(("chain" | "flow", id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if !ok {
+        return Err(Error::Invalid(format!("invalid workflow id {book:?}")));
+    }
+    Ok(format!("{prefix}:{{{book}}}"))
 }
 
 /// Schedule keys: 1 to 200 characters, no whitespace or control characters (they end up in

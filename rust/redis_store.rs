@@ -475,6 +475,29 @@ impl Store for RedisStore {
         self.conn.pipeline(&p).await.map(|_| ())
     }
 
+    async fn flow_settle(&self, keys: [String; 3], args: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        let mut c = scripts().flow_settle.evalsha(&[&keys[0], &keys[1], &keys[2]]);
+        for a in &args {
+            c.arg(a);
+        }
+        let v: Value = self.conn.eval(c).await?;
+        Ok(array(v).unwrap_or_default().into_iter().map(|x| bytes(x).unwrap_or_default()).collect())
+    }
+
+    async fn hash_all(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut c = redis::cmd("HGETALL");
+        c.arg(key);
+        let v: Value = self.conn.query(&c).await?;
+        let mut out = Vec::new();
+        let mut it = array(v).unwrap_or_default().into_iter();
+        while let (Some(k), Some(val)) = (it.next(), it.next()) {
+            if let (Some(k), Some(val)) = (bytes(k), bytes(val)) {
+                out.push((String::from_utf8_lossy(&k).into_owned(), val));
+            }
+        }
+        Ok(out)
+    }
+
     async fn ping(&self) -> Result<()> {
         self.conn.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
     }

@@ -60,6 +60,7 @@ scripts! {
     sched_advance => "sched_advance.lua",
     sched_read => "sched_read.lua",
     sched_remove => "sched_remove.lua",
+    flow_settle => "flow_settle.lua",
 }
 
 pub fn scripts() -> &'static Scripts {

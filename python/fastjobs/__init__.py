@@ -19,6 +19,7 @@ from ._core import __version__
 from .bulk import BulkDispatchError, BulkDispatcher, BulkResult
 from .chain import ChainHandle, ChainStep, JobChain
 from .config import Connection, configure
+from .flow import FlowHandle, FlowNode, JobFlow
 from .dispatch import JobHandle, JobInfo, PendingDispatch
 from .errors import (
     ClosedError,
@@ -49,10 +50,13 @@ __all__ = [
     "Connection",
     "ConnectionError",
     "FailedJob",
+    "FlowHandle",
+    "FlowNode",
     "FastJobsError",
     "FunctionJob",
     "Job",
     "JobFailed",
+    "JobFlow",
     "JobHandle",
     "JobChain",
     "JobInfo",

@@ -119,14 +119,14 @@ class JobChain:
         """Writes the chain and enqueues its first step."""
         chain_id, fields, (queue, job) = self._plan()
         client = config.client(self.connection)
-        client.chain_set(chain_id, fields)
+        client.book_set(f"chain:{chain_id}", fields)
         client.enqueue(queue, [job])
         return ChainHandle(chain_id, self.connection)
 
     async def dispatch_async(self) -> "ChainHandle":
         chain_id, fields, (queue, job) = self._plan()
         client = config.client(self.connection)
-        await client.chain_set(chain_id, fields, asynchronous=True)
+        await client.book_set(f"chain:{chain_id}", fields, asynchronous=True)
         await client.enqueue(queue, [job], asynchronous=True)
         return ChainHandle(chain_id, self.connection)
 
@@ -143,11 +143,11 @@ class ChainHandle:
 
     def _layout(self) -> tuple[list[dict[str, Any]], Optional[int]]:
         client = config.client(self.connection)
-        n_raw, stopped = client.chain_get(self.id, ["n", "stopped_at"])
+        n_raw, stopped = client.book_get(f"chain:{self.id}", ["n", "stopped_at"])
         if n_raw is None:
             raise LookupError(f"no chain {self.id} (never dispatched, or expired)")
         n = int(n_raw)
-        steps = client.chain_get(self.id, [f"step:{k}" for k in range(n)])
+        steps = client.book_get(f"chain:{self.id}", [f"step:{k}" for k in range(n)])
         return [serde.loads(s) for s in steps], None if stopped is None else int(stopped)
 
     def steps(self) -> list[ChainStep]:
@@ -166,7 +166,7 @@ class ChainHandle:
 
     def failure_handle(self) -> Optional[JobHandle[Any]]:
         """The handle of the on_failure job (it exists once a step failed for good)."""
-        [raw] = config.client(self.connection).chain_get(self.id, ["on_failure"])
+        [raw] = config.client(self.connection).book_get(f"chain:{self.id}", ["on_failure"])
         return None if raw is None else JobHandle(f"chain:{self.id}:on_failure", serde.loads(raw)["queue"], self.connection)
 
     def handles(self) -> list[JobHandle[Any]]:
@@ -202,7 +202,7 @@ def previous_result(client: Any, chain: dict[str, Any]) -> Any:
     k = chain.get("step", 0)
     if not k:
         return None
-    [raw] = client.chain_get(chain["id"], [f"result:{k - 1}"])
+    [raw] = client.book_get(f"chain:{chain['id']}", [f"result:{k - 1}"])
     return serde.loads(raw) if raw is not None else None
 
 
@@ -214,14 +214,14 @@ def step_completed(client: Any, chain: dict[str, Any], result: Optional[bytes]) 
     k, n, chain_id = chain["step"], chain["n"], chain["id"]
     done = [(f"result:{k}", result if result is not None else b"null")]
     if k + 1 < n:
-        client.chain_set(chain_id, done)
-        [raw] = client.chain_get(chain_id, [f"spec:{k + 1}"])
+        client.book_set(f"chain:{chain_id}", done)
+        [raw] = client.book_get(f"chain:{chain_id}", [f"spec:{k + 1}"])
         if raw is None:
             return  # expired or removed: nothing left to run
         spec = serde.loads(raw)
         client.enqueue(spec["queue"], [_job(spec, _step_id(chain_id, k + 1))])
     else:
-        client.chain_set(chain_id, done + [("done", b"1")], client.result_ttl)
+        client.book_set(f"chain:{chain_id}", done + [("done", b"1")], client.result_ttl)
 
 
 def step_failed(client: Any, chain: dict[str, Any], job_id: str, name: str, error: dict[str, Any]) -> None:
@@ -229,8 +229,8 @@ def step_failed(client: Any, chain: dict[str, Any], job_id: str, name: str, erro
     if chain.get("on_failure"):
         return
     chain_id, k = chain["id"], chain["step"]
-    client.chain_set(chain_id, [("stopped_at", str(k).encode()), ("error", serde.dumps(error))], client.result_ttl)
-    [raw] = client.chain_get(chain_id, ["on_failure"])
+    client.book_set(f"chain:{chain_id}", [("stopped_at", str(k).encode()), ("error", serde.dumps(error))], client.result_ttl)
+    [raw] = client.book_get(f"chain:{chain_id}", ["on_failure"])
     if raw is None:
         return
     spec = serde.loads(raw)

@@ -41,7 +41,8 @@ class Job(Generic[P, R]):
 
     Inside ``process``: ``self.job_id``, ``self.attempt`` (0 on the first run),
     ``self.queue_name`` and ``self.meta`` describe the running job; in a ``JobChain``,
-    ``self.previous_result`` and ``self.chain_failure`` too.
+    ``self.previous_result`` and ``self.chain_failure`` too; in a ``JobFlow`` parent,
+    ``self.children_results()``.
     """
 
     #: Registered name; stored with every job (defaults to the class name).
@@ -137,6 +138,15 @@ class Job(Generic[P, R]):
                 return asyncio.run(coro)  # type: ignore[arg-type]
             return coro
         return inst.process(data)
+
+    def children_results(self) -> dict[str, dict[str, Any]]:
+        """In a JobFlow parent: what each child left, by child job id: ``{"name", "result"}``,
+        or ``{"name", "error"}`` for a child that failed under the ``ignore`` policy (children
+        under ``continue_parent`` that failed are absent). Empty outside a flow."""
+        from .flow import children_results
+
+        client, flow = self.__dict__.get("_flow", (None, None))
+        return children_results(client, flow)
 
     @classmethod
     def _instance(cls, job_id: str, attempt: int, queue_name: str, meta: dict[str, Any]) -> "Job[P, R]":

@@ -27,6 +27,7 @@ from . import _core, config, serde
 from ._eager import start_eagerly
 from .errors import JobTimeoutError
 from . import chain as chains
+from . import flow as flows
 from .job import Job, registry
 from .options import backoff_from_json
 
@@ -159,12 +160,11 @@ class Worker:
             log.info("job %s (%s) failed attempt %d/%d, retrying in %.3fs: %r", job[_ID], job[_NAME], made, job[_MAX], delay, exc)
         else:
             kind = f"{type(exc).__module__}.{type(exc).__qualname__}" if type(exc).__module__ != "builtins" else type(exc).__qualname__
-            chain = (opts or {}).get("chain")
-            if chain is not None:
+            if opts is not None and ("chain" in opts or "flow" in opts):
                 try:
-                    chains.step_failed(self.client, chain, job[_ID], job[_NAME], {"type": kind, "message": str(exc), "traceback": tb})
-                except Exception as e:  # noqa: BLE001 - the chain must hear of it: the job runs again later
-                    log.error("job %s: could not stop its chain (%s); handing it back to run again", job[_ID], e)
+                    self._workflow_failed(opts, job[_ID], job[_NAME], {"type": kind, "message": str(exc), "traceback": tb})
+                except Exception as e:  # noqa: BLE001 - the workflow must hear of it: the job runs again later
+                    log.error("job %s: could not tell its workflow it failed (%s); handing it back to run again", job[_ID], e)
                     engine.release_handles([job[_HANDLE]])
                     return
             engine.fail(job[_HANDLE], kind, str(exc), tb)
@@ -172,8 +172,27 @@ class Worker:
                 self.failed += 1
             log.warning("job %s (%s) failed for good after %d attempt(s): %r", job[_ID], job[_NAME], made, exc)
 
-    def _enter_chain(self, inst: Job[Any, Any], chain: dict[str, Any]) -> None:
-        inst.__dict__.update(previous_result=chains.previous_result(self.client, chain), chain_failure=chains.failure_of(chain))
+    # ---- workflows: a job of a JobChain or JobFlow (its options say which) ----
+
+    def _enter_workflow(self, inst: Job[Any, Any], opts: dict[str, Any]) -> None:
+        chain = opts.get("chain")
+        if chain is not None:
+            inst.__dict__.update(previous_result=chains.previous_result(self.client, chain), chain_failure=chains.failure_of(chain))
+        if "flow" in opts:
+            inst.__dict__["_flow"] = (self.client, opts["flow"])
+
+    def _workflow_done(self, opts: dict[str, Any], job_id: str, name: str, data: Optional[bytes]) -> None:
+        """Before the job's acknowledgement (see chain.py and flow.py)."""
+        if "chain" in opts:
+            chains.step_completed(self.client, opts["chain"], data)
+        if "flow" in opts:
+            flows.node_completed(self.client, opts["flow"], job_id, name, data)
+
+    def _workflow_failed(self, opts: dict[str, Any], job_id: str, name: str, error: dict[str, Any]) -> None:
+        if "chain" in opts:
+            chains.step_failed(self.client, opts["chain"], job_id, name, error)
+        if "flow" in opts:
+            flows.node_failed(self.client, opts["flow"], job_id, name, error)
 
     def _unknown(self, job: tuple[Any, ...]) -> None:
         self.engine.fail(job[_HANDLE], "UnknownJob", f"no job named {job[_NAME]!r} is registered in this worker (workers run registered jobs only)")
@@ -207,16 +226,16 @@ class Worker:
                     inst = cls.__new__(cls)
                     inst.__dict__.update(job_id=job_id, attempt=attempt, queue_name=queue,
                                          meta={} if opts is None else (opts.get("meta") or {}))
-                    chain = None if opts is None else opts.get("chain")
-                    if chain is not None:
-                        self._enter_chain(inst, chain)
+                    flowing = opts is not None and ("chain" in opts or "flow" in opts)
+                    if flowing:
+                        self._enter_workflow(inst, opts)  # type: ignore[arg-type]
                     result = inst.process(loads(payload))
                     if guard is not None:
                         self._watchdog.disarm(guard)  # type: ignore[union-attr]
                         guard = None
-                    if chain is not None:
+                    if flowing:
                         data = None if result is None else dumps(result, "result")
-                        chains.step_completed(self.client, chain, data)  # before the ack: see chain.py
+                        self._workflow_done(opts, job_id, name, data)  # type: ignore[arg-type]
                         engine.complete(handle, data)
                         others += 1
                     elif result is None:
@@ -303,9 +322,9 @@ class Worker:
         opts = serde.loads(raw_opts) if raw_opts is not None else None
         try:
             inst = cls._instance(job_id, attempt, queue, {} if opts is None else (opts.get("meta") or {}))
-            chain = None if opts is None else opts.get("chain")
-            if chain is not None:  # a few round trips on the loop, for chain steps only
-                self._enter_chain(inst, chain)
+            flowing = opts is not None and ("chain" in opts or "flow" in opts)
+            if flowing:  # a few round trips on the loop, for workflow jobs only
+                self._enter_workflow(inst, opts)  # type: ignore[arg-type]
             coro = inst.process(serde.loads(payload))
             timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
             if timeout is not None:
@@ -316,8 +335,8 @@ class Worker:
             else:
                 result = await coro  # type: ignore[misc]
             data = None if result is None else serde.dumps(result, "result")
-            if chain is not None:
-                chains.step_completed(self.client, chain, data)
+            if flowing:
+                self._workflow_done(opts, job_id, name, data)  # type: ignore[arg-type]
             self.engine.complete(handle, data)
             with self._counts_lock:
                 self.completed += 1

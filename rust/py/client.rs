@@ -291,10 +291,10 @@ impl Client {
         Ok(BulkWriter::new(self.store.clone(), q, spec, self.ids.clone(), window))
     }
 
-    /// Fields of a chain's hash: [bytes or None].
-    #[pyo3(signature = (chain_id, fields, *, asynchronous = false))]
-    fn chain_get(&self, py: Python<'_>, chain_id: &str, fields: Vec<String>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let key = crate::keys::chain_key(&self.settings.prefix, chain_id);
+    /// Fields of a workflow's hash (`chain:<id>` or `flow:<id>`): [bytes or None].
+    #[pyo3(signature = (book, fields, *, asynchronous = false))]
+    fn book_get(&self, py: Python<'_>, book: &str, fields: Vec<String>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let key = crate::keys::book_key(&self.settings.prefix, book).map_err(super::errors::to_py)?;
         let store = self.store.clone();
         call(py, asynchronous, async move { store.hash_get(&key, fields).await }, |py, v: Vec<Option<Vec<u8>>>| {
             let out = PyList::empty(py);
@@ -305,13 +305,64 @@ impl Client {
         })
     }
 
-    /// Sets fields of a chain's hash; `ttl` (seconds) sets its expiry.
-    #[pyo3(signature = (chain_id, fields, ttl = None, *, asynchronous = false))]
-    fn chain_set(&self, py: Python<'_>, chain_id: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<f64>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let key = crate::keys::chain_key(&self.settings.prefix, chain_id);
+    /// Sets fields of a workflow's hash; `ttl` (seconds) sets its expiry.
+    #[pyo3(signature = (book, fields, ttl = None, *, asynchronous = false))]
+    fn book_set(&self, py: Python<'_>, book: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<f64>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let key = crate::keys::book_key(&self.settings.prefix, book).map_err(super::errors::to_py)?;
         let ttl = ttl.filter(|t| t.is_finite() && *t > 0.0).map(Duration::from_secs_f64);
         let store = self.store.clone();
         call(py, asynchronous, async move { store.hash_set(&key, fields, ttl).await }, |py, _| Ok(py.None()))
+    }
+
+    /// A flow child finished for good (flow_settle.lua): returns [b"wait"], [b"release", spec]
+    /// or [b"fail", error].
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (flow_id, child, parent, outcome, job_id, data, policy, *, asynchronous = false))]
+    fn flow_settle(
+        &self,
+        py: Python<'_>,
+        flow_id: &str,
+        child: u32,
+        parent: u32,
+        outcome: &str,
+        job_id: &str,
+        data: Vec<u8>,
+        policy: &str,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let base = crate::keys::book_key(&self.settings.prefix, &format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
+        let keys = [base.clone(), format!("{base}:settled"), format!("{base}:results:{parent}")];
+        let args: Vec<Vec<u8>> = vec![
+            child.to_string().into_bytes(),
+            parent.to_string().into_bytes(),
+            outcome.as_bytes().to_vec(),
+            job_id.as_bytes().to_vec(),
+            data,
+            policy.as_bytes().to_vec(),
+        ];
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.flow_settle(keys, args).await }, |py, v: Vec<Vec<u8>>| {
+            let out = PyList::empty(py);
+            for b in v {
+                out.append(PyBytes::new(py, &b))?;
+            }
+            Ok(out.into_any().unbind())
+        })
+    }
+
+    /// What a flow node's children left for it: [(child job id, JSON)].
+    #[pyo3(signature = (flow_id, node, *, asynchronous = false))]
+    fn flow_results(&self, py: Python<'_>, flow_id: &str, node: u32, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let base = crate::keys::book_key(&self.settings.prefix, &format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
+        let key = format!("{base}:results:{node}");
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.hash_all(&key).await }, |py, v: Vec<(String, Vec<u8>)>| {
+            let out = PyList::empty(py);
+            for (k, b) in v {
+                out.append((k, PyBytes::new(py, &b)))?;
+            }
+            Ok(out.into_any().unbind())
+        })
     }
 
     /// Seconds results are kept (the chains' bookkeeping lives as long).

@@ -81,3 +81,36 @@ class CodeTick(fastjobs.Job[Any, None]):
     def process(self, payload: Any) -> None:
         redis, key = _stamps()
         redis("RPUSH", key, f"{self.job_id} {os.getpid()} {time.time() * 1000:.3f}")
+
+
+class Leaf(fastjobs.Job[int, int]):
+    """A flow child: returns its payload; payload < 0 fails."""
+
+    queue = "flows"
+
+    def process(self, payload: int) -> int:
+        if payload < 0:
+            raise ValueError(f"leaf {payload} refused")
+        return payload
+
+
+class SlowLeaf(fastjobs.Job[float, float]):
+    queue = "flows"
+
+    def process(self, payload: float) -> float:
+        time.sleep(payload)
+        return payload
+
+
+class Gather(fastjobs.Job[Any, dict]):
+    """A flow parent: records its run in the stamps list and sums its children's results."""
+
+    queue = "flows"
+
+    def process(self, payload: Any) -> dict:
+        redis, key = _stamps()
+        redis("RPUSH", key, f"{self.job_id} {os.getpid()} {time.time() * 1000:.3f}")
+        results = self.children_results()
+        values = [r["result"] for r in results.values() if "result" in r]
+        return {"count": len(results), "sum": sum(v.get("sum", 0) if isinstance(v, dict) else v for v in values),
+                "errors": sorted(r["error"]["message"] for r in results.values() if "error" in r)}

@@ -1,0 +1,318 @@
+"""``JobFlow``: trees of jobs in which a parent runs once, after all of its children finished,
+and reads their results.
+
+A flow lives in one hash, ``<prefix>:{flow:<id>}`` (its own hash tag: nodes may sit on any
+queue), with ``…:settled`` (the children already counted) and ``…:results:<node>`` (what each
+node's children left for it). Node ``n`` is the job ``flow:<id>:<n>`` (0 is the root). Leaves
+are enqueued at dispatch; a node with children waits in the hash (``waiting-children``, with
+its spec and a count of pending children) until the last of them settles.
+
+A child's worker settles it before acknowledging it (``flow_settle.lua``: counted once, its
+result kept, the parent released when nothing is pending), then enqueues the released parent
+under its own id, then acknowledges. A crash anywhere before the acknowledgement runs the child
+again: the settle is not counted twice and gives the same answer, the parent's second enqueue
+is refused by its id. So a parent runs once even when its last children finish at the same
+moment on several workers. A tree is built from fresh builders only (one builder cannot be
+added twice), so a flow cannot hold a cycle.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Iterable, Optional, Union
+
+from . import config, serde
+from .chain import _job, _spec
+from .dispatch import _ABANDONED, _SENT, _UNSENT, JobHandle, PendingDispatch
+from .errors import JobFailed
+
+__all__ = ["JobFlow", "FlowHandle", "FlowNode", "POLICIES"]
+
+#: What a child's failure (attempts used up) does to its parent.
+POLICIES = ("fail_parent", "ignore", "continue_parent")
+
+_BATCH = 1000
+
+
+def _node_id(flow_id: str, n: int) -> str:
+    return f"flow:{flow_id}:{n}"
+
+
+@dataclass
+class FlowNode:
+    """One node of a dispatched flow and its state: ``waiting-children``, then the job's own
+    state (waiting, active, completed, failed ...); ``failed`` too when a child failed it."""
+
+    index: int
+    job_id: str
+    name: str
+    queue: str
+    state: str
+    children: "list[FlowNode]" = field(default_factory=list)
+
+
+class JobFlow:
+    """A parent job and its children::
+
+        flow = JobFlow(Report.dispatch(day))
+        flow.add_child_job(Fetch.dispatch(url_a))
+        flow.add_child_job(Fetch.dispatch(url_b), nested=lambda f: f.add_child_job(Warm.dispatch(url_b)))
+        handle = flow.dispatch()        # or: await flow
+
+    The parent runs once every child finished, and reads their results with
+    ``self.children_results()``. ``on_failure`` per child: ``fail_parent`` (default: the parent
+    fails with the child's error), ``ignore`` (the parent runs and sees the error),
+    ``continue_parent`` (the parent runs without that child's result).
+    """
+
+    def __init__(self, parent: PendingDispatch[Any]) -> None:
+        if not isinstance(parent, PendingDispatch):
+            raise TypeError(f"JobFlow takes a dispatch builder (Job.dispatch(...)), got {type(parent).__name__}")
+        self.parent = parent
+        self.children: list[tuple[JobFlow, str]] = []
+
+    def add_child_job(self, child: Union[PendingDispatch[Any], "JobFlow"],
+                      nested: Optional[Union[Callable[["JobFlow"], Any], Iterable[Union[PendingDispatch[Any], "JobFlow"]]]] = None,
+                      *, on_failure: str = "fail_parent") -> "JobFlow":
+        """Adds a child (a builder, or a JobFlow for a subtree). ``nested`` gives the child
+        children of its own: a callable that receives the child's JobFlow, or an iterable of
+        builders. Returns this flow, so calls can be chained."""
+        if on_failure not in POLICIES:
+            self._abandon(child)
+            raise ValueError(f"unknown on_failure policy {on_failure!r}; use one of {', '.join(POLICIES)}")
+        node = child if isinstance(child, JobFlow) else JobFlow(child)
+        if nested is not None:
+            if callable(nested):
+                nested(node)
+            else:
+                for c in nested:
+                    node.add_child_job(c)
+        self.children.append((node, on_failure))
+        return self
+
+    @staticmethod
+    def _abandon(child: Any) -> None:
+        if isinstance(child, PendingDispatch) and child._sent == _UNSENT:
+            child._sent = _ABANDONED
+
+    # ---- planning ----
+
+    def _nodes(self) -> list[tuple["JobFlow", Optional[int], str]]:
+        """(node, parent index, policy) in breadth-first order; the root is 0."""
+        out: list[tuple[JobFlow, Optional[int], str]] = [(self, None, "fail_parent")]
+        i = 0
+        while i < len(out):
+            for child, policy in out[i][0].children:
+                out.append((child, i, policy))
+            i += 1
+        return out
+
+    def _plan(self) -> tuple[str, str, list[tuple[str, bytes]], list[tuple[str, Any]]]:
+        """(flow id, connection, fields of the flow hash, leaves as (queue, job tuple))."""
+        nodes = self._nodes()
+        builders = [n.parent for n, _, _ in nodes]
+        try:
+            if not self.children:
+                raise ValueError("a JobFlow needs at least one child (add_child_job)")
+            if len({id(b) for b in builders}) != len(builders):
+                raise ValueError("the same builder appears twice in a JobFlow; build one per node")
+            for i, b in enumerate(builders):
+                if b._sent == _SENT:
+                    raise ValueError(f"the builder of node {i} was already sent; a flow needs builders of its own")
+                if b._job_id is not None:
+                    raise ValueError(f"the builder of node {i} has a job_id; flow nodes get theirs from the flow")
+            connections = {b._connection for b in builders}
+            if len(connections) > 1:
+                raise ValueError(f"a JobFlow's jobs must share one connection, got {sorted(connections)}")
+        except BaseException:
+            for b in builders:
+                self._abandon(b)
+            raise
+        for b in builders:
+            b._claim()
+        flow_id = secrets.token_hex(8)
+        children: dict[int, list[int]] = {}
+        for i, (_n, parent, _p) in enumerate(nodes):
+            if parent is not None:
+                children.setdefault(parent, []).append(i)
+        fields: list[tuple[str, bytes]] = [("n", str(len(nodes)).encode())]
+        leaves: list[tuple[str, Any]] = []
+        try:
+            for i, (node, parent, policy) in enumerate(nodes):
+                kids = children.get(i, [])
+                place = {"id": flow_id, "node": i, "parent": parent, "policy": policy}
+                spec = _spec(node.parent, place)
+                spec["options"]["flow"] = spec["options"].pop("chain")
+                fields.append((f"node:{i}", serde.dumps({"queue": spec["queue"], "name": spec["name"], "id": _node_id(flow_id, i),
+                                                          "parent": parent, "policy": policy, "children": kids})))
+                if kids:
+                    fields += [(f"spec:{i}", serde.dumps(spec)), (f"pending:{i}", str(len(kids)).encode()),
+                               (f"state:{i}", b"waiting-children")]
+                else:
+                    leaves.append((spec["queue"], _job(spec, _node_id(flow_id, i))))
+        except BaseException:
+            for b in builders:
+                b._sent = _ABANDONED
+            raise
+        return flow_id, connections.pop(), fields, leaves
+
+    # ---- dispatching ----
+
+    def dispatch(self) -> "FlowHandle":
+        """Writes the flow and enqueues its leaves."""
+        return JobFlow.dispatch_many([self])[0]
+
+    async def dispatch_async(self) -> "FlowHandle":
+        return (await JobFlow.dispatch_many_async([self]))[0]
+
+    def __await__(self) -> Generator[Any, None, "FlowHandle"]:
+        return self.dispatch_async().__await__()
+
+    @staticmethod
+    def _plan_many(flows: Iterable["JobFlow"]) -> tuple[list[tuple[str, str, list[tuple[str, bytes]]]], dict[tuple[str, str], list[Any]]]:
+        plans, by_queue = [], {}
+        for f in flows:
+            if not isinstance(f, JobFlow):
+                raise TypeError(f"dispatch_many takes JobFlows, got {type(f).__name__}")
+            flow_id, conn, fields, leaves = f._plan()
+            plans.append((flow_id, conn, fields))
+            for queue, job in leaves:
+                by_queue.setdefault((conn, queue), []).append(job)
+        return plans, by_queue
+
+    @staticmethod
+    def dispatch_many(flows: Iterable["JobFlow"]) -> "list[FlowHandle]":
+        """Dispatches many flows together: their leaves go out in batches per queue."""
+        plans, by_queue = JobFlow._plan_many(flows)
+        for flow_id, conn, fields in plans:
+            config.client(conn).book_set(f"flow:{flow_id}", fields)
+        for (conn, queue), jobs in by_queue.items():
+            client = config.client(conn)
+            for s in range(0, len(jobs), _BATCH):
+                client.enqueue(queue, jobs[s : s + _BATCH])
+        return [FlowHandle(flow_id, conn) for flow_id, conn, _ in plans]
+
+    @staticmethod
+    async def dispatch_many_async(flows: Iterable["JobFlow"]) -> "list[FlowHandle]":
+        plans, by_queue = JobFlow._plan_many(flows)
+        for flow_id, conn, fields in plans:
+            await config.client(conn).book_set(f"flow:{flow_id}", fields, asynchronous=True)
+        for (conn, queue), jobs in by_queue.items():
+            client = config.client(conn)
+            for s in range(0, len(jobs), _BATCH):
+                await client.enqueue(queue, jobs[s : s + _BATCH], asynchronous=True)
+        return [FlowHandle(flow_id, conn) for flow_id, conn, _ in plans]
+
+
+class FlowHandle:
+    """A dispatched flow: its tree with each node's state, and the root's result."""
+
+    def __init__(self, flow_id: str, connection: str = "default") -> None:
+        self.id = flow_id
+        self.connection = connection
+
+    def _book(self, fields: list[str]) -> list[Optional[bytes]]:
+        return list(config.client(self.connection).book_get(f"flow:{self.id}", fields))
+
+    def _layout(self) -> list[dict[str, Any]]:
+        [n] = self._book(["n"])
+        if n is None:
+            raise LookupError(f"no flow {self.id} (never dispatched, or expired)")
+        return [serde.loads(x) for x in self._book([f"node:{i}" for i in range(int(n))])]
+
+    def tree(self) -> FlowNode:
+        """The root with its children, each with its current state."""
+        layout = self._layout()
+        states = self._book([f"state:{i}" for i in range(len(layout))])
+        client = config.client(self.connection)
+        nodes = []
+        for i, node in enumerate(layout):
+            flow_state = states[i].decode() if states[i] else None
+            if flow_state in ("waiting-children", "failed"):
+                state = flow_state
+            else:
+                state = str(client.status(node["queue"], node["id"])[0])
+            nodes.append(FlowNode(i, node["id"], node["name"], node["queue"], state))
+        for i, node in enumerate(layout):
+            nodes[i].children = [nodes[c] for c in node["children"]]
+        return nodes[0]
+
+    def handle(self, index: int = 0) -> JobHandle[Any]:
+        node = self._layout()[index]
+        return JobHandle(node["id"], node["queue"], self.connection)
+
+    def wait_result(self, timeout: Optional[float] = None) -> Any:
+        """Waits for the root and returns its result; raises ``JobFailed`` if it failed (a
+        child with the ``fail_parent`` policy fails it), ``TimeoutError`` after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        layout = self._layout()
+        return self._wait(layout, 0, deadline)
+
+    def _failure(self, layout: list[dict[str, Any]], i: int) -> Optional[JobFailed]:
+        state, error = self._book([f"state:{i}", f"error:{i}"])
+        if state != b"failed":
+            return None
+        detail = serde.loads(error) if error else {}
+        return JobFailed.from_error(layout[i]["id"], layout[i]["queue"], detail.get("error", detail))
+
+    def _wait(self, layout: list[dict[str, Any]], i: int, deadline: Optional[float]) -> Any:
+        # A node waiting for its children has no job yet: wait for the children (their
+        # settlement, which releases or fails this node, happens before they complete).
+        for c in layout[i]["children"]:
+            try:
+                self._wait(layout, c, deadline)
+            except JobFailed:
+                pass  # this node's policy decides; read below
+        failure = self._failure(layout, i)
+        if failure is not None:
+            raise failure
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return JobHandle(layout[i]["id"], layout[i]["queue"], self.connection).wait_result(timeout=left)
+
+    def __repr__(self) -> str:
+        return f"<FlowHandle {self.id}>"
+
+
+# ---- what a worker does around a flow node (called from worker.py) ----
+
+
+def _settle(client: Any, flow: dict[str, Any], outcome: str, job_id: str, name: str, data: bytes) -> None:
+    """Counts a finished child into its parent and acts on the answer: release the parent, or
+    pass a failure up the tree. Every step is idempotent (see the module docstring)."""
+    while flow.get("parent") is not None:
+        flow_id, parent = flow["id"], flow["parent"]
+        answer = client.flow_settle(flow_id, flow["node"], parent, outcome, job_id, data, flow.get("policy", "fail_parent"))
+        if answer[0] == b"release":
+            if answer[1]:
+                spec = serde.loads(answer[1])
+                client.enqueue(spec["queue"], [_job(spec, _node_id(flow_id, parent))])
+            return
+        if answer[0] != b"fail":
+            return
+        # The parent failed without running: it settles into its own parent as failed.
+        [raw] = client.book_get(f"flow:{flow_id}", [f"node:{parent}"])
+        if raw is None:
+            return
+        node = serde.loads(raw)
+        error = serde.loads(answer[1]).get("error", {}) if answer[1] else {}
+        flow = {"id": flow_id, "node": parent, "parent": node["parent"], "policy": node["policy"]}
+        outcome, job_id, name = "f", node["id"], node["name"]
+        data = serde.dumps({"name": name, "error": error})
+    client.book_set(f"flow:{flow['id']}", [], client.result_ttl)  # the root is done: the flow expires
+
+
+def node_completed(client: Any, flow: dict[str, Any], job_id: str, name: str, result: Optional[bytes]) -> None:
+    data = b'{"name":' + serde.dumps(name) + b',"result":' + (result if result is not None else b"null") + b"}"
+    _settle(client, flow, "c", job_id, name, data)
+
+
+def node_failed(client: Any, flow: dict[str, Any], job_id: str, name: str, error: dict[str, Any]) -> None:
+    _settle(client, flow, "f", job_id, name, serde.dumps({"name": name, "error": error}))
+
+
+def children_results(client: Any, flow: Optional[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    if not flow:
+        return {}
+    return {job_id: serde.loads(raw) for job_id, raw in client.flow_results(flow["id"], flow["node"])}
