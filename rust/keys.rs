@@ -120,8 +120,8 @@ impl ScheduleKeys {
 
 /// The bookkeeping hash of one workflow: `chain:<id>` (JobChain: steps, results, where it
 /// stopped) or `flow:<id>` (JobFlow: the tree, pending counts, specs of waiting parents). Its
-/// own hash tag, since a workflow's jobs may live on several queues; a flow's other keys
-/// (`…:settled`, `…:results:<node>`) share it.
+/// own hash tag, since a workflow's jobs may live on several queues; a flow's results hashes
+/// (`…:results:<node>`) share it.
 pub fn book_key(prefix: &str, book: &str) -> Result<String> {
     let ok = book.len() <= 120
         && matches!(book.split_once(':'), Some(("chain" | "flow", id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()));

@@ -475,13 +475,26 @@ impl Store for RedisStore {
         self.conn.pipeline(&p).await.map(|_| ())
     }
 
-    async fn flow_settle(&self, keys: [String; 3], args: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
-        let mut c = scripts().flow_settle.evalsha(&[&keys[0], &keys[1], &keys[2]]);
-        for a in &args {
-            c.arg(a);
+    async fn flow_settle(&self, calls: Vec<([String; 2], Vec<Vec<u8>>)>) -> Result<Vec<Vec<Vec<u8>>>> {
+        if calls.is_empty() {
+            return Ok(vec![]);
         }
-        let v: Value = self.conn.eval(c).await?;
-        Ok(array(v).unwrap_or_default().into_iter().map(|x| bytes(x).unwrap_or_default()).collect())
+        let mut p = redis::pipe();
+        for (keys, args) in &calls {
+            let mut c = scripts().flow_settle.evalsha(&[&keys[0], &keys[1]]);
+            for a in args {
+                c.arg(a);
+            }
+            p.add_command(c);
+        }
+        let mut out = Vec::with_capacity(calls.len());
+        for v in self.conn.pipeline(&p).await? {
+            if let Some(e) = server_error(&v) {
+                return Err(e);
+            }
+            out.push(array(v).unwrap_or_default().into_iter().map(|x| bytes(x).unwrap_or_default()).collect());
+        }
+        Ok(out)
     }
 
     async fn hash_all(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {

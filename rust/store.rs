@@ -205,8 +205,9 @@ pub trait Store: Send + Sync + 'static {
     fn hash_get(&self, key: &str, fields: Vec<String>) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
     /// Sets fields of a bookkeeping hash, and its time to live when given.
     fn hash_set(&self, key: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> impl Future<Output = Result<()>> + Send;
-    /// A flow child finished for good: see flow_settle.lua. Returns the script's answer.
-    fn flow_settle(&self, keys: [String; 3], args: Vec<Vec<u8>>) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
+    /// Flow children finished for good: one flow_settle.lua call each (keys, args), all in
+    /// one round trip. Returns each script's answer.
+    fn flow_settle(&self, calls: Vec<([String; 2], Vec<Vec<u8>>)>) -> impl Future<Output = Result<Vec<Vec<Vec<u8>>>>> + Send;
     /// Every field of a hash (a flow node's children's results).
     fn hash_all(&self, key: &str) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send;
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;

@@ -115,7 +115,7 @@ def test_many_flows_at_once_and_async_dispatch(start_worker: Any) -> None:
     extra = asyncio.run(one())
     start_worker(queues=["flows"], concurrency=4)
     assert [h.wait_result(timeout=20)["sum"] for h in handles] == [11 * i for i in range(50)]
-    assert extra.wait_result(timeout=10)["sum"] == 5
+    assert asyncio.run(extra.wait_result_async(timeout=10))["sum"] == 5
 
 
 def test_bad_flows() -> None:

@@ -2,14 +2,15 @@
 and reads their results.
 
 A flow lives in one hash, ``<prefix>:{flow:<id>}`` (its own hash tag: nodes may sit on any
-queue), with ``…:settled`` (the children already counted) and ``…:results:<node>`` (what each
+queue; ``settled:<node>`` marks a child already counted), with ``…:results:<node>`` (what each
 node's children left for it). Node ``n`` is the job ``flow:<id>:<n>`` (0 is the root). Leaves
 are enqueued at dispatch; a node with children waits in the hash (``waiting-children``, with
 its spec and a count of pending children) until the last of them settles.
 
 A child's worker settles it before acknowledging it (``flow_settle.lua``: counted once, its
 result kept, the parent released when nothing is pending), then enqueues the released parent
-under its own id, then acknowledges. A crash anywhere before the acknowledgement runs the child
+under its own id, then acknowledges. A worker settles the flow children of one batch together,
+in one round trip. A crash anywhere before the acknowledgement runs the child
 again: the settle is not counted twice and gives the same answer, the parent's second enqueue
 is refused by its id. So a parent runs once even when its last children finish at the same
 moment on several workers. A tree is built from fresh builders only (one builder cannot be
@@ -18,6 +19,7 @@ added twice), so a flow cannot hold a cycle.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -250,24 +252,38 @@ class FlowHandle:
         layout = self._layout()
         return self._wait(layout, 0, deadline)
 
-    def _failure(self, layout: list[dict[str, Any]], i: int) -> Optional[JobFailed]:
-        state, error = self._book([f"state:{i}", f"error:{i}"])
-        if state != b"failed":
-            return None
-        detail = serde.loads(error) if error else {}
-        return JobFailed.from_error(layout[i]["id"], layout[i]["queue"], detail.get("error", detail))
+    async def wait_result_async(self, timeout: Optional[float] = None) -> Any:
+        """``wait_result`` for asyncio (the waits run in the loop's default executor)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.wait_result, timeout)
 
     def _wait(self, layout: list[dict[str, Any]], i: int, deadline: Optional[float]) -> Any:
-        # A node waiting for its children has no job yet: wait for the children (their
-        # settlement, which releases or fails this node, happens before they complete).
-        for c in layout[i]["children"]:
-            try:
-                self._wait(layout, c, deadline)
-            except JobFailed:
-                pass  # this node's policy decides; read below
-        failure = self._failure(layout, i)
-        if failure is not None:
-            raise failure
+        # A node waiting for its children has no job yet. Its children settle it before they
+        # complete, so waiting for the last unsettled child, then looking again, ends when it
+        # is released (or failed): a few waits, however many children.
+        kids = layout[i]["children"]
+        while kids:
+            state, by, error = self._book([f"state:{i}", f"released_by:{i}", f"error:{i}"])
+            if state == b"failed":
+                detail = serde.loads(error) if error else {}
+                raise JobFailed.from_error(layout[i]["id"], layout[i]["queue"], detail.get("error", detail))
+            if state == b"released":
+                # Its job may not be enqueued yet: the child that released it does that before
+                # its own acknowledgement.
+                if by is not None:
+                    try:
+                        self._wait(layout, int(by), deadline)
+                    except JobFailed:
+                        pass
+                break
+            marks = self._book([f"settled:{c}" for c in kids])
+            unsettled = [c for c, m in zip(kids, marks) if m is None]
+            if unsettled:
+                try:
+                    self._wait(layout, unsettled[-1], deadline)
+                except JobFailed:
+                    pass  # this node's policy decides: read on the next round
+            elif deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"flow {self.id}: node {i} did not finish within the timeout")
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         return JobHandle(layout[i]["id"], layout[i]["queue"], self.connection).wait_result(timeout=left)
 
@@ -278,38 +294,58 @@ class FlowHandle:
 # ---- what a worker does around a flow node (called from worker.py) ----
 
 
-def _settle(client: Any, flow: dict[str, Any], outcome: str, job_id: str, name: str, data: bytes) -> None:
-    """Counts a finished child into its parent and acts on the answer: release the parent, or
-    pass a failure up the tree. Every step is idempotent (see the module docstring)."""
-    while flow.get("parent") is not None:
-        flow_id, parent = flow["id"], flow["parent"]
-        answer = client.flow_settle(flow_id, flow["node"], parent, outcome, job_id, data, flow.get("policy", "fail_parent"))
-        if answer[0] == b"release":
-            if answer[1]:
+Finished = tuple[dict[str, Any], str, str, str, bytes]  # (flow place, 'c'|'f', job id, name, JSON kept)
+
+
+def settle_many(client: Any, finished: list[Finished]) -> None:
+    """Counts finished nodes into their parents (one round trip for all of them) and acts on
+    the answers: enqueue released parents, pass failures up the tree. Every step is
+    idempotent (see the module docstring)."""
+    todo = [f for f in finished if f[0].get("parent") is not None]
+    done_roots = {f[0]["id"] for f in finished if f[0].get("parent") is None}
+    while todo:
+        answers = client.flow_settle([(p["id"], p["node"], p["parent"], outcome, job_id, data, p.get("policy", "fail_parent"))
+                                      for p, outcome, job_id, _name, data in todo])
+        released: dict[str, list[Any]] = {}
+        climbing: list[Finished] = []
+        for (place, _o, _j, _n, _d), answer in zip(todo, answers):
+            if answer[0] == b"release" and len(answer) > 1 and answer[1]:
                 spec = serde.loads(answer[1])
-                client.enqueue(spec["queue"], [_job(spec, _node_id(flow_id, parent))])
-            return
-        if answer[0] != b"fail":
-            return
-        # The parent failed without running: it settles into its own parent as failed.
-        [raw] = client.book_get(f"flow:{flow_id}", [f"node:{parent}"])
-        if raw is None:
-            return
-        node = serde.loads(raw)
-        error = serde.loads(answer[1]).get("error", {}) if answer[1] else {}
-        flow = {"id": flow_id, "node": parent, "parent": node["parent"], "policy": node["policy"]}
-        outcome, job_id, name = "f", node["id"], node["name"]
-        data = serde.dumps({"name": name, "error": error})
-    client.book_set(f"flow:{flow['id']}", [], client.result_ttl)  # the root is done: the flow expires
+                released.setdefault(spec["queue"], []).append(_job(spec, _node_id(place["id"], place["parent"])))
+            elif answer[0] == b"fail":
+                # The parent failed without running: it settles into its own parent as failed.
+                [raw] = client.book_get(f"flow:{place['id']}", [f"node:{place['parent']}"])
+                if raw is None:
+                    continue
+                node = serde.loads(raw)
+                error = (serde.loads(answer[1]).get("error", {}) if len(answer) > 1 and answer[1] else {})
+                up = {"id": place["id"], "node": place["parent"], "parent": node["parent"], "policy": node["policy"]}
+                if node["parent"] is None:
+                    done_roots.add(place["id"])
+                else:
+                    climbing.append((up, "f", node["id"], node["name"], serde.dumps({"name": node["name"], "error": error})))
+        for queue, jobs in released.items():  # a parent released twice is refused by its id
+            client.enqueue(queue, jobs)
+        todo = climbing
+    for flow_id in done_roots:  # the root finished: the flow's bookkeeping expires
+        client.book_set(f"flow:{flow_id}", [], client.result_ttl)
+
+
+def completed(flow: dict[str, Any], job_id: str, name: str, result: Optional[bytes]) -> Finished:
+    data = b'{"name":' + serde.dumps(name) + b',"result":' + (result if result is not None else b"null") + b"}"
+    return (flow, "c", job_id, name, data)
+
+
+def failed(flow: dict[str, Any], job_id: str, name: str, error: dict[str, Any]) -> Finished:
+    return (flow, "f", job_id, name, serde.dumps({"name": name, "error": error}))
 
 
 def node_completed(client: Any, flow: dict[str, Any], job_id: str, name: str, result: Optional[bytes]) -> None:
-    data = b'{"name":' + serde.dumps(name) + b',"result":' + (result if result is not None else b"null") + b"}"
-    _settle(client, flow, "c", job_id, name, data)
+    settle_many(client, [completed(flow, job_id, name, result)])
 
 
 def node_failed(client: Any, flow: dict[str, Any], job_id: str, name: str, error: dict[str, Any]) -> None:
-    _settle(client, flow, "f", job_id, name, serde.dumps({"name": name, "error": error}))
+    settle_many(client, [failed(flow, job_id, name, error)])
 
 
 def children_results(client: Any, flow: Optional[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -181,6 +181,19 @@ class Worker:
         if "flow" in opts:
             inst.__dict__["_flow"] = (self.client, opts["flow"])
 
+    def _settle_flows(self, settle: list[tuple[int, Any, Optional[bytes]]]) -> int:
+        """Settles a batch's flow children in one round trip, then acknowledges them; if Redis
+        refuses, they are handed back and run again (settling is idempotent)."""
+        try:
+            flows.settle_many(self.client, [f for _h, f, _d in settle])
+        except Exception as e:  # noqa: BLE001
+            log.error("could not settle %d flow job(s) (%s); handing them back to run again", len(settle), e)
+            self.handed_back += self.engine.release_handles([h for h, _f, _d in settle])
+            return 0
+        for handle, _f, data in settle:
+            self.engine.complete(handle, data)
+        return len(settle)
+
     def _workflow_done(self, opts: dict[str, Any], job_id: str, name: str, data: Optional[bytes]) -> None:
         """Before the job's acknowledgement (see chain.py and flow.py)."""
         if "chain" in opts:
@@ -205,6 +218,7 @@ class Worker:
         decode, the handler call; `None` results are reported once for the whole batch."""
         engine, loads, dumps, registered = self.engine, serde.loads, serde.dumps, self.jobs
         finished: list[int] = []
+        settle: list[tuple[int, Any, Optional[bytes]]] = []  # flow children, settled together
         others = 0
         try:
             for i, job in enumerate(jobs):
@@ -235,9 +249,12 @@ class Worker:
                         guard = None
                     if flowing:
                         data = None if result is None else dumps(result, "result")
-                        self._workflow_done(opts, job_id, name, data)  # type: ignore[arg-type]
-                        engine.complete(handle, data)
-                        others += 1
+                        if "flow" in opts and "chain" not in opts:  # type: ignore[operator]
+                            settle.append((handle, flows.completed(opts["flow"], job_id, name, data), data))  # type: ignore[index]
+                        else:
+                            self._workflow_done(opts, job_id, name, data)  # type: ignore[arg-type]
+                            engine.complete(handle, data)
+                            others += 1
                     elif result is None:
                         finished.append(handle)
                     else:
@@ -251,6 +268,8 @@ class Worker:
                         raise
                     self._outcome_failed(job, cls, exc, opts)
         finally:
+            if settle:
+                others += self._settle_flows(settle)
             if finished:
                 engine.complete_many(finished)
             if finished or others:

@@ -314,37 +314,27 @@ impl Client {
         call(py, asynchronous, async move { store.hash_set(&key, fields, ttl).await }, |py, _| Ok(py.None()))
     }
 
-    /// A flow child finished for good (flow_settle.lua): returns [b"wait"], [b"release", spec]
-    /// or [b"fail", error].
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (flow_id, child, parent, outcome, job_id, data, policy, *, asynchronous = false))]
-    fn flow_settle(
-        &self,
-        py: Python<'_>,
-        flow_id: &str,
-        child: u32,
-        parent: u32,
-        outcome: &str,
-        job_id: &str,
-        data: Vec<u8>,
-        policy: &str,
-        asynchronous: bool,
-    ) -> PyResult<Py<PyAny>> {
-        let base = crate::keys::book_key(&self.settings.prefix, &format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
-        let keys = [base.clone(), format!("{base}:settled"), format!("{base}:results:{parent}")];
-        let args: Vec<Vec<u8>> = vec![
-            child.to_string().into_bytes(),
-            parent.to_string().into_bytes(),
-            outcome.as_bytes().to_vec(),
-            job_id.as_bytes().to_vec(),
-            data,
-            policy.as_bytes().to_vec(),
-        ];
+    /// Flow children finished for good (flow_settle.lua), settled in one round trip: `items`
+    /// are (flow id, child node, parent node, 'c'|'f', child job id, JSON kept, policy); returns
+    /// per item [b"wait"], [b"release", spec] or [b"fail", error].
+    #[pyo3(signature = (items, *, asynchronous = false))]
+    fn flow_settle(&self, py: Python<'_>, items: Vec<(String, u32, u32, String, String, Vec<u8>, String)>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let mut calls = Vec::with_capacity(items.len());
+        for (flow_id, child, parent, outcome, job_id, data, policy) in items {
+            let base = crate::keys::book_key(&self.settings.prefix, &format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
+            let keys = [base.clone(), format!("{base}:results:{parent}")];
+            let args = vec![child.to_string().into_bytes(), parent.to_string().into_bytes(), outcome.into_bytes(), job_id.into_bytes(), data, policy.into_bytes()];
+            calls.push((keys, args));
+        }
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.flow_settle(keys, args).await }, |py, v: Vec<Vec<u8>>| {
+        call(py, asynchronous, async move { store.flow_settle(calls).await }, |py, v: Vec<Vec<Vec<u8>>>| {
             let out = PyList::empty(py);
-            for b in v {
-                out.append(PyBytes::new(py, &b))?;
+            for answer in v {
+                let a = PyList::empty(py);
+                for b in answer {
+                    a.append(PyBytes::new(py, &b))?;
+                }
+                out.append(a)?;
             }
             Ok(out.into_any().unbind())
         })
