@@ -45,6 +45,10 @@ bench: build ## fastjobs against the bench targets (1M enqueue, 10M generator, 1
 bench-lateness: build ## lateness of 10,000 delayed jobs due over 10 s among 100,000 far-future ones
 	$(PY) benches/lateness.py
 
+.PHONY: bench-flow
+bench-flow: build ## a JobFlow of 10,000 children against the same jobs dispatched plainly
+	$(PY) benches/flow.py
+
 .PHONY: bench-micro
 bench-micro: build ## pytest-benchmark of single dispatch, bulk dispatch, status and counts
 	@$(PIP) install -q --disable-pip-version-check "pytest-benchmark>=4"
