@@ -98,6 +98,9 @@ impl Client {
     }
 }
 
+/// (flow id, child node, parent node, 'c'|'f', child job id, JSON kept, policy)
+type FlowSettleItem = (String, u32, u32, String, String, Vec<u8>, String);
+
 fn bytes_or_none(py: Python<'_>, b: Option<Vec<u8>>) -> Py<PyAny> {
     match b {
         Some(b) => PyBytes::new(py, &b).into_any().unbind(),
@@ -318,7 +321,7 @@ impl Client {
     /// are (flow id, child node, parent node, 'c'|'f', child job id, JSON kept, policy); returns
     /// per item [b"wait"], [b"release", spec] or [b"fail", error].
     #[pyo3(signature = (items, *, asynchronous = false))]
-    fn flow_settle(&self, py: Python<'_>, items: Vec<(String, u32, u32, String, String, Vec<u8>, String)>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+    fn flow_settle(&self, py: Python<'_>, items: Vec<FlowSettleItem>, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let mut calls = Vec::with_capacity(items.len());
         for (flow_id, child, parent, outcome, job_id, data, policy) in items {
             let base = crate::keys::book_key(&self.settings.prefix, &format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
