@@ -144,3 +144,20 @@ def test_a_builder_cannot_serve_twice() -> None:
 def test_unknown_chain() -> None:
     with pytest.raises(LookupError, match="no chain"):
         fastjobs.ChainHandle("nope").steps()
+
+
+def test_a_chain_survives_a_worker_killed_mid_step(spawn_worker: Any, redis: Any, prefix: str) -> None:
+    import signal
+
+    from .apps.jobs import Sleep, Stamp, stamps
+    from .conftest import eventually
+
+    handle = JobChain([Sleep.dispatch({"seconds": 1.5}), Stamp.dispatch("b"), Stamp.dispatch("c")]).dispatch()
+    victim = spawn_worker("--queue", "default", "--queue", "stamps", "--lease", "1")
+    eventually(lambda: handle.steps()[0].state == "active", timeout=30)
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(10)
+    spawn_worker("--queue", "default", "--queue", "stamps", "--lease", "1")
+    handle.wait_result(timeout=60)
+    assert [s.state for s in handle.steps()] == ["completed"] * 3
+    assert sorted(r[0] for r in stamps(redis, prefix)) == [handle.steps()[1].job_id, handle.steps()[2].job_id]  # once each
