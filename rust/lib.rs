@@ -26,9 +26,21 @@ fn validate_queue_name(name: &str) -> PyResult<()> {
     keys::validate_queue_name(name).map_err(py::errors::to_py)
 }
 
+/// Raises ValueError unless `id` can be a caller-chosen job id.
+#[pyfunction]
+fn validate_job_id(id: &str) -> PyResult<()> {
+    if codec::is_generated_id(id) {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "job id {id:?} has the shape of a generated id (10 letters or digits, '-', a number); choose another"
+        )));
+    }
+    codec::check_fields(id, "x", b"").map_err(py::errors::to_py)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_queue_name, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_job_id, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<py::client::Client>()?;
     m.add_class::<py::worker::WorkerEngine>()?;

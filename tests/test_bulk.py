@@ -213,3 +213,17 @@ def test_enqueue_cli_errors(tmp_path: Path, redis_server: RedisServer, prefix: s
     out = run_cli(redis_server, prefix, "enqueue", "tests.apps.jobs:Noop", "--from", "-", "--quiet", stdin='{"a": 1}\n[2]\n')
     assert out.returncode == 0 and Queue().size() == 2
     assert Noop.name == "Noop"
+
+
+def test_a_bad_job_id_is_refused_when_set_so_a_bulk_dispatch_cannot_fail_half_way() -> None:
+    import pytest as _pytest
+
+    from fastjobs import BulkDispatcher, Queue
+
+    from .apps.jobs import Echo
+
+    good = [Echo.dispatch(i).job_id(f"ok-{i}") for i in range(1500)]
+    with _pytest.raises(ValueError, match="must not contain spaces"):
+        good.append(Echo.dispatch(0).job_id("bad id"))
+    BulkDispatcher(good).dispatch()
+    assert Queue().size() == 1500

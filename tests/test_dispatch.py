@@ -129,6 +129,9 @@ def test_generated_looking_job_id_is_refused() -> None:
         (lambda: Echo.dispatch(1).priority(10), "priority must be"),
         (lambda: Echo.dispatch(1).timeout(0), "timeout must be positive"),
         (lambda: Echo.dispatch(1).at("tomorrow"), "at\\(\\) takes a datetime"),
+        (lambda: Echo.dispatch(1).job_id("has space"), "must not contain spaces"),
+        (lambda: Echo.dispatch(1).job_id("x" * 256), "must be 1 to 255 bytes"),
+        (lambda: Echo.dispatch(1).job_id("abcdefghij-12"), "shape of a generated id"),
     ],
 )
 def test_bad_options_raise_value_error_before_sending(build: Any, message: str) -> None:

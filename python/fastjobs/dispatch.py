@@ -130,6 +130,7 @@ class PendingDispatch(Generic[R]):
         first job's handle (``created`` False) instead of a second job."""
         if not isinstance(value, str) or not value:
             raise ValueError("job_id must be a non-empty string")
+        _core.validate_job_id(value)  # checked now: a BulkDispatcher must not fail half-way
         self._job_id = value
         return self
 
