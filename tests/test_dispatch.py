@@ -111,6 +111,13 @@ def test_job_id_deduplicates(face: Any) -> None:
     assert face.status(first) == "waiting"
 
 
+def test_idempotency_key_returns_the_first_job(face: Any) -> None:
+    first = face.send(Echo.dispatch("a").idempotency_key("webhook-981"))
+    again = face.send(Echo.dispatch("b").with_("idempotency_key", "webhook-981"))
+    assert again.id == first.id == "webhook-981" and not again.created
+    assert face.size(Queue("default")) == 1
+
+
 def test_generated_looking_job_id_is_refused() -> None:
     with pytest.raises(ValueError, match="shape of a generated id"):
         Echo.dispatch(1).job_id("abcdefghij-12").send()

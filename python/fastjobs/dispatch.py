@@ -135,6 +135,13 @@ class PendingDispatch(Generic[R]):
         return self
 
     @_abandon_on_error
+    def idempotency_key(self, key: str) -> Self:
+        """The seeds' idempotency key: a repeated dispatch with the same key returns the first
+        job's handle (``created`` False) instead of making a second job, for as long as the
+        first job is known (30 days at least). It becomes the job's id (see ``job_id``)."""
+        return self.job_id(key)
+
+    @_abandon_on_error
     def attempts(self, value: int) -> Self:
         self._attempts = check_attempts(value)
         return self

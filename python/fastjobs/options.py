@@ -16,7 +16,7 @@ __all__ = ["Backoff", "parse_duration", "OPTION_NAMES"]
 Duration = Union[int, float, timedelta, str]
 
 #: Options accepted by ``.with_(name, value)``.
-OPTION_NAMES = frozenset({"queue", "delay", "at", "job_id", "attempts", "backoff", "timeout", "priority", "meta"})
+OPTION_NAMES = frozenset({"queue", "delay", "at", "job_id", "idempotency_key", "attempts", "backoff", "timeout", "priority", "meta"})
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
