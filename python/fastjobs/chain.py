@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Generator, Iterable, Optional
 
-from . import config, serde
-from .dispatch import _ABANDONED, _SENT, _UNSENT, JobHandle, PendingDispatch
+from . import _workflow, config, serde
+from .dispatch import JobHandle, PendingDispatch
 
 __all__ = ["JobChain", "ChainHandle", "ChainStep"]
 
@@ -36,21 +36,6 @@ def _step_id(chain_id: str, k: int) -> str:
     return f"chain:{chain_id}:{k}"
 
 
-def _spec(b: PendingDispatch[Any], chain: dict[str, Any]) -> dict[str, Any]:
-    """What it takes to enqueue a builder later, as JSON: its job tuple and queue, with the
-    chain's place in the job's options."""
-    name, payload, options, attempts, priority, delay_ms, _id, at_ms = b._job_tuple()
-    opts = serde.loads(options) if options else {}
-    opts["chain"] = chain
-    return {"queue": b._queue, "name": name, "payload": payload.decode(), "options": opts, "attempts": attempts,
-            "priority": priority, "delay_ms": delay_ms, "at_ms": at_ms}
-
-
-def _job(spec: dict[str, Any], job_id: str) -> tuple[str, bytes, Optional[bytes], int, int, int, Optional[str], Optional[int]]:
-    return (spec["name"], spec["payload"].encode(), serde.dumps(spec["options"], "options"), spec["attempts"], spec["priority"],
-            spec["delay_ms"], job_id, spec["at_ms"])
-
-
 class JobChain:
     """Runs ``steps`` (dispatch builders) in order: each is enqueued when the previous one
     completed, on its own queue and with its own options (a delay counts from the previous
@@ -62,56 +47,27 @@ class JobChain:
     def __init__(self, steps: Iterable[PendingDispatch[Any]], *, on_failure: Optional[PendingDispatch[Any]] = None) -> None:
         self.steps = list(steps)
         self.on_failure = on_failure
-        try:
-            self._check()
-        except BaseException:
-            # The caller has the error: the builders it handed over must not warn as unsent.
-            for b in self.steps + [on_failure]:
-                if isinstance(b, PendingDispatch) and b._sent == _UNSENT:
-                    b._sent = _ABANDONED
-            raise
-
-    def _check(self) -> None:
-        on_failure = self.on_failure
-        if not self.steps:
-            raise ValueError("a JobChain needs at least one step")
         every = self.steps + ([on_failure] if on_failure is not None else [])
-        for i, b in enumerate(every):
-            if not isinstance(b, PendingDispatch):
-                raise TypeError(f"JobChain takes dispatch builders (Job.dispatch(...)), got {type(b).__name__} at index {i}")
-            if b._sent == _SENT:
-                raise ValueError(f"the builder at index {i} was already sent; a chain needs builders of its own")
-            if b._job_id is not None:
-                raise ValueError(f"the builder at index {i} has a job_id; chain steps get theirs from the chain")
-        if len({id(b) for b in every}) != len(every):
-            raise ValueError("the same builder appears twice in a JobChain; build one per step")
-        connections = {b._connection for b in every}
-        if len(connections) > 1:
-            raise ValueError(f"a JobChain's steps must share one connection, got {sorted(connections)}")
-        self.connection = connections.pop()
+        if not self.steps:
+            _workflow.abandon(every)
+            raise ValueError("a JobChain needs at least one step")
+        self.connection = _workflow.check_builders(every, "JobChain", "step")
 
     def _plan(self) -> tuple[str, list[tuple[str, bytes]], tuple[str, Any]]:
         chain_id = secrets.token_hex(8)
         n = len(self.steps)
         fields: list[tuple[str, bytes]] = [("n", str(n).encode())]
-        every = self.steps + ([self.on_failure] if self.on_failure is not None else [])
-        for b in every:
-            b._claim()
-        try:
-            first = None
+        first = None
+        with _workflow.claimed(self.steps + ([self.on_failure] if self.on_failure is not None else [])):
             for k, b in enumerate(self.steps):
-                spec = _spec(b, {"id": chain_id, "step": k, "n": n})
+                spec = _workflow.spec(b, "chain", {"id": chain_id, "step": k, "n": n})
                 fields.append((f"step:{k}", serde.dumps({"queue": spec["queue"], "name": spec["name"], "id": _step_id(chain_id, k)})))
                 if k == 0:
-                    first = (spec["queue"], _job(spec, _step_id(chain_id, 0)))
+                    first = (spec["queue"], _workflow.job(spec, _step_id(chain_id, 0)))
                 else:
                     fields.append((f"spec:{k}", serde.dumps(spec)))
             if self.on_failure is not None:
-                fields.append(("on_failure", serde.dumps(_spec(self.on_failure, {"id": chain_id, "on_failure": True}))))
-        except BaseException:
-            for b in every:
-                b._sent = _ABANDONED
-            raise
+                fields.append(("on_failure", serde.dumps(_workflow.spec(self.on_failure, "chain", {"id": chain_id, "on_failure": True}))))
         assert first is not None
         return chain_id, fields, first
 
@@ -219,7 +175,7 @@ def step_completed(client: Any, chain: dict[str, Any], result: Optional[bytes]) 
         if raw is None:
             return  # expired or removed: nothing left to run
         spec = serde.loads(raw)
-        client.enqueue(spec["queue"], [_job(spec, _step_id(chain_id, k + 1))])
+        client.enqueue(spec["queue"], [_workflow.job(spec, _step_id(chain_id, k + 1))])
     else:
         client.book_set(f"chain:{chain_id}", done + [("done", b"1")], client.result_ttl)
 
@@ -235,7 +191,7 @@ def step_failed(client: Any, chain: dict[str, Any], job_id: str, name: str, erro
         return
     spec = serde.loads(raw)
     spec["options"]["chain"]["failure"] = {"chain_id": chain_id, "step": k, "job_id": job_id, "name": name, "error": error}
-    client.enqueue(spec["queue"], [_job(spec, f"chain:{chain_id}:on_failure")])
+    client.enqueue(spec["queue"], [_workflow.job(spec, f"chain:{chain_id}:on_failure")])
 
 
 def failure_of(chain: dict[str, Any]) -> Optional[dict[str, Any]]:

@@ -25,9 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Optional, Union
 
-from . import config, serde
-from .chain import _job, _spec
-from .dispatch import _ABANDONED, _SENT, _UNSENT, JobHandle, PendingDispatch
+from . import _workflow, config, serde
+from .dispatch import JobHandle, PendingDispatch
 from .errors import JobFailed
 
 __all__ = ["JobFlow", "FlowHandle", "FlowNode", "POLICIES"]
@@ -82,7 +81,7 @@ class JobFlow:
         children of its own: a callable that receives the child's JobFlow, or an iterable of
         builders. Returns this flow, so calls can be chained."""
         if on_failure not in POLICIES:
-            self._abandon(child)
+            _workflow.abandon([child])
             raise ValueError(f"unknown on_failure policy {on_failure!r}; use one of {', '.join(POLICIES)}")
         node = child if isinstance(child, JobFlow) else JobFlow(child)
         if nested is not None:
@@ -93,11 +92,6 @@ class JobFlow:
                     node.add_child_job(c)
         self.children.append((node, on_failure))
         return self
-
-    @staticmethod
-    def _abandon(child: Any) -> None:
-        if isinstance(child, PendingDispatch) and child._sent == _UNSENT:
-            child._sent = _ABANDONED
 
     # ---- planning ----
 
@@ -115,25 +109,10 @@ class JobFlow:
         """(flow id, connection, fields of the flow hash, leaves as (queue, job tuple))."""
         nodes = self._nodes()
         builders = [n.parent for n, _, _ in nodes]
-        try:
-            if not self.children:
-                raise ValueError("a JobFlow needs at least one child (add_child_job)")
-            if len({id(b) for b in builders}) != len(builders):
-                raise ValueError("the same builder appears twice in a JobFlow; build one per node")
-            for i, b in enumerate(builders):
-                if b._sent == _SENT:
-                    raise ValueError(f"the builder of node {i} was already sent; a flow needs builders of its own")
-                if b._job_id is not None:
-                    raise ValueError(f"the builder of node {i} has a job_id; flow nodes get theirs from the flow")
-            connections = {b._connection for b in builders}
-            if len(connections) > 1:
-                raise ValueError(f"a JobFlow's jobs must share one connection, got {sorted(connections)}")
-        except BaseException:
-            for b in builders:
-                self._abandon(b)
-            raise
-        for b in builders:
-            b._claim()
+        if not self.children:
+            _workflow.abandon(builders)
+            raise ValueError("a JobFlow needs at least one child (add_child_job)")
+        connection = _workflow.check_builders(builders, "JobFlow", "node")
         flow_id = secrets.token_hex(8)
         children: dict[int, list[int]] = {}
         for i, (_n, parent, _p) in enumerate(nodes):
@@ -141,24 +120,18 @@ class JobFlow:
                 children.setdefault(parent, []).append(i)
         fields: list[tuple[str, bytes]] = [("n", str(len(nodes)).encode())]
         leaves: list[tuple[str, Any]] = []
-        try:
+        with _workflow.claimed(builders):
             for i, (node, parent, policy) in enumerate(nodes):
                 kids = children.get(i, [])
-                place = {"id": flow_id, "node": i, "parent": parent, "policy": policy}
-                spec = _spec(node.parent, place)
-                spec["options"]["flow"] = spec["options"].pop("chain")
+                spec = _workflow.spec(node.parent, "flow", {"id": flow_id, "node": i, "parent": parent, "policy": policy})
                 fields.append((f"node:{i}", serde.dumps({"queue": spec["queue"], "name": spec["name"], "id": _node_id(flow_id, i),
                                                           "parent": parent, "policy": policy, "children": kids})))
                 if kids:
                     fields += [(f"spec:{i}", serde.dumps(spec)), (f"pending:{i}", str(len(kids)).encode()),
                                (f"state:{i}", b"waiting-children")]
                 else:
-                    leaves.append((spec["queue"], _job(spec, _node_id(flow_id, i))))
-        except BaseException:
-            for b in builders:
-                b._sent = _ABANDONED
-            raise
-        return flow_id, connections.pop(), fields, leaves
+                    leaves.append((spec["queue"], _workflow.job(spec, _node_id(flow_id, i))))
+        return flow_id, connection, fields, leaves
 
     # ---- dispatching ----
 
@@ -311,7 +284,7 @@ def settle_many(client: Any, finished: list[Finished]) -> None:
         for (place, _o, _j, _n, _d), answer in zip(todo, answers):
             if answer[0] == b"release" and len(answer) > 1 and answer[1]:
                 spec = serde.loads(answer[1])
-                released.setdefault(spec["queue"], []).append(_job(spec, _node_id(place["id"], place["parent"])))
+                released.setdefault(spec["queue"], []).append(_workflow.job(spec, _node_id(place["id"], place["parent"])))
             elif answer[0] == b"fail":
                 # The parent failed without running: it settles into its own parent as failed.
                 [raw] = client.book_get(f"flow:{place['id']}", [f"node:{place['parent']}"])

@@ -15,7 +15,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
 from . import _core, config, serde
+from .dispatch import _ABANDONED
 from .job import FunctionJob, Job, registry
+from .options import parse_duration
 
 __all__ = ["JobScheduler", "ScheduleInfo", "periodic", "periodic_schedules"]
 
@@ -73,8 +75,6 @@ def _every_ms(value: Any) -> int:
     elif isinstance(value, timedelta):
         ms = value.total_seconds() * 1000
     elif isinstance(value, str):
-        from .options import parse_duration
-
         ms = parse_duration(value, "repeat 'every'") * 1000
     else:
         raise ValueError(f"repeat 'every' must be milliseconds, a timedelta or a string like '15s', got {type(value).__name__}")
@@ -134,7 +134,7 @@ def _definition(job: JobRef, data: Any, queue: Optional[str], options: Optional[
         name, payload, opts, attempts, priority, _delay, _id, _at = pending._job_tuple()
         target = pending._queue
     finally:
-        pending._sent = 2  # a template, never sent: no unsent warning
+        pending._sent = _ABANDONED  # a template, never sent: no unsent warning
     fields = [("job", name.encode()), ("queue", target.encode()), ("payload", payload), ("attempts", str(attempts).encode()),
               ("priority", str(priority).encode()), ("origin", origin.encode())]
     if opts:

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 from . import _core, config, serde
-from ._eager import start_eagerly
-from .errors import JobTimeoutError
 from . import chain as chains
 from . import flow as flows
+from ._eager import start_eagerly
+from .errors import JobTimeoutError
 from .job import Job, registry
 from .options import backoff_from_json
 
@@ -37,6 +37,11 @@ log = logging.getLogger("fastjobs.worker")
 
 # The tuple fields of a job handed over by the engine (see WorkerEngine.next_jobs).
 _HANDLE, _QUEUE, _ID, _NAME, _ATTEMPT, _MAX, _ENQUEUED, _PAYLOAD, _OPTIONS = range(9)
+
+
+def _in_workflow(opts: Optional[dict[str, Any]]) -> bool:
+    """A job of a JobChain or JobFlow: its options carry its place there."""
+    return opts is not None and ("chain" in opts or "flow" in opts)
 
 
 @dataclass
@@ -160,7 +165,7 @@ class Worker:
             log.info("job %s (%s) failed attempt %d/%d, retrying in %.3fs: %r", job[_ID], job[_NAME], made, job[_MAX], delay, exc)
         else:
             kind = f"{type(exc).__module__}.{type(exc).__qualname__}" if type(exc).__module__ != "builtins" else type(exc).__qualname__
-            if opts is not None and ("chain" in opts or "flow" in opts):
+            if _in_workflow(opts):
                 try:
                     self._workflow_failed(opts, job[_ID], job[_NAME], {"type": kind, "message": str(exc), "traceback": tb})
                 except Exception as e:  # noqa: BLE001 - the workflow must hear of it: the job runs again later
@@ -240,7 +245,7 @@ class Worker:
                     inst = cls.__new__(cls)
                     inst.__dict__.update(job_id=job_id, attempt=attempt, queue_name=queue,
                                          meta={} if opts is None else (opts.get("meta") or {}))
-                    flowing = opts is not None and ("chain" in opts or "flow" in opts)
+                    flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path
                     if flowing:
                         self._enter_workflow(inst, opts)  # type: ignore[arg-type]
                     result = inst.process(loads(payload))
@@ -341,7 +346,7 @@ class Worker:
         opts = serde.loads(raw_opts) if raw_opts is not None else None
         try:
             inst = cls._instance(job_id, attempt, queue, {} if opts is None else (opts.get("meta") or {}))
-            flowing = opts is not None and ("chain" in opts or "flow" in opts)
+            flowing = _in_workflow(opts)
             if flowing:  # a few round trips on the loop, for workflow jobs only
                 self._enter_workflow(inst, opts)  # type: ignore[arg-type]
             coro = inst.process(serde.loads(payload))
