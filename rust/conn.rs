@@ -90,26 +90,12 @@ pub fn mask_url(raw: &str) -> String {
 pub struct Conn {
     settings: Settings,
     client: redis::Client,
-    /// None: no answer timeout, for connections that run blocking commands.
-    response_timeout: Option<Duration>,
-    /// Blocking connections run no scripts.
-    scripts: bool,
     current: Mutex<Option<MultiplexedConnection>>,
 }
 
 impl Conn {
     pub fn new(settings: &Settings) -> Result<Conn> {
-        Self::with_timeout(settings, Some(settings.response_timeout))
-    }
-
-    /// A connection for blocking commands: the caller bounds each call itself.
-    pub fn blocking(settings: &Settings) -> Result<Conn> {
-        Self::with_timeout(settings, None)
-    }
-
-    fn with_timeout(settings: &Settings, response_timeout: Option<Duration>) -> Result<Conn> {
-        let client = settings.client()?;
-        Ok(Conn { settings: settings.clone(), client, response_timeout, scripts: response_timeout.is_some(), current: Mutex::new(None) })
+        Ok(Conn { settings: settings.clone(), client: settings.client()?, current: Mutex::new(None) })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -127,7 +113,7 @@ impl Conn {
         }
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.settings.connect_timeout))
-            .set_response_timeout(self.response_timeout);
+            .set_response_timeout(Some(self.settings.response_timeout));
         let connect = self.client.get_multiplexed_async_connection_with_config(&cfg);
         // The redis-rs timeout covers one address; bound the whole attempt too.
         let c = match tokio::time::timeout(self.settings.connect_timeout + Duration::from_millis(100), connect).await {
@@ -145,9 +131,7 @@ impl Conn {
         };
         let mut c = c;
         // Load every script up front: later calls by SHA then only miss after SCRIPT FLUSH.
-        if self.scripts {
-            self.load_scripts(&mut c).await?;
-        }
+        self.load_scripts(&mut c).await?;
         *cur = Some(c.clone());
         Ok(c)
     }
@@ -177,9 +161,7 @@ impl Conn {
         let first = pipe.query_async::<Vec<Value>>(&mut c).await;
         let r = match first {
             Err(e) if is_noscript(&e) => {
-                if self.scripts {
-            self.load_scripts(&mut c).await?;
-        }
+                self.load_scripts(&mut c).await?;
                 pipe.query_async::<Vec<Value>>(&mut c).await.map_err(|e| self.err(e))
             }
             other => other.map_err(|e| self.err(e)),
@@ -208,5 +190,59 @@ impl Conn {
             p.cmd("SCRIPT").arg("LOAD").arg(s.source).ignore();
         }
         p.query_async::<()>(c).await.map_err(|e| self.err(e))
+    }
+}
+
+/// One plain (blocking) connection for a caller's own thread: a reply wakes that thread
+/// directly, with no hop through the I/O runtime. Used for the idle worker's pop, where a
+/// thread wake-up is a large share of the start latency. Reopened after it broke.
+pub struct SyncConn {
+    settings: Settings,
+    client: redis::Client,
+    current: std::sync::Mutex<Option<redis::Connection>>,
+}
+
+impl SyncConn {
+    pub fn new(settings: &Settings) -> Result<SyncConn> {
+        Ok(SyncConn { settings: settings.clone(), client: settings.client()?, current: std::sync::Mutex::new(None) })
+    }
+
+    /// Runs `cmd`, waiting at most `read_timeout` for its answer.
+    pub fn query<T: FromRedisValue>(&self, cmd: &Cmd, read_timeout: Duration) -> Result<T> {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        self.run(&mut cur, cmd, read_timeout)
+    }
+
+    /// Like `query`, but None when another thread is using the connection: the caller then
+    /// takes the shared multiplexed path instead of waiting.
+    pub fn try_query<T: FromRedisValue>(&self, cmd: &Cmd, read_timeout: Duration) -> Option<Result<T>> {
+        let mut cur = match self.current.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(self.run(&mut cur, cmd, read_timeout))
+    }
+
+    /// Runs `cmd` (an EVALSHA runs again once after loading the scripts on NOSCRIPT).
+    fn run<T: FromRedisValue>(&self, cur: &mut Option<redis::Connection>, cmd: &Cmd, read_timeout: Duration) -> Result<T> {
+        let server = self.settings.masked_url();
+        if cur.is_none() {
+            let c = self.client.get_connection_with_timeout(self.settings.connect_timeout).map_err(|e| match Error::from_redis(e, &server) {
+                Error::Store(m) => Error::Connection(m),
+                other => other,
+            })?;
+            *cur = Some(c);
+        }
+        let c = cur.as_mut().expect("connected above");
+        let mut r = c.set_read_timeout(Some(read_timeout)).and_then(|_| cmd.query::<T>(c));
+        if matches!(&r, Err(e) if is_noscript(e)) {
+            r = scripts().all().into_iter().try_for_each(|s| redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(c)).and_then(|_| cmd.query::<T>(c));
+        }
+        r.map_err(|e| {
+            // A broken or timed-out connection may still owe an answer: never reuse it.
+            *cur = None;
+            Error::from_redis(e, &server)
+        })
     }
 }

@@ -38,6 +38,8 @@ pub struct QueueKeys {
     /// Priority levels that have a ready list of their own (`wait:<p>`).
     pub prios: String,
     pub wake: String,
+    /// zset: idle workers' slots (`<worker>|<token>|<lease ms>`) -> when they registered.
+    pub idle: String,
     pub active: String,
     pub delayed: String,
     pub jobs: String,
@@ -61,6 +63,7 @@ impl QueueKeys {
             wait: k("wait"),
             prios: k("prios"),
             wake: k("wake"),
+            idle: k("idle"),
             active: k("active"),
             delayed: k("delayed"),
             jobs: k("jobs"),
@@ -76,6 +79,11 @@ impl QueueKeys {
 
     pub fn lease(&self, token: &str) -> String {
         format!("{}:lease:{token}", self.base)
+    }
+
+    /// The list a worker blocks on for jobs handed straight to it (see common.lua wake()).
+    pub fn inbox(&self, worker: &str) -> String {
+        format!("{}:inbox:{worker}", self.base)
     }
 
     /// The high-water mark of a producer's sequence numbers: ids up to it were dispatched.

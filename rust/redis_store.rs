@@ -2,7 +2,7 @@
 //! jobs per call, and several calls share a round trip where they can.
 
 use crate::codec::{is_generated_id, PRODUCER_LEN};
-use crate::conn::{Conn, Settings};
+use crate::conn::{Conn, Settings, SyncConn};
 use crate::error::{Error, Result};
 use crate::keys::{QueueKeys, ScheduleKeys};
 use crate::notify::Notifier;
@@ -17,8 +17,11 @@ const MARK_TTL_SECS: u64 = 30 * 24 * 3600;
 
 pub struct RedisStore {
     conn: Conn,
-    /// For BLPOP on wake-up lists: blocking commands must not hold up the shared connection.
-    blocking: Conn,
+    /// For the idle worker's blocking pop, run on the handler thread that will run the job
+    /// (a blocking command must not hold up the shared connection either).
+    popper: SyncConn,
+    /// For a small dispatch sent from the caller's thread (`enqueue_blocking`).
+    direct: SyncConn,
     notifier: Notifier,
     sched: ScheduleKeys,
 }
@@ -58,6 +61,18 @@ fn server_error(v: &Value) -> Option<Error> {
     }
 }
 
+/// Per job, whether it was written (see `enqueue_script`).
+fn enqueue_reply(v: Value, n: usize, plain: bool) -> Result<Vec<bool>> {
+    if let Some(e) = server_error(&v) {
+        return Err(e);
+    }
+    if plain {
+        return Ok(vec![true; n]);
+    }
+    let a = array(v.clone()).ok_or_else(|| bad_reply("enqueue", &v))?;
+    Ok(a.iter().map(|x| int(x) == Some(1)).collect())
+}
+
 /// A completion with nothing to store, of a generated id: the ack's hot path.
 fn is_plain(e: &AckEntry) -> bool {
     matches!(e.kind, AckKind::Completed { result: None }) && !e.custom_id
@@ -87,7 +102,8 @@ impl RedisStore {
     pub fn new(settings: &Settings) -> Result<RedisStore> {
         Ok(RedisStore {
             conn: Conn::new(settings)?,
-            blocking: Conn::blocking(settings)?,
+            popper: SyncConn::new(settings)?,
+            direct: SyncConn::new(settings)?,
             notifier: Notifier::new(settings),
             sched: ScheduleKeys::new(&settings.prefix),
         })
@@ -108,6 +124,37 @@ impl RedisStore {
         Ok(Status { state, record: a.next().and_then(bytes), data: a.next().and_then(bytes) })
     }
 
+    /// An enqueue as one script call: push.lua for jobs due now with generated ids (`true`:
+    /// its answer is a count), else enqueue.lua (an answer per job).
+    fn enqueue_script(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> (redis::Cmd, bool) {
+        let hwm_key = q.hwm(mark.map(|m| m.producer.as_str()).unwrap_or("-"));
+        if mark.is_some() && jobs.iter().all(|j| !j.custom_id && j.delay_ms == 0 && j.at_ms.is_none()) {
+            let mut c = scripts().push.evalsha(&[&q.wait, &q.wake, &hwm_key]);
+            c.arg(&q.base).arg(mark.map(|m| m.last_seq).unwrap_or(0)).arg(MARK_TTL_SECS);
+            for j in jobs {
+                c.arg(&j.record);
+            }
+            return (c, true);
+        }
+        let mut keys: Vec<String> = vec![q.wait.clone(), q.wake.clone(), hwm_key, q.delayed.clone(), q.jobs.clone()];
+        for j in jobs {
+            keys.push(if j.custom_id { q.id_key(&j.id) } else { q.jobs.clone() });
+        }
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut c = scripts().enqueue.evalsha(&key_refs);
+        let hwm: i64 = mark.map(|m| m.last_seq as i64).unwrap_or(-1);
+        let id_ttl_ms = self.settings().result_ttl.as_millis().max(MARK_TTL_SECS as u128 * 1000) as u64;
+        c.arg(&q.base).arg(hwm).arg(MARK_TTL_SECS).arg(id_ttl_ms).arg(&q.sched_channel);
+        for j in jobs {
+            let due = match j.at_ms {
+                Some(at) => format!("@{at}"),
+                None => j.delay_ms.to_string(),
+            };
+            c.arg(&j.id).arg(if j.custom_id { "1" } else { "0" }).arg(due).arg(&j.record);
+        }
+        (c, false)
+    }
+
     async fn unwait(&self, q: &QueueKeys, id: &str) -> Result<()> {
         let mut c = scripts().unwait.evalsha(&[&q.waiters]);
         c.arg(id);
@@ -126,13 +173,14 @@ impl Store for RedisStore {
         if jobs.is_empty() {
             return Ok(vec![]);
         }
-        let hwm_key = q.hwm(mark.as_ref().map(|m| m.producer.as_str()).unwrap_or("-"));
         let fast = jobs.iter().all(|j| !j.custom_id && j.delay_ms == 0 && j.at_ms.is_none()) && mark.is_some();
         let flat = jobs.iter().all(|j| j.record.get(5) == Some(&0));
-        let last_seq = mark.as_ref().map(|m| m.last_seq).unwrap_or(0);
-        if fast && flat {
-            // The hot path: raw RPUSH (no Lua string per record) and the bookkeeping script,
-            // applied together by MULTI/EXEC in one round trip.
+        if fast && flat && jobs.len() > SMALL_BATCH {
+            // The bulk path: raw RPUSH (no Lua string per record) and the bookkeeping script,
+            // applied together by MULTI/EXEC in one round trip. (For a few jobs one EVALSHA
+            // costs Redis less than MULTI/EXEC with the script's source.)
+            let hwm_key = q.hwm(mark.as_ref().map(|m| m.producer.as_str()).unwrap_or("-"));
+            let last_seq = mark.as_ref().map(|m| m.last_seq).unwrap_or(0);
             let mut p = redis::pipe();
             p.atomic();
             for chunk in jobs.chunks(4000) {
@@ -147,46 +195,39 @@ impl Store for RedisStore {
             self.conn.pipeline(&p).await?;
             return Ok(vec![true; jobs.len()]);
         }
-        if fast {
-            let mut c = scripts().push.evalsha(&[&q.wait, &q.wake, &hwm_key]);
-            c.arg(&q.base).arg(last_seq).arg(MARK_TTL_SECS);
-            for j in &jobs {
-                c.arg(&j.record);
-            }
-            self.conn.eval::<Value>(c).await?;
-            return Ok(vec![true; jobs.len()]);
-        }
-        let mut keys: Vec<String> = vec![q.wait.clone(), q.wake.clone(), hwm_key, q.delayed.clone(), q.jobs.clone()];
-        for j in &jobs {
-            keys.push(if j.custom_id { q.id_key(&j.id) } else { q.jobs.clone() });
-        }
-        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let mut c = scripts().enqueue.evalsha(&key_refs);
-        let hwm: i64 = mark.as_ref().map(|m| m.last_seq as i64).unwrap_or(-1);
-        let id_ttl_ms = self.settings().result_ttl.as_millis().max(MARK_TTL_SECS as u128 * 1000) as u64;
-        c.arg(&q.base).arg(hwm).arg(MARK_TTL_SECS).arg(id_ttl_ms).arg(&q.sched_channel);
-        for j in &jobs {
-            let due = match j.at_ms {
-                Some(at) => format!("@{at}"),
-                None => j.delay_ms.to_string(),
-            };
-            c.arg(&j.id).arg(if j.custom_id { "1" } else { "0" }).arg(due).arg(&j.record);
-        }
+        let (c, plain) = self.enqueue_script(q, &jobs, mark.as_ref());
         let v: Value = self.conn.eval(c).await?;
-        let a = array(v.clone()).ok_or_else(|| bad_reply("enqueue", &v))?;
-        Ok(a.iter().map(|x| int(x) == Some(1)).collect())
+        enqueue_reply(v, jobs.len(), plain)
     }
 
-    async fn reserve(&self, q: &QueueKeys, token: &str, max: usize, lease: Duration) -> Result<Vec<Vec<u8>>> {
+    fn enqueue_blocking(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Option<Result<Vec<bool>>> {
+        let (c, plain) = self.enqueue_script(q, jobs, mark);
+        let v = self.direct.try_query::<Value>(&c, self.settings().response_timeout)?;
+        Some(v.and_then(|v| enqueue_reply(v, jobs.len(), plain)))
+    }
+
+    async fn reserve(&self, q: &QueueKeys, token: &str, max: usize, idle: &Idle<'_>) -> Result<Reserved> {
         let lease_key = q.lease(token);
-        let mut c = scripts().reserve.evalsha(&[&q.wait, &q.active, &lease_key, &q.wake, &q.prios]);
-        c.arg(&q.base).arg(token).arg(max.clamp(1, 2000)).arg(lease.as_millis() as u64);
+        let inbox = q.inbox(idle.worker);
+        let mut c = scripts().reserve.evalsha(&[&q.wait, &q.active, &lease_key, &q.wake, &q.prios, &q.idle, &inbox]);
+        c.arg(&q.base).arg(token).arg(max.min(2000)).arg(idle.lease.as_millis() as u64);
+        c.arg(if idle.register { idle.worker } else { "" }).arg(idle.previous.unwrap_or(""));
         let v: Value = self.conn.eval(c).await?;
         match v {
-            Value::Nil | Value::Boolean(false) => Ok(vec![]),
-            Value::Array(a) => a.into_iter().map(|x| bytes(x).ok_or_else(|| Error::Store("reserve returned a non-string record".into()))).collect(),
+            Value::Nil | Value::Boolean(false) => Ok(Reserved::Empty),
+            Value::Int(n) => Ok(Reserved::Idle { new_slot: n == 0 }),
+            Value::Array(a) => Ok(Reserved::Jobs(
+                a.into_iter().map(|x| bytes(x).ok_or_else(|| Error::Store("reserve returned a non-string record".into()))).collect::<Result<_>>()?,
+            )),
             other => Err(bad_reply("reserve", &other)),
         }
+    }
+
+    async fn leave(&self, q: &QueueKeys, worker: &str, slot: Option<&str>) -> Result<u64> {
+        let mut c = scripts().leave.evalsha(&[&q.idle, &q.inbox(worker), &q.active, &q.wake]);
+        c.arg(&q.base).arg(slot.unwrap_or(""));
+        let v: Value = self.conn.eval(c).await?;
+        int(&v).map(|n| n as u64).ok_or_else(|| bad_reply("leave", &v))
     }
 
     async fn ack(&self, acks: &[LeaseAck]) -> Result<Vec<AckOutcome>> {
@@ -293,17 +334,35 @@ impl Store for RedisStore {
         Ok(Tick { promoted: n(0)? as u64, reaped: n(1)? as u64, next_due_ms: opt(n(2)?), next_lease_deadline_ms: opt(n(3)?), now_ms: n(4)?, now_us: n(5)? })
     }
 
-    async fn wait_for_work(&self, queues: &[Arc<QueueKeys>], timeout: Duration) -> Result<bool> {
+    fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Woken> {
+        // Inboxes first: BLPOP takes from the first non-empty list it is given.
+        let inboxes: Vec<String> = queues.iter().map(|q| q.inbox(worker)).collect();
         let mut c = redis::cmd("BLPOP");
+        c.arg(&inboxes);
         for q in queues {
             c.arg(&q.wake);
         }
         c.arg(timeout.as_secs_f64());
-        let limit = timeout + self.settings().response_timeout;
-        match tokio::time::timeout(limit, self.blocking.query::<Value>(&c)).await {
-            Ok(r) => Ok(!matches!(r?, Value::Nil)),
-            Err(_) => Err(Error::Timeout(format!("Redis at {} did not answer a blocking pop in time", self.settings().masked_url()))),
+        let v: Value = match self.popper.query(&c, timeout + self.settings().response_timeout) {
+            Err(Error::Timeout(_)) => {
+                return Err(Error::Timeout(format!("Redis at {} did not answer a blocking pop in time", self.settings().masked_url())))
+            }
+            r => r?,
+        };
+        let mut kv = match v {
+            Value::Nil => return Ok(Woken::TimedOut),
+            v => array(v.clone()).ok_or_else(|| bad_reply("blpop", &v))?.into_iter(),
+        };
+        let (Some(key), Some(item)) = (kv.next().and_then(bytes), kv.next().and_then(bytes)) else {
+            return Err(Error::Store("unexpected reply from Redis for blpop".into()));
+        };
+        let Some(queue) = inboxes.iter().position(|k| k.as_bytes() == key.as_slice()) else { return Ok(Woken::Marker) };
+        let n = item.first().copied().unwrap_or(0) as usize;
+        if n == 0 || item.len() <= 1 + n {
+            return Ok(Woken::Nudged);
         }
+        let token = String::from_utf8_lossy(&item[1..1 + n]).into_owned();
+        Ok(Woken::Handed { queue, token, record: item[1 + n..].to_vec() })
     }
 
     async fn status(&self, q: &QueueKeys, id: &str) -> Result<Status> {

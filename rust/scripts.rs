@@ -47,6 +47,7 @@ scripts! {
     mark => "mark.lua",
     enqueue => "enqueue.lua",
     reserve => "reserve.lua",
+    leave => "leave.lua",
     ack => "ack.lua",
     release => "release.lua",
     extend => "extend.lua",

@@ -162,12 +162,61 @@ pub struct ScheduleWrite {
     pub fields: Vec<(String, Vec<u8>)>,
 }
 
+/// Up to this many jobs, a dispatch is one script call (and a sync one is sent from the
+/// caller's thread); above it, the bulk path.
+pub const SMALL_BATCH: usize = 32;
+
+/// A worker's idle registration, passed with each reserve.
+pub struct Idle<'a> {
+    pub worker: &'a str,
+    /// The slot it registered last in this queue, to drop.
+    pub previous: Option<&'a str>,
+    /// Register as idle when nothing is ready.
+    pub register: bool,
+    pub lease: Duration,
+}
+
+/// What a reserve brought.
+#[derive(Debug)]
+pub enum Reserved {
+    Jobs(Vec<Vec<u8>>),
+    /// Nothing ready; the worker is idle under a new slot (true) or its previous one.
+    Idle { new_slot: bool },
+    Empty,
+}
+
+impl Idle<'_> {
+    /// The slot string stored in the idle zset and parsed by common.lua's hand_over.
+    pub fn slot(&self, token: &str) -> String {
+        format!("{}|{token}|{}", self.worker, self.lease.as_millis())
+    }
+}
+
+/// How a blocked worker was woken.
+#[derive(Debug)]
+pub enum Woken {
+    TimedOut,
+    /// A marker on a queue's wake list: reserve.
+    Marker,
+    /// A job handed straight to this worker, leased under `token`.
+    Handed { queue: usize, token: String, record: Vec<u8> },
+    /// A marker on the worker's own inbox (leave.lua): it is stopping.
+    Nudged,
+}
+
 pub trait Store: Send + Sync + 'static {
     /// Writes jobs atomically. Returns, per job, whether it was written (false: a job with
     /// that caller-chosen id exists already).
     fn enqueue(&self, q: &QueueKeys, jobs: Vec<NewJob>, mark: Option<Watermark>) -> impl Future<Output = Result<Vec<bool>>> + Send;
-    /// Leases up to `max` ready jobs under `token`; returns their packed records in order.
-    fn reserve(&self, q: &QueueKeys, token: &str, max: usize, lease: Duration) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
+    /// `enqueue` for a few jobs, run on the calling thread (no hop to the I/O runtime: a
+    /// thread wake-up less each way). None when that connection is busy with another thread's
+    /// call: use `enqueue` then.
+    fn enqueue_blocking(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Option<Result<Vec<bool>>>;
+    /// Leases up to `max` ready jobs under `token`, their packed records in order. Jobs
+    /// handed to this worker and not yet taken come first; with none at all and
+    /// `idle.register`, the worker is idle: a new slot under `token` (`idle.slot(token)`) or
+    /// its previous one.
+    fn reserve(&self, q: &QueueKeys, token: &str, max: usize, idle: &Idle<'_>) -> impl Future<Output = Result<Reserved>> + Send;
     /// Settles jobs of several leases in one round trip; one outcome per lease.
     fn ack(&self, acks: &[LeaseAck]) -> impl Future<Output = Result<Vec<AckOutcome>>> + Send;
     /// Puts unstarted leased jobs back at the head of their queue, in order.
@@ -176,8 +225,12 @@ pub trait Store: Send + Sync + 'static {
     fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Promotes due delayed jobs and reaps expired leases.
     fn tick(&self, q: &QueueKeys, limit: usize) -> impl Future<Output = Result<Tick>> + Send;
-    /// Blocks until one of the queues may have ready jobs, or `timeout` passes.
-    fn wait_for_work(&self, queues: &[Arc<QueueKeys>], timeout: Duration) -> impl Future<Output = Result<bool>> + Send;
+    /// Blocks the calling thread (not a runtime thread) until a job is handed to `worker`,
+    /// one of the queues may have ready jobs, or `timeout` passes.
+    fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Woken>;
+    /// Ends a worker's idle slot in `q` (when it has one) and puts the jobs handed to it but
+    /// not taken back at the head of the queue; then wakes the worker's blocked pop.
+    fn leave(&self, q: &QueueKeys, worker: &str, slot: Option<&str>) -> impl Future<Output = Result<u64>> + Send;
     fn status(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<Status>> + Send;
     /// Waits for a job to complete or fail for good; Ok(None) when `timeout` passed first.
     fn wait_result(&self, q: Arc<QueueKeys>, id: String, timeout: Option<Duration>) -> impl Future<Output = Result<Option<Status>>> + Send;

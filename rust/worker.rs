@@ -8,7 +8,7 @@
 use crate::codec::{is_generated_id, Record};
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
-use crate::store::{AckEntry, AckKind, LeaseAck, Store};
+use crate::store::{AckEntry, AckKind, Idle, LeaseAck, Reserved, Store, Woken};
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,11 +53,17 @@ struct Lease {
 struct Buffer {
     ready: VecDeque<Pending>,
     closed: bool,
+    /// The fetch loop found nothing and registered this worker as idle: the next handler
+    /// thread with nothing to do blocks on Redis for work (`pop`).
+    idle: bool,
+    popping: bool,
 }
 
 #[derive(Default)]
 pub struct Stats {
     pub reserved: AtomicU64,
+    /// Jobs handed straight to this worker's inbox (one round trip less to start).
+    pub handed: AtomicU64,
     pub settled: AtomicU64,
     pub refused: AtomicU64,
     pub released: AtomicU64,
@@ -92,7 +98,20 @@ pub struct Engine<S: Store> {
     rate: Mutex<(f64, Instant, u64)>,
     pub stats: Stats,
     last_error: Mutex<Option<String>>,
+    /// Names this process's inboxes and idle slots (see common.lua wake()).
+    worker_id: String,
+    /// Per queue: the idle slot this worker holds there, if any.
+    idle_slots: Mutex<Vec<Option<String>>>,
+    /// The fetch loop runs; `fetch_done` tells when it ended.
+    fetch_live: AtomicBool,
+    fetch_done: Notify,
+    /// A handler thread's blocking pop ended: the fetch loop reserves again.
+    pop_done: Notify,
+    left: AtomicBool,
 }
+
+/// One blocking wait for work; an idle worker then reserves again (and renews its slot).
+const WAIT: Duration = Duration::from_secs(1);
 
 fn new_token() -> String {
     let mut rng = rand::rng();
@@ -101,6 +120,7 @@ fn new_token() -> String {
 
 impl<S: Store> Engine<S> {
     pub fn new(store: Arc<S>, queues: Vec<Arc<QueueKeys>>, cfg: WorkerConfig) -> Arc<Engine<S>> {
+        let queues_len = queues.len();
         Arc::new(Engine {
             store,
             queues,
@@ -122,6 +142,12 @@ impl<S: Store> Engine<S> {
             rate: Mutex::new((0.0, Instant::now(), 0)),
             stats: Stats::default(),
             last_error: Mutex::default(),
+            worker_id: new_token(),
+            idle_slots: Mutex::new(vec![None; queues_len]),
+            fetch_live: AtomicBool::new(false),
+            fetch_done: Notify::new(),
+            pop_done: Notify::new(),
+            left: AtomicBool::new(false),
         })
     }
 
@@ -156,6 +182,7 @@ impl<S: Store> Engine<S> {
     // ---- the fetcher ----
 
     pub async fn fetch_loop(self: Arc<Self>) {
+        self.fetch_live.store(true, Ordering::Release);
         let mut backoff = Duration::from_millis(50);
         while !self.stopping.load(Ordering::Acquire) {
             let buffered = self.buffer.lock().unwrap().ready.len();
@@ -168,19 +195,32 @@ impl<S: Store> Engine<S> {
                 }
                 continue;
             }
-            match self.fill(target - buffered).await {
-                Ok(true) => backoff = Duration::from_millis(50),
+            let r = match self.fill(target - buffered).await {
+                Ok(true) => Ok(()),
                 Ok(false) => {
-                    let wait = self.store.wait_for_work(&self.queues, Duration::from_secs(1));
-                    tokio::select! {
-                        r = wait => if let Err(e) = r {
-                            self.note_error(&e);
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
-                        },
-                        _ = self.stop.notified() => break,
+                    // Idle: a handler thread with nothing to do blocks on Redis itself (see
+                    // next_jobs), so a job handed over reaches it with one thread wake-up.
+                    // Reserve again when that pop ends, or after WAIT (renewing the slot).
+                    self.buffer.lock().unwrap().idle = true;
+                    self.ready_cv.notify_one();
+                    loop {
+                        tokio::select! {
+                            _ = self.pop_done.notified() => {}
+                            _ = tokio::time::sleep(WAIT) => {}
+                            _ = self.stop.notified() => {}
+                        }
+                        let mut b = self.buffer.lock().unwrap();
+                        if !b.popping || self.stopping.load(Ordering::Acquire) {
+                            b.idle = false;
+                            break;
+                        }
                     }
+                    Ok(())
                 }
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => backoff = Duration::from_millis(50),
                 Err(e) => {
                     self.note_error(&e);
                     tokio::select! {
@@ -191,37 +231,99 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
+        // A fill racing the stop may have registered a slot after leave_all ran.
+        if self.idle_slots.lock().unwrap().iter().any(Option::is_some) {
+            self.left.store(false, Ordering::Release);
+            self.leave_all().await;
+        }
+        self.fetch_live.store(false, Ordering::Release);
+        self.fetch_done.notify_waiters();
     }
 
     /// Reserves up to `want` jobs, from the queues in priority order. True if any came.
+    /// Queues past the one that filled `want` are visited only to take back jobs handed to a
+    /// slot this worker holds there (its handed jobs must not wait for the queue to empty).
     async fn fill(&self, want: usize) -> Result<bool> {
         let mut got_any = false;
         let mut want = want.max(1);
+        let register = !self.stopping.load(Ordering::Acquire);
         for (qi, q) in self.queues.iter().enumerate() {
-            let token = new_token();
-            let recs = self.store.reserve(q, &token, want, self.cfg.lease).await?;
-            self.stats.reserve_calls.fetch_add(1, Ordering::Relaxed);
-            if recs.is_empty() {
+            let previous = self.idle_slots.lock().unwrap()[qi].take();
+            if want == 0 && previous.is_none() {
                 continue;
             }
-            let lease = self.next_lease.fetch_add(1, Ordering::Relaxed);
-            self.leases.lock().unwrap().insert(lease, Lease { queue: qi, token, open: recs.len() });
-            self.stats.reserved.fetch_add(recs.len() as u64, Ordering::Relaxed);
-            want = want.saturating_sub(recs.len());
-            {
-                let mut b = self.buffer.lock().unwrap();
-                for raw in recs {
-                    let id = Record::peek_id(&raw).to_vec();
-                    b.ready.push_back(Pending { lease, queue: qi, raw, id });
+            // `<worker>.<n>`: a reaper that finds one of its leases expired also ends its
+            // idle slots (tick.lua), so a dead worker is handed nothing more.
+            let token = format!("{}.{}", self.worker_id, self.next_lease.fetch_add(1, Ordering::Relaxed));
+            let idle = Idle { worker: &self.worker_id, previous: previous.as_deref(), register, lease: self.cfg.lease };
+            let reserved = self.store.reserve(q, &token, want, &idle).await;
+            self.stats.reserve_calls.fetch_add(1, Ordering::Relaxed);
+            match reserved {
+                Ok(Reserved::Jobs(recs)) => {
+                    want = want.saturating_sub(recs.len());
+                    self.deliver(qi, token, recs);
+                    got_any = true;
                 }
-            }
-            self.ready_cv.notify_all();
-            got_any = true;
-            if want == 0 {
-                break;
+                Ok(Reserved::Idle { new_slot }) => {
+                    self.idle_slots.lock().unwrap()[qi] = if new_slot { Some(idle.slot(&token)) } else { previous };
+                }
+                Ok(Reserved::Empty) => {}
+                Err(e) => {
+                    // Whether the slot went is unknown: drop it next time.
+                    self.idle_slots.lock().unwrap()[qi] = previous;
+                    return Err(e);
+                }
             }
         }
         Ok(got_any)
+    }
+
+    /// The idle worker's blocking pop, on the calling (handler) thread: up to WAIT, ended
+    /// early by a job handed over, a wake-up marker, or leave.lua's stop marker.
+    fn pop(&self) {
+        match self.store.wait_for_work(&self.queues, &self.worker_id, WAIT) {
+            Ok(Woken::Handed { queue, token, record }) => {
+                self.stats.handed.fetch_add(1, Ordering::Relaxed);
+                self.deliver(queue, token, vec![record]);
+            }
+            Ok(_) => {}
+            // The fetch loop reserves next and backs off while Redis is away.
+            Err(e) => self.note_error(&e),
+        }
+    }
+
+    /// Makes leased records (one lease) ready for the handlers.
+    fn deliver(&self, queue: usize, token: String, recs: Vec<Vec<u8>>) {
+        let lease = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        self.leases.lock().unwrap().insert(lease, Lease { queue, token, open: recs.len() });
+        self.stats.reserved.fetch_add(recs.len() as u64, Ordering::Relaxed);
+        {
+            let mut b = self.buffer.lock().unwrap();
+            for raw in recs {
+                let id = Record::peek_id(&raw).to_vec();
+                b.ready.push_back(Pending { lease, queue, raw, id });
+            }
+        }
+        self.ready_cv.notify_all();
+    }
+
+    /// Ends this worker's idle slots and hands back what was handed to them (once).
+    /// Returns how many jobs went back.
+    async fn leave_all(&self) -> u64 {
+        if self.left.swap(true, Ordering::AcqRel) {
+            return 0;
+        }
+        let mut total = 0;
+        for (qi, q) in self.queues.iter().enumerate() {
+            let slot = self.idle_slots.lock().unwrap()[qi].take();
+            match self.store.leave(q, &self.worker_id, slot.as_deref()).await {
+                Ok(n) => total += n,
+                // The slot expires and the handed jobs' leases are reaped: nothing is lost.
+                Err(e) => self.note_error(&e),
+            }
+        }
+        self.stats.released.fetch_add(total, Ordering::Relaxed);
+        total
     }
 
     /// Takes up to `max` ready jobs, waiting up to `timeout` for the first. Blocking: call it
@@ -231,6 +333,15 @@ impl<S: Store> Engine<S> {
         let taken: Vec<Pending> = {
             let mut b = self.buffer.lock().unwrap();
             while b.ready.is_empty() && !b.closed {
+                if b.idle && !b.popping && !self.stopping.load(Ordering::Acquire) {
+                    b.popping = true;
+                    drop(b);
+                    self.pop();
+                    b = self.buffer.lock().unwrap();
+                    (b.popping, b.idle) = (false, false);
+                    self.pop_done.notify_one();
+                    continue;
+                }
                 let now = Instant::now();
                 if now >= deadline {
                     break;
@@ -474,13 +585,26 @@ impl<S: Store> Engine<S> {
     async fn release_buffer(&self) -> Result<u64> {
         self.stopping.store(true, Ordering::Release);
         self.stop.notify_waiters();
+        let left = self.leave_all().await;
+        // A blocking pop ends on leave's stop marker; wait for it and for the fetch loop, so
+        // nothing they bring lands in the buffer after it was handed back.
+        let done = self.fetch_done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        if self.fetch_live.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout(WAIT * 2, done).await;
+        }
+        let until = Instant::now() + WAIT * 2;
+        while self.buffer.lock().unwrap().popping && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let unstarted: Vec<Pending> = {
             let mut b = self.buffer.lock().unwrap();
             b.closed = true;
             b.ready.drain(..).collect()
         };
         self.ready_cv.notify_all();
-        self.release(unstarted).await
+        Ok(left + self.release(unstarted).await?)
     }
 
     /// Pushes jobs back to the head of their queues, keeping their order. Callers hold

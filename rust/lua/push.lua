@@ -1,5 +1,6 @@
--- push: append ready records with priorities to a queue (the fast path for records that are
--- all priority 0 is a raw RPUSH plus mark.lua in one MULTI/EXEC: see redis_store.rs).
+-- push: append ready records to a queue: a few jobs, or records with priorities (the bulk
+-- path for records all of priority 0 is a raw RPUSH plus mark.lua in one MULTI/EXEC: see
+-- redis_store.rs).
 -- KEYS[1] wait list   KEYS[2] wake list   KEYS[3] producer high-water-mark string
 -- ARGV[1] queue key base ("fj:{q}")
 -- ARGV[2] highest sequence number among the records (the producer's high-water mark)

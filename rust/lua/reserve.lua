@@ -1,24 +1,46 @@
--- reserve: lease up to N ready jobs to one worker under one token, higher priority first.
+-- reserve: lease up to N ready jobs to one worker under one token, higher priority first;
+-- with nothing ready, register the worker as idle (a slot in the idle zset, scored by when it
+-- was registered) so the next job is handed to it (common.lua wake()).
 -- KEYS[1] wait   KEYS[2] active zset (token -> lease deadline)   KEYS[3] lease hash (id -> record)
--- KEYS[4] wake   KEYS[5] priority levels zset
--- ARGV[1] queue key base   ARGV[2] lease token   ARGV[3] max jobs   ARGV[4] lease duration ms
--- Returns the leased records in queue order, or false when the queue is empty.
+-- KEYS[4] wake   KEYS[5] priority levels zset   KEYS[6] idle zset (slot -> since)
+-- KEYS[7] this worker's inbox
+-- ARGV[1] queue key base   ARGV[2] lease token   ARGV[3] max jobs (0: take handed jobs only)
+-- ARGV[4] lease duration ms
+-- ARGV[5] worker id ('' to never be handed jobs)   ARGV[6] the worker's idle slot or ''
+-- Returns the leased records in queue order; with none, 0 when the worker is idle under a new
+-- slot (`<worker>|<token>|<lease ms>`), 1 when it keeps its slot, false when it is not idle.
+local base, token = ARGV[1], ARGV[2]
 local want = tonumber(ARGV[3])
+local now = now_ms()
 local recs = {}
-for _, p in ipairs(rcall('ZREVRANGE', KEYS[5], 0, -1)) do
-  local got = rcall('LPOP', ARGV[1] .. ':wait:' .. p, want - #recs)
-  if got then
-    for _, r in ipairs(got) do recs[#recs + 1] = r end
+-- Jobs handed over while this worker was not blocked on its inbox come first (they were
+-- ready first); each moves from its hand-off lease into this one, unless it was reaped.
+if rcall('EXISTS', KEYS[7]) == 1 then
+  for _, item in ipairs(rcall('LPOP', KEYS[7], 1000) or {}) do
+    local n = string.byte(item, 1)
+    if n > 0 then  -- 0: a stop marker of leave.lua
+      local t, rec = string.sub(item, 2, 1 + n), string.sub(item, 2 + n)
+      local held = base .. ':lease:' .. t
+      if rcall('HDEL', held, record_id(rec)) == 1 then
+        if rcall('EXISTS', held) == 0 then rcall('ZREM', KEYS[2], t) end
+        recs[#recs + 1] = rec
+      end
+    end
   end
-  if #recs < want then rcall('ZREM', KEYS[5], p) end
-  if #recs >= want then break end
 end
-if #recs < want then
-  local got = rcall('LPOP', KEYS[1], want - #recs)
-  if got then
-    for _, r in ipairs(got) do recs[#recs + 1] = r end
-  end
+if want > #recs then
+  for _, r in ipairs(pop_ready(base, want - #recs)) do recs[#recs + 1] = r end
 end
+local prev = ARGV[6]
+if #recs == 0 and want > 0 and ARGV[5] ~= '' then
+  -- Idle: keep a recent slot (its place in line), else register a new one under `token`.
+  local since = prev ~= '' and rcall('ZSCORE', KEYS[6], prev)
+  if since and tonumber(since) > now - IDLE_SLOT_MS / 2 then return 1 end
+  if prev ~= '' then rcall('ZREM', KEYS[6], prev) end
+  rcall('ZADD', KEYS[6], now, ARGV[5] .. '|' .. token .. '|' .. ARGV[4])
+  return 0
+end
+if prev ~= '' then rcall('ZREM', KEYS[6], prev) end
 if #recs == 0 then return false end
 local args = {}
 for i, r in ipairs(recs) do
@@ -26,7 +48,7 @@ for i, r in ipairs(recs) do
   args[2 * i] = r
 end
 rcall('HSET', KEYS[3], unpack(args))
-rcall('ZADD', KEYS[2], now_ms() + tonumber(ARGV[4]), ARGV[2])
+rcall('ZADD', KEYS[2], now + tonumber(ARGV[4]), token)
 -- Pass the wake-up on: another idle worker should take what is left.
-if #recs == want and ready_count(ARGV[1]) > 0 then wake(KEYS[4]) end
+if #recs >= want and ready_count(base) > 0 then wake(KEYS[4]) end
 return recs

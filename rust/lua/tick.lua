@@ -29,6 +29,18 @@ end
 -- runs it stops after attempts + 1 runs.
 local reaped = 0
 local expired = rcall('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
+-- Lease tokens are `<worker>.<n>`: the worker that let one expire is gone, so its idle
+-- slots go too, before the reaped jobs are handed to anyone.
+if #expired > 0 then
+  local dead = {}
+  for _, token in ipairs(expired) do
+    local w = string.match(token, '^(.-)%.')
+    if w then dead[w] = true end
+  end
+  for _, slot in ipairs(rcall('ZRANGE', base .. ':idle', 0, -1)) do
+    if dead[string.match(slot, '^(.-)|')] then rcall('ZREM', base .. ':idle', slot) end
+  end
+end
 for _, token in ipairs(expired) do
   local lease = base .. ':lease:' .. token
   local back = {}

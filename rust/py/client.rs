@@ -9,7 +9,7 @@ use crate::conn::Settings;
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
 use crate::redis_store::RedisStore;
-use crate::store::{Counts, FailedJob, NewJob, Status, Store, Watermark};
+use crate::store::{Counts, FailedJob, NewJob, Status, Store, Watermark, SMALL_BATCH};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::collections::HashMap;
@@ -201,6 +201,12 @@ impl Client {
         let (jobs, mark) = self.prepare(jobs).map_err(super::errors::to_py)?;
         let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
         let store = self.store.clone();
+        if !asynchronous && !jobs.is_empty() && jobs.len() <= SMALL_BATCH {
+            if let Some(r) = py.detach(|| store.enqueue_blocking(&q, &jobs, mark.as_ref())) {
+                let written = r.map_err(super::errors::to_py)?;
+                return Ok(ids.into_iter().zip(written).collect::<Vec<_>>().into_pyobject(py)?.into_any().unbind());
+            }
+        }
         let fut = async move {
             let written = store.enqueue(&q, jobs, mark).await?;
             Ok(ids.into_iter().zip(written).collect::<Vec<_>>())

@@ -189,6 +189,7 @@ impl WorkerEngine {
         let s = &self.engine.stats;
         let d = PyDict::new(py);
         d.set_item("reserved", s.reserved.load(Ordering::Relaxed))?;
+        d.set_item("handed", s.handed.load(Ordering::Relaxed))?;
         d.set_item("settled", s.settled.load(Ordering::Relaxed))?;
         d.set_item("refused", s.refused.load(Ordering::Relaxed))?;
         d.set_item("released", s.released.load(Ordering::Relaxed))?;

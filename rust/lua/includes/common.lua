@@ -8,12 +8,6 @@ local function now_ms()
   return t[1] * 1000 + math.floor(t[2] / 1000)
 end
 
--- One marker at most: it wakes one blocked worker, which passes it on if work remains.
-local function wake(key)
-  rcall('LPUSH', key, '1')
-  rcall('LTRIM', key, 0, 0)
-end
-
 local function record_id(rec)
   return string.sub(rec, 8, 7 + string.byte(rec, 7))
 end
@@ -57,3 +51,62 @@ local function ready_count(base)
   return n
 end
 
+
+-- Pops up to `want` ready records, higher priority first, FIFO within a level.
+local function pop_ready(base, want)
+  local recs = {}
+  for _, p in ipairs(rcall('ZREVRANGE', base .. ':prios', 0, -1)) do
+    local got = rcall('LPOP', base .. ':wait:' .. p, want - #recs)
+    if got then
+      for _, r in ipairs(got) do recs[#recs + 1] = r end
+    end
+    if #recs < want then rcall('ZREM', base .. ':prios', p) end
+    if #recs >= want then return recs end
+  end
+  local got = rcall('LPOP', base .. ':wait', want - #recs)
+  if got then
+    for _, r in ipairs(got) do recs[#recs + 1] = r end
+  end
+  return recs
+end
+
+-- How long an idle slot holds (reserve.lua renews a slot older than half of it; a worker
+-- renews it every second). A worker killed while idle may be handed one job per queue in
+-- that time: the job waits for its lease to expire, and its reaping ends the dead worker's
+-- slots everywhere in the queue (tick.lua).
+local IDLE_SLOT_MS = 3000
+
+-- Leases one record to a worker that registered as idle and pushes it onto that worker's
+-- inbox, which the worker is blocked on: the job starts one round trip sooner than by a
+-- wake-up followed by a reserve. The lease is the idle slot's own token (reserve.lua), so
+-- a dead worker's hand-off is reaped like any lease.
+local function hand_over(base, slot, rec, now)
+  local worker, token, lease = string.match(slot, '^(.-)|(.-)|(%d+)$')
+  rcall('HSET', base .. ':lease:' .. token, record_id(rec), rec)
+  rcall('ZADD', base .. ':active', now + tonumber(lease), token)
+  local inbox = base .. ':inbox:' .. worker
+  rcall('RPUSH', inbox, string.char(#token) .. token .. rec)
+  rcall('PEXPIRE', inbox, 2 * tonumber(lease))
+end
+
+-- Tells workers that ready jobs are waiting: hands one each to idle workers, longest idle
+-- first (a worker whose handlers are all busy registered last), then leaves one marker on the wake list (`<base>:wake`) if jobs remain; the
+-- marker wakes one blocked worker, which passes it on if work remains after its reserve.
+local function wake(key)
+  local base = string.sub(key, 1, -6)
+  local idle = base .. ':idle'
+  if rcall('EXISTS', idle) == 1 then
+    local now = now_ms()
+    rcall('ZREMRANGEBYSCORE', idle, '-inf', now - IDLE_SLOT_MS)
+    for _, slot in ipairs(rcall('ZRANGE', idle, 0, -1)) do
+      local rec = pop_ready(base, 1)[1]
+      if not rec then return end
+      rcall('ZREM', idle, slot)
+      hand_over(base, slot, rec, now)
+    end
+  end
+  if ready_count(base) > 0 then
+    rcall('LPUSH', key, '1')
+    rcall('LTRIM', key, 0, 0)
+  end
+end

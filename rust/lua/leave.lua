@@ -1,0 +1,26 @@
+-- leave: a stopping worker ends its idle slot in one queue, puts the jobs handed to it but
+-- not taken back at the head of the queue (in order, attempt not counted), and leaves its
+-- own stop marker (an empty token) on its inbox to end its blocked pop.
+-- KEYS[1] idle zset   KEYS[2] this worker's inbox   KEYS[3] active zset   KEYS[4] wake
+-- ARGV[1] queue key base   ARGV[2] the worker's idle slot or ''
+-- Returns how many jobs went back.
+local base = ARGV[1]
+if ARGV[2] ~= '' then rcall('ZREM', KEYS[1], ARGV[2]) end
+local back = {}
+for _, item in ipairs(rcall('LRANGE', KEYS[2], 0, -1)) do
+  local n = string.byte(item, 1)
+  if n > 0 then
+    local t, rec = string.sub(item, 2, 1 + n), string.sub(item, 2 + n)
+    local held = base .. ':lease:' .. t
+    if rcall('HDEL', held, record_id(rec)) == 1 then
+      if rcall('EXISTS', held) == 0 then rcall('ZREM', KEYS[3], t) end
+      back[#back + 1] = rec
+    end
+  end
+end
+rcall('DEL', KEYS[2])
+push_ready(base, back, true)
+if #back > 0 then wake(KEYS[4]) end
+rcall('RPUSH', KEYS[2], string.char(0))
+rcall('PEXPIRE', KEYS[2], 60000)
+return #back
