@@ -41,11 +41,12 @@ QUICK_N = {"W1": 20_000, "W2": 5_000, "W4": 20_000}
 
 def interpreters() -> dict[str, Path]:
     """system -> python of the venv it is installed in."""
-    found: dict[str, Path] = {"fastjobs": ROOT / ".venv" / "bin" / "python"}
+    # fastjobs, and the bare-list reference (redis-py only), run on the project's interpreter.
+    found: dict[str, Path] = {"fastjobs": ROOT / ".venv" / "bin" / "python", "bare_list": ROOT / ".venv" / "bin" / "python"}
     shared = ROOT / ".venv-peers" / "bin" / "python"
     for adapter in sorted(ADAPTERS.glob("*_peer.py")):
         system = adapter.stem[: -len("_peer")]
-        if system != "fastjobs" and shared.exists():
+        if system not in found and shared.exists():
             found[system] = shared
     venvs = HERE / "venvs.txt"
     if venvs.exists():
