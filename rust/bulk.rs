@@ -96,6 +96,31 @@ impl Chunk {
         self.spans.is_empty()
     }
 
+    /// Due now, with generated ids and no priority: its records can go to Redis as one raw
+    /// RPUSH, each packed straight into the command (`records`).
+    pub fn is_plain(&self) -> bool {
+        self.spec.delay_ms == 0 && self.spec.at_ms.is_none() && self.spec.header.priority == 0
+    }
+
+    pub fn watermark(&self) -> Watermark {
+        Watermark { producer: self.range.producer.clone(), last_seq: self.range.last_seq() }
+    }
+
+    /// Packs records `from..to`, handing each to `out` (one scratch buffer for all of them).
+    pub fn records(&self, from: usize, to: usize, mut out: impl FnMut(&[u8])) {
+        let spec = &self.spec;
+        let mut record = Vec::with_capacity(256);
+        let mut id = String::with_capacity(32);
+        for (k, (s, e)) in self.spans[from..to].iter().enumerate() {
+            use std::fmt::Write;
+            id.clear();
+            let _ = write!(id, "{}-{}", self.range.producer, self.range.first + (from + k) as u64);
+            record.clear();
+            pack_into(&mut record, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, &self.array[*s..*e]);
+            out(&record);
+        }
+    }
+
     /// One record per payload, under the chunk's run of ids.
     pub fn pack(&self) -> (Vec<NewJob>, Watermark) {
         let spec = &self.spec;
@@ -106,7 +131,7 @@ impl Chunk {
             pack_into(&mut record, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, &self.array[*s..*e]);
             jobs.push(NewJob { id, custom_id: false, delay_ms: spec.delay_ms, at_ms: spec.at_ms, record });
         }
-        (jobs, Watermark { producer: self.range.producer.clone(), last_seq: self.range.last_seq() })
+        (jobs, self.watermark())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The Redis store: every state change is one Lua script (rust/lua/), hot paths batch many
 //! jobs per call, and several calls share a round trip where they can.
 
+use crate::bulk::Chunk;
 use crate::codec::{is_generated_id, PRODUCER_LEN};
 use crate::conn::{Conn, Settings, SyncConn};
 use crate::error::{Error, Result};
@@ -60,6 +61,25 @@ fn server_error(v: &Value) -> Option<Error> {
         _ => None,
     }
 }
+
+/// Records `from..to` of a bulk chunk as command arguments, packed as they are written.
+struct Records<'a> {
+    chunk: &'a Chunk,
+    from: usize,
+    to: usize,
+}
+
+impl redis::ToRedisArgs for Records<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        self.chunk.records(self.from, self.to, |r| out.write_arg(r));
+    }
+
+    fn num_of_args(&self) -> usize {
+        self.to - self.from
+    }
+}
+
+impl redis::ToSingleRedisArg for Records<'_> {}
 
 /// Per job, whether it was written (see `enqueue_script`).
 fn enqueue_reply(v: Value, n: usize, plain: bool) -> Result<Vec<bool>> {
@@ -198,6 +218,26 @@ impl Store for RedisStore {
         let (c, plain) = self.enqueue_script(q, &jobs, mark.as_ref());
         let v: Value = self.conn.eval(c).await?;
         enqueue_reply(v, jobs.len(), plain)
+    }
+
+    async fn enqueue_chunk(&self, q: &QueueKeys, chunk: &Chunk) -> Result<()> {
+        if !chunk.is_plain() || chunk.len() <= SMALL_BATCH {
+            let (jobs, mark) = chunk.pack();
+            return self.enqueue(q, jobs, Some(mark)).await.map(|_| ());
+        }
+        // As enqueue's bulk path, with each record packed straight into the command's buffer
+        // (no record, id or job allocated per payload).
+        let mark = chunk.watermark();
+        let mut p = redis::pipe();
+        p.atomic();
+        for from in (0..chunk.len()).step_by(4000) {
+            let to = (from + 4000).min(chunk.len());
+            p.cmd("RPUSH").arg(&q.wait).arg(Records { chunk, from, to }).ignore();
+        }
+        let mut c = scripts().mark.eval(&[&q.hwm(&mark.producer), &q.wake]);
+        c.arg(mark.last_seq).arg(MARK_TTL_SECS);
+        p.add_command(c).ignore();
+        self.conn.pipeline(&p).await.map(|_| ())
     }
 
     fn enqueue_blocking(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Option<Result<Vec<bool>>> {

@@ -204,10 +204,16 @@ impl<S: Store> Engine<S> {
                     self.buffer.lock().unwrap().idle = true;
                     self.ready_cv.notify_one();
                     loop {
-                        tokio::select! {
-                            _ = self.pop_done.notified() => {}
-                            _ = tokio::time::sleep(WAIT) => {}
-                            _ = self.stop.notified() => {}
+                        // Armed before the check, so a stop between the two is not missed.
+                        let stop = self.stop.notified();
+                        tokio::pin!(stop);
+                        stop.as_mut().enable();
+                        if !self.stopping.load(Ordering::Acquire) {
+                            tokio::select! {
+                                _ = self.pop_done.notified() => {}
+                                _ = tokio::time::sleep(WAIT) => {}
+                                _ = stop => {}
+                            }
                         }
                         let mut b = self.buffer.lock().unwrap();
                         if !b.popping || self.stopping.load(Ordering::Acquire) {
@@ -230,11 +236,6 @@ impl<S: Store> Engine<S> {
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
-        }
-        // A fill racing the stop may have registered a slot after leave_all ran.
-        if self.idle_slots.lock().unwrap().iter().any(Option::is_some) {
-            self.left.store(false, Ordering::Release);
-            self.leave_all().await;
         }
         self.fetch_live.store(false, Ordering::Release);
         self.fetch_done.notify_waiters();
@@ -585,15 +586,17 @@ impl<S: Store> Engine<S> {
     async fn release_buffer(&self) -> Result<u64> {
         self.stopping.store(true, Ordering::Release);
         self.stop.notify_waiters();
-        let left = self.leave_all().await;
-        // A blocking pop ends on leave's stop marker; wait for it and for the fetch loop, so
-        // nothing they bring lands in the buffer after it was handed back.
+        // The fetch loop ends within a WAIT; then no slot can be registered any more, and
+        // leave_all ends them all, takes the inbox back and stops a blocked pop with its
+        // marker. Waiting for both means nothing they bring lands in the buffer after it
+        // was handed back.
         let done = self.fetch_done.notified();
         tokio::pin!(done);
         done.as_mut().enable();
         if self.fetch_live.load(Ordering::Acquire) {
             let _ = tokio::time::timeout(WAIT * 2, done).await;
         }
+        let left = self.leave_all().await;
         let until = Instant::now() + WAIT * 2;
         while self.buffer.lock().unwrap().popping && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -106,8 +106,7 @@ impl BulkWriter {
             for c in chunks {
                 let (store, q) = (self.store.clone(), self.queue.clone());
                 p.in_flight.push_back(rt.spawn(async move {
-                    let (jobs, mark) = c.pack();
-                    let r = store.enqueue(&q, jobs, Some(mark)).await;
+                    let r = store.enqueue_chunk(&q, &c).await.map(|_| vec![]);
                     (c.range, r)
                 }));
             }

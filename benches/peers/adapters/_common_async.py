@@ -275,6 +275,8 @@ class Ctx:
 
 
 async def w1(ctx: Ctx) -> dict:
+    # Warm-up as in _common_sync.w1: 1,000 jobs, untimed.
+    await ctx.peer.enqueue_bulk(payloads(1000, start=20_000_000))
     items = payloads(ctx.n)
     t0 = time.perf_counter()
     await ctx.peer.enqueue_bulk(items)
