@@ -199,7 +199,14 @@ impl Conn {
 pub struct SyncConn {
     settings: Settings,
     client: redis::Client,
-    current: std::sync::Mutex<Option<redis::Connection>>,
+    current: std::sync::Mutex<Option<Open>>,
+}
+
+/// An open plain connection and the read timeout its socket has (set only when it changes:
+/// one system call less per call).
+struct Open {
+    conn: redis::Connection,
+    read_timeout: Duration,
 }
 
 impl SyncConn {
@@ -225,24 +232,30 @@ impl SyncConn {
     }
 
     /// Runs `cmd` (an EVALSHA runs again once after loading the scripts on NOSCRIPT).
-    fn run<T: FromRedisValue>(&self, cur: &mut Option<redis::Connection>, cmd: &Cmd, read_timeout: Duration) -> Result<T> {
-        let server = self.settings.masked_url();
+    fn run<T: FromRedisValue>(&self, cur: &mut Option<Open>, cmd: &Cmd, read_timeout: Duration) -> Result<T> {
+        // The masked URL is made on errors only: parsing it on every call costs microseconds.
+        let err = |e: redis::RedisError| Error::from_redis(e, &self.settings.masked_url());
         if cur.is_none() {
-            let c = self.client.get_connection_with_timeout(self.settings.connect_timeout).map_err(|e| match Error::from_redis(e, &server) {
+            let c = self.client.get_connection_with_timeout(self.settings.connect_timeout).map_err(|e| match err(e) {
                 Error::Store(m) => Error::Connection(m),
                 other => other,
             })?;
-            *cur = Some(c);
+            *cur = Some(Open { conn: c, read_timeout: Duration::ZERO });
         }
-        let c = cur.as_mut().expect("connected above");
-        let mut r = c.set_read_timeout(Some(read_timeout)).and_then(|_| cmd.query::<T>(c));
+        let open = cur.as_mut().expect("connected above");
+        if open.read_timeout != read_timeout {
+            open.conn.set_read_timeout(Some(read_timeout)).map_err(err)?;
+            open.read_timeout = read_timeout;
+        }
+        let c = &mut open.conn;
+        let mut r = cmd.query::<T>(c);
         if matches!(&r, Err(e) if is_noscript(e)) {
             r = scripts().all().into_iter().try_for_each(|s| redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(c)).and_then(|_| cmd.query::<T>(c));
         }
         r.map_err(|e| {
             // A broken or timed-out connection may still owe an answer: never reuse it.
             *cur = None;
-            Error::from_redis(e, &server)
+            err(e)
         })
     }
 }
