@@ -14,28 +14,20 @@ import asyncio
 import sys
 from typing import Any, Callable, Coroutine, Optional
 
-Done = Callable[[Any, Optional[BaseException]], None]
-
 _EAGER = sys.version_info >= (3, 12)
 
 
-def _report(task: "asyncio.Task[Any]", done: Done) -> None:
-    if task.cancelled():
-        done(None, asyncio.CancelledError())
-        return
-    exc = task.exception()
-    done(None if exc is not None else task.result(), exc)
-
-
-def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], done: Done) -> "Optional[asyncio.Task[Any]]":
-    """Starts ``coro`` as a Task and calls ``done(result, None)`` or ``done(None, exc)`` when it
-    ends. Returns the Task while it runs, or None if it already finished (eager start)."""
+def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
+                  done: Callable[["asyncio.Task[Any]"], None]) -> "Optional[asyncio.Task[Any]]":
+    """Starts ``coro`` as a Task and calls ``done(task)`` once it has ended (one callback per
+    Task: the worker's hot path). Returns the Task while it runs, or None if it already
+    finished (eager start), after calling ``done``."""
     if _EAGER:
         task = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
         if task.done():
-            _report(task, done)
+            done(task)
             return None
     else:
         task = loop.create_task(coro)
-    task.add_done_callback(lambda t: _report(t, done))
+    task.add_done_callback(done)
     return task

@@ -148,6 +148,7 @@ class Worker:
         self._watchdog: Optional[_Watchdog] = None
         self._counts_lock = threading.Lock()
         self.completed = self.retried = self.failed = self.handed_back = 0
+        self._async_completed = 0  # touched on the loop thread only: no lock per async job
         self._signals = 0
 
     # ---- running one job ----
@@ -310,9 +311,13 @@ class Worker:
             task = start_eagerly(loop, self._run_async(job), self._async_finished)
             if task is not None:
                 self._async_tasks.add(task)
-                task.add_done_callback(self._async_tasks.discard)
 
-    def _async_finished(self, result: Any, exc: Optional[BaseException]) -> None:
+    def _async_finished(self, task: "asyncio.Task[Any]") -> None:
+        # _run_async settles every outcome itself; a Task ends in error only when cancelled
+        # at shutdown, or on a BaseException it let through (then reported here, once).
+        self._async_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("async job task failed", exc_info=task.exception())
         self._async_running -= 1
         if self._async_only:
             if self._async_free is not None and not self._async_free.done():
@@ -346,7 +351,7 @@ class Worker:
         opts = serde.loads(raw_opts) if raw_opts is not None else None
         try:
             inst = cls._instance(job_id, attempt, queue, {} if opts is None else (opts.get("meta") or {}))
-            flowing = _in_workflow(opts)
+            flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path
             if flowing:  # a few round trips on the loop, for workflow jobs only
                 self._enter_workflow(inst, opts)  # type: ignore[arg-type]
             coro = inst.process(serde.loads(payload))
@@ -362,8 +367,7 @@ class Worker:
             if flowing:
                 self._workflow_done(opts, job_id, name, data)  # type: ignore[arg-type]
             self.engine.complete(handle, data)
-            with self._counts_lock:
-                self.completed += 1
+            self._async_completed += 1
         except asyncio.CancelledError:
             self.engine.release_handles([handle])
             raise
@@ -441,7 +445,8 @@ class Worker:
                     log.warning("Redis trouble, retrying: %s", err)
         finally:
             self._shutdown()
-        return WorkerSummary(self.completed, self.retried, self.failed, self.handed_back, time.monotonic() - started)
+        return WorkerSummary(self.completed + self._async_completed, self.retried, self.failed, self.handed_back,
+                             time.monotonic() - started)
 
     def _shutdown(self) -> None:
         self.stop()
@@ -458,7 +463,7 @@ class Worker:
         self.engine.drain()
         self.engine.close()
         log.info("worker stopped: %d completed, %d retried, %d failed, %d handed back",
-                 self.completed, self.retried, self.failed, self.handed_back)
+                 self.completed + self._async_completed, self.retried, self.failed, self.handed_back)
 
     def _drain_async(self, deadline: float) -> None:
         loop = self._loop
