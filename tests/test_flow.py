@@ -88,6 +88,9 @@ def test_a_failure_climbs_the_tree_under_fail_parent(start_worker: Any) -> None:
     start_worker(queues=["flows"])
     with pytest.raises(fastjobs.JobFailed, match="leaf -5 refused"):
         handle.wait_result(timeout=10)
+    # The flow hears of the failure before the leaf's own failure is acknowledged (so a crash
+    # between the two cannot lose it): the leaf may show `active` for a moment.
+    eventually(lambda: handle.tree().children[0].children[0].state == "failed", timeout=5)
     tree = handle.tree()
     assert tree.state == "failed" and tree.children[0].state == "failed" and tree.children[0].children[0].state == "failed"
 
