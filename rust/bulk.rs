@@ -198,6 +198,12 @@ mod tests {
         assert_eq!(r[1].payload, br#"{"i":1}"#);
         assert_eq!(r[1].id, c.range.id(1));
         assert_eq!(mark.last_seq, c.range.first + 1);
+        // Packed on the fly (the bulk path), any sub-range gives the same records.
+        let mut direct = vec![];
+        c.records(0, 1, |r| direct.push(r.to_vec()));
+        c.records(1, 2, |r| direct.push(r.to_vec()));
+        assert_eq!(direct, jobs.iter().map(|j| j.record.clone()).collect::<Vec<_>>());
+        assert!(c.is_plain());
         let err = prepare_chunk(&spec, &mut ids, format!("[1,\"{}\"]", "x".repeat(200)).as_bytes(), 40).err().unwrap();
         assert!(err.to_string().contains("payload at index 41"), "{err}");
     }

@@ -62,6 +62,21 @@ fn server_error(v: &Value) -> Option<Error> {
     }
 }
 
+/// The bulk path of an enqueue: raw RPUSHes of `n` records, 4,000 per command (`records`
+/// gives the arguments of records `from..to`), and mark.lua, applied together by MULTI/EXEC
+/// in one round trip.
+fn bulk_push<A: redis::ToRedisArgs>(q: &QueueKeys, n: usize, mark: &Watermark, records: impl Fn(usize, usize) -> A) -> redis::Pipeline {
+    let mut p = redis::pipe();
+    p.atomic();
+    for from in (0..n).step_by(4000) {
+        p.cmd("RPUSH").arg(&q.wait).arg(records(from, (from + 4000).min(n))).ignore();
+    }
+    let mut c = scripts().mark.eval(&[&q.hwm(&mark.producer), &q.wake]);
+    c.arg(mark.last_seq).arg(MARK_TTL_SECS);
+    p.add_command(c).ignore();
+    p
+}
+
 /// Records `from..to` of a bulk chunk as command arguments, packed as they are written.
 struct Records<'a> {
     chunk: &'a Chunk,
@@ -195,23 +210,10 @@ impl Store for RedisStore {
         }
         let fast = jobs.iter().all(|j| !j.custom_id && j.delay_ms == 0 && j.at_ms.is_none()) && mark.is_some();
         let flat = jobs.iter().all(|j| j.record.get(5) == Some(&0));
-        if fast && flat && jobs.len() > SMALL_BATCH {
-            // The bulk path: raw RPUSH (no Lua string per record) and the bookkeeping script,
-            // applied together by MULTI/EXEC in one round trip. (For a few jobs one EVALSHA
-            // costs Redis less than MULTI/EXEC with the script's source.)
-            let hwm_key = q.hwm(mark.as_ref().map(|m| m.producer.as_str()).unwrap_or("-"));
-            let last_seq = mark.as_ref().map(|m| m.last_seq).unwrap_or(0);
-            let mut p = redis::pipe();
-            p.atomic();
-            for chunk in jobs.chunks(4000) {
-                p.cmd("RPUSH").arg(&q.wait).arg(chunk.iter().map(|j| &j.record).collect::<Vec<_>>()).ignore();
-            }
-            p.add_command({
-                let mut c = scripts().mark.eval(&[&hwm_key, &q.wake]);
-                c.arg(last_seq).arg(MARK_TTL_SECS);
-                c
-            })
-            .ignore();
+        if let Some(mark) = mark.as_ref().filter(|_| fast && flat && jobs.len() > SMALL_BATCH) {
+            // The bulk path: no Lua string per record. (For a few jobs one EVALSHA costs Redis
+            // less than MULTI/EXEC with the script's source.)
+            let p = bulk_push(q, jobs.len(), mark, |from, to| jobs[from..to].iter().map(|j| &j.record).collect::<Vec<_>>());
             self.conn.pipeline(&p).await?;
             return Ok(vec![true; jobs.len()]);
         }
@@ -225,18 +227,9 @@ impl Store for RedisStore {
             let (jobs, mark) = chunk.pack();
             return self.enqueue(q, jobs, Some(mark)).await.map(|_| ());
         }
-        // As enqueue's bulk path, with each record packed straight into the command's buffer
-        // (no record, id or job allocated per payload).
-        let mark = chunk.watermark();
-        let mut p = redis::pipe();
-        p.atomic();
-        for from in (0..chunk.len()).step_by(4000) {
-            let to = (from + 4000).min(chunk.len());
-            p.cmd("RPUSH").arg(&q.wait).arg(Records { chunk, from, to }).ignore();
-        }
-        let mut c = scripts().mark.eval(&[&q.hwm(&mark.producer), &q.wake]);
-        c.arg(mark.last_seq).arg(MARK_TTL_SECS);
-        p.add_command(c).ignore();
+        // Each record packed straight into the command's buffer (no record, id or job
+        // allocated per payload).
+        let p = bulk_push(q, chunk.len(), &chunk.watermark(), |from, to| Records { chunk, from, to });
         self.conn.pipeline(&p).await.map(|_| ())
     }
 

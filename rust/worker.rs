@@ -327,8 +327,10 @@ impl<S: Store> Engine<S> {
         total
     }
 
-    /// Takes up to `max` ready jobs, waiting up to `timeout` for the first. Blocking: call it
-    /// without the GIL. Records that cannot be decoded are failed here, never handed out.
+    /// Takes up to `max` ready jobs, waiting up to `timeout` for the first (when the worker is
+    /// idle, the calling thread may block on Redis for up to WAIT instead: a stop ends that at
+    /// once). Blocking: call it without the GIL. Records that cannot be decoded are failed
+    /// here, never handed out.
     pub fn next_jobs(&self, max: usize, timeout: Duration) -> Vec<Delivery> {
         let deadline = Instant::now() + timeout;
         let taken: Vec<Pending> = {

@@ -90,8 +90,9 @@ local function hand_over(base, slot, rec, now)
 end
 
 -- Tells workers that ready jobs are waiting: hands one each to idle workers, longest idle
--- first (a worker whose handlers are all busy registered last), then leaves one marker on the wake list (`<base>:wake`) if jobs remain; the
--- marker wakes one blocked worker, which passes it on if work remains after its reserve.
+-- first (a worker whose handlers are all busy registered last), then leaves one marker on
+-- the wake list (`<base>:wake`) if jobs remain; the marker wakes one blocked worker, which
+-- passes it on if work remains after its reserve.
 local function wake(key)
   local base = string.sub(key, 1, -6)
   local idle = base .. ':idle'
