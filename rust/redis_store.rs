@@ -77,6 +77,13 @@ fn bulk_push<A: redis::ToRedisArgs>(q: &QueueKeys, n: usize, mark: &Watermark, r
     p
 }
 
+/// A bulk chunk ready to write: the bulk path's commands, or jobs for `enqueue` (delays,
+/// priorities, small chunks).
+pub enum PackedChunk {
+    Bulk(redis::Pipeline),
+    Jobs(Vec<NewJob>, Watermark),
+}
+
 /// Records `from..to` of a bulk chunk as command arguments, packed as they are written.
 struct Records<'a> {
     chunk: &'a Chunk,
@@ -222,15 +229,23 @@ impl Store for RedisStore {
         enqueue_reply(v, jobs.len(), plain)
     }
 
-    async fn enqueue_chunk(&self, q: &QueueKeys, chunk: &Chunk) -> Result<()> {
+    type Packed = PackedChunk;
+
+    fn pack_chunk(&self, q: &QueueKeys, chunk: &Chunk) -> PackedChunk {
         if !chunk.is_plain() || chunk.len() <= SMALL_BATCH {
             let (jobs, mark) = chunk.pack();
-            return self.enqueue(q, jobs, Some(mark)).await.map(|_| ());
+            return PackedChunk::Jobs(jobs, mark);
         }
         // Each record packed straight into the command's buffer (no record, id or job
         // allocated per payload).
-        let p = bulk_push(q, chunk.len(), &chunk.watermark(), |from, to| Records { chunk, from, to });
-        self.conn.pipeline(&p).await.map(|_| ())
+        PackedChunk::Bulk(bulk_push(q, chunk.len(), &chunk.watermark(), |from, to| Records { chunk, from, to }))
+    }
+
+    async fn write_chunk(&self, q: &QueueKeys, packed: PackedChunk) -> Result<()> {
+        match packed {
+            PackedChunk::Bulk(p) => self.conn.pipeline(&p).await.map(|_| ()),
+            PackedChunk::Jobs(jobs, mark) => self.enqueue(q, jobs, Some(mark)).await.map(|_| ()),
+        }
     }
 
     fn enqueue_blocking(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Option<Result<Vec<bool>>> {

@@ -205,11 +205,16 @@ pub enum Woken {
 }
 
 pub trait Store: Send + Sync + 'static {
+    /// A bulk chunk packed for this store (`pack_chunk`).
+    type Packed: Send + 'static;
     /// Writes jobs atomically. Returns, per job, whether it was written (false: a job with
     /// that caller-chosen id exists already).
     fn enqueue(&self, q: &QueueKeys, jobs: Vec<NewJob>, mark: Option<Watermark>) -> impl Future<Output = Result<Vec<bool>>> + Send;
-    /// Writes one chunk of a bulk dispatch (`enqueue` of `chunk.pack()`, packed on the fly).
-    fn enqueue_chunk(&self, q: &QueueKeys, chunk: &crate::bulk::Chunk) -> impl Future<Output = Result<()>> + Send;
+    /// One chunk of a bulk dispatch made ready to write: its records packed into the
+    /// commands (CPU only, so it can run while the caller stages the next chunks).
+    fn pack_chunk(&self, q: &QueueKeys, chunk: &crate::bulk::Chunk) -> Self::Packed;
+    /// Writes a packed chunk (`enqueue` of its jobs).
+    fn write_chunk(&self, q: &QueueKeys, packed: Self::Packed) -> impl Future<Output = Result<()>> + Send;
     /// `enqueue` for a few jobs, run on the calling thread (no hop to the I/O runtime: a
     /// thread wake-up less each way). None when that connection is busy with another thread's
     /// call: use `enqueue` then.

@@ -1,15 +1,15 @@
 //! `fastjobs._core.BulkWriter`: streams chunks of one bulk dispatch to Redis. Python stages a
-//! chunk (one JSON array from orjson), then sends: the write runs on the I/O runtime while
-//! Python serializes the next chunk; at most `window` chunks are on the wire at once, so
-//! memory stays flat whatever the number of jobs.
+//! chunk (one JSON array from orjson; its records are packed on the I/O runtime at once), then
+//! sends: the write runs on the I/O runtime while Python serializes the next chunk; at most
+//! `window` chunks are on the wire at once, so memory stays flat whatever the number of jobs.
 
 use super::bridge::call;
 use super::errors::to_py;
-use crate::bulk::{prepare_chunk, BulkSpec, Chunk};
+use crate::bulk::{prepare_chunk, BulkSpec};
 use crate::codec::{IdGen, IdRange};
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
-use crate::redis_store::RedisStore;
+use crate::redis_store::{PackedChunk, RedisStore};
 use crate::runtime::runtime;
 use crate::store::Store;
 use pyo3::prelude::*;
@@ -31,9 +31,16 @@ pub struct BulkWriter {
     queue: Arc<QueueKeys>,
     spec: BulkSpec,
     ids: Arc<Mutex<IdGen>>,
-    staged: Mutex<VecDeque<Chunk>>,
+    /// Chunks validated and being packed on the I/O runtime, not sent yet.
+    staged: Mutex<VecDeque<Staged>>,
     progress: Arc<Mutex<Progress>>,
     window: usize,
+}
+
+struct Staged {
+    range: IdRange,
+    len: usize,
+    packing: JoinHandle<PackedChunk>,
 }
 
 impl BulkWriter {
@@ -86,9 +93,12 @@ impl BulkWriter {
         });
         match chunk.map_err(to_py)? {
             Some(c) => {
-                let n = c.len();
-                self.staged.lock().unwrap().push_back(c);
-                Ok(n)
+                // Packed on the I/O runtime while Python serializes the next chunk; written
+                // only by `send` (a list is staged whole first: all or nothing).
+                let (store, q, len, range) = (self.store.clone(), self.queue.clone(), c.len(), c.range.clone());
+                let packing = runtime().spawn(async move { store.pack_chunk(&q, &c) });
+                self.staged.lock().unwrap().push_back(Staged { range, len, packing });
+                Ok(len)
             }
             None => Ok(0),
         }
@@ -100,13 +110,16 @@ impl BulkWriter {
     #[pyo3(signature = (*, wait_all = false, asynchronous = false))]
     fn send(&self, py: Python<'_>, wait_all: bool, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let rt = runtime();
-        let chunks: Vec<Chunk> = self.staged.lock().unwrap().drain(..).collect();
+        let chunks: Vec<Staged> = self.staged.lock().unwrap().drain(..).collect();
         {
             let mut p = self.progress.lock().unwrap();
             for c in chunks {
                 let (store, q) = (self.store.clone(), self.queue.clone());
                 p.in_flight.push_back(rt.spawn(async move {
-                    let r = store.enqueue_chunk(&q, &c).await.map(|_| vec![]);
+                    let r = match c.packing.await {
+                        Ok(packed) => store.write_chunk(&q, packed).await.map(|_| vec![]),
+                        Err(e) => Err(Error::Store(format!("packing a bulk chunk failed: {e}"))),
+                    };
                     (c.range, r)
                 }));
             }
@@ -123,8 +136,10 @@ impl BulkWriter {
     /// Drops staged chunks that were never sent (a later chunk failed validation).
     fn discard_staged(&self) -> usize {
         let mut s = self.staged.lock().unwrap();
-        let n = s.iter().map(|c| c.len()).sum();
-        s.clear();
+        let n = s.iter().map(|c| c.len).sum();
+        for c in s.drain(..) {
+            c.packing.abort();
+        }
         n
     }
 }
