@@ -110,11 +110,13 @@ impl Chunk {
     pub fn records(&self, from: usize, to: usize, mut out: impl FnMut(&[u8])) {
         let spec = &self.spec;
         let mut record = Vec::with_capacity(256);
-        let mut id = String::with_capacity(32);
+        // `<producer>-` once, then only the sequence number per record (itoa: no formatter).
+        let mut id = format!("{}-", self.range.producer);
+        let prefix = id.len();
+        let mut digits = itoa::Buffer::new();
         for (k, (s, e)) in self.spans[from..to].iter().enumerate() {
-            use std::fmt::Write;
-            id.clear();
-            let _ = write!(id, "{}-{}", self.range.producer, self.range.first + (from + k) as u64);
+            id.truncate(prefix);
+            id.push_str(digits.format(self.range.first + (from + k) as u64));
             record.clear();
             pack_into(&mut record, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, &self.array[*s..*e]);
             out(&record);

@@ -153,7 +153,8 @@ def _template(job_class: "type[Job[Any, Any]]", options: dict[str, Any]) -> Pend
 def _chunks(payloads: Iterable[Any], size: int) -> Iterator[list[Any]]:
     if isinstance(payloads, (list, tuple)):
         for i in range(0, len(payloads), size):
-            yield list(payloads[i : i + size])
+            chunk = payloads[i : i + size]  # a slice of a list is a new list already
+            yield chunk if isinstance(chunk, list) else list(chunk)
         return
     it = iter(payloads)
     while True:
