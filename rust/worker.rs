@@ -329,14 +329,15 @@ impl<S: Store> Engine<S> {
 
     /// Takes up to `max` ready jobs, waiting up to `timeout` for the first (when the worker is
     /// idle, the calling thread may block on Redis for up to WAIT instead: a stop ends that at
-    /// once). Blocking: call it without the GIL. Records that cannot be decoded are failed
-    /// here, never handed out.
+    /// once). A zero `timeout` takes what is buffered and never blocks. Blocking otherwise:
+    /// call it without the GIL. Records that cannot be decoded are failed here, never handed
+    /// out.
     pub fn next_jobs(&self, max: usize, timeout: Duration) -> Vec<Delivery> {
         let deadline = Instant::now() + timeout;
         let taken: Vec<Pending> = {
             let mut b = self.buffer.lock().unwrap();
             while b.ready.is_empty() && !b.closed {
-                if b.idle && !b.popping && !self.stopping.load(Ordering::Acquire) {
+                if b.idle && !b.popping && !timeout.is_zero() && !self.stopping.load(Ordering::Acquire) {
                     b.popping = true;
                     drop(b);
                     self.pop();

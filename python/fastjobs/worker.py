@@ -335,7 +335,11 @@ class Worker:
                     self._async_free = loop.create_future()
                     await self._async_free
                     continue
-                jobs = await loop.run_in_executor(pull, engine.next_jobs, min(free, 512), 0.25)
+                # What is buffered, at once on the loop (no thread hop while busy); the
+                # blocking wait for more runs on the pull thread.
+                jobs = engine.next_jobs(min(free, 512), 0.0)
+                if not jobs:
+                    jobs = await loop.run_in_executor(pull, engine.next_jobs, min(free, 512), 0.25)
                 if self._stopping:
                     if jobs:
                         self.handed_back += await loop.run_in_executor(pull, engine.release_handles, [j[_HANDLE] for j in jobs])
