@@ -22,7 +22,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "peers"))
 
-from run import Redis, run_one  # noqa: E402
+from run import Redis, fastjobs_worker, run_one  # noqa: E402
 
 PY = sys.executable
 
@@ -85,10 +85,7 @@ def drain(redis: Redis, n: int, handler: str, tmp: Path) -> dict[str, Any]:
         writer.send()
     writer.send(wait_all=True)
     q = fastjobs.Queue("bench")
-    env = dict(os.environ, FASTJOBS_URL=redis.url, FASTJOBS_PREFIX="bench", PYTHONPATH=str(tmp))
-    worker = subprocess.Popen([PY, "-m", "fastjobs", "worker", module, "--queue", "bench", "--log-level", "WARNING",
-                               "--concurrency", "1" if handler == "sync" else "64"], env=env, cwd=str(tmp),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = fastjobs_worker(redis.url, "bench", tmp, module, "bench", 1 if handler == "sync" else 64, python=PY, quiet=True)
     try:
         t0 = c0 = None
         deadline = time.monotonic() + 300

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "peers"))
 
-from run import Redis  # noqa: E402
+from run import Redis, fastjobs_worker  # noqa: E402
 
 JOBS = """
 import fastjobs
@@ -44,9 +42,7 @@ def run(mode: str, n: int, redis: Redis, tmp: Path) -> float:
     from flow_jobs import Child, Parent  # type: ignore[import-not-found]
 
     redis.command("FLUSHALL")
-    env = dict(os.environ, FASTJOBS_URL=redis.url, FASTJOBS_PREFIX="fb", PYTHONPATH=str(tmp))
-    worker = subprocess.Popen([sys.executable, "-m", "fastjobs", "worker", "flow_jobs", "--queue", "flowbench", "--concurrency", "4",
-                               "--log-level", "WARNING"], env=env, cwd=str(tmp))
+    worker = fastjobs_worker(redis.url, "fb", tmp, "flow_jobs", "flowbench", 4)
     try:
         time.sleep(1.0)  # the worker is up
         payloads = [{"i": i} for i in range(n)]

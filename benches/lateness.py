@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "peers"))
 
-from run import Redis  # noqa: E402
+from run import Redis, fastjobs_worker  # noqa: E402
 
 JOBS = """
 import time
@@ -62,9 +61,7 @@ def main() -> int:
     from lateness_jobs import Due, Someday  # type: ignore[import-not-found]
 
     fastjobs.configure(redis.url, prefix="late")
-    env = dict(os.environ, FASTJOBS_URL=redis.url, FASTJOBS_PREFIX="late", PYTHONPATH=str(tmp))
-    worker = subprocess.Popen([sys.executable, "-m", "fastjobs", "worker", "lateness_jobs", "--queue", "due", "--concurrency", os.environ.get("LATENESS_CONCURRENCY", "4"),
-                               "--log-level", "WARNING"], env=env, cwd=str(tmp))
+    worker = fastjobs_worker(redis.url, "late", tmp, "lateness_jobs", "due", int(os.environ.get("LATENESS_CONCURRENCY", "4")))
     try:
         Someday.dispatch_many(({"i": i} for i in range(args.background)), delay="30d")
         time.sleep(1.0)  # the worker is up and idle

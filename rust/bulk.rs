@@ -3,7 +3,7 @@
 //! and (on the I/O runtime) packs one record per element. Writing the chunks is the store's
 //! ordinary enqueue.
 
-use crate::codec::{pack_into, Header, IdGen, IdRange};
+use crate::codec::{pack_into, Header, IdGen, IdRange, Record};
 use crate::error::{Error, Result};
 use crate::store::{NewJob, Watermark};
 
@@ -78,8 +78,8 @@ pub struct BulkSpec {
     pub enqueued_ms: u64,
 }
 
-/// One chunk, checked and given its ids; packed by `pack` on the I/O runtime, so packing
-/// overlaps the writes of earlier chunks instead of holding up the caller.
+/// One chunk, checked and given its ids; packed on the I/O runtime (`Store::pack_chunk`), so
+/// packing overlaps Python's serializing of the next chunk instead of holding up the caller.
 pub struct Chunk {
     spec: BulkSpec,
     array: Vec<u8>,
@@ -123,16 +123,14 @@ impl Chunk {
         }
     }
 
-    /// One record per payload, under the chunk's run of ids.
+    /// One job per payload, under the chunk's run of ids (for `enqueue`: delays, priorities).
     pub fn pack(&self) -> (Vec<NewJob>, Watermark) {
         let spec = &self.spec;
         let mut jobs = Vec::with_capacity(self.spans.len());
-        for (k, (s, e)) in self.spans.iter().enumerate() {
-            let id = self.range.id(k as u64);
-            let mut record = Vec::new();
-            pack_into(&mut record, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, &self.array[*s..*e]);
-            jobs.push(NewJob { id, custom_id: false, delay_ms: spec.delay_ms, at_ms: spec.at_ms, record });
-        }
+        self.records(0, self.len(), |record| {
+            let id = String::from_utf8_lossy(Record::peek_id(record)).into_owned();
+            jobs.push(NewJob { id, custom_id: false, delay_ms: spec.delay_ms, at_ms: spec.at_ms, record: record.to_vec() });
+        });
         (jobs, self.watermark())
     }
 }

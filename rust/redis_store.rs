@@ -382,7 +382,7 @@ impl Store for RedisStore {
         Ok(Tick { promoted: n(0)? as u64, reaped: n(1)? as u64, next_due_ms: opt(n(2)?), next_lease_deadline_ms: opt(n(3)?), now_ms: n(4)?, now_us: n(5)? })
     }
 
-    fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Woken> {
+    fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Option<Handed>> {
         // Inboxes first: BLPOP takes from the first non-empty list it is given.
         let inboxes: Vec<String> = queues.iter().map(|q| q.inbox(worker)).collect();
         let mut c = redis::cmd("BLPOP");
@@ -398,19 +398,19 @@ impl Store for RedisStore {
             r => r?,
         };
         let mut kv = match v {
-            Value::Nil => return Ok(Woken::TimedOut),
+            Value::Nil => return Ok(None),
             v => array(v.clone()).ok_or_else(|| bad_reply("blpop", &v))?.into_iter(),
         };
         let (Some(key), Some(item)) = (kv.next().and_then(bytes), kv.next().and_then(bytes)) else {
             return Err(Error::Store("unexpected reply from Redis for blpop".into()));
         };
-        let Some(queue) = inboxes.iter().position(|k| k.as_bytes() == key.as_slice()) else { return Ok(Woken::Marker) };
+        let Some(queue) = inboxes.iter().position(|k| k.as_bytes() == key.as_slice()) else { return Ok(None) };
         let n = item.first().copied().unwrap_or(0) as usize;
         if n == 0 || item.len() <= 1 + n {
-            return Ok(Woken::Nudged);
+            return Ok(None); // the stop marker
         }
         let token = String::from_utf8_lossy(&item[1..1 + n]).into_owned();
-        Ok(Woken::Handed { queue, token, record: item[1 + n..].to_vec() })
+        Ok(Some(Handed { queue, token, record: item[1 + n..].to_vec() }))
     }
 
     async fn status(&self, q: &QueueKeys, id: &str) -> Result<Status> {

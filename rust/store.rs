@@ -192,16 +192,12 @@ impl Idle<'_> {
     }
 }
 
-/// How a blocked worker was woken.
+/// A job handed straight to a blocked worker, leased under `token`.
 #[derive(Debug)]
-pub enum Woken {
-    TimedOut,
-    /// A marker on a queue's wake list: reserve.
-    Marker,
-    /// A job handed straight to this worker, leased under `token`.
-    Handed { queue: usize, token: String, record: Vec<u8> },
-    /// A marker on the worker's own inbox (leave.lua): it is stopping.
-    Nudged,
+pub struct Handed {
+    pub queue: usize,
+    pub token: String,
+    pub record: Vec<u8>,
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -232,9 +228,10 @@ pub trait Store: Send + Sync + 'static {
     fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Promotes due delayed jobs and reaps expired leases.
     fn tick(&self, q: &QueueKeys, limit: usize) -> impl Future<Output = Result<Tick>> + Send;
-    /// Blocks the calling thread (not a runtime thread) until a job is handed to `worker`,
-    /// one of the queues may have ready jobs, or `timeout` passes.
-    fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Woken>;
+    /// Blocks the calling thread (not a runtime thread) until a job is handed to `worker`
+    /// (returned), one of the queues may have ready jobs (a wake-up marker), the worker's stop
+    /// marker arrives, or `timeout` passes (None for all three).
+    fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Option<Handed>>;
     /// Ends a worker's idle slot in `q` (when it has one) and puts the jobs handed to it but
     /// not taken back at the head of the queue; then wakes the worker's blocked pop.
     fn leave(&self, q: &QueueKeys, worker: &str, slot: Option<&str>) -> impl Future<Output = Result<u64>> + Send;

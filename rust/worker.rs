@@ -8,7 +8,7 @@
 use crate::codec::{is_generated_id, Record};
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
-use crate::store::{AckEntry, AckKind, Idle, LeaseAck, Reserved, Store, Woken};
+use crate::store::{AckEntry, AckKind, Handed, Idle, LeaseAck, Reserved, Store};
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -195,38 +195,13 @@ impl<S: Store> Engine<S> {
                 }
                 continue;
             }
-            let r = match self.fill(target - buffered).await {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    // Idle: a handler thread with nothing to do blocks on Redis itself (see
-                    // next_jobs), so a job handed over reaches it with one thread wake-up.
-                    // Reserve again when that pop ends, or after WAIT (renewing the slot).
-                    self.buffer.lock().unwrap().idle = true;
-                    self.ready_cv.notify_one();
-                    loop {
-                        // Armed before the check, so a stop between the two is not missed.
-                        let stop = self.stop.notified();
-                        tokio::pin!(stop);
-                        stop.as_mut().enable();
-                        if !self.stopping.load(Ordering::Acquire) {
-                            tokio::select! {
-                                _ = self.pop_done.notified() => {}
-                                _ = tokio::time::sleep(WAIT) => {}
-                                _ = stop => {}
-                            }
-                        }
-                        let mut b = self.buffer.lock().unwrap();
-                        if !b.popping || self.stopping.load(Ordering::Acquire) {
-                            b.idle = false;
-                            break;
-                        }
+            match self.fill(target - buffered).await {
+                Ok(got_any) => {
+                    backoff = Duration::from_millis(50);
+                    if !got_any {
+                        self.idle_wait().await;
                     }
-                    Ok(())
                 }
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(()) => backoff = Duration::from_millis(50),
                 Err(e) => {
                     self.note_error(&e);
                     tokio::select! {
@@ -239,6 +214,32 @@ impl<S: Store> Engine<S> {
         }
         self.fetch_live.store(false, Ordering::Release);
         self.fetch_done.notify_waiters();
+    }
+
+    /// Idle: a handler thread with nothing to do blocks on Redis itself (see next_jobs), so a
+    /// job handed over reaches it with one thread wake-up. Returns when that pop ended, or
+    /// after WAIT with no pop under way (the next reserve renews the slot), or on a stop.
+    async fn idle_wait(&self) {
+        self.buffer.lock().unwrap().idle = true;
+        self.ready_cv.notify_one();
+        loop {
+            // Armed before the check, so a stop between the two is not missed.
+            let stop = self.stop.notified();
+            tokio::pin!(stop);
+            stop.as_mut().enable();
+            if !self.stopping.load(Ordering::Acquire) {
+                tokio::select! {
+                    _ = self.pop_done.notified() => {}
+                    _ = tokio::time::sleep(WAIT) => {}
+                    _ = stop => {}
+                }
+            }
+            let mut b = self.buffer.lock().unwrap();
+            if !b.popping || self.stopping.load(Ordering::Acquire) {
+                b.idle = false;
+                return;
+            }
+        }
     }
 
     /// Reserves up to `want` jobs, from the queues in priority order. True if any came.
@@ -283,11 +284,11 @@ impl<S: Store> Engine<S> {
     /// early by a job handed over, a wake-up marker, or leave.lua's stop marker.
     fn pop(&self) {
         match self.store.wait_for_work(&self.queues, &self.worker_id, WAIT) {
-            Ok(Woken::Handed { queue, token, record }) => {
+            Ok(Some(Handed { queue, token, record })) => {
                 self.stats.handed.fetch_add(1, Ordering::Relaxed);
                 self.deliver(queue, token, vec![record]);
             }
-            Ok(_) => {}
+            Ok(None) => {}
             // The fetch loop reserves next and backs off while Redis is away.
             Err(e) => self.note_error(&e),
         }

@@ -8,15 +8,8 @@ local base = ARGV[1]
 if ARGV[2] ~= '' then rcall('ZREM', KEYS[1], ARGV[2]) end
 local back = {}
 for _, item in ipairs(rcall('LRANGE', KEYS[2], 0, -1)) do
-  local n = string.byte(item, 1)
-  if n > 0 then
-    local t, rec = string.sub(item, 2, 1 + n), string.sub(item, 2 + n)
-    local held = base .. ':lease:' .. t
-    if rcall('HDEL', held, record_id(rec)) == 1 then
-      if rcall('EXISTS', held) == 0 then rcall('ZREM', KEYS[3], t) end
-      back[#back + 1] = rec
-    end
-  end
+  local rec = take_handed(base, KEYS[3], item)
+  if rec then back[#back + 1] = rec end
 end
 rcall('DEL', KEYS[2])
 push_ready(base, back, true)

@@ -17,15 +17,8 @@ local recs = {}
 -- ready first); each moves from its hand-off lease into this one, unless it was reaped.
 if rcall('EXISTS', KEYS[7]) == 1 then
   for _, item in ipairs(rcall('LPOP', KEYS[7], 1000) or {}) do
-    local n = string.byte(item, 1)
-    if n > 0 then  -- 0: a stop marker of leave.lua
-      local t, rec = string.sub(item, 2, 1 + n), string.sub(item, 2 + n)
-      local held = base .. ':lease:' .. t
-      if rcall('HDEL', held, record_id(rec)) == 1 then
-        if rcall('EXISTS', held) == 0 then rcall('ZREM', KEYS[2], t) end
-        recs[#recs + 1] = rec
-      end
-    end
+    local rec = take_handed(base, KEYS[2], item)
+    if rec then recs[#recs + 1] = rec end
   end
 end
 if want > #recs then

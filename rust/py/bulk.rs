@@ -83,8 +83,9 @@ async fn settle(progress: Arc<Mutex<Progress>>, window: usize) -> Result<u64> {
 
 #[pymethods]
 impl BulkWriter {
-    /// Validates one chunk and gives it ids (packed when sent): `array` is a JSON array of payloads, `first_index` the
-    /// index of its first payload in the whole dispatch. Returns the number of jobs staged.
+    /// Validates one chunk, gives it ids and starts packing it (written by `send`): `array` is
+    /// a JSON array of payloads, `first_index` the index of its first payload in the whole
+    /// dispatch. Returns the number of jobs staged.
     fn stage(&self, py: Python<'_>, array: &[u8], first_index: u64) -> PyResult<usize> {
         let spec = BulkSpec { enqueued_ms: super::client::now_ms(), ..self.spec.clone() };
         let chunk = py.detach(|| {

@@ -89,6 +89,18 @@ local function hand_over(base, slot, rec, now)
   rcall('PEXPIRE', inbox, 2 * tonumber(lease))
 end
 
+-- Takes back one item of a worker's inbox: the record, moved out of its hand-off lease (the
+-- lease goes when empty), or nil for a stop marker (empty token) or a job already reaped.
+local function take_handed(base, active, item)
+  local n = string.byte(item, 1)
+  if n == 0 then return nil end
+  local t, rec = string.sub(item, 2, 1 + n), string.sub(item, 2 + n)
+  local held = base .. ':lease:' .. t
+  if rcall('HDEL', held, record_id(rec)) == 0 then return nil end
+  if rcall('EXISTS', held) == 0 then rcall('ZREM', active, t) end
+  return rec
+end
+
 -- Tells workers that ready jobs are waiting: hands one each to idle workers, longest idle
 -- first (a worker whose handlers are all busy registered last), then leaves one marker on
 -- the wake list (`<base>:wake`) if jobs remain; the marker wakes one blocked worker, which
