@@ -1,70 +1,11 @@
-//! Bulk dispatch: Python serializes a chunk of payloads as one JSON array (one orjson call);
-//! the engine splits it into elements, checks their sizes, takes a run of consecutive ids,
-//! and (on the I/O runtime) packs one record per element. Writing the chunks is the store's
-//! ordinary enqueue.
+//! Bulk dispatch: a chunk of payloads arrives serialized one after another (straight from
+//! Python objects, `py::payloads`); the engine checks their sizes, takes a run of consecutive
+//! ids, and (on the I/O runtime) packs one record per payload. Writing the chunks is the
+//! store's ordinary enqueue.
 
-use crate::codec::{pack_into, Header, IdGen, IdRange, Record};
+use crate::codec::{pack_into, packed_len, Header, IdGen, IdRange, Record};
 use crate::error::{Error, Result};
 use crate::store::{NewJob, Watermark};
-
-/// The byte spans of the top-level elements of a JSON array. The input is trusted to be JSON
-/// (it comes from orjson); the scan only tracks nesting and strings.
-pub fn split_json_array(b: &[u8]) -> Result<Vec<(usize, usize)>> {
-    let bad = |at: usize| Error::Invalid(format!("bulk payloads are not a JSON array (at byte {at})"));
-    let mut i = 0;
-    let skip_ws = |i: &mut usize| {
-        while *i < b.len() && matches!(b[*i], b' ' | b'\n' | b'\r' | b'\t') {
-            *i += 1;
-        }
-    };
-    skip_ws(&mut i);
-    if b.get(i) != Some(&b'[') {
-        return Err(bad(i));
-    }
-    i += 1;
-    let mut spans = Vec::new();
-    skip_ws(&mut i);
-    if b.get(i) == Some(&b']') {
-        return Ok(spans);
-    }
-    loop {
-        skip_ws(&mut i);
-        let start = i;
-        let mut depth = 0usize;
-        let mut in_str = false;
-        while i < b.len() {
-            let c = b[i];
-            if in_str {
-                match c {
-                    b'\\' => i += 1,
-                    b'"' => in_str = false,
-                    _ => {}
-                }
-            } else {
-                match c {
-                    b'"' => in_str = true,
-                    b'[' | b'{' => depth += 1,
-                    b']' | b'}' if depth > 0 => depth -= 1,
-                    b',' | b']' if depth == 0 => break,
-                    _ => {}
-                }
-            }
-            i += 1;
-        }
-        let mut end = i;
-        while end > start && matches!(b[end - 1], b' ' | b'\n' | b'\r' | b'\t') {
-            end -= 1;
-        }
-        if end == start || i >= b.len() {
-            return Err(bad(i));
-        }
-        spans.push((start, end));
-        if b[i] == b']' {
-            return Ok(spans);
-        }
-        i += 1; // the comma
-    }
-}
 
 /// What every job of one bulk dispatch shares.
 #[derive(Debug, Clone)]
@@ -82,7 +23,7 @@ pub struct BulkSpec {
 /// packing overlaps Python's serializing of the next chunk instead of holding up the caller.
 pub struct Chunk {
     spec: BulkSpec,
-    array: Vec<u8>,
+    payloads: Vec<u8>,
     spans: Vec<(usize, usize)>,
     pub range: IdRange,
 }
@@ -106,10 +47,10 @@ impl Chunk {
         Watermark { producer: self.range.producer.clone(), last_seq: self.range.last_seq() }
     }
 
-    /// Packs records `from..to`, handing each to `out` (one scratch buffer for all of them).
-    pub fn records(&self, from: usize, to: usize, mut out: impl FnMut(&[u8])) {
+    /// Packs records `from..to` one after another into `out`, each after `frame(out, its
+    /// length)` and before `end`: the bulk path frames them as command arguments in place.
+    pub fn pack_records(&self, from: usize, to: usize, out: &mut Vec<u8>, mut frame: impl FnMut(&mut Vec<u8>, usize), end: &[u8]) {
         let spec = &self.spec;
-        let mut record = Vec::with_capacity(256);
         // `<producer>-` once, then only the sequence number per record (itoa: no formatter).
         let mut id = format!("{}-", self.range.producer);
         let prefix = id.len();
@@ -117,10 +58,26 @@ impl Chunk {
         for (k, (s, e)) in self.spans[from..to].iter().enumerate() {
             id.truncate(prefix);
             id.push_str(digits.format(self.range.first + (from + k) as u64));
+            let payload = &self.payloads[*s..*e];
+            frame(out, packed_len(&id, &spec.name, &spec.options, payload));
+            pack_into(out, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, payload);
+            out.extend_from_slice(end);
+        }
+    }
+
+    /// Records `from..to`, each handed to `out` (packed in one scratch buffer).
+    pub fn records(&self, from: usize, to: usize, mut out: impl FnMut(&[u8])) {
+        let mut record = Vec::with_capacity(256);
+        for k in from..to {
             record.clear();
-            pack_into(&mut record, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, &self.array[*s..*e]);
+            self.pack_records(k, k + 1, &mut record, |_, _| {}, b"");
             out(&record);
         }
+    }
+
+    /// Bytes of payload in the chunk, to size buffers.
+    pub fn payload_bytes(&self) -> usize {
+        self.payloads.len()
     }
 
     /// One job per payload, under the chunk's run of ids (for `enqueue`: delays, priorities).
@@ -135,10 +92,16 @@ impl Chunk {
     }
 }
 
-/// Splits a JSON array of payloads, checks each size and takes a run of ids for them.
-/// `first_index` is the index of the chunk's first payload in the whole dispatch, for errors.
-pub fn prepare_chunk(spec: &BulkSpec, ids: &mut IdGen, array: &[u8], first_index: u64) -> Result<Option<Chunk>> {
-    let spans = split_json_array(array)?;
+/// Checks the size of each payload of a chunk, serialized one after another into `buf`
+/// (`spans` are their byte ranges), and takes a run of ids for them. `first_index` is the
+/// index of the chunk's first payload in the whole dispatch, for errors.
+pub fn prepare_payloads(
+    spec: &BulkSpec,
+    ids: &mut IdGen,
+    buf: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+    first_index: u64,
+) -> Result<Option<Chunk>> {
     for (k, (s, e)) in spans.iter().enumerate() {
         if e - s > spec.max_payload {
             return Err(Error::Invalid(format!(
@@ -153,32 +116,13 @@ pub fn prepare_chunk(spec: &BulkSpec, ids: &mut IdGen, array: &[u8], first_index
         return Ok(None);
     }
     let range = ids.take(spans.len() as u64);
-    Ok(Some(Chunk { spec: spec.clone(), array: array.to_vec(), spans, range }))
+    Ok(Some(Chunk { spec: spec.clone(), payloads: buf, spans, range }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec::Record;
-
-    fn parts(s: &str) -> Vec<&str> {
-        split_json_array(s.as_bytes()).unwrap().into_iter().map(|(a, b)| &s[a..b]).collect()
-    }
-
-    #[test]
-    fn splits_top_level_elements() {
-        assert_eq!(parts("[]"), Vec::<&str>::new());
-        assert_eq!(parts("[1]"), vec!["1"]);
-        assert_eq!(parts(r#"[{"a":[1,2],"b":"x,]}"},null,"q\"]",[[]]]"#), vec![r#"{"a":[1,2],"b":"x,]}"}"#, "null", r#""q\"]""#, "[[]]"]);
-        assert_eq!(parts(" [ 1 , {\"k\": 2} ] "), vec!["1", "{\"k\": 2}"]);
-    }
-
-    #[test]
-    fn refuses_what_is_not_an_array() {
-        for bad in ["", "{}", "[1,", "[1", "[,]"] {
-            assert!(split_json_array(bad.as_bytes()).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn packs_one_record_per_payload_with_consecutive_ids() {
@@ -192,7 +136,7 @@ mod tests {
             enqueued_ms: 1,
         };
         let mut ids = IdGen::default();
-        let c = prepare_chunk(&spec, &mut ids, br#"[{"i":0},{"i":1}]"#, 0).unwrap().unwrap();
+        let c = prepare_payloads(&spec, &mut ids, br#"{"i":0}{"i":1}"#.to_vec(), vec![(0, 7), (7, 14)], 0).unwrap().unwrap();
         let (jobs, mark) = c.pack();
         let r: Vec<Record> = jobs.iter().map(|j| Record::unpack(&j.record).unwrap()).collect();
         assert_eq!(r[1].payload, br#"{"i":1}"#);
@@ -204,7 +148,9 @@ mod tests {
         c.records(1, 2, |r| direct.push(r.to_vec()));
         assert_eq!(direct, jobs.iter().map(|j| j.record.clone()).collect::<Vec<_>>());
         assert!(c.is_plain());
-        let err = prepare_chunk(&spec, &mut ids, format!("[1,\"{}\"]", "x".repeat(200)).as_bytes(), 40).err().unwrap();
+        let long = format!("1\"{}\"", "x".repeat(200)).into_bytes();
+        let err = prepare_payloads(&spec, &mut ids, long, vec![(0, 1), (1, 203)], 40).err().unwrap();
         assert!(err.to_string().contains("payload at index 41"), "{err}");
+        assert!(prepare_payloads(&spec, &mut ids, vec![], vec![], 0).unwrap().is_none());
     }
 }

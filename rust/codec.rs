@@ -60,9 +60,14 @@ pub struct Header {
     pub priority: u8,
 }
 
+/// The length of a packed record (what `pack_into` appends).
+pub fn packed_len(id: &str, name: &str, options: &[u8], payload: &[u8]) -> usize {
+    16 + id.len() + name.len() + options.len() + payload.len()
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn pack_into(out: &mut Vec<u8>, h: Header, id: &str, name: &str, enqueued_ms: u64, options: &[u8], payload: &[u8]) {
-    out.reserve(18 + id.len() + name.len() + options.len() + payload.len());
+    out.reserve(packed_len(id, name, options, payload));
     out.push(VERSION);
     out.extend_from_slice(&h.attempt.to_be_bytes());
     out.extend_from_slice(&h.max_attempts.to_be_bytes());
@@ -235,6 +240,7 @@ mod tests {
         };
         let b = r.pack();
         assert_eq!(Record::unpack(&b).unwrap(), r);
+        assert_eq!(b.len(), packed_len(&r.id, &r.name, &r.options, &r.payload)); // the bulk path frames by it
         assert_eq!(Record::peek_id(&b), b"abcDEF1234-42");
         assert_eq!(Record::peek_id(b"\x09garbage"), b"e");
         assert_eq!(Record::unpack(&Record::with_attempt(&b, 3)).unwrap().attempt, 3);

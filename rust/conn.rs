@@ -231,12 +231,29 @@ impl SyncConn {
         Some(self.run(&mut cur, cmd, read_timeout))
     }
 
+    /// Writes commands packed already (`bytes`: `skip + keep` of them) and returns the last
+    /// `keep` answers; an error answer among the first `skip` is returned as the error.
+    pub fn packed(&self, bytes: &[u8], skip: usize, keep: usize, read_timeout: Duration) -> Result<Vec<Value>> {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self.open(&mut cur, read_timeout)?;
+        let r = redis::ConnectionLike::req_packed_commands(c, bytes, skip, keep);
+        self.settle(&mut cur, r)
+    }
+
     /// Runs `cmd` (an EVALSHA runs again once after loading the scripts on NOSCRIPT).
     fn run<T: FromRedisValue>(&self, cur: &mut Option<Open>, cmd: &Cmd, read_timeout: Duration) -> Result<T> {
-        // The masked URL is made on errors only: parsing it on every call costs microseconds.
-        let err = |e: redis::RedisError| Error::from_redis(e, &self.settings.masked_url());
+        let c = self.open(cur, read_timeout)?;
+        let mut r = cmd.query::<T>(c);
+        if matches!(&r, Err(e) if is_noscript(e)) {
+            r = scripts().all().into_iter().try_for_each(|s| redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(c)).and_then(|_| cmd.query::<T>(c));
+        }
+        self.settle(cur, r)
+    }
+
+    /// The open connection, connected first if need be, with `read_timeout` on its socket.
+    fn open<'a>(&self, cur: &'a mut Option<Open>, read_timeout: Duration) -> Result<&'a mut redis::Connection> {
         if cur.is_none() {
-            let c = self.client.get_connection_with_timeout(self.settings.connect_timeout).map_err(|e| match err(e) {
+            let c = self.client.get_connection_with_timeout(self.settings.connect_timeout).map_err(|e| match self.err(e) {
                 Error::Store(m) => Error::Connection(m),
                 other => other,
             })?;
@@ -244,18 +261,22 @@ impl SyncConn {
         }
         let open = cur.as_mut().expect("connected above");
         if open.read_timeout != read_timeout {
-            open.conn.set_read_timeout(Some(read_timeout)).map_err(err)?;
+            open.conn.set_read_timeout(Some(read_timeout)).map_err(|e| self.err(e))?;
             open.read_timeout = read_timeout;
         }
-        let c = &mut open.conn;
-        let mut r = cmd.query::<T>(c);
-        if matches!(&r, Err(e) if is_noscript(e)) {
-            r = scripts().all().into_iter().try_for_each(|s| redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(c)).and_then(|_| cmd.query::<T>(c));
-        }
+        Ok(&mut open.conn)
+    }
+
+    /// A failed call's connection may still owe an answer: it is never reused.
+    fn settle<T>(&self, cur: &mut Option<Open>, r: redis::RedisResult<T>) -> Result<T> {
         r.map_err(|e| {
-            // A broken or timed-out connection may still owe an answer: never reuse it.
             *cur = None;
-            err(e)
+            self.err(e)
         })
+    }
+
+    /// The masked URL is made on errors only: parsing it on every call costs microseconds.
+    fn err(&self, e: redis::RedisError) -> Error {
+        Error::from_redis(e, &self.settings.masked_url())
     }
 }

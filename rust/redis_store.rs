@@ -23,6 +23,8 @@ pub struct RedisStore {
     popper: SyncConn,
     /// For a small dispatch sent from the caller's thread (`enqueue_blocking`).
     direct: SyncConn,
+    /// For the bulk path's raw writes (`write_bulk`), one at a time, in order.
+    bulk: SyncConn,
     notifier: Notifier,
     sched: ScheduleKeys,
 }
@@ -62,46 +64,54 @@ fn server_error(v: &Value) -> Option<Error> {
     }
 }
 
-/// The bulk path of an enqueue: raw RPUSHes of `n` records, 4,000 per command (`records`
-/// gives the arguments of records `from..to`), and mark.lua, applied together by MULTI/EXEC
-/// in one round trip.
-fn bulk_push<A: redis::ToRedisArgs>(q: &QueueKeys, n: usize, mark: &Watermark, records: impl Fn(usize, usize) -> A) -> redis::Pipeline {
-    let mut p = redis::pipe();
-    p.atomic();
-    for from in (0..n).step_by(4000) {
-        p.cmd("RPUSH").arg(&q.wait).arg(records(from, (from + 4000).min(n))).ignore();
+/// Records per RPUSH of the bulk path.
+const PER_RPUSH: usize = 4000;
+
+/// The bulk path of an enqueue, as the bytes of one MULTI/EXEC: RPUSHes of `n` records,
+/// `PER_RPUSH` per command, whose arguments `args(from, to, out)` frames in place (`frame`),
+/// then mark.lua. It goes to Redis as it is (`SyncConn::packed`): no command object and no
+/// copy per record between packing and the socket.
+pub struct BulkWire {
+    bytes: Vec<u8>,
+    /// Replies before EXEC's: MULTI's and one per queued command.
+    queued: usize,
+}
+
+fn bulk_wire(q: &QueueKeys, n: usize, mark: &Watermark, size_hint: usize, mut args: impl FnMut(usize, usize, &mut Vec<u8>)) -> BulkWire {
+    let mut out = Vec::with_capacity(size_hint + 256 + (n / PER_RPUSH + 1) * (q.wait.len() + 32));
+    out.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+    let mut queued = 1;
+    for from in (0..n).step_by(PER_RPUSH) {
+        let to = (from + PER_RPUSH).min(n);
+        out.push(b'*');
+        out.extend_from_slice(itoa::Buffer::new().format(to - from + 2).as_bytes());
+        out.extend_from_slice(b"\r\n$5\r\nRPUSH\r\n");
+        frame(&mut out, q.wait.len());
+        out.extend_from_slice(q.wait.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        args(from, to, &mut out);
+        queued += 1;
     }
     let mut c = scripts().mark.eval(&[&q.hwm(&mark.producer), &q.wake]);
     c.arg(mark.last_seq).arg(MARK_TTL_SECS);
-    p.add_command(c).ignore();
-    p
+    out.extend_from_slice(&c.get_packed_command());
+    out.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+    BulkWire { bytes: out, queued: queued + 1 }
 }
 
-/// A bulk chunk ready to write: the bulk path's commands, or jobs for `enqueue` (delays,
+/// The head of a RESP bulk string of `len` bytes (its bytes and `\r\n` follow).
+fn frame(out: &mut Vec<u8>, len: usize) {
+    out.push(b'$');
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A bulk chunk ready to write: the bulk path's bytes, or jobs for `enqueue` (delays,
 /// priorities, small chunks).
 pub enum PackedChunk {
-    Bulk(redis::Pipeline),
+    Bulk(BulkWire, usize),
     Jobs(Vec<NewJob>, Watermark),
 }
-
-/// Records `from..to` of a bulk chunk as command arguments, packed as they are written.
-struct Records<'a> {
-    chunk: &'a Chunk,
-    from: usize,
-    to: usize,
-}
-
-impl redis::ToRedisArgs for Records<'_> {
-    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        self.chunk.records(self.from, self.to, |r| out.write_arg(r));
-    }
-
-    fn num_of_args(&self) -> usize {
-        self.to - self.from
-    }
-}
-
-impl redis::ToSingleRedisArg for Records<'_> {}
 
 /// Per job, whether it was written (see `enqueue_script`).
 fn enqueue_reply(v: Value, n: usize, plain: bool) -> Result<Vec<bool>> {
@@ -146,6 +156,7 @@ impl RedisStore {
             conn: Conn::new(settings)?,
             popper: SyncConn::new(settings)?,
             direct: SyncConn::new(settings)?,
+            bulk: SyncConn::new(settings)?,
             notifier: Notifier::new(settings),
             sched: ScheduleKeys::new(&settings.prefix),
         })
@@ -203,6 +214,20 @@ impl RedisStore {
         self.conn.eval::<Value>(c).await.map(|_| ())
     }
 
+    /// Sends the bytes of the bulk path on the bulk connection, from an I/O thread handed
+    /// over to blocking meanwhile (`block_in_place`: the runtime's other tasks move on).
+    fn write_bulk(&self, wire: &BulkWire, n: usize) -> Result<()> {
+        let replies = tokio::task::block_in_place(|| self.bulk.packed(&wire.bytes, wire.queued, 1, self.settings().response_timeout))?;
+        let exec = replies.into_iter().next().ok_or_else(|| Error::Store("no EXEC reply to a bulk write".into()))?;
+        match exec {
+            Value::Array(a) if a.len() + 1 == wire.queued => match a.iter().find_map(server_error) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            },
+            other => Err(bad_reply(&format!("a bulk write of {n} jobs"), &other)),
+        }
+    }
+
     async fn failed_op(&self, q: &QueueKeys, op: &str, limit: usize) -> Result<Value> {
         let mut c = scripts().failed.evalsha(&[&q.failed, &q.jobs, &q.errors, &q.wake]);
         c.arg(op).arg(&q.base).arg(limit);
@@ -220,8 +245,15 @@ impl Store for RedisStore {
         if let Some(mark) = mark.as_ref().filter(|_| fast && flat && jobs.len() > SMALL_BATCH) {
             // The bulk path: no Lua string per record. (For a few jobs one EVALSHA costs Redis
             // less than MULTI/EXEC with the script's source.)
-            let p = bulk_push(q, jobs.len(), mark, |from, to| jobs[from..to].iter().map(|j| &j.record).collect::<Vec<_>>());
-            self.conn.pipeline(&p).await?;
+            let size = jobs.iter().map(|j| j.record.len() + 16).sum();
+            let wire = bulk_wire(q, jobs.len(), mark, size, |from, to, out| {
+                for j in &jobs[from..to] {
+                    frame(out, j.record.len());
+                    out.extend_from_slice(&j.record);
+                    out.extend_from_slice(b"\r\n");
+                }
+            });
+            self.write_bulk(&wire, jobs.len())?;
             return Ok(vec![true; jobs.len()]);
         }
         let (c, plain) = self.enqueue_script(q, &jobs, mark.as_ref());
@@ -236,14 +268,16 @@ impl Store for RedisStore {
             let (jobs, mark) = chunk.pack();
             return PackedChunk::Jobs(jobs, mark);
         }
-        // Each record packed straight into the command's buffer (no record, id or job
+        // Each record packed straight into the bytes that go to Redis (no record, id or job
         // allocated per payload).
-        PackedChunk::Bulk(bulk_push(q, chunk.len(), &chunk.watermark(), |from, to| Records { chunk, from, to }))
+        let size = chunk.payload_bytes() + chunk.len() * 64;
+        let wire = bulk_wire(q, chunk.len(), &chunk.watermark(), size, |from, to, out| chunk.pack_records(from, to, out, frame, b"\r\n"));
+        PackedChunk::Bulk(wire, chunk.len())
     }
 
     async fn write_chunk(&self, q: &QueueKeys, packed: PackedChunk) -> Result<()> {
         match packed {
-            PackedChunk::Bulk(p) => self.conn.pipeline(&p).await.map(|_| ()),
+            PackedChunk::Bulk(wire, n) => self.write_bulk(&wire, n),
             PackedChunk::Jobs(jobs, mark) => self.enqueue(q, jobs, Some(mark)).await.map(|_| ()),
         }
     }

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import datetime
+import enum
 import json
+import random
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -78,6 +83,66 @@ def test_bad_payload_in_a_list_names_its_index_and_writes_nothing() -> None:
     payloads[21_000] = {"bad": Opaque()}
     with pytest.raises(TypeError, match=r"payload at index 21000: payload\['bad'\] is of type .*Opaque"):
         Echo.dispatch_many(payloads)
+    assert Queue().size() == 0
+
+
+def _stored_payloads(redis: Any, prefix: str, queue: str) -> list[bytes]:
+    """The payload bytes of every waiting job, read from the queue's list in Redis."""
+    out = []
+    for rec in redis("LRANGE", f"{prefix}:{{{queue}}}:wait", 0, -1):
+        at = 7 + rec[6]  # version, attempt, max attempts, priority, id length; the id
+        at += 1 + rec[at] + 6  # name length, name, enqueued at
+        out.append(rec[at + 2 + int.from_bytes(rec[at : at + 2], "big") :])
+    return out
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(9 if depth < 4 else 6)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.choice([0, -1, 2**63 - 1, -(2**63), rng.randrange(-(10**12), 10**12)])
+    if kind == 2:
+        return rng.choice([0.0, -0.0, 0.1, 1.0, 1e16, 1e-7, 5e-324, 1.7976931348623157e308, rng.uniform(-1e9, 1e9), rng.random() * 10 ** rng.randrange(-30, 30)])
+    if kind in (3, 4, 5):
+        alphabet = "ab\"\\/\n\t\r\b\f\x00\x1f\x7f é中😀\u2028"
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
+    if kind == 6:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    if kind == 7:
+        return tuple(_random_value(rng, depth + 1) for _ in range(rng.randrange(3)))
+    return {_random_value(rng, 3) if False else f"k{i}\"é": _random_value(rng, depth + 1) for i in range(rng.randrange(4))}
+
+
+def test_bulk_payloads_are_stored_byte_for_byte_as_one_dispatch_serializes_them(redis: Any, prefix: str) -> None:
+    # The engine serializes plain JSON types itself and hands anything else to serde.dumps
+    # (orjson): either way the bytes must be what a single dispatch would store.
+    rng = random.Random(7)
+    payloads: list[Any] = [_random_value(rng) for _ in range(3000)]
+    payloads += [
+        2**64 - 1, float("nan"), float("inf"), {1: "int key"}, {"d": datetime.datetime(2026, 1, 2, 3, 4, 5)},
+        uuid.UUID(int=5), Colour.RED, collections.OrderedDict(a=1), [Colour.RED, {"x": (1, 2.5)}],
+        type("S", (str,), {})("str subclass"), True, [[[[[]]]]], {"": ""},
+    ]
+    Echo.dispatch_many(payloads)
+    stored = _stored_payloads(redis, prefix, "default")
+    assert len(stored) == len(payloads)
+    for p, raw in zip(payloads, stored):
+        assert raw == fastjobs.serde.dumps(p), p
+
+
+def test_a_payload_the_fallback_refuses_names_its_index() -> None:
+    # Past the engine's depth limit and a lone surrogate: both go to orjson, which refuses.
+    deep: Any = []
+    for _ in range(300):
+        deep = [deep]
+    for bad in (deep, {"s": "\ud800"}, 2**70):
+        with pytest.raises(TypeError, match="payload at index 40: "):
+            Echo.dispatch_many([0] * 40 + [bad])
     assert Queue().size() == 0
 
 

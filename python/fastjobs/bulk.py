@@ -8,8 +8,6 @@ import itertools
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Optional, Sequence, Union, overload
 
-import orjson
-
 from . import config, serde
 from .dispatch import JobHandle, PendingDispatch
 from .errors import FastJobsError
@@ -21,7 +19,7 @@ __all__ = ["BulkResult", "BulkDispatcher", "BulkDispatchError", "dispatch_many"]
 
 Progress = Union[None, bool, Callable[[int, Optional[int]], None]]
 
-#: Payloads per chunk: one orjson call, one script call, ~1 MB on the wire for small payloads.
+#: Payloads per chunk: one pass of the engine's serializer, ~1 MB on the wire for small payloads.
 CHUNK = 10_000
 
 
@@ -94,18 +92,6 @@ class BulkDispatchError(FastJobsError):
         super().__init__(f"{message}; {result.count} job(s) were committed before it and stay queued")
         self.result = result
         self.committed = result.count
-
-
-def _dump(chunk: list[Any], first_index: int) -> bytes:
-    try:
-        return orjson.dumps(chunk, option=serde._OPTS)
-    except TypeError:
-        for k, payload in enumerate(chunk):
-            try:
-                serde.dumps(payload)
-            except TypeError as e:
-                raise TypeError(f"payload at index {first_index + k}: {e}") from None
-        raise
 
 
 class _Bar:
@@ -188,7 +174,7 @@ def _run(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], options: dic
         # A list is all or nothing: everything is validated and packed before the first write.
         index = 0
         for chunk in _chunks(payloads, chunk_size):
-            writer.stage(_dump(chunk, index), index)
+            writer.stage_payloads(chunk, index, serde.dumps)
             index += len(chunk)
     index = 0
     try:
@@ -198,7 +184,7 @@ def _run(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], options: dic
                 report(done, total)
         else:
             for chunk in _chunks(payloads, chunk_size):
-                writer.stage(_dump(chunk, index), index)
+                writer.stage_payloads(chunk, index, serde.dumps)
                 index += len(chunk)
                 done = yield writer.send
                 if report:

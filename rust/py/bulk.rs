@@ -1,11 +1,13 @@
 //! `fastjobs._core.BulkWriter`: streams chunks of one bulk dispatch to Redis. Python stages a
-//! chunk (one JSON array from orjson; its records are packed on the I/O runtime at once), then
-//! sends: the write runs on the I/O runtime while Python serializes the next chunk; at most
-//! `window` chunks are on the wire at once, so memory stays flat whatever the number of jobs.
+//! chunk (a list of payloads, serialized here; its records are packed on the I/O runtime at
+//! once), then sends: the write runs on the I/O runtime while the next chunk is serialized;
+//! at most `window` chunks are on the wire at once, so memory stays flat whatever the number
+//! of jobs.
 
 use super::bridge::call;
 use super::errors::to_py;
-use crate::bulk::{prepare_chunk, BulkSpec};
+use super::payloads::serialize_list;
+use crate::bulk::{prepare_payloads, BulkSpec, Chunk};
 use crate::codec::{IdGen, IdRange};
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
@@ -14,7 +16,10 @@ use crate::runtime::runtime;
 use crate::store::Store;
 use pyo3::prelude::*;
 use std::collections::VecDeque;
+use pyo3::types::PyList;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 #[derive(Default)]
@@ -23,6 +28,8 @@ struct Progress {
     committed: Vec<IdRange>,
     count: u64,
     error: Option<Error>,
+    /// Fires when the last chunk sent so far has been written.
+    last_written: Option<oneshot::Receiver<()>>,
 }
 
 #[pyclass(module = "fastjobs._core", frozen)]
@@ -35,6 +42,8 @@ pub struct BulkWriter {
     staged: Mutex<VecDeque<Staged>>,
     progress: Arc<Mutex<Progress>>,
     window: usize,
+    /// Bytes per payload of the last chunk: the next chunk's buffer is sized once.
+    payload_hint: AtomicUsize,
 }
 
 struct Staged {
@@ -45,7 +54,26 @@ struct Staged {
 
 impl BulkWriter {
     pub fn new(store: Arc<RedisStore>, queue: Arc<QueueKeys>, spec: BulkSpec, ids: Arc<Mutex<IdGen>>, window: usize) -> BulkWriter {
-        BulkWriter { store, queue, spec, ids, staged: Mutex::default(), progress: Arc::default(), window: window.max(1) }
+        BulkWriter {
+            store,
+            queue,
+            spec,
+            ids,
+            staged: Mutex::default(),
+            progress: Arc::default(),
+            window: window.max(1),
+            payload_hint: AtomicUsize::new(64),
+        }
+    }
+
+    /// Packs a staged chunk on the I/O runtime while Python serializes the next one; it is
+    /// written only by `send` (a list is staged whole first: all or nothing).
+    fn start_packing(&self, chunk: Option<Chunk>) -> usize {
+        let Some(c) = chunk else { return 0 };
+        let (store, q, len, range) = (self.store.clone(), self.queue.clone(), c.len(), c.range.clone());
+        let packing = runtime().spawn(async move { store.pack_chunk(&q, &c) });
+        self.staged.lock().unwrap().push_back(Staged { range, len, packing });
+        len
     }
 }
 
@@ -83,26 +111,19 @@ async fn settle(progress: Arc<Mutex<Progress>>, window: usize) -> Result<u64> {
 
 #[pymethods]
 impl BulkWriter {
-    /// Validates one chunk, gives it ids and starts packing it (written by `send`): `array` is
-    /// a JSON array of payloads, `first_index` the index of its first payload in the whole
-    /// dispatch. Returns the number of jobs staged.
-    fn stage(&self, py: Python<'_>, array: &[u8], first_index: u64) -> PyResult<usize> {
+    /// Validates one chunk of payloads, gives it ids and starts packing it (written by
+    /// `send`): the payloads are serialized here in one pass (`py::payloads`), a payload
+    /// outside the plain JSON types by `fallback` (serde.dumps); `first_index` is the index of
+    /// the first one in the whole dispatch. Returns the number of jobs staged.
+    fn stage_payloads(&self, payloads: &Bound<'_, PyList>, first_index: u64, fallback: &Bound<'_, PyAny>) -> PyResult<usize> {
         let spec = BulkSpec { enqueued_ms: super::client::now_ms(), ..self.spec.clone() };
-        let chunk = py.detach(|| {
-            let mut ids = self.ids.lock().unwrap();
-            prepare_chunk(&spec, &mut ids, array, first_index)
-        });
-        match chunk.map_err(to_py)? {
-            Some(c) => {
-                // Packed on the I/O runtime while Python serializes the next chunk; written
-                // only by `send` (a list is staged whole first: all or nothing).
-                let (store, q, len, range) = (self.store.clone(), self.queue.clone(), c.len(), c.range.clone());
-                let packing = runtime().spawn(async move { store.pack_chunk(&q, &c) });
-                self.staged.lock().unwrap().push_back(Staged { range, len, packing });
-                Ok(len)
-            }
-            None => Ok(0),
+        let mut buf = Vec::with_capacity(self.payload_hint.load(Ordering::Relaxed) * payloads.len() + 64);
+        let spans = serialize_list(payloads, fallback, first_index, &mut buf)?;
+        if let Some(&(_, end)) = spans.last() {
+            self.payload_hint.store(end / spans.len() + 1, Ordering::Relaxed);
         }
+        let chunk = prepare_payloads(&spec, &mut self.ids.lock().unwrap(), buf, spans, first_index);
+        Ok(self.start_packing(chunk.map_err(to_py)?))
     }
 
     /// Starts writing every staged chunk, then waits until at most `window` chunks are in
@@ -116,11 +137,20 @@ impl BulkWriter {
             let mut p = self.progress.lock().unwrap();
             for c in chunks {
                 let (store, q) = (self.store.clone(), self.queue.clone());
+                // Chunks are written in the order they were staged: each waits until the one
+                // before it has been written (or has failed).
+                let (written, next) = oneshot::channel::<()>();
+                let before = p.last_written.replace(next);
                 p.in_flight.push_back(rt.spawn(async move {
-                    let r = match c.packing.await {
+                    let packed = c.packing.await;
+                    if let Some(before) = before {
+                        let _ = before.await;
+                    }
+                    let r = match packed {
                         Ok(packed) => store.write_chunk(&q, packed).await.map(|_| vec![]),
                         Err(e) => Err(Error::Store(format!("packing a bulk chunk failed: {e}"))),
                     };
+                    let _ = written.send(());
                     (c.range, r)
                 }));
             }

@@ -1,0 +1,193 @@
+//! Bulk payloads straight from Python objects to JSON, in one pass over the list: no JSON
+//! array to split again, no Python bytes object per chunk. Covers the plain JSON types (exact
+//! dict with str keys, list, tuple, str, int within 64 bits, finite float, bool, None); any
+//! other payload goes whole to the fallback (`serde.dumps`, orjson with the project's
+//! options), so what is accepted, and how it reads back, is exactly what one dispatch does.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use std::ptr::addr_of_mut;
+
+/// orjson refuses deeper nesting; such a payload goes to the fallback, which says so.
+const MAX_DEPTH: u32 = 254;
+
+/// Appends every payload of `list` to `out` as JSON, returning each one's byte span. A
+/// payload outside the plain types is serialized by `fallback(payload)`; its error (a
+/// `TypeError` naming the problem) is raised with the payload's index in the whole dispatch.
+pub fn serialize_list(
+    list: &Bound<'_, PyList>,
+    fallback: &Bound<'_, PyAny>,
+    first_index: u64,
+    out: &mut Vec<u8>,
+) -> PyResult<Vec<(usize, usize)>> {
+    let mut spans = Vec::with_capacity(list.len());
+    for (k, item) in list.iter().enumerate() {
+        let start = out.len();
+        // SAFETY: the GIL is held and `item` is a live reference for the whole call; the
+        // writer only reads objects and runs no Python code.
+        if !unsafe { write_value(item.as_ptr(), out, 0) } {
+            out.truncate(start);
+            let bytes = fallback.call1((&item,)).map_err(|e| at_index(list.py(), e, first_index + k as u64))?;
+            out.extend_from_slice(bytes.cast::<pyo3::types::PyBytes>()?.as_bytes());
+        }
+        spans.push((start, out.len()));
+    }
+    Ok(spans)
+}
+
+fn at_index(py: Python<'_>, e: PyErr, index: u64) -> PyErr {
+    let msg = format!("payload at index {index}: {}", e.value(py));
+    if e.is_instance_of::<pyo3::exceptions::PyTypeError>(py) {
+        pyo3::exceptions::PyTypeError::new_err(msg)
+    } else if e.is_instance_of::<pyo3::exceptions::PyValueError>(py) {
+        pyo3::exceptions::PyValueError::new_err(msg)
+    } else {
+        e
+    }
+}
+
+fn is(p: *mut ffi::PyObject, t: *mut ffi::PyTypeObject) -> bool {
+    // SAFETY: `p` is a live object (see callers).
+    unsafe { ffi::Py_TYPE(p) == t }
+}
+
+/// Writes `p` as JSON; false (with `out` partly written) for anything outside the plain
+/// types, which the caller hands to the fallback.
+///
+/// # Safety
+/// The GIL is held and `p` is a live object.
+unsafe fn write_value(p: *mut ffi::PyObject, out: &mut Vec<u8>, depth: u32) -> bool {
+    if is(p, addr_of_mut!(ffi::PyUnicode_Type)) {
+        return write_str(p, out);
+    }
+    if is(p, addr_of_mut!(ffi::PyLong_Type)) {
+        let mut overflow = 0;
+        let v = ffi::PyLong_AsLongLongAndOverflow(p, &mut overflow);
+        if overflow != 0 {
+            return false;
+        }
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        return true;
+    }
+    if is(p, addr_of_mut!(ffi::PyDict_Type)) {
+        if depth >= MAX_DEPTH {
+            return false;
+        }
+        out.push(b'{');
+        let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+        let mut first = true;
+        while ffi::PyDict_Next(p, &mut pos, &mut key, &mut value) != 0 {
+            if !is(key, addr_of_mut!(ffi::PyUnicode_Type)) {
+                return false; // orjson's non-str keys have rules of their own
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            if !write_str(key, out) {
+                return false;
+            }
+            out.push(b':');
+            if !write_value(value, out, depth + 1) {
+                return false;
+            }
+        }
+        out.push(b'}');
+        return true;
+    }
+    let list = is(p, addr_of_mut!(ffi::PyList_Type));
+    if list || is(p, addr_of_mut!(ffi::PyTuple_Type)) {
+        if depth >= MAX_DEPTH {
+            return false;
+        }
+        out.push(b'[');
+        let n = if list { ffi::PyList_Size(p) } else { ffi::PyTuple_Size(p) };
+        for i in 0..n {
+            if i > 0 {
+                out.push(b',');
+            }
+            let item = if list { ffi::PyList_GetItem(p, i) } else { ffi::PyTuple_GetItem(p, i) };
+            if item.is_null() || !write_value(item, out, depth + 1) {
+                ffi::PyErr_Clear();
+                return false;
+            }
+        }
+        out.push(b']');
+        return true;
+    }
+    if p == ffi::Py_None() {
+        out.extend_from_slice(b"null");
+        return true;
+    }
+    if p == ffi::Py_True() {
+        out.extend_from_slice(b"true");
+        return true;
+    }
+    if p == ffi::Py_False() {
+        out.extend_from_slice(b"false");
+        return true;
+    }
+    if is(p, addr_of_mut!(ffi::PyFloat_Type)) {
+        let v = ffi::PyFloat_AsDouble(p);
+        if !v.is_finite() {
+            return false; // orjson writes null for NaN and infinities
+        }
+        let mut digits = ryu::Buffer::new();
+        let text = digits.format_finite(v).as_bytes();
+        // orjson writes a positive exponent with its sign: 1e+16.
+        match text.iter().position(|&c| c == b'e') {
+            Some(e) if text.get(e + 1) != Some(&b'-') => {
+                out.extend_from_slice(&text[..=e]);
+                out.push(b'+');
+                out.extend_from_slice(&text[e + 1..]);
+            }
+            _ => out.extend_from_slice(text),
+        }
+        return true;
+    }
+    false
+}
+
+/// A str as a JSON string, escaped as orjson escapes it; false for a str that is not valid
+/// UTF-8 (lone surrogates), which the fallback refuses with its own message.
+///
+/// # Safety
+/// The GIL is held and `p` is a live str.
+unsafe fn write_str(p: *mut ffi::PyObject, out: &mut Vec<u8>) -> bool {
+    let mut size: ffi::Py_ssize_t = 0;
+    let data = ffi::PyUnicode_AsUTF8AndSize(p, &mut size);
+    if data.is_null() {
+        ffi::PyErr_Clear();
+        return false;
+    }
+    let s = std::slice::from_raw_parts(data as *const u8, size as usize);
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let mut from = 0;
+    for (i, &c) in s.iter().enumerate() {
+        if c >= 0x20 && c != b'"' && c != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&s[from..i]);
+        from = i + 1;
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(c >> 4) as usize]);
+                out.push(HEX[(c & 15) as usize]);
+            }
+        }
+    }
+    out.extend_from_slice(&s[from..]);
+    out.push(b'"');
+    true
+}
