@@ -81,7 +81,7 @@ def drain(redis: Redis, n: int, handler: str, tmp: Path) -> dict[str, Any]:
     writer = fastjobs.config.client().bulk_writer("bench", "BenchNoop", attempts=1, priority=0)
     payloads = [{"i": i, "s": "x" * 32} for i in range(n)]
     for k in range(0, n, 10_000):
-        writer.stage_payloads(payloads[k : k + 10_000], k, fastjobs.serde.dumps)
+        writer.stage_payloads(payloads, k, k + 10_000, k, fastjobs.serde.dumps)
         writer.send()
     writer.send(wait_all=True)
     q = fastjobs.Queue("bench")

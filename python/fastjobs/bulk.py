@@ -136,18 +136,19 @@ def _template(job_class: "type[Job[Any, Any]]", options: dict[str, Any]) -> Pend
     return t
 
 
-def _chunks(payloads: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    if isinstance(payloads, (list, tuple)):
+def _chunks(payloads: Iterable[Any], size: int) -> Iterator[tuple[list[Any], int, int]]:
+    """Chunks as (list, start, stop): a list is handed over whole with each chunk's bounds
+    (no copy); anything else in lists of its own."""
+    if isinstance(payloads, list):
         for i in range(0, len(payloads), size):
-            chunk = payloads[i : i + size]  # a slice of a list is a new list already
-            yield chunk if isinstance(chunk, list) else list(chunk)
+            yield payloads, i, min(i + size, len(payloads))
         return
     it = iter(payloads)
     while True:
         chunk = list(itertools.islice(it, size))
         if not chunk:
             return
-        yield chunk
+        yield chunk, 0, len(chunk)
 
 
 def _run(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], options: dict[str, Any], progress: Progress,
@@ -173,9 +174,9 @@ def _run(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], options: dic
     if whole:
         # A list is all or nothing: everything is validated and packed before the first write.
         index = 0
-        for chunk in _chunks(payloads, chunk_size):
-            writer.stage_payloads(chunk, index, serde.dumps)
-            index += len(chunk)
+        for chunk, start, stop in _chunks(payloads, chunk_size):
+            writer.stage_payloads(chunk, start, stop, index, serde.dumps)
+            index += stop - start
     index = 0
     try:
         if whole:
@@ -183,9 +184,9 @@ def _run(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], options: dic
             if report:
                 report(done, total)
         else:
-            for chunk in _chunks(payloads, chunk_size):
-                writer.stage_payloads(chunk, index, serde.dumps)
-                index += len(chunk)
+            for chunk, start, stop in _chunks(payloads, chunk_size):
+                writer.stage_payloads(chunk, start, stop, index, serde.dumps)
+                index += stop - start
                 done = yield writer.send
                 if report:
                     report(done, total)

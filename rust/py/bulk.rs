@@ -112,13 +112,15 @@ async fn settle(progress: Arc<Mutex<Progress>>, window: usize) -> Result<u64> {
 #[pymethods]
 impl BulkWriter {
     /// Validates one chunk of payloads, gives it ids and starts packing it (written by
-    /// `send`): the payloads are serialized here in one pass (`py::payloads`), a payload
-    /// outside the plain JSON types by `fallback` (serde.dumps); `first_index` is the index of
-    /// the first one in the whole dispatch. Returns the number of jobs staged.
-    fn stage_payloads(&self, payloads: &Bound<'_, PyList>, first_index: u64, fallback: &Bound<'_, PyAny>) -> PyResult<usize> {
+    /// `send`): payloads `start..stop` of the list are serialized here in one pass
+    /// (`py::payloads`), a payload outside the plain JSON types by `fallback` (serde.dumps);
+    /// `first_index` is the index of the first one in the whole dispatch. Returns the number
+    /// of jobs staged.
+    fn stage_payloads(&self, payloads: &Bound<'_, PyList>, start: usize, stop: usize, first_index: u64, fallback: &Bound<'_, PyAny>) -> PyResult<usize> {
         let spec = BulkSpec { enqueued_ms: super::client::now_ms(), ..self.spec.clone() };
-        let mut buf = Vec::with_capacity(self.payload_hint.load(Ordering::Relaxed) * payloads.len() + 64);
-        let spans = serialize_list(payloads, fallback, first_index, &mut buf)?;
+        let stop = stop.min(payloads.len());
+        let mut buf = Vec::with_capacity(self.payload_hint.load(Ordering::Relaxed) * stop.saturating_sub(start) + 64);
+        let spans = serialize_list(payloads, start..stop, fallback, first_index, &mut buf)?;
         if let Some(&(_, end)) = spans.last() {
             self.payload_hint.store(end / spans.len() + 1, Ordering::Relaxed);
         }

@@ -12,17 +12,20 @@ use std::ptr::addr_of_mut;
 /// orjson refuses deeper nesting; such a payload goes to the fallback, which says so.
 const MAX_DEPTH: u32 = 254;
 
-/// Appends every payload of `list` to `out` as JSON, returning each one's byte span. A
+/// Appends payloads `range` of `list` to `out` as JSON, returning each one's byte span. A
 /// payload outside the plain types is serialized by `fallback(payload)`; its error (a
-/// `TypeError` naming the problem) is raised with the payload's index in the whole dispatch.
+/// `TypeError` naming the problem) is raised with the payload's index in the whole dispatch
+/// (`first_index` is that of `range.start`).
 pub fn serialize_list(
     list: &Bound<'_, PyList>,
+    range: std::ops::Range<usize>,
     fallback: &Bound<'_, PyAny>,
     first_index: u64,
     out: &mut Vec<u8>,
 ) -> PyResult<Vec<(usize, usize)>> {
-    let mut spans = Vec::with_capacity(list.len());
-    for (k, item) in list.iter().enumerate() {
+    let mut spans = Vec::with_capacity(range.len());
+    for (k, i) in range.enumerate() {
+        let item = list.get_item(i)?;
         let start = out.len();
         // SAFETY: the GIL is held and `item` is a live reference for the whole call; the
         // writer only reads objects and runs no Python code.
@@ -164,6 +167,13 @@ unsafe fn write_str(p: *mut ffi::PyObject, out: &mut Vec<u8>) -> bool {
     let s = std::slice::from_raw_parts(data as *const u8, size as usize);
     out.reserve(s.len() + 2);
     out.push(b'"');
+    // Most strings need no escape: one check over all bytes, with no early exit so that it
+    // compiles to vector compares, then one copy.
+    if !s.iter().fold(false, |any, &c| any | (c < 0x20) | (c == b'"') | (c == b'\\')) {
+        out.extend_from_slice(s);
+        out.push(b'"');
+        return true;
+    }
     let mut from = 0;
     for (i, &c) in s.iter().enumerate() {
         if c >= 0x20 && c != b'"' && c != b'\\' {
