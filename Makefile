@@ -45,6 +45,10 @@ bench: build ## fastjobs against the bench targets (1M enqueue, 10M generator, 1
 bench-lateness: build ## lateness of 10,000 delayed jobs due over 10 s among 100,000 far-future ones
 	$(PY) benches/lateness.py
 
+.PHONY: bench-ceiling
+bench-ceiling: build ## Redis's own cost per list element, with no producer work: the ceiling of W1
+	$(PY) benches/redis_ceiling.py
+
 .PHONY: bench-flow
 bench-flow: build ## a JobFlow of 10,000 children against the same jobs dispatched plainly
 	$(PY) benches/flow.py
