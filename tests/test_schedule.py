@@ -173,7 +173,8 @@ def test_periodic_declarations_register_when_a_worker_starts(start_worker: Any, 
     eventually(lambda: JobScheduler.exists("app-heartbeat"))
     info = JobScheduler.find("app-heartbeat")
     assert info is not None and info.origin == "code" and info.data == {"from": "code"} and info.repeat == {"every": 1000}
-    assert not JobScheduler.exists("gone")
+    # The worker upserts its declarations first, then removes the stale ones.
+    eventually(lambda: not JobScheduler.exists("gone"))
     eventually(lambda: stamps(redis, prefix), timeout=5)
 
 
