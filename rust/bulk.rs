@@ -65,13 +65,14 @@ impl Chunk {
         }
     }
 
-    /// Records `from..to`, each handed to `out` (packed in one scratch buffer).
+    /// Records `from..to`, each handed to `out` (packed one after another in one buffer).
     pub fn records(&self, from: usize, to: usize, mut out: impl FnMut(&[u8])) {
-        let mut record = Vec::with_capacity(256);
-        for k in from..to {
-            record.clear();
-            self.pack_records(k, k + 1, &mut record, |_, _| {}, b"");
-            out(&record);
+        let mut all = Vec::with_capacity(self.payloads.len() + (to - from) * 64);
+        let mut starts = Vec::with_capacity(to - from + 1);
+        self.pack_records(from, to, &mut all, |buf, _| starts.push(buf.len()), b"");
+        starts.push(all.len());
+        for w in starts.windows(2) {
+            out(&all[w[0]..w[1]]);
         }
     }
 

@@ -75,6 +75,7 @@ pub struct BulkWire {
     bytes: Vec<u8>,
     /// Replies before EXEC's: MULTI's and one per queued command.
     queued: usize,
+    jobs: usize,
 }
 
 fn bulk_wire(q: &QueueKeys, n: usize, mark: &Watermark, size_hint: usize, mut args: impl FnMut(usize, usize, &mut Vec<u8>)) -> BulkWire {
@@ -96,7 +97,7 @@ fn bulk_wire(q: &QueueKeys, n: usize, mark: &Watermark, size_hint: usize, mut ar
     c.arg(mark.last_seq).arg(MARK_TTL_SECS);
     out.extend_from_slice(&c.get_packed_command());
     out.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
-    BulkWire { bytes: out, queued: queued + 1 }
+    BulkWire { bytes: out, queued: queued + 1, jobs: n }
 }
 
 /// The head of a RESP bulk string of `len` bytes (its bytes and `\r\n` follow).
@@ -109,7 +110,7 @@ fn frame(out: &mut Vec<u8>, len: usize) {
 /// A bulk chunk ready to write: the bulk path's bytes, or jobs for `enqueue` (delays,
 /// priorities, small chunks).
 pub enum PackedChunk {
-    Bulk(BulkWire, usize),
+    Bulk(BulkWire),
     Jobs(Vec<NewJob>, Watermark),
 }
 
@@ -216,7 +217,7 @@ impl RedisStore {
 
     /// Sends the bytes of the bulk path on the bulk connection, from an I/O thread handed
     /// over to blocking meanwhile (`block_in_place`: the runtime's other tasks move on).
-    fn write_bulk(&self, wire: &BulkWire, n: usize) -> Result<()> {
+    fn write_bulk(&self, wire: &BulkWire) -> Result<()> {
         let replies = tokio::task::block_in_place(|| self.bulk.packed(&wire.bytes, wire.queued, 1, self.settings().response_timeout))?;
         let exec = replies.into_iter().next().ok_or_else(|| Error::Store("no EXEC reply to a bulk write".into()))?;
         match exec {
@@ -224,7 +225,7 @@ impl RedisStore {
                 Some(e) => Err(e),
                 None => Ok(()),
             },
-            other => Err(bad_reply(&format!("a bulk write of {n} jobs"), &other)),
+            other => Err(bad_reply(&format!("a bulk write of {} jobs", wire.jobs), &other)),
         }
     }
 
@@ -253,7 +254,7 @@ impl Store for RedisStore {
                     out.extend_from_slice(b"\r\n");
                 }
             });
-            self.write_bulk(&wire, jobs.len())?;
+            self.write_bulk(&wire)?;
             return Ok(vec![true; jobs.len()]);
         }
         let (c, plain) = self.enqueue_script(q, &jobs, mark.as_ref());
@@ -272,12 +273,12 @@ impl Store for RedisStore {
         // allocated per payload).
         let size = chunk.payload_bytes() + chunk.len() * 64;
         let wire = bulk_wire(q, chunk.len(), &chunk.watermark(), size, |from, to, out| chunk.pack_records(from, to, out, frame, b"\r\n"));
-        PackedChunk::Bulk(wire, chunk.len())
+        PackedChunk::Bulk(wire)
     }
 
     async fn write_chunk(&self, q: &QueueKeys, packed: PackedChunk) -> Result<()> {
         match packed {
-            PackedChunk::Bulk(wire, n) => self.write_bulk(&wire, n),
+            PackedChunk::Bulk(wire) => self.write_bulk(&wire),
             PackedChunk::Jobs(jobs, mark) => self.enqueue(q, jobs, Some(mark)).await.map(|_| ()),
         }
     }

@@ -15,8 +15,8 @@ use crate::redis_store::{PackedChunk, RedisStore};
 use crate::runtime::runtime;
 use crate::store::Store;
 use pyo3::prelude::*;
-use std::collections::VecDeque;
 use pyo3::types::PyList;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -48,7 +48,6 @@ pub struct BulkWriter {
 
 struct Staged {
     range: IdRange,
-    len: usize,
     packing: JoinHandle<PackedChunk>,
 }
 
@@ -70,10 +69,11 @@ impl BulkWriter {
     /// written only by `send` (a list is staged whole first: all or nothing).
     fn start_packing(&self, chunk: Option<Chunk>) -> usize {
         let Some(c) = chunk else { return 0 };
-        let (store, q, len, range) = (self.store.clone(), self.queue.clone(), c.len(), c.range.clone());
+        let n = c.len();
+        let (store, q, range) = (self.store.clone(), self.queue.clone(), c.range.clone());
         let packing = runtime().spawn(async move { store.pack_chunk(&q, &c) });
-        self.staged.lock().unwrap().push_back(Staged { range, len, packing });
-        len
+        self.staged.lock().unwrap().push_back(Staged { range, packing });
+        n
     }
 }
 
@@ -169,7 +169,7 @@ impl BulkWriter {
     /// Drops staged chunks that were never sent (a later chunk failed validation).
     fn discard_staged(&self) -> usize {
         let mut s = self.staged.lock().unwrap();
-        let n = s.iter().map(|c| c.len).sum();
+        let n = s.iter().map(|c| c.range.count as usize).sum();
         for c in s.drain(..) {
             c.packing.abort();
         }

@@ -111,8 +111,11 @@ unsafe fn write_value(p: *mut ffi::PyObject, out: &mut Vec<u8>, depth: u32) -> b
                 out.push(b',');
             }
             let item = if list { ffi::PyList_GetItem(p, i) } else { ffi::PyTuple_GetItem(p, i) };
-            if item.is_null() || !write_value(item, out, depth + 1) {
-                ffi::PyErr_Clear();
+            if item.is_null() {
+                ffi::PyErr_Clear(); // out of range: cannot happen, nothing here shrinks it
+                return false;
+            }
+            if !write_value(item, out, depth + 1) {
                 return false;
             }
         }
