@@ -3,7 +3,7 @@
 //! ids, and (on the I/O runtime) packs one record per payload. Writing the chunks is the
 //! store's ordinary enqueue.
 
-use crate::codec::{pack_into, packed_len, Header, IdGen, IdRange, Record};
+use crate::codec::{pack_into, packed_len, run_bounds, Header, IdGen, IdRange, Record, PRODUCER_LEN};
 use crate::error::{Error, Result};
 use crate::store::{NewJob, Watermark};
 
@@ -45,6 +45,13 @@ impl Chunk {
 
     pub fn watermark(&self) -> Watermark {
         Watermark { producer: self.range.producer.clone(), last_seq: self.range.last_seq() }
+    }
+
+    /// The chunk's records cut into list elements (`codec::run_bounds`), sized by the longest
+    /// id a record can have.
+    pub fn run_bounds(&self) -> Vec<usize> {
+        let fixed = packed_len("", &self.spec.name, &self.spec.options, b"") + PRODUCER_LEN + 1 + 8;
+        run_bounds(self.len(), |i| fixed + self.spans[i].1 - self.spans[i].0)
     }
 
     /// Packs records `from..to` one after another into `out`, each after `frame(out, its

@@ -16,11 +16,40 @@
 //! ..      2     options length k, then k bytes of options JSON (per-job overrides only)
 //! ..      rest  payload (JSON by default)
 //! ```
+//!
+//! A bulk dispatch writes several records per list element, a *run*: the byte `RUN`, then per
+//! record its length (2 bytes, big-endian) and its bytes. Redis spends about as much on a list
+//! element as on a few hundred bytes of it, so a run of 16 costs it a fraction of 16 elements
+//! (docs/DESIGN.md, "Bulk dispatch"); reserve splits runs back into records (common.lua).
 
 use crate::error::{Error, Result};
 use rand::Rng;
 
 pub const VERSION: u8 = 1;
+/// First byte of a run of records (never a record's: that is `VERSION`).
+pub const RUN: u8 = 254;
+/// A run closes at this many records, or before it would pass `RUN_BYTES`; a larger record
+/// stands alone, so a run's lengths always fit in 2 bytes.
+pub const RUN_RECORDS: usize = 16;
+pub const RUN_BYTES: usize = 2048;
+
+/// Where the list elements of `n` records start, plus `n` at the end: consecutive records
+/// of at most `size(i)` bytes each grouped into runs (a group of one is a plain record).
+pub fn run_bounds(n: usize, size: impl Fn(usize) -> usize) -> Vec<usize> {
+    let mut bounds = Vec::with_capacity(n / RUN_RECORDS + 2);
+    let (mut count, mut bytes) = (0, 1);
+    for i in 0..n {
+        let s = size(i) + 2;
+        if count == 0 || count == RUN_RECORDS || bytes + s > RUN_BYTES {
+            bounds.push(i);
+            (count, bytes) = (0, 1);
+        }
+        count += 1;
+        bytes += s;
+    }
+    bounds.push(n);
+    bounds
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -244,6 +273,44 @@ mod tests {
         assert_eq!(Record::peek_id(&b), b"abcDEF1234-42");
         assert_eq!(Record::peek_id(b"\x09garbage"), b"e");
         assert_eq!(Record::unpack(&Record::with_attempt(&b, 3)).unwrap().attempt, 3);
+    }
+
+    /// The records of one list element, read as common.lua's split_run reads them.
+    fn split_element(e: &[u8]) -> Vec<&[u8]> {
+        if e.first() != Some(&RUN) {
+            return vec![e];
+        }
+        let mut out = vec![];
+        let mut at = 1;
+        while at + 2 <= e.len() {
+            let len = u16::from_be_bytes([e[at], e[at + 1]]) as usize;
+            let end = (at + 2 + len).min(e.len());
+            out.push(&e[at + 2..end]);
+            at = end;
+        }
+        out
+    }
+
+    #[test]
+    fn runs_group_small_records_and_split_back() {
+        // 40 records of 100 bytes: runs of RUN_RECORDS; then a record too large for any run.
+        let mut sizes = vec![100; 40];
+        sizes.push(RUN_BYTES);
+        sizes.push(100);
+        let b = run_bounds(sizes.len(), |i| sizes[i]);
+        assert_eq!(b, vec![0, 16, 32, 40, 41, 42]);
+        // Bytes close a run of larger records first: 10 of 200 (+2 each) fit in 2,048, 11 do not.
+        assert_eq!(run_bounds(30, |_| 100)[..2], [0, 16]);
+        assert_eq!(run_bounds(30, |_| 200)[..3], [0, 10, 20]);
+        assert_eq!(run_bounds(0, |_| 1), vec![0]);
+        let mut run = vec![RUN];
+        for r in [&b"\x01ab"[..], b"\x01cde"] {
+            run.extend_from_slice(&(r.len() as u16).to_be_bytes());
+            run.extend_from_slice(r);
+        }
+        assert_eq!(split_element(&run), vec![&b"\x01ab"[..], b"\x01cde"]);
+        assert_eq!(split_element(b"\x01plain"), vec![&b"\x01plain"[..]]);
+        assert_eq!(split_element(&run[..run.len() - 1]), vec![&b"\x01ab"[..], b"\x01cd"]); // cut short: clamped
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct QueueKeys {
     pub wait: String,
     /// Priority levels that have a ready list of their own (`wait:<p>`).
     pub prios: String,
+    /// Records held in runs beyond one per element of `wait` (see codec.rs, common.lua).
+    pub runs: String,
     pub wake: String,
     /// zset: idle workers' slots (`<worker>|<token>|<lease ms>`) -> when they registered.
     pub idle: String,
@@ -62,6 +64,7 @@ impl QueueKeys {
             name: queue.to_string(),
             wait: k("wait"),
             prios: k("prios"),
+            runs: k("runs"),
             wake: k("wake"),
             idle: k("idle"),
             active: k("active"),

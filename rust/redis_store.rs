@@ -2,7 +2,7 @@
 //! jobs per call, and several calls share a round trip where they can.
 
 use crate::bulk::Chunk;
-use crate::codec::{is_generated_id, PRODUCER_LEN};
+use crate::codec::{is_generated_id, run_bounds, PRODUCER_LEN, RUN, RUN_BYTES};
 use crate::conn::{Conn, Settings, SyncConn};
 use crate::error::{Error, Result};
 use crate::keys::{QueueKeys, ScheduleKeys};
@@ -64,13 +64,14 @@ fn server_error(v: &Value) -> Option<Error> {
     }
 }
 
-/// Records per RPUSH of the bulk path.
+/// List elements per RPUSH of the bulk path.
 const PER_RPUSH: usize = 4000;
 
-/// The bulk path of an enqueue, as the bytes of one MULTI/EXEC: RPUSHes of `n` records,
-/// `PER_RPUSH` per command, whose arguments `args(from, to, out)` frames in place (`frame`),
-/// then mark.lua. It goes to Redis as it is (`SyncConn::packed`): no command object and no
-/// copy per record between packing and the socket.
+/// The bulk path of an enqueue, as the bytes of one MULTI/EXEC: RPUSHes of the list elements
+/// that `bounds` cut the records into (`run_bounds`), `PER_RPUSH` per command, each framed in
+/// place by `element(from, to, out)`, then mark.lua. It goes to Redis as it is
+/// (`SyncConn::packed`): no command object and no copy per record between packing and the
+/// socket.
 pub struct BulkWire {
     bytes: Vec<u8>,
     /// Replies before EXEC's: MULTI's and one per queued command.
@@ -78,26 +79,45 @@ pub struct BulkWire {
     jobs: usize,
 }
 
-fn bulk_wire(q: &QueueKeys, n: usize, mark: &Watermark, size_hint: usize, mut args: impl FnMut(usize, usize, &mut Vec<u8>)) -> BulkWire {
-    let mut out = Vec::with_capacity(size_hint + 256 + (n / PER_RPUSH + 1) * (q.wait.len() + 32));
+fn bulk_wire(q: &QueueKeys, bounds: &[usize], mark: &Watermark, size_hint: usize, mut element: impl FnMut(usize, usize, &mut Vec<u8>)) -> BulkWire {
+    let elements = bounds.len() - 1;
+    let jobs = bounds[elements];
+    let mut out = Vec::with_capacity(size_hint + 256 + (elements / PER_RPUSH + 1) * (q.wait.len() + 32));
     out.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
     let mut queued = 1;
-    for from in (0..n).step_by(PER_RPUSH) {
-        let to = (from + PER_RPUSH).min(n);
+    for from in (0..elements).step_by(PER_RPUSH) {
+        let to = (from + PER_RPUSH).min(elements);
         out.push(b'*');
         out.extend_from_slice(itoa::Buffer::new().format(to - from + 2).as_bytes());
         out.extend_from_slice(b"\r\n$5\r\nRPUSH\r\n");
         frame(&mut out, q.wait.len());
         out.extend_from_slice(q.wait.as_bytes());
         out.extend_from_slice(b"\r\n");
-        args(from, to, &mut out);
+        for w in bounds[from..=to].windows(2) {
+            element(w[0], w[1], &mut out);
+        }
         queued += 1;
     }
-    let mut c = scripts().mark.eval(&[&q.hwm(&mark.producer), &q.wake]);
-    c.arg(mark.last_seq).arg(MARK_TTL_SECS);
+    let mut c = scripts().mark.eval(&[&q.hwm(&mark.producer), &q.wake, &q.runs]);
+    c.arg(mark.last_seq).arg(MARK_TTL_SECS).arg(jobs - elements);
     out.extend_from_slice(&c.get_packed_command());
     out.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
-    BulkWire { bytes: out, queued: queued + 1, jobs: n }
+    BulkWire { bytes: out, queued: queued + 1, jobs }
+}
+
+/// Frames one list element of the bulk path: the record `pack` writes (given `frame`) when
+/// it writes one, else a run of them (codec.rs), built in `scratch` to learn its length.
+fn frame_element(out: &mut Vec<u8>, scratch: &mut Vec<u8>, records: usize, pack: impl FnOnce(&mut Vec<u8>, &mut dyn FnMut(&mut Vec<u8>, usize))) {
+    if records == 1 {
+        pack(out, &mut frame);
+    } else {
+        scratch.clear();
+        scratch.push(RUN);
+        pack(scratch, &mut |o: &mut Vec<u8>, len: usize| o.extend_from_slice(&(len as u16).to_be_bytes()));
+        frame(out, scratch.len());
+        out.extend_from_slice(scratch);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The head of a RESP bulk string of `len` bytes (its bytes and `\r\n` follow).
@@ -247,12 +267,15 @@ impl Store for RedisStore {
             // The bulk path: no Lua string per record. (For a few jobs one EVALSHA costs Redis
             // less than MULTI/EXEC with the script's source.)
             let size = jobs.iter().map(|j| j.record.len() + 16).sum();
-            let wire = bulk_wire(q, jobs.len(), mark, size, |from, to, out| {
-                for j in &jobs[from..to] {
-                    frame(out, j.record.len());
-                    out.extend_from_slice(&j.record);
-                    out.extend_from_slice(b"\r\n");
-                }
+            let bounds = run_bounds(jobs.len(), |i| jobs[i].record.len());
+            let mut scratch = Vec::new();
+            let wire = bulk_wire(q, &bounds, mark, size, |from, to, out| {
+                frame_element(out, &mut scratch, to - from, |o, frame| {
+                    for j in &jobs[from..to] {
+                        frame(o, j.record.len());
+                        o.extend_from_slice(&j.record);
+                    }
+                })
             });
             self.write_bulk(&wire)?;
             return Ok(vec![true; jobs.len()]);
@@ -272,7 +295,11 @@ impl Store for RedisStore {
         // Each record packed straight into the bytes that go to Redis (no record, id or job
         // allocated per payload).
         let size = chunk.payload_bytes() + chunk.len() * 64;
-        let wire = bulk_wire(q, chunk.len(), &chunk.watermark(), size, |from, to, out| chunk.pack_records(from, to, out, frame, b"\r\n"));
+        let bounds = chunk.run_bounds();
+        let mut scratch = Vec::with_capacity(RUN_BYTES);
+        let wire = bulk_wire(q, &bounds, &chunk.watermark(), size, |from, to, out| {
+            frame_element(out, &mut scratch, to - from, |o, frame| chunk.pack_records(from, to, o, frame, b""))
+        });
         PackedChunk::Bulk(wire)
     }
 

@@ -184,6 +184,22 @@ def eventually(check: Any, timeout: float = 15.0, interval: float = 0.02) -> Any
         time.sleep(interval)
 
 
+def waiting_records(redis: Any, prefix: str, queue: str) -> list[bytes]:
+    """The records of a queue's ready list (priority 0) in order, runs split (codec.rs: byte
+    254, then per record a 2-byte length and the record)."""
+    out = []
+    for el in redis("LRANGE", f"{prefix}:{{{queue}}}:wait", 0, -1):
+        if el[:1] != b"\xfe":
+            out.append(el)
+            continue
+        at = 1
+        while at < len(el):
+            n = int.from_bytes(el[at : at + 2], "big")
+            out.append(el[at + 2 : at + 2 + n])
+            at += 2 + n
+    return out
+
+
 @pytest.fixture(params=["sync", "async"])
 def face(request: Any) -> Any:
     """Runs a test once through the sync API and once through the async one."""

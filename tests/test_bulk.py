@@ -20,7 +20,7 @@ import fastjobs
 from fastjobs import BulkDispatcher, BulkDispatchError, Queue
 
 from .apps.jobs import Echo, Noop
-from .conftest import ROOT, RedisServer, eventually
+from .conftest import ROOT, RedisServer, eventually, waiting_records
 
 
 class Square(fastjobs.Job[int, int]):
@@ -91,7 +91,7 @@ def test_bad_payload_in_a_list_names_its_index_and_writes_nothing() -> None:
 def _stored_payloads(redis: Any, prefix: str, queue: str) -> list[bytes]:
     """The payload bytes of every waiting job, read from the queue's list in Redis."""
     out = []
-    for rec in redis("LRANGE", f"{prefix}:{{{queue}}}:wait", 0, -1):
+    for rec in waiting_records(redis, prefix, queue):
         at = 7 + rec[6]  # version, attempt, max attempts, priority, id length; the id
         at += 1 + rec[at] + 6  # name length, name, enqueued at
         out.append(rec[at + 2 + int.from_bytes(rec[at : at + 2], "big") :])

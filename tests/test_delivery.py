@@ -165,10 +165,16 @@ class PersistentRedis(RedisServer):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("concurrency", [1000, 1], ids=["1000-running", "1-running-999-prefetched"])
-def test_sigkilled_worker_loses_none_of_its_1000_leased_jobs(spawn: Any, concurrency: int) -> None:
+@pytest.mark.parametrize(
+    "concurrency, bulk", [(1000, False), (1, False), (1, True)], ids=["1000-running", "1-running-999-prefetched", "1-running-999-prefetched-bulk"]
+)
+def test_sigkilled_worker_loses_none_of_its_1000_leased_jobs(spawn: Any, concurrency: int, bulk: bool) -> None:
     n = 1000
-    handles = [StallFirst.dispatch({"seconds": 60}).on_queue("crash").attempts(2).send() for _ in range(n)]
+    if bulk:  # written as runs of records, split by the reserve (common.lua)
+        res = StallFirst.dispatch_many([{"seconds": 60}] * n, queue="crash", attempts=2)
+        handles = [res.handle(i) for i in range(n)]
+    else:
+        handles = [StallFirst.dispatch({"seconds": 60}).on_queue("crash").attempts(2).send() for _ in range(n)]
     # One lease of 1,000 jobs (the prefetch is fixed at 1,000): either every job runs in a
     # handler thread of its own, or one runs and 999 wait in the engine's prefetch buffer.
     first = spawn("--queue", "crash", "--concurrency", str(concurrency), "--prefetch", str(n), "--lease", "1", "--grace", "1")

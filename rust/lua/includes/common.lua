@@ -42,15 +42,80 @@ local function push_ready(base, recs, head)
   end
 end
 
+-- A list element of `<base>:wait` is a record or a run of records (codec.rs): the byte RUN,
+-- then per record its length (2 bytes, big-endian) and its bytes. A bulk dispatch writes runs
+-- because Redis's cost is per element more than per byte. `<base>:runs` counts the records in
+-- runs beyond one per element, so the ready count stays a few O(1) calls.
+local RUN = 254
+
 -- Number of ready jobs over every priority level.
 local function ready_count(base)
-  local n = rcall('LLEN', base .. ':wait')
+  local n = rcall('LLEN', base .. ':wait') + tonumber(rcall('GET', base .. ':runs') or '0')
   for _, p in ipairs(rcall('ZRANGE', base .. ':prios', 0, -1)) do
     n = n + rcall('LLEN', base .. ':wait:' .. p)
   end
   return n
 end
 
+-- Appends up to `max` records of run `el` to `out`; returns how many, and the rest of the run
+-- (itself a run) or nil. A damaged length ends the run: what was cut goes on as one record,
+-- which the worker fails as undecodable.
+local function split_run(el, max, out)
+  local at, n, took = 2, #el, 0
+  while at <= n and took < max do
+    local hi, lo = string.byte(el, at, at + 1)
+    local len = (hi or 0) * 256 + (lo or 0)
+    out[#out + 1] = string.sub(el, at + 2, at + 1 + len)
+    at = at + 2 + len
+    took = took + 1
+  end
+  if at <= n then return took, string.char(RUN) .. string.sub(el, at) end
+  return took, nil
+end
+
+-- Pops up to `want` records of priority 0 into `recs`, splitting runs; what a pop took beyond
+-- `want` goes back at the head, in order.
+local function pop_wait(base, want, recs)
+  local key, runs = base .. ':wait', base .. ':runs'
+  local extra = tonumber(rcall('GET', runs) or '0')
+  local len = extra > 0 and rcall('LLEN', key) or 0
+  local taken = 0 -- records of runs beyond one per element that left the list
+  local guess = true
+  while #recs < want do
+    local need = want - #recs
+    local count = need
+    -- Elements hold (len + extra) / len records on average: pop about as many as needed.
+    if guess and extra > taken and len > 0 then
+      count = math.max(1, math.floor(need * len / (len + extra - taken)))
+    end
+    local got = rcall('LPOP', key, count)
+    if not got then break end
+    len = len - #got
+    guess = false
+    local back = {}
+    for k, el in ipairs(got) do
+      if #recs >= want then
+        back[#back + 1] = el
+      elseif string.byte(el, 1) == RUN then
+        guess = true
+        local took, rest = split_run(el, want - #recs, recs)
+        if rest then
+          back[#back + 1] = rest -- a run of k records leaves k - 1 extra; its rest, k - took - 1
+          taken = taken + took
+        else
+          taken = taken + took - 1
+        end
+      else
+        recs[#recs + 1] = el
+      end
+    end
+    if #back > 0 then
+      for i = #back, 1, -1 do rcall('LPUSH', key, back[i]) end
+      len = len + #back
+    end
+  end
+  if taken > 0 and rcall('DECRBY', runs, taken) <= 0 then rcall('DEL', runs) end
+end
 
 -- Pops up to `want` ready records, higher priority first, FIFO within a level.
 local function pop_ready(base, want)
@@ -63,10 +128,7 @@ local function pop_ready(base, want)
     if #recs < want then rcall('ZREM', base .. ':prios', p) end
     if #recs >= want then return recs end
   end
-  local got = rcall('LPOP', base .. ':wait', want - #recs)
-  if got then
-    for _, r in ipairs(got) do recs[#recs + 1] = r end
-  end
+  pop_wait(base, want, recs)
   return recs
 end
 
