@@ -26,9 +26,9 @@ class FastjobsPeer(PeerBase):
 
     def settings_for(self, workload):
         s = {
-            "enqueue": "Job.dispatch_many(list) (chunks of 10,000, pipelined)",
+            "enqueue": "Job.dispatch_many(list) (chunks of 10,000, pipelined; up to 16 records per list element)",
             "worker": f"fastjobs worker --concurrency {self.concurrency(workload)} (sync handler threads, adaptive prefetch), 1 process",
-            "serializer": "JSON (orjson)",
+            "serializer": "JSON (orjson's bytes; bulk payloads serialized by the engine)",
         }
         if workload in ("W3", "W5"):
             s["dispatch"] = "Job.dispatch(payload).send() per job" + (" with .delay(2)" if workload == "W5" else "")
