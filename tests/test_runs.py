@@ -98,3 +98,15 @@ def test_jobs_handed_back_on_stop_go_ahead_of_the_rest_of_their_run(start_worker
     start_worker(queues=["back"])
     assert res.handle(99).wait_result(timeout=10) == 99
     eventually(lambda: Queue("back").counts()["completed"] == 100)
+
+
+def test_a_run_count_left_over_an_empty_list_heals(start_worker: Any, redis: Any, prefix: str) -> None:
+    # The list deleted by hand while runs were waiting: the count is wrong until a reserve
+    # finds the list empty, and then it is right again.
+    Echo.dispatch_many(list(range(100)), queue="healed")
+    redis("DEL", _key(prefix, "healed", "wait"))
+    assert Queue("healed").counts()["waiting"] > 0
+    start_worker(queues=["healed"])
+    eventually(lambda: Queue("healed").counts()["waiting"] == 0)
+    assert redis("EXISTS", _key(prefix, "healed", "runs")) == 0
+    assert Echo.dispatch_many(list(range(50)), queue="healed").handle(49).wait_result(timeout=10) == 49

@@ -89,11 +89,15 @@ local function pop_wait(base, want, recs)
       count = math.max(1, math.floor(need * len / (len + extra - taken)))
     end
     local got = rcall('LPOP', key, count)
-    if not got then break end
+    if not got then
+      -- Empty: no run can be left (a counter set by hand, or a list deleted by hand, heals).
+      if extra > 0 then rcall('DEL', runs) end
+      return
+    end
     len = len - #got
     guess = false
     local back = {}
-    for k, el in ipairs(got) do
+    for _, el in ipairs(got) do
       if #recs >= want then
         back[#back + 1] = el
       elseif string.byte(el, 1) == RUN then
