@@ -292,8 +292,8 @@ impl Store for RedisStore {
             let (jobs, mark) = chunk.pack();
             return PackedChunk::Jobs(jobs, mark);
         }
-        // Each record packed straight into the bytes that go to Redis (no record, id or job
-        // allocated per payload).
+        // Each record packed straight into the bytes that go to Redis, a run's by way of one
+        // reused 2 KB buffer (no record, id or job allocated per payload).
         let size = chunk.payload_bytes() + chunk.len() * 64;
         let bounds = chunk.run_bounds();
         let mut scratch = Vec::with_capacity(RUN_BYTES);
