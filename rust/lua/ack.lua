@@ -96,12 +96,12 @@ for i = general_at, #ARGV, 4 do
       completed = completed + 1
       if kind == 'c' then
         -- generated id <producer:10>-<seq>: one bit marks it completed
-        local key = base .. ':done:' .. string.sub(id, 1, 10)
+        local key = base .. ':done:' .. ssub(id, 1, 10)
         local args = bits[key]
         if not args then args = {}; bits[key] = args end
         args[#args + 1] = 'SET'
         args[#args + 1] = 'u1'
-        args[#args + 1] = string.sub(id, 12)
+        args[#args + 1] = ssub(id, 12)
         args[#args + 1] = 1
       else
         rcall('SET', base .. ':id:' .. id, 'c', 'KEEPTTL')

@@ -2,6 +2,8 @@
 -- Record header offsets (1-based, see codec.rs): 1 version, 2-3 attempt, 4-5 max attempts,
 -- 6 priority, 7 id length, 8.. id.
 local rcall = redis.call
+-- Locals, not global lookups: these run once per record on a drain's hot path.
+local sbyte, ssub = string.byte, string.sub
 
 local function now_ms()
   local t = rcall('TIME')
@@ -9,25 +11,25 @@ local function now_ms()
 end
 
 local function record_id(rec)
-  return string.sub(rec, 8, 7 + string.byte(rec, 7))
+  return ssub(rec, 8, 7 + sbyte(rec, 7))
 end
 
 local function record_attempt(rec)
-  return string.byte(rec, 2) * 256 + string.byte(rec, 3)
+  return sbyte(rec, 2) * 256 + sbyte(rec, 3)
 end
 
 local function record_max_attempts(rec)
-  return string.byte(rec, 4) * 256 + string.byte(rec, 5)
+  return sbyte(rec, 4) * 256 + sbyte(rec, 5)
 end
 
 local function with_attempt(rec, n)
-  return string.sub(rec, 1, 1) .. string.char(math.floor(n / 256) % 256, n % 256) .. string.sub(rec, 4)
+  return ssub(rec, 1, 1) .. string.char(math.floor(n / 256) % 256, n % 256) .. ssub(rec, 4)
 end
 
 -- The ready list of a record: `<base>:wait` for priority 0, `<base>:wait:<p>` above it, with
 -- the level noted in `<base>:prios` so reserve finds it. All share the queue's hash tag.
 local function ready_key(base, rec)
-  local p = string.byte(rec, 6)
+  local p = sbyte(rec, 6)
   if p == 0 then return base .. ':wait' end
   rcall('ZADD', base .. ':prios', p, p)
   return base .. ':wait:' .. p
@@ -61,15 +63,16 @@ end
 -- (itself a run) or nil. A damaged length ends the run: what was cut goes on as one record,
 -- which the worker fails as undecodable.
 local function split_run(el, max, out)
-  local at, n, took = 2, #el, 0
+  local at, n, took, k = 2, #el, 0, #out
   while at <= n and took < max do
-    local hi, lo = string.byte(el, at, at + 1)
+    local hi, lo = sbyte(el, at, at + 1)
     local len = (hi or 0) * 256 + (lo or 0)
-    out[#out + 1] = string.sub(el, at + 2, at + 1 + len)
+    k = k + 1
+    out[k] = ssub(el, at + 2, at + 1 + len)
     at = at + 2 + len
     took = took + 1
   end
-  if at <= n then return took, string.char(RUN) .. string.sub(el, at) end
+  if at <= n then return took, string.char(RUN) .. ssub(el, at) end
   return took, nil
 end
 
@@ -100,7 +103,7 @@ local function pop_wait(base, want, recs)
     for _, el in ipairs(got) do
       if #recs >= want then
         back[#back + 1] = el
-      elseif string.byte(el, 1) == RUN then
+      elseif sbyte(el, 1) == RUN then
         guess = true
         local took, rest = split_run(el, want - #recs, recs)
         if rest then
@@ -158,9 +161,9 @@ end
 -- Takes back one item of a worker's inbox: the record, moved out of its hand-off lease (the
 -- lease goes when empty), or nil for a stop marker (empty token) or a job already reaped.
 local function take_handed(base, active, item)
-  local n = string.byte(item, 1)
+  local n = sbyte(item, 1)
   if n == 0 then return nil end
-  local t, rec = string.sub(item, 2, 1 + n), string.sub(item, 2 + n)
+  local t, rec = ssub(item, 2, 1 + n), ssub(item, 2 + n)
   local held = base .. ':lease:' .. t
   if rcall('HDEL', held, record_id(rec)) == 0 then return nil end
   if rcall('EXISTS', held) == 0 then rcall('ZREM', active, t) end
@@ -172,7 +175,7 @@ end
 -- the wake list (`<base>:wake`) if jobs remain; the marker wakes one blocked worker, which
 -- passes it on if work remains after its reserve.
 local function wake(key)
-  local base = string.sub(key, 1, -6)
+  local base = ssub(key, 1, -6)
   local idle = base .. ':idle'
   if rcall('EXISTS', idle) == 1 then
     local now = now_ms()
