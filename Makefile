@@ -49,6 +49,11 @@ bench-lateness: build ## lateness of 10,000 delayed jobs due over 10 s among 100
 bench-ceiling: build ## Redis's own cost per list element, with no producer work: the ceiling of W1
 	$(PY) benches/redis_ceiling.py
 
+.PHONY: bench-reserve
+bench-reserve: build ## Redis's cost per record of a reserve, one record per list element against runs
+	@$(PIP) install -q --disable-pip-version-check "redis[hiredis]>=5"
+	$(PY) benches/reserve_cost.py
+
 .PHONY: bench-flow
 bench-flow: build ## a JobFlow of 10,000 children against the same jobs dispatched plainly
 	$(PY) benches/flow.py
