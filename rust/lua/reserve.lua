@@ -43,5 +43,5 @@ end
 rcall('HSET', KEYS[3], unpack(args))
 rcall('ZADD', KEYS[2], now + tonumber(ARGV[4]), token)
 -- Pass the wake-up on: another idle worker should take what is left.
-if #recs >= want and ready_count(base) > 0 then wake(KEYS[4]) end
+if #recs >= want and any_ready(base) then wake(KEYS[4]) end
 return recs

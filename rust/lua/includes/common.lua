@@ -50,6 +50,15 @@ end
 -- runs beyond one per element, so the ready count stays a few O(1) calls.
 local RUN = 254
 
+-- Whether any job is ready, at any priority level (cheaper than counting them).
+local function any_ready(base)
+  if rcall('LLEN', base .. ':wait') > 0 then return true end
+  for _, p in ipairs(rcall('ZRANGE', base .. ':prios', 0, -1)) do
+    if rcall('LLEN', base .. ':wait:' .. p) > 0 then return true end
+  end
+  return false
+end
+
 -- Number of ready jobs over every priority level.
 local function ready_count(base)
   local n = rcall('LLEN', base .. ':wait') + tonumber(rcall('GET', base .. ':runs') or '0')
@@ -80,7 +89,8 @@ end
 -- `want` goes back at the head, in order.
 local function pop_wait(base, want, recs)
   local key, runs = base .. ':wait', base .. ':runs'
-  local extra = tonumber(rcall('GET', runs) or '0')
+  -- One record (a hand-over) pops one element whatever the runs: no need to count them.
+  local extra = want > 1 and tonumber(rcall('GET', runs) or '0') or 0
   local len = extra > 0 and rcall('LLEN', key) or 0
   local taken = 0 -- records of runs beyond one per element that left the list
   local guess = true
@@ -93,8 +103,9 @@ local function pop_wait(base, want, recs)
     end
     local got = rcall('LPOP', key, count)
     if not got then
-      -- Empty: no run can be left (a counter set by hand, or a list deleted by hand, heals).
-      if extra > 0 then rcall('DEL', runs) end
+      -- Empty: no run can be left, so a count left over (the list deleted by hand) heals;
+      -- a one-record pop did not read the count and clears it blindly.
+      if extra > 0 or want == 1 then rcall('DEL', runs) end
       return
     end
     len = len - #got
@@ -177,17 +188,20 @@ end
 local function wake(key)
   local base = ssub(key, 1, -6)
   local idle = base .. ':idle'
-  if rcall('EXISTS', idle) == 1 then
+  local slots = rcall('ZRANGE', idle, 0, -1, 'WITHSCORES')
+  if #slots > 0 then
     local now = now_ms()
-    rcall('ZREMRANGEBYSCORE', idle, '-inf', now - IDLE_SLOT_MS)
-    for _, slot in ipairs(rcall('ZRANGE', idle, 0, -1)) do
-      local rec = pop_ready(base, 1)[1]
-      if not rec then return end
-      rcall('ZREM', idle, slot)
-      hand_over(base, slot, rec, now)
+    for i = 1, #slots, 2 do
+      local slot = slots[i]
+      if tonumber(slots[i + 1]) > now - IDLE_SLOT_MS then
+        local rec = pop_ready(base, 1)[1]
+        if not rec then return end
+        hand_over(base, slot, rec, now)
+      end
+      rcall('ZREM', idle, slot) -- handed a job, or not renewed in time
     end
   end
-  if ready_count(base) > 0 then
+  if any_ready(base) then
     rcall('LPUSH', key, '1')
     rcall('LTRIM', key, 0, 0)
   end
