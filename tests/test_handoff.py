@@ -12,7 +12,7 @@ from typing import Any
 
 from fastjobs import Queue
 
-from .apps.jobs import Echo, Noop, Sleep
+from .apps.jobs import Echo, Noop, Sleep, Stamp, stamps
 from .conftest import eventually
 from .resp import Redis
 from .test_delivery import JOBS, record_attempt, record_id, summary
@@ -34,6 +34,20 @@ def test_an_idle_worker_is_handed_each_job(start_worker: Any, redis: Redis, pref
     assert stats["handed"] >= 45 and stats["reserved"] == 50, stats
     w.stop()
     assert idle_slots(redis, prefix, "default") == []  # a graceful stop ends the slot
+
+
+def test_a_job_handed_straight_to_an_idle_worker_does_not_pass_ready_ones(start_worker: Any, redis: Redis, prefix: str) -> None:
+    # A dispatch meeting an idle worker is handed to it without queueing (push.lua), but only
+    # when nothing is ready: ready jobs are normally handed at once, so put two in the list by
+    # hand (records taken from a queue no worker reads) while the worker stays idle.
+    early = [Stamp.dispatch(f"early {i}").on_queue("parked").send().id for i in range(2)]
+    parked = redis("LRANGE", f"{prefix}:{{parked}}:wait", 0, -1)
+    start_worker(queues=["stamps"], concurrency=1)
+    eventually(lambda: len(idle_slots(redis, prefix, "stamps")) == 1)
+    redis("RPUSH", f"{prefix}:{{stamps}}:wait", *parked)
+    late = Stamp.dispatch("late").send().id
+    eventually(lambda: len(stamps(redis, prefix)) == 3)
+    assert [s[0] for s in stamps(redis, prefix)] == early + [late]
 
 
 def test_a_worker_killed_while_idle_loses_no_job(spawn_worker: Any, redis: Redis, prefix: str) -> None:

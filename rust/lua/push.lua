@@ -1,18 +1,34 @@
 -- push: append ready records to a queue: a few jobs, or records with priorities (the bulk
 -- path for records all of priority 0 is a raw RPUSH plus mark.lua in one MULTI/EXEC: see
--- redis_store.rs).
+-- redis_store.rs); one job meeting an idle worker is handed to it directly.
 -- KEYS[1] wait list   KEYS[2] wake list   KEYS[3] producer high-water-mark string
 -- ARGV[1] queue key base ("fj:{q}")
 -- ARGV[2] highest sequence number among the records (the producer's high-water mark)
 -- ARGV[3] ttl of the high-water mark, seconds
 -- ARGV[4..] packed job records (see codec.rs), already carrying their ids
 -- Returns the number of records pushed.
-for i = 4, #ARGV do rcall('RPUSH', ready_key(ARGV[1], ARGV[i]), ARGV[i]) end
+local base = ARGV[1]
+local slots = idle_slots(base)
+-- One job of priority 0, a worker idle and nothing else ready: the job goes to that worker
+-- at once, not through the ready list and back (three calls fewer, and a dispatch to an idle
+-- worker waits for exactly this script).
+local handed = false
+if #ARGV == 4 and #slots > 0 and sbyte(ARGV[4], 6) == 0 and not any_ready(base) then
+  local now = now_ms()
+  if tonumber(slots[2]) > now - IDLE_SLOT_MS then
+    rcall('ZREM', base .. ':idle', slots[1])
+    hand_over(base, slots[1], ARGV[4], now)
+    handed = true
+  end
+end
+if not handed then
+  for i = 4, #ARGV do rcall('RPUSH', ready_key(base, ARGV[i]), ARGV[i]) end
+end
 local known = tonumber(rcall('GET', KEYS[3]) or '-1')
 if tonumber(ARGV[2]) > known then
   rcall('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
 else
   rcall('EXPIRE', KEYS[3], ARGV[3])
 end
-wake(KEYS[2])
+if not handed then wake(KEYS[2], slots) end
 return #ARGV - 3

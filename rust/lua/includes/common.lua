@@ -181,14 +181,18 @@ local function take_handed(base, active, item)
   return rec
 end
 
+-- The idle slots of a queue with their scores (when registered), longest idle first.
+local function idle_slots(base)
+  return rcall('ZRANGE', base .. ':idle', 0, -1, 'WITHSCORES')
+end
+
 -- Tells workers that ready jobs are waiting: hands one each to idle workers, longest idle
 -- first (a worker whose handlers are all busy registered last), then leaves one marker on
 -- the wake list (`<base>:wake`) if jobs remain; the marker wakes one blocked worker, which
--- passes it on if work remains after its reserve.
-local function wake(key)
+-- passes it on if work remains after its reserve. `slots`: idle_slots(), if already read.
+local function wake(key, slots)
   local base = ssub(key, 1, -6)
-  local idle = base .. ':idle'
-  local slots = rcall('ZRANGE', idle, 0, -1, 'WITHSCORES')
+  slots = slots or idle_slots(base)
   if #slots > 0 then
     local now = now_ms()
     for i = 1, #slots, 2 do
@@ -198,7 +202,7 @@ local function wake(key)
         if not rec then return end
         hand_over(base, slot, rec, now)
       end
-      rcall('ZREM', idle, slot) -- handed a job, or not renewed in time
+      rcall('ZREM', base .. ':idle', slot) -- handed a job, or not renewed in time
     end
   end
   if any_ready(base) then
