@@ -98,8 +98,8 @@ fn bulk_wire(q: &QueueKeys, bounds: &[usize], mark: &Watermark, size_hint: usize
         }
         queued += 1;
     }
-    let mut c = scripts().mark.eval(&[&q.hwm(&mark.producer), &q.wake, &q.runs]);
-    c.arg(mark.last_seq).arg(MARK_TTL_SECS).arg(jobs - elements);
+    let mut c = scripts().mark.eval(&[&q.hwm(&mark.producer), &q.wake, &q.runs, &q.wait]);
+    c.arg(mark.last_seq).arg(MARK_TTL_SECS).arg(jobs - elements).arg(elements);
     out.extend_from_slice(&c.get_packed_command());
     out.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
     BulkWire { bytes: out, queued: queued + 1, jobs }

@@ -47,7 +47,9 @@ end
 -- A list element of `<base>:wait` is a record or a run of records (codec.rs): the byte RUN,
 -- then per record its length (2 bytes, big-endian) and its bytes. A bulk dispatch writes runs
 -- because Redis's cost is per element more than per byte. `<base>:runs` counts the records in
--- runs beyond one per element, so the ready count stays a few O(1) calls.
+-- runs beyond one per element, so the ready count stays a few O(1) calls. It means nothing
+-- while the list is empty (mark.lua sets it afresh when it writes to an empty list), so a
+-- count left over by a list deleted by hand, or evicted, is ignored and then replaced.
 local RUN = 254
 
 -- Whether any job is ready, at any priority level (cheaper than counting them).
@@ -61,7 +63,8 @@ end
 
 -- Number of ready jobs over every priority level.
 local function ready_count(base)
-  local n = rcall('LLEN', base .. ':wait') + tonumber(rcall('GET', base .. ':runs') or '0')
+  local n = rcall('LLEN', base .. ':wait')
+  if n > 0 then n = n + tonumber(rcall('GET', base .. ':runs') or '0') end
   for _, p in ipairs(rcall('ZRANGE', base .. ':prios', 0, -1)) do
     n = n + rcall('LLEN', base .. ':wait:' .. p)
   end
@@ -90,8 +93,12 @@ end
 local function pop_wait(base, want, recs)
   local key, runs = base .. ':wait', base .. ':runs'
   -- One record (a hand-over) pops one element whatever the runs: no need to count them.
-  local extra = want > 1 and tonumber(rcall('GET', runs) or '0') or 0
-  local len = extra > 0 and rcall('LLEN', key) or 0
+  local len, extra = 0, 0
+  if want > 1 then
+    len = rcall('LLEN', key)
+    if len == 0 then return end
+    extra = tonumber(rcall('GET', runs) or '0')
+  end
   local taken = 0 -- records of runs beyond one per element that left the list
   local guess = true
   while #recs < want do
@@ -102,12 +109,7 @@ local function pop_wait(base, want, recs)
       count = math.max(1, math.floor(need * len / (len + extra - taken)))
     end
     local got = rcall('LPOP', key, count)
-    if not got then
-      -- Empty: no run can be left, so a count left over (the list deleted by hand) heals;
-      -- a one-record pop did not read the count and clears it blindly.
-      if extra > 0 or want == 1 then rcall('DEL', runs) end
-      return
-    end
+    if not got then len = 0; break end
     len = len - #got
     guess = false
     local back = {}
@@ -132,7 +134,11 @@ local function pop_wait(base, want, recs)
       len = len + #back
     end
   end
-  if taken > 0 and rcall('DECRBY', runs, taken) <= 0 then rcall('DEL', runs) end
+  if want > 1 and len == 0 then
+    rcall('DEL', runs) -- emptied: no run is left, whatever the count said
+  elseif taken > 0 and rcall('DECRBY', runs, taken) <= 0 then
+    rcall('DEL', runs)
+  end
 end
 
 -- Pops up to `want` ready records, higher priority first, FIFO within a level.
