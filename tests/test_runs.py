@@ -11,21 +11,18 @@ from fastjobs import Queue, _core, config
 
 from .apps.jobs import Echo, Stamp, stamps
 from .conftest import eventually, waiting_records
-
-
-def _key(prefix: str, queue: str, name: str) -> str:
-    return f"{prefix}:{{{queue}}}:{name}"
+from .test_delivery import key, record_id
 
 
 def test_bulk_dispatch_writes_runs_and_counts_every_job(redis: Any, prefix: str) -> None:
     res = Echo.dispatch_many([{"i": i, "s": "x" * 32} for i in range(1000)])
-    elements = redis("LLEN", _key(prefix, "default", "wait"))
+    elements = redis("LLEN", key(prefix, "default", "wait"))
     assert elements <= 1000 // 16 + 1, elements  # 16 small records per element
     assert Queue().size() == 1000 and Queue().counts()["waiting"] == 1000
-    assert [r[7 : 7 + r[6]].decode() for r in waiting_records(redis, prefix, "default")] == list(res)
+    assert [record_id(r) for r in waiting_records(redis, prefix, "default")] == list(res)
     # A record past the run size stands alone: nothing is gained by grouping large ones.
     Echo.dispatch_many(["y" * 3000] * 40, queue="large")
-    assert redis("LLEN", _key(prefix, "large", "wait")) == 40 and Queue("large").size() == 40
+    assert redis("LLEN", key(prefix, "large", "wait")) == 40 and Queue("large").size() == 40
 
 
 def test_counts_stay_exact_while_reserves_split_runs(prefix: str, redis: Any) -> None:
@@ -51,7 +48,7 @@ def test_counts_stay_exact_while_reserves_split_runs(prefix: str, redis: Any) ->
         engine.close()
     eventually(lambda: Queue("split").counts()["completed"] == n)
     assert Queue("split").counts()["waiting"] == 0
-    assert redis("EXISTS", _key(prefix, "split", "runs")) == 0  # the counter goes with the last run
+    assert redis("EXISTS", key(prefix, "split", "runs")) == 0  # the counter goes with the last run
 
 
 def test_small_prefetch_runs_every_job_once_in_dispatch_order(start_worker: Any, redis: Any, prefix: str) -> None:
@@ -65,12 +62,12 @@ def test_small_prefetch_runs_every_job_once_in_dispatch_order(start_worker: Any,
 
 def test_idle_worker_is_handed_the_head_of_a_run(start_worker: Any, redis: Any, prefix: str) -> None:
     start_worker(queues=["stamps"], concurrency=1)
-    eventually(lambda: redis("ZCARD", _key(prefix, "stamps", "idle")) == 1)
+    eventually(lambda: redis("ZCARD", key(prefix, "stamps", "idle")) == 1)
     res = Stamp.dispatch_many(list(range(100)))
     eventually(lambda: len(stamps(redis, prefix)) == 100, timeout=30)
     assert [s[0] for s in stamps(redis, prefix)] == list(res)
     eventually(lambda: Queue("stamps").counts() == dict(waiting=0, delayed=0, active=0, failed=0, completed=100, retried=0, stalled=0))
-    assert redis("EXISTS", _key(prefix, "stamps", "runs")) == 0
+    assert redis("EXISTS", key(prefix, "stamps", "runs")) == 0
 
 
 def test_singles_and_runs_keep_one_fifo_order(start_worker: Any, redis: Any, prefix: str) -> None:
@@ -93,7 +90,7 @@ def test_jobs_handed_back_on_stop_go_ahead_of_the_rest_of_their_run(start_worker
     engine.stop_fetching()  # the prefetched jobs go back to the head, ahead of the run they came from
     engine.drain()
     engine.close()
-    assert [r[7 : 7 + r[6]].decode() for r in waiting_records(redis, prefix, "back")] == list(res)[1:]
+    assert [record_id(r) for r in waiting_records(redis, prefix, "back")] == list(res)[1:]
     assert Queue("back").counts()["waiting"] == 99
     start_worker(queues=["back"])
     assert res.handle(99).wait_result(timeout=10) == 99
@@ -104,15 +101,15 @@ def test_a_run_count_left_over_an_empty_list_is_ignored_then_replaced(start_work
     # The list deleted by hand (or evicted) while runs were waiting leaves their count behind:
     # it means nothing while the list is empty, and the next bulk write sets it afresh.
     Echo.dispatch_many(list(range(100)), queue="healed")
-    redis("DEL", _key(prefix, "healed", "wait"))
-    assert int(redis("GET", _key(prefix, "healed", "runs"))) > 0
+    redis("DEL", key(prefix, "healed", "wait"))
+    assert int(redis("GET", key(prefix, "healed", "runs"))) > 0
     assert Queue("healed").counts()["waiting"] == 0
     res = Echo.dispatch_many(list(range(50)), queue="healed")
-    elements = redis("LLEN", _key(prefix, "healed", "wait"))
-    assert int(redis("GET", _key(prefix, "healed", "runs"))) == 50 - elements
+    elements = redis("LLEN", key(prefix, "healed", "wait"))
+    assert int(redis("GET", key(prefix, "healed", "runs"))) == 50 - elements
     assert Queue("healed").counts()["waiting"] == 50
     start_worker(queues=["healed"])
     assert res.handle(49).wait_result(timeout=10) == 49
     eventually(lambda: Queue("healed").counts()["completed"] == 50)
     assert Queue("healed").counts()["waiting"] == 0
-    assert redis("EXISTS", _key(prefix, "healed", "runs")) == 0
+    assert redis("EXISTS", key(prefix, "healed", "runs")) == 0

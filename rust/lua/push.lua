@@ -15,8 +15,7 @@ local slots = idle_slots(base)
 local handed = false
 if #ARGV == 4 and #slots > 0 and sbyte(ARGV[4], 6) == 0 and not any_ready(base) then
   local now = now_ms()
-  if tonumber(slots[2]) > now - IDLE_SLOT_MS then
-    rcall('ZREM', base .. ':idle', slots[1])
+  if slot_live(slots[2], now) then
     hand_over(base, slots[1], ARGV[4], now)
     handed = true
   end

@@ -71,18 +71,17 @@ local function ready_count(base)
   return n
 end
 
--- Appends up to `max` records of run `el` to `out`; returns how many, and the rest of the run
--- (itself a run) or nil. A damaged length ends the run: what was cut goes on as one record,
--- which the worker fails as undecodable.
-local function split_run(el, max, out)
-  local at, n, took, k = 2, #el, 0, #out
+-- Puts up to `max` records of run `el` in `out` after its first `k`; returns how many, and
+-- the rest of the run (itself a run) or nil. A damaged length ends the run: what was cut goes
+-- on as one record, which the worker fails as undecodable.
+local function split_run(el, max, out, k)
+  local at, n, took = 2, #el, 0
   while at <= n and took < max do
     local hi, lo = sbyte(el, at, at + 1)
     local len = (hi or 0) * 256 + (lo or 0)
-    k = k + 1
-    out[k] = ssub(el, at + 2, at + 1 + len)
-    at = at + 2 + len
     took = took + 1
+    out[k + took] = ssub(el, at + 2, at + 1 + len)
+    at = at + 2 + len
   end
   if at <= n then return took, string.char(RUN) .. ssub(el, at) end
   return took, nil
@@ -101,8 +100,9 @@ local function pop_wait(base, want, recs)
   end
   local taken = 0 -- records of runs beyond one per element that left the list
   local guess = true
-  while #recs < want do
-    local need = want - #recs
+  local have = #recs
+  while have < want do
+    local need = want - have
     local count = need
     -- Elements hold (len + extra) / len records on average: pop about as many as needed.
     if guess and extra > taken and len > 0 then
@@ -114,11 +114,12 @@ local function pop_wait(base, want, recs)
     guess = false
     local back = {}
     for _, el in ipairs(got) do
-      if #recs >= want then
+      if have >= want then
         back[#back + 1] = el
       elseif sbyte(el, 1) == RUN then
         guess = true
-        local took, rest = split_run(el, want - #recs, recs)
+        local took, rest = split_run(el, want - have, recs, have)
+        have = have + took
         if rest then
           back[#back + 1] = rest -- a run of k records leaves k - 1 extra; its rest, k - took - 1
           taken = taken + took
@@ -126,7 +127,8 @@ local function pop_wait(base, want, recs)
           taken = taken + took - 1
         end
       else
-        recs[#recs + 1] = el
+        have = have + 1
+        recs[have] = el
       end
     end
     if #back > 0 then
@@ -162,11 +164,17 @@ end
 -- slots everywhere in the queue (tick.lua).
 local IDLE_SLOT_MS = 3000
 
+-- Whether an idle slot registered at `since` (its score) still holds at `now`.
+local function slot_live(since, now)
+  return tonumber(since) > now - IDLE_SLOT_MS
+end
+
 -- Leases one record to a worker that registered as idle and pushes it onto that worker's
 -- inbox, which the worker is blocked on: the job starts one round trip sooner than by a
--- wake-up followed by a reserve. The lease is the idle slot's own token (reserve.lua), so
--- a dead worker's hand-off is reaped like any lease.
+-- wake-up followed by a reserve. The slot is used up. The lease is the slot's own token
+-- (reserve.lua), so a dead worker's hand-off is reaped like any lease.
 local function hand_over(base, slot, rec, now)
+  rcall('ZREM', base .. ':idle', slot)
   local worker, token, lease = string.match(slot, '^(.-)|(.-)|(%d+)$')
   rcall('HSET', base .. ':lease:' .. token, record_id(rec), rec)
   rcall('ZADD', base .. ':active', now + tonumber(lease), token)
@@ -202,13 +210,13 @@ local function wake(key, slots)
   if #slots > 0 then
     local now = now_ms()
     for i = 1, #slots, 2 do
-      local slot = slots[i]
-      if tonumber(slots[i + 1]) > now - IDLE_SLOT_MS then
+      if slot_live(slots[i + 1], now) then
         local rec = pop_ready(base, 1)[1]
         if not rec then return end
-        hand_over(base, slot, rec, now)
+        hand_over(base, slots[i], rec, now)
+      else
+        rcall('ZREM', base .. ':idle', slots[i]) -- not renewed in time
       end
-      rcall('ZREM', base .. ':idle', slot) -- handed a job, or not renewed in time
     end
   end
   if any_ready(base) then
