@@ -70,8 +70,23 @@ def producer(url: str, n: int, mode: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def redis_cpu_s(redis: Redis) -> float:
+    """CPU seconds the redis-server has used (user + system), from INFO cpu."""
+    info = redis.command("INFO", "cpu").decode(errors="replace")
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds a process has used (user + system, all threads), from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def drain(redis: Redis, n: int, handler: str, tmp: Path) -> dict[str, Any]:
-    """Enqueue n jobs, start one worker process, time the drain from 1% to 100%."""
+    """Enqueue n jobs, start one worker process, time the drain from 1% to 100%. Also gives
+    the CPU each side spent per job over that window (Redis, and the worker process), which
+    says where the limit of one worker is on a 2-core machine."""
     import fastjobs
 
     fastjobs.configure(redis.url, prefix="bench")
@@ -94,13 +109,18 @@ def drain(redis: Redis, n: int, handler: str, tmp: Path) -> dict[str, Any]:
             now = time.perf_counter()
             if t0 is None and c >= n // 100:
                 t0, c0 = now, c
+                cpu0 = (redis_cpu_s(redis), process_cpu_s(worker.pid))
             if c >= n:
+                cpu1 = (redis_cpu_s(redis), process_cpu_s(worker.pid))
                 break
             if time.monotonic() > deadline or worker.poll() is not None:
                 raise RuntimeError(f"drain stopped at {c} of {n}")
             time.sleep(0.005)
         assert t0 is not None and c0 is not None
-        return {"n": n, "handler": handler, "seconds": now - t0, "jobs_per_s": (n - c0) / (now - t0)}
+        jobs = n - c0
+        return {"n": n, "handler": handler, "seconds": now - t0, "jobs_per_s": jobs / (now - t0),
+                "redis_us_per_job": round((cpu1[0] - cpu0[0]) / jobs * 1e6, 3),
+                "worker_us_per_job": round((cpu1[1] - cpu0[1]) / jobs * 1e6, 3)}
     finally:
         worker.terminate()
         worker.wait(30)
@@ -110,25 +130,31 @@ def drain(redis: Redis, n: int, handler: str, tmp: Path) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a tenth of the sizes")
+    ap.add_argument("--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads to run (W1 includes the 10M generator)")
     args = ap.parse_args()
     scale = 10 if args.quick else 1
+    only = set(args.only.upper().split(","))
     redis = Redis()
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="fastjobs-bench-"))
     figures: dict[str, Any] = {"redis": redis.version(), "cores": os.cpu_count()}
     try:
-        figures["W1_list"] = producer(redis.url, 1_000_000 // scale, "list")
-        redis.command("FLUSHALL")
-        print(f"W1  1M from a list      {figures['W1_list']['jobs_per_s']:>12,.0f} jobs/s", file=sys.stderr)
-        figures["generator_10M"] = producer(redis.url, 10_000_000 // scale, "generator")
-        redis.command("FLUSHALL")
-        g = figures["generator_10M"]
-        print(f"    10M from a generator {g['jobs_per_s']:>12,.0f} jobs/s, peak RSS {g['peak_rss_mb']:.0f} MB", file=sys.stderr)
-        for handler in ("sync", "async"):
+        if "W1" in only:
+            figures["W1_list"] = producer(redis.url, 1_000_000 // scale, "list")
+            redis.command("FLUSHALL")
+            print(f"W1  1M from a list      {figures['W1_list']['jobs_per_s']:>12,.0f} jobs/s", file=sys.stderr)
+            figures["generator_10M"] = producer(redis.url, 10_000_000 // scale, "generator")
+            redis.command("FLUSHALL")
+            g = figures["generator_10M"]
+            print(f"    10M from a generator {g['jobs_per_s']:>12,.0f} jobs/s, peak RSS {g['peak_rss_mb']:.0f} MB", file=sys.stderr)
+        for handler in ("sync", "async") if "W2" in only else ():
             figures[f"W2_{handler}"] = d = drain(redis, 1_000_000 // scale, handler, tmp)
-            print(f"W2  drain, {handler} no-op     {d['jobs_per_s']:>12,.0f} jobs/s", file=sys.stderr)
+            print(f"W2  drain, {handler} no-op     {d['jobs_per_s']:>12,.0f} jobs/s "
+                  f"(CPU per job: Redis {d['redis_us_per_job']} µs, worker {d['worker_us_per_job']} µs)", file=sys.stderr)
         for w, key in (("W3", "p50_ms"), ("W4", "bytes_per_job"), ("W5", "p50_ms")):
+            if w not in only:
+                continue
             redis.command("FLUSHALL")
             r = run_one(Path(PY), "fastjobs", w, redis.url, 100_000 // scale if w == "W4" else None, 120)
             figures[w] = r
@@ -136,6 +162,9 @@ def main() -> int:
             print(f"{w}  {key:<20} {r.get(key, r.get('error'))}{extra}", file=sys.stderr)
     finally:
         redis.stop()
+    if "W5" not in only:
+        print(json.dumps(figures))
+        return 0
     late = subprocess.run([PY, str(HERE / "lateness.py"), "--jobs", str(10_000 // scale), "--background", str(100_000 // scale)],
                           capture_output=True, text=True)
     if late.returncode == 0:

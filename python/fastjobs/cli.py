@@ -167,7 +167,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("modules", nargs="+", metavar="MODULE", help="modules that define the jobs (imported, e.g. myapp.jobs)")
     w.add_argument("-q", "--queue", action="append", help="queue to consume; repeat for several, highest priority first (default: default)")
     w.add_argument("-c", "--concurrency", type=int, default=1, help="handler threads / concurrent async jobs (default 1)")
-    w.add_argument("--prefetch", type=int, default=None, help="jobs kept reserved ahead of the handlers (default: adaptive, ~50 ms of work, at most max(2000, 4 x concurrency))")
+    w.add_argument("--prefetch", type=int, default=None, help="jobs kept reserved ahead of the handlers (default: adaptive, ~50 ms of work, at most max(8000, 4 x concurrency))")
     w.add_argument("--lease", type=float, default=30.0, help="seconds a reserved job stays leased without a heartbeat (default 30)")
     w.add_argument("--grace", type=float, default=30.0, help="seconds a graceful stop waits for running jobs (default 30)")
     w.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")

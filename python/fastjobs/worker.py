@@ -98,7 +98,7 @@ class Worker:
     ``concurrency`` is the number of handler threads (sync jobs) and the number of jobs the
     asyncio loop runs at once (async jobs). ``prefetch`` is how many reserved jobs are kept
     ready for the handlers: by default it adapts to the completion rate (about 50 ms of work,
-    at most max(2000, 4 x concurrency)); a number fixes it. ``lease`` is how long a job stays reserved without
+    at most max(8000, 4 x concurrency)); a number fixes it. ``lease`` is how long a job stays reserved without
     a heartbeat (heartbeats renew it every ``lease/3``); ``grace`` how long a graceful stop
     waits for running jobs.
     """

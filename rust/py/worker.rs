@@ -31,7 +31,7 @@ pub struct WorkerEngine {
 #[pymethods]
 impl WorkerEngine {
     #[new]
-    /// `prefetch` None: adaptive, up to 1000 (or 4 x concurrency); a number: kept ready.
+    /// `prefetch` None: adaptive, up to 8000 (or 4 x concurrency); a number: kept ready.
     #[pyo3(signature = (client, queues, *, prefetch = None, concurrency = 1, lease = 30.0))]
     fn new(client: &Client, queues: Vec<String>, prefetch: Option<usize>, concurrency: usize, lease: f64) -> PyResult<WorkerEngine> {
         if queues.is_empty() {
@@ -44,7 +44,7 @@ impl WorkerEngine {
             return Err(pyo3::exceptions::PyValueError::new_err("prefetch and concurrency must be at least 1"));
         }
         let adaptive = prefetch.is_none();
-        let prefetch = prefetch.unwrap_or_else(|| 2000.max(4 * concurrency));
+        let prefetch = prefetch.unwrap_or_else(|| 8000.max(4 * concurrency));
         let qs: Vec<Arc<QueueKeys>> = queues.iter().map(|q| client.queue(q)).collect::<Result<_, Error>>().map_err(to_py)?;
         let cfg = WorkerConfig { prefetch, adaptive, min_batch: concurrency.min(prefetch), lease: Duration::from_secs_f64(lease) };
         let queue_names = Python::attach(|py| queues.iter().map(|q| PyString::intern(py, q).into_any().unbind()).collect());
