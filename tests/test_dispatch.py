@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -61,6 +62,23 @@ def test_ids_are_distinct_and_status_of_unknown_ids(face: Any) -> None:
     assert face.get_job(q, "nope") is None
     fake = next(iter(ids))[:10] + "-99999999"  # same producer, sequence never used
     assert face.get_job(q, fake) is None
+
+
+def test_the_high_water_mark_is_raised_never_lowered(redis: Any, prefix: str) -> None:
+    # Every dispatch raises its producer's mark (common.lua raise_mark), which tells a waiting
+    # job from one never dispatched. Sends from several threads may land out of order: a late
+    # one must not lower it. The helper runs here as every script runs it, common.lua first.
+    first = Echo.dispatch(1).send().id
+    producer, seq = first.split("-")
+    mark = f"{prefix}:{{default}}:hwm:{producer}"
+    assert int(redis("GET", mark)) == int(seq) and redis("TTL", mark) > 29 * 24 * 3600
+    common = (Path(__file__).parent.parent / "rust" / "lua" / "includes" / "common.lua").read_text()
+    raise_mark = common + "\nraise_mark(KEYS[1], ARGV[1], ARGV[2])\nreturn redis.call('GET', KEYS[1])"
+    assert int(redis("EVAL", raise_mark, 1, mark, int(seq) + 5, 100)) == int(seq) + 5
+    assert int(redis("EVAL", raise_mark, 1, mark, int(seq), 200)) == int(seq) + 5  # late: kept
+    assert 100 < redis("TTL", mark) <= 200  # renewed all the same
+    assert redis("EVAL", raise_mark, 1, f"{mark}x", -1, 100) is None  # no generated id: no mark
+    assert Echo.dispatch(2).send().status() == "waiting"
 
 
 def test_options_by_name_and_by_method(face: Any) -> None:

@@ -61,8 +61,11 @@ def test_a_worker_killed_while_idle_loses_no_job(spawn_worker: Any, redis: Redis
     handle = Echo.dispatch("late").send()
     spawn_worker("--queue", "default", "--lease", "1")
     assert handle.wait_result(timeout=30) == "late"
-    # Reaping one of its leases ended the dead worker's slot.
+    # Reaping one of its leases ended the dead worker's slot and deleted its inbox (which
+    # held the hand-off: the job was handed to that slot).
     assert dead not in idle_slots(redis, prefix, "default")
+    worker = dead.split("|")[0]
+    assert redis("EXISTS", f"{prefix}:{{default}}:inbox:{worker}") == 0
 
 
 def test_a_stopping_worker_hands_back_what_was_handed_to_it(spawn_worker: Any, redis: Redis, prefix: str) -> None:

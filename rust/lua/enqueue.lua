@@ -37,11 +37,7 @@ for i = 6, #ARGV, 4 do
     out[j] = 0
   end
 end
-local hwm = tonumber(ARGV[2])
-if hwm >= 0 then
-  local known = tonumber(rcall('GET', KEYS[3]) or '-1')
-  if hwm > known then rcall('SET', KEYS[3], ARGV[2], 'EX', ARGV[3]) else rcall('EXPIRE', KEYS[3], ARGV[3]) end
-end
+raise_mark(KEYS[3], ARGV[2], ARGV[3])
 if pushed then wake(KEYS[2]) end
 -- A job due before the head the schedulers sleep towards: wake them to re-arm their timers.
 if earliest ~= nil and (head == nil or earliest < head) then

@@ -4,12 +4,7 @@
 -- KEYS[4] wait list
 -- ARGV[1] highest sequence number pushed   ARGV[2] ttl of the mark, seconds
 -- ARGV[3] records pushed beyond one per list element (in runs)   ARGV[4] elements pushed
-local known = tonumber(rcall('GET', KEYS[1]) or '-1')
-if tonumber(ARGV[1]) > known then
-  rcall('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-else
-  rcall('EXPIRE', KEYS[1], ARGV[2])
-end
+raise_mark(KEYS[1], ARGV[1], ARGV[2])
 local extra = tonumber(ARGV[3])
 if rcall('LLEN', KEYS[4]) == tonumber(ARGV[4]) then
   -- The list was empty: whatever count is left belongs to no run.

@@ -23,11 +23,6 @@ end
 if not handed then
   for i = 4, #ARGV do rcall('RPUSH', ready_key(base, ARGV[i]), ARGV[i]) end
 end
-local known = tonumber(rcall('GET', KEYS[3]) or '-1')
-if tonumber(ARGV[2]) > known then
-  rcall('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
-else
-  rcall('EXPIRE', KEYS[3], ARGV[3])
-end
+raise_mark(KEYS[3], ARGV[2], ARGV[3])
 if not handed then wake(KEYS[2], slots) end
 return #ARGV - 3

@@ -30,12 +30,16 @@ end
 local reaped = 0
 local expired = rcall('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
 -- Lease tokens are `<worker>.<n>`: the worker that let one expire is gone, so its idle
--- slots go too, before the reaped jobs are handed to anyone.
+-- slots go too, before the reaped jobs are handed to anyone, and its inbox (what it holds
+-- is hand-offs under leases of its own, reaped here or later, or a stop marker).
 if #expired > 0 then
   local dead = {}
   for _, token in ipairs(expired) do
     local w = string.match(token, '^(.-)%.')
-    if w then dead[w] = true end
+    if w and not dead[w] then
+      dead[w] = true
+      rcall('DEL', base .. ':inbox:' .. w)
+    end
   end
   for _, slot in ipairs(rcall('ZRANGE', base .. ':idle', 0, -1)) do
     if dead[string.match(slot, '^(.-)|')] then rcall('ZREM', base .. ':idle', slot) end

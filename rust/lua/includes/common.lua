@@ -26,6 +26,16 @@ local function with_attempt(rec, n)
   return ssub(rec, 1, 1) .. string.char(math.floor(n / 256) % 256, n % 256) .. ssub(rec, 4)
 end
 
+-- Raises a producer's high-water mark (`<base>:hwm:<producer>`) to `seq`, never lowering it
+-- (sends from several threads may land out of order), and renews its ttl: one SET ... GET, a
+-- second SET only when the mark was already higher. No-op for seq < 0 (no generated id).
+local function raise_mark(key, seq, ttl)
+  seq = tonumber(seq)
+  if seq < 0 then return end
+  local old = rcall('SET', key, seq, 'EX', ttl, 'GET')
+  if old and tonumber(old) > seq then rcall('SET', key, old, 'EX', ttl) end
+end
+
 -- The ready list of a record: `<base>:wait` for priority 0, `<base>:wait:<p>` above it, with
 -- the level noted in `<base>:prios` so reserve finds it. All share the queue's hash tag.
 local function ready_key(base, rec)
@@ -172,15 +182,14 @@ end
 -- Leases one record to a worker that registered as idle and pushes it onto that worker's
 -- inbox, which the worker is blocked on: the job starts one round trip sooner than by a
 -- wake-up followed by a reserve. The slot is used up. The lease is the slot's own token
--- (reserve.lua), so a dead worker's hand-off is reaped like any lease.
+-- (reserve.lua), so a dead worker's hand-off is reaped like any lease; the reaper also
+-- deletes a dead worker's inbox (tick.lua), so the hand-over sets no ttl on it.
 local function hand_over(base, slot, rec, now)
   rcall('ZREM', base .. ':idle', slot)
   local worker, token, lease = string.match(slot, '^(.-)|(.-)|(%d+)$')
   rcall('HSET', base .. ':lease:' .. token, record_id(rec), rec)
   rcall('ZADD', base .. ':active', now + tonumber(lease), token)
-  local inbox = base .. ':inbox:' .. worker
-  rcall('RPUSH', inbox, string.char(#token) .. token .. rec)
-  rcall('PEXPIRE', inbox, 2 * tonumber(lease))
+  rcall('RPUSH', base .. ':inbox:' .. worker, string.char(#token) .. token .. rec)
 end
 
 -- Takes back one item of a worker's inbox: the record, moved out of its hand-off lease (the
