@@ -4,6 +4,7 @@ unknown and undecodable records, timeouts, concurrency, handler context."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import subprocess
 import sys
 import threading
@@ -230,6 +231,30 @@ def test_async_concurrency_runs_jobs_on_one_loop(start_worker: Any) -> None:
     for h in handles:
         h.wait_result(timeout=10)
     assert max(s for s, _ in INTERVALS) < min(e for _, e in INTERVALS)
+
+
+ASYNC_RUNS: collections.Counter = collections.Counter()
+
+
+class AsyncTick(fastjobs.Job[int, None]):
+    async def process(self, payload: int) -> None:
+        await asyncio.sleep(0.01)
+        ASYNC_RUNS[payload] += 1
+
+
+def test_async_none_results_reported_in_batches_all_land_by_a_graceful_stop(start_worker: Any) -> None:
+    # Async jobs that return None are reported to the engine once per pass of the loop
+    # (worker.py _report_async_done); stopping while 64 run must lose none and run none twice.
+    ASYNC_RUNS.clear()
+    w = start_worker(concurrency=64, jobs=[AsyncTick])
+    AsyncTick.dispatch_many(list(range(3000)))
+    eventually(lambda: sum(ASYNC_RUNS.values()) >= 500)
+    s = w.stop()
+    c = Queue("default").counts()
+    ran = sum(ASYNC_RUNS.values())
+    assert max(ASYNC_RUNS.values()) == 1
+    assert s.completed == ran == c["completed"] and c["active"] == 0, (s, c)
+    assert c["waiting"] == 3000 - ran, (s, c)  # the rest: never reserved, or handed back
 
 
 class InTask(fastjobs.Job[float, list]):

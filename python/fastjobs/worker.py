@@ -149,6 +149,7 @@ class Worker:
         self._counts_lock = threading.Lock()
         self.completed = self.retried = self.failed = self.handed_back = 0
         self._async_completed = 0  # touched on the loop thread only: no lock per async job
+        self._async_done: list[int] = []  # completed with None, reported once per loop pass
         self._signals = 0
 
     # ---- running one job ----
@@ -325,6 +326,11 @@ class Worker:
         else:
             self._async_slots.release()
 
+    def _report_async_done(self) -> None:
+        done, self._async_done = self._async_done, []
+        if done:
+            self.engine.complete_many(done)
+
     async def _async_pull(self) -> None:
         loop = asyncio.get_running_loop()
         engine = self.engine
@@ -370,7 +376,14 @@ class Worker:
             data = None if result is None else serde.dumps(result, "result")
             if flowing:
                 self._workflow_done(opts, job_id, name, data)  # type: ignore[arg-type]
-            self.engine.complete(handle, data)
+            if data is None:
+                # Reported with the others that finish in this pass of the loop: one call
+                # into the engine and one ack entry list, as the sync path does per batch.
+                if not self._async_done:
+                    asyncio.get_running_loop().call_soon(self._report_async_done)
+                self._async_done.append(handle)
+            else:
+                self.engine.complete(handle, data)
             self._async_completed += 1
         except asyncio.CancelledError:
             self.engine.release_handles([handle])
@@ -487,6 +500,7 @@ class Worker:
                     t.cancel()
                 if late:
                     await asyncio.wait(late, timeout=1.0)
+            self._report_async_done()  # before running jobs are handed back (not left to callback order)
 
         asyncio.run_coroutine_threadsafe(wait_tasks(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
