@@ -30,10 +30,10 @@ end
 -- (sends from several threads may land out of order), and renews its ttl: one SET ... GET, a
 -- second SET only when the mark was already higher. No-op for seq < 0 (no generated id).
 local function raise_mark(key, seq, ttl)
-  seq = tonumber(seq)
-  if seq < 0 then return end
-  local old = rcall('SET', key, seq, 'EX', ttl, 'GET')
-  if old and tonumber(old) > seq then rcall('SET', key, old, 'EX', ttl) end
+  local n = tonumber(seq)
+  if n < 0 then return end
+  local old = rcall('SET', key, seq, 'EX', ttl, 'GET') -- seq as sent: no float formatting
+  if old and tonumber(old) > n then rcall('SET', key, old, 'EX', ttl) end
 end
 
 -- The ready list of a record: `<base>:wait` for priority 0, `<base>:wait:<p>` above it, with
