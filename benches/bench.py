@@ -70,13 +70,6 @@ def producer(url: str, n: int, mode: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def redis_cpu_s(redis: Redis) -> float:
-    """CPU seconds the redis-server has used (user + system), from INFO cpu."""
-    info = redis.command("INFO", "cpu").decode(errors="replace")
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
-
-
 def process_cpu_s(pid: int) -> float:
     """CPU seconds a process has used (user + system, all threads), from /proc."""
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -109,9 +102,9 @@ def drain(redis: Redis, n: int, handler: str, tmp: Path) -> dict[str, Any]:
             now = time.perf_counter()
             if t0 is None and c >= n // 100:
                 t0, c0 = now, c
-                cpu0 = (redis_cpu_s(redis), process_cpu_s(worker.pid))
+                cpu0 = (redis.cpu_seconds(), process_cpu_s(worker.pid))
             if c >= n:
-                cpu1 = (redis_cpu_s(redis), process_cpu_s(worker.pid))
+                cpu1 = (redis.cpu_seconds(), process_cpu_s(worker.pid))
                 break
             if time.monotonic() > deadline or worker.poll() is not None:
                 raise RuntimeError(f"drain stopped at {c} of {n}")

@@ -22,11 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 from run import Redis  # noqa: E402
 
 
-def cpu(redis: Redis) -> float:
-    info = dict(line.split(":", 1) for line in redis.command("INFO", "cpu").decode().splitlines() if ":" in line)
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 def blast(redis: Redis, n: int, size: int, per: int = 4000) -> dict[str, float]:
     arg = b"$%d\r\n%s\r\n" % (size, b"x" * size)
     per = min(per, n)
@@ -36,12 +31,12 @@ def blast(redis: Redis, n: int, size: int, per: int = 4000) -> dict[str, float]:
     for _ in range(3):
         redis.command("DEL", "list")
         with socket.create_connection(("127.0.0.1", redis.port)) as s:
-            c0, t0 = cpu(redis), time.perf_counter()
+            c0, t0 = redis.cpu_seconds(), time.perf_counter()
             s.sendall(buf)
             got = b""
             while got.count(b"\r\n") < replies:
                 got += s.recv(1 << 20)
-            seconds, redis_cpu = time.perf_counter() - t0, cpu(redis) - c0
+            seconds, redis_cpu = time.perf_counter() - t0, redis.cpu_seconds() - c0
         run = {"elements_per_s": replies * per / seconds, "redis_us_per_element": redis_cpu / (replies * per) * 1e6}
         if not best or run["elements_per_s"] > best["elements_per_s"]:
             best = run

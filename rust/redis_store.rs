@@ -268,7 +268,7 @@ impl Store for RedisStore {
             // less than MULTI/EXEC with the script's source.)
             let size = jobs.iter().map(|j| j.record.len() + 16).sum();
             let bounds = run_bounds(jobs.len(), |i| jobs[i].record.len());
-            let mut scratch = Vec::new();
+            let mut scratch = Vec::with_capacity(RUN_BYTES);
             let wire = bulk_wire(q, &bounds, mark, size, |from, to, out| {
                 frame_element(out, &mut scratch, to - from, |o, frame| {
                     for j in &jobs[from..to] {

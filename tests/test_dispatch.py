@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gc
 import math
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest

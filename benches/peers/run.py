@@ -87,6 +87,12 @@ class Redis:
         except OSError:
             return b""
 
+    def cpu_seconds(self) -> float:
+        """CPU the redis-server has used so far (user + system), from INFO cpu."""
+        info = self.command("INFO", "cpu").decode(errors="replace")
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
+
     def version(self) -> str:
         info = self.command("INFO", "server").decode(errors="replace")
         for line in info.splitlines():
