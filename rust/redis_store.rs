@@ -340,6 +340,13 @@ impl Store for RedisStore {
         int(&v).map(|n| n as u64).ok_or_else(|| bad_reply("leave", &v))
     }
 
+    async fn nudge(&self, q: &QueueKeys, worker: &str) -> Result<()> {
+        // No ttl: the worker pops or takes back its inbox within a second, and the reaper
+        // deletes a dead worker's inbox with its lease (a nudge follows a reserve that leased
+        // jobs in `q`).
+        self.conn.query::<()>(redis::cmd("RPUSH").arg(q.inbox(worker)).arg(&[0u8][..])).await
+    }
+
     async fn ack(&self, acks: &[LeaseAck]) -> Result<Vec<AckOutcome>> {
         if acks.is_empty() {
             return Ok(vec![]);

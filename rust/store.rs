@@ -232,6 +232,9 @@ pub trait Store: Send + Sync + 'static {
     /// (returned), one of the queues may have ready jobs (a wake-up marker), the worker's stop
     /// marker arrives, or `timeout` passes (None for all three).
     fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Option<Handed>>;
+    /// Ends `worker`'s blocked pop at once (an empty marker on its inbox in `q`; one that
+    /// arrives after the pop ended only makes the next pop return early).
+    fn nudge(&self, q: &QueueKeys, worker: &str) -> impl Future<Output = Result<()>> + Send;
     /// Ends a worker's idle slot in `q` (when it has one) and puts the jobs handed to it but
     /// not taken back at the head of the queue; then wakes the worker's blocked pop.
     fn leave(&self, q: &QueueKeys, worker: &str, slot: Option<&str>) -> impl Future<Output = Result<u64>> + Send;

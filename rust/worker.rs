@@ -57,6 +57,8 @@ struct Buffer {
     /// thread with nothing to do blocks on Redis for work (`pop`).
     idle: bool,
     popping: bool,
+    /// Pops that brought a job: the fetch loop registers a new idle slot after each.
+    handed: u64,
 }
 
 #[derive(Default)]
@@ -196,10 +198,11 @@ impl<S: Store> Engine<S> {
                 continue;
             }
             match self.fill(target - buffered).await {
-                Ok(got_any) => {
+                Ok(got) => {
                     backoff = Duration::from_millis(50);
-                    if !got_any {
-                        self.idle_wait().await;
+                    match got {
+                        Some(queue) => self.end_idle(queue).await,
+                        None => self.idle_wait().await,
                     }
                 }
                 Err(e) => {
@@ -217,10 +220,15 @@ impl<S: Store> Engine<S> {
     }
 
     /// Idle: a handler thread with nothing to do blocks on Redis itself (see next_jobs), so a
-    /// job handed over reaches it with one thread wake-up. Returns when that pop ended, or
-    /// after WAIT with no pop under way (the next reserve renews the slot), or on a stop.
+    /// job handed over reaches it with one thread wake-up. Returns when a pop brought a job
+    /// (its slot is used up: register another), when a pop ended empty, after WAIT with no pop
+    /// under way (the next reserve renews the slot), or on a stop.
     async fn idle_wait(&self) {
-        self.buffer.lock().unwrap().idle = true;
+        let seen = {
+            let mut b = self.buffer.lock().unwrap();
+            b.idle = true;
+            b.handed
+        };
         self.ready_cv.notify_one();
         loop {
             // Armed before the check, so a stop between the two is not missed.
@@ -235,18 +243,39 @@ impl<S: Store> Engine<S> {
                 }
             }
             let mut b = self.buffer.lock().unwrap();
-            if !b.popping || self.stopping.load(Ordering::Acquire) {
+            if self.stopping.load(Ordering::Acquire) || (!b.popping && b.handed == seen) {
                 b.idle = false;
+                return;
+            }
+            // Still idle after a hand-over: another free thread may block on Redis already
+            // while this loop registers the next slot.
+            if b.handed != seen {
                 return;
             }
         }
     }
 
-    /// Reserves up to `want` jobs, from the queues in priority order. True if any came.
-    /// Queues past the one that filled `want` are visited only to take back jobs handed to a
-    /// slot this worker holds there (its handed jobs must not wait for the queue to empty).
-    async fn fill(&self, want: usize) -> Result<bool> {
-        let mut got_any = false;
+    /// Jobs came (leased in `queue`, among others): handler threads with nothing to do wait
+    /// for the buffer now, not on Redis, and one already blocked there is woken.
+    async fn end_idle(&self, queue: usize) {
+        let popping = {
+            let mut b = self.buffer.lock().unwrap();
+            b.idle = false;
+            b.popping
+        };
+        if popping {
+            if let Err(e) = self.store.nudge(&self.queues[queue], &self.worker_id).await {
+                self.note_error(&e); // the pop ends within WAIT anyway
+            }
+        }
+    }
+
+    /// Reserves up to `want` jobs, from the queues in priority order; the first queue that
+    /// gave any, if one did. Queues past the one that filled `want` are visited only to take
+    /// back jobs handed to a slot this worker holds there (its handed jobs must not wait for
+    /// the queue to empty).
+    async fn fill(&self, want: usize) -> Result<Option<usize>> {
+        let mut got: Option<usize> = None;
         let mut want = want.max(1);
         let register = !self.stopping.load(Ordering::Acquire);
         for (qi, q) in self.queues.iter().enumerate() {
@@ -264,7 +293,7 @@ impl<S: Store> Engine<S> {
                 Ok(Reserved::Jobs(recs)) => {
                     want = want.saturating_sub(recs.len());
                     self.deliver(qi, token, recs);
-                    got_any = true;
+                    got = got.or(Some(qi));
                 }
                 Ok(Reserved::Idle { new_slot }) => {
                     self.idle_slots.lock().unwrap()[qi] = if new_slot { Some(idle.slot(&token)) } else { previous };
@@ -277,35 +306,39 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
-        Ok(got_any)
+        Ok(got)
     }
 
     /// The idle worker's blocking pop, on the calling (handler) thread: up to WAIT, ended
-    /// early by a job handed over, a wake-up marker, or leave.lua's stop marker.
-    fn pop(&self) {
+    /// early by a job handed over (returned, leased, for this thread to run), a wake-up
+    /// marker, leave.lua's stop marker or a nudge.
+    fn pop(&self) -> Option<Pending> {
         match self.store.wait_for_work(&self.queues, &self.worker_id, WAIT) {
             Ok(Some(Handed { queue, token, record })) => {
                 self.stats.handed.fetch_add(1, Ordering::Relaxed);
-                self.deliver(queue, token, vec![record]);
+                self.lease(queue, token, vec![record]).pop()
             }
-            Ok(None) => {}
+            Ok(None) => None,
             // The fetch loop reserves next and backs off while Redis is away.
-            Err(e) => self.note_error(&e),
+            Err(e) => {
+                self.note_error(&e);
+                None
+            }
         }
+    }
+
+    /// Records one lease of records, to be buffered.
+    fn lease(&self, queue: usize, token: String, recs: Vec<Vec<u8>>) -> Vec<Pending> {
+        let lease = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        self.leases.lock().unwrap().insert(lease, Lease { queue, token, open: recs.len() });
+        self.stats.reserved.fetch_add(recs.len() as u64, Ordering::Relaxed);
+        recs.into_iter().map(|raw| Pending { lease, queue, id: Record::peek_id(&raw).to_vec(), raw }).collect()
     }
 
     /// Makes leased records (one lease) ready for the handlers.
     fn deliver(&self, queue: usize, token: String, recs: Vec<Vec<u8>>) {
-        let lease = self.next_lease.fetch_add(1, Ordering::Relaxed);
-        self.leases.lock().unwrap().insert(lease, Lease { queue, token, open: recs.len() });
-        self.stats.reserved.fetch_add(recs.len() as u64, Ordering::Relaxed);
-        {
-            let mut b = self.buffer.lock().unwrap();
-            for raw in recs {
-                let id = Record::peek_id(&raw).to_vec();
-                b.ready.push_back(Pending { lease, queue, raw, id });
-            }
-        }
+        let pending = self.lease(queue, token, recs);
+        self.buffer.lock().unwrap().ready.extend(pending);
         self.ready_cv.notify_all();
     }
 
@@ -341,9 +374,19 @@ impl<S: Store> Engine<S> {
                 if b.idle && !b.popping && !timeout.is_zero() && !self.stopping.load(Ordering::Acquire) {
                     b.popping = true;
                     drop(b);
-                    self.pop();
+                    let got = self.pop();
                     b = self.buffer.lock().unwrap();
-                    (b.popping, b.idle) = (false, false);
+                    b.popping = false;
+                    match got {
+                        // This thread runs it (taken below, under this lock); one other
+                        // free thread wakes to block on Redis for the next.
+                        Some(p) => {
+                            b.ready.push_back(p);
+                            b.handed += 1;
+                            self.ready_cv.notify_one();
+                        }
+                        None => b.idle = false,
+                    }
                     self.pop_done.notify_one();
                     continue;
                 }
