@@ -229,11 +229,13 @@ pub trait Store: Send + Sync + 'static {
     /// Promotes due delayed jobs and reaps expired leases.
     fn tick(&self, q: &QueueKeys, limit: usize) -> impl Future<Output = Result<Tick>> + Send;
     /// Blocks the calling thread (not a runtime thread) until a job is handed to `worker`
-    /// (returned), one of the queues may have ready jobs (a wake-up marker), the worker's stop
-    /// marker arrives, or `timeout` passes (None for all three).
+    /// (returned), one of the queues may have ready jobs (a wake-up marker), an empty marker
+    /// arrives on its inbox (leave.lua's stop, or a `nudge`), or `timeout` passes (None for
+    /// the last three).
     fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Option<Handed>>;
-    /// Ends `worker`'s blocked pop at once (an empty marker on its inbox in `q`; one that
-    /// arrives after the pop ended only makes the next pop return early).
+    /// Ends `worker`'s blocked pop at once with an empty marker on its inbox in `q` (the one
+    /// leave.lua leaves); one that arrives after the pop ended only makes the next pop return
+    /// early, and a reserve taking the inbox back drops it.
     fn nudge(&self, q: &QueueKeys, worker: &str) -> impl Future<Output = Result<()>> + Send;
     /// Ends a worker's idle slot in `q` (when it has one) and puts the jobs handed to it but
     /// not taken back at the head of the queue; then wakes the worker's blocked pop.

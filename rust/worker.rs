@@ -243,13 +243,14 @@ impl<S: Store> Engine<S> {
                 }
             }
             let mut b = self.buffer.lock().unwrap();
-            if self.stopping.load(Ordering::Acquire) || (!b.popping && b.handed == seen) {
-                b.idle = false;
+            let stopping = self.stopping.load(Ordering::Acquire);
+            if b.handed != seen && !stopping {
+                // Still idle: another free thread may block on Redis already while this loop
+                // registers the next slot.
                 return;
             }
-            // Still idle after a hand-over: another free thread may block on Redis already
-            // while this loop registers the next slot.
-            if b.handed != seen {
+            if stopping || !b.popping {
+                b.idle = false;
                 return;
             }
         }
