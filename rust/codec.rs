@@ -310,7 +310,8 @@ mod tests {
         }
         assert_eq!(split_element(&run), vec![&b"\x01ab"[..], b"\x01cde"]);
         assert_eq!(split_element(b"\x01plain"), vec![&b"\x01plain"[..]]);
-        assert_eq!(split_element(&run[..run.len() - 1]), vec![&b"\x01ab"[..], b"\x01cd"]); // cut short: clamped
+        // cut short: clamped
+        assert_eq!(split_element(&run[..run.len() - 1]), vec![&b"\x01ab"[..], b"\x01cd"]);
     }
 
     #[test]
@@ -324,7 +325,7 @@ mod tests {
     fn generated_ids_are_recognised() {
         let mut g = IdGen::default();
         let r = g.take(3);
-        assert!(is_generated_id(&r.id(2)));
+        assert!(is_generated_id(r.id(2)));
         assert_eq!(g.take(1).first, 3);
         assert!(!is_generated_id("order-123"));
         assert!(!is_generated_id("abcdefghij-"));

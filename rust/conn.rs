@@ -31,7 +31,8 @@ impl Settings {
     pub fn new(url: &str, prefix: &str) -> Result<Settings> {
         crate::keys::validate_prefix(prefix)?;
         redis::Client::open(url).map_err(|e| Error::Invalid(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
-        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") || url.starts_with("redis+unix://")) {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") || url.starts_with("redis+unix://"))
+        {
             return Err(Error::Invalid(format!("invalid Redis URL {}: use redis://, rediss:// or unix://", mask_url(url))));
         }
         Ok(Settings {
@@ -245,7 +246,11 @@ impl SyncConn {
         let c = self.open(cur, read_timeout)?;
         let mut r = cmd.query::<T>(c);
         if matches!(&r, Err(e) if is_noscript(e)) {
-            r = scripts().all().into_iter().try_for_each(|s| redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(c)).and_then(|_| cmd.query::<T>(c));
+            r = scripts()
+                .all()
+                .into_iter()
+                .try_for_each(|s| redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(c))
+                .and_then(|_| cmd.query::<T>(c));
         }
         self.settle(cur, r)
     }

@@ -15,10 +15,7 @@
 
 use std::fmt;
 
-use chrono::{
-    DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
-    Timelike, Utc,
-};
+use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
 /// Far enough for leap-day patterns (8 years apart around 2100) yet bounded, so that a pattern
@@ -57,18 +54,10 @@ impl Cron {
     /// (leading seconds), or a macro. `tz`: an IANA zone name ("UTC", "Europe/Paris").
     pub fn parse(pattern: &str, tz: &str) -> Result<Cron, CronError> {
         let pattern = pattern.trim();
-        let fields = Fields::parse(pattern)
-            .map_err(|msg| CronError(format!("invalid cron pattern '{pattern}': {msg}")))?;
+        let fields = Fields::parse(pattern).map_err(|msg| CronError(format!("invalid cron pattern '{pattern}': {msg}")))?;
         let tz_name = tz.trim();
-        let zone: Tz = tz_name
-            .parse()
-            .map_err(|_| CronError(format!("unknown time zone '{tz_name}'")))?;
-        let cron = Cron {
-            pattern: pattern.to_string(),
-            tz_name: tz_name.to_string(),
-            tz: zone,
-            fields,
-        };
+        let zone: Tz = tz_name.parse().map_err(|_| CronError(format!("unknown time zone '{tz_name}'")))?;
+        let cron = Cron { pattern: pattern.to_string(), tz_name: tz_name.to_string(), tz: zone, fields };
         cron.ensure_fires()?;
         Ok(cron)
     }
@@ -128,24 +117,14 @@ impl Cron {
     fn ensure_fires(&self) -> Result<(), CronError> {
         let now_ms = Utc::now().timestamp_millis();
         if self.next_after(Y2000_MS).is_none() || self.next_after(now_ms).is_none() {
-            return Err(CronError(format!(
-                "cron pattern '{}' never fires",
-                self.pattern
-            )));
+            return Err(CronError(format!("cron pattern '{}' never fires", self.pattern)));
         }
         Ok(())
     }
 
     /// Seconds east of UTC at instant `t` (epoch seconds, known representable).
     fn offset_at(&self, t: i64) -> i64 {
-        naive_at(t).map_or(0, |utc| {
-            i64::from(
-                self.tz
-                    .offset_from_utc_datetime(&utc)
-                    .fix()
-                    .local_minus_utc(),
-            )
-        })
+        naive_at(t).map_or(0, |utc| i64::from(self.tz.offset_from_utc_datetime(&utc).fix().local_minus_utc()))
     }
 
     /// The first instant in (from, to] whose UTC offset differs from `off`, if any.
@@ -242,12 +221,7 @@ impl Fields {
         let [sec, min, hour, dom, month, dow] = match parts[..] {
             [min, hour, dom, month, dow] => ["0", min, hour, dom, month, dow],
             [sec, min, hour, dom, month, dow] => [sec, min, hour, dom, month, dow],
-            _ => {
-                return Err(format!(
-                    "expected 5 fields (minute hour day month weekday) or 6 (with leading seconds), got {}",
-                    parts.len()
-                ))
-            }
+            _ => return Err(format!("expected 5 fields (minute hour day month weekday) or 6 (with leading seconds), got {}", parts.len())),
         };
         let mut weekdays = parse_field(&WEEKDAY, dow)?;
         if weekdays & (1 << 7) != 0 {
@@ -356,9 +330,7 @@ fn expand_macro(pattern: &str) -> Result<&str, String> {
         "@weekly" => Ok("0 0 * * 0"),
         "@daily" | "@midnight" => Ok("0 0 * * *"),
         "@hourly" => Ok("0 * * * *"),
-        _ => Err(format!(
-            "unknown macro '{pattern}' (supported: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly)"
-        )),
+        _ => Err(format!("unknown macro '{pattern}' (supported: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly)")),
     }
 }
 
@@ -375,41 +347,16 @@ struct FieldSpec {
     allows_question: bool,
 }
 
-const SECOND: FieldSpec = FieldSpec {
-    name: "second",
-    min: 0,
-    max: 59,
-    star_max: 59,
-    names: &[],
-    names_hint: "",
-    allows_question: false,
-};
-const MINUTE: FieldSpec = FieldSpec {
-    name: "minute",
-    ..SECOND
-};
-const HOUR: FieldSpec = FieldSpec {
-    name: "hour",
-    max: 23,
-    star_max: 23,
-    ..SECOND
-};
-const DAY: FieldSpec = FieldSpec {
-    name: "day-of-month",
-    min: 1,
-    max: 31,
-    star_max: 31,
-    allows_question: true,
-    ..SECOND
-};
+const SECOND: FieldSpec = FieldSpec { name: "second", min: 0, max: 59, star_max: 59, names: &[], names_hint: "", allows_question: false };
+const MINUTE: FieldSpec = FieldSpec { name: "minute", ..SECOND };
+const HOUR: FieldSpec = FieldSpec { name: "hour", max: 23, star_max: 23, ..SECOND };
+const DAY: FieldSpec = FieldSpec { name: "day-of-month", min: 1, max: 31, star_max: 31, allows_question: true, ..SECOND };
 const MONTH: FieldSpec = FieldSpec {
     name: "month",
     min: 1,
     max: 12,
     star_max: 12,
-    names: &[
-        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
-    ],
+    names: &["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"],
     names_hint: " or a month name (JAN-DEC)",
     allows_question: false,
 };
@@ -427,10 +374,7 @@ fn parse_field(spec: &FieldSpec, text: &str) -> Result<u64, String> {
     let mut mask = 0;
     for item in text.split(',') {
         if item.is_empty() {
-            return Err(format!(
-                "{} value '{text}' has an empty list item",
-                spec.name
-            ));
+            return Err(format!("{} value '{text}' has an empty list item", spec.name));
         }
         mask |= parse_item(spec, item)?;
     }
@@ -445,23 +389,13 @@ fn parse_item(spec: &FieldSpec, item: &str) -> Result<u64, String> {
     };
     let (lo, hi) = parse_range(spec, item, range, step.is_some())?;
     let step = step.unwrap_or(1);
-    Ok((lo..=hi)
-        .step_by(step as usize)
-        .fold(0, |mask, v| mask | 1 << v))
+    Ok((lo..=hi).step_by(step as usize).fold(0, |mask, v| mask | 1 << v))
 }
 
-fn parse_range(
-    spec: &FieldSpec,
-    item: &str,
-    range: &str,
-    stepped: bool,
-) -> Result<(u32, u32), String> {
+fn parse_range(spec: &FieldSpec, item: &str, range: &str, stepped: bool) -> Result<(u32, u32), String> {
     if range == "*" || range == "?" {
         if range == "?" && !spec.allows_question {
-            return Err(format!(
-                "{} value '{item}': '?' is only allowed in day-of-month and day-of-week",
-                spec.name
-            ));
+            return Err(format!("{} value '{item}': '?' is only allowed in day-of-month and day-of-week", spec.name));
         }
         return Ok((spec.min, spec.star_max));
     }
@@ -478,36 +412,21 @@ fn parse_range(
     }
     let value = parse_value(spec, range)?;
     // `N/step` means N through the end of the field.
-    Ok((
-        value,
-        if stepped {
-            spec.star_max.max(value)
-        } else {
-            value
-        },
-    ))
+    Ok((value, if stepped { spec.star_max.max(value) } else { value }))
 }
 
 fn parse_value(spec: &FieldSpec, token: &str) -> Result<u32, String> {
     if !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) {
         return match token.parse::<u32>() {
             Ok(v) if (spec.min..=spec.max).contains(&v) => Ok(v),
-            _ => Err(format!(
-                "{} value '{token}' is out of range {}-{}",
-                spec.name, spec.min, spec.max
-            )),
+            _ => Err(format!("{} value '{token}' is out of range {}-{}", spec.name, spec.min, spec.max)),
         };
     }
     spec.names
         .iter()
         .position(|name| name.eq_ignore_ascii_case(token))
         .map(|i| spec.min + i as u32)
-        .ok_or_else(|| {
-            format!(
-                "{} value '{token}' is not a number{}",
-                spec.name, spec.names_hint
-            )
-        })
+        .ok_or_else(|| format!("{} value '{token}' is not a number{}", spec.name, spec.names_hint))
 }
 
 /// Steps above the field's maximum (`*/90` minutes) cannot mean what the author intended.
@@ -515,10 +434,7 @@ fn parse_step(spec: &FieldSpec, item: &str, step: &str) -> Result<u32, String> {
     let valid = step.bytes().all(|b| b.is_ascii_digit());
     match step.parse::<u32>() {
         Ok(v) if valid && (1..=spec.max).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "{} value '{item}' has an invalid step '{step}' (expected 1-{})",
-            spec.name, spec.max
-        )),
+        _ => Err(format!("{} value '{item}' has an invalid step '{step}' (expected 1-{})", spec.name, spec.max)),
     }
 }
 
@@ -531,23 +447,14 @@ mod tests {
 
     /// Epoch ms of a UTC date-time.
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
-        NaiveDate::from_ymd_opt(y, mo, d)
-            .and_then(|date| date.and_hms_opt(h, mi, s))
-            .expect("valid test date")
-            .and_utc()
-            .timestamp_millis()
+        NaiveDate::from_ymd_opt(y, mo, d).and_then(|date| date.and_hms_opt(h, mi, s)).expect("valid test date").and_utc().timestamp_millis()
     }
 
     /// Epoch ms of a local wall-clock time that exists exactly once in `tz`.
     fn local(tz: &str, y: i32, mo: u32, d: u32, h: u32, mi: u32) -> i64 {
         let zone: Tz = tz.parse().expect("valid zone");
-        let naive = NaiveDate::from_ymd_opt(y, mo, d)
-            .and_then(|date| date.and_hms_opt(h, mi, 0))
-            .expect("valid test date");
-        zone.from_local_datetime(&naive)
-            .single()
-            .expect("unambiguous local time")
-            .timestamp_millis()
+        let naive = NaiveDate::from_ymd_opt(y, mo, d).and_then(|date| date.and_hms_opt(h, mi, 0)).expect("valid test date");
+        zone.from_local_datetime(&naive).single().expect("unambiguous local time").timestamp_millis()
     }
 
     fn cron(pattern: &str, tz: &str) -> Cron {
@@ -588,9 +495,7 @@ mod tests {
     /// Runs during one local calendar day (local midnight to local midnight).
     fn runs_on_local_day(pattern: &str, tz: &str, y: i32, mo: u32, d: u32) -> Vec<i64> {
         let start = local(tz, y, mo, d, 0, 0);
-        let next_day = NaiveDate::from_ymd_opt(y, mo, d)
-            .and_then(|date| date.succ_opt())
-            .expect("valid date");
+        let next_day = NaiveDate::from_ymd_opt(y, mo, d).and_then(|date| date.succ_opt()).expect("valid date");
         let end = local(tz, next_day.year(), next_day.month(), next_day.day(), 0, 0);
         runs_between(&cron(pattern, tz), start, end)
     }
@@ -617,50 +522,27 @@ mod tests {
         let base = utc(2026, 5, 10, 12, 0, 0);
         assert_eq!(next("* * * * *", "UTC", base), utc(2026, 5, 10, 12, 1, 0));
         assert_eq!(next("* * * * *", "UTC", base - 1), base);
-        assert_eq!(
-            next("* * * * *", "UTC", base + 59_999),
-            utc(2026, 5, 10, 12, 1, 0)
-        );
-        assert_eq!(
-            next("* * * * *", "UTC", base + 1),
-            utc(2026, 5, 10, 12, 1, 0)
-        );
+        assert_eq!(next("* * * * *", "UTC", base + 59_999), utc(2026, 5, 10, 12, 1, 0));
+        assert_eq!(next("* * * * *", "UTC", base + 1), utc(2026, 5, 10, 12, 1, 0));
         assert_eq!(next("* * * * *", "UTC", base + 250) % 1000, 0);
     }
 
     #[test]
     fn cron_single_values_lists_and_ranges() {
         let base = utc(2026, 5, 10, 12, 7, 0);
-        assert_eq!(
-            next("30 14 * * *", "UTC", base),
-            utc(2026, 5, 10, 14, 30, 0)
-        );
+        assert_eq!(next("30 14 * * *", "UTC", base), utc(2026, 5, 10, 14, 30, 0));
         assert_eq!(next("30 9 * * *", "UTC", base), utc(2026, 5, 11, 9, 30, 0));
         assert_eq!(
             runs("0,30 * * * *", "UTC", base, 3),
-            [
-                utc(2026, 5, 10, 12, 30, 0),
-                utc(2026, 5, 10, 13, 0, 0),
-                utc(2026, 5, 10, 13, 30, 0)
-            ]
+            [utc(2026, 5, 10, 12, 30, 0), utc(2026, 5, 10, 13, 0, 0), utc(2026, 5, 10, 13, 30, 0)]
         );
         assert_eq!(
             runs("10-12 * * * *", "UTC", base, 4),
-            [
-                utc(2026, 5, 10, 12, 10, 0),
-                utc(2026, 5, 10, 12, 11, 0),
-                utc(2026, 5, 10, 12, 12, 0),
-                utc(2026, 5, 10, 13, 10, 0)
-            ]
+            [utc(2026, 5, 10, 12, 10, 0), utc(2026, 5, 10, 12, 11, 0), utc(2026, 5, 10, 12, 12, 0), utc(2026, 5, 10, 13, 10, 0)]
         );
         assert_eq!(
             runs("0 8-9,17 * * *", "UTC", base, 4),
-            [
-                utc(2026, 5, 10, 17, 0, 0),
-                utc(2026, 5, 11, 8, 0, 0),
-                utc(2026, 5, 11, 9, 0, 0),
-                utc(2026, 5, 11, 17, 0, 0)
-            ]
+            [utc(2026, 5, 10, 17, 0, 0), utc(2026, 5, 11, 8, 0, 0), utc(2026, 5, 11, 9, 0, 0), utc(2026, 5, 11, 17, 0, 0)]
         );
         assert_eq!(next("0 0 15 * *", "UTC", base), utc(2026, 5, 15, 0, 0, 0));
         assert_eq!(next("0 0 1 3 *", "UTC", base), utc(2027, 3, 1, 0, 0, 0));
@@ -681,12 +563,7 @@ mod tests {
         );
         assert_eq!(
             runs("1-30/10 * * * *", "UTC", base, 4),
-            [
-                utc(2026, 5, 10, 12, 1, 0),
-                utc(2026, 5, 10, 12, 11, 0),
-                utc(2026, 5, 10, 12, 21, 0),
-                utc(2026, 5, 10, 13, 1, 0)
-            ]
+            [utc(2026, 5, 10, 12, 1, 0), utc(2026, 5, 10, 12, 11, 0), utc(2026, 5, 10, 12, 21, 0), utc(2026, 5, 10, 13, 1, 0)]
         );
         // N/step runs from N to the end of the field.
         assert_eq!(
@@ -699,59 +576,20 @@ mod tests {
                 utc(2026, 5, 10, 13, 5, 0)
             ]
         );
-        assert_eq!(
-            runs("0 */6 * * *", "UTC", base, 3),
-            [
-                utc(2026, 5, 10, 18, 0, 0),
-                utc(2026, 5, 11, 0, 0, 0),
-                utc(2026, 5, 11, 6, 0, 0)
-            ]
-        );
+        assert_eq!(runs("0 */6 * * *", "UTC", base, 3), [utc(2026, 5, 10, 18, 0, 0), utc(2026, 5, 11, 0, 0, 0), utc(2026, 5, 11, 6, 0, 0)]);
         // Day-of-month steps start at 1; month steps start at January.
-        assert_eq!(
-            runs("0 0 */10 * *", "UTC", base, 3),
-            [
-                utc(2026, 5, 11, 0, 0, 0),
-                utc(2026, 5, 21, 0, 0, 0),
-                utc(2026, 5, 31, 0, 0, 0)
-            ]
-        );
-        assert_eq!(
-            runs("0 0 1 */4 *", "UTC", base, 3),
-            [
-                utc(2026, 9, 1, 0, 0, 0),
-                utc(2027, 1, 1, 0, 0, 0),
-                utc(2027, 5, 1, 0, 0, 0)
-            ]
-        );
+        assert_eq!(runs("0 0 */10 * *", "UTC", base, 3), [utc(2026, 5, 11, 0, 0, 0), utc(2026, 5, 21, 0, 0, 0), utc(2026, 5, 31, 0, 0, 0)]);
+        assert_eq!(runs("0 0 1 */4 *", "UTC", base, 3), [utc(2026, 9, 1, 0, 0, 0), utc(2027, 1, 1, 0, 0, 0), utc(2027, 5, 1, 0, 0, 0)]);
         // A step larger than the span just yields the start.
-        assert_eq!(
-            next("*/59 * * * *", "UTC", base),
-            utc(2026, 5, 10, 12, 59, 0)
-        );
+        assert_eq!(next("*/59 * * * *", "UTC", base), utc(2026, 5, 10, 12, 59, 0));
     }
 
     #[test]
     fn cron_six_fields_have_seconds() {
         let base = utc(2026, 5, 10, 12, 0, 0);
-        assert_eq!(
-            runs("*/15 * * * * *", "UTC", base, 5),
-            [
-                base + 15_000,
-                base + 30_000,
-                base + 45_000,
-                base + 60_000,
-                base + 75_000
-            ]
-        );
-        assert_eq!(
-            next("30 0 12 * * *", "UTC", base),
-            utc(2026, 5, 10, 12, 0, 30)
-        );
-        assert_eq!(
-            next("30 0 12 * * *", "UTC", base + 30_000),
-            utc(2026, 5, 11, 12, 0, 30)
-        );
+        assert_eq!(runs("*/15 * * * * *", "UTC", base, 5), [base + 15_000, base + 30_000, base + 45_000, base + 60_000, base + 75_000]);
+        assert_eq!(next("30 0 12 * * *", "UTC", base), utc(2026, 5, 10, 12, 0, 30));
+        assert_eq!(next("30 0 12 * * *", "UTC", base + 30_000), utc(2026, 5, 11, 12, 0, 30));
         assert_eq!(next("* * * * * *", "UTC", base + 999), base + 1000);
         // 5 fields means second 0.
         assert_eq!(next("* * * * *", "UTC", base) % 60_000, 0);
@@ -761,14 +599,8 @@ mod tests {
     fn cron_month_and_weekday_names() {
         let base = utc(2026, 5, 10, 12, 0, 0); // a Sunday
         assert_eq!(next("0 0 1 jul *", "UTC", base), utc(2026, 7, 1, 0, 0, 0));
-        assert_eq!(
-            next("0 0 1 Jan,JUL *", "UTC", base),
-            utc(2026, 7, 1, 0, 0, 0)
-        );
-        assert_eq!(
-            next("0 0 1 FEB-apr *", "UTC", base),
-            utc(2027, 2, 1, 0, 0, 0)
-        );
+        assert_eq!(next("0 0 1 Jan,JUL *", "UTC", base), utc(2026, 7, 1, 0, 0, 0));
+        assert_eq!(next("0 0 1 FEB-apr *", "UTC", base), utc(2027, 2, 1, 0, 0, 0));
         assert_eq!(
             runs("0 9 * * MON-FRI", "UTC", base, 6),
             [
@@ -780,10 +612,7 @@ mod tests {
                 utc(2026, 5, 18, 9, 0, 0)
             ]
         );
-        assert_eq!(
-            next("0 9 * * sat,Sun", "UTC", base),
-            utc(2026, 5, 16, 9, 0, 0)
-        );
+        assert_eq!(next("0 9 * * sat,Sun", "UTC", base), utc(2026, 5, 16, 9, 0, 0));
         assert_eq!(next("0 9 * * wed", "UTC", base), utc(2026, 5, 13, 9, 0, 0));
     }
 
@@ -797,12 +626,7 @@ mod tests {
         // 5-7 is Friday, Saturday, Sunday.
         assert_eq!(
             runs("0 0 * * 5-7", "UTC", base, 4),
-            [
-                utc(2026, 5, 15, 0, 0, 0),
-                utc(2026, 5, 16, 0, 0, 0),
-                sunday,
-                utc(2026, 5, 22, 0, 0, 0)
-            ]
+            [utc(2026, 5, 15, 0, 0, 0), utc(2026, 5, 16, 0, 0, 0), sunday, utc(2026, 5, 22, 0, 0, 0)]
         );
         assert_eq!(cron("0 0 * * 0-7", "UTC").fields.weekdays, 0x7f);
         assert_eq!(cron("0 0 * * */2", "UTC").fields.weekdays, 0b101_0101);
@@ -844,84 +668,42 @@ mod tests {
                                               // Both restricted: the 13th OR any Friday.
         assert_eq!(
             runs("0 0 13 * 5", "UTC", base, 4),
-            [
-                utc(2026, 3, 6, 0, 0, 0),
-                utc(2026, 3, 13, 0, 0, 0),
-                utc(2026, 3, 20, 0, 0, 0),
-                utc(2026, 3, 27, 0, 0, 0)
-            ]
+            [utc(2026, 3, 6, 0, 0, 0), utc(2026, 3, 13, 0, 0, 0), utc(2026, 3, 20, 0, 0, 0), utc(2026, 3, 27, 0, 0, 0)]
         );
         assert_eq!(
             runs("0 0 1,15 * MON", "UTC", base, 4),
-            [
-                utc(2026, 3, 2, 0, 0, 0),
-                utc(2026, 3, 9, 0, 0, 0),
-                utc(2026, 3, 15, 0, 0, 0),
-                utc(2026, 3, 16, 0, 0, 0)
-            ]
+            [utc(2026, 3, 2, 0, 0, 0), utc(2026, 3, 9, 0, 0, 0), utc(2026, 3, 15, 0, 0, 0), utc(2026, 3, 16, 0, 0, 0)]
         );
         // Only one restricted: that one decides.
         assert_eq!(next("0 0 13 * *", "UTC", base), utc(2026, 3, 13, 0, 0, 0));
         assert_eq!(next("0 0 * * 5", "UTC", base), utc(2026, 3, 6, 0, 0, 0));
         // A field starting with `*` counts as unrestricted even with a step: AND applies
         // (odd days that are Fridays).
-        assert_eq!(
-            runs("0 0 */2 * 5", "UTC", base, 3),
-            [
-                utc(2026, 3, 13, 0, 0, 0),
-                utc(2026, 3, 27, 0, 0, 0),
-                utc(2026, 4, 3, 0, 0, 0)
-            ]
-        );
+        assert_eq!(runs("0 0 */2 * 5", "UTC", base, 3), [utc(2026, 3, 13, 0, 0, 0), utc(2026, 3, 27, 0, 0, 0), utc(2026, 4, 3, 0, 0, 0)]);
     }
 
     #[test]
     fn cron_leap_day() {
         assert_eq!(
             runs("0 0 29 2 *", "UTC", utc(2024, 3, 1, 0, 0, 0), 3),
-            [
-                utc(2028, 2, 29, 0, 0, 0),
-                utc(2032, 2, 29, 0, 0, 0),
-                utc(2036, 2, 29, 0, 0, 0)
-            ]
+            [utc(2028, 2, 29, 0, 0, 0), utc(2032, 2, 29, 0, 0, 0), utc(2036, 2, 29, 0, 0, 0)]
         );
         // 2100 is not a leap year: eight years between leap days.
-        assert_eq!(
-            next("0 0 29 2 *", "UTC", utc(2096, 3, 1, 0, 0, 0)),
-            utc(2104, 2, 29, 0, 0, 0)
-        );
-        assert_eq!(
-            next("0 0 29 2 *", PARIS, utc(2096, 3, 1, 0, 0, 0)),
-            utc(2104, 2, 28, 23, 0, 0)
-        );
-        assert_eq!(
-            next("0 0 28 2 *", "UTC", utc(2100, 2, 28, 0, 0, 0)),
-            utc(2101, 2, 28, 0, 0, 0)
-        );
+        assert_eq!(next("0 0 29 2 *", "UTC", utc(2096, 3, 1, 0, 0, 0)), utc(2104, 2, 29, 0, 0, 0));
+        assert_eq!(next("0 0 29 2 *", PARIS, utc(2096, 3, 1, 0, 0, 0)), utc(2104, 2, 28, 23, 0, 0));
+        assert_eq!(next("0 0 28 2 *", "UTC", utc(2100, 2, 28, 0, 0, 0)), utc(2101, 2, 28, 0, 0, 0));
     }
 
     #[test]
     fn cron_sequences_and_month_ends() {
         assert_eq!(
             runs("0 0 31 * *", "UTC", utc(2026, 1, 31, 0, 0, 0), 4),
-            [
-                utc(2026, 3, 31, 0, 0, 0),
-                utc(2026, 5, 31, 0, 0, 0),
-                utc(2026, 7, 31, 0, 0, 0),
-                utc(2026, 8, 31, 0, 0, 0)
-            ]
+            [utc(2026, 3, 31, 0, 0, 0), utc(2026, 5, 31, 0, 0, 0), utc(2026, 7, 31, 0, 0, 0), utc(2026, 8, 31, 0, 0, 0)]
         );
-        assert_eq!(
-            runs("59 23 31 12 *", "UTC", utc(2026, 6, 1, 0, 0, 0), 2),
-            [utc(2026, 12, 31, 23, 59, 0), utc(2027, 12, 31, 23, 59, 0)]
-        );
+        assert_eq!(runs("59 23 31 12 *", "UTC", utc(2026, 6, 1, 0, 0, 0), 2), [utc(2026, 12, 31, 23, 59, 0), utc(2027, 12, 31, 23, 59, 0)]);
         assert_eq!(
             runs("0 12 * * *", "UTC", utc(2026, 12, 30, 12, 0, 0), 3),
-            [
-                utc(2026, 12, 31, 12, 0, 0),
-                utc(2027, 1, 1, 12, 0, 0),
-                utc(2027, 1, 2, 12, 0, 0)
-            ]
+            [utc(2026, 12, 31, 12, 0, 0), utc(2027, 1, 1, 12, 0, 0), utc(2027, 1, 2, 12, 0, 0)]
         );
     }
 
@@ -936,12 +718,7 @@ mod tests {
     #[test]
     fn cron_never_matching_pattern_terminates() {
         let fields = Fields::parse("0 0 30 2 *").expect("syntax is fine");
-        let c = Cron {
-            pattern: "0 0 30 2 *".into(),
-            tz_name: PARIS.into(),
-            tz: Tz::Europe__Paris,
-            fields,
-        };
+        let c = Cron { pattern: "0 0 30 2 *".into(), tz_name: PARIS.into(), tz: Tz::Europe__Paris, fields };
         assert_eq!(c.next_after(utc(2026, 1, 1, 0, 0, 0)), None);
     }
 
@@ -961,10 +738,7 @@ mod tests {
 
     #[test]
     fn cron_error_out_of_range_names_field_and_value() {
-        assert_eq!(
-            err("61 * * * *"),
-            "invalid cron pattern '61 * * * *': minute value '61' is out of range 0-59"
-        );
+        assert_eq!(err("61 * * * *"), "invalid cron pattern '61 * * * *': minute value '61' is out of range 0-59");
         for (pattern, want) in [
             ("60 * * * * *", "second value '60' is out of range 0-59"),
             ("0 24 * * *", "hour value '24' is out of range 0-23"),
@@ -974,17 +748,11 @@ mod tests {
             ("0 0 * 13 *", "month value '13' is out of range 1-12"),
             ("0 0 * * 8", "day-of-week value '8' is out of range 0-7"),
             ("0 5-99 * * *", "hour value '99' is out of range 0-23"),
-            (
-                "99999999999 * * * *",
-                "minute value '99999999999' is out of range 0-59",
-            ),
+            ("99999999999 * * * *", "minute value '99999999999' is out of range 0-59"),
         ] {
             let m = err(pattern);
             assert!(m.contains(want), "{pattern}: {m}");
-            assert!(
-                m.starts_with(&format!("invalid cron pattern '{pattern}': ")),
-                "{m}"
-            );
+            assert!(m.starts_with(&format!("invalid cron pattern '{pattern}': ")), "{m}");
         }
     }
 
@@ -1005,16 +773,10 @@ mod tests {
     #[test]
     fn cron_error_wrapping_range() {
         let m = err("0 22-2 * * *");
-        assert!(
-            m.contains("hour value '22-2': wrapping ranges (start after end) are not supported"),
-            "{m}"
-        );
+        assert!(m.contains("hour value '22-2': wrapping ranges (start after end) are not supported"), "{m}");
         assert!(m.contains("'22-23,0-2'"), "{m}");
         let m = err("0 0 * * FRI-MON");
-        assert!(
-            m.contains("day-of-week value 'FRI-MON': wrapping ranges"),
-            "{m}"
-        );
+        assert!(m.contains("day-of-week value 'FRI-MON': wrapping ranges"), "{m}");
         assert!(m.contains("'5-6,0-1'"), "{m}");
     }
 
@@ -1029,27 +791,18 @@ mod tests {
         assert!(err("*-5 * * * *").contains("minute value '*' is not a number"));
         assert!(err("1-2-3 * * * *").contains("minute value '2-3' is not a number"));
         assert!(err("MON * * * *").contains("minute value 'MON' is not a number"));
-        assert!(err("0 0 * * JAN")
-            .contains("day-of-week value 'JAN' is not a number or a day name (SUN-SAT)"));
-        assert!(err("0 0 * FOO *")
-            .contains("month value 'FOO' is not a number or a month name (JAN-DEC)"));
+        assert!(err("0 0 * * JAN").contains("day-of-week value 'JAN' is not a number or a day name (SUN-SAT)"));
+        assert!(err("0 0 * FOO *").contains("month value 'FOO' is not a number or a month name (JAN-DEC)"));
         assert!(err("0 0 * JANUARY *").contains("month value 'JANUARY'"));
         assert!(err("0 0 * * MONDAY").contains("day-of-week value 'MONDAY'"));
-        assert!(err("0 ? * * *")
-            .contains("hour value '?': '?' is only allowed in day-of-month and day-of-week"));
+        assert!(err("0 ? * * *").contains("hour value '?': '?' is only allowed in day-of-month and day-of-week"));
         assert!(err("0 0 * ? *").contains("month value '?'"));
     }
 
     #[test]
     fn cron_error_unknown_time_zone() {
-        assert_eq!(
-            Cron::parse("* * * * *", "Europe/Pariss"),
-            Err(CronError("unknown time zone 'Europe/Pariss'".into()))
-        );
-        assert_eq!(
-            Cron::parse("* * * * *", "").map_err(|e| e.0),
-            Err("unknown time zone ''".to_string())
-        );
+        assert_eq!(Cron::parse("* * * * *", "Europe/Pariss"), Err(CronError("unknown time zone 'Europe/Pariss'".into())));
+        assert_eq!(Cron::parse("* * * * *", "").map_err(|e| e.0), Err("unknown time zone ''".to_string()));
         assert!(Cron::parse("* * * * *", "Asia/Kolkata").is_ok());
         assert!(Cron::parse("* * * * *", "America/Argentina/Buenos_Aires").is_ok());
     }
@@ -1058,10 +811,7 @@ mod tests {
     fn cron_error_never_fires() {
         assert_eq!(err("0 0 30 2 *"), "cron pattern '0 0 30 2 *' never fires");
         assert_eq!(err("0 0 31 4 *"), "cron pattern '0 0 31 4 *' never fires");
-        assert_eq!(
-            err("0 0 31 2,4,6,9,11 *"),
-            "cron pattern '0 0 31 2,4,6,9,11 *' never fires"
-        );
+        assert_eq!(err("0 0 31 2,4,6,9,11 *"), "cron pattern '0 0 31 2,4,6,9,11 *' never fires");
         // With the OR rule the weekday rescues it.
         assert!(Cron::parse("0 0 30 2 MON", "UTC").is_ok());
         assert!(Cron::parse("0 0 31 * *", "UTC").is_ok());
@@ -1078,14 +828,8 @@ mod tests {
     #[test]
     fn cron_local_time_in_zones() {
         // Paris is UTC+1 in winter, UTC+2 in summer.
-        assert_eq!(
-            next("0 9 * * *", PARIS, utc(2026, 1, 10, 0, 0, 0)),
-            utc(2026, 1, 10, 8, 0, 0)
-        );
-        assert_eq!(
-            next("0 9 * * *", PARIS, utc(2026, 7, 10, 0, 0, 0)),
-            utc(2026, 7, 10, 7, 0, 0)
-        );
+        assert_eq!(next("0 9 * * *", PARIS, utc(2026, 1, 10, 0, 0, 0)), utc(2026, 1, 10, 8, 0, 0));
+        assert_eq!(next("0 9 * * *", PARIS, utc(2026, 7, 10, 0, 0, 0)), utc(2026, 7, 10, 7, 0, 0));
         // Kolkata: UTC+05:30, no DST.
         assert_eq!(
             runs("0 9 * * *", "Asia/Kolkata", utc(2026, 1, 10, 0, 0, 0), 2),
@@ -1095,15 +839,9 @@ mod tests {
             runs("0 * * * *", "Asia/Kolkata", utc(2026, 1, 10, 0, 0, 0), 2),
             [utc(2026, 1, 10, 0, 30, 0), utc(2026, 1, 10, 1, 30, 0)]
         );
-        assert_eq!(
-            next("0 0 * * *", "Asia/Kolkata", utc(2026, 1, 10, 18, 29, 0)),
-            utc(2026, 1, 10, 18, 30, 0)
-        );
+        assert_eq!(next("0 0 * * *", "Asia/Kolkata", utc(2026, 1, 10, 18, 29, 0)), utc(2026, 1, 10, 18, 30, 0));
         // Day-of-week is the local one: Monday 00:30 in Kolkata is Sunday 19:00 UTC.
-        assert_eq!(
-            next("30 0 * * MON", "Asia/Kolkata", utc(2026, 5, 10, 0, 0, 0)),
-            utc(2026, 5, 10, 19, 0, 0)
-        );
+        assert_eq!(next("30 0 * * MON", "Asia/Kolkata", utc(2026, 5, 10, 0, 0, 0)), utc(2026, 5, 10, 19, 0, 0));
     }
 
     #[test]
@@ -1112,37 +850,17 @@ mod tests {
         let c = cron("30 2 * * *", PARIS);
         assert_eq!(
             runs("30 2 * * *", PARIS, utc(2027, 3, 26, 12, 0, 0), 3),
-            [
-                utc(2027, 3, 27, 1, 30, 0),
-                utc(2027, 3, 28, 1, 0, 0),
-                utc(2027, 3, 29, 0, 30, 0)
-            ]
+            [utc(2027, 3, 27, 1, 30, 0), utc(2027, 3, 28, 1, 0, 0), utc(2027, 3, 29, 0, 30, 0)]
         );
-        assert_eq!(
-            c.next_after(utc(2027, 3, 28, 1, 0, 0)),
-            Some(utc(2027, 3, 29, 0, 30, 0))
-        );
+        assert_eq!(c.next_after(utc(2027, 3, 28, 1, 0, 0)), Some(utc(2027, 3, 29, 0, 30, 0)));
         for day in 27..=29 {
-            assert_eq!(
-                runs_on_local_day("30 2 * * *", PARIS, 2027, 3, day).len(),
-                1,
-                "day {day}"
-            );
+            assert_eq!(runs_on_local_day("30 2 * * *", PARIS, 2027, 3, day).len(), 1, "day {day}");
         }
         // Two matches in the gap still make one run.
-        assert_eq!(
-            runs_on_local_day("0,30 2 * * *", PARIS, 2027, 3, 28),
-            [utc(2027, 3, 28, 1, 0, 0)]
-        );
+        assert_eq!(runs_on_local_day("0,30 2 * * *", PARIS, 2027, 3, 28), [utc(2027, 3, 28, 1, 0, 0)]);
         // A gap match and 03:00 itself coincide: one run.
-        assert_eq!(
-            runs_on_local_day("30 2,3 * * *", PARIS, 2027, 3, 28),
-            [utc(2027, 3, 28, 1, 0, 0), utc(2027, 3, 28, 1, 30, 0)]
-        );
-        assert_eq!(
-            runs_on_local_day("0 2,3 * * *", PARIS, 2027, 3, 28),
-            [utc(2027, 3, 28, 1, 0, 0)]
-        );
+        assert_eq!(runs_on_local_day("30 2,3 * * *", PARIS, 2027, 3, 28), [utc(2027, 3, 28, 1, 0, 0), utc(2027, 3, 28, 1, 30, 0)]);
+        assert_eq!(runs_on_local_day("0 2,3 * * *", PARIS, 2027, 3, 28), [utc(2027, 3, 28, 1, 0, 0)]);
     }
 
     #[test]
@@ -1151,12 +869,7 @@ mod tests {
         assert_eq!(hourly.len(), 23);
         assert_eq!(
             &hourly[..4],
-            [
-                utc(2027, 3, 27, 23, 0, 0),
-                utc(2027, 3, 28, 0, 0, 0),
-                utc(2027, 3, 28, 1, 0, 0),
-                utc(2027, 3, 28, 2, 0, 0)
-            ]
+            [utc(2027, 3, 27, 23, 0, 0), utc(2027, 3, 28, 0, 0, 0), utc(2027, 3, 28, 1, 0, 0), utc(2027, 3, 28, 2, 0, 0)]
         );
         assert!(hourly.windows(2).all(|w| w[1] - w[0] == 3_600_000));
         assert_eq!(
@@ -1168,18 +881,9 @@ mod tests {
                 utc(2027, 3, 28, 1, 30, 0)
             ]
         );
-        assert_eq!(
-            runs_on_local_day("*/15 * * * *", PARIS, 2027, 3, 28).len(),
-            23 * 4
-        );
-        assert_eq!(
-            runs_on_local_day("0 12 * * *", PARIS, 2027, 3, 28),
-            [utc(2027, 3, 28, 10, 0, 0)]
-        );
-        assert_eq!(
-            runs_on_local_day("0 12 * * *", PARIS, 2027, 3, 27),
-            [utc(2027, 3, 27, 11, 0, 0)]
-        );
+        assert_eq!(runs_on_local_day("*/15 * * * *", PARIS, 2027, 3, 28).len(), 23 * 4);
+        assert_eq!(runs_on_local_day("0 12 * * *", PARIS, 2027, 3, 28), [utc(2027, 3, 28, 10, 0, 0)]);
+        assert_eq!(runs_on_local_day("0 12 * * *", PARIS, 2027, 3, 27), [utc(2027, 3, 27, 11, 0, 0)]);
     }
 
     #[test]
@@ -1188,49 +892,23 @@ mod tests {
         let c = cron("30 2 * * *", PARIS);
         assert_eq!(
             runs("30 2 * * *", PARIS, utc(2027, 10, 29, 12, 0, 0), 3),
-            [
-                utc(2027, 10, 30, 0, 30, 0),
-                utc(2027, 10, 31, 0, 30, 0),
-                utc(2027, 11, 1, 1, 30, 0)
-            ]
+            [utc(2027, 10, 30, 0, 30, 0), utc(2027, 10, 31, 0, 30, 0), utc(2027, 11, 1, 1, 30, 0)]
         );
         for day in 30..=31 {
-            assert_eq!(
-                runs_on_local_day("30 2 * * *", PARIS, 2027, 10, day).len(),
-                1,
-                "day {day}"
-            );
+            assert_eq!(runs_on_local_day("30 2 * * *", PARIS, 2027, 10, day).len(), 1, "day {day}");
         }
         // Starting inside the second 02:xx (02:10 CET), or just before it, the day is done.
-        for after in [
-            utc(2027, 10, 31, 1, 10, 0),
-            utc(2027, 10, 31, 0, 59, 59),
-            utc(2027, 10, 31, 1, 0, 0),
-        ] {
-            assert_eq!(
-                c.next_after(after),
-                Some(utc(2027, 11, 1, 1, 30, 0)),
-                "after {after}"
-            );
+        for after in [utc(2027, 10, 31, 1, 10, 0), utc(2027, 10, 31, 0, 59, 59), utc(2027, 10, 31, 1, 0, 0)] {
+            assert_eq!(c.next_after(after), Some(utc(2027, 11, 1, 1, 30, 0)), "after {after}");
         }
         // Before the first 02:30 it is the first occurrence that fires.
-        assert_eq!(
-            c.next_after(utc(2027, 10, 31, 0, 10, 0)),
-            Some(utc(2027, 10, 31, 0, 30, 0))
-        );
+        assert_eq!(c.next_after(utc(2027, 10, 31, 0, 10, 0)), Some(utc(2027, 10, 31, 0, 30, 0)));
         // Hour lists and ranges are "fixed hours" too: no double run.
         assert_eq!(
             runs_on_local_day("0 1-3 * * *", PARIS, 2027, 10, 31),
-            [
-                utc(2027, 10, 30, 23, 0, 0),
-                utc(2027, 10, 31, 0, 0, 0),
-                utc(2027, 10, 31, 2, 0, 0)
-            ]
+            [utc(2027, 10, 30, 23, 0, 0), utc(2027, 10, 31, 0, 0, 0), utc(2027, 10, 31, 2, 0, 0)]
         );
-        assert_eq!(
-            runs_on_local_day("* 2 * * *", PARIS, 2027, 10, 31).len(),
-            60
-        );
+        assert_eq!(runs_on_local_day("* 2 * * *", PARIS, 2027, 10, 31).len(), 60);
     }
 
     #[test]
@@ -1250,75 +928,38 @@ mod tests {
             ]
         );
         // Starting inside the second occurrence, interval-like patterns carry on.
-        assert_eq!(
-            next("0 * * * *", PARIS, utc(2027, 10, 31, 1, 30, 0)),
-            utc(2027, 10, 31, 2, 0, 0)
-        );
-        assert_eq!(
-            next("*/15 * * * *", PARIS, utc(2027, 10, 31, 1, 5, 0)),
-            utc(2027, 10, 31, 1, 15, 0)
-        );
+        assert_eq!(next("0 * * * *", PARIS, utc(2027, 10, 31, 1, 30, 0)), utc(2027, 10, 31, 2, 0, 0));
+        assert_eq!(next("*/15 * * * *", PARIS, utc(2027, 10, 31, 1, 5, 0)), utc(2027, 10, 31, 1, 15, 0));
         let quarterly = runs_on_local_day("*/15 * * * *", PARIS, 2027, 10, 31);
         assert_eq!(quarterly.len(), 25 * 4);
         assert!(quarterly.windows(2).all(|w| w[1] - w[0] == 900_000));
-        assert_eq!(
-            runs_on_local_day("0 12 * * *", PARIS, 2027, 10, 31),
-            [utc(2027, 10, 31, 11, 0, 0)]
-        );
-        assert_eq!(
-            runs_on_local_day("0 12 * * *", PARIS, 2027, 10, 30),
-            [utc(2027, 10, 30, 10, 0, 0)]
-        );
+        assert_eq!(runs_on_local_day("0 12 * * *", PARIS, 2027, 10, 31), [utc(2027, 10, 31, 11, 0, 0)]);
+        assert_eq!(runs_on_local_day("0 12 * * *", PARIS, 2027, 10, 30), [utc(2027, 10, 30, 10, 0, 0)]);
     }
 
     #[test]
     fn cron_new_york_spring_forward() {
         // 2027-03-14: 02:00 EST -> 03:00 EDT (07:00 UTC).
-        assert_eq!(
-            runs_on_local_day("30 2 * * *", NEW_YORK, 2027, 3, 14),
-            [utc(2027, 3, 14, 7, 0, 0)]
-        );
-        assert_eq!(
-            runs("30 2 * * *", NEW_YORK, utc(2027, 3, 13, 12, 0, 0), 2),
-            [utc(2027, 3, 14, 7, 0, 0), utc(2027, 3, 15, 6, 30, 0)]
-        );
+        assert_eq!(runs_on_local_day("30 2 * * *", NEW_YORK, 2027, 3, 14), [utc(2027, 3, 14, 7, 0, 0)]);
+        assert_eq!(runs("30 2 * * *", NEW_YORK, utc(2027, 3, 13, 12, 0, 0), 2), [utc(2027, 3, 14, 7, 0, 0), utc(2027, 3, 15, 6, 30, 0)]);
         let hourly = runs_on_local_day("0 * * * *", NEW_YORK, 2027, 3, 14);
         assert_eq!(hourly.len(), 23);
         assert!(hourly.windows(2).all(|w| w[1] - w[0] == 3_600_000));
         assert_eq!(
             runs("*/15 * * * *", NEW_YORK, utc(2027, 3, 14, 6, 40, 0), 3),
-            [
-                utc(2027, 3, 14, 6, 45, 0),
-                utc(2027, 3, 14, 7, 0, 0),
-                utc(2027, 3, 14, 7, 15, 0)
-            ]
+            [utc(2027, 3, 14, 6, 45, 0), utc(2027, 3, 14, 7, 0, 0), utc(2027, 3, 14, 7, 15, 0)]
         );
-        assert_eq!(
-            runs_on_local_day("*/15 * * * *", NEW_YORK, 2027, 3, 14).len(),
-            92
-        );
-        assert_eq!(
-            runs_on_local_day("0 12 * * *", NEW_YORK, 2027, 3, 14),
-            [utc(2027, 3, 14, 16, 0, 0)]
-        );
+        assert_eq!(runs_on_local_day("*/15 * * * *", NEW_YORK, 2027, 3, 14).len(), 92);
+        assert_eq!(runs_on_local_day("0 12 * * *", NEW_YORK, 2027, 3, 14), [utc(2027, 3, 14, 16, 0, 0)]);
     }
 
     #[test]
     fn cron_new_york_fall_back() {
         // 2027-11-07: 02:00 EDT -> 01:00 EST (06:00 UTC); 01:00-01:59 happens twice.
-        assert_eq!(
-            runs_on_local_day("30 1 * * *", NEW_YORK, 2027, 11, 7),
-            [utc(2027, 11, 7, 5, 30, 0)]
-        );
-        assert_eq!(
-            next("30 1 * * *", NEW_YORK, utc(2027, 11, 7, 6, 10, 0)),
-            utc(2027, 11, 8, 6, 30, 0)
-        );
+        assert_eq!(runs_on_local_day("30 1 * * *", NEW_YORK, 2027, 11, 7), [utc(2027, 11, 7, 5, 30, 0)]);
+        assert_eq!(next("30 1 * * *", NEW_YORK, utc(2027, 11, 7, 6, 10, 0)), utc(2027, 11, 8, 6, 30, 0));
         // 02:30 exists once (EST) on that day.
-        assert_eq!(
-            runs_on_local_day("30 2 * * *", NEW_YORK, 2027, 11, 7),
-            [utc(2027, 11, 7, 7, 30, 0)]
-        );
+        assert_eq!(runs_on_local_day("30 2 * * *", NEW_YORK, 2027, 11, 7), [utc(2027, 11, 7, 7, 30, 0)]);
         let hourly = runs_on_local_day("0 * * * *", NEW_YORK, 2027, 11, 7);
         assert_eq!(hourly.len(), 25);
         assert!(hourly.windows(2).all(|w| w[1] - w[0] == 3_600_000));
@@ -1327,10 +968,7 @@ mod tests {
         let quarterly = runs_on_local_day("*/15 * * * *", NEW_YORK, 2027, 11, 7);
         assert_eq!(quarterly.len(), 100);
         assert!(quarterly.windows(2).all(|w| w[1] - w[0] == 900_000));
-        assert_eq!(
-            runs_on_local_day("0 12 * * *", NEW_YORK, 2027, 11, 7),
-            [utc(2027, 11, 7, 17, 0, 0)]
-        );
+        assert_eq!(runs_on_local_day("0 12 * * *", NEW_YORK, 2027, 11, 7), [utc(2027, 11, 7, 17, 0, 0)]);
     }
 
     #[test]
@@ -1338,20 +976,13 @@ mod tests {
         // Every 20 s during 02:xx collapses into 03:00:00 CEST, then continues.
         assert_eq!(
             runs("*/20 * 2,3 * * *", PARIS, utc(2027, 3, 28, 0, 59, 0), 3),
-            [
-                utc(2027, 3, 28, 1, 0, 0),
-                utc(2027, 3, 28, 1, 0, 20),
-                utc(2027, 3, 28, 1, 0, 40)
-            ]
+            [utc(2027, 3, 28, 1, 0, 0), utc(2027, 3, 28, 1, 0, 20), utc(2027, 3, 28, 1, 0, 40)]
         );
     }
 
     #[test]
     fn cron_full_year_counts() {
-        let (from, to) = (
-            local(PARIS, 2027, 1, 1, 0, 0),
-            local(PARIS, 2028, 1, 1, 0, 0),
-        );
+        let (from, to) = (local(PARIS, 2027, 1, 1, 0, 0), local(PARIS, 2028, 1, 1, 0, 0));
         let daily = runs_between(&cron("30 2 * * *", PARIS), from, to);
         assert_eq!(daily.len(), 365);
         let quarterly = runs_between(&cron("*/15 * * * *", PARIS), from, to);
@@ -1396,20 +1027,9 @@ mod tests {
             "America/Santiago",    // transitions at local midnight
             "Asia/Kolkata",
         ];
-        let patterns = [
-            "30 2 * * *",
-            "0,30 2 * * *",
-            "0 * * * *",
-            "*/15 * * * *",
-            "*/7 1-3 * * *",
-            "0 0 * * *",
-            "45 1,2 * * SUN",
-            "15,45 * * * *",
-        ];
-        let (from, to) = (
-            utc(2026, 1, 1, 0, 0, 0) / 1000,
-            utc(2028, 1, 1, 0, 0, 0) / 1000,
-        );
+        let patterns =
+            ["30 2 * * *", "0,30 2 * * *", "0 * * * *", "*/15 * * * *", "*/7 1-3 * * *", "0 0 * * *", "45 1,2 * * SUN", "15,45 * * * *"];
+        let (from, to) = (utc(2026, 1, 1, 0, 0, 0) / 1000, utc(2028, 1, 1, 0, 0, 0) / 1000);
         let mut checked = 0;
         for zone in zones {
             let probe = cron("* * * * *", zone);
@@ -1423,11 +1043,7 @@ mod tests {
                 let c = cron(pattern, zone);
                 for &(a, b) in &windows {
                     let want = brute_force_runs(&c, a, b);
-                    assert_eq!(
-                        runs_between(&c, a * 1000, b * 1000),
-                        want,
-                        "{pattern} in {zone} near {a}"
-                    );
+                    assert_eq!(runs_between(&c, a * 1000, b * 1000), want, "{pattern} in {zone} near {a}");
                     checked += 1;
                 }
             }
@@ -1445,17 +1061,8 @@ mod tests {
             utc(2011, 12, 30, 10, 0, 0), // Dec 30 12:00 never happened: first instant after
             utc(2011, 12, 30, 22, 0, 0), // Dec 31 12:00 +14
         ];
-        assert_eq!(
-            runs_between(&c, utc(2011, 12, 29, 12, 0, 0), utc(2011, 12, 31, 0, 0, 0)),
-            want
-        );
-        let (a, b) = (
-            utc(2011, 12, 28, 0, 0, 0) / 1000,
-            utc(2012, 1, 2, 0, 0, 0) / 1000,
-        );
-        assert_eq!(
-            runs_between(&c, a * 1000, b * 1000),
-            brute_force_runs(&c, a, b)
-        );
+        assert_eq!(runs_between(&c, utc(2011, 12, 29, 12, 0, 0), utc(2011, 12, 31, 0, 0, 0)), want);
+        let (a, b) = (utc(2011, 12, 28, 0, 0, 0) / 1000, utc(2012, 1, 2, 0, 0, 0) / 1000);
+        assert_eq!(runs_between(&c, a * 1000, b * 1000), brute_force_runs(&c, a, b));
     }
 }

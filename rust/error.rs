@@ -23,11 +23,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Connection(m)
-            | Error::Timeout(m)
-            | Error::Invalid(m)
-            | Error::Store(m)
-            | Error::Closed(m) => f.write_str(m),
+            Error::Connection(m) | Error::Timeout(m) | Error::Invalid(m) | Error::Store(m) | Error::Closed(m) => f.write_str(m),
         }
     }
 }

@@ -8,17 +8,12 @@ use crate::error::{Error, Result};
 /// Queue names: 1 to 100 characters of letters, digits and `-_.:`. Braces would break the
 /// hash tag, spaces and control characters the key names.
 pub fn validate_queue_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    let ok =
+        !name.is_empty() && name.len() <= 100 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid(format!(
-            "invalid queue name {name:?}: use 1 to 100 letters, digits, '-', '_', '.' or ':'"
-        )))
+        Err(Error::Invalid(format!("invalid queue name {name:?}: use 1 to 100 letters, digits, '-', '_', '.' or ':'")))
     }
 }
 
@@ -116,7 +111,12 @@ pub struct ScheduleKeys {
 impl ScheduleKeys {
     pub fn new(prefix: &str) -> ScheduleKeys {
         let base = format!("{prefix}:{{schedules}}");
-        ScheduleKeys { prefix: prefix.to_string(), next: format!("{base}:next"), channel: format!("{base}:wake"), def_base: format!("{base}:def:") }
+        ScheduleKeys {
+            prefix: prefix.to_string(),
+            next: format!("{base}:next"),
+            channel: format!("{base}:wake"),
+            def_base: format!("{base}:def:"),
+        }
     }
 
     /// The hash holding one schedule's definition and run counters.

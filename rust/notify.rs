@@ -55,7 +55,9 @@ impl Notifier {
         let client = self.settings.client()?;
         let ps = tokio::time::timeout(self.settings.connect_timeout, client.get_async_pubsub())
             .await
-            .map_err(|_| Error::Connection(format!("cannot reach Redis at {url}: no connection within {:?}", self.settings.connect_timeout)))?
+            .map_err(|_| {
+                Error::Connection(format!("cannot reach Redis at {url}: no connection within {:?}", self.settings.connect_timeout))
+            })?
             .map_err(|e| Error::from_redis(e, &url))?;
         let (sink, mut stream) = ps.split();
         let routes = self.routes.clone();

@@ -79,7 +79,13 @@ pub struct BulkWire {
     jobs: usize,
 }
 
-fn bulk_wire(q: &QueueKeys, bounds: &[usize], mark: &Watermark, size_hint: usize, mut element: impl FnMut(usize, usize, &mut Vec<u8>)) -> BulkWire {
+fn bulk_wire(
+    q: &QueueKeys,
+    bounds: &[usize],
+    mark: &Watermark,
+    size_hint: usize,
+    mut element: impl FnMut(usize, usize, &mut Vec<u8>),
+) -> BulkWire {
     let elements = bounds.len() - 1;
     let jobs = bounds[elements];
     let mut out = Vec::with_capacity(size_hint + 256 + (elements / PER_RPUSH + 1) * (q.wait.len() + 32));
@@ -107,7 +113,12 @@ fn bulk_wire(q: &QueueKeys, bounds: &[usize], mark: &Watermark, size_hint: usize
 
 /// Frames one list element of the bulk path: the record `pack` writes (given `frame`) when
 /// it writes one, else a run of them (codec.rs), built in `scratch` to learn its length.
-fn frame_element(out: &mut Vec<u8>, scratch: &mut Vec<u8>, records: usize, pack: impl FnOnce(&mut Vec<u8>, &mut dyn FnMut(&mut Vec<u8>, usize))) {
+fn frame_element(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    records: usize,
+    pack: impl FnOnce(&mut Vec<u8>, &mut dyn FnMut(&mut Vec<u8>, usize)),
+) {
     if records == 1 {
         pack(out, &mut frame);
     } else {
@@ -327,7 +338,9 @@ impl Store for RedisStore {
             Value::Nil | Value::Boolean(false) => Ok(Reserved::Empty),
             Value::Int(n) => Ok(Reserved::Idle { new_slot: n == 0 }),
             Value::Array(a) => Ok(Reserved::Jobs(
-                a.into_iter().map(|x| bytes(x).ok_or_else(|| Error::Store("reserve returned a non-string record".into()))).collect::<Result<_>>()?,
+                a.into_iter()
+                    .map(|x| bytes(x).ok_or_else(|| Error::Store("reserve returned a non-string record".into())))
+                    .collect::<Result<_>>()?,
             )),
             other => Err(bad_reply("reserve", &other)),
         }
@@ -357,7 +370,8 @@ impl Store for RedisStore {
         for a in acks {
             let q = &a.queue;
             let lease_key = q.lease(&a.token);
-            let mut c = s.evalsha(&[&lease_key, &q.active, &q.stats, &q.waiters, &q.wait, &q.delayed, &q.jobs, &q.failed, &q.errors, &q.wake]);
+            let mut c =
+                s.evalsha(&[&lease_key, &q.active, &q.stats, &q.waiters, &q.wait, &q.delayed, &q.jobs, &q.failed, &q.errors, &q.wake]);
             c.arg(&q.base).arg(&a.token).arg(ttl_ms).arg(MARK_TTL_SECS).arg(&q.results_channel).arg(&q.sched_channel);
             // Plain completions first (see ack.lua): their ids, then runs of their sequence
             // numbers per producer.
@@ -396,10 +410,7 @@ impl Store for RedisStore {
                     return Err(e);
                 }
                 let a = array(v.clone()).ok_or_else(|| bad_reply("ack", &v))?;
-                Ok(AckOutcome {
-                    settled: a.first().and_then(int).unwrap_or(0) as u64,
-                    refused: a.get(1).and_then(int).unwrap_or(0) as u64,
-                })
+                Ok(AckOutcome { settled: a.first().and_then(int).unwrap_or(0) as u64, refused: a.get(1).and_then(int).unwrap_or(0) as u64 })
             })
             .collect()
     }
@@ -448,7 +459,14 @@ impl Store for RedisStore {
         let a = array(v.clone()).ok_or_else(|| bad_reply("tick", &v))?;
         let n = |i: usize| a.get(i).and_then(int).ok_or_else(|| bad_reply("tick", &v));
         let opt = |x: i64| if x < 0 { None } else { Some(x) };
-        Ok(Tick { promoted: n(0)? as u64, reaped: n(1)? as u64, next_due_ms: opt(n(2)?), next_lease_deadline_ms: opt(n(3)?), now_ms: n(4)?, now_us: n(5)? })
+        Ok(Tick {
+            promoted: n(0)? as u64,
+            reaped: n(1)? as u64,
+            next_due_ms: opt(n(2)?),
+            next_lease_deadline_ms: opt(n(3)?),
+            now_ms: n(4)?,
+            now_us: n(5)?,
+        })
     }
 
     fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Option<Handed>> {
@@ -605,10 +623,8 @@ impl Store for RedisStore {
         let a = array(v.clone()).ok_or_else(|| bad_reply("schedules due", &v))?;
         let now_ms = a.first().and_then(int).ok_or_else(|| bad_reply("schedules due", &v))?;
         let head_ms = a.get(1).and_then(int).filter(|h| *h >= 0);
-        let due = a[2..]
-            .chunks(2)
-            .filter_map(|p| Some((String::from_utf8_lossy(&bytes(p[0].clone())?).into_owned(), int(p.get(1)?)?)))
-            .collect();
+        let due =
+            a[2..].chunks(2).filter_map(|p| Some((String::from_utf8_lossy(&bytes(p[0].clone())?).into_owned(), int(p.get(1)?)?))).collect();
         Ok(DueSchedules { now_ms, head_ms, due })
     }
 

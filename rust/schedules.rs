@@ -21,7 +21,10 @@ use std::time::Duration;
 pub enum Rule {
     Cron(Cron),
     /// Runs at `anchor + k * every` (k ≥ 1, or k ≥ 0 when the first run is the anchor).
-    Every { every_ms: i64, anchor_ms: i64 },
+    Every {
+        every_ms: i64,
+        anchor_ms: i64,
+    },
 }
 
 pub struct Timing {
@@ -99,7 +102,9 @@ impl ScheduleEntry {
     pub fn timing(&self) -> Result<Timing> {
         let rule = match self.text("pattern") {
             Some(p) => Rule::Cron(Cron::parse(p, self.text("tz").unwrap_or("UTC")).map_err(|e| Error::Invalid(e.to_string()))?),
-            None => Rule::Every { every_ms: self.number("every_ms")?.unwrap_or(0).max(1), anchor_ms: self.number("anchor_ms")?.unwrap_or(0) },
+            None => {
+                Rule::Every { every_ms: self.number("every_ms")?.unwrap_or(0).max(1), anchor_ms: self.number("anchor_ms")?.unwrap_or(0) }
+            }
         };
         Ok(Timing {
             rule,
@@ -116,7 +121,8 @@ impl ScheduleEntry {
         let name = self.required("job")?;
         let options = self.fields.get("options").map(Vec::as_slice).unwrap_or(b"");
         check_fields(&id, name, options)?;
-        let header = Header { attempt: 0, max_attempts: self.number("attempts")?.unwrap_or(1), priority: self.number("priority")?.unwrap_or(0) };
+        let header =
+            Header { attempt: 0, max_attempts: self.number("attempts")?.unwrap_or(1), priority: self.number("priority")?.unwrap_or(0) };
         let payload = self.fields.get("payload").map(Vec::as_slice).unwrap_or(b"null");
         let mut record = Vec::new();
         pack_into(&mut record, header, &id, name, now_ms.max(0) as u64, options, payload);
@@ -179,7 +185,14 @@ pub async fn drive<S: Store>(store: Arc<S>, prefix: String, on_error: impl Fn(&E
     }
 }
 
-async fn fire<S: Store>(store: &S, prefix: &str, queues: &mut HashMap<String, Arc<QueueKeys>>, key: &str, tick: i64, now: i64) -> Result<()> {
+async fn fire<S: Store>(
+    store: &S,
+    prefix: &str,
+    queues: &mut HashMap<String, Arc<QueueKeys>>,
+    key: &str,
+    tick: i64,
+    now: i64,
+) -> Result<()> {
     let Some(entry) = store.schedule_read(Some(vec![key.to_string()])).await?.pop() else {
         return Ok(()); // removed meanwhile
     };
@@ -228,7 +241,13 @@ mod tests {
         assert_eq!(t.first_run(10_000), Some(20_000));
         t.end_ms = Some(21_000);
         assert_eq!(t.next_after(21_000, 21_000), None);
-        let mut c = Timing { rule: Rule::Cron(Cron::parse("0 * * * *", "UTC").unwrap()), start_ms: None, end_ms: None, limit: None, immediately: true };
+        let mut c = Timing {
+            rule: Rule::Cron(Cron::parse("0 * * * *", "UTC").unwrap()),
+            start_ms: None,
+            end_ms: None,
+            limit: None,
+            immediately: true,
+        };
         assert_eq!(c.first_run(1_000), Some(1_000));
         c.immediately = false;
         assert_eq!(c.first_run(1_000), Some(3_600_000));

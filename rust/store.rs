@@ -181,7 +181,9 @@ pub struct Idle<'a> {
 pub enum Reserved {
     Jobs(Vec<Vec<u8>>),
     /// Nothing ready; the worker is idle under a new slot (true) or its previous one.
-    Idle { new_slot: bool },
+    Idle {
+        new_slot: bool,
+    },
     Empty,
 }
 

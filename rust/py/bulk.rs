@@ -116,7 +116,14 @@ impl BulkWriter {
     /// (`py::payloads`), a payload outside the plain JSON types by `fallback` (serde.dumps);
     /// `first_index` is the index of the first one in the whole dispatch. Returns the number
     /// of jobs staged.
-    fn stage_payloads(&self, payloads: &Bound<'_, PyList>, start: usize, stop: usize, first_index: u64, fallback: &Bound<'_, PyAny>) -> PyResult<usize> {
+    fn stage_payloads(
+        &self,
+        payloads: &Bound<'_, PyList>,
+        start: usize,
+        stop: usize,
+        first_index: u64,
+        fallback: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
         let spec = BulkSpec { enqueued_ms: super::client::now_ms(), ..self.spec.clone() };
         let stop = stop.min(payloads.len());
         let mut buf = Vec::with_capacity(self.payload_hint.load(Ordering::Relaxed) * stop.saturating_sub(start) + 64);

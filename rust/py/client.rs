@@ -112,10 +112,12 @@ fn bytes_or_none(py: Python<'_>, b: Option<Vec<u8>>) -> Py<PyAny> {
 fn record_tuple(py: Python<'_>, raw: Option<Vec<u8>>) -> PyResult<Py<PyAny>> {
     let Some(raw) = raw else { return Ok(py.None()) };
     match Record::unpack(&raw) {
-        Ok(r) => Ok((r.name, r.attempt, r.max_attempts, r.priority, r.enqueued_ms, PyBytes::new(py, &r.options), PyBytes::new(py, &r.payload))
-            .into_pyobject(py)?
-            .into_any()
-            .unbind()),
+        Ok(r) => {
+            Ok((r.name, r.attempt, r.max_attempts, r.priority, r.enqueued_ms, PyBytes::new(py, &r.options), PyBytes::new(py, &r.payload))
+                .into_pyobject(py)?
+                .into_any()
+                .unbind())
+        }
         Err(_) => Ok(py.None()),
     }
 }
@@ -141,7 +143,15 @@ fn failed_list(py: Python<'_>, jobs: Vec<FailedJob>) -> PyResult<Py<PyAny>> {
     let l = PyList::empty(py);
     for j in jobs {
         let rec = record_tuple(py, j.record)?;
-        l.append(PyTuple::new(py, [j.id.into_pyobject(py)?.into_any().unbind(), rec, bytes_or_none(py, j.error), j.failed_at_ms.into_pyobject(py)?.into_any().unbind()])?)?;
+        l.append(PyTuple::new(
+            py,
+            [
+                j.id.into_pyobject(py)?.into_any().unbind(),
+                rec,
+                bytes_or_none(py, j.error),
+                j.failed_at_ms.into_pyobject(py)?.into_any().unbind(),
+            ],
+        )?)?;
     }
     Ok(l.into_any().unbind())
 }
@@ -316,7 +326,14 @@ impl Client {
 
     /// Sets fields of a workflow's hash; `ttl` (seconds) sets its expiry.
     #[pyo3(signature = (book, fields, ttl = None, *, asynchronous = false))]
-    fn book_set(&self, py: Python<'_>, book: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<f64>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+    fn book_set(
+        &self,
+        py: Python<'_>,
+        book: &str,
+        fields: Vec<(String, Vec<u8>)>,
+        ttl: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
         let key = crate::keys::book_key(&self.settings.prefix, book).map_err(super::errors::to_py)?;
         let ttl = ttl.filter(|t| t.is_finite() && *t > 0.0).map(Duration::from_secs_f64);
         let store = self.store.clone();
@@ -332,7 +349,14 @@ impl Client {
         for (flow_id, child, parent, outcome, job_id, data, policy) in items {
             let base = crate::keys::book_key(&self.settings.prefix, &format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
             let keys = [base.clone(), format!("{base}:results:{parent}")];
-            let args = vec![child.to_string().into_bytes(), parent.to_string().into_bytes(), outcome.into_bytes(), job_id.into_bytes(), data, policy.into_bytes()];
+            let args = vec![
+                child.to_string().into_bytes(),
+                parent.to_string().into_bytes(),
+                outcome.into_bytes(),
+                job_id.into_bytes(),
+                data,
+                policy.into_bytes(),
+            ];
             calls.push((keys, args));
         }
         let store = self.store.clone();

@@ -4,7 +4,7 @@
 pub mod bridge;
 pub mod bulk;
 pub mod client;
-pub mod payloads;
 pub mod errors;
+pub mod payloads;
 pub mod schedules;
 pub mod worker;

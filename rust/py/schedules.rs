@@ -36,7 +36,15 @@ fn entries(py: Python<'_>, list: Vec<ScheduleEntry>) -> PyResult<Py<PyAny>> {
 }
 
 /// The canonical text of a timing: an upsert with the same text keeps its next run.
-fn signature(pattern: Option<&str>, tz: &str, every_ms: Option<i64>, start_ms: Option<i64>, end_ms: Option<i64>, limit: Option<u64>, immediately: bool) -> String {
+fn signature(
+    pattern: Option<&str>,
+    tz: &str,
+    every_ms: Option<i64>,
+    start_ms: Option<i64>,
+    end_ms: Option<i64>,
+    limit: Option<u64>,
+    immediately: bool,
+) -> String {
     let o = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
     format!(
         "{}|{}|{}|{}|{}|{}",
@@ -110,7 +118,9 @@ impl Schedules {
         add("immediately", immediately.then(|| "1".to_string()));
         let w = ScheduleWrite { key, timing: sig, next_ms, anchor_ms, fields };
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.schedule_upsert(w).await }, |py, v: (bool, i64)| Ok(v.into_pyobject(py)?.into_any().unbind()))
+        call(py, asynchronous, async move { store.schedule_upsert(w).await }, |py, v: (bool, i64)| {
+            Ok(v.into_pyobject(py)?.into_any().unbind())
+        })
     }
 
     /// [(key, next run ms, {field: bytes})] of the named schedules that exist, or of all.
