@@ -21,8 +21,6 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Optional
-
 
 import fastjobs
 from fastjobs import config
@@ -96,21 +94,21 @@ def reachable(url: str, prefix: str, wait: float = 0.0) -> bool:
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def main() -> int:
     prefix = "fjdemo-" + uuid.uuid4().hex[:8]
     url = os.environ.get("FASTJOBS_URL", config.DEFAULT_URL)
-    server: Optional[ThrowawayRedis] = None
+    server: ThrowawayRedis | None = None
     if not reachable(url, prefix):
         server = ThrowawayRedis()
         url = server.url
         if not reachable(url, prefix, wait=10):
             server.stop()
             sys.exit(f"redis-server did not start on {url}")
-    worker: Optional[fastjobs.Worker] = None
-    thread: Optional[threading.Thread] = None
+    worker: fastjobs.Worker | None = None
+    thread: threading.Thread | None = None
     try:
         print(f"fastjobs {fastjobs.__version__}: Redis {url} ({'throwaway server' if server else 'existing server'}), key prefix {prefix}")
         # 1. Enqueue, in bulk: one job per payload, chunks written while the next is serialized.

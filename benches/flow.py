@@ -38,8 +38,9 @@ class Parent(fastjobs.Job[None, int]):
 
 
 def run(mode: str, n: int, redis: Redis, tmp: Path) -> float:
-    import fastjobs
     from flow_jobs import Child, Parent  # type: ignore[import-not-found]
+
+    import fastjobs
 
     redis.command("FLUSHALL")
     worker = fastjobs_worker(redis.url, "fb", tmp, "flow_jobs", "flowbench", 4)

@@ -15,7 +15,6 @@ import argparse
 import collections
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import time

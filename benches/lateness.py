@@ -57,8 +57,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fastjobs-lateness-"))
     (tmp / "lateness_jobs.py").write_text(JOBS)
     sys.path.insert(0, str(tmp))
-    import fastjobs
     from lateness_jobs import Due, Someday  # type: ignore[import-not-found]
+
+    import fastjobs
 
     fastjobs.configure(redis.url, prefix="late")
     worker = fastjobs_worker(redis.url, "late", tmp, "lateness_jobs", "due", int(os.environ.get("LATENESS_CONCURRENCY", "4")))

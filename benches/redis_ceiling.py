@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
-from run import Redis  # noqa: E402
+from run import Redis
 
 
 def blast(redis: Redis, n: int, size: int, per: int = 4000) -> dict[str, float]:

@@ -22,7 +22,7 @@ import redis as redis_py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
-from run import Redis  # noqa: E402
+from run import Redis
 
 COMMON = (Path(__file__).resolve().parent.parent / "rust" / "lua" / "includes" / "common.lua").read_text()
 QUEUES, PER_QUEUE, RUN = 50, 2000, 16
@@ -80,7 +80,7 @@ def main() -> int:
                 t0 = time.perf_counter()
                 n = r.evalsha(sha, 0, QUEUES, PER_QUEUE)
                 ns[layout].append((time.perf_counter() - t0) / n * 1e9)
-                assert n == QUEUES * PER_QUEUE and r.exists(f"fj:{{q1}}:runs") == 0
+                assert n == QUEUES * PER_QUEUE and r.exists("fj:{q1}:runs") == 0
         out = {layout: {"min_ns": round(min(v)), "median_ns": round(statistics.median(v))} for layout, v in ns.items()}
         for layout, v in out.items():
             print(f"{layout:>16}: {v['median_ns']} ns per record (min {v['min_ns']})", file=sys.stderr)

@@ -8,15 +8,16 @@ They measure; they assert nothing about speed (the figures go to benches/RESULTS
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import fastjobs  # noqa: E402
-from tests.conftest import RedisServer  # noqa: E402
+import fastjobs
+from tests.conftest import RedisServer
 
 PAYLOAD = {"i": 1, "s": "x" * 32}
 

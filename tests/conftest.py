@@ -12,8 +12,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ def free_port() -> int:
 class RedisServer:
     """A throwaway redis-server process (no persistence)."""
 
-    def __init__(self, port: Optional[int] = None) -> None:
+    def __init__(self, port: int | None = None) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed: run `make deps` (Debian package redis-server)")
@@ -50,9 +51,9 @@ class RedisServer:
             try:
                 Redis(self.port).command("PING")
                 break
-            except OSError:
+            except OSError as e:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from e
                 time.sleep(0.02)
 
     def _args(self) -> list[str]:
@@ -105,7 +106,7 @@ class ThreadWorker:
         kwargs.setdefault("lease", 5.0)
         kwargs.setdefault("grace", 5.0)
         self.worker = fastjobs.Worker(**kwargs)
-        self.summary: Optional[fastjobs.WorkerSummary] = None
+        self.summary: fastjobs.WorkerSummary | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -158,7 +159,7 @@ class ProcessWorker:
 def spawn_worker(redis_server: RedisServer, prefix: str) -> Iterator[Any]:
     procs: list[ProcessWorker] = []
 
-    def spawn(*args: str, modules: Optional[list[str]] = None, url: Optional[str] = None) -> ProcessWorker:
+    def spawn(*args: str, modules: list[str] | None = None, url: str | None = None) -> ProcessWorker:
         p = ProcessWorker(url or redis_server.url, prefix, modules or ["tests.apps.jobs"], list(args))
         procs.append(p)
         return p

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+from typing import Any
 
 import fastjobs
 
@@ -14,7 +14,7 @@ class Sync:
     def send(self, builder: fastjobs.PendingDispatch[Any]) -> fastjobs.JobHandle[Any]:
         return builder.send()
 
-    def wait(self, handle: fastjobs.JobHandle[Any], timeout: Optional[float] = 10.0) -> Any:
+    def wait(self, handle: fastjobs.JobHandle[Any], timeout: float | None = 10.0) -> Any:
         return handle.wait_result(timeout=timeout)
 
     def status(self, handle: fastjobs.JobHandle[Any]) -> str:
@@ -29,7 +29,7 @@ class Sync:
     def size(self, q: fastjobs.Queue) -> int:
         return q.size()
 
-    def get_job(self, q: fastjobs.Queue, job_id: str) -> Optional[fastjobs.JobInfo]:
+    def get_job(self, q: fastjobs.Queue, job_id: str) -> fastjobs.JobInfo | None:
         return q.get_job(job_id)
 
     def failed(self, q: fastjobs.Queue) -> list[fastjobs.FailedJob]:
@@ -54,7 +54,7 @@ class Async:
 
         return self._run(go())
 
-    def wait(self, handle: fastjobs.JobHandle[Any], timeout: Optional[float] = 10.0) -> Any:
+    def wait(self, handle: fastjobs.JobHandle[Any], timeout: float | None = 10.0) -> Any:
         return self._run(handle.wait_result_async(timeout=timeout))
 
     def status(self, handle: fastjobs.JobHandle[Any]) -> str:
@@ -69,7 +69,7 @@ class Async:
     def size(self, q: fastjobs.Queue) -> int:
         return self._run(q.size_async())
 
-    def get_job(self, q: fastjobs.Queue, job_id: str) -> Optional[fastjobs.JobInfo]:
+    def get_job(self, q: fastjobs.Queue, job_id: str) -> fastjobs.JobInfo | None:
         return self._run(q.get_job_async(job_id))
 
     def failed(self, q: fastjobs.Queue) -> list[fastjobs.FailedJob]:

@@ -11,8 +11,9 @@ import random
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -109,7 +110,8 @@ def _random_value(rng: random.Random, depth: int = 0) -> Any:
     if kind == 1:
         return rng.choice([0, -1, 2**63 - 1, -(2**63), rng.randrange(-(10**12), 10**12)])
     if kind == 2:
-        return rng.choice([0.0, -0.0, 0.1, 1.0, 1e16, 1e-7, 5e-324, 1.7976931348623157e308, rng.uniform(-1e9, 1e9), rng.random() * 10 ** rng.randrange(-30, 30)])
+        return rng.choice([0.0, -0.0, 0.1, 1.0, 1e16, 1e-7, 5e-324, 1.7976931348623157e308,
+                           rng.uniform(-1e9, 1e9), rng.random() * 10 ** rng.randrange(-30, 30)])
     if kind in (3, 4, 5):
         alphabet = "ab\"\\/\n\t\r\b\f\x00\x1f\x7f é中😀\u2028"
         return "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))

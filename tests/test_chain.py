@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 import fastjobs
-from fastjobs import JobChain, Queue, chain as chains
+from fastjobs import JobChain, Queue
+from fastjobs import chain as chains
 
 RUNS: list[tuple[str, Any, Any, float]] = []
 

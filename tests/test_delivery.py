@@ -17,7 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -125,7 +126,7 @@ class PersistentRedis(RedisServer):
     write, in a directory that ``stop()`` keeps. ``PersistentRedis(port, dir)`` starts it
     again with its data."""
 
-    def __init__(self, port: Optional[int] = None, dir: Optional[str] = None) -> None:
+    def __init__(self, port: int | None = None, dir: str | None = None) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed: run `make deps` (Debian package redis-server)")
@@ -317,7 +318,7 @@ def test_sigterm_hands_prefetched_jobs_back_at_once_in_order(spawn: Any, start_w
     queued = []
     for i in range(prefetched):
         queued.append(Stamp.dispatch({}).on_queue("graceful").send())
-        eventually(lambda: counts("graceful")["active"] == threads + i + 1, timeout=5)
+        eventually(lambda i=i: counts("graceful")["active"] == threads + i + 1, timeout=5)
     queued += [Stamp.dispatch({}).on_queue("graceful").send() for _ in range(rest)]
     time.sleep(0.2)
     c = counts("graceful")

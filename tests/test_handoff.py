@@ -47,7 +47,7 @@ def test_a_job_handed_straight_to_an_idle_worker_does_not_pass_ready_ones(start_
     redis("RPUSH", f"{prefix}:{{stamps}}:wait", *parked)
     late = Stamp.dispatch("late").send().id
     eventually(lambda: len(stamps(redis, prefix)) == 3)
-    assert [s[0] for s in stamps(redis, prefix)] == early + [late]
+    assert [s[0] for s in stamps(redis, prefix)] == [*early, late]
 
 
 def test_a_worker_killed_while_idle_loses_no_job(spawn_worker: Any, redis: Redis, prefix: str) -> None:

@@ -68,7 +68,7 @@ def test_failure_raises_job_failed_with_details(face: Any, start_worker: Any) ->
 def test_timeout(face: Any) -> None:
     h = face.send(Echo.dispatch(1))  # no worker
     started = time.monotonic()
-    with pytest.raises(TimeoutError, match="did not finish within 0.3"):
+    with pytest.raises(TimeoutError, match=r"did not finish within 0\.3"):
         face.wait(h, timeout=0.3)
     assert 0.25 < time.monotonic() - started < 3
 

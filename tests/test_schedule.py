@@ -4,6 +4,7 @@ and the errors of bad schedules."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -119,7 +120,7 @@ def test_three_workers_fire_each_tick_once(spawn_worker: Any, redis: Redis, pref
     assert len(ids) == len(set(ids)), f"a tick ran twice: {ids}"
     assert 4 <= len(runs) <= 6, runs
     ticks = sorted(int(i.split("@")[1]) for i in ids)
-    assert all(t % 1000 == 0 for t in ticks) and all(b - a == 1000 for a, b in zip(ticks, ticks[1:])), ticks
+    assert all(t % 1000 == 0 for t in ticks) and all(b - a == 1000 for a, b in itertools.pairwise(ticks)), ticks
     # Each run started right on its tick (the driver sleeps until the due time).
     late = [started - int(job_id.split("@")[1]) for job_id, _pid, started in runs]
     assert max(late) < 1000, late
@@ -136,7 +137,7 @@ def test_missed_ticks_run_once_after_downtime_then_the_schedule_resumes(start_wo
     ticks = [int(r[0].split("@")[1]) for r in runs]
     # Ticks in between were skipped, not replayed: the next run is on the grid after the restart.
     assert ticks[1] - ticks[0] >= 1200 and (ticks[1] - ticks[0]) % 300 == 0, ticks
-    assert all(b - a == 300 for a, b in zip(ticks[1:], ticks[2:])), ticks
+    assert all(b - a == 300 for a, b in itertools.pairwise(ticks[1:])), ticks
     assert JobScheduler.find("catch-up").runs == len(runs)  # type: ignore[union-attr]
 
 

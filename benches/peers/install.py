@@ -16,13 +16,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
 
-def interpreter(version: Optional[str]) -> Optional[str]:
+def interpreter(version: str | None) -> str | None:
     if version is None:
         return sys.executable if sys.version_info >= (3, 9) else shutil.which("python3")
     # A pyenv shim on PATH may name a version that is installed but not selected, and then

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -82,7 +82,7 @@ class Redis:
     def command(self, *args: str) -> bytes:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                s.sendall(("*%d\r\n" % len(args) + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode())
+                s.sendall((f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode())
                 return s.recv(65536)
         except OSError:
             return b""
@@ -116,7 +116,7 @@ def fastjobs_worker(url: str, prefix: str, tmp: Path, module: str, queue: str, c
                              "--log-level", "WARNING"], env=env, cwd=str(tmp), stdout=out, stderr=out)
 
 
-def run_one(py: Path, system: str, workload: str, url: str, n: Optional[int], limit: float) -> dict[str, Any]:
+def run_one(py: Path, system: str, workload: str, url: str, n: int | None, limit: float) -> dict[str, Any]:
     cmd = [str(py), str(ADAPTERS / f"{system}_peer.py"), "--redis-url", url, "--workload", workload]
     if n is not None:
         cmd += ["--n", str(n)]
@@ -159,7 +159,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]], workloads: list[str]) -
             ratio = ""
             if isinstance(v, (int, float)) and isinstance(mine, (int, float)) and v and mine and system != "fastjobs":
                 x = mine / v if better == "higher" else v / mine
-                ratio = f"{x:,.1f}×"
+                ratio = f"{x:,.1f}×"  # noqa: RUF001 - a multiplication sign in the printed table
             rows.append(f"  {system:<14}{fmt(v):>14}{ratio:>16}  {note}")
     return "\n".join(rows)
 
@@ -172,7 +172,7 @@ def main() -> int:
     ap.add_argument("--limit", type=float, default=120.0, help="seconds per adapter run")
     args = ap.parse_args()
     found = interpreters()
-    systems = args.systems.split(",") if args.systems else ["fastjobs"] + sorted(s for s in found if s != "fastjobs")
+    systems = args.systems.split(",") if args.systems else ["fastjobs", *sorted(s for s in found if s != "fastjobs")]
     missing = [s for s in systems if s not in found]
     if missing:
         print(f"not installed (run `make bench-peers` to install peers): {', '.join(missing)}", file=sys.stderr)

@@ -16,10 +16,9 @@ and run ``fastjobs worker myapp.jobs --queue emails``.
 """
 
 from ._core import __version__
-from .bulk import BulkDispatchError, BulkDispatcher, BulkResult
+from .bulk import BulkDispatcher, BulkDispatchError, BulkResult
 from .chain import ChainHandle, ChainStep, JobChain
 from .config import Connection, configure
-from .flow import FlowHandle, FlowNode, JobFlow
 from .dispatch import JobHandle, JobInfo, PendingDispatch
 from .errors import (
     ClosedError,
@@ -32,6 +31,7 @@ from .errors import (
     UnknownJobError,
     UnsentDispatchWarning,
 )
+from .flow import FlowHandle, FlowNode, JobFlow
 from .job import FunctionJob, Job, job, registry
 from .options import Backoff, parse_duration
 from .queue import FailedJob, Queue

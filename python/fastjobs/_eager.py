@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, Callable, Coroutine, Optional
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 _EAGER = sys.version_info >= (3, 12)
 
 
 def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
-                  done: Callable[["asyncio.Task[Any]"], None]) -> "Optional[asyncio.Task[Any]]":
+                  done: Callable[[asyncio.Task[Any]], None]) -> asyncio.Task[Any] | None:
     """Starts ``coro`` as a Task and calls ``done(task)`` once it has ended (one callback per
     Task: the worker's hot path). Returns the Task while it runs, or None if it already
     finished (eager start), after calling ``done``."""

@@ -3,13 +3,14 @@ builder into a spec kept in Redis (to be enqueued later by a worker) and back in
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 from . import serde
 from .dispatch import _ABANDONED, _SENT, _UNSENT, PendingDispatch
 
-JobTuple = tuple[str, bytes, Optional[bytes], int, int, int, Optional[str], Optional[int]]
+JobTuple = tuple[str, bytes, bytes | None, int, int, int, str | None, int | None]
 
 
 def abandon(builders: Sequence[Any]) -> None:

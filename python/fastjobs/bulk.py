@@ -6,7 +6,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Optional, Sequence, Union, overload
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 from . import config, serde
 from .dispatch import JobHandle, PendingDispatch
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BulkResult", "BulkDispatcher", "BulkDispatchError", "dispatch_many"]
 
-Progress = Union[None, bool, Callable[[int, Optional[int]], None]]
+Progress = None | bool | Callable[[int, int | None], None]
 
 #: Payloads per chunk: one pass of the engine's serializer, ~1 MB on the wire for small payloads.
 CHUNK = 10_000
@@ -27,8 +28,8 @@ class BulkResult(Sequence[str]):
     """The jobs of a bulk dispatch: ``len()`` (or ``.count``) and their ids, made on demand
     from runs of consecutive ids, so a million jobs cost a few bytes here."""
 
-    def __init__(self, queue: Optional[str], connection: str, ranges: Sequence[tuple[str, int, int]] = (),
-                 handles: Optional[list[JobHandle[Any]]] = None) -> None:
+    def __init__(self, queue: str | None, connection: str, ranges: Sequence[tuple[str, int, int]] = (),
+                 handles: list[JobHandle[Any]] | None = None) -> None:
         self.queue = queue
         self.connection = connection
         self._ranges = [r for r in ranges if r[2] > 0]
@@ -48,7 +49,7 @@ class BulkResult(Sequence[str]):
     @overload
     def __getitem__(self, i: slice) -> list[str]: ...
 
-    def __getitem__(self, i: Union[int, slice]) -> Union[str, list[str]]:
+    def __getitem__(self, i: int | slice) -> str | list[str]:
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
         n = len(self)
@@ -100,7 +101,7 @@ class _Bar:
     def __init__(self) -> None:
         self.on = sys.stderr.isatty()
 
-    def __call__(self, done: int, total: Optional[int]) -> None:
+    def __call__(self, done: int, total: int | None) -> None:
         if not self.on:
             return
         if total:
@@ -113,7 +114,7 @@ class _Bar:
         sys.stderr.flush()
 
 
-def _progress(progress: Progress) -> Optional[Callable[[int, Optional[int]], None]]:
+def _progress(progress: Progress) -> Callable[[int, int | None], None] | None:
     if progress is True:
         return _Bar()
     if progress is None or progress is False:
@@ -123,7 +124,7 @@ def _progress(progress: Progress) -> Optional[Callable[[int, Optional[int]], Non
     return progress
 
 
-def _template(job_class: "type[Job[Any, Any]]", options: dict[str, Any]) -> PendingDispatch[Any]:
+def _template(job_class: type[Job[Any, Any]], options: dict[str, Any]) -> PendingDispatch[Any]:
     if "job_id" in options:
         raise ValueError("job_id cannot be shared by many jobs: dispatch jobs with their own ids one by one or with BulkDispatcher")
     t = PendingDispatch(job_class, None)
@@ -151,7 +152,7 @@ def _chunks(payloads: Iterable[Any], size: int) -> Iterator[tuple[list[Any], int
         yield chunk, 0, len(chunk)
 
 
-def _run(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], options: dict[str, Any], progress: Progress,
+def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[str, Any], progress: Progress,
          chunk_size: int) -> Generator[Any, Any, BulkResult]:
     """The body of dispatch_many, shared by its sync and async faces: it yields the writer's
     ``send`` calls, which the face either returns or awaits."""
@@ -203,7 +204,7 @@ def _run(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], options: dic
     return result()
 
 
-def dispatch_many(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], *, progress: Progress = None,
+def dispatch_many(job_class: type[Job[Any, Any]], payloads: Iterable[Any], *, progress: Progress = None,
                   chunk_size: int = CHUNK, **options: Any) -> BulkResult:
     gen = _run(job_class, payloads, options, progress, chunk_size)
     try:
@@ -219,7 +220,7 @@ def dispatch_many(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], *, 
         return stop.value  # type: ignore[no-any-return]
 
 
-async def dispatch_many_async(job_class: "type[Job[Any, Any]]", payloads: Iterable[Any], *, progress: Progress = None,
+async def dispatch_many_async(job_class: type[Job[Any, Any]], payloads: Iterable[Any], *, progress: Progress = None,
                               chunk_size: int = CHUNK, **options: Any) -> BulkResult:
     gen = _run(job_class, payloads, options, progress, chunk_size)
     try:
@@ -273,13 +274,13 @@ class BulkDispatcher:
             raise
         return [(conn, queue, idx, jobs) for (conn, queue), (idx, jobs) in groups.items()]
 
-    def _result(self, handles: list[Optional[JobHandle[Any]]]) -> BulkResult:
+    def _result(self, handles: list[JobHandle[Any] | None]) -> BulkResult:
         done = [h for h in handles if h is not None]
         return BulkResult(None, "default", handles=done)
 
     def dispatch(self) -> BulkResult:
         plan = self._plan()  # raises before any write
-        handles: list[Optional[JobHandle[Any]]] = [None] * len(self.builders)
+        handles: list[JobHandle[Any] | None] = [None] * len(self.builders)
         try:
             for conn, queue, idx, jobs in plan:
                 client = config.client(conn)
@@ -293,7 +294,7 @@ class BulkDispatcher:
 
     async def dispatch_async(self) -> BulkResult:
         plan = self._plan()  # raises before any write
-        handles: list[Optional[JobHandle[Any]]] = [None] * len(self.builders)
+        handles: list[JobHandle[Any] | None] = [None] * len(self.builders)
         try:
             for conn, queue, idx, jobs in plan:
                 client = config.client(conn)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
-from typing import Any, Generator, Iterable, Optional
+from typing import Any
 
 from . import _workflow, config, serde
 from .dispatch import JobHandle, PendingDispatch
@@ -44,7 +45,7 @@ class JobChain:
     are cancelled, and ``on_failure`` (a builder) is dispatched; its handler reads the failure
     as ``self.chain_failure`` (chain id, step, job id and name, error)."""
 
-    def __init__(self, steps: Iterable[PendingDispatch[Any]], *, on_failure: Optional[PendingDispatch[Any]] = None) -> None:
+    def __init__(self, steps: Iterable[PendingDispatch[Any]], *, on_failure: PendingDispatch[Any] | None = None) -> None:
         self.steps = list(steps)
         self.on_failure = on_failure
         every = self.steps + ([on_failure] if on_failure is not None else [])
@@ -71,7 +72,7 @@ class JobChain:
         assert first is not None
         return chain_id, fields, first
 
-    def dispatch(self) -> "ChainHandle":
+    def dispatch(self) -> ChainHandle:
         """Writes the chain and enqueues its first step."""
         chain_id, fields, (queue, job) = self._plan()
         client = config.client(self.connection)
@@ -79,14 +80,14 @@ class JobChain:
         client.enqueue(queue, [job])
         return ChainHandle(chain_id, self.connection)
 
-    async def dispatch_async(self) -> "ChainHandle":
+    async def dispatch_async(self) -> ChainHandle:
         chain_id, fields, (queue, job) = self._plan()
         client = config.client(self.connection)
         await client.book_set(f"chain:{chain_id}", fields, asynchronous=True)
         await client.enqueue(queue, [job], asynchronous=True)
         return ChainHandle(chain_id, self.connection)
 
-    def __await__(self) -> Generator[Any, None, "ChainHandle"]:
+    def __await__(self) -> Generator[Any, None, ChainHandle]:
         return self.dispatch_async().__await__()
 
 
@@ -97,7 +98,7 @@ class ChainHandle:
         self.id = chain_id
         self.connection = connection
 
-    def _layout(self) -> tuple[list[dict[str, Any]], Optional[int]]:
+    def _layout(self) -> tuple[list[dict[str, Any]], int | None]:
         client = config.client(self.connection)
         n_raw, stopped = client.book_get(f"chain:{self.id}", ["n", "stopped_at"])
         if n_raw is None:
@@ -120,7 +121,7 @@ class ChainHandle:
             out.append(ChainStep(k, s["id"], s["name"], s["queue"], state))
         return out
 
-    def failure_handle(self) -> Optional[JobHandle[Any]]:
+    def failure_handle(self) -> JobHandle[Any] | None:
         """The handle of the on_failure job (it exists once a step failed for good)."""
         [raw] = config.client(self.connection).book_get(f"chain:{self.id}", ["on_failure"])
         return None if raw is None else JobHandle(f"chain:{self.id}:on_failure", serde.loads(raw)["queue"], self.connection)
@@ -128,7 +129,7 @@ class ChainHandle:
     def handles(self) -> list[JobHandle[Any]]:
         return [JobHandle(s["id"], s["queue"], self.connection) for s in self._layout()[0]]
 
-    def wait_result(self, timeout: Optional[float] = None) -> Any:
+    def wait_result(self, timeout: float | None = None) -> Any:
         """Waits for the steps in turn and returns the last one's result; raises ``JobFailed``
         for the step that failed, ``TimeoutError`` after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -138,7 +139,7 @@ class ChainHandle:
             result = h.wait_result(timeout=left)
         return result
 
-    async def wait_result_async(self, timeout: Optional[float] = None) -> Any:
+    async def wait_result_async(self, timeout: float | None = None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
         result = None
         for h in self.handles():
@@ -162,7 +163,7 @@ def previous_result(client: Any, chain: dict[str, Any]) -> Any:
     return serde.loads(raw) if raw is not None else None
 
 
-def step_completed(client: Any, chain: dict[str, Any], result: Optional[bytes]) -> None:
+def step_completed(client: Any, chain: dict[str, Any], result: bytes | None) -> None:
     """Before the step's acknowledgement: keep its result, enqueue the next step (or close
     the chain). Both are idempotent, so a step run twice changes nothing more."""
     if chain.get("on_failure"):
@@ -177,7 +178,7 @@ def step_completed(client: Any, chain: dict[str, Any], result: Optional[bytes]) 
         spec = serde.loads(raw)
         client.enqueue(spec["queue"], [_workflow.job(spec, _step_id(chain_id, k + 1))])
     else:
-        client.book_set(f"chain:{chain_id}", done + [("done", b"1")], client.result_ttl)
+        client.book_set(f"chain:{chain_id}", [*done, ("done", b"1")], client.result_ttl)
 
 
 def step_failed(client: Any, chain: dict[str, Any], job_id: str, name: str, error: dict[str, Any]) -> None:
@@ -194,7 +195,7 @@ def step_failed(client: Any, chain: dict[str, Any], job_id: str, name: str, erro
     client.enqueue(spec["queue"], [_workflow.job(spec, f"chain:{chain_id}:on_failure")])
 
 
-def failure_of(chain: dict[str, Any]) -> Optional[dict[str, Any]]:
+def failure_of(chain: dict[str, Any]) -> dict[str, Any] | None:
     failure = chain.get("failure")
     return failure if isinstance(failure, dict) else None
 

@@ -9,7 +9,8 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from . import __version__, config
 from .job import registry
@@ -167,7 +168,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("modules", nargs="+", metavar="MODULE", help="modules that define the jobs (imported, e.g. myapp.jobs)")
     w.add_argument("-q", "--queue", action="append", help="queue to consume; repeat for several, highest priority first (default: default)")
     w.add_argument("-c", "--concurrency", type=int, default=1, help="handler threads / concurrent async jobs (default 1)")
-    w.add_argument("--prefetch", type=int, default=None, help="jobs kept reserved ahead of the handlers (default: adaptive, ~50 ms of work, at most max(8000, 4 x concurrency))")
+    w.add_argument("--prefetch", type=int, default=None,
+                   help="jobs kept reserved ahead of the handlers (default: adaptive, ~50 ms of work, at most max(8000, 4 x concurrency))")
     w.add_argument("--lease", type=float, default=30.0, help="seconds a reserved job stays leased without a heartbeat (default 30)")
     w.add_argument("--grace", type=float, default=30.0, help="seconds a graceful stop waits for running jobs (default 30)")
     w.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
@@ -200,7 +202,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "INFO")).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, replace
-from typing import Optional
 
 from . import _core
 
@@ -26,9 +25,9 @@ class Connection:
     result_ttl: float = 86400.0
     max_payload: int = 512 * 1024
     #: For ``rediss://`` with a private CA, and for client certificates (mTLS): PEM file paths.
-    tls_ca_file: Optional[str] = None
-    tls_cert_file: Optional[str] = None
-    tls_key_file: Optional[str] = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
 
 
 _lock = threading.Lock()
@@ -41,17 +40,17 @@ def _default() -> Connection:
 
 
 def configure(
-    url: Optional[str] = None,
+    url: str | None = None,
     *,
-    prefix: Optional[str] = None,
+    prefix: str | None = None,
     connection: str = "default",
-    connect_timeout: Optional[float] = None,
-    response_timeout: Optional[float] = None,
-    result_ttl: Optional[float] = None,
-    max_payload: Optional[int] = None,
-    tls_ca_file: Optional[str] = None,
-    tls_cert_file: Optional[str] = None,
-    tls_key_file: Optional[str] = None,
+    connect_timeout: float | None = None,
+    response_timeout: float | None = None,
+    result_ttl: float | None = None,
+    max_payload: int | None = None,
+    tls_ca_file: str | None = None,
+    tls_cert_file: str | None = None,
+    tls_key_file: str | None = None,
 ) -> Connection:
     """Sets (or updates) the named connection; ``connection="default"`` is the one jobs use
     unless they name another. Settings not given keep their current value. The URL forms are

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import sys
 import warnings
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Generator, Generic, Mapping, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _core, config, serde
 from .errors import JobFailed, UnknownJobError, UnsentDispatchWarning
@@ -44,7 +45,7 @@ def _abandon_on_error(method: F) -> F:
     """A builder whose option or send raised was dealt with by the caller: no unsent warning."""
 
     @functools.wraps(method)
-    def wrapper(self: "PendingDispatch[Any]", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: PendingDispatch[Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except BaseException:
@@ -62,7 +63,7 @@ class PendingDispatch(Generic[R]):
     __slots__ = ("job_class", "payload", "_queue", "_delay", "_due_at", "_job_id", "_attempts", "_backoff", "_timeout",
                  "_priority", "_meta", "_connection", "_sent", "__weakref__")
 
-    def __init__(self, job_class: "type[Job[Any, R]]", payload: Any) -> None:
+    def __init__(self, job_class: type[Job[Any, R]], payload: Any) -> None:
         self._sent = _ABANDONED  # until validated: a builder that failed to build must not warn
         if getattr(job_class, "_is_async", None) is None:
             raise TypeError(f"{job_class.__qualname__} defines no process(self, payload) and cannot be dispatched")
@@ -72,13 +73,13 @@ class PendingDispatch(Generic[R]):
         self._delay = 0.0
         #: at(): the absolute due time (epoch seconds), turned into a delay when sent, so a
         #: builder sent later (a large BulkDispatcher) is still due at the time asked for.
-        self._due_at: Optional[float] = None
-        self._job_id: Optional[str] = None
+        self._due_at: float | None = None
+        self._job_id: str | None = None
         self._attempts: int = job_class.attempts
-        self._backoff: Optional[Backoff] = None
-        self._timeout: Optional[float] = None
+        self._backoff: Backoff | None = None
+        self._timeout: float | None = None
         self._priority: int = job_class.priority
-        self._meta: Optional[dict[str, Any]] = None
+        self._meta: dict[str, Any] | None = None
         self._connection: str = job_class.connection
         self._sent = _UNSENT
 
@@ -171,7 +172,7 @@ class PendingDispatch(Generic[R]):
 
     # ---- sending ----
 
-    def _options_json(self) -> Optional[bytes]:
+    def _options_json(self) -> bytes | None:
         opts: dict[str, Any] = {}
         if self._backoff is not None:
             opts["backoff"] = self._backoff.to_json()
@@ -181,10 +182,10 @@ class PendingDispatch(Generic[R]):
             opts["meta"] = self._meta
         return serde.dumps(opts, "options") if opts else None
 
-    def _at_ms(self) -> Optional[int]:
+    def _at_ms(self) -> int | None:
         return None if self._due_at is None else round(self._due_at * 1000)
 
-    def _job_tuple(self) -> tuple[str, bytes, Optional[bytes], int, int, int, Optional[str], Optional[int]]:
+    def _job_tuple(self) -> tuple[str, bytes, bytes | None, int, int, int, str | None, int | None]:
         """The wire form handed to the engine; raises before anything is sent. An at() time
         travels as a due time: a job written late (a large bulk) is still due when asked."""
         return (
@@ -203,7 +204,7 @@ class PendingDispatch(Generic[R]):
             raise RuntimeError("this dispatch was already sent; build a new one with Job.dispatch()")
         self._sent = _SENT
 
-    def send(self) -> "JobHandle[R]":
+    def send(self) -> JobHandle[R]:
         """Writes the job to Redis and returns its handle."""
         self._claim()
         try:
@@ -214,7 +215,7 @@ class PendingDispatch(Generic[R]):
             raise
         return JobHandle(job_id, self._queue, self._connection, created)
 
-    async def send_async(self) -> "JobHandle[R]":
+    async def send_async(self) -> JobHandle[R]:
         self._claim()
         try:
             job = self._job_tuple()
@@ -224,14 +225,14 @@ class PendingDispatch(Generic[R]):
             raise
         return JobHandle(job_id, self._queue, self._connection, created)
 
-    def __await__(self) -> Generator[Any, None, "JobHandle[R]"]:
+    def __await__(self) -> Generator[Any, None, JobHandle[R]]:
         return self.send_async().__await__()
 
-    def wait_result(self, timeout: Optional[float] = None) -> R:
+    def wait_result(self, timeout: float | None = None) -> R:
         """Sends the job and waits for its result (the seeds' ``.dispatch(...).waitResult()``)."""
         return self.send().wait_result(timeout=timeout)
 
-    async def wait_result_async(self, timeout: Optional[float] = None) -> R:
+    async def wait_result_async(self, timeout: float | None = None) -> R:
         handle = await self.send_async()
         return await handle.wait_result_async(timeout=timeout)
 
@@ -254,18 +255,18 @@ class JobInfo:
     id: str
     queue: str
     state: str
-    name: Optional[str] = None
-    attempt: Optional[int] = None
-    max_attempts: Optional[int] = None
-    priority: Optional[int] = None
-    enqueued_at: Optional[datetime] = None
+    name: str | None = None
+    attempt: int | None = None
+    max_attempts: int | None = None
+    priority: int | None = None
+    enqueued_at: datetime | None = None
     payload: Any = None
     options: dict[str, Any] = field(default_factory=dict)
     result: Any = None
-    error: Optional[dict[str, Any]] = None
+    error: dict[str, Any] | None = None
 
 
-def job_info(job_id: str, queue: str, status: tuple[str, Any, Optional[bytes]]) -> JobInfo:
+def job_info(job_id: str, queue: str, status: tuple[str, Any, bytes | None]) -> JobInfo:
     state, record, data = status
     info: dict[str, Any] = {}
     if record is not None:
@@ -294,7 +295,7 @@ def _loads_or_raw(b: bytes) -> Any:
         return b
 
 
-def _outcome(job_id: str, queue: str, status: Optional[tuple[str, Any, Optional[bytes]]], timeout: Optional[float]) -> Any:
+def _outcome(job_id: str, queue: str, status: tuple[str, Any, bytes | None] | None, timeout: float | None) -> Any:
     if status is None:
         raise TimeoutError(f"job {job_id} on queue {queue!r} did not finish within {timeout} s")
     state, _, data = status
@@ -330,14 +331,14 @@ class JobHandle(Generic[R]):
     async def info_async(self) -> JobInfo:
         return job_info(self.id, self.queue, await config.client(self.connection).status(self.queue, self.id, asynchronous=True))
 
-    def wait_result(self, timeout: Optional[float] = None) -> R:
+    def wait_result(self, timeout: float | None = None) -> R:
         """Blocks until the job finishes; returns its result, raises ``JobFailed`` if it failed
         for good, ``TimeoutError`` after ``timeout`` seconds, ``UnknownJobError`` if no such
         job exists. Woken by Redis pub/sub: no polling."""
         st = config.client(self.connection).wait_result(self.queue, self.id, timeout)
         return _outcome(self.id, self.queue, st, timeout)  # type: ignore[no-any-return]
 
-    async def wait_result_async(self, timeout: Optional[float] = None) -> R:
+    async def wait_result_async(self, timeout: float | None = None) -> R:
         st = await config.client(self.connection).wait_result(self.queue, self.id, timeout, asynchronous=True)
         return _outcome(self.id, self.queue, st, timeout)  # type: ignore[no-any-return]
 

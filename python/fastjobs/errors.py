@@ -58,7 +58,7 @@ class JobFailed(FastJobsError):
         self.traceback = traceback
 
     @classmethod
-    def from_error(cls, job_id: str, queue: str, error: dict[str, Any]) -> "JobFailed":
+    def from_error(cls, job_id: str, queue: str, error: dict[str, Any]) -> JobFailed:
         return cls(
             job_id,
             queue,

@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterable, Optional, Union
+from typing import Any
 
 from . import _workflow, config, serde
 from .dispatch import JobHandle, PendingDispatch
@@ -51,7 +52,7 @@ class FlowNode:
     name: str
     queue: str
     state: str
-    children: "list[FlowNode]" = field(default_factory=list)
+    children: list[FlowNode] = field(default_factory=list)
 
 
 class JobFlow:
@@ -74,9 +75,9 @@ class JobFlow:
         self.parent = parent
         self.children: list[tuple[JobFlow, str]] = []
 
-    def add_child_job(self, child: Union[PendingDispatch[Any], "JobFlow"],
-                      nested: Optional[Union[Callable[["JobFlow"], Any], Iterable[Union[PendingDispatch[Any], "JobFlow"]]]] = None,
-                      *, on_failure: str = "fail_parent") -> "JobFlow":
+    def add_child_job(self, child: PendingDispatch[Any] | JobFlow,
+                      nested: Callable[[JobFlow], Any] | Iterable[PendingDispatch[Any] | JobFlow] | None = None,
+                      *, on_failure: str = "fail_parent") -> JobFlow:
         """Adds a child (a builder, or a JobFlow for a subtree). ``nested`` gives the child
         children of its own: a callable that receives the child's JobFlow, or an iterable of
         builders. Returns this flow, so calls can be chained."""
@@ -95,9 +96,9 @@ class JobFlow:
 
     # ---- planning ----
 
-    def _nodes(self) -> list[tuple["JobFlow", Optional[int], str]]:
+    def _nodes(self) -> list[tuple[JobFlow, int | None, str]]:
         """(node, parent index, policy) in breadth-first order; the root is 0."""
-        out: list[tuple[JobFlow, Optional[int], str]] = [(self, None, "fail_parent")]
+        out: list[tuple[JobFlow, int | None, str]] = [(self, None, "fail_parent")]
         i = 0
         while i < len(out):
             for child, policy in out[i][0].children:
@@ -135,18 +136,18 @@ class JobFlow:
 
     # ---- dispatching ----
 
-    def dispatch(self) -> "FlowHandle":
+    def dispatch(self) -> FlowHandle:
         """Writes the flow and enqueues its leaves."""
         return JobFlow.dispatch_many([self])[0]
 
-    async def dispatch_async(self) -> "FlowHandle":
+    async def dispatch_async(self) -> FlowHandle:
         return (await JobFlow.dispatch_many_async([self]))[0]
 
-    def __await__(self) -> Generator[Any, None, "FlowHandle"]:
+    def __await__(self) -> Generator[Any, None, FlowHandle]:
         return self.dispatch_async().__await__()
 
     @staticmethod
-    def _plan_many(flows: Iterable["JobFlow"]) -> tuple[list[tuple[str, str, list[tuple[str, bytes]]]], dict[tuple[str, str], list[Any]]]:
+    def _plan_many(flows: Iterable[JobFlow]) -> tuple[list[tuple[str, str, list[tuple[str, bytes]]]], dict[tuple[str, str], list[Any]]]:
         plans, by_queue = [], {}
         for f in flows:
             if not isinstance(f, JobFlow):
@@ -158,7 +159,7 @@ class JobFlow:
         return plans, by_queue
 
     @staticmethod
-    def dispatch_many(flows: Iterable["JobFlow"]) -> "list[FlowHandle]":
+    def dispatch_many(flows: Iterable[JobFlow]) -> list[FlowHandle]:
         """Dispatches many flows together: their leaves go out in batches per queue."""
         plans, by_queue = JobFlow._plan_many(flows)
         for flow_id, conn, fields in plans:
@@ -170,7 +171,7 @@ class JobFlow:
         return [FlowHandle(flow_id, conn) for flow_id, conn, _ in plans]
 
     @staticmethod
-    async def dispatch_many_async(flows: Iterable["JobFlow"]) -> "list[FlowHandle]":
+    async def dispatch_many_async(flows: Iterable[JobFlow]) -> list[FlowHandle]:
         plans, by_queue = JobFlow._plan_many(flows)
         for flow_id, conn, fields in plans:
             await config.client(conn).book_set(f"flow:{flow_id}", fields, asynchronous=True)
@@ -188,7 +189,7 @@ class FlowHandle:
         self.id = flow_id
         self.connection = connection
 
-    def _book(self, fields: list[str]) -> list[Optional[bytes]]:
+    def _book(self, fields: list[str]) -> list[bytes | None]:
         return list(config.client(self.connection).book_get(f"flow:{self.id}", fields))
 
     def _layout(self) -> list[dict[str, Any]]:
@@ -218,18 +219,18 @@ class FlowHandle:
         node = self._layout()[index]
         return JobHandle(node["id"], node["queue"], self.connection)
 
-    def wait_result(self, timeout: Optional[float] = None) -> Any:
+    def wait_result(self, timeout: float | None = None) -> Any:
         """Waits for the root and returns its result; raises ``JobFailed`` if it failed (a
         child with the ``fail_parent`` policy fails it), ``TimeoutError`` after ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         layout = self._layout()
         return self._wait(layout, 0, deadline)
 
-    async def wait_result_async(self, timeout: Optional[float] = None) -> Any:
+    async def wait_result_async(self, timeout: float | None = None) -> Any:
         """``wait_result`` for asyncio (the waits run in the loop's default executor)."""
         return await asyncio.get_running_loop().run_in_executor(None, self.wait_result, timeout)
 
-    def _wait(self, layout: list[dict[str, Any]], i: int, deadline: Optional[float]) -> Any:
+    def _wait(self, layout: list[dict[str, Any]], i: int, deadline: float | None) -> Any:
         # A node waiting for its children has no job yet. Its children settle it before they
         # complete, so waiting for the last unsettled child, then looking again, ends when it
         # is released (or failed): a few waits, however many children.
@@ -304,7 +305,7 @@ def settle_many(client: Any, finished: list[Finished]) -> None:
         client.book_set(f"flow:{flow_id}", [], client.result_ttl)
 
 
-def completed(flow: dict[str, Any], job_id: str, name: str, result: Optional[bytes]) -> Finished:
+def completed(flow: dict[str, Any], job_id: str, name: str, result: bytes | None) -> Finished:
     data = b'{"name":' + serde.dumps(name) + b',"result":' + (result if result is not None else b"null") + b"}"
     return (flow, "c", job_id, name, data)
 
@@ -313,7 +314,7 @@ def failed(flow: dict[str, Any], job_id: str, name: str, error: dict[str, Any]) 
     return (flow, "f", job_id, name, serde.dumps({"name": name, "error": error}))
 
 
-def node_completed(client: Any, flow: dict[str, Any], job_id: str, name: str, result: Optional[bytes]) -> None:
+def node_completed(client: Any, flow: dict[str, Any], job_id: str, name: str, result: bytes | None) -> None:
     settle_many(client, [completed(flow, job_id, name, result)])
 
 
@@ -321,7 +322,7 @@ def node_failed(client: Any, flow: dict[str, Any], job_id: str, name: str, error
     settle_many(client, [failed(flow, job_id, name, error)])
 
 
-def children_results(client: Any, flow: Optional[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def children_results(client: Any, flow: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     if not flow:
         return {}
     return {job_id: serde.loads(raw) for job_id, raw in client.flow_results(flow["id"], flow["node"])}

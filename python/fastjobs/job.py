@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Generic, Iterable, Optional, TypeVar, Union, overload
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from . import _core, serde
 from .options import Backoff, BackoffSpec, check_attempts, check_backoff, check_priority, check_timeout
@@ -19,10 +20,10 @@ P = TypeVar("P")
 R = TypeVar("R")
 
 #: name -> job class. Only names in here run in a worker: nothing named by a payload is imported.
-_REGISTRY: dict[str, type["Job[Any, Any]"]] = {}
+_REGISTRY: dict[str, type[Job[Any, Any]]] = {}
 
 
-def registry() -> dict[str, type["Job[Any, Any]"]]:
+def registry() -> dict[str, type[Job[Any, Any]]]:
     """A copy of the registered job classes, by name."""
     return dict(_REGISTRY)
 
@@ -51,7 +52,7 @@ class Job(Generic[P, R]):
     attempts: ClassVar[int] = 1
     backoff: ClassVar[BackoffSpec] = Backoff.exponential(1.0)
     #: Seconds a run may take before it fails with ``JobTimeoutError`` (None: no limit).
-    timeout: ClassVar[Optional[float]] = None
+    timeout: ClassVar[float | None] = None
     #: 0 (default) to 9; higher runs first within a queue.
     priority: ClassVar[int] = 0
     #: Named connection (see ``fastjobs.configure``).
@@ -64,12 +65,12 @@ class Job(Generic[P, R]):
     #: In a JobChain step: the previous step's return value (None in the first step).
     previous_result: Any = None
     #: In a JobChain's on_failure job: the failure (chain_id, step, job_id, name, error).
-    chain_failure: Optional[dict[str, Any]] = None
+    chain_failure: dict[str, Any] | None = None
 
     # Resolved at class creation, read on the worker's hot path.
     _is_async: ClassVar[bool]
     _backoff: ClassVar[Any]
-    _timeout: ClassVar[Optional[float]]
+    _timeout: ClassVar[float | None]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -88,20 +89,20 @@ class Job(Generic[P, R]):
         cls._is_async = inspect.iscoroutinefunction(process)
         _register(cls)
 
-    def process(self, payload: P) -> Union[R, Awaitable[R]]:  # pragma: no cover - abstract
+    def process(self, payload: P) -> R | Awaitable[R]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # ---- dispatching ----
 
     @classmethod
-    def dispatch(cls, payload: P) -> "PendingDispatch[R]":
+    def dispatch(cls, payload: P) -> PendingDispatch[R]:
         """A dispatch builder: chain options, then ``.send()`` it or ``await`` it."""
         from .dispatch import PendingDispatch
 
         return PendingDispatch(cls, payload)
 
     @classmethod
-    def dispatch_many(cls, payloads: Iterable[P], *, progress: Any = None, chunk_size: int = 10_000, **options: Any) -> "BulkResult":
+    def dispatch_many(cls, payloads: Iterable[P], *, progress: Any = None, chunk_size: int = 10_000, **options: Any) -> BulkResult:
         """Dispatches one job per payload, all with the same options (``queue``, ``delay``,
         ``at``, ``attempts``, ``backoff``, ``timeout``, ``priority``, ``meta``, ``connection``).
 
@@ -117,7 +118,7 @@ class Job(Generic[P, R]):
 
     @classmethod
     async def dispatch_many_async(cls, payloads: Iterable[P], *, progress: Any = None, chunk_size: int = 10_000,
-                                  **options: Any) -> "BulkResult":
+                                  **options: Any) -> BulkResult:
         """``dispatch_many`` for asyncio: the writes are awaited, the event loop keeps running."""
         from .bulk import dispatch_many_async
 
@@ -149,7 +150,7 @@ class Job(Generic[P, R]):
         return children_results(client, flow)
 
     @classmethod
-    def _instance(cls, job_id: str, attempt: int, queue_name: str, meta: dict[str, Any]) -> "Job[P, R]":
+    def _instance(cls, job_id: str, attempt: int, queue_name: str, meta: dict[str, Any]) -> Job[P, R]:
         inst = cls.__new__(cls)
         inst.__dict__.update(job_id=job_id, attempt=attempt, queue_name=queue_name, meta=meta)
         return inst
@@ -191,16 +192,16 @@ class FunctionJob(Generic[P, R]):
     def __call__(self, payload: P) -> Any:
         return self.fn(payload)
 
-    def dispatch(self, payload: P) -> "PendingDispatch[R]":
+    def dispatch(self, payload: P) -> PendingDispatch[R]:
         return self.job_class.dispatch(payload)
 
     def dispatch_now(self, payload: P) -> Any:
         return self.job_class.dispatch_now(payload)
 
-    def dispatch_many(self, payloads: Iterable[P], **options: Any) -> "BulkResult":
+    def dispatch_many(self, payloads: Iterable[P], **options: Any) -> BulkResult:
         return self.job_class.dispatch_many(payloads, **options)
 
-    async def dispatch_many_async(self, payloads: Iterable[P], **options: Any) -> "BulkResult":
+    async def dispatch_many_async(self, payloads: Iterable[P], **options: Any) -> BulkResult:
         return await self.job_class.dispatch_many_async(payloads, **options)
 
     @property
@@ -219,17 +220,17 @@ def job(fn: Callable[[P], Any]) -> FunctionJob[P, Any]: ...
 def job(
     fn: None = None,
     *,
-    name: Optional[str] = None,
+    name: str | None = None,
     queue: str = "default",
     attempts: int = 1,
     backoff: BackoffSpec = Backoff.exponential(1.0),
-    timeout: Optional[float] = None,
+    timeout: float | None = None,
     priority: int = 0,
     connection: str = "default",
 ) -> Callable[[Callable[[P], Any]], FunctionJob[P, Any]]: ...
 
 
-def job(fn: Optional[Callable[[P], Any]] = None, **defaults: Any) -> Any:
+def job(fn: Callable[[P], Any] | None = None, **defaults: Any) -> Any:
     """Makes a job of a plain function (sync or async) taking the payload::
 
         @job(queue="emails", attempts=3)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any
 
 __all__ = ["Backoff", "parse_duration", "OPTION_NAMES"]
 
-Duration = Union[int, float, timedelta, str]
+Duration = int | float | timedelta | str
 
 #: Options accepted by ``.with_(name, value)``.
 OPTION_NAMES = frozenset({"queue", "delay", "at", "job_id", "idempotency_key", "attempts", "backoff", "timeout", "priority", "meta"})
@@ -56,7 +57,7 @@ def check_priority(value: Any) -> int:
     return value
 
 
-def check_timeout(value: Any) -> Optional[float]:
+def check_timeout(value: Any) -> float | None:
     if value is None:
         return None
     seconds = parse_duration(value, "timeout")
@@ -78,7 +79,7 @@ class Backoff:
 
     __slots__ = ("kind", "delay", "max_delay", "jitter")
 
-    def __init__(self, kind: str, delay: float, max_delay: Optional[float] = None, jitter: bool = False) -> None:
+    def __init__(self, kind: str, delay: float, max_delay: float | None = None, jitter: bool = False) -> None:
         if kind not in ("fixed", "exponential"):
             raise ValueError(f"unknown backoff type {kind!r}: use 'fixed' or 'exponential'")
         self.kind = kind
@@ -87,11 +88,11 @@ class Backoff:
         self.jitter = bool(jitter)
 
     @classmethod
-    def fixed(cls, delay: Duration) -> "Backoff":
+    def fixed(cls, delay: Duration) -> Backoff:
         return cls("fixed", parse_duration(delay, "backoff delay"))
 
     @classmethod
-    def exponential(cls, delay: Duration = 1.0, *, max_delay: Optional[Duration] = 3600.0, jitter: bool = True) -> "Backoff":
+    def exponential(cls, delay: Duration = 1.0, *, max_delay: Duration | None = 3600.0, jitter: bool = True) -> Backoff:
         return cls(
             "exponential",
             parse_duration(delay, "backoff delay"),
@@ -121,10 +122,10 @@ class Backoff:
         return f"Backoff({self.kind!r}, delay={self.delay}, max_delay={self.max_delay}, jitter={self.jitter})"
 
 
-BackoffSpec = Union[None, int, float, str, Mapping[str, Any], Backoff, Callable[[int], float]]
+BackoffSpec = None | int | float | str | Mapping[str, Any] | Backoff | Callable[[int], float]
 
 
-def check_backoff(value: BackoffSpec, *, allow_callable: bool) -> Union[None, Backoff, Callable[[int], float]]:
+def check_backoff(value: BackoffSpec, *, allow_callable: bool) -> Backoff | Callable[[int], float] | None:
     if value is None or isinstance(value, Backoff):
         return value
     if isinstance(value, (int, float, str, timedelta)) and not isinstance(value, bool):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any
 
 from . import config, serde
 from .dispatch import JobInfo, job_info
@@ -16,15 +16,15 @@ __all__ = ["Queue", "FailedJob"]
 class FailedJob:
     id: str
     queue: str
-    name: Optional[str]
+    name: str | None
     payload: Any
-    attempts: Optional[int]
+    attempts: int | None
     failed_at: datetime
     #: {"type", "message", "traceback"} of the last attempt's error
     error: dict[str, Any]
 
 
-def _failed(queue: str, rows: list[tuple[str, Any, Optional[bytes], int]]) -> list[FailedJob]:
+def _failed(queue: str, rows: list[tuple[str, Any, bytes | None, int]]) -> list[FailedJob]:
     out = []
     for job_id, record, error, failed_ms in rows:
         name = payload = attempts = None
@@ -74,12 +74,12 @@ class Queue:
     async def counts_async(self) -> dict[str, int]:
         return dict(await self._client.counts(self.name, asynchronous=True))
 
-    def get_job(self, job_id: str) -> Optional[JobInfo]:
+    def get_job(self, job_id: str) -> JobInfo | None:
         """The job's state and record, or None if no such job is known."""
         info = job_info(job_id, self.name, self._client.status(self.name, job_id))
         return None if info.state == "unknown" else info
 
-    async def get_job_async(self, job_id: str) -> Optional[JobInfo]:
+    async def get_job_async(self, job_id: str) -> JobInfo | None:
         info = job_info(job_id, self.name, await self._client.status(self.name, job_id, asynchronous=True))
         return None if info.state == "unknown" else info
 

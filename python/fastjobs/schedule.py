@@ -10,9 +10,10 @@ is back, then resumes on its timetable.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping, Optional, TypeVar, Union
+from typing import Any, TypeVar
 
 from . import _core, config, serde
 from .dispatch import _ABANDONED
@@ -21,7 +22,7 @@ from .options import parse_duration
 
 __all__ = ["JobScheduler", "ScheduleInfo", "periodic", "periodic_schedules"]
 
-JobRef = Union[type[Job[Any, Any]], FunctionJob[Any, Any], str]
+JobRef = type[Job[Any, Any]] | FunctionJob[Any, Any] | str
 
 _REPEAT_KEYS = frozenset({"pattern", "every", "tz", "start", "end", "limit", "immediately"})
 #: Options a schedule may set on the jobs it creates (timing belongs to `repeat`).
@@ -39,8 +40,8 @@ class ScheduleInfo:
     repeat: dict[str, Any]
     next_run: datetime
     runs: int = 0
-    last_run: Optional[datetime] = None
-    last_job_id: Optional[str] = None
+    last_run: datetime | None = None
+    last_job_id: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     origin: str = "api"
 
@@ -117,7 +118,7 @@ def _timing(repeat: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _definition(job: JobRef, data: Any, queue: Optional[str], options: Optional[Mapping[str, Any]], origin: str) -> list[tuple[str, bytes]]:
+def _definition(job: JobRef, data: Any, queue: str | None, options: Mapping[str, Any] | None, origin: str) -> list[tuple[str, bytes]]:
     """The stored fields of the jobs a schedule creates, validated as a dispatch would be."""
     cls = _job_class(job)
     options = dict(options or {})
@@ -142,7 +143,7 @@ def _definition(job: JobRef, data: Any, queue: Optional[str], options: Optional[
     return fields
 
 
-def _when(ms: Optional[bytes]) -> Optional[datetime]:
+def _when(ms: bytes | None) -> datetime | None:
     return datetime.fromtimestamp(int(ms) / 1000, timezone.utc) if ms else None
 
 
@@ -176,7 +177,7 @@ def _info(entry: tuple[str, int, dict[str, bytes]]) -> ScheduleInfo:
     )
 
 
-def _book(connection: str) -> "_core.Schedules":
+def _book(connection: str) -> _core.Schedules:
     return _core.Schedules(config.client(connection))
 
 
@@ -192,23 +193,23 @@ class JobScheduler:
     """
 
     @staticmethod
-    def _upsert_args(key: str, job: JobRef, data: Any, repeat: Mapping[str, Any], queue: Optional[str],
-                     options: Optional[Mapping[str, Any]], origin: str) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
+    def _upsert_args(key: str, job: JobRef, data: Any, repeat: Mapping[str, Any], queue: str | None,
+                     options: Mapping[str, Any] | None, origin: str) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
         if not isinstance(key, str):
             raise ValueError(f"schedule key must be a string, got {type(key).__name__}")
         return _definition(job, data, queue, options, origin), _timing(repeat)
 
     @classmethod
-    def schedule(cls, *, key: str, job: JobRef, repeat: Mapping[str, Any], data: Any = None, queue: Optional[str] = None,
-                 options: Optional[Mapping[str, Any]] = None, connection: str = "default") -> ScheduleInfo:
+    def schedule(cls, *, key: str, job: JobRef, repeat: Mapping[str, Any], data: Any = None, queue: str | None = None,
+                 options: Mapping[str, Any] | None = None, connection: str = "default") -> ScheduleInfo:
         """Creates or updates the schedule ``key``; returns it with its next run."""
         fields, timing = cls._upsert_args(key, job, data, repeat, queue, options, "api")
         _book(connection).upsert(key, fields, **timing)
         return cls._found(key, connection)
 
     @classmethod
-    async def schedule_async(cls, *, key: str, job: JobRef, repeat: Mapping[str, Any], data: Any = None, queue: Optional[str] = None,
-                             options: Optional[Mapping[str, Any]] = None, connection: str = "default") -> ScheduleInfo:
+    async def schedule_async(cls, *, key: str, job: JobRef, repeat: Mapping[str, Any], data: Any = None, queue: str | None = None,
+                             options: Mapping[str, Any] | None = None, connection: str = "default") -> ScheduleInfo:
         fields, timing = cls._upsert_args(key, job, data, repeat, queue, options, "api")
         book = _book(connection)
         await book.upsert(key, fields, **timing, asynchronous=True)
@@ -225,12 +226,12 @@ class JobScheduler:
         return found
 
     @staticmethod
-    def find(key: str, *, connection: str = "default") -> Optional[ScheduleInfo]:
+    def find(key: str, *, connection: str = "default") -> ScheduleInfo | None:
         found = _book(connection).read([key])
         return _info(found[0]) if found else None
 
     @staticmethod
-    async def find_async(key: str, *, connection: str = "default") -> Optional[ScheduleInfo]:
+    async def find_async(key: str, *, connection: str = "default") -> ScheduleInfo | None:
         found = await _book(connection).read([key], asynchronous=True)
         return _info(found[0]) if found else None
 
@@ -243,12 +244,12 @@ class JobScheduler:
         return bool(await _book(connection).read([key], asynchronous=True))
 
     @staticmethod
-    def list(*, connection: str = "default") -> "list[ScheduleInfo]":
+    def list(*, connection: str = "default") -> list[ScheduleInfo]:
         """Every schedule, soonest next run first."""
         return [_info(e) for e in _book(connection).read()]
 
     @staticmethod
-    async def list_async(*, connection: str = "default") -> "list[ScheduleInfo]":
+    async def list_async(*, connection: str = "default") -> list[ScheduleInfo]:
         return [_info(e) for e in await _book(connection).read(asynchronous=True)]
 
     @staticmethod
@@ -287,8 +288,8 @@ _DECLARED: dict[str, _Declaration] = {}
 T = TypeVar("T")
 
 
-def periodic(pattern: Optional[str] = None, *, every: Any = None, tz: str = "UTC", key: Optional[str] = None, data: Any = None,
-             options: Optional[Mapping[str, Any]] = None, **repeat: Any) -> Callable[[T], T]:
+def periodic(pattern: str | None = None, *, every: Any = None, tz: str = "UTC", key: str | None = None, data: Any = None,
+             options: Mapping[str, Any] | None = None, **repeat: Any) -> Callable[[T], T]:
     """Declares a schedule in code, on a job class or an ``@job`` function::
 
         @periodic("0 3 * * *", tz="Europe/Paris")
@@ -328,7 +329,7 @@ def periodic_schedules() -> dict[str, _Declaration]:
     return dict(_DECLARED)
 
 
-def sync_declared(queues: "list[str]", jobs: Mapping[str, type[Job[Any, Any]]], connection: str = "default") -> int:
+def sync_declared(queues: list[str], jobs: Mapping[str, type[Job[Any, Any]]], connection: str = "default") -> int:
     """A worker's start: upserts the declarations of its jobs on its queues, and removes the
     code-declared schedules of its queues that are declared no more. Returns how many it upserted."""
     book = _book(connection)

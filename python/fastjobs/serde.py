@@ -28,7 +28,7 @@ def _explain(value: Any, where: str) -> str:
     return f"{path} is of type {type(bad).__module__}.{type(bad).__qualname__}, which cannot be serialized to JSON"
 
 
-def _find(value: Any, path: str, depth: int) -> "tuple[str, Any] | None":
+def _find(value: Any, path: str, depth: int) -> tuple[str, Any] | None:
     if depth > 254:
         return path, value
     if isinstance(value, dict):

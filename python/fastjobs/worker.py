@@ -19,9 +19,10 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 from . import _core, config, serde
 from . import chain as chains
@@ -39,7 +40,7 @@ log = logging.getLogger("fastjobs.worker")
 _HANDLE, _QUEUE, _ID, _NAME, _ATTEMPT, _MAX, _ENQUEUED, _PAYLOAD, _OPTIONS = range(9)
 
 
-def _in_workflow(opts: Optional[dict[str, Any]]) -> bool:
+def _in_workflow(opts: dict[str, Any] | None) -> bool:
     """A job of a JobChain or JobFlow: its options carry its place there."""
     return opts is not None and ("chain" in opts or "flow" in opts)
 
@@ -109,11 +110,11 @@ class Worker:
         *,
         concurrency: int = 1,
         connection: str = "default",
-        prefetch: Optional[int] = None,
+        prefetch: int | None = None,
         lease: float = 30.0,
         grace: float = 30.0,
         scheduler: bool = True,
-        jobs: Optional[Iterable[type[Job[Any, Any]]]] = None,
+        jobs: Iterable[type[Job[Any, Any]]] | None = None,
     ) -> None:
         if isinstance(queues, str):
             queues = [queues]
@@ -136,16 +137,16 @@ class Worker:
         self._stop = threading.Event()
         self._stopping = False  # mirrors _stop, read once per job on the hot path
         self._threads: list[threading.Thread] = []
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
-        self._loop_thread: Optional[threading.Thread] = None
+        self._loop_thread: threading.Thread | None = None
         self._async_slots = threading.BoundedSemaphore(concurrency)
         self._async_tasks: set[asyncio.Task[Any]] = set()
         self._async_running = 0  # touched on the loop thread only
-        self._async_free: Optional[asyncio.Future[None]] = None
+        self._async_free: asyncio.Future[None] | None = None
         self._async_only = False
-        self._async_puller: Optional[Any] = None
-        self._watchdog: Optional[_Watchdog] = None
+        self._async_puller: Any | None = None
+        self._watchdog: _Watchdog | None = None
         self._counts_lock = threading.Lock()
         self.completed = self.retried = self.failed = self.handed_back = 0
         self._async_completed = 0  # touched on the loop thread only: no lock per async job
@@ -154,7 +155,7 @@ class Worker:
 
     # ---- running one job ----
 
-    def _outcome_failed(self, job: tuple[Any, ...], cls: Optional[type[Job[Any, Any]]], exc: BaseException, opts: Optional[dict[str, Any]]) -> None:
+    def _outcome_failed(self, job: tuple[Any, ...], cls: type[Job[Any, Any]] | None, exc: BaseException, opts: dict[str, Any] | None) -> None:
         engine = self.engine
         made = job[_ATTEMPT] + 1
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -188,7 +189,7 @@ class Worker:
         if "flow" in opts:
             inst.__dict__["_flow"] = (self.client, opts["flow"])
 
-    def _settle_flows(self, settle: list[tuple[int, Any, Optional[bytes]]]) -> int:
+    def _settle_flows(self, settle: list[tuple[int, Any, bytes | None]]) -> int:
         """Settles a batch's flow children in one round trip, then acknowledges them; if Redis
         refuses, they are handed back and run again (settling is idempotent)."""
         try:
@@ -201,7 +202,7 @@ class Worker:
             self.engine.complete(handle, data)
         return len(settle)
 
-    def _workflow_done(self, opts: dict[str, Any], job_id: str, name: str, data: Optional[bytes]) -> None:
+    def _workflow_done(self, opts: dict[str, Any], job_id: str, name: str, data: bytes | None) -> None:
         """Before the job's acknowledgement (see chain.py and flow.py)."""
         if "chain" in opts:
             chains.step_completed(self.client, opts["chain"], data)
@@ -225,7 +226,7 @@ class Worker:
         decode, the handler call; `None` results are reported once for the whole batch."""
         engine, loads, dumps, registered = self.engine, serde.loads, serde.dumps, self.jobs
         finished: list[int] = []
-        settle: list[tuple[int, Any, Optional[bytes]]] = []  # flow children, settled together
+        settle: list[tuple[int, Any, bytes | None]] = []  # flow children, settled together
         others = 0
         try:
             for i, job in enumerate(jobs):
@@ -313,7 +314,7 @@ class Worker:
             if task is not None:
                 self._async_tasks.add(task)
 
-    def _async_finished(self, task: "asyncio.Task[Any]") -> None:
+    def _async_finished(self, task: asyncio.Task[Any]) -> None:
         # _run_async settles every outcome itself; a Task ends in error only when cancelled
         # at shutdown, or on a BaseException it let through (then reported here, once).
         self._async_tasks.discard(task)

@@ -93,7 +93,7 @@ def env_float(name: str, default: float) -> float:
 # Worker processes
 
 
-_LIVE: list["ChildProcess"] = []
+_LIVE: list[ChildProcess] = []
 
 
 class ChildProcess:

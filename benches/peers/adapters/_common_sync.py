@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import traceback
+from typing import ClassVar
 
 ADAPTERS_DIR = os.path.dirname(os.path.abspath(__file__))
 S32 = "x" * 32
@@ -74,7 +75,7 @@ def pct(xs: list[float], q: float) -> float:
 # Worker processes
 
 
-_LIVE: list["WorkerProcess"] = []
+_LIVE: list[WorkerProcess] = []
 
 
 class WorkerProcess:
@@ -163,7 +164,7 @@ class PeerBase:
 
     system = "?"
     version = "?"
-    settings: dict = {}
+    settings: ClassVar[dict] = {}
 
     def setup(self, url: str, workload: str) -> None:
         """Create the system's client objects (producer side)."""
@@ -211,7 +212,7 @@ class Ctx:
 
     def start_worker(self, workload: str) -> WorkerProcess:
         margv, env = self.peer.worker_argv(workload)
-        argv = [sys.executable, os.path.join(ADAPTERS_DIR, "_launch.py")] + list(margv)
+        argv = [sys.executable, os.path.join(ADAPTERS_DIR, "_launch.py"), *margv]
         env = dict(env)
         env["BENCH_REDIS_URL"] = self.url
         print(f"starting worker: {' '.join(argv)}", file=sys.stderr)

@@ -14,5 +14,5 @@ die_with_parent()
 os.register_at_fork(after_in_child=die_with_parent)
 
 module = sys.argv[1]
-sys.argv = [module] + sys.argv[2:]
+sys.argv = [module, *sys.argv[2:]]
 runpy.run_module(module, run_name="__main__", alter_sys=True)

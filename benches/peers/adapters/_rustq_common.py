@@ -97,7 +97,7 @@ def pct(xs: list[float], q: float) -> float:
 # --------------------------------------------------------------------------------------------
 # Worker processes
 
-_LIVE: list["WorkerProcess"] = []
+_LIVE: list[WorkerProcess] = []
 
 
 class WorkerProcess:

@@ -11,7 +11,6 @@ import redis.asyncio as aioredis
 
 from _common_async import die_with_parent, env_float, env_int
 
-
 _r = None
 
 

@@ -13,7 +13,6 @@ import redis.asyncio as aioredis
 
 from _common_async import die_with_parent, env_int
 
-
 _r = None
 
 

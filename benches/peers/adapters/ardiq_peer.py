@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _rustq_common import Peer, env_int, main  # noqa: E402
+from _rustq_common import Peer, env_int, main
 
 CONCURRENCY = env_int("ARDIQ_CONCURRENCY", 16)
 PREFETCH = env_int("ARDIQ_PREFETCH", 0) or CONCURRENCY * 2

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common_async import AsyncPeerBase, env_float, env_int, main  # noqa: E402
+from _common_async import AsyncPeerBase, env_float, env_int, main
 
 ENQUEUE_CONCURRENCY = env_int("ARQ_ENQUEUE_CONCURRENCY", 256)
 MAX_JOBS = env_int("ARQ_MAX_JOBS", 50)

@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common_sync import PeerBase, main  # noqa: E402
+from _common_sync import PeerBase, main
 
 QUEUE = "bare:q"
 

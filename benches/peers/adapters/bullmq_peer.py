@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common_async import AsyncPeerBase, env_int, main  # noqa: E402
+from _common_async import AsyncPeerBase, env_int, main
 
 ADD_CHUNK = env_int("BULLMQ_ADD_CHUNK", 10_000)
 CONCURRENCY = env_int("BULLMQ_CONCURRENCY", 10)

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common_sync import PeerBase, main  # noqa: E402
+from _common_sync import PeerBase, main
 
 POOL = os.environ.get("PEER_CELERY_POOL", "threads")
 THREADS = int(os.environ.get("PEER_CELERY_THREADS", "4"))

@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common_sync import ADAPTERS_DIR, PeerBase, main  # noqa: E402
+from _common_sync import ADAPTERS_DIR, PeerBase, main
 
 THREADS = int(os.environ.get("PEER_DRAMATIQ_THREADS", "8"))
 # Consumer idle poll ceiling (ms): dramatiq's Redis consumer polls with an exponential

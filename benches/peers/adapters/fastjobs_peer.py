@@ -9,15 +9,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common_sync import PeerBase, main  # noqa: E402
+from _common_sync import PeerBase, main
 
 
 class FastjobsPeer(PeerBase):
     system = "fastjobs"
 
     def setup(self, url, workload):
-        import fastjobs
         import _tasks_fastjobs as tasks
+        import fastjobs
 
         self.url = url
         self.version = fastjobs.__version__

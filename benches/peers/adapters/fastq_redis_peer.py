@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _rustq_common import ADAPTERS_DIR, Peer, Unsupported, env_int, main  # noqa: E402
+from _rustq_common import ADAPTERS_DIR, Peer, Unsupported, env_int, main
 
 THREADS = env_int("FASTQ_THREADS", 1)
 

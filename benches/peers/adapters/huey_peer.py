@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common_sync import PeerBase, main  # noqa: E402
+from _common_sync import PeerBase, main
 
 WORKERS = int(os.environ.get("PEER_HUEY_WORKERS", "16"))
 

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _rustq_common import Peer, env_int, main  # noqa: E402
+from _rustq_common import Peer, env_int, main
 
 THREADS = env_int("MAYU_THREADS", 8)
 PREFETCH = env_int("MAYU_PREFETCH", 2)

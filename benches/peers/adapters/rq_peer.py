@@ -12,7 +12,7 @@ from datetime import timedelta
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common_sync import PeerBase, main  # noqa: E402
+from _common_sync import PeerBase, main
 
 QUEUE = "bench"
 # enqueue_many puts every job of one call into one MULTI/EXEC pipeline; calls of 1,000 jobs

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _rustq_common import ADAPTERS_DIR, Peer, env_float, env_int, main  # noqa: E402
+from _rustq_common import ADAPTERS_DIR, Peer, env_float, env_int, main
 
 ENQUEUE_CONCURRENCY = env_int("RRQ_ENQUEUE_CONCURRENCY", 32)
 MAX_IN_FLIGHT = env_int("RRQ_MAX_IN_FLIGHT", 64)

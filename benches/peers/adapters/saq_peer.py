@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common_async import AsyncPeerBase, env_int, main  # noqa: E402
+from _common_async import AsyncPeerBase, env_int, main
 
 ENQUEUE_CONCURRENCY = env_int("SAQ_ENQUEUE_CONCURRENCY", 20)
 CONCURRENCY = env_int("SAQ_CONCURRENCY", 20)

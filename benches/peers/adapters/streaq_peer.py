@@ -14,7 +14,7 @@ from datetime import timedelta
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common_async import AsyncPeerBase, env_int, main  # noqa: E402
+from _common_async import AsyncPeerBase, env_int, main
 
 ENQUEUE_CHUNK = env_int("STREAQ_ENQUEUE_CHUNK", 10_000)
 CONCURRENCY = env_int("STREAQ_CONCURRENCY", 256)

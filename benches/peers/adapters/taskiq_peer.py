@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common_async import AsyncPeerBase, env_int, main  # noqa: E402
+from _common_async import AsyncPeerBase, env_int, main
 
 ENQUEUE_CONCURRENCY = env_int("TASKIQ_ENQUEUE_CONCURRENCY", 64)
 MAX_ASYNC_TASKS = env_int("TASKIQ_MAX_ASYNC_TASKS", 500)

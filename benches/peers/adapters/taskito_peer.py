@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _rustq_common import ADAPTERS_DIR, Peer, env_int, main  # noqa: E402
+from _rustq_common import ADAPTERS_DIR, Peer, env_int, main
 
 THREADS = env_int("TASKITO_THREADS", 8)
 POLL_MS = env_int("TASKITO_POLL_MS", 5)
