@@ -34,7 +34,7 @@ def check_builders(builders: Sequence[Any], owner: str, unit: str) -> str:
                 raise ValueError(f"the builder of {unit} {i} has a job_id; {owner} jobs get theirs from the {owner}")
         if len({id(b) for b in builders}) != len(builders):
             raise ValueError(f"the same builder appears twice in a {owner}; build one per {unit}")
-        connections = {b._connection for b in builders}
+        connections: set[str] = {b._connection for b in builders}
         if len(connections) > 1:
             raise ValueError(f"a {owner}'s jobs must share one connection, got {sorted(connections)}")
     except BaseException:

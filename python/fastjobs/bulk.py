@@ -37,7 +37,7 @@ class BulkResult(Sequence[str]):
         self._starts = list(itertools.accumulate((r[2] for r in self._ranges), initial=0))
 
     @property
-    def count(self) -> int:
+    def count(self) -> int:  # type: ignore[override]  # the documented property, in place of Sequence.count(value)
         return len(self._handles) if self._handles is not None else self._starts[-1]
 
     def __len__(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, replace
+from typing import Any
 
 from . import _core
 
@@ -61,7 +62,7 @@ def configure(
     Nothing connects here; the first operation does, and raises
     :class:`fastjobs.ConnectionError` if Redis cannot be reached within ``connect_timeout``.
     """
-    changes = {
+    changes: dict[str, Any] = {
         k: v
         for k, v in dict(
             url=url,

@@ -91,7 +91,7 @@ class PendingDispatch(Generic[R]):
         job_id, attempts, backoff, timeout, priority, meta. Durations are in seconds."""
         if option not in OPTION_NAMES:
             raise ValueError(f"unknown option {option!r}; known options: {', '.join(sorted(OPTION_NAMES))}")
-        return getattr(self, {"queue": "on_queue"}.get(option, option))(value)  # type: ignore[no-any-return]
+        return getattr(self, {"queue": "on_queue"}.get(option, option))(value)
 
     @_abandon_on_error
     def on_queue(self, name: str) -> Self:

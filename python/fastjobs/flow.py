@@ -148,7 +148,8 @@ class JobFlow:
 
     @staticmethod
     def _plan_many(flows: Iterable[JobFlow]) -> tuple[list[tuple[str, str, list[tuple[str, bytes]]]], dict[tuple[str, str], list[Any]]]:
-        plans, by_queue = [], {}
+        plans: list[tuple[str, str, list[tuple[str, bytes]]]] = []
+        by_queue: dict[tuple[str, str], list[Any]] = {}
         for f in flows:
             if not isinstance(f, JobFlow):
                 raise TypeError(f"dispatch_many takes JobFlows, got {type(f).__name__}")
@@ -196,7 +197,12 @@ class FlowHandle:
         [n] = self._book(["n"])
         if n is None:
             raise LookupError(f"no flow {self.id} (never dispatched, or expired)")
-        return [serde.loads(x) for x in self._book([f"node:{i}" for i in range(int(n))])]
+        layout = []
+        for raw in self._book([f"node:{i}" for i in range(int(n))]):
+            if raw is None:  # the hash expired since `n` was read
+                raise LookupError(f"no flow {self.id} (never dispatched, or expired)")
+            layout.append(serde.loads(raw))
+        return layout
 
     def tree(self) -> FlowNode:
         """The root with its children, each with its current state."""
@@ -204,8 +210,8 @@ class FlowHandle:
         states = self._book([f"state:{i}" for i in range(len(layout))])
         client = config.client(self.connection)
         nodes = []
-        for i, node in enumerate(layout):
-            flow_state = states[i].decode() if states[i] else None
+        for i, (node, raw_state) in enumerate(zip(layout, states)):
+            flow_state = raw_state.decode() if raw_state else None
             if flow_state in ("waiting-children", "failed"):
                 state = flow_state
             else:

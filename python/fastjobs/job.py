@@ -212,6 +212,24 @@ class FunctionJob(Generic[P, R]):
         return f"<job {self.job_class.name!r} from {self.fn!r}>"
 
 
+def _async_process(f: Callable[[Any], Awaitable[Any]]) -> Callable[[Job[Any, Any], Any], Awaitable[Any]]:
+    """The ``process`` method of a job made from a coroutine function."""
+
+    async def process(self: Job[Any, Any], payload: Any) -> Any:
+        return await f(payload)
+
+    return process
+
+
+def _sync_process(f: Callable[[Any], Any]) -> Callable[[Job[Any, Any], Any], Any]:
+    """The ``process`` method of a job made from a plain function."""
+
+    def process(self: Job[Any, Any], payload: Any) -> Any:
+        return f(payload)
+
+    return process
+
+
 @overload
 def job(fn: Callable[[P], Any]) -> FunctionJob[P, Any]: ...
 
@@ -246,17 +264,7 @@ def job(fn: Callable[[P], Any] | None = None, **defaults: Any) -> Any:
     def wrap(f: Callable[[P], Any]) -> FunctionJob[P, Any]:
         attrs: dict[str, Any] = dict(defaults)
         attrs.setdefault("name", getattr(f, "__name__", "job"))
-        if inspect.iscoroutinefunction(f):
-
-            async def process(self: Job[Any, Any], payload: Any) -> Any:
-                return await f(payload)
-
-        else:
-
-            def process(self: Job[Any, Any], payload: Any) -> Any:
-                return f(payload)
-
-        attrs["process"] = process
+        attrs["process"] = _async_process(f) if inspect.iscoroutinefunction(f) else _sync_process(f)
         attrs["__module__"] = getattr(f, "__module__", __name__)
         attrs["__qualname__"] = getattr(f, "__qualname__", attrs["name"])
         cls = type(attrs["name"], (Job,), attrs)

@@ -9,6 +9,7 @@ is back, then resumes on its timetable.
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -249,7 +250,7 @@ class JobScheduler:
         return [_info(e) for e in _book(connection).read()]
 
     @staticmethod
-    async def list_async(*, connection: str = "default") -> list[ScheduleInfo]:
+    async def list_async(*, connection: str = "default") -> builtins.list[ScheduleInfo]:  # `list` here is the method above
         return [_info(e) for e in await _book(connection).read(asynchronous=True)]
 
     @staticmethod

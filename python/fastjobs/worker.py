@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from . import _core, config, serde
 from . import chain as chains
@@ -40,7 +40,7 @@ log = logging.getLogger("fastjobs.worker")
 _HANDLE, _QUEUE, _ID, _NAME, _ATTEMPT, _MAX, _ENQUEUED, _PAYLOAD, _OPTIONS = range(9)
 
 
-def _in_workflow(opts: dict[str, Any] | None) -> bool:
+def _in_workflow(opts: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     """A job of a JobChain or JobFlow: its options carry its place there."""
     return opts is not None and ("chain" in opts or "flow" in opts)
 
@@ -369,11 +369,11 @@ class Worker:
             timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
             if timeout is not None:
                 try:
-                    result = await asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]
+                    result = await asyncio.wait_for(coro, timeout)
                 except asyncio.TimeoutError:
                     raise JobTimeoutError(f"the job ran longer than its timeout of {timeout} s") from None
             else:
-                result = await coro  # type: ignore[misc]
+                result = await coro
             data = None if result is None else serde.dumps(result, "result")
             if flowing:
                 self._workflow_done(opts, job_id, name, data)  # type: ignore[arg-type]
