@@ -32,6 +32,19 @@ test: build ## build, then run cargo test and pytest (tests start their own redi
 	cargo test --release -q
 	$(PY) -m pytest -q
 
+.PHONY: lint-deps
+lint-deps: $(PY) ## install the linters: ruff and mypy into the virtualenv, rustfmt and clippy into the toolchain
+	@$(PIP) install -q --disable-pip-version-check "ruff>=0.13" "mypy>=2.0"
+	@cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
+
+.PHONY: lint
+lint: build lint-deps ## cargo fmt --check, clippy -D warnings, ruff check, mypy --strict, stubtest of the engine's stub
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings
+	$(VENV)/bin/ruff check
+	$(PY) -m mypy --strict python/fastjobs
+	$(PY) -m mypy.stubtest fastjobs._core
+
 .PHONY: demo
 demo: build ## dispatch 100,000 jobs, drain them with a worker, print counts, rates and latency
 	$(PY) benches/demo.py
