@@ -400,7 +400,11 @@ fn parse_range(spec: &FieldSpec, item: &str, range: &str, stepped: bool) -> Resu
         return Ok((spec.min, spec.star_max));
     }
     if let Some((a, b)) = range.split_once('-') {
-        let (lo, hi) = (parse_value(spec, a)?, parse_value(spec, b)?);
+        let (lo, mut hi) = (parse_value(spec, a)?, parse_value(spec, b)?);
+        // The name SUN closing a range is Sunday as 7: `FRI-SUN` = 5-7, `MON-SUN` = every day.
+        if lo > hi && spec.max == 7 && b.eq_ignore_ascii_case("SUN") {
+            hi = 7;
+        }
         if lo > hi {
             return Err(format!(
                 "{} value '{item}': wrapping ranges (start after end) are not supported; \
@@ -778,6 +782,26 @@ mod tests {
         let m = err("0 0 * * FRI-MON");
         assert!(m.contains("day-of-week value 'FRI-MON': wrapping ranges"), "{m}");
         assert!(m.contains("'5-6,0-1'"), "{m}");
+    }
+
+    #[test]
+    fn cron_weekday_range_ending_on_sunday_by_name() {
+        // Regression: `FRI-SUN` and `MON-SUN` were rejected as wrapping ranges (SUN read as 0).
+        let base = utc(2026, 5, 11, 12, 0, 0); // a Monday
+        assert_eq!(cron("0 0 * * FRI-SUN", "UTC").fields.weekdays, cron("0 0 * * 5-7", "UTC").fields.weekdays);
+        assert_eq!(
+            runs("0 0 * * fri-sun", "UTC", base, 4),
+            [utc(2026, 5, 15, 0, 0, 0), utc(2026, 5, 16, 0, 0, 0), utc(2026, 5, 17, 0, 0, 0), utc(2026, 5, 22, 0, 0, 0)]
+        );
+        assert_eq!(cron("0 0 * * MON-SUN", "UTC").fields.weekdays, 0x7f);
+        // 1-7/2: Monday, Wednesday, Friday, Sunday.
+        assert_eq!(cron("0 0 * * 1-sun/2", "UTC").fields.weekdays, 0b010_1011);
+        // Starting at Sunday it stays 0: SUN-SUN is Sunday only, not every day.
+        assert_eq!(cron("0 0 * * SUN-SUN", "UTC").fields.weekdays, 1);
+        assert_eq!(cron("0 0 * * 0-SUN", "UTC").fields.weekdays, 1);
+        // A numeric 0 (or any other name) closing a range still wraps and is rejected.
+        assert!(err("0 0 * * 5-0").contains("wrapping ranges"));
+        assert!(err("0 0 * * SAT-MON").contains("wrapping ranges"));
     }
 
     #[test]
