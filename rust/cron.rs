@@ -12,6 +12,9 @@
 //! `*`: such interval-like patterns (`0 * * * *`, `*/15 * * * *`) follow real elapsed time and
 //! fire in both occurrences. Hence `30 2 * * *` runs exactly once on both transition days, and
 //! `0 * * * *` runs 23 times on a spring-forward day and 25 times on a fall-back day.
+//!
+//! `cron_diff_tests.rs` checks this module against the croner crate; docs/DESIGN.md says why
+//! it is kept rather than replaced by it.
 
 use std::fmt;
 
@@ -1090,3 +1093,7 @@ mod tests {
         assert_eq!(runs_between(&c, a * 1000, b * 1000), brute_force_runs(&c, a, b));
     }
 }
+
+#[cfg(test)]
+#[path = "cron_diff_tests.rs"]
+mod diff_tests;
