@@ -12,6 +12,9 @@
 //! `*`: such interval-like patterns (`0 * * * *`, `*/15 * * * *`) follow real elapsed time and
 //! fire in both occurrences. Hence `30 2 * * *` runs exactly once on both transition days, and
 //! `0 * * * *` runs 23 times on a spring-forward day and 25 times on a fall-back day.
+//!
+//! `cron_diff_tests.rs` checks this module against the croner crate; docs/DESIGN.md says why
+//! it is kept rather than replaced by it.
 
 use std::fmt;
 
@@ -400,7 +403,11 @@ fn parse_range(spec: &FieldSpec, item: &str, range: &str, stepped: bool) -> Resu
         return Ok((spec.min, spec.star_max));
     }
     if let Some((a, b)) = range.split_once('-') {
-        let (lo, hi) = (parse_value(spec, a)?, parse_value(spec, b)?);
+        let (lo, mut hi) = (parse_value(spec, a)?, parse_value(spec, b)?);
+        // The name SUN closing a range is Sunday as 7: `FRI-SUN` = 5-7, `MON-SUN` = every day.
+        if lo > hi && spec.max == 7 && b.eq_ignore_ascii_case("SUN") {
+            hi = 7;
+        }
         if lo > hi {
             return Err(format!(
                 "{} value '{item}': wrapping ranges (start after end) are not supported; \
@@ -781,6 +788,26 @@ mod tests {
     }
 
     #[test]
+    fn cron_weekday_range_ending_on_sunday_by_name() {
+        // Regression: `FRI-SUN` and `MON-SUN` were rejected as wrapping ranges (SUN read as 0).
+        let base = utc(2026, 5, 11, 12, 0, 0); // a Monday
+        assert_eq!(cron("0 0 * * FRI-SUN", "UTC").fields.weekdays, cron("0 0 * * 5-7", "UTC").fields.weekdays);
+        assert_eq!(
+            runs("0 0 * * fri-sun", "UTC", base, 4),
+            [utc(2026, 5, 15, 0, 0, 0), utc(2026, 5, 16, 0, 0, 0), utc(2026, 5, 17, 0, 0, 0), utc(2026, 5, 22, 0, 0, 0)]
+        );
+        assert_eq!(cron("0 0 * * MON-SUN", "UTC").fields.weekdays, 0x7f);
+        // 1-7/2: Monday, Wednesday, Friday, Sunday.
+        assert_eq!(cron("0 0 * * 1-sun/2", "UTC").fields.weekdays, 0b010_1011);
+        // Starting at Sunday it stays 0: SUN-SUN is Sunday only, not every day.
+        assert_eq!(cron("0 0 * * SUN-SUN", "UTC").fields.weekdays, 1);
+        assert_eq!(cron("0 0 * * 0-SUN", "UTC").fields.weekdays, 1);
+        // A numeric 0 (or any other name) closing a range still wraps and is rejected.
+        assert!(err("0 0 * * 5-0").contains("wrapping ranges"));
+        assert!(err("0 0 * * SAT-MON").contains("wrapping ranges"));
+    }
+
+    #[test]
     fn cron_error_empty_items_and_bad_tokens() {
         assert!(err("1,,2 * * * *").contains("minute value '1,,2' has an empty list item"));
         assert!(err("1, * * * *").contains("minute value '1,' has an empty list item"));
@@ -1066,3 +1093,7 @@ mod tests {
         assert_eq!(runs_between(&c, a * 1000, b * 1000), brute_force_runs(&c, a, b));
     }
 }
+
+#[cfg(test)]
+#[path = "cron_diff_tests.rs"]
+mod diff_tests;
