@@ -362,7 +362,9 @@ impl<S: Store> Engine<S> {
         let lease = self.next_lease.fetch_add(1, Ordering::Relaxed);
         self.leases.lock().unwrap().insert(lease, Lease { queue, token, open: recs.len() });
         self.stats.reserved.fetch_add(recs.len() as u64, Ordering::Relaxed);
-        recs.into_iter().map(|raw| Pending { lease, queue, id: Record::peek_id(&raw).to_vec(), orphan: Record::is_orphan(&raw), raw }).collect()
+        recs.into_iter()
+            .map(|raw| Pending { lease, queue, id: Record::peek_id(&raw).to_vec(), orphan: Record::is_orphan(&raw), raw })
+            .collect()
     }
 
     /// Makes leased records (one lease) ready for the handlers.
@@ -782,8 +784,13 @@ impl<S: Store> Engine<S> {
 pub enum Outcome {
     Completed(Option<Vec<u8>>),
     /// Failed this attempt; `error` (JSON) is kept with the job while it waits to run again.
-    Retry { delay_ms: u64, error: Vec<u8> },
-    Failed { error: Vec<u8> },
+    Retry {
+        delay_ms: u64,
+        error: Vec<u8>,
+    },
+    Failed {
+        error: Vec<u8>,
+    },
 }
 
 /// The error JSON stored with a failed job: `{"type", "message", "traceback"}`.
