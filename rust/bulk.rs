@@ -13,8 +13,8 @@ pub struct BulkSpec {
     pub name: String,
     pub header: Header,
     pub options: Vec<u8>,
-    pub delay_ms: u64,
-    pub at_ms: Option<u64>,
+    pub delay_us: u64,
+    pub at_us: Option<u64>,
     pub max_payload: usize,
     pub enqueued_ms: u64,
 }
@@ -40,7 +40,7 @@ impl Chunk {
     /// Due now, with generated ids and no priority: its records can go to Redis as one raw
     /// RPUSH, each packed straight into the command (`records`).
     pub fn is_plain(&self) -> bool {
-        self.spec.delay_ms == 0 && self.spec.at_ms.is_none() && self.spec.header.priority == 0
+        self.spec.delay_us == 0 && self.spec.at_us.is_none() && self.spec.header.priority == 0
     }
 
     pub fn watermark(&self) -> Watermark {
@@ -94,7 +94,7 @@ impl Chunk {
         let mut jobs = Vec::with_capacity(self.spans.len());
         self.records(0, self.len(), |record| {
             let id = String::from_utf8_lossy(Record::peek_id(record)).into_owned();
-            jobs.push(NewJob { id, custom_id: false, delay_ms: spec.delay_ms, at_ms: spec.at_ms, record: record.to_vec() });
+            jobs.push(NewJob { id, custom_id: false, delay_us: spec.delay_us, at_us: spec.at_us, record: record.to_vec() });
         });
         (jobs, self.watermark())
     }
@@ -138,8 +138,8 @@ mod tests {
             name: "Job".into(),
             header: Header { attempt: 0, max_attempts: 3, priority: 0 },
             options: vec![],
-            delay_ms: 0,
-            at_ms: None,
+            delay_us: 0,
+            at_us: None,
             max_payload: 100,
             enqueued_ms: 1,
         };

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! offset  size  field
-//! 0       1     format version (1)
+//! 0       1     kind: RECORD (1), or ORPHAN (2) for a job whose worker died while it may have
+//!               been running it (its next run goes alone, its start recorded first)
 //! 1       2     attempts made so far (big-endian; the reaper and retries count them)
 //! 3       2     max attempts
 //! 5       1     priority (0-9, higher runs first)
@@ -25,8 +26,14 @@
 use crate::error::{Error, Result};
 use rand::Rng;
 
-pub const VERSION: u8 = 1;
-/// First byte of a run of records (never a record's: that is `VERSION`).
+/// First byte of a job record.
+pub const RECORD: u8 = 1;
+/// First byte of an orphaned job's record: the reaper found it in the lease of a worker that
+/// died, and cannot know whether that worker had started it. Its next run goes alone, its
+/// start recorded before it runs (start.lua), so that a job that kills its worker is counted
+/// from then on while the jobs prefetched beside it lose no attempt (tick.lua).
+pub const ORPHAN: u8 = 2;
+/// First byte of a run of records (never a record's).
 pub const RUN: u8 = 254;
 /// A run closes at this many records, or before it would pass `RUN_BYTES`; a larger record
 /// stands alone, so a run's lengths always fit in 2 bytes.
@@ -97,7 +104,7 @@ pub fn packed_len(id: &str, name: &str, options: &[u8], payload: &[u8]) -> usize
 #[allow(clippy::too_many_arguments)]
 pub fn pack_into(out: &mut Vec<u8>, h: Header, id: &str, name: &str, enqueued_ms: u64, options: &[u8], payload: &[u8]) {
     out.reserve(packed_len(id, name, options, payload));
-    out.push(VERSION);
+    out.push(RECORD);
     out.extend_from_slice(&h.attempt.to_be_bytes());
     out.extend_from_slice(&h.max_attempts.to_be_bytes());
     out.push(h.priority);
@@ -120,17 +127,17 @@ impl Record {
     }
 
     pub fn unpack(b: &[u8]) -> Result<Record> {
-        let bad = |what: &str| Error::Store(format!("undecodable job record ({what}, {} bytes)", b.len()));
-        if b.first() != Some(&VERSION) {
-            return Err(bad("unknown format version"));
+        let bad = |what: &str| Error::Store(format!("not a job record fastjobs can read ({what}, {} bytes)", b.len()));
+        if !matches!(b.first(), Some(&RECORD) | Some(&ORPHAN)) {
+            return Err(bad("not a job record"));
         }
         let mut r = Reader { b, at: 1 };
         let attempt = r.u16().ok_or_else(|| bad("attempt"))?;
         let max_attempts = r.u16().ok_or_else(|| bad("max attempts"))?;
-        let priority = r.u8().ok_or_else(|| bad("priority"))?;
-        let n = r.u8().ok_or_else(|| bad("id"))? as usize;
+        let priority = r.u8().filter(|p| *p <= 9).ok_or_else(|| bad("priority"))?;
+        let n = r.u8().filter(|n| *n > 0).ok_or_else(|| bad("id"))? as usize;
         let id = r.str(n).ok_or_else(|| bad("id"))?;
-        let m = r.u8().ok_or_else(|| bad("name"))? as usize;
+        let m = r.u8().filter(|m| *m > 0).ok_or_else(|| bad("name"))? as usize;
         let name = r.str(m).ok_or_else(|| bad("name"))?;
         let t = r.take(6).ok_or_else(|| bad("timestamp"))?;
         let mut ts = [0u8; 8];
@@ -149,13 +156,20 @@ impl Record {
         b.get(7..).map(|rest| &rest[..n.min(rest.len())]).unwrap_or(b"")
     }
 
-    /// A copy of a packed record with its attempt counter set.
+    /// A copy of a packed record with its attempt counter set; an orphan becomes a plain
+    /// record again (the run that follows was seen to start).
     pub fn with_attempt(b: &[u8], attempt: u16) -> Vec<u8> {
         let mut out = b.to_vec();
         if out.len() >= 3 {
+            out[0] = RECORD;
             out[1..3].copy_from_slice(&attempt.to_be_bytes());
         }
         out
+    }
+
+    /// Whether a packed record is an orphan (see `ORPHAN`).
+    pub fn is_orphan(b: &[u8]) -> bool {
+        b.first() == Some(&ORPHAN)
     }
 }
 

@@ -79,6 +79,11 @@ impl QueueKeys {
         format!("{}:lease:{token}", self.base)
     }
 
+    /// Starts recorded under a lease (start.lua): job id -> started at ms.
+    pub fn started(&self, token: &str) -> String {
+        format!("{}:started:{token}", self.base)
+    }
+
     /// The list a worker blocks on for jobs handed straight to it (see common.lua wake()).
     pub fn inbox(&self, worker: &str) -> String {
         format!("{}:inbox:{worker}", self.base)

@@ -157,9 +157,9 @@ fn enqueue_reply(v: Value, n: usize, plain: bool) -> Result<Vec<bool>> {
     Ok(a.iter().map(|x| int(x) == Some(1)).collect())
 }
 
-/// A completion with nothing to store, of a generated id: the ack's hot path.
+/// A completion with nothing to store or drop, of a generated id: the ack's hot path.
 fn is_plain(e: &AckEntry) -> bool {
-    matches!(e.kind, AckKind::Completed { result: None }) && !e.custom_id
+    matches!(e.kind, AckKind::Completed { result: None }) && !e.custom_id && !e.retried
 }
 
 /// (producer, seq) of a generated id `<producer:10>-<seq>`.
@@ -213,7 +213,7 @@ impl RedisStore {
     /// its answer is a count), else enqueue.lua (an answer per job).
     fn enqueue_script(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> (redis::Cmd, bool) {
         let hwm_key = q.hwm(mark.map(|m| m.producer.as_str()).unwrap_or("-"));
-        if mark.is_some() && jobs.iter().all(|j| !j.custom_id && j.delay_ms == 0 && j.at_ms.is_none()) {
+        if mark.is_some() && jobs.iter().all(|j| !j.custom_id && j.delay_us == 0 && j.at_us.is_none()) {
             let mut c = scripts().push.evalsha(&[&q.wait, &q.wake, &hwm_key]);
             c.arg(&q.base).arg(mark.map(|m| m.last_seq).unwrap_or(0)).arg(MARK_TTL_SECS);
             for j in jobs {
@@ -231,9 +231,9 @@ impl RedisStore {
         let id_ttl_ms = self.settings().result_ttl.as_millis().max(MARK_TTL_SECS as u128 * 1000) as u64;
         c.arg(&q.base).arg(hwm).arg(MARK_TTL_SECS).arg(id_ttl_ms).arg(&q.sched_channel);
         for j in jobs {
-            let due = match j.at_ms {
+            let due = match j.at_us {
                 Some(at) => format!("@{at}"),
-                None => j.delay_ms.to_string(),
+                None => j.delay_us.to_string(),
             };
             c.arg(&j.id).arg(if j.custom_id { "1" } else { "0" }).arg(due).arg(&j.record);
         }
@@ -272,7 +272,7 @@ impl Store for RedisStore {
         if jobs.is_empty() {
             return Ok(vec![]);
         }
-        let fast = jobs.iter().all(|j| !j.custom_id && j.delay_ms == 0 && j.at_ms.is_none()) && mark.is_some();
+        let fast = jobs.iter().all(|j| !j.custom_id && j.delay_us == 0 && j.at_us.is_none()) && mark.is_some();
         let flat = jobs.iter().all(|j| j.record.get(5) == Some(&0));
         if let Some(mark) = mark.as_ref().filter(|_| fast && flat && jobs.len() > SMALL_BATCH) {
             // The bulk path: no Lua string per record. (For a few jobs one EVALSHA costs Redis
@@ -369,9 +369,20 @@ impl Store for RedisStore {
         let ttl_ms = self.settings().result_ttl.as_millis() as u64;
         for a in acks {
             let q = &a.queue;
-            let lease_key = q.lease(&a.token);
-            let mut c =
-                s.evalsha(&[&lease_key, &q.active, &q.stats, &q.waiters, &q.wait, &q.delayed, &q.jobs, &q.failed, &q.errors, &q.wake]);
+            let (lease_key, started_key) = (q.lease(&a.token), q.started(&a.token));
+            let mut c = s.evalsha(&[
+                &lease_key,
+                &q.active,
+                &q.stats,
+                &q.waiters,
+                &q.wait,
+                &q.delayed,
+                &q.jobs,
+                &q.failed,
+                &q.errors,
+                &q.wake,
+                &started_key,
+            ]);
             c.arg(&q.base).arg(&a.token).arg(ttl_ms).arg(MARK_TTL_SECS).arg(&q.results_channel).arg(&q.sched_channel);
             // Plain completions first (see ack.lua): their ids, then runs of their sequence
             // numbers per producer.
@@ -390,13 +401,14 @@ impl Store for RedisStore {
             for e in a.entries.iter().filter(|e| !is_plain(e)) {
                 match &e.kind {
                     AckKind::Completed { result } => {
-                        c.arg(if e.custom_id { "C" } else { "c" }).arg(&e.id).arg(result.as_deref().unwrap_or(b"")).arg("");
+                        let kind = if e.custom_id { "C" } else { "c" };
+                        c.arg(kind).arg(&e.id).arg(result.as_deref().unwrap_or(b"")).arg(if e.retried { "1" } else { "" }).arg("");
                     }
-                    AckKind::Retry { delay_ms, record } => {
-                        c.arg("r").arg(&e.id).arg(*delay_ms).arg(record);
+                    AckKind::Retry { delay_ms, record, error } => {
+                        c.arg("r").arg(&e.id).arg(*delay_ms).arg(record).arg(error);
                     }
                     AckKind::Failed { error, record } => {
-                        c.arg("f").arg(&e.id).arg(error).arg(record);
+                        c.arg("f").arg(&e.id).arg(error).arg(record).arg("");
                     }
                 }
             }
@@ -410,14 +422,22 @@ impl Store for RedisStore {
                     return Err(e);
                 }
                 let a = array(v.clone()).ok_or_else(|| bad_reply("ack", &v))?;
-                Ok(AckOutcome { settled: a.first().and_then(int).unwrap_or(0) as u64, refused: a.get(1).and_then(int).unwrap_or(0) as u64 })
+                let n = |i: usize| a.get(i).and_then(int).map(|n| n as u64).ok_or_else(|| bad_reply("ack", &v));
+                Ok(AckOutcome { completed: n(0)?, retried: n(1)?, failed: n(2)?, refused: n(3)? })
             })
             .collect()
     }
 
+    async fn start(&self, q: &QueueKeys, token: &str, id: &[u8]) -> Result<bool> {
+        let mut c = scripts().start.evalsha(&[&q.lease(token), &q.started(token)]);
+        c.arg(id);
+        let v: Value = self.conn.eval(c).await?;
+        int(&v).map(|n| n == 1).ok_or_else(|| bad_reply("start", &v))
+    }
+
     async fn release(&self, q: &QueueKeys, token: &str, ids: &[Vec<u8>]) -> Result<u64> {
-        let lease_key = q.lease(token);
-        let mut c = scripts().release.evalsha(&[&lease_key, &q.active, &q.wake]);
+        let (lease_key, started_key) = (q.lease(token), q.started(token));
+        let mut c = scripts().release.evalsha(&[&lease_key, &q.active, &q.wake, &started_key]);
         c.arg(&q.base).arg(token).arg(ids);
         let v: Value = self.conn.eval(c).await?;
         int(&v).map(|n| n as u64).ok_or_else(|| bad_reply("release", &v))
@@ -462,7 +482,7 @@ impl Store for RedisStore {
         Ok(Tick {
             promoted: n(0)? as u64,
             reaped: n(1)? as u64,
-            next_due_ms: opt(n(2)?),
+            next_due_us: opt(n(2)?),
             next_lease_deadline_ms: opt(n(3)?),
             now_ms: n(4)?,
             now_us: n(5)?,

@@ -34,9 +34,9 @@ pub async fn run<S: Store>(store: Arc<S>, q: Arc<QueueKeys>, on_error: impl Fn(&
                 if t.promoted as usize >= BATCH || t.reaped as usize >= BATCH {
                     continue;
                 }
-                let next = [t.next_due_ms, t.next_lease_deadline_ms].into_iter().flatten().min();
+                let next = [t.next_due_us, t.next_lease_deadline_ms.map(|ms| ms * 1000)].into_iter().flatten().min();
                 let wait = match next {
-                    Some(at) => Duration::from_micros((at * 1000 - t.now_us).max(0) as u64).min(MAX_SLEEP),
+                    Some(at) => Duration::from_micros((at - t.now_us).max(0) as u64).min(MAX_SLEEP),
                     None => MAX_SLEEP,
                 };
                 if wait <= FINE {

@@ -50,6 +50,7 @@ scripts! {
     leave => "leave.lua",
     ack => "ack.lua",
     release => "release.lua",
+    start => "start.lua",
     extend => "extend.lua",
     tick => "tick.lua",
     status => "status.lua",

@@ -15,10 +15,11 @@ pub struct NewJob {
     pub id: String,
     /// The id was chosen by the caller: a second dispatch with it is refused as a duplicate.
     pub custom_id: bool,
-    pub delay_ms: u64,
-    /// A due time (ms since the epoch, the producer's clock) instead of a delay: a job written
-    /// late (the end of a large bulk) is still due when asked, not `delay_ms` after its write.
-    pub at_ms: Option<u64>,
+    /// Runs no earlier than this many µs after the store wrote it.
+    pub delay_us: u64,
+    /// A due time (µs since the epoch, the producer's clock) instead of a delay: a job written
+    /// late (the end of a large bulk) is still due when asked, not `delay_us` after its write.
+    pub at_us: Option<u64>,
     pub record: Vec<u8>,
 }
 
@@ -34,8 +35,9 @@ pub struct Watermark {
 pub enum AckKind {
     /// Completed; `result` is the return value as JSON, None for a `None` return.
     Completed { result: Option<Vec<u8>> },
-    /// Failed this attempt; runs again after `delay_ms`. `record` has the attempt counted.
-    Retry { delay_ms: u64, record: Vec<u8> },
+    /// Failed this attempt; runs again after `delay_ms`. `record` has the attempt counted;
+    /// `error` (JSON) is kept with the job until it completes or fails for good.
+    Retry { delay_ms: u64, record: Vec<u8>, error: Vec<u8> },
     /// Failed for good. `record` has the attempt counted; `error` is JSON.
     Failed { error: Vec<u8>, record: Vec<u8> },
 }
@@ -45,6 +47,8 @@ pub struct AckEntry {
     /// Bytes, not text: a damaged record is settled under whatever id its lease holds.
     pub id: Vec<u8>,
     pub custom_id: bool,
+    /// An earlier attempt failed: a completion drops the error kept since (`Retry`).
+    pub retried: bool,
     pub kind: AckKind,
 }
 
@@ -56,11 +60,21 @@ pub struct LeaseAck {
     pub entries: Vec<AckEntry>,
 }
 
+/// What the store took of one lease's outcomes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AckOutcome {
-    pub settled: u64,
-    /// Refused because the lease had expired and been reaped (stale token).
+    pub completed: u64,
+    pub retried: u64,
+    pub failed: u64,
+    /// Refused because the lease had expired and been reaped (stale token): the job belongs
+    /// to another worker, whatever this one's run of it did.
     pub refused: u64,
+}
+
+impl AckOutcome {
+    pub fn settled(&self) -> u64 {
+        self.completed + self.retried + self.failed
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +85,9 @@ pub struct Tick {
     pub now_ms: i64,
     /// The same clock in µs, for timers finer than a millisecond.
     pub now_us: i64,
-    pub next_due_ms: Option<i64>,
+    /// The earliest due time of a delayed job, in µs: due times are kept to the µs, so that
+    /// no job runs before the moment it was asked for.
+    pub next_due_us: Option<i64>,
     pub next_lease_deadline_ms: Option<i64>,
 }
 
@@ -224,6 +240,10 @@ pub trait Store: Send + Sync + 'static {
     fn reserve(&self, q: &QueueKeys, token: &str, max: usize, idle: &Idle<'_>) -> impl Future<Output = Result<Reserved>> + Send;
     /// Settles jobs of several leases in one round trip; one outcome per lease.
     fn ack(&self, acks: &[LeaseAck]) -> impl Future<Output = Result<Vec<AckOutcome>>> + Send;
+    /// Records that a handler is about to start an orphaned job (`codec::ORPHAN`) of the lease
+    /// `token`, before it runs, so that the reaper counts this run if the worker dies too.
+    /// False when the lease no longer holds the job (reaped: another worker's now).
+    fn start(&self, q: &QueueKeys, token: &str, id: &[u8]) -> impl Future<Output = Result<bool>> + Send;
     /// Puts unstarted leased jobs back at the head of their queue, in order.
     fn release(&self, q: &QueueKeys, token: &str, ids: &[Vec<u8>]) -> impl Future<Output = Result<u64>> + Send;
     /// Extends leases; returns the tokens that were lost (reaped).

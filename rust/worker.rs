@@ -8,6 +8,7 @@
 use crate::codec::{is_generated_id, Record};
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
+use crate::runtime::runtime;
 use crate::store::{AckEntry, AckKind, Handed, Idle, LeaseAck, Reserved, Store};
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
@@ -33,6 +34,8 @@ pub struct Delivery {
     pub handle: u64,
     pub queue: usize,
     pub record: Record,
+    /// An orphan: its earlier worker died while it may have been running it.
+    pub redelivered: bool,
 }
 
 struct Pending {
@@ -40,6 +43,15 @@ struct Pending {
     queue: usize,
     raw: Vec<u8>,
     id: Vec<u8>,
+    /// An orphan (codec::ORPHAN): handed out alone, its start recorded first.
+    orphan: bool,
+}
+
+impl Pending {
+    /// An earlier attempt failed (its error is kept until this one settles).
+    fn retried(&self) -> bool {
+        self.raw.get(1..3).is_some_and(|a| a != [0, 0])
+    }
 }
 
 struct Lease {
@@ -66,8 +78,16 @@ pub struct Stats {
     pub reserved: AtomicU64,
     /// Jobs handed straight to this worker's inbox (one round trip less to start).
     pub handed: AtomicU64,
-    pub settled: AtomicU64,
-    pub refused: AtomicU64,
+    /// Outcomes the store took: what the worker's summary reports.
+    pub completed: AtomicU64,
+    pub retried: AtomicU64,
+    pub failed: AtomicU64,
+    /// Outcomes the store refused: the job's lease had expired and been reaped while this
+    /// worker ran it (it was frozen or cut off), so the job belongs to another worker, which
+    /// runs it again: the run here was a duplicate.
+    pub stale: AtomicU64,
+    /// Orphans started (jobs whose earlier worker died while it may have been running them).
+    pub orphans: AtomicU64,
     pub released: AtomicU64,
     pub store_errors: AtomicU64,
     pub lost_leases: AtomicU64,
@@ -100,6 +120,8 @@ pub struct Engine<S: Store> {
     rate: Mutex<(f64, Instant, u64)>,
     pub stats: Stats,
     last_error: Mutex<Option<String>>,
+    /// Ids of orphans started since the last `take_orphans` (the worker logs them).
+    orphans: Mutex<Vec<String>>,
     /// Names this process's inboxes and idle slots (see common.lua wake()).
     worker_id: String,
     /// Per queue: the idle slot this worker holds there, if any.
@@ -144,6 +166,7 @@ impl<S: Store> Engine<S> {
             rate: Mutex::new((0.0, Instant::now(), 0)),
             stats: Stats::default(),
             last_error: Mutex::default(),
+            orphans: Mutex::default(),
             worker_id: new_token(),
             idle_slots: Mutex::new(vec![None; queues_len]),
             fetch_live: AtomicBool::new(false),
@@ -164,6 +187,12 @@ impl<S: Store> Engine<S> {
     /// The last store error a background task met (it keeps retrying), once.
     pub fn take_error(&self) -> Option<String> {
         self.last_error.lock().unwrap().take()
+    }
+
+    /// Ids of the orphans started since the last call (see `codec::ORPHAN`): jobs that run
+    /// again because the worker that held them died while it may have been running them.
+    pub fn take_orphans(&self) -> Vec<String> {
+        std::mem::take(&mut *self.orphans.lock().unwrap())
     }
 
     pub fn note_error(&self, e: &Error) {
@@ -333,7 +362,9 @@ impl<S: Store> Engine<S> {
         let lease = self.next_lease.fetch_add(1, Ordering::Relaxed);
         self.leases.lock().unwrap().insert(lease, Lease { queue, token, open: recs.len() });
         self.stats.reserved.fetch_add(recs.len() as u64, Ordering::Relaxed);
-        recs.into_iter().map(|raw| Pending { lease, queue, id: Record::peek_id(&raw).to_vec(), raw }).collect()
+        recs.into_iter()
+            .map(|raw| Pending { lease, queue, id: Record::peek_id(&raw).to_vec(), orphan: Record::is_orphan(&raw), raw })
+            .collect()
     }
 
     /// Makes leased records (one lease) ready for the handlers.
@@ -366,56 +397,108 @@ impl<S: Store> Engine<S> {
     /// idle, the calling thread may block on Redis for up to WAIT instead: a stop ends that at
     /// once). A zero `timeout` takes what is buffered and never blocks. Blocking otherwise:
     /// call it without the GIL. Records that cannot be decoded are failed here, never handed
-    /// out.
+    /// out. An orphan (its earlier worker died while it may have been running it) comes alone,
+    /// after its start was recorded in the store (a blocking call: never with a zero timeout).
     pub fn next_jobs(&self, max: usize, timeout: Duration) -> Vec<Delivery> {
         let deadline = Instant::now() + timeout;
-        let taken: Vec<Pending> = {
-            let mut b = self.buffer.lock().unwrap();
-            while b.ready.is_empty() && !b.closed {
-                if b.idle && !b.popping && !timeout.is_zero() && !self.stopping.load(Ordering::Acquire) {
-                    b.popping = true;
-                    drop(b);
-                    let got = self.pop();
-                    b = self.buffer.lock().unwrap();
-                    b.popping = false;
-                    match got {
-                        // This thread runs it (taken below, under this lock); one other
-                        // free thread wakes to block on Redis for the next.
-                        Some(p) => {
-                            b.ready.push_back(p);
-                            b.handed += 1;
-                            self.ready_cv.notify_one();
-                        }
-                        None => b.idle = false,
+        loop {
+            let taken = self.take_ready(max, timeout, deadline);
+            if let [p] = taken.as_slice() {
+                if p.orphan && !self.record_start(p) {
+                    if Instant::now() < deadline {
+                        continue;
                     }
-                    self.pop_done.notify_one();
-                    continue;
+                    return vec![];
                 }
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
+            }
+            return self.hand_out(taken);
+        }
+    }
+
+    /// The buffered jobs `next_jobs` hands out: up to `max` of them, stopping before an
+    /// orphan, or an orphan alone.
+    fn take_ready(&self, max: usize, timeout: Duration, deadline: Instant) -> Vec<Pending> {
+        let mut b = self.buffer.lock().unwrap();
+        while b.ready.is_empty() && !b.closed {
+            if b.idle && !b.popping && !timeout.is_zero() && !self.stopping.load(Ordering::Acquire) {
+                b.popping = true;
+                drop(b);
+                let got = self.pop();
+                b = self.buffer.lock().unwrap();
+                b.popping = false;
+                match got {
+                    // This thread runs it (taken below, under this lock); one other
+                    // free thread wakes to block on Redis for the next.
+                    Some(p) => {
+                        b.ready.push_back(p);
+                        b.handed += 1;
+                        self.ready_cv.notify_one();
+                    }
+                    None => b.idle = false,
                 }
-                b = self.ready_cv.wait_timeout(b, deadline - now).unwrap().0;
+                self.pop_done.notify_one();
+                continue;
             }
-            let n = max.min(b.ready.len());
-            let out = b.ready.drain(..n).collect();
-            if b.ready.len() * 2 <= self.target_buffer() {
-                self.want_more.notify_one();
+            let now = Instant::now();
+            if now >= deadline {
+                break;
             }
-            out
+            b = self.ready_cv.wait_timeout(b, deadline - now).unwrap().0;
+        }
+        let n = match b.ready.front() {
+            // Recording its start blocks on Redis: not for a caller that must not wait.
+            Some(p) if p.orphan => usize::from(!timeout.is_zero()),
+            _ => b.ready.iter().take(max).position(|p| p.orphan).unwrap_or(max.min(b.ready.len())),
         };
+        let out = b.ready.drain(..n).collect();
+        if b.ready.len() * 2 <= self.target_buffer() {
+            self.want_more.notify_one();
+        }
+        out
+    }
+
+    /// Records that an orphan is about to start (see `codec::ORPHAN`). False when it must not
+    /// run: its lease was reaped (it is another worker's now: dropped), or the store could not
+    /// be reached (it goes back to the front of the buffer, to be tried again).
+    fn record_start(&self, p: &Pending) -> bool {
+        let held = self.leases.lock().unwrap().get(&p.lease).map(|l| (self.queues[l.queue].clone(), l.token.clone()));
+        let Some((q, token)) = held else { return false };
+        match runtime().block_on(self.store.start(&q, &token, &p.id)) {
+            Ok(true) => {
+                self.stats.orphans.fetch_add(1, Ordering::Relaxed);
+                self.orphans.lock().unwrap().push(String::from_utf8_lossy(&p.id).into_owned());
+                true
+            }
+            Ok(false) => {
+                self.forget_leases(&[token]);
+                false
+            }
+            Err(e) => {
+                self.note_error(&e);
+                let again = Pending { lease: p.lease, queue: p.queue, raw: p.raw.clone(), id: p.id.clone(), orphan: true };
+                self.buffer.lock().unwrap().ready.push_front(again);
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
+        }
+    }
+
+    /// Decodes taken jobs for Python; what cannot be decoded is failed (DecodeError) here.
+    fn hand_out(&self, taken: Vec<Pending>) -> Vec<Delivery> {
         let mut out = Vec::with_capacity(taken.len());
         let mut running = self.running.lock().unwrap();
         for p in taken {
             match Record::unpack(&p.raw) {
                 Ok(record) => {
                     let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-                    out.push(Delivery { handle, queue: p.queue, record });
+                    out.push(Delivery { handle, queue: p.queue, record, redelivered: p.orphan });
                     running.insert(handle, p);
                 }
                 Err(e) => {
-                    let err = error_json("UndecodableRecord", &e.to_string(), "");
-                    self.push_ack(p.lease, AckEntry { id: p.id, custom_id: true, kind: AckKind::Failed { error: err, record: p.raw } });
+                    let message = format!("a job record of queue {:?} could not be decoded: {e}", self.queues[p.queue].name);
+                    let error = error_json("DecodeError", &message, "");
+                    let entry = AckEntry { id: p.id, custom_id: true, retried: false, kind: AckKind::Failed { error, record: p.raw } };
+                    self.push_ack(p.lease, entry);
                 }
             }
         }
@@ -429,11 +512,12 @@ impl<S: Store> Engine<S> {
         let attempt = u16::from_be_bytes([p.raw[1], p.raw[2]]).saturating_add(1);
         let kind = match outcome {
             Outcome::Completed(result) => AckKind::Completed { result },
-            Outcome::Retry { delay_ms } => AckKind::Retry { delay_ms, record: Record::with_attempt(&p.raw, attempt) },
+            Outcome::Retry { delay_ms, error } => AckKind::Retry { delay_ms, record: Record::with_attempt(&p.raw, attempt), error },
             Outcome::Failed { error } => AckKind::Failed { error, record: Record::with_attempt(&p.raw, attempt) },
         };
         let custom_id = !is_generated_id(&p.id);
-        self.push_ack(p.lease, AckEntry { id: p.id, custom_id, kind });
+        let retried = p.retried();
+        self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind });
         true
     }
 
@@ -448,7 +532,8 @@ impl<S: Store> Engine<S> {
         let was_empty = a.is_empty();
         for p in taken {
             let custom_id = !is_generated_id(&p.id);
-            a.push((p.lease, AckEntry { id: p.id, custom_id, kind: AckKind::Completed { result: None } }));
+            let retried = p.retried();
+            a.push((p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Completed { result: None } }));
         }
         if was_empty && n > 0 {
             self.ack_ready.notify_one();
@@ -494,7 +579,7 @@ impl<S: Store> Engine<S> {
                 let Some(l) = leases.get(&lease) else {
                     // The lease was lost (reaped) and forgotten: its job belongs to another
                     // worker now, so this outcome is refused without asking Redis.
-                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    self.stats.stale.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
                 let i = *index.entry(lease).or_insert_with(|| {
@@ -519,12 +604,14 @@ impl<S: Store> Engine<S> {
                 }
             }
         };
-        let mut settled = 0;
         {
+            let s = &self.stats;
             let mut leases = self.leases.lock().unwrap();
             for ((lease, a), o) in by_lease.iter().zip(outcomes) {
-                settled += o.settled;
-                self.stats.refused.fetch_add(o.refused, Ordering::Relaxed);
+                s.completed.fetch_add(o.completed, Ordering::Relaxed);
+                s.retried.fetch_add(o.retried, Ordering::Relaxed);
+                s.failed.fetch_add(o.failed, Ordering::Relaxed);
+                s.stale.fetch_add(o.refused, Ordering::Relaxed);
                 if let Some(l) = leases.get_mut(lease) {
                     l.open = l.open.saturating_sub(a.entries.len());
                     if l.open == 0 {
@@ -533,7 +620,6 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
-        self.stats.settled.fetch_add(settled, Ordering::Relaxed);
         let mut r = self.rate.lock().unwrap();
         r.2 += n;
         let dt = r.1.elapsed().as_secs_f64();
@@ -697,26 +783,32 @@ impl<S: Store> Engine<S> {
 
 pub enum Outcome {
     Completed(Option<Vec<u8>>),
-    Retry { delay_ms: u64 },
-    Failed { error: Vec<u8> },
+    /// Failed this attempt; `error` (JSON) is kept with the job while it waits to run again.
+    Retry {
+        delay_ms: u64,
+        error: Vec<u8>,
+    },
+    Failed {
+        error: Vec<u8>,
+    },
 }
 
-/// The error JSON stored with a failed job.
+/// The error JSON stored with a failed job: `{"type", "message", "traceback"}`.
 pub fn error_json(kind: &str, message: &str, traceback: &str) -> Vec<u8> {
-    fn esc(s: &str) -> String {
-        let mut o = String::with_capacity(s.len() + 2);
-        for c in s.chars() {
-            match c {
-                '"' => o.push_str("\\\""),
-                '\\' => o.push_str("\\\\"),
-                '\n' => o.push_str("\\n"),
-                '\r' => o.push_str("\\r"),
-                '\t' => o.push_str("\\t"),
-                c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-                c => o.push(c),
-            }
-        }
-        o
+    serde_json::to_vec(&serde_json::json!({"type": kind, "message": message, "traceback": traceback}))
+        .expect("a map of strings always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_json;
+
+    #[test]
+    fn error_json_escapes_everything_json_needs() {
+        let raw = error_json("E\"x", "line\nnext\ttab \u{1} \u{2028} é", "");
+        let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(v["type"], "E\"x");
+        assert_eq!(v["message"], "line\nnext\ttab \u{1} \u{2028} é");
+        assert_eq!(v["traceback"], "");
     }
-    format!(r#"{{"type":"{}","message":"{}","traceback":"{}"}}"#, esc(kind), esc(message), esc(traceback)).into_bytes()
 }

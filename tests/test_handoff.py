@@ -80,7 +80,7 @@ def test_a_stopping_worker_hands_back_what_was_handed_to_it(spawn_worker: Any, r
     w.proc.send_signal(signal.SIGTERM)
     eventually(lambda: Queue("default").counts()["waiting"] == 1, timeout=5)
     out = w.output()
-    assert summary(out) == (1, 0, 0, 1), out
+    assert summary(out) == (1, 0, 0, 1, 0), out
     assert slow.status() == "completed" and handed.status() == "waiting"
     assert idle_slots(redis, prefix, "default") == []
     # Back at the head of the queue with no attempt counted.

@@ -199,7 +199,8 @@ def test_undecodable_record_fails_and_worker_carries_on(start_worker: Any, redis
     start_worker()
     eventually(lambda: Queue().counts()["failed"] == 1)
     [f] = Queue().failed()
-    assert f.error["type"] == "UndecodableRecord"
+    assert f.error["type"] == "DecodeError"
+    assert "queue default" in f.error["message"] and "(8 bytes)" in f.error["message"], f.error
     assert Echo.dispatch("fine").send().wait_result(timeout=10) == "fine"
 
 

@@ -60,14 +60,17 @@ def claimed(builders: Sequence[PendingDispatch[Any]]) -> Iterator[None]:
 def spec(b: PendingDispatch[Any], key: str, place: dict[str, Any]) -> dict[str, Any]:
     """What it takes to enqueue a builder later, as JSON: its job tuple and queue, with the
     job's place in its workflow under ``key`` ("chain" or "flow") in the job's options."""
-    name, payload, options, attempts, priority, delay_ms, _id, at_ms = b._job_tuple()
+    name, payload, options, attempts, priority, delay_us, _id, at_us = b._job_tuple()
     opts = serde.loads(options) if options else {}
     opts[key] = place
     return {"queue": b._queue, "name": name, "payload": payload.decode(), "options": opts, "attempts": attempts,
-            "priority": priority, "delay_ms": delay_ms, "at_ms": at_ms}
+            "priority": priority, "delay_us": delay_us, "at_us": at_us}
 
 
 def job(spec: dict[str, Any], job_id: str) -> JobTuple:
-    """The job tuple of a spec, under the workflow's id for it."""
+    """The job tuple of a spec, under the workflow's id for it (specs written by fastjobs
+    0.1.0 kept times in ms)."""
+    delay_us = spec["delay_us"] if "delay_us" in spec else spec["delay_ms"] * 1000
+    at_us = spec["at_us"] if "at_us" in spec else (None if spec["at_ms"] is None else spec["at_ms"] * 1000)
     return (spec["name"], spec["payload"].encode(), serde.dumps(spec["options"], "options"), spec["attempts"], spec["priority"],
-            spec["delay_ms"], job_id, spec["at_ms"])
+            delay_us, job_id, at_us)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import sys
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
@@ -164,7 +165,7 @@ def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[
     whole = isinstance(payloads, (list, tuple))
     total = len(payloads) if whole else (len(payloads) if hasattr(payloads, "__len__") else None)  # type: ignore[arg-type]
     writer = client.bulk_writer(t._queue, job_class.name, attempts=t._attempts, priority=t._priority,
-                                options=t._options_json(), delay_ms=int(t._delay * 1000), at_ms=t._at_ms())
+                                options=t._options_json(), delay_us=math.ceil(t._delay * 1_000_000), at_us=t._at_us())
 
     def result() -> BulkResult:
         return BulkResult(t._queue, t._connection, writer.committed_ranges())

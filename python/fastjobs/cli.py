@@ -43,7 +43,7 @@ def _worker(args: argparse.Namespace) -> int:
     s = w.run()
     print(
         f"fastjobs worker: {s.completed} completed, {s.retried} retried, {s.failed} failed, "
-        f"{s.handed_back} handed back in {s.seconds:.1f}s",
+        f"{s.handed_back} handed back, {s.stale} stale in {s.seconds:.1f}s",
         file=sys.stderr,
     )
     return 0

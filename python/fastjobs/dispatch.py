@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import warnings
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _core, config, serde
@@ -56,6 +57,9 @@ def _abandon_on_error(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
 class PendingDispatch(Generic[R]):
     """A job about to be dispatched. Options chain; ``.send()`` (sync) or ``await`` sends it
     once. A builder collected without being sent warns with ``UnsentDispatchWarning``."""
@@ -73,7 +77,7 @@ class PendingDispatch(Generic[R]):
         self._delay = 0.0
         #: at(): the absolute due time (epoch seconds), turned into a delay when sent, so a
         #: builder sent later (a large BulkDispatcher) is still due at the time asked for.
-        self._due_at: float | None = None
+        self._due_at: int | None = None  # µs since the epoch
         self._job_id: str | None = None
         self._attempts: int = job_class.attempts
         self._backoff: Backoff | None = None
@@ -121,7 +125,7 @@ class PendingDispatch(Generic[R]):
             raise ValueError(f"at() takes a datetime, got {type(when).__name__}")
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
-        self._due_at = when.timestamp()
+        self._due_at = (when - _EPOCH) // _MICROSECOND  # exact: no float rounding
         self._delay = 0.0
         return self
 
@@ -182,21 +186,22 @@ class PendingDispatch(Generic[R]):
             opts["meta"] = self._meta
         return serde.dumps(opts, "options") if opts else None
 
-    def _at_ms(self) -> int | None:
-        return None if self._due_at is None else round(self._due_at * 1000)
+    def _at_us(self) -> int | None:
+        return self._due_at
 
     def _job_tuple(self) -> tuple[str, bytes, bytes | None, int, int, int, str | None, int | None]:
-        """The wire form handed to the engine; raises before anything is sent. An at() time
-        travels as a due time: a job written late (a large bulk) is still due when asked."""
+        """The wire form handed to the engine; raises before anything is sent. Times are µs,
+        rounded up (a job never runs before the moment asked for). An at() time travels as a
+        due time: a job written late (a large bulk) is still due when asked."""
         return (
             self.job_class.name,
             serde.dumps(self.payload),
             self._options_json(),
             self._attempts,
             self._priority,
-            int(self._delay * 1000),
+            math.ceil(self._delay * 1_000_000),
             self._job_id,
-            self._at_ms(),
+            self._at_us(),
         )
 
     def _claim(self) -> None:

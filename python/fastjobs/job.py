@@ -41,7 +41,7 @@ class Job(Generic[P, R]):
                 ...
 
     Inside ``process``: ``self.job_id``, ``self.attempt`` (0 on the first run),
-    ``self.queue_name`` and ``self.meta`` describe the running job; in a ``JobChain``,
+    ``self.queue_name``, ``self.meta`` and ``self.redelivered`` describe the running job; in a ``JobChain``,
     ``self.previous_result`` and ``self.chain_failure`` too; in a ``JobFlow`` parent,
     ``self.children_results()``.
     """
@@ -62,6 +62,10 @@ class Job(Generic[P, R]):
     attempt: int
     queue_name: str
     meta: dict[str, Any]
+    #: True when the worker that held this job before died while it may have been running it:
+    #: this run may repeat work a run that was cut short began (``attempt`` counts only runs
+    #: known to have started).
+    redelivered: bool = False
     #: In a JobChain step: the previous step's return value (None in the first step).
     previous_result: Any = None
     #: In a JobChain's on_failure job: the failure (chain_id, step, job_id, name, error).
@@ -150,9 +154,11 @@ class Job(Generic[P, R]):
         return children_results(client, flow)
 
     @classmethod
-    def _instance(cls, job_id: str, attempt: int, queue_name: str, meta: dict[str, Any]) -> Job[P, R]:
+    def _instance(cls, job_id: str, attempt: int, queue_name: str, meta: dict[str, Any], redelivered: bool = False) -> Job[P, R]:
         inst = cls.__new__(cls)
         inst.__dict__.update(job_id=job_id, attempt=attempt, queue_name=queue_name, meta=meta)
+        if redelivered:
+            inst.__dict__["redelivered"] = True
         return inst
 
     @classmethod

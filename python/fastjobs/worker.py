@@ -37,7 +37,7 @@ __all__ = ["Worker", "WorkerSummary"]
 log = logging.getLogger("fastjobs.worker")
 
 # The tuple fields of a job handed over by the engine (see WorkerEngine.next_jobs).
-_HANDLE, _QUEUE, _ID, _NAME, _ATTEMPT, _MAX, _ENQUEUED, _PAYLOAD, _OPTIONS = range(9)
+_HANDLE, _QUEUE, _ID, _NAME, _ATTEMPT, _MAX, _ENQUEUED, _PAYLOAD, _OPTIONS, _REDELIVERED = range(10)
 
 
 def _in_workflow(opts: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
@@ -47,11 +47,19 @@ def _in_workflow(opts: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
 
 @dataclass
 class WorkerSummary:
+    """What a worker did, as Redis took it: ``completed``, ``retried`` and ``failed`` count the
+    outcomes Redis accepted; ``stale`` the outcomes it refused because the job's lease had
+    expired while this worker ran it (the worker was frozen or cut off past its lease, so the
+    job went to another worker, which runs it again: this run was a duplicate);
+    ``handed_back`` the jobs it gave back to their queues (unstarted ones when it stopped, and
+    running ones when the grace period ran out)."""
+
     completed: int
     retried: int
     failed: int
     handed_back: int
     seconds: float
+    stale: int = 0
 
 
 class _Watchdog:
@@ -147,9 +155,6 @@ class Worker:
         self._async_only = False
         self._async_puller: Any | None = None
         self._watchdog: _Watchdog | None = None
-        self._counts_lock = threading.Lock()
-        self.completed = self.retried = self.failed = self.handed_back = 0
-        self._async_completed = 0  # touched on the loop thread only: no lock per async job
         self._async_done: list[int] = []  # completed with None, reported once per loop pass
         self._signals = 0
 
@@ -159,15 +164,13 @@ class Worker:
         engine = self.engine
         made = job[_ATTEMPT] + 1
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        kind = f"{type(exc).__module__}.{type(exc).__qualname__}" if type(exc).__module__ != "builtins" else type(exc).__qualname__
         if cls is not None and made < job[_MAX]:
             spec = (opts or {}).get("backoff")
             delay = cls.retry_delay(made, backoff_from_json(spec) if spec else None)
-            engine.retry(job[_HANDLE], delay)
-            with self._counts_lock:
-                self.retried += 1
+            engine.retry(job[_HANDLE], delay, kind, str(exc), tb)
             log.info("job %s (%s) failed attempt %d/%d, retrying in %.3fs: %r", job[_ID], job[_NAME], made, job[_MAX], delay, exc)
         else:
-            kind = f"{type(exc).__module__}.{type(exc).__qualname__}" if type(exc).__module__ != "builtins" else type(exc).__qualname__
             if _in_workflow(opts):
                 try:
                     self._workflow_failed(opts, job[_ID], job[_NAME], {"type": kind, "message": str(exc), "traceback": tb})
@@ -176,8 +179,6 @@ class Worker:
                     engine.release_handles([job[_HANDLE]])
                     return
             engine.fail(job[_HANDLE], kind, str(exc), tb)
-            with self._counts_lock:
-                self.failed += 1
             log.warning("job %s (%s) failed for good after %d attempt(s): %r", job[_ID], job[_NAME], made, exc)
 
     # ---- workflows: a job of a JobChain or JobFlow (its options say which) ----
@@ -189,18 +190,17 @@ class Worker:
         if "flow" in opts:
             inst.__dict__["_flow"] = (self.client, opts["flow"])
 
-    def _settle_flows(self, settle: list[tuple[int, Any, bytes | None]]) -> int:
+    def _settle_flows(self, settle: list[tuple[int, Any, bytes | None]]) -> None:
         """Settles a batch's flow children in one round trip, then acknowledges them; if Redis
         refuses, they are handed back and run again (settling is idempotent)."""
         try:
             flows.settle_many(self.client, [f for _h, f, _d in settle])
         except Exception as e:  # noqa: BLE001
             log.error("could not settle %d flow job(s) (%s); handing them back to run again", len(settle), e)
-            self.handed_back += self.engine.release_handles([h for h, _f, _d in settle])
-            return 0
+            self.engine.release_handles([h for h, _f, _d in settle])
+            return
         for handle, _f, data in settle:
             self.engine.complete(handle, data)
-        return len(settle)
 
     def _workflow_done(self, opts: dict[str, Any], job_id: str, name: str, data: bytes | None) -> None:
         """Before the job's acknowledgement (see chain.py and flow.py)."""
@@ -217,8 +217,6 @@ class Worker:
 
     def _unknown(self, job: tuple[Any, ...]) -> None:
         self.engine.fail(job[_HANDLE], "UnknownJob", f"no job named {job[_NAME]!r} is registered in this worker (workers run registered jobs only)")
-        with self._counts_lock:
-            self.failed += 1
         log.error("job %s names %r, which no module loaded by this worker registers", job[_ID], job[_NAME])
 
     def _run_sync(self, jobs: list[tuple[Any, ...]]) -> None:
@@ -227,13 +225,12 @@ class Worker:
         engine, loads, dumps, registered = self.engine, serde.loads, serde.dumps, self.jobs
         finished: list[int] = []
         settle: list[tuple[int, Any, bytes | None]] = []  # flow children, settled together
-        others = 0
         try:
             for i, job in enumerate(jobs):
                 if self._stopping:
-                    self.handed_back += engine.release_handles([j[_HANDLE] for j in jobs[i:]])
+                    engine.release_handles([j[_HANDLE] for j in jobs[i:]])
                     break
-                handle, queue, job_id, name, attempt, _max, _enq, payload, raw_opts = job
+                handle, queue, job_id, name, attempt, _max, _enq, payload, raw_opts, redelivered = job
                 cls = registered.get(name)
                 if cls is None:
                     self._unknown(job)
@@ -248,6 +245,8 @@ class Worker:
                     inst = cls.__new__(cls)
                     inst.__dict__.update(job_id=job_id, attempt=attempt, queue_name=queue,
                                          meta={} if opts is None else (opts.get("meta") or {}))
+                    if redelivered:
+                        inst.__dict__["redelivered"] = True
                     flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path
                     if flowing:
                         self._enter_workflow(inst, opts)  # type: ignore[arg-type]
@@ -262,12 +261,10 @@ class Worker:
                         else:
                             self._workflow_done(opts, job_id, name, data)  # type: ignore[arg-type]
                             engine.complete(handle, data)
-                            others += 1
                     elif result is None:
                         finished.append(handle)
                     else:
                         engine.complete(handle, dumps(result, "result"))
-                        others += 1
                 except BaseException as exc:  # noqa: BLE001 - a handler's error of any kind fails the job
                     if guard is not None:
                         self._watchdog.disarm(guard)  # type: ignore[union-attr]
@@ -277,12 +274,9 @@ class Worker:
                     self._outcome_failed(job, cls, exc, opts)
         finally:
             if settle:
-                others += self._settle_flows(settle)
+                self._settle_flows(settle)
             if finished:
                 engine.complete_many(finished)
-            if finished or others:
-                with self._counts_lock:
-                    self.completed += len(finished) + others
 
     # ---- async jobs: one event loop in its own thread ----
     #
@@ -349,19 +343,19 @@ class Worker:
                     jobs = await loop.run_in_executor(pull, engine.next_jobs, min(free, 512), 0.25)
                 if self._stopping:
                     if jobs:
-                        self.handed_back += await loop.run_in_executor(pull, engine.release_handles, [j[_HANDLE] for j in jobs])
+                        await loop.run_in_executor(pull, engine.release_handles, [j[_HANDLE] for j in jobs])
                     break
                 self._launch_all(jobs)
 
     async def _run_async(self, job: tuple[Any, ...]) -> None:
-        handle, queue, job_id, name, attempt, _max, _enq, payload, raw_opts = job
+        handle, queue, job_id, name, attempt, _max, _enq, payload, raw_opts, redelivered = job
         cls = self.jobs.get(name)
         if cls is None:
             self._unknown(job)
             return
         opts = serde.loads(raw_opts) if raw_opts is not None else None
         try:
-            inst = cls._instance(job_id, attempt, queue, {} if opts is None else (opts.get("meta") or {}))
+            inst = cls._instance(job_id, attempt, queue, {} if opts is None else (opts.get("meta") or {}), redelivered)
             flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path
             if flowing:  # a few round trips on the loop, for workflow jobs only
                 self._enter_workflow(inst, opts)  # type: ignore[arg-type]
@@ -385,7 +379,6 @@ class Worker:
                 self._async_done.append(handle)
             else:
                 self.engine.complete(handle, data)
-            self._async_completed += 1
         except asyncio.CancelledError:
             self.engine.release_handles([handle])
             raise
@@ -458,17 +451,28 @@ class Worker:
         log.info("worker started: queues %s, concurrency %d, jobs %s", self.queues, self.concurrency, sorted(self.jobs))
         try:
             while not self._stop.wait(0.5):
-                err = self.engine.take_error()
-                if err:
-                    log.warning("Redis trouble, retrying: %s", err)
+                self._report()
         finally:
             self._shutdown()
-        return WorkerSummary(self.completed + self._async_completed, self.retried, self.failed, self.handed_back,
-                             time.monotonic() - started)
+        self._report()
+        s = self.engine.stats()
+        summary = WorkerSummary(s["completed"], s["retried"], s["failed"], s["released"], time.monotonic() - started, s["stale"])
+        log.info("worker stopped: %d completed, %d retried, %d failed, %d handed back, %d stale",
+                 summary.completed, summary.retried, summary.failed, summary.handed_back, summary.stale)
+        return summary
+
+    def _report(self) -> None:
+        """Logs what the engine met since the last call: Redis trouble it keeps retrying, and
+        orphans it started (jobs running again because their worker died)."""
+        err = self.engine.take_error()
+        if err:
+            log.warning("Redis trouble, retrying: %s", err)
+        for job_id in self.engine.take_orphans():
+            log.warning("job %s runs again: the worker that held it died while it may have been running it", job_id)
 
     def _shutdown(self) -> None:
         self.stop()
-        self.handed_back += self.engine.stop_fetching()
+        self.engine.stop_fetching()
         deadline = time.monotonic() + self.grace
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -476,12 +480,9 @@ class Worker:
             self._drain_async(deadline)
         if self.engine.running():
             n = self.engine.release_running()
-            self.handed_back += n
             log.warning("grace period over: handed %d running job(s) back to their queues", n)
         self.engine.drain()
         self.engine.close()
-        log.info("worker stopped: %d completed, %d retried, %d failed, %d handed back",
-                 self.completed + self._async_completed, self.retried, self.failed, self.handed_back)
 
     def _drain_async(self, deadline: float) -> None:
         loop = self._loop

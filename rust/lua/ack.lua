@@ -1,22 +1,25 @@
 -- ack: settle finished jobs of one lease: completed, retried or failed for good.
 -- KEYS[1] lease hash   KEYS[2] active zset   KEYS[3] stats hash   KEYS[4] waiters hash
 -- KEYS[5] wait   KEYS[6] delayed zset   KEYS[7] jobs hash   KEYS[8] failed zset
--- KEYS[9] errors hash   KEYS[10] wake
+-- KEYS[9] errors hash   KEYS[10] wake   KEYS[11] the lease's started hash (start.lua)
 -- ARGV[1] queue key base   ARGV[2] lease token   ARGV[3] result ttl ms
 -- ARGV[4] done-bitmap ttl seconds   ARGV[5] results channel   ARGV[6] scheduler channel
 -- ARGV[7] n: plain completions (generated id, None result), then their n ids,
 --   then r: runs of their sequence numbers, then r triples (producer, first seq, count)
--- then per other job, 4 values: kind, id, a, b
---   'c' / 'C' completed (generated / caller-chosen id): a = result JSON ('' for None)
---   'r' retry: a = delay ms from now (0: at once), b = the record with its attempt counted
+-- then per other job, 5 values: kind, id, a, b, c
+--   'c' / 'C' completed (generated / caller-chosen id): a = result JSON ('' for None),
+--     b = '1' when an earlier attempt failed (its kept error goes)
+--   'r' retry: a = delay ms from now (0: at once), b = the record with its attempt counted,
+--     c = the attempt's error JSON (kept while the job waits to run again: status, and the
+--     reaper's LeaseExpired, show it)
 --   'f' failed for good: a = error JSON, b = the record with its attempt counted
 -- A job no longer in the lease (the lease expired and was reaped: a stale token) is refused
 -- and left alone. Plain completions are the hot path: no per-job Lua, one HDEL, and their
--- completion bits set 64 at a time. Returns {settled, refused}.
+-- completion bits set 64 at a time. Returns {completed, retried, failed, refused}.
 local base = ARGV[1]
 local now = now_ms()
 local waited = rcall('HLEN', KEYS[4]) > 0
-local settled, refused, completed, retried, failed = 0, 0, 0, 0, 0
+local refused, completed, retried, failed = 0, 0, 0, 0
 local pushed = false
 local earliest = nil
 
@@ -43,7 +46,7 @@ if n_plain > 0 then
       deleted = deleted + rcall('HDEL', KEYS[1], unpack(ARGV, s, math.min(s + 999, 7 + n_plain)))
     end
   end
-  settled, completed, refused = settled + deleted, completed + deleted, refused + (n_plain - deleted)
+  completed, refused = completed + deleted, refused + (n_plain - deleted)
   if deleted > 0 then
     for r = runs_at, general_at - 1, 3 do
       local key = base .. ':done:' .. ARGV[r]
@@ -73,7 +76,7 @@ end
 
 -- The other jobs: which are still in the lease, in one call; then remove those in one call.
 local ids = {}
-for i = general_at, #ARGV, 4 do ids[#ids + 1] = ARGV[i + 1] end
+for i = general_at, #ARGV, 5 do ids[#ids + 1] = ARGV[i + 1] end
 local present = {}
 for s = 1, #ids, 1000 do
   local got = rcall('HMGET', KEYS[1], unpack(ids, s, math.min(s + 999, #ids)))
@@ -85,14 +88,14 @@ for s = 1, #live, 1000 do rcall('HDEL', KEYS[1], unpack(live, s, math.min(s + 99
 
 local bits = {}  -- completion bitmap key -> BITFIELD arguments
 local k = 0
-for i = general_at, #ARGV, 4 do
+for i = general_at, #ARGV, 5 do
   k = k + 1
   local kind, id, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if not present[k] then
     refused = refused + 1
   else
-    settled = settled + 1
     if kind == 'c' or kind == 'C' then
+      if b == '1' then rcall('HDEL', KEYS[9], id) end
       completed = completed + 1
       if kind == 'c' then
         -- generated id <producer:10>-<seq>: one bit marks it completed
@@ -112,6 +115,7 @@ for i = general_at, #ARGV, 4 do
       if result ~= '' then rcall('SET', base .. ':result:' .. id, result, 'PX', ARGV[3]) end
     elseif kind == 'r' then
       retried = retried + 1
+      if ARGV[i + 4] ~= '' then rcall('HSET', KEYS[9], id, ARGV[i + 4]) end
       local due = now + tonumber(a)
       if due > now then
         rcall('ZADD', KEYS[6], due, id)
@@ -134,10 +138,13 @@ for key, args in pairs(bits) do
   for s = 1, #args, 4000 do rcall('BITFIELD', key, unpack(args, s, math.min(s + 3999, #args))) end
   rcall('EXPIRE', key, ARGV[4])
 end
-if rcall('EXISTS', KEYS[1]) == 0 then rcall('ZREM', KEYS[2], ARGV[2]) end
-if completed > 0 then rcall('HINCRBY', KEYS[3], 'completed', completed) end
-if retried > 0 then rcall('HINCRBY', KEYS[3], 'retried', retried) end
-if failed > 0 then rcall('HINCRBY', KEYS[3], 'failed', failed) end
+if rcall('EXISTS', KEYS[1]) == 0 then
+  rcall('ZREM', KEYS[2], ARGV[2])
+  rcall('DEL', KEYS[11])
+end
+if completed > 0 then bump(KEYS[3], 'completed', completed) end
+if retried > 0 then bump(KEYS[3], 'retried', retried) end
+if failed > 0 then bump(KEYS[3], 'failed', failed) end
 if pushed then wake(KEYS[10]) end
 if earliest ~= nil then rcall('PUBLISH', ARGV[6], tostring(earliest)) end
-return {settled, refused}
+return {completed, retried, failed, refused}

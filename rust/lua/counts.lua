@@ -8,4 +8,4 @@ for _, token in ipairs(rcall('ZRANGE', KEYS[2], 0, -1)) do
 end
 local s = rcall('HMGET', KEYS[4], 'completed', 'retried', 'stalled')
 return {ready_count(ARGV[1]), rcall('ZCARD', KEYS[1]), active, rcall('ZCARD', KEYS[3]),
-  tonumber(s[1] or '0'), tonumber(s[2] or '0'), tonumber(s[3] or '0')}
+  tonumber(s[1] or '0') or 0, tonumber(s[2] or '0') or 0, tonumber(s[3] or '0') or 0}

@@ -4,10 +4,12 @@
 --                                placeholder when that job has a generated id
 -- ARGV[1] queue key base   ARGV[2] producer high-water mark (-1: none)
 -- ARGV[3] hwm ttl seconds   ARGV[4] id-key ttl milliseconds   ARGV[5] scheduler channel
--- then per job, 4 values: id, custom (1|0), delay ms from now (0: at once) or @<due time ms>,
+-- then per job, 4 values: id, custom (1|0), delay µs from now (0: at once) or @<due time µs>,
 -- record
+-- Due times are kept as ms with a fraction (µs): a job runs no earlier than asked, to the µs.
 -- Returns, per job, 1 if it was written or 0 if a job with that caller-chosen id exists.
-local now = now_ms()
+local clock = rcall('TIME')
+local now_us = clock[1] * 1000000 + clock[2]
 local head = rcall('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2]
 head = head and tonumber(head) or nil
 local earliest = nil
@@ -17,14 +19,15 @@ local j = 0
 for i = 6, #ARGV, 4 do
   j = j + 1
   local id, custom, when, rec = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local due
-  if string.sub(when, 1, 1) == '@' then due = tonumber(string.sub(when, 2)) else due = now + tonumber(when) end
+  local due_us
+  if string.sub(when, 1, 1) == '@' then due_us = tonumber(string.sub(when, 2)) else due_us = now_us + tonumber(when) end
+  local due = due_us / 1000
   local fresh = true
   if custom == '1' then
     fresh = rcall('SET', KEYS[5 + j], 'w', 'NX', 'PX', ARGV[4]) and true or false
   end
   if fresh then
-    if due > now then
+    if due_us > now_us then
       rcall('ZADD', KEYS[4], due, id)
       rcall('HSET', KEYS[5], id, rec)
       if earliest == nil or due < earliest then earliest = due end

@@ -2,7 +2,8 @@
 -- KEYS[1] failed zset   KEYS[2] jobs hash   KEYS[3] errors hash   KEYS[4] wake
 -- ARGV[1] 'list' | 'retry' | 'purge'   ARGV[2] queue key base   ARGV[3] max jobs (list only)
 -- list returns {id, record, error JSON, failed at ms, ...}, oldest first; retry and purge
--- return a count. A retried job starts again with its attempts reset to zero.
+-- return a count. A retried job starts again with its attempts reset to zero; what is not a
+-- job record (failed as undecodable) stays failed: it would only fail again.
 local op = ARGV[1]
 if op == 'list' then
   local out = {}
@@ -18,19 +19,24 @@ if op == 'list' then
 end
 local ids = rcall('ZRANGE', KEYS[1], 0, -1)
 local recs = {}
+local done = 0
 for _, id in ipairs(ids) do
   local rec = rcall('HGET', KEYS[2], id)
-  if op == 'retry' and rec then
-    recs[#recs + 1] = with_attempt(rec, 0)
-  elseif op == 'purge' then
-    rcall('DEL', ARGV[2] .. ':id:' .. id)
+  local keep = op == 'retry' and not (rec and record_ok(rec))
+  if not keep then
+    if op == 'retry' then
+      recs[#recs + 1] = with_attempt(rec, 0, RECORD)
+    else
+      rcall('DEL', ARGV[2] .. ':id:' .. id)
+    end
+    rcall('HDEL', KEYS[2], id)
+    rcall('HDEL', KEYS[3], id)
+    rcall('ZREM', KEYS[1], id)
+    done = done + 1
   end
-  rcall('HDEL', KEYS[2], id)
-  rcall('HDEL', KEYS[3], id)
 end
-if #ids > 0 then rcall('DEL', KEYS[1]) end
 if #recs > 0 then
   push_ready(ARGV[2], recs, false)
   wake(KEYS[4])
 end
-return #ids
+return done

@@ -15,10 +15,7 @@ local slots = idle_slots(base)
 local handed = false
 if #ARGV == 4 and #slots > 0 and sbyte(ARGV[4], 6) == 0 and not any_ready(base) then
   local now = now_ms()
-  if slot_live(slots[2], now) then
-    hand_over(base, slots[1], ARGV[4], now)
-    handed = true
-  end
+  if slot_live(slots[2], now) then handed = hand_over(base, slots[1], ARGV[4], now) end
 end
 if not handed then
   for i = 4, #ARGV do rcall('RPUSH', ready_key(base, ARGV[i]), ARGV[i]) end

@@ -9,6 +9,7 @@
 -- ARGV[5] worker id ('' to never be handed jobs)   ARGV[6] the worker's idle slot or ''
 -- Returns the leased records in queue order; with none, 0 when the worker is idle under a new
 -- slot (`<worker>|<token>|<lease ms>`), 1 when it keeps its slot, false when it is not idle.
+-- A popped element that is not a job record is failed as undecodable (common.lua), not leased.
 local base, token = ARGV[1], ARGV[2]
 local want = tonumber(ARGV[3])
 local now = now_ms()
@@ -34,14 +35,33 @@ if #recs == 0 and want > 0 and ARGV[5] ~= '' then
   return 0
 end
 if prev ~= '' then rcall('ZREM', KEYS[6], prev) end
-if #recs == 0 then return false end
-local args = {}
-for i, r in ipairs(recs) do
-  args[2 * i - 1] = record_id(r)
-  args[2 * i] = r
+-- Only job records are leased: anything else popped is failed as undecodable here, so a
+-- worker never holds what it cannot settle by id.
+local args, leased = {}, {}
+for _, r in ipairs(recs) do
+  if record_ok(r) then
+    leased[#leased + 1] = r
+    args[#args + 1] = record_id(r)
+    args[#args + 1] = r
+  else
+    fail_undecodable(base, r, now)
+  end
 end
-rcall('HSET', KEYS[3], unpack(args))
+if #leased == 0 then
+  if #recs > 0 and any_ready(base) then wake(KEYS[4]) end
+  return false
+end
+if rcall('HSET', KEYS[3], unpack(args)) < #leased then
+  -- Two records with one id (only something other than fastjobs writes those): the lease
+  -- keeps the first, the others are failed as undecodable rather than overwritten unseen.
+  rcall('DEL', KEYS[3])
+  local kept = {}
+  for _, r in ipairs(leased) do
+    if rcall('HSETNX', KEYS[3], record_id(r), r) == 1 then kept[#kept + 1] = r else fail_undecodable(base, r, now) end
+  end
+  leased = kept
+end
 rcall('ZADD', KEYS[2], now + tonumber(ARGV[4]), token)
 -- Pass the wake-up on: another idle worker should take what is left.
 if #recs >= want and any_ready(base) then wake(KEYS[4]) end
-return recs
+return leased

@@ -17,7 +17,8 @@ end
 local rec = rcall('HGET', KEYS[1], id)
 if rec then
   if rcall('ZSCORE', KEYS[3], id) then return answer('failed', rec, rcall('HGET', KEYS[5], id)) end
-  if rcall('ZSCORE', KEYS[2], id) then return answer('delayed', rec) end
+  -- A job waiting to run again keeps the error of its last attempt (ack.lua).
+  if rcall('ZSCORE', KEYS[2], id) then return answer('delayed', rec, rcall('HGET', KEYS[5], id)) end
 end
 for _, token in ipairs(rcall('ZRANGE', KEYS[4], 0, -1)) do
   local r = rcall('HGET', base .. ':lease:' .. token, id)
@@ -35,6 +36,6 @@ local producer, seq = string.sub(id, 1, 10), tonumber(string.sub(id, 12))
 if rcall('GETBIT', base .. ':done:' .. producer, seq) == 1 then
   return answer('completed', nil, result or 'null')
 end
-local hwm = tonumber(rcall('GET', base .. ':hwm:' .. producer) or '-1')
+local hwm = tonumber(rcall('GET', base .. ':hwm:' .. producer) or '-1') or -1
 if seq <= hwm then return answer('waiting') end
 return answer('unknown')

@@ -4,17 +4,22 @@
 -- KEYS[5] failed zset   KEYS[6] errors hash   KEYS[7] stats hash   KEYS[8] waiters hash
 -- ARGV[1] queue key base   ARGV[2] max jobs promoted / leases reaped per call
 -- ARGV[3] results channel
--- Returns {promoted, reaped jobs, next due time or -1, next lease deadline or -1, now ms, now µs}.
+-- Returns {promoted, reaped jobs, next due time µs or -1, next lease deadline ms or -1, now ms, now µs}.
 local base = ARGV[1]
 local clock = rcall('TIME')
-local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local now_us = clock[1] * 1000000 + clock[2]
+local now = math.floor(now_us / 1000)
 local limit = tonumber(ARGV[2])
 
-local due = rcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+local due = rcall('ZRANGEBYSCORE', KEYS[1], '-inf', now_us / 1000, 'LIMIT', 0, limit)
 local recs = {}
 for _, id in ipairs(due) do
   local rec = rcall('HGET', KEYS[2], id)
-  if rec then recs[#recs + 1] = rec end
+  if rec and record_ok(rec) then
+    recs[#recs + 1] = rec
+  elseif rec then
+    fail_undecodable(base, rec, now)
+  end
 end
 push_ready(base, recs, false)
 if #due > 0 then
@@ -22,11 +27,14 @@ if #due > 0 then
   rcall('HDEL', KEYS[2], unpack(due))
 end
 
--- A lease whose deadline passed belongs to a worker that died or hung: its jobs go back to
--- the head of the queue with the attempt counted. A job fails (LeaseExpired) only when the
--- count goes past its attempts: every job runs again after its worker's death at least once
--- (at-least-once delivery even with attempts = 1), and a job that kills every worker that
--- runs it stops after attempts + 1 runs.
+-- A lease whose deadline passed belongs to a worker that died or hung. Only a run whose start
+-- was recorded counts an attempt: a worker records the start of an orphaned job (one whose
+-- earlier worker died) before running it (start.lua), and of nothing else, because writing
+-- each start of a drain would cost it a Redis write per job. So every other job of the lease
+-- goes back to the head of the queue with its attempts unchanged, as an orphan: its next run
+-- goes alone, start recorded. Prefetched jobs that never started lose nothing; a job that
+-- kills its worker gets one run that is not counted, then each run counts, and it fails
+-- (LeaseExpired) once its attempts are used up: after attempts + 1 runs at most.
 local reaped = 0
 local expired = rcall('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
 -- Lease tokens are `<worker>.<n>`: the worker that let one expire is gone, so its idle
@@ -42,36 +50,53 @@ if #expired > 0 then
     end
   end
   for _, slot in ipairs(rcall('ZRANGE', base .. ':idle', 0, -1)) do
-    if dead[string.match(slot, '^(.-)|')] then rcall('ZREM', base .. ':idle', slot) end
+    if dead[string.match(slot, '^(.-)|') or ''] then rcall('ZREM', base .. ':idle', slot) end
   end
 end
 for _, token in ipairs(expired) do
-  local lease = base .. ':lease:' .. token
+  local lease, started = base .. ':lease:' .. token, base .. ':started:' .. token
+  local marks = {}
+  if rcall('EXISTS', started) == 1 then
+    local kv = rcall('HGETALL', started)
+    for i = 1, #kv, 2 do marks[kv[i]] = kv[i + 1] end
+  end
   local back = {}
   for _, r in ipairs(rcall('HVALS', lease)) do
-    local attempt = record_attempt(r) + 1
-    r = with_attempt(r, attempt)
-    if attempt > record_max_attempts(r) then
-      local id = record_id(r)
-      rcall('HSET', KEYS[2], id, r)
-      local err = cjson.encode({type = 'LeaseExpired',
-        message = 'the worker running this job stopped renewing its lease (it died or hung) and its attempts are used up',
-        traceback = ''})
-      rcall('HSET', KEYS[6], id, err)
-      if rcall('HDEL', KEYS[8], id) == 1 then rcall('PUBLISH', ARGV[3], 'f' .. id .. '\n' .. err) end
-      rcall('ZADD', KEYS[5], now, id)
-      rcall('HINCRBY', KEYS[7], 'failed', 1)
+    if not record_ok(r) then
+      fail_undecodable(base, r, now)
     else
-      back[#back + 1] = r
+      local id = record_id(r)
+      local attempt, max = record_attempt(r), record_max_attempts(r)
+      local since = marks[id]
+      if since then attempt = attempt + 1 end
+      if since and attempt >= max then
+        rcall('HSET', KEYS[2], id, with_attempt(r, attempt, RECORD))
+        local worker = string.match(token, '^(.-)%.') or token
+        local err = {type = 'LeaseExpired',
+          message = 'worker ' .. worker .. ' stopped renewing its lease while it ran this job (it died or hung); ' ..
+            'its attempts are used up (' .. attempt .. ' of ' .. max .. ' counted)',
+          traceback = '', worker = worker, started_at_ms = tonumber(since)}
+        -- The error of an earlier attempt, if one raised (ack.lua keeps it while a job retries).
+        local ok, before = pcall(cjson.decode, rcall('HGET', KEYS[6], id) or 'null')
+        if ok and type(before) == 'table' then err.previous = before end
+        err = cjson.encode(err)
+        rcall('HSET', KEYS[6], id, err)
+        if rcall('HDEL', KEYS[8], id) == 1 then rcall('PUBLISH', ARGV[3], 'f' .. id .. '\n' .. err) end
+        rcall('ZADD', KEYS[5], now, id)
+        bump(KEYS[7], 'failed', 1)
+      else
+        back[#back + 1] = with_attempt(r, attempt, ORPHAN)
+      end
+      reaped = reaped + 1
     end
-    reaped = reaped + 1
   end
   push_ready(base, back, true)
-  rcall('DEL', lease)
+  rcall('DEL', lease, started)
   rcall('ZREM', KEYS[3], token)
 end
-if reaped > 0 then rcall('HINCRBY', KEYS[7], 'stalled', reaped) end
+if reaped > 0 then bump(KEYS[7], 'stalled', reaped) end
 if #recs > 0 or reaped > 0 then wake(KEYS[4]) end
 local nd = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
 local nl = rcall('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
-return {#recs, reaped, nd and tonumber(nd) or -1, nl and tonumber(nl) or -1, now, clock[1] * 1000000 + clock[2]}
+-- Due times are ms with a fraction (enqueue.lua): the next one goes out in whole µs.
+return {#recs, reaped, nd and math.floor(tonumber(nd) * 1000 + 0.5) or -1, nl and tonumber(nl) or -1, now, now_us}

@@ -29,7 +29,7 @@ pub struct Client {
 }
 
 /// A job as the Python layer hands it over: (name, payload, options JSON or None,
-/// max attempts, priority, delay ms, caller-chosen id or None, due time ms or None).
+/// max attempts, priority, delay µs, caller-chosen id or None, due time µs or None).
 type JobTuple = (String, Vec<u8>, Option<Vec<u8>>, u16, u8, u64, Option<String>, Option<u64>);
 
 pub fn now_ms() -> u64 {
@@ -79,7 +79,7 @@ impl Client {
         let enqueued = now_ms();
         let mut next = 0u64;
         let mut out = Vec::with_capacity(jobs.len());
-        for (name, payload, options, max_attempts, priority, delay_ms, custom, at_ms) in jobs {
+        for (name, payload, options, max_attempts, priority, delay_us, custom, at_us) in jobs {
             let (id, custom_id) = match custom {
                 Some(id) => (id, true),
                 None => {
@@ -91,7 +91,7 @@ impl Client {
             let mut record = Vec::new();
             let h = Header { attempt: 0, max_attempts, priority };
             pack_into(&mut record, h, &id, &name, enqueued, options.as_deref().unwrap_or(b""), &payload);
-            out.push(NewJob { id, custom_id, delay_ms, at_ms, record });
+            out.push(NewJob { id, custom_id, delay_us, at_us, record });
         }
         let mark = range.map(|r| Watermark { last_seq: r.last_seq(), producer: r.producer });
         Ok((out, mark))
@@ -279,7 +279,7 @@ impl Client {
     }
 
     /// A writer for one bulk dispatch of `name` jobs to `queue`, all with the same options.
-    #[pyo3(signature = (queue, name, *, attempts, priority, options = None, delay_ms = 0, at_ms = None, window = 3))]
+    #[pyo3(signature = (queue, name, *, attempts, priority, options = None, delay_us = 0, at_us = None, window = 3))]
     #[allow(clippy::too_many_arguments)]
     fn bulk_writer(
         &self,
@@ -288,8 +288,8 @@ impl Client {
         attempts: u16,
         priority: u8,
         options: Option<Vec<u8>>,
-        delay_ms: u64,
-        at_ms: Option<u64>,
+        delay_us: u64,
+        at_us: Option<u64>,
         window: usize,
     ) -> PyResult<BulkWriter> {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
@@ -302,8 +302,8 @@ impl Client {
             name,
             header: Header { attempt: 0, max_attempts: attempts, priority },
             options,
-            delay_ms,
-            at_ms,
+            delay_us,
+            at_us,
             max_payload: self.max_payload,
             enqueued_ms: now_ms(),
         };

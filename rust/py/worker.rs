@@ -78,7 +78,8 @@ impl WorkerEngine {
     }
 
     /// Up to `max` jobs, waiting up to `timeout` seconds for the first: a list of
-    /// (handle, queue, id, name, attempt, max_attempts, enqueued_ms, payload, options).
+    /// (handle, queue, id, name, attempt, max_attempts, enqueued_ms, payload, options,
+    /// redelivered).
     fn next_jobs<'py>(&self, py: Python<'py>, max: usize, timeout: f64) -> PyResult<Bound<'py, PyList>> {
         let e = self.engine.clone();
         let t = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
@@ -112,6 +113,7 @@ impl WorkerEngine {
                     r.enqueued_ms.into_pyobject(py)?.into_any().unbind(),
                     PyBytes::new(py, &r.payload).into_any().unbind(),
                     opts,
+                    pyo3::types::PyBool::new(py, d.redelivered).to_owned().into_any().unbind(),
                 ],
             )?;
             out.append(item)?;
@@ -130,10 +132,12 @@ impl WorkerEngine {
         self.engine.complete_many(&handles)
     }
 
-    /// The attempt failed; the job runs again after `delay` seconds.
-    fn retry(&self, handle: u64, delay: f64) -> bool {
-        let delay_ms = (delay.max(0.0) * 1000.0) as u64;
-        self.engine.settle(handle, Outcome::Retry { delay_ms })
+    /// The attempt failed with that error; the job runs again after `delay` seconds (the
+    /// error is kept with it meanwhile).
+    #[pyo3(signature = (handle, delay, kind, message, traceback = ""))]
+    fn retry(&self, handle: u64, delay: f64, kind: &str, message: &str, traceback: &str) -> bool {
+        let delay_ms = (delay.max(0.0) * 1000.0).ceil() as u64;
+        self.engine.settle(handle, Outcome::Retry { delay_ms, error: error_json(kind, message, traceback) })
     }
 
     /// The job failed for good.
@@ -185,13 +189,22 @@ impl WorkerEngine {
         self.engine.take_error()
     }
 
+    /// Ids of the orphans started since the last call: jobs running again because the worker
+    /// that held them died while it may have been running them.
+    fn take_orphans(&self) -> Vec<String> {
+        self.engine.take_orphans()
+    }
+
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = &self.engine.stats;
         let d = PyDict::new(py);
         d.set_item("reserved", s.reserved.load(Ordering::Relaxed))?;
         d.set_item("handed", s.handed.load(Ordering::Relaxed))?;
-        d.set_item("settled", s.settled.load(Ordering::Relaxed))?;
-        d.set_item("refused", s.refused.load(Ordering::Relaxed))?;
+        d.set_item("completed", s.completed.load(Ordering::Relaxed))?;
+        d.set_item("retried", s.retried.load(Ordering::Relaxed))?;
+        d.set_item("failed", s.failed.load(Ordering::Relaxed))?;
+        d.set_item("stale", s.stale.load(Ordering::Relaxed))?;
+        d.set_item("orphans", s.orphans.load(Ordering::Relaxed))?;
         d.set_item("released", s.released.load(Ordering::Relaxed))?;
         d.set_item("store_errors", s.store_errors.load(Ordering::Relaxed))?;
         d.set_item("lost_leases", s.lost_leases.load(Ordering::Relaxed))?;

@@ -1,29 +1,77 @@
 -- Shared helpers, prepended to every script at build time (scripts.rs).
--- Record header offsets (1-based, see codec.rs): 1 version, 2-3 attempt, 4-5 max attempts,
--- 6 priority, 7 id length, 8.. id.
+-- Record header offsets (1-based, see codec.rs): 1 kind, 2-3 attempt, 4-5 max attempts,
+-- 6 priority, 7 id length n, 8.. id, 8+n name length m, then the name, 6 bytes enqueued at,
+-- 2 bytes options length k, the options, the payload.
 local rcall = redis.call
 -- Locals, not global lookups: these run once per record on a drain's hot path.
 local sbyte, ssub = string.byte, string.sub
+
+-- First byte of a list element (codec.rs): a job record; the same job orphaned (the worker
+-- that held it died while it may have been running it: its next run goes alone, its start
+-- recorded first, see start.lua and tick.lua); a run of records.
+local RECORD, ORPHAN, RUN = 1, 2, 254
 
 local function now_ms()
   local t = rcall('TIME')
   return t[1] * 1000 + math.floor(t[2] / 1000)
 end
 
+-- The readers below never fail on a damaged record (a missing byte reads as 0): a script
+-- must not stop on one bad element and leave its neighbours' work half done.
 local function record_id(rec)
-  return ssub(rec, 8, 7 + sbyte(rec, 7))
+  return ssub(rec, 8, 7 + (sbyte(rec, 7) or 0))
 end
 
 local function record_attempt(rec)
-  return sbyte(rec, 2) * 256 + sbyte(rec, 3)
+  return (sbyte(rec, 2) or 0) * 256 + (sbyte(rec, 3) or 0)
 end
 
 local function record_max_attempts(rec)
-  return sbyte(rec, 4) * 256 + sbyte(rec, 5)
+  return (sbyte(rec, 4) or 0) * 256 + (sbyte(rec, 5) or 0)
 end
 
-local function with_attempt(rec, n)
-  return ssub(rec, 1, 1) .. string.char(math.floor(n / 256) % 256, n % 256) .. ssub(rec, 4)
+-- The record with its attempt counter set; `kind` (RECORD or ORPHAN) replaces its first byte.
+local function with_attempt(rec, n, kind)
+  local first = kind and string.char(kind) or ssub(rec, 1, 1)
+  return first .. string.char(math.floor(n / 256) % 256, n % 256) .. ssub(rec, 4)
+end
+
+-- Whether a record's header holds together: a known kind, a priority, an id and a name that
+-- are not empty, and every byte the header announces. Anything else that reaches a ready
+-- list or the jobs hash is failed as undecodable (fail_undecodable), never leased.
+local function record_ok(rec)
+  local kind, n = sbyte(rec, 1), sbyte(rec, 7)
+  if (kind ~= RECORD and kind ~= ORPHAN) or not n or n == 0 or sbyte(rec, 6) > 9 then return false end
+  local m = sbyte(rec, 8 + n)
+  if not m or m == 0 then return false end
+  local hi, lo = sbyte(rec, 15 + n + m, 16 + n + m)
+  return lo ~= nil and #rec >= 16 + n + m + hi * 256 + lo
+end
+
+-- The queue's name from its key base `<prefix>:{<queue>}`, for messages.
+local function queue_name(base)
+  return string.match(base, '{(.*)}$') or base
+end
+
+-- Adds to a counter of the stats hash; a field that is not a number (written by something
+-- else) starts again from this count rather than failing the script: counters are a report,
+-- and a job's outcome must not hang on one.
+local function bump(stats, field, n)
+  local r = redis.pcall('HINCRBY', stats, field, n)
+  if type(r) == 'table' and r.err then redis.pcall('HSET', stats, field, n) end
+end
+
+-- Something in a ready list, the jobs hash or a lease that is not a job record (written by
+-- another program, or damaged): failed at once under a new id `undecodable:<n>`, kept whole
+-- for inspection, so it is neither handed to a worker nor lost in silence.
+local function fail_undecodable(base, rec, now)
+  local id = 'undecodable:' .. rcall('INCR', base .. ':undecodable')
+  rcall('HSET', base .. ':jobs', id, rec)
+  rcall('HSET', base .. ':errors', id, cjson.encode({type = 'DecodeError',
+    message = 'an element of queue ' .. queue_name(base) .. ' is not a job record fastjobs can read (' .. #rec .. ' bytes)',
+    traceback = ''}))
+  rcall('ZADD', base .. ':failed', now, id)
+  bump(base .. ':stats', 'failed', 1)
 end
 
 -- Raises a producer's high-water mark (`<base>:hwm:<producer>`) to `seq`, never lowering it
@@ -33,14 +81,15 @@ local function raise_mark(key, seq, ttl)
   local n = tonumber(seq)
   if n < 0 then return end
   local old = rcall('SET', key, seq, 'EX', ttl, 'GET') -- seq as sent: no float formatting
-  if old and tonumber(old) > n then rcall('SET', key, old, 'EX', ttl) end
+  old = old and tonumber(old)
+  if old and old > n then rcall('SET', key, string.format('%d', old), 'EX', ttl) end
 end
 
 -- The ready list of a record: `<base>:wait` for priority 0, `<base>:wait:<p>` above it, with
 -- the level noted in `<base>:prios` so reserve finds it. All share the queue's hash tag.
 local function ready_key(base, rec)
-  local p = sbyte(rec, 6)
-  if p == 0 then return base .. ':wait' end
+  local p = sbyte(rec, 6) or 0
+  if p == 0 or p > 9 then return base .. ':wait' end
   rcall('ZADD', base .. ':prios', p, p)
   return base .. ':wait:' .. p
 end
@@ -59,8 +108,11 @@ end
 -- because Redis's cost is per element more than per byte. `<base>:runs` counts the records in
 -- runs beyond one per element, so the ready count stays a few O(1) calls. It means nothing
 -- while the list is empty (mark.lua sets it afresh when it writes to an empty list), so a
--- count left over by a list deleted by hand, or evicted, is ignored and then replaced.
-local RUN = 254
+-- count left over by a list deleted by hand, or evicted, is ignored and then replaced; one
+-- that is not a number reads as 0.
+local function runs_count(base)
+  return tonumber(rcall('GET', base .. ':runs') or '0') or 0
+end
 
 -- Whether any job is ready, at any priority level (cheaper than counting them).
 local function any_ready(base)
@@ -74,7 +126,7 @@ end
 -- Number of ready jobs over every priority level.
 local function ready_count(base)
   local n = rcall('LLEN', base .. ':wait')
-  if n > 0 then n = n + tonumber(rcall('GET', base .. ':runs') or '0') end
+  if n > 0 then n = n + runs_count(base) end
   for _, p in ipairs(rcall('ZRANGE', base .. ':prios', 0, -1)) do
     n = n + rcall('LLEN', base .. ':wait:' .. p)
   end
@@ -83,7 +135,7 @@ end
 
 -- Puts up to `max` records of run `el` in `out` after its first `k`; returns how many, and
 -- the rest of the run (itself a run) or nil. A damaged length ends the run: what was cut goes
--- on as one record, which the worker fails as undecodable.
+-- on as one record, which fails record_ok and is failed as undecodable.
 local function split_run(el, max, out, k)
   local at, n, took = 2, #el, 0
   while at <= n and took < max do
@@ -106,7 +158,7 @@ local function pop_wait(base, want, recs)
   if want > 1 then
     len = rcall('LLEN', key)
     if len == 0 then return end
-    extra = tonumber(rcall('GET', runs) or '0')
+    extra = runs_count(base)
   end
   local taken = 0 -- records of runs beyond one per element that left the list
   local guess = true
@@ -148,8 +200,9 @@ local function pop_wait(base, want, recs)
   end
   if want > 1 and len == 0 then
     rcall('DEL', runs) -- emptied: no run is left, whatever the count said
-  elseif taken > 0 and rcall('DECRBY', runs, taken) <= 0 then
-    rcall('DEL', runs)
+  elseif taken > 0 then
+    local left = runs_count(base) - taken -- read again: a hand-over (want 1) did not read it
+    if left > 0 then rcall('SET', runs, left) else rcall('DEL', runs) end
   end
 end
 
@@ -183,30 +236,46 @@ end
 -- inbox, which the worker is blocked on: the job starts one round trip sooner than by a
 -- wake-up followed by a reserve. The slot is used up. The lease is the slot's own token
 -- (reserve.lua), so a dead worker's hand-off is reaped like any lease; the reaper also
--- deletes a dead worker's inbox (tick.lua), so the hand-over sets no ttl on it.
+-- deletes a dead worker's inbox (tick.lua), so the hand-over sets no ttl on it. Returns false
+-- (and drops the slot) when the slot is not one reserve.lua wrote.
 local function hand_over(base, slot, rec, now)
   rcall('ZREM', base .. ':idle', slot)
   local worker, token, lease = string.match(slot, '^(.-)|(.-)|(%d+)$')
+  if not lease or #token == 0 or #token > 255 then return false end
   rcall('HSET', base .. ':lease:' .. token, record_id(rec), rec)
   rcall('ZADD', base .. ':active', now + tonumber(lease), token)
   rcall('RPUSH', base .. ':inbox:' .. worker, string.char(#token) .. token .. rec)
+  return true
 end
 
 -- Takes back one item of a worker's inbox: the record, moved out of its hand-off lease (the
 -- lease goes when empty), or nil for a stop marker (empty token) or a job already reaped.
 local function take_handed(base, active, item)
-  local n = sbyte(item, 1)
+  local n = sbyte(item, 1) or 0
   if n == 0 then return nil end
   local t, rec = ssub(item, 2, 1 + n), ssub(item, 2 + n)
   local held = base .. ':lease:' .. t
   if rcall('HDEL', held, record_id(rec)) == 0 then return nil end
-  if rcall('EXISTS', held) == 0 then rcall('ZREM', active, t) end
+  if rcall('EXISTS', held) == 0 then
+    rcall('ZREM', active, t)
+    rcall('DEL', base .. ':started:' .. t)
+  end
   return rec
 end
 
 -- The idle slots of a queue with their scores (when registered), longest idle first.
 local function idle_slots(base)
   return rcall('ZRANGE', base .. ':idle', 0, -1, 'WITHSCORES')
+end
+
+-- The next ready record a worker can be given, or nil; what is not a job record on the way
+-- is failed as undecodable.
+local function pop_one(base, now)
+  while true do
+    local rec = pop_ready(base, 1)[1]
+    if not rec or record_ok(rec) then return rec end
+    fail_undecodable(base, rec, now)
+  end
 end
 
 -- Tells workers that ready jobs are waiting: hands one each to idle workers, longest idle
@@ -218,15 +287,18 @@ local function wake(key, slots)
   slots = slots or idle_slots(base)
   if #slots > 0 then
     local now = now_ms()
+    local rec = nil
     for i = 1, #slots, 2 do
       if slot_live(slots[i + 1], now) then
-        local rec = pop_ready(base, 1)[1]
+        rec = rec or pop_one(base, now)
         if not rec then return end
-        hand_over(base, slots[i], rec, now)
+        if hand_over(base, slots[i], rec, now) then rec = nil end
       else
         rcall('ZREM', base .. ':idle', slots[i]) -- not renewed in time
       end
     end
+    -- A record popped for a slot that turned out unreadable goes back where it was.
+    if rec then rcall('LPUSH', ready_key(base, rec), rec) end
   end
   if any_ready(base) then
     rcall('LPUSH', key, '1')
