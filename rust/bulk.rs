@@ -44,7 +44,7 @@ impl Chunk {
     }
 
     pub fn watermark(&self) -> Watermark {
-        Watermark { producer: self.range.producer.clone(), last_seq: self.range.last_seq() }
+        Watermark { producer: self.range.producer.clone(), last_seq: self.range.last_seq(), guard: Some(self.range.first) }
     }
 
     /// The chunk's records cut into list elements (`codec::run_bounds`), sized by the longest

@@ -94,6 +94,11 @@ impl QueueKeys {
         format!("{}:hwm:{producer}", self.base)
     }
 
+    /// Bitmap of a producer's bulk chunks that were written: bit `first seq` of each chunk.
+    pub fn sent(&self, producer: &str) -> String {
+        format!("{}:sent:{producer}", self.base)
+    }
+
     /// Marker of a job dispatched with a caller-chosen id (dedup and status).
     pub fn id_key(&self, id: &str) -> String {
         format!("{}:id:{id}", self.base)

@@ -104,8 +104,8 @@ fn bulk_wire(
         }
         queued += 1;
     }
-    let mut c = scripts().mark.eval(&[&q.hwm(&mark.producer), &q.wake, &q.runs, &q.wait]);
-    c.arg(mark.last_seq).arg(MARK_TTL_SECS).arg(jobs - elements).arg(elements);
+    let mut c = scripts().mark.eval(&[&q.hwm(&mark.producer), &q.wake, &q.runs, &q.wait, &q.sent(&mark.producer)]);
+    c.arg(mark.last_seq).arg(MARK_TTL_SECS).arg(jobs - elements).arg(elements).arg(guard_arg(mark));
     out.extend_from_slice(&c.get_packed_command());
     out.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
     BulkWire { bytes: out, queued: queued + 1, jobs }
@@ -145,12 +145,18 @@ pub enum PackedChunk {
     Jobs(Vec<NewJob>, Watermark),
 }
 
-/// Per job, whether it was written (see `enqueue_script`).
+/// The guard argument of the scripts: a chunk's first sequence number, or -1.
+fn guard_arg(mark: &Watermark) -> i64 {
+    mark.guard.map(|g| g as i64).unwrap_or(-1)
+}
+
+/// Per job, whether it was written (see `enqueue_script`); -1 answers a guarded chunk that was
+/// written already (by an earlier try: every job was written).
 fn enqueue_reply(v: Value, n: usize, plain: bool) -> Result<Vec<bool>> {
     if let Some(e) = server_error(&v) {
         return Err(e);
     }
-    if plain {
+    if plain || int(&v) == Some(-1) {
         return Ok(vec![true; n]);
     }
     let a = array(v.clone()).ok_or_else(|| bad_reply("enqueue", &v))?;
@@ -212,16 +218,20 @@ impl RedisStore {
     /// An enqueue as one script call: push.lua for jobs due now with generated ids (`true`:
     /// its answer is a count), else enqueue.lua (an answer per job).
     fn enqueue_script(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> (redis::Cmd, bool) {
-        let hwm_key = q.hwm(mark.map(|m| m.producer.as_str()).unwrap_or("-"));
+        let producer = mark.map(|m| m.producer.as_str()).unwrap_or("-");
+        let hwm_key = q.hwm(producer);
+        // A placeholder key of the queue when there is no guard (no call touches it then).
+        let sent_key = if mark.is_some_and(|m| m.guard.is_some()) { q.sent(producer) } else { q.jobs.clone() };
+        let guard = mark.map(guard_arg).unwrap_or(-1);
         if mark.is_some() && jobs.iter().all(|j| !j.custom_id && j.delay_us == 0 && j.at_us.is_none()) {
-            let mut c = scripts().push.evalsha(&[&q.wait, &q.wake, &hwm_key]);
-            c.arg(&q.base).arg(mark.map(|m| m.last_seq).unwrap_or(0)).arg(MARK_TTL_SECS);
+            let mut c = scripts().push.evalsha(&[&q.wait, &q.wake, &hwm_key, &sent_key]);
+            c.arg(&q.base).arg(mark.map(|m| m.last_seq).unwrap_or(0)).arg(MARK_TTL_SECS).arg(guard);
             for j in jobs {
                 c.arg(&j.record);
             }
             return (c, true);
         }
-        let mut keys: Vec<String> = vec![q.wait.clone(), q.wake.clone(), hwm_key, q.delayed.clone(), q.jobs.clone()];
+        let mut keys: Vec<String> = vec![q.wait.clone(), q.wake.clone(), hwm_key, q.delayed.clone(), q.jobs.clone(), sent_key];
         for j in jobs {
             keys.push(if j.custom_id { q.id_key(&j.id) } else { q.jobs.clone() });
         }
@@ -229,7 +239,7 @@ impl RedisStore {
         let mut c = scripts().enqueue.evalsha(&key_refs);
         let hwm: i64 = mark.map(|m| m.last_seq as i64).unwrap_or(-1);
         let id_ttl_ms = self.settings().result_ttl.as_millis().max(MARK_TTL_SECS as u128 * 1000) as u64;
-        c.arg(&q.base).arg(hwm).arg(MARK_TTL_SECS).arg(id_ttl_ms).arg(&q.sched_channel);
+        c.arg(&q.base).arg(hwm).arg(MARK_TTL_SECS).arg(id_ttl_ms).arg(&q.sched_channel).arg(guard);
         for j in jobs {
             let due = match j.at_us {
                 Some(at) => format!("@{at}"),
@@ -268,13 +278,13 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
-    async fn enqueue(&self, q: &QueueKeys, jobs: Vec<NewJob>, mark: Option<Watermark>) -> Result<Vec<bool>> {
+    async fn enqueue(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<bool>> {
         if jobs.is_empty() {
             return Ok(vec![]);
         }
         let fast = jobs.iter().all(|j| !j.custom_id && j.delay_us == 0 && j.at_us.is_none()) && mark.is_some();
         let flat = jobs.iter().all(|j| j.record.get(5) == Some(&0));
-        if let Some(mark) = mark.as_ref().filter(|_| fast && flat && jobs.len() > SMALL_BATCH) {
+        if let Some(mark) = mark.filter(|_| fast && flat && jobs.len() > SMALL_BATCH) {
             // The bulk path: no Lua string per record. (For a few jobs one EVALSHA costs Redis
             // less than MULTI/EXEC with the script's source.)
             let size = jobs.iter().map(|j| j.record.len() + 16).sum();
@@ -291,7 +301,7 @@ impl Store for RedisStore {
             self.write_bulk(&wire)?;
             return Ok(vec![true; jobs.len()]);
         }
-        let (c, plain) = self.enqueue_script(q, &jobs, mark.as_ref());
+        let (c, plain) = self.enqueue_script(q, jobs, mark);
         let v: Value = self.conn.eval(c).await?;
         enqueue_reply(v, jobs.len(), plain)
     }
@@ -314,11 +324,23 @@ impl Store for RedisStore {
         PackedChunk::Bulk(wire)
     }
 
-    async fn write_chunk(&self, q: &QueueKeys, packed: PackedChunk) -> Result<()> {
+    async fn write_chunk(&self, q: &QueueKeys, packed: &PackedChunk) -> Result<()> {
         match packed {
-            PackedChunk::Bulk(wire) => self.write_bulk(&wire),
+            PackedChunk::Bulk(wire) => self.write_bulk(wire),
             PackedChunk::Jobs(jobs, mark) => self.enqueue(q, jobs, Some(mark)).await.map(|_| ()),
         }
+    }
+
+    async fn chunks_written(&self, q: &QueueKeys, chunks: &[(String, u64)]) -> Result<Vec<bool>> {
+        if chunks.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut p = redis::pipe();
+        for (producer, first) in chunks {
+            p.cmd("GETBIT").arg(q.sent(producer)).arg(*first);
+        }
+        let replies = self.conn.pipeline(&p).await?;
+        replies.iter().map(|v| int(v).map(|b| b == 1).ok_or_else(|| bad_reply("chunks written", v))).collect()
     }
 
     fn enqueue_blocking(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Option<Result<Vec<bool>>> {

@@ -212,7 +212,7 @@ async fn fire<S: Store>(
         }
     };
     let id = job.id.clone();
-    store.enqueue(&q, vec![job], None).await?;
+    store.enqueue(&q, std::slice::from_ref(&job), None).await?;
     store.schedule_advance(key, tick, next, &id).await?;
     Ok(())
 }

@@ -29,6 +29,10 @@ pub struct NewJob {
 pub struct Watermark {
     pub producer: String,
     pub last_seq: u64,
+    /// A chunk of a bulk dispatch: its first sequence number. The store marks the chunk
+    /// written in the same atomic step as its jobs, so that writing it again after an answer
+    /// was lost writes nothing (`chunks_written` tells whether it landed).
+    pub guard: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -223,12 +227,17 @@ pub trait Store: Send + Sync + 'static {
     type Packed: Send + 'static;
     /// Writes jobs atomically. Returns, per job, whether it was written (false: a job with
     /// that caller-chosen id exists already).
-    fn enqueue(&self, q: &QueueKeys, jobs: Vec<NewJob>, mark: Option<Watermark>) -> impl Future<Output = Result<Vec<bool>>> + Send;
+    /// A guarded chunk (`Watermark::guard`) that was written already writes nothing and
+    /// answers true for every job (they were written, by the earlier try).
+    fn enqueue(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> impl Future<Output = Result<Vec<bool>>> + Send;
     /// One chunk of a bulk dispatch made ready to write: its records packed into the
     /// commands (CPU only, so it can run while the caller stages the next chunks).
     fn pack_chunk(&self, q: &QueueKeys, chunk: &crate::bulk::Chunk) -> Self::Packed;
-    /// Writes a packed chunk (`enqueue` of its jobs).
-    fn write_chunk(&self, q: &QueueKeys, packed: Self::Packed) -> impl Future<Output = Result<()>> + Send;
+    /// Writes a packed chunk (`enqueue` of its jobs; a chunk is always guarded, so writing
+    /// it again after a lost answer is safe).
+    fn write_chunk(&self, q: &QueueKeys, packed: &Self::Packed) -> impl Future<Output = Result<()>> + Send;
+    /// Whether guarded chunks, given as (producer, first sequence number), were written.
+    fn chunks_written(&self, q: &QueueKeys, chunks: &[(String, u64)]) -> impl Future<Output = Result<Vec<bool>>> + Send;
     /// `enqueue` for a few jobs, run on the calling thread (no hop to the I/O runtime: a
     /// thread wake-up less each way). None when that connection is busy with another thread's
     /// call: use `enqueue` then.

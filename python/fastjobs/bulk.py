@@ -87,13 +87,46 @@ class BulkResult(Sequence[str]):
 
 
 class BulkDispatchError(FastJobsError):
-    """A bulk dispatch stopped part way: ``committed`` jobs (``result``) are in Redis and stay
-    there; the rest were not written. The cause is chained (``__cause__``)."""
+    """A bulk dispatch stopped part way. Every job is in exactly one of three groups:
 
-    def __init__(self, message: str, result: BulkResult) -> None:
-        super().__init__(f"{message}; {result.count} job(s) were committed before it and stay queued")
+    - ``result`` (``committed`` of them): in Redis, and they stay queued;
+    - ``unknown``: their write went out but its answer was lost (the connection broke or
+      Redis did not answer in time), and Redis could not be asked afterwards whether it
+      landed: they are in Redis or not;
+    - ``unsent``: never written (a write before them failed).
+
+    ``resend()`` (or ``await resend_async()``) writes the unknown and unsent jobs, under the
+    same ids: a write that had landed is not repeated, so no job is duplicated; it returns
+    every job of the dispatch, or raises this error again (with the groups brought up to
+    date). The cause is chained (``__cause__``)."""
+
+    def __init__(self, message: str, result: BulkResult, unknown: BulkResult | None = None,
+                 unsent: BulkResult | None = None, resend: Any = None) -> None:
         self.result = result
         self.committed = result.count
+        self.unknown = unknown if unknown is not None else BulkResult(result.queue, result.connection)
+        self.unsent = unsent if unsent is not None else BulkResult(result.queue, result.connection)
+        self._resend = resend
+        tail = f"; {self.committed} job(s) committed (they stay queued)"
+        if self.unknown.count:
+            tail += f", {self.unknown.count} unknown (the answer to their write was lost)"
+        if self.unsent.count:
+            tail += f", {self.unsent.count} not sent"
+        if self.unknown.count or self.unsent.count:
+            tail += "; resend() writes them without duplicating any"
+        super().__init__(message + tail)
+
+    def resend(self) -> BulkResult:
+        """Writes the unknown and unsent jobs; returns every job of the dispatch."""
+        if self._resend is None:
+            return self.result
+        return self._resend(False)  # type: ignore[no-any-return]
+
+    async def resend_async(self) -> BulkResult:
+        """``resend()`` for async code."""
+        if self._resend is None:
+            return self.result
+        return await self._resend(True)  # type: ignore[no-any-return]
 
 
 class _Bar:
@@ -170,6 +203,30 @@ def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[
     def result() -> BulkResult:
         return BulkResult(t._queue, t._connection, writer.committed_ranges())
 
+    def failure(cause: Exception) -> BulkDispatchError:
+        err = BulkDispatchError(f"bulk dispatch of {job_class.name!r} failed: {cause}", result(),
+                                BulkResult(t._queue, t._connection, writer.unknown_ranges()),
+                                BulkResult(t._queue, t._connection, writer.unsent_ranges()), resend)
+        err.__cause__ = cause
+        return err
+
+    def resend(asynchronous: bool) -> Any:
+        if not asynchronous:
+            try:
+                writer.resend()
+            except Exception as e:
+                raise failure(e) from e
+            return result()
+
+        async def resend_async() -> BulkResult:
+            try:
+                await writer.resend(asynchronous=True)
+            except Exception as e:
+                raise failure(e) from e
+            return result()
+
+        return resend_async()
+
     if total == 0:
         return result()
     done = 0
@@ -194,12 +251,13 @@ def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[
                     report(done, total)
         done = yield lambda **kw: writer.send(wait_all=True, **kw)
     except Exception as e:
-        writer.discard_staged()
+        # Wait for every write still in flight (a failed send has waited already), so that
+        # each job's group below is final; nothing more is sent after a failure.
         try:
             yield lambda **kw: writer.send(wait_all=True, **kw)
         except Exception:
-            pass  # the first error is the one to report; the count below is exact
-        raise BulkDispatchError(f"bulk dispatch of {job_class.name!r} failed: {e}", result()) from e
+            pass  # the first error is the one to report
+        raise failure(e) from e
     if report:
         report(done, total if total is not None else done)
     return result()

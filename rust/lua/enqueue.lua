@@ -1,13 +1,17 @@
 -- enqueue: the general dispatch path, for jobs with a delay or a caller-chosen id.
 -- KEYS[1] wait   KEYS[2] wake   KEYS[3] producer high-water mark   KEYS[4] delayed zset
--- KEYS[5] jobs hash   KEYS[6..] one id key per job (<base>:id:<id>), or the jobs hash as a
---                                placeholder when that job has a generated id
+-- KEYS[5] jobs hash   KEYS[6] the producer's sent-chunks bitmap (a placeholder without guard)
+-- KEYS[7..] one id key per job (<base>:id:<id>), or the jobs hash as a placeholder when that
+--           job has a generated id
 -- ARGV[1] queue key base   ARGV[2] producer high-water mark (-1: none)
 -- ARGV[3] hwm ttl seconds   ARGV[4] id-key ttl milliseconds   ARGV[5] scheduler channel
+-- ARGV[6] a bulk chunk's first sequence number (its guard, common.lua chunk_sent), or -1
 -- then per job, 4 values: id, custom (1|0), delay µs from now (0: at once) or @<due time µs>,
 -- record
 -- Due times are kept as ms with a fraction (µs): a job runs no earlier than asked, to the µs.
--- Returns, per job, 1 if it was written or 0 if a job with that caller-chosen id exists.
+-- Returns, per job, 1 if it was written or 0 if a job with that caller-chosen id exists; or
+-- -1 when the guarded chunk was written already (a resend: nothing is written).
+if chunk_sent(KEYS[6], ARGV[6], ARGV[3]) then return -1 end
 local clock = rcall('TIME')
 local now_us = clock[1] * 1000000 + clock[2]
 local head = rcall('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2]
@@ -16,7 +20,7 @@ local earliest = nil
 local out = {}
 local pushed = false
 local j = 0
-for i = 6, #ARGV, 4 do
+for i = 7, #ARGV, 4 do
   j = j + 1
   local id, custom, when, rec = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local due_us
@@ -24,7 +28,7 @@ for i = 6, #ARGV, 4 do
   local due = due_us / 1000
   local fresh = true
   if custom == '1' then
-    fresh = rcall('SET', KEYS[5 + j], 'w', 'NX', 'PX', ARGV[4]) and true or false
+    fresh = rcall('SET', KEYS[6 + j], 'w', 'NX', 'PX', ARGV[4]) and true or false
   end
   if fresh then
     if due_us > now_us then

@@ -1,9 +1,16 @@
 -- mark: the bookkeeping of a fast-path push, run by EVAL (source, never NOSCRIPT) inside the
 -- same MULTI/EXEC as the RPUSH of the records, so both apply together.
 -- KEYS[1] producer high-water mark   KEYS[2] wake list   KEYS[3] runs counter (common.lua)
--- KEYS[4] wait list
+-- KEYS[4] wait list   KEYS[5] the producer's sent-chunks bitmap (common.lua chunk_sent)
 -- ARGV[1] highest sequence number pushed   ARGV[2] ttl of the mark, seconds
 -- ARGV[3] records pushed beyond one per list element (in runs)   ARGV[4] elements pushed
+-- ARGV[5] the chunk's first sequence number (its guard), or -1 for none
+-- Returns 0, or 1 when the chunk had been written already: the elements just pushed (the last
+-- ARGV[4] of the list: nothing runs between them and this script) are taken off again.
+if chunk_sent(KEYS[5], ARGV[5], ARGV[2]) then
+  rcall('LTRIM', KEYS[4], 0, -1 - tonumber(ARGV[4]))
+  return 1
+end
 raise_mark(KEYS[1], ARGV[1], ARGV[2])
 local extra = tonumber(ARGV[3])
 if rcall('LLEN', KEYS[4]) == tonumber(ARGV[4]) then

@@ -22,10 +22,27 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// A chunk handed to the store: its ids and its packed bytes, kept until it is known to have
+/// landed (a write whose answer was lost is sent again as it is: the chunk's guard makes
+/// that write nothing if the first one landed).
+#[derive(Clone)]
+struct Sent {
+    range: IdRange,
+    packed: Arc<PackedChunk>,
+}
+
+/// What became of one chunk sent: written, or failed with its bytes kept for `resend` (None
+/// only if packing it panicked: a bug, reported as such).
+type Outcome = (IdRange, Option<Arc<PackedChunk>>, Result<()>);
+
 #[derive(Default)]
 struct Progress {
-    in_flight: VecDeque<JoinHandle<(IdRange, Result<Vec<bool>>)>>,
+    in_flight: VecDeque<JoinHandle<Outcome>>,
     committed: Vec<IdRange>,
+    /// Chunks whose write failed after it may have reached Redis, not seen to have landed.
+    unknown: Vec<Sent>,
+    /// Chunks that could not be packed (a bug): never written, never resent.
+    broken: Vec<IdRange>,
     count: u64,
     error: Option<Error>,
     /// Fires when the last chunk sent so far has been written.
@@ -39,7 +56,7 @@ pub struct BulkWriter {
     spec: BulkSpec,
     ids: Arc<Mutex<IdGen>>,
     /// Chunks validated and being packed on the I/O runtime, not sent yet.
-    staged: Mutex<VecDeque<Staged>>,
+    staged: Arc<Mutex<VecDeque<Staged>>>,
     progress: Arc<Mutex<Progress>>,
     window: usize,
     /// Bytes per payload of the last chunk: the next chunk's buffer is sized once.
@@ -58,7 +75,7 @@ impl BulkWriter {
             queue,
             spec,
             ids,
-            staged: Mutex::default(),
+            staged: Arc::default(),
             progress: Arc::default(),
             window: window.max(1),
             payload_hint: AtomicUsize::new(64),
@@ -77,36 +94,121 @@ impl BulkWriter {
     }
 }
 
+/// Records what became of a chunk sent.
+fn record(p: &mut Progress, (range, packed, r): Outcome) {
+    match (r, packed) {
+        (Ok(()), _) => {
+            p.count += range.count;
+            p.committed.push(range);
+        }
+        (Err(e), Some(packed)) => {
+            p.unknown.push(Sent { range, packed });
+            p.error.get_or_insert(e);
+        }
+        (Err(e), None) => {
+            p.broken.push(range);
+            p.error.get_or_insert(e);
+        }
+    }
+}
+
+/// Writes one chunk.
+async fn write(store: &RedisStore, q: &QueueKeys, sent: Sent) -> Outcome {
+    let r = store.write_chunk(q, &sent.packed).await;
+    (sent.range, Some(sent.packed), r)
+}
+
 /// Waits until at most `window` chunks are on the wire; after a failure, waits for all of
-/// them (so the committed count is exact) and returns the failure.
-async fn settle(progress: Arc<Mutex<Progress>>, window: usize) -> Result<u64> {
+/// them, then asks the store which of the failed chunks landed after all (so the committed
+/// count is exact), and returns the failure.
+async fn settle(store: Arc<RedisStore>, q: Arc<QueueKeys>, progress: Arc<Mutex<Progress>>, window: usize) -> Result<u64> {
     loop {
         let next = {
             let mut p = progress.lock().unwrap();
             let limit = if p.error.is_some() { 0 } else { window };
             if p.in_flight.len() <= limit {
-                return match &p.error {
-                    Some(e) => Err(e.clone()),
-                    None => Ok(p.count),
-                };
+                break;
             }
             p.in_flight.pop_front().expect("longer than the limit")
         };
-        let outcome = next.await;
-        let mut p = progress.lock().unwrap();
-        match outcome {
-            Ok((range, Ok(_))) => {
-                p.count += range.count;
-                p.committed.push(range);
-            }
-            Ok((_, Err(e))) => {
-                p.error.get_or_insert(e);
-            }
-            Err(join) => {
-                p.error.get_or_insert(Error::Store(format!("a bulk write task failed: {join}")));
-            }
+        let outcome = next.await.expect("a bulk write task does not panic: packing's panic is caught inside");
+        record(&mut progress.lock().unwrap(), outcome);
+    }
+    let error = progress.lock().unwrap().error.clone();
+    match error {
+        None => Ok(progress.lock().unwrap().count),
+        Some(e) => {
+            resolve(&store, &q, &progress).await;
+            Err(e)
         }
     }
+}
+
+/// Moves the unknown chunks that did land to the committed ones (one round trip; if Redis
+/// cannot answer now, they stay unknown).
+async fn resolve(store: &RedisStore, q: &QueueKeys, progress: &Mutex<Progress>) {
+    let keys: Vec<(String, u64)> =
+        progress.lock().unwrap().unknown.iter().map(|s| (s.range.producer.clone(), s.range.first)).collect();
+    let Ok(landed) = store.chunks_written(q, &keys).await else { return };
+    let mut p = progress.lock().unwrap();
+    let unknown = std::mem::take(&mut p.unknown);
+    for (sent, landed) in unknown.into_iter().zip(landed) {
+        if landed {
+            p.count += sent.range.count;
+            p.committed.push(sent.range);
+        } else {
+            p.unknown.push(sent);
+        }
+    }
+}
+
+/// Writes again what a failed dispatch left: the unknown chunks (guarded: one that landed
+/// writes nothing), then the staged chunks never sent, in order, one at a time. Stops at the
+/// first failure (that chunk is unknown again, the rest stay unsent).
+async fn resend(store: Arc<RedisStore>, q: Arc<QueueKeys>, progress: Arc<Mutex<Progress>>, staged: Arc<Mutex<VecDeque<Staged>>>) -> Result<u64> {
+    let unknown = {
+        let mut p = progress.lock().unwrap();
+        p.error = None;
+        std::mem::take(&mut p.unknown)
+    };
+    let mut todo: VecDeque<Sent> = unknown.into();
+    loop {
+        let sent = match todo.pop_front() {
+            Some(s) => s,
+            None => {
+                let Some(c) = staged.lock().unwrap().pop_front() else { break };
+                match c.packing.await {
+                    Ok(packed) => Sent { range: c.range, packed: Arc::new(packed) },
+                    Err(e) => {
+                        progress.lock().unwrap().broken.push(c.range);
+                        return Err(Error::Store(format!("packing a bulk chunk failed: {e}")));
+                    }
+                }
+            }
+        };
+        let outcome = write(&store, &q, sent).await;
+        let failed = outcome.2.as_ref().err().cloned();
+        {
+            let mut p = progress.lock().unwrap();
+            record(&mut p, outcome);
+            if failed.is_some() {
+                p.unknown.extend(std::mem::take(&mut todo));
+            }
+        }
+        if let Some(e) = failed {
+            resolve(&store, &q, &progress).await;
+            return Err(e);
+        }
+    }
+    let broken = progress.lock().unwrap().broken.iter().map(|r| r.count).sum::<u64>();
+    if broken > 0 {
+        return Err(Error::Store(format!("{broken} job(s) of this bulk dispatch could not be packed (a bug in fastjobs): not written")));
+    }
+    Ok(progress.lock().unwrap().count)
+}
+
+fn ranges<'a>(rs: impl Iterator<Item = &'a IdRange>) -> Vec<(String, u64, u64)> {
+    rs.map(|r| (r.producer.clone(), r.first, r.count)).collect()
 }
 
 #[pymethods]
@@ -137,49 +239,64 @@ impl BulkWriter {
 
     /// Starts writing every staged chunk, then waits until at most `window` chunks are in
     /// flight (none with `wait_all`). Returns the number of jobs Redis has taken so far;
-    /// raises the first write error once every chunk in flight has finished.
+    /// raises the first write error once every chunk in flight has finished (then
+    /// `committed_ranges`, `unknown_ranges` and `unsent_ranges` tell what happened to every
+    /// job, and `resend` writes the rest). After a failure nothing more is sent.
     #[pyo3(signature = (*, wait_all = false, asynchronous = false))]
     fn send(&self, py: Python<'_>, wait_all: bool, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let rt = runtime();
-        let chunks: Vec<Staged> = self.staged.lock().unwrap().drain(..).collect();
         {
             let mut p = self.progress.lock().unwrap();
-            for c in chunks {
-                let (store, q) = (self.store.clone(), self.queue.clone());
-                // Chunks are written in the order they were staged: each waits until the one
-                // before it has been written (or has failed).
-                let (written, next) = oneshot::channel::<()>();
-                let before = p.last_written.replace(next);
-                p.in_flight.push_back(rt.spawn(async move {
-                    let packed = c.packing.await;
-                    if let Some(before) = before {
-                        let _ = before.await;
-                    }
-                    let r = match packed {
-                        Ok(packed) => store.write_chunk(&q, packed).await.map(|_| vec![]),
-                        Err(e) => Err(Error::Store(format!("packing a bulk chunk failed: {e}"))),
-                    };
-                    let _ = written.send(());
-                    (c.range, r)
-                }));
+            if p.error.is_none() {
+                for c in self.staged.lock().unwrap().drain(..) {
+                    let (store, q) = (self.store.clone(), self.queue.clone());
+                    // Chunks are written in the order they were staged: each waits until the
+                    // one before it has been written (or has failed).
+                    let (written, next) = oneshot::channel::<()>();
+                    let before = p.last_written.replace(next);
+                    p.in_flight.push_back(rt.spawn(async move {
+                        let packed = c.packing.await;
+                        if let Some(before) = before {
+                            let _ = before.await;
+                        }
+                        let out = match packed {
+                            Ok(packed) => write(&store, &q, Sent { range: c.range, packed: Arc::new(packed) }).await,
+                            Err(e) => (c.range, None, Err(Error::Store(format!("packing a bulk chunk failed: {e}")))),
+                        };
+                        let _ = written.send(());
+                        out
+                    }));
+                }
             }
         }
         let window = if wait_all { 0 } else { self.window };
-        call(py, asynchronous, settle(self.progress.clone(), window), |py, n: u64| Ok(n.into_pyobject(py)?.into_any().unbind()))
+        let fut = settle(self.store.clone(), self.queue.clone(), self.progress.clone(), window);
+        call(py, asynchronous, fut, |py, n: u64| Ok(n.into_pyobject(py)?.into_any().unbind()))
+    }
+
+    /// After a failed `send`: writes the unknown chunks again (a chunk that had landed writes
+    /// nothing) and then the chunks never sent, in order. Returns the number of jobs Redis has
+    /// taken in all; raises if a write fails again (the ranges then say where it stopped).
+    #[pyo3(signature = (*, asynchronous = false))]
+    fn resend(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let fut = resend(self.store.clone(), self.queue.clone(), self.progress.clone(), self.staged.clone());
+        call(py, asynchronous, fut, |py, n: u64| Ok(n.into_pyobject(py)?.into_any().unbind()))
     }
 
     /// Jobs Redis has taken, as runs of ids: [(producer, first sequence number, count)].
     fn committed_ranges(&self) -> Vec<(String, u64, u64)> {
-        self.progress.lock().unwrap().committed.iter().map(|r| (r.producer.clone(), r.first, r.count)).collect()
+        ranges(self.progress.lock().unwrap().committed.iter())
     }
 
-    /// Drops staged chunks that were never sent (a later chunk failed validation).
-    fn discard_staged(&self) -> usize {
-        let mut s = self.staged.lock().unwrap();
-        let n = s.iter().map(|c| c.range.count as usize).sum();
-        for c in s.drain(..) {
-            c.packing.abort();
-        }
-        n
+    /// Jobs whose write failed after it may have reached Redis, and that were not seen to
+    /// have landed: in Redis or not.
+    fn unknown_ranges(&self) -> Vec<(String, u64, u64)> {
+        ranges(self.progress.lock().unwrap().unknown.iter().map(|s| &s.range))
+    }
+
+    /// Jobs staged and never sent (a write before them failed).
+    fn unsent_ranges(&self) -> Vec<(String, u64, u64)> {
+        let p = self.progress.lock().unwrap();
+        ranges(p.broken.iter().chain(self.staged.lock().unwrap().iter().map(|s| &s.range)))
     }
 }

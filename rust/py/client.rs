@@ -93,7 +93,7 @@ impl Client {
             pack_into(&mut record, h, &id, &name, enqueued, options.as_deref().unwrap_or(b""), &payload);
             out.push(NewJob { id, custom_id, delay_us, at_us, record });
         }
-        let mark = range.map(|r| Watermark { last_seq: r.last_seq(), producer: r.producer });
+        let mark = range.map(|r| Watermark { last_seq: r.last_seq(), producer: r.producer, guard: None });
         Ok((out, mark))
     }
 }
@@ -218,7 +218,7 @@ impl Client {
             }
         }
         let fut = async move {
-            let written = store.enqueue(&q, jobs, mark).await?;
+            let written = store.enqueue(&q, &jobs, mark.as_ref()).await?;
             Ok(ids.into_iter().zip(written).collect::<Vec<_>>())
         };
         call(py, asynchronous, fut, |py, v: Vec<(String, bool)>| Ok(v.into_pyobject(py)?.into_any().unbind()))

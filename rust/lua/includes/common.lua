@@ -85,6 +85,18 @@ local function raise_mark(key, seq, ttl)
   if old and old > n then rcall('SET', key, string.format('%d', old), 'EX', ttl) end
 end
 
+-- Marks a chunk of a bulk dispatch written: bit `seq` (the chunk's first sequence number)
+-- of the producer's bitmap `key`, renewed like the high-water mark. Returns true when it was
+-- set already: this is a resend of a chunk whose first write's answer was lost, and it landed,
+-- so the resend must write nothing. seq < 0: no guard (false).
+local function chunk_sent(key, seq, ttl)
+  local n = tonumber(seq)
+  if n < 0 then return false end
+  local was = rcall('SETBIT', key, n, 1)
+  rcall('EXPIRE', key, ttl)
+  return was == 1
+end
+
 -- The ready list of a record: `<base>:wait` for priority 0, `<base>:wait:<p>` above it, with
 -- the level noted in `<base>:prios` so reserve finds it. All share the queue's hash tag.
 local function ready_key(base, rec)
