@@ -45,6 +45,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::client::Client>()?;
     m.add_class::<py::worker::WorkerEngine>()?;
     m.add_class::<py::bulk::BulkWriter>()?;
+    m.add_class::<py::client::PreparedBatch>()?;
     m.add_class::<py::schedules::Schedules>()?;
     m.add_function(wrap_pyfunction!(py::schedules::cron_next, m)?)?;
     Ok(())

@@ -8,7 +8,7 @@ import itertools
 import math
 import sys
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import config, serde
 from .dispatch import JobHandle, PendingDispatch
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["BulkResult", "BulkDispatcher", "BulkDispatchError", "dispatch_many"]
 
 Progress = None | bool | Callable[[int, int | None], None]
+
+T = TypeVar("T")
 
 #: Payloads per chunk: one pass of the engine's serializer, ~1 MB on the wire for small payloads.
 CHUNK = 10_000
@@ -263,36 +265,44 @@ def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[
     return result()
 
 
-def dispatch_many(job_class: type[Job[Any, Any]], payloads: Iterable[Any], *, progress: Progress = None,
-                  chunk_size: int = CHUNK, **options: Any) -> BulkResult:
-    gen = _run(job_class, payloads, options, progress, chunk_size)
+def _drive(gen: Generator[Any, Any, T]) -> T:
+    """Runs a bulk body's generator on the sync face: each yielded call runs blocking."""
     try:
-        send = next(gen)
+        call = next(gen)
         while True:
             try:
-                value = send()
+                value = call()
             except BaseException as e:
-                send = gen.throw(e)
+                call = gen.throw(e)
             else:
-                send = gen.send(value)
+                call = gen.send(value)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
+
+
+async def _drive_async(gen: Generator[Any, Any, T]) -> T:
+    """Runs a bulk body's generator on the async face: each yielded call is awaited."""
+    try:
+        call = next(gen)
+        while True:
+            try:
+                value = await call(asynchronous=True)
+            except BaseException as e:
+                call = gen.throw(e)
+            else:
+                call = gen.send(value)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def dispatch_many(job_class: type[Job[Any, Any]], payloads: Iterable[Any], *, progress: Progress = None,
+                  chunk_size: int = CHUNK, **options: Any) -> BulkResult:
+    return _drive(_run(job_class, payloads, options, progress, chunk_size))
 
 
 async def dispatch_many_async(job_class: type[Job[Any, Any]], payloads: Iterable[Any], *, progress: Progress = None,
                               chunk_size: int = CHUNK, **options: Any) -> BulkResult:
-    gen = _run(job_class, payloads, options, progress, chunk_size)
-    try:
-        send = next(gen)
-        while True:
-            try:
-                value = await send(asynchronous=True)
-            except BaseException as e:
-                send = gen.throw(e)
-            else:
-                send = gen.send(value)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+    return await _drive_async(_run(job_class, payloads, options, progress, chunk_size))
 
 
 class BulkDispatcher:
@@ -333,37 +343,74 @@ class BulkDispatcher:
             raise
         return [(conn, queue, idx, jobs) for (conn, queue), (idx, jobs) in groups.items()]
 
+    def _batches(self) -> list[tuple[str, str, list[int], Any]]:
+        """Every builder validated and serialized (raising before any write), grouped by
+        connection and queue, in batches whose ids are fixed before the first write (so a
+        batch whose answer was lost can be written again under the same ids)."""
+        out = []
+        for conn, queue, idx, jobs in self._plan():
+            client = config.client(conn)
+            for s in range(0, len(jobs), self.BATCH):
+                out.append((conn, queue, idx[s : s + self.BATCH], client.prepare_batch(queue, jobs[s : s + self.BATCH])))
+        return out
+
+    def _write(self, batches: list[tuple[str, str, list[int], Any]], done: list[bool | None],
+               handles: list[JobHandle[Any] | None]) -> Generator[Any, Any, BulkResult]:
+        """The writes, shared by both faces: each batch not yet known to be written (``done``
+        per batch: True written, None unknown, False not sent), in order; after a failure,
+        asks Redis which of the unknown batches landed, then raises BulkDispatchError."""
+        for k, (conn, queue, idx, batch) in enumerate(batches):
+            if done[k]:
+                continue
+            try:
+                written = yield batch.send
+            except Exception as e:
+                done[k] = None
+                for j, (_c, _q, _i, other) in enumerate(batches):
+                    if done[j] is None:
+                        try:
+                            landed = yield other.written
+                        except Exception:  # noqa: BLE001 - Redis cannot say: the batch stays unknown
+                            landed = None
+                        if landed:
+                            self._landed(batches[j], handles)
+                            done[j] = True
+                raise self._failure(e, batches, done, handles) from e
+            for i, (job_id, created) in zip(idx, written):
+                handles[i] = JobHandle(job_id, queue, conn, created)
+            done[k] = True
+        return self._result(handles)
+
+    @staticmethod
+    def _landed(batch: tuple[str, str, list[int], Any], handles: list[JobHandle[Any] | None]) -> None:
+        conn, queue, idx, b = batch
+        for i, job_id in zip(idx, b.ids()):
+            handles[i] = JobHandle(job_id, queue, conn, True)
+
+    def _failure(self, cause: Exception, batches: list[tuple[str, str, list[int], Any]], done: list[bool | None],
+                 handles: list[JobHandle[Any] | None]) -> BulkDispatchError:
+        def group(state: bool | None) -> BulkResult:
+            hs: list[JobHandle[Any]] = [JobHandle(job_id, queue, conn, True)
+                  for (conn, queue, _idx, b), d in zip(batches, done) if d is state for job_id in b.ids()]
+            return BulkResult(None, "default", handles=hs)
+
+        def resend(asynchronous: bool) -> Any:
+            body = self._write(batches, done, handles)
+            return _drive_async(body) if asynchronous else _drive(body)
+
+        return BulkDispatchError(f"bulk dispatch failed: {cause}", self._result(handles), group(None), group(False), resend)
+
     def _result(self, handles: list[JobHandle[Any] | None]) -> BulkResult:
         done = [h for h in handles if h is not None]
         return BulkResult(None, "default", handles=done)
 
     def dispatch(self) -> BulkResult:
-        plan = self._plan()  # raises before any write
-        handles: list[JobHandle[Any] | None] = [None] * len(self.builders)
-        try:
-            for conn, queue, idx, jobs in plan:
-                client = config.client(conn)
-                for s in range(0, len(jobs), self.BATCH):
-                    written = client.enqueue(queue, jobs[s : s + self.BATCH])
-                    for k, (job_id, created) in zip(idx[s : s + self.BATCH], written):
-                        handles[k] = JobHandle(job_id, queue, conn, created)
-        except Exception as e:
-            raise BulkDispatchError(f"bulk dispatch failed: {e}", self._result(handles)) from e
-        return self._result(handles)
+        batches = self._batches()  # raises before any write
+        return _drive(self._write(batches, [False] * len(batches), [None] * len(self.builders)))
 
     async def dispatch_async(self) -> BulkResult:
-        plan = self._plan()  # raises before any write
-        handles: list[JobHandle[Any] | None] = [None] * len(self.builders)
-        try:
-            for conn, queue, idx, jobs in plan:
-                client = config.client(conn)
-                for s in range(0, len(jobs), self.BATCH):
-                    written = await client.enqueue(queue, jobs[s : s + self.BATCH], asynchronous=True)
-                    for k, (job_id, created) in zip(idx[s : s + self.BATCH], written):
-                        handles[k] = JobHandle(job_id, queue, conn, created)
-        except Exception as e:
-            raise BulkDispatchError(f"bulk dispatch failed: {e}", self._result(handles)) from e
-        return self._result(handles)
+        batches = self._batches()  # raises before any write
+        return await _drive_async(self._write(batches, [False] * len(batches), [None] * len(self.builders)))
 
     def __await__(self) -> Generator[Any, None, BulkResult]:
         return self.dispatch_async().__await__()

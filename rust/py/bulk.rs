@@ -147,8 +147,7 @@ async fn settle(store: Arc<RedisStore>, q: Arc<QueueKeys>, progress: Arc<Mutex<P
 /// Moves the unknown chunks that did land to the committed ones (one round trip; if Redis
 /// cannot answer now, they stay unknown).
 async fn resolve(store: &RedisStore, q: &QueueKeys, progress: &Mutex<Progress>) {
-    let keys: Vec<(String, u64)> =
-        progress.lock().unwrap().unknown.iter().map(|s| (s.range.producer.clone(), s.range.first)).collect();
+    let keys: Vec<(String, u64)> = progress.lock().unwrap().unknown.iter().map(|s| (s.range.producer.clone(), s.range.first)).collect();
     let Ok(landed) = store.chunks_written(q, &keys).await else { return };
     let mut p = progress.lock().unwrap();
     let unknown = std::mem::take(&mut p.unknown);
@@ -165,7 +164,12 @@ async fn resolve(store: &RedisStore, q: &QueueKeys, progress: &Mutex<Progress>) 
 /// Writes again what a failed dispatch left: the unknown chunks (guarded: one that landed
 /// writes nothing), then the staged chunks never sent, in order, one at a time. Stops at the
 /// first failure (that chunk is unknown again, the rest stay unsent).
-async fn resend(store: Arc<RedisStore>, q: Arc<QueueKeys>, progress: Arc<Mutex<Progress>>, staged: Arc<Mutex<VecDeque<Staged>>>) -> Result<u64> {
+async fn resend(
+    store: Arc<RedisStore>,
+    q: Arc<QueueKeys>,
+    progress: Arc<Mutex<Progress>>,
+    staged: Arc<Mutex<VecDeque<Staged>>>,
+) -> Result<u64> {
     let unknown = {
         let mut p = progress.lock().unwrap();
         p.error = None;

@@ -47,8 +47,9 @@ impl Client {
         Ok(q)
     }
 
-    /// Validates and packs jobs; nothing is sent when any of them is refused.
-    fn prepare(&self, jobs: Vec<JobTuple>) -> Result<(Vec<NewJob>, Option<Watermark>)> {
+    /// Validates and packs jobs; nothing is sent when any of them is refused. `guarded`: a
+    /// batch of a bulk dispatch, whose generated ids get a guard (`Watermark::guard`).
+    fn prepare(&self, jobs: Vec<JobTuple>, guarded: bool) -> Result<(Vec<NewJob>, Option<Watermark>)> {
         let generated = jobs.iter().filter(|j| j.6.is_none()).count() as u64;
         for (i, (name, payload, options, max_attempts, priority, _, custom, _)) in jobs.iter().enumerate() {
             let at = if jobs.len() > 1 { format!(" (job at index {i})") } else { String::new() };
@@ -93,7 +94,7 @@ impl Client {
             pack_into(&mut record, h, &id, &name, enqueued, options.as_deref().unwrap_or(b""), &payload);
             out.push(NewJob { id, custom_id, delay_us, at_us, record });
         }
-        let mark = range.map(|r| Watermark { last_seq: r.last_seq(), producer: r.producer, guard: None });
+        let mark = range.map(|r| Watermark { last_seq: r.last_seq(), guard: guarded.then_some(r.first), producer: r.producer });
         Ok((out, mark))
     }
 }
@@ -208,7 +209,7 @@ impl Client {
     #[pyo3(signature = (queue, jobs, *, asynchronous = false))]
     fn enqueue(&self, py: Python<'_>, queue: &str, jobs: Vec<JobTuple>, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let (jobs, mark) = self.prepare(jobs).map_err(super::errors::to_py)?;
+        let (jobs, mark) = self.prepare(jobs, false).map_err(super::errors::to_py)?;
         let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
         let store = self.store.clone();
         if !asynchronous && !jobs.is_empty() && jobs.len() <= SMALL_BATCH {
@@ -222,6 +223,15 @@ impl Client {
             Ok(ids.into_iter().zip(written).collect::<Vec<_>>())
         };
         call(py, asynchronous, fut, |py, v: Vec<(String, bool)>| Ok(v.into_pyobject(py)?.into_any().unbind()))
+    }
+
+    /// Validates and packs jobs for `queue` and gives them their ids now, without writing:
+    /// a batch of a bulk dispatch that can be written again under the same ids after an
+    /// answer was lost (its guard makes a second write of a batch that landed write nothing).
+    fn prepare_batch(&self, queue: &str, jobs: Vec<JobTuple>) -> PyResult<PreparedBatch> {
+        let queue = self.queue(queue).map_err(super::errors::to_py)?;
+        let (jobs, mark) = self.prepare(jobs, true).map_err(super::errors::to_py)?;
+        Ok(PreparedBatch { store: self.store.clone(), queue, jobs: Arc::new(jobs), mark: mark.map(Arc::new) })
     }
 
     /// (state, record tuple or None, result/error JSON or None)
@@ -398,5 +408,50 @@ impl Client {
     fn ping(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let store = self.store.clone();
         call(py, asynchronous, async move { store.ping().await }, |py, _| Ok(py.None()))
+    }
+}
+
+/// Jobs of one queue packed and given their ids by `Client.prepare_batch`, written by `send`
+/// (again after a failure, safely: see `Watermark::guard`).
+#[pyclass(module = "fastjobs._core", frozen)]
+pub struct PreparedBatch {
+    store: Arc<RedisStore>,
+    queue: Arc<QueueKeys>,
+    jobs: Arc<Vec<NewJob>>,
+    mark: Option<Arc<Watermark>>,
+}
+
+#[pymethods]
+impl PreparedBatch {
+    /// The jobs' ids, in order.
+    fn ids(&self) -> Vec<String> {
+        self.jobs.iter().map(|j| j.id.clone()).collect()
+    }
+
+    /// Writes the batch atomically; returns [(id, written)] as `Client.enqueue` does (a batch
+    /// written already by an earlier try answers True for every job).
+    #[pyo3(signature = (*, asynchronous = false))]
+    fn send(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let (store, q, jobs, mark) = (self.store.clone(), self.queue.clone(), self.jobs.clone(), self.mark.clone());
+        let fut = async move {
+            let written = store.enqueue(&q, &jobs, mark.as_deref()).await?;
+            Ok(jobs.iter().map(|j| j.id.clone()).zip(written).collect::<Vec<_>>())
+        };
+        call(py, asynchronous, fut, |py, v: Vec<(String, bool)>| Ok(v.into_pyobject(py)?.into_any().unbind()))
+    }
+
+    /// Whether the batch was written: True or False for a batch with generated ids (its
+    /// guard), None for one whose ids were all chosen by the caller (they protect themselves).
+    #[pyo3(signature = (*, asynchronous = false))]
+    fn written(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let (store, q) = (self.store.clone(), self.queue.clone());
+        let guard = self.mark.as_ref().and_then(|m| m.guard.map(|g| (m.producer.clone(), g)));
+        let fut = async move {
+            match guard {
+                Some(g) => Ok(store.chunks_written(&q, &[g]).await?.first().copied()),
+                None => Ok(None),
+            }
+        };
+        call(py, asynchronous, fut, |py, v: Option<bool>| Ok(v.into_pyobject(py)?.to_owned().into_any().unbind()))
     }
 }
