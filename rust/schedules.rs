@@ -132,6 +132,8 @@ impl ScheduleEntry {
 
 /// Upper bound of one sleep: a safety net for a wake-up lost with a broken subscription.
 const MAX_SLEEP: Duration = Duration::from_secs(5);
+/// How long a schedule whose definition cannot be read waits before it is tried again.
+const PUT_ASIDE: Duration = Duration::from_secs(3600);
 const BATCH: usize = 100;
 
 /// Fires due ticks until the task is aborted. One per worker process.
@@ -152,9 +154,22 @@ pub async fn drive<S: Store>(store: Arc<S>, prefix: String, on_error: impl Fn(&E
             Ok(due) => {
                 let mut failed = false;
                 for (key, tick) in &due.due {
-                    if let Err(e) = fire(&*store, &prefix, &mut queues, key, *tick, due.now_ms).await {
-                        on_error(&e);
-                        failed = true;
+                    match fire(&*store, &prefix, &mut queues, key, *tick, due.now_ms).await {
+                        Ok(()) => {}
+                        // Its stored definition cannot be read (written by something else):
+                        // put aside for an hour rather than failing every round, and said.
+                        Err(e) if !e.is_retryable() => {
+                            let until = due.now_ms + PUT_ASIDE.as_millis() as i64;
+                            let msg = format!("schedule {key:?} put aside for an hour: {e}");
+                            on_error(&Error::Store(msg));
+                            if let Err(e) = store.schedule_advance(key, *tick, Some(until), "").await {
+                                on_error(&e);
+                            }
+                        }
+                        Err(e) => {
+                            on_error(&e);
+                            failed = true;
+                        }
                     }
                 }
                 if failed {

@@ -290,7 +290,8 @@ pub trait Store: Send + Sync + 'static {
     fn schedule_remove(&self, keys: Option<Vec<String>>) -> impl Future<Output = Result<u64>> + Send;
     fn schedules_due(&self, limit: usize) -> impl Future<Output = Result<DueSchedules>> + Send;
     /// Moves a schedule from `tick` to `next` (None: it is done and goes away), unless
-    /// another driver did already; returns whether this call did.
+    /// another driver did already; returns whether this call did. An empty `job_id` puts the
+    /// schedule aside until `next` without counting a run (its definition cannot be read).
     fn schedule_advance(&self, key: &str, tick_ms: i64, next_ms: Option<i64>, job_id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Notified when a schedule was added or retimed (a hint, as `schedule_signal`).
     fn schedules_signal(&self) -> impl Future<Output = Result<Arc<tokio::sync::Notify>>> + Send;

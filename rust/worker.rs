@@ -120,8 +120,6 @@ pub struct Engine<S: Store> {
     rate: Mutex<(f64, Instant, u64)>,
     pub stats: Stats,
     last_error: Mutex<Option<String>>,
-    /// Ids of orphans started since the last `take_orphans` (the worker logs them).
-    orphans: Mutex<Vec<String>>,
     /// Names this process's inboxes and idle slots (see common.lua wake()).
     worker_id: String,
     /// Per queue: the idle slot this worker holds there, if any.
@@ -166,7 +164,6 @@ impl<S: Store> Engine<S> {
             rate: Mutex::new((0.0, Instant::now(), 0)),
             stats: Stats::default(),
             last_error: Mutex::default(),
-            orphans: Mutex::default(),
             worker_id: new_token(),
             idle_slots: Mutex::new(vec![None; queues_len]),
             fetch_live: AtomicBool::new(false),
@@ -187,12 +184,6 @@ impl<S: Store> Engine<S> {
     /// The last store error a background task met (it keeps retrying), once.
     pub fn take_error(&self) -> Option<String> {
         self.last_error.lock().unwrap().take()
-    }
-
-    /// Ids of the orphans started since the last call (see `codec::ORPHAN`): jobs that run
-    /// again because the worker that held them died while it may have been running them.
-    pub fn take_orphans(&self) -> Vec<String> {
-        std::mem::take(&mut *self.orphans.lock().unwrap())
     }
 
     pub fn note_error(&self, e: &Error) {
@@ -466,7 +457,6 @@ impl<S: Store> Engine<S> {
         match runtime().block_on(self.store.start(&q, &token, &p.id)) {
             Ok(true) => {
                 self.stats.orphans.fetch_add(1, Ordering::Relaxed);
-                self.orphans.lock().unwrap().push(String::from_utf8_lossy(&p.id).into_owned());
                 true
             }
             Ok(false) => {

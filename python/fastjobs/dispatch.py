@@ -255,7 +255,8 @@ class PendingDispatch(Generic[R]):
 
 @dataclass(frozen=True)
 class JobInfo:
-    """A job's state as Redis knows it. ``result`` is set once completed, ``error`` once failed."""
+    """A job's state as Redis knows it. ``result`` is set once completed; ``error`` once failed,
+    and while a job waits to run again after a failed attempt (that attempt's error)."""
 
     id: str
     queue: str
@@ -286,10 +287,10 @@ def job_info(job_id: str, queue: str, status: tuple[str, Any, bytes | None]) -> 
             options=serde.loads(options) if options else {},
         )
     if data is not None:
-        if state == "failed":
-            info["error"] = serde.loads(data)
+        if state in ("failed", "delayed"):
+            info["error"] = serde.loads_error(data)
         elif state == "completed":
-            info["result"] = serde.loads(data)
+            info["result"] = serde.loads_result(data, job_id)
     return JobInfo(id=job_id, queue=queue, state=state, **info)
 
 
@@ -305,9 +306,9 @@ def _outcome(job_id: str, queue: str, status: tuple[str, Any, bytes | None] | No
         raise TimeoutError(f"job {job_id} on queue {queue!r} did not finish within {timeout} s")
     state, _, data = status
     if state == "completed":
-        return serde.loads(data) if data is not None else None
+        return serde.loads_result(data, job_id) if data is not None else None
     if state == "failed":
-        raise JobFailed.from_error(job_id, queue, serde.loads(data) if data else {})
+        raise JobFailed.from_error(job_id, queue, serde.loads_error(data) if data else {})
     raise UnknownJobError(f"no job {job_id} in queue {queue!r} (never dispatched, or expired)")
 
 

@@ -42,7 +42,7 @@ def _failed(queue: str, rows: list[tuple[str, Any, bytes | None, int]]) -> list[
                 payload=payload,
                 attempts=attempts,
                 failed_at=datetime.fromtimestamp(int(failed_ms) / 1000, timezone.utc),
-                error=serde.loads(error) if error else {},
+                error=serde.loads_error(error) if error else {},
             )
         )
     return out

@@ -48,3 +48,27 @@ def _find(value: Any, path: str, depth: int) -> tuple[str, Any] | None:
     except TypeError:
         return path, value
     return None
+
+
+def loads_error(raw: bytes) -> dict[str, Any]:
+    """A stored error (JSON written by the engine); one that is not (written by something
+    else) is reported as such, with its bytes, rather than raising."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = None
+    if isinstance(value, dict):
+        return value
+    return {"type": "DecodeError", "message": f"the stored error is not JSON fastjobs wrote ({len(raw)} bytes)", "traceback": "",
+            "raw": raw.decode("utf-8", "replace")}
+
+
+def loads_result(raw: bytes, job_id: str) -> Any:
+    """A stored return value; one that is not JSON (written by something else) raises
+    ``StoreError`` naming the job."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        from .errors import StoreError
+
+        raise StoreError(f"the result stored for job {job_id} is not JSON ({len(raw)} bytes)") from None

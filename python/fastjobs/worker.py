@@ -45,6 +45,11 @@ def _in_workflow(opts: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     return opts is not None and ("chain" in opts or "flow" in opts)
 
 
+def _log_redelivered(job_id: str) -> None:
+    # Before the handler runs: if it kills this worker too, the line is out already.
+    log.warning("job %s runs again: the worker that held it died while it may have been running it", job_id)
+
+
 @dataclass
 class WorkerSummary:
     """What a worker did, as Redis took it: ``completed``, ``retried`` and ``failed`` count the
@@ -247,6 +252,7 @@ class Worker:
                                          meta={} if opts is None else (opts.get("meta") or {}))
                     if redelivered:
                         inst.__dict__["redelivered"] = True
+                        _log_redelivered(job_id)
                     flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path
                     if flowing:
                         self._enter_workflow(inst, opts)  # type: ignore[arg-type]
@@ -356,6 +362,8 @@ class Worker:
         opts = serde.loads(raw_opts) if raw_opts is not None else None
         try:
             inst = cls._instance(job_id, attempt, queue, {} if opts is None else (opts.get("meta") or {}), redelivered)
+            if redelivered:
+                _log_redelivered(job_id)
             flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path
             if flowing:  # a few round trips on the loop, for workflow jobs only
                 self._enter_workflow(inst, opts)  # type: ignore[arg-type]
@@ -462,13 +470,10 @@ class Worker:
         return summary
 
     def _report(self) -> None:
-        """Logs what the engine met since the last call: Redis trouble it keeps retrying, and
-        orphans it started (jobs running again because their worker died)."""
+        """Logs the last Redis trouble the engine met since the last call (it keeps retrying)."""
         err = self.engine.take_error()
         if err:
             log.warning("Redis trouble, retrying: %s", err)
-        for job_id in self.engine.take_orphans():
-            log.warning("job %s runs again: the worker that held it died while it may have been running it", job_id)
 
     def _shutdown(self) -> None:
         self.stop()

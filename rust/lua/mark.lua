@@ -17,7 +17,8 @@ if rcall('LLEN', KEYS[4]) == tonumber(ARGV[4]) then
   -- The list was empty: whatever count is left belongs to no run.
   if extra > 0 then rcall('SET', KEYS[3], extra) else rcall('DEL', KEYS[3]) end
 elseif extra > 0 then
-  rcall('INCRBY', KEYS[3], extra)
+  -- SET, not INCRBY: a count that is not a number (not fastjobs') must not fail the write.
+  rcall('SET', KEYS[3], (tonumber(rcall('GET', KEYS[3]) or '0') or 0) + extra)
 end
 wake(KEYS[2])
 return 0

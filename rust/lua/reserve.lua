@@ -57,7 +57,11 @@ if rcall('HSET', KEYS[3], unpack(args)) < #leased then
   rcall('DEL', KEYS[3])
   local kept = {}
   for _, r in ipairs(leased) do
-    if rcall('HSETNX', KEYS[3], record_id(r), r) == 1 then kept[#kept + 1] = r else fail_undecodable(base, r, now) end
+    if rcall('HSETNX', KEYS[3], record_id(r), r) == 1 then
+      kept[#kept + 1] = r
+    else
+      fail_undecodable(base, r, now, 'has the id of another job reserved with it: ' .. record_id(r))
+    end
   end
   leased = kept
 end

@@ -189,12 +189,6 @@ impl WorkerEngine {
         self.engine.take_error()
     }
 
-    /// Ids of the orphans started since the last call: jobs running again because the worker
-    /// that held them died while it may have been running them.
-    fn take_orphans(&self) -> Vec<String> {
-        self.engine.take_orphans()
-    }
-
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = &self.engine.stats;
         let d = PyDict::new(py);

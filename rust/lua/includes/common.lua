@@ -64,11 +64,12 @@ end
 -- Something in a ready list, the jobs hash or a lease that is not a job record (written by
 -- another program, or damaged): failed at once under a new id `undecodable:<n>`, kept whole
 -- for inspection, so it is neither handed to a worker nor lost in silence.
-local function fail_undecodable(base, rec, now)
+local function fail_undecodable(base, rec, now, why)
   local id = 'undecodable:' .. rcall('INCR', base .. ':undecodable')
   rcall('HSET', base .. ':jobs', id, rec)
   rcall('HSET', base .. ':errors', id, cjson.encode({type = 'DecodeError',
-    message = 'an element of queue ' .. queue_name(base) .. ' is not a job record fastjobs can read (' .. #rec .. ' bytes)',
+    message = 'an element of queue ' .. queue_name(base) .. ' ' .. (why or 'is not a job record fastjobs can read') ..
+      ' (' .. #rec .. ' bytes)',
     traceback = ''}))
   rcall('ZADD', base .. ':failed', now, id)
   bump(base .. ':stats', 'failed', 1)
@@ -147,7 +148,8 @@ end
 
 -- Puts up to `max` records of run `el` in `out` after its first `k`; returns how many, and
 -- the rest of the run (itself a run) or nil. A damaged length ends the run: what was cut goes
--- on as one record, which fails record_ok and is failed as undecodable.
+-- on as one record, which fails record_ok and is failed as undecodable. (An element too short
+-- to hold a record is taken as one record by pop_wait: it is failed too, never dropped.)
 local function split_run(el, max, out, k)
   local at, n, took = 2, #el, 0
   while at <= n and took < max do
@@ -190,7 +192,7 @@ local function pop_wait(base, want, recs)
     for _, el in ipairs(got) do
       if have >= want then
         back[#back + 1] = el
-      elseif sbyte(el, 1) == RUN then
+      elseif sbyte(el, 1) == RUN and #el > 2 then
         guess = true
         local took, rest = split_run(el, want - have, recs, have)
         have = have + took
