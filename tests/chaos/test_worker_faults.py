@@ -166,3 +166,48 @@ def test_zombie_late_ack_is_refused_and_counted_stale_in_its_summary(size: int, 
     a = audit(q, sent, ledger, prefix, workers.all)
     assert a.duplicates == size
     figures(jobs=size, lost=0, duplicates=a.duplicates, stale=summary.stale, takeover_s=max(takeovers))
+
+
+# ---- an orphan runs alone (the defect the poison test found) ----
+
+DIES_HOLDING_TWO = r"""
+import os
+from fastjobs import _core, config
+engine = _core.WorkerEngine(config.client(), ["solo"], lease=0.3, prefetch=2)
+engine.start(scheduler=False)
+assert len(engine.next_jobs(1, 10.0)) == 1  # one lease of both jobs: one running, one prefetched
+os._exit(1)
+"""
+
+
+def test_an_orphan_runs_alone_and_nothing_starts_before_its_outcome_lands(redis_server: Any, prefix: str) -> None:
+    """Two orphans of one dead worker, a worker with two handler threads: the second orphan is
+    not handed out while the first runs. (It was: when the first killed the worker too, the
+    second, started beside it, lost its only attempt and failed with LeaseExpired.)"""
+    import subprocess
+    import sys
+
+    from fastjobs import _core, config
+
+    from ..conftest import ROOT
+
+    handles = [Rec.dispatch({"tag": f"o{i}"}).on_queue("solo").attempts(1).send() for i in range(2)]
+    env = dict(os.environ, FASTJOBS_URL=redis_server.url, FASTJOBS_PREFIX=prefix, PYTHONPATH=str(ROOT))
+    assert subprocess.run([sys.executable, "-c", DIES_HOLDING_TWO], env=env, cwd=str(ROOT), timeout=60).returncode == 1
+    engine = _core.WorkerEngine(config.client(), ["solo"], lease=5.0, concurrency=2)
+    engine.start()  # its scheduler reaps the dead worker's lease: two orphans
+    try:
+        [first] = engine.next_jobs(2, 15.0)
+        assert first[9] is True and first[2] == handles[0].id  # redelivered, alone
+        assert engine.next_jobs(2, 0.5) == []  # another handler thread: nothing while it runs
+        engine.complete(first[0], None)
+        [second] = engine.next_jobs(2, 5.0)  # once its outcome has landed
+        assert second[9] is True and second[2] == handles[1].id
+        assert handles[0].status() == "completed"
+        engine.complete(second[0], None)
+        engine.drain()
+        assert [h.wait_result(timeout=5) for h in handles] == [None, None]
+    finally:
+        engine.stop_fetching()
+        engine.close()
+    assert [h.status() for h in handles] == ["completed", "completed"]
