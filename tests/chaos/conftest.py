@@ -252,14 +252,24 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         tr.write_line(f"{row['test']}: {rest}")
 
 
+def counts(queue: str) -> dict[str, int]:
+    """``Queue.counts()``, or {} when the call fails for the connection: after a restart of
+    Redis, the first call on a connection that broke while idle fails, and the next opens it
+    again."""
+    try:
+        return dict(Queue(queue).counts())
+    except fastjobs.ConnectionError:
+        return {}
+
+
 def drained(queue: str, total: int, timeout: float = 120.0) -> float:
     """Waits until ``total`` jobs of ``queue`` are completed or failed and nothing is left to
     run; returns the monotonic time it saw that."""
     from ..conftest import eventually
 
     def done() -> bool:
-        c = Queue(queue).counts()
-        return c["completed"] + c["failed"] >= total and c["waiting"] + c["active"] + c["delayed"] == 0
+        c = counts(queue)
+        return bool(c) and c["completed"] + c["failed"] >= total and c["waiting"] + c["active"] + c["delayed"] == 0
 
     eventually(done, timeout=timeout, interval=0.05)
     return time.monotonic()
