@@ -12,6 +12,9 @@ demand: ``cut()``, ``blackhole()``, ``resume()``. Pure Python, two threads per c
   answer read would belong to an earlier request), so ``resume()`` resets those, as the TCP
   stacks of both ends do in the end once their retransmissions go unanswered; connections
   that lost nothing carry on.
+- ``lose_answers()``: requests still reach the server, and run there, but its answers are
+  dropped: the client cannot tell whether what it sent was done. ``resume()`` resets the
+  connections that lost answers, as above.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import struct
 import threading
 from typing import Literal
 
-Mode = Literal["pass", "cut", "blackhole"]
+Mode = Literal["pass", "cut", "blackhole", "lose_answers"]
 
 
 def _reset(sock: socket.socket) -> None:
@@ -58,7 +61,8 @@ class _Link:
                 if not data:
                     break
                 with self.proxy._lock:
-                    if self.proxy.mode == "blackhole":
+                    mode = self.proxy.mode
+                    if mode == "blackhole" or (mode == "lose_answers" and src is self.server):
                         self.dropped += len(data)
                         continue
                 dst.sendall(data)
@@ -147,6 +151,11 @@ class Proxy:
         """Forwards nothing, either way, until ``resume()``: bytes sent meanwhile are dropped."""
         with self._lock:
             self.mode = "blackhole"
+
+    def lose_answers(self) -> None:
+        """Forwards requests to the server but drops its answers, until ``resume()``."""
+        with self._lock:
+            self.mode = "lose_answers"
 
     def resume(self) -> None:
         """Back to passing bytes. Connections that lost bytes in a blackhole are reset."""
