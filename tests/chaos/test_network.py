@@ -32,7 +32,7 @@ def completed(queue: str) -> int:
     return int(Queue(queue).counts()["completed"])
 
 
-@sizes(short=(1000, [0.5]), long=(4000, [0.5, 3.0, 0.5, 3.0]))
+@sizes(short=(1000, [0.5]), long=(6000, [0.5, 3.0, 0.5, 5.0, 1.0]))
 def test_network_cut_between_a_worker_and_redis(size: tuple[int, list[float]], workers: Any, proxy: Any, ledger: Redis, prefix: str,
                                                 figures: Any) -> None:
     total, cuts = size
@@ -58,7 +58,7 @@ def test_network_cut_between_a_worker_and_redis(size: tuple[int, list[float]], w
             recovery_s=end - fault_end)
 
 
-@sizes(short=(600, 3.0), long=(3000, 6.0))
+@sizes(short=(600, 3.0), long=(4000, 6.0))
 def test_blackhole_past_the_lease_then_late_acks_are_refused(size: tuple[int, float], workers: Any, proxy: Any, ledger: Redis, prefix: str,
                                                              figures: Any) -> None:
     total, hole = size

@@ -68,7 +68,7 @@ class Producer(threading.Thread):
     [("always", signal.SIGKILL), ("everysec", signal.SIGTERM)],
     ids=["always-sigkill", "everysec-sigterm"],
 )
-@sizes(short=1, long=4)
+@sizes(short=1, long=6)
 def test_redis_restarted_under_producers_and_a_worker_loses_no_dispatch_that_returned(
         fsync: str, sig: int, size: int, persistent_redis: Any, workers: Any, ledger: Redis, prefix: str, figures: Any) -> None:
     restarts = size

@@ -29,7 +29,7 @@ def completed(queue: str) -> int:
 # ---- a. SIGKILL mid-drain, several times in a row ----
 
 
-@sizes(short=(1500, 2), long=(6000, 5))
+@sizes(short=(1500, 2), long=(8000, 6))
 def test_workers_killed_mid_drain_lose_nothing_and_rerun_only_logged_orphans(
         size: tuple[int, int], workers: Any, ledger: Redis, redis: Redis, prefix: str, figures: Any) -> None:
     total, kills = size
@@ -83,7 +83,7 @@ def test_workers_killed_mid_drain_lose_nothing_and_rerun_only_logged_orphans(
 # ---- b. a job that kills every worker that runs it ----
 
 
-@sizes(short=200, long=1000)
+@sizes(short=200, long=2000)
 def test_poison_job_fails_after_attempts_plus_one_runs_and_its_neighbours_lose_nothing(
         size: int, workers: Any, ledger: Redis, prefix: str, figures: Any) -> None:
     q = "poison"
