@@ -32,6 +32,10 @@ test: build ## build, then run cargo test and pytest (tests start their own redi
 	cargo test --release -q
 	$(PY) -m pytest -q
 
+.PHONY: chaos
+chaos: build ## the long fault runs of tests/chaos (kills, a poison job, Redis restarts, network cuts, a zombie) and their figures
+	$(PY) -m pytest -q -m chaos tests/chaos
+
 .PHONY: lint-deps
 lint-deps: $(PY) ## install the linters: ruff and mypy into the virtualenv, rustfmt and clippy into the toolchain
 	@$(PIP) install -q --disable-pip-version-check "ruff>=0.13" "mypy>=2.0"

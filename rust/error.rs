@@ -38,6 +38,11 @@ impl Error {
             Error::Timeout(format!("Redis at {server} did not answer in time: {e}"))
         } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
             Error::Connection(format!("cannot reach Redis at {server}: {e}"))
+        } else if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) {
+            // A restarted Redis answers LOADING until it has read its data back: it is not
+            // there yet, as when it refuses connections (retryable, like redis-py's
+            // BusyLoadingError, a ConnectionError).
+            Error::Connection(format!("Redis at {server} is loading its data set (restarted?); try again: {e}"))
         } else {
             Error::Store(format!("Redis at {server} answered with an error: {e}"))
         }

@@ -71,6 +71,9 @@ struct Buffer {
     popping: bool,
     /// Pops that brought a job: the fetch loop registers a new idle slot after each.
     handed: u64,
+    /// The orphan this worker runs alone (lease, job id): taken once nothing else ran, and
+    /// nothing else is taken until its outcome has landed in the store (see `take_ready`).
+    solo: Option<(u64, Vec<u8>)>,
 }
 
 #[derive(Default)]
@@ -127,6 +130,8 @@ pub struct Engine<S: Store> {
     /// The fetch loop runs; `fetch_done` tells when it ended.
     fetch_live: AtomicBool,
     fetch_done: Notify,
+    /// `buffer.solo` is set: the acknowledger and the releases look for its job.
+    solo_active: AtomicBool,
     /// A handler thread's blocking pop ended: the fetch loop reserves again.
     pop_done: Notify,
     left: AtomicBool,
@@ -168,6 +173,7 @@ impl<S: Store> Engine<S> {
             idle_slots: Mutex::new(vec![None; queues_len]),
             fetch_live: AtomicBool::new(false),
             fetch_done: Notify::new(),
+            solo_active: AtomicBool::new(false),
             pop_done: Notify::new(),
             left: AtomicBool::new(false),
         })
@@ -408,44 +414,96 @@ impl<S: Store> Engine<S> {
 
     /// The buffered jobs `next_jobs` hands out: up to `max` of them, stopping before an
     /// orphan, or an orphan alone.
+    ///
+    /// An orphan runs alone on this worker: it is taken only once no other job handed out is
+    /// still running, and no job is taken after it until its outcome has landed in the store.
+    /// Its start is recorded (so the reaper counts this run if the worker dies now); a job
+    /// running beside it that killed the worker would cost it an attempt it did not use, and
+    /// so would the death of the worker, caused by a later job, before its acknowledgement
+    /// landed (with attempts=1 it would fail with LeaseExpired after running well once).
     fn take_ready(&self, max: usize, timeout: Duration, deadline: Instant) -> Vec<Pending> {
         let mut b = self.buffer.lock().unwrap();
-        while b.ready.is_empty() && !b.closed {
-            if b.idle && !b.popping && !timeout.is_zero() && !self.stopping.load(Ordering::Acquire) {
-                b.popping = true;
-                drop(b);
-                let got = self.pop();
-                b = self.buffer.lock().unwrap();
-                b.popping = false;
-                match got {
-                    // This thread runs it (taken below, under this lock); one other
-                    // free thread wakes to block on Redis for the next.
-                    Some(p) => {
-                        b.ready.push_back(p);
-                        b.handed += 1;
-                        self.ready_cv.notify_one();
+        loop {
+            while (b.ready.is_empty() || b.solo.is_some()) && !b.closed {
+                if b.ready.is_empty()
+                    && b.solo.is_none()
+                    && b.idle
+                    && !b.popping
+                    && !timeout.is_zero()
+                    && !self.stopping.load(Ordering::Acquire)
+                {
+                    b.popping = true;
+                    drop(b);
+                    let got = self.pop();
+                    b = self.buffer.lock().unwrap();
+                    b.popping = false;
+                    match got {
+                        // This thread runs it (taken below, under this lock); one other
+                        // free thread wakes to block on Redis for the next.
+                        Some(p) => {
+                            b.ready.push_back(p);
+                            b.handed += 1;
+                            self.ready_cv.notify_one();
+                        }
+                        None => b.idle = false,
                     }
-                    None => b.idle = false,
+                    self.pop_done.notify_one();
+                    continue;
                 }
-                self.pop_done.notify_one();
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                b = self.ready_cv.wait_timeout(b, deadline - now).unwrap().0;
+            }
+            if b.solo.is_some() {
+                return vec![]; // the deadline passed while an orphan runs alone
+            }
+            // An orphan first in line waits for the jobs still running to be settled (the
+            // rare path, after a worker died: polled).
+            let orphan_first = b.ready.front().is_some_and(|p| p.orphan);
+            if orphan_first && !timeout.is_zero() && !b.closed && self.running_count() > 0 {
+                let now = Instant::now();
+                if now >= deadline {
+                    return vec![];
+                }
+                b = self.ready_cv.wait_timeout(b, (deadline - now).min(Duration::from_millis(2))).unwrap().0;
                 continue;
             }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            b = self.ready_cv.wait_timeout(b, deadline - now).unwrap().0;
+            break;
         }
         let n = match b.ready.front() {
             // Recording its start blocks on Redis: not for a caller that must not wait.
             Some(p) if p.orphan => usize::from(!timeout.is_zero()),
             _ => b.ready.iter().take(max).position(|p| p.orphan).unwrap_or(max.min(b.ready.len())),
         };
-        let out = b.ready.drain(..n).collect();
+        let out: Vec<Pending> = b.ready.drain(..n).collect();
+        if let [p] = out.as_slice() {
+            if p.orphan {
+                b.solo = Some((p.lease, p.id.clone()));
+                self.solo_active.store(true, Ordering::Release);
+            }
+        }
         if b.ready.len() * 2 <= self.target_buffer() {
             self.want_more.notify_one();
         }
         out
+    }
+
+    /// The orphan running alone is done with (its outcome landed, it went back, or it is not
+    /// this worker's any more): the other handler threads may take jobs again.
+    fn end_solo(&self) {
+        let mut b = self.buffer.lock().unwrap();
+        b.solo = None;
+        self.solo_active.store(false, Ordering::Release);
+        drop(b);
+        self.ready_cv.notify_all();
+    }
+
+    /// Whether `(lease, id)` names the orphan running alone.
+    fn is_solo(&self, lease: u64, id: &[u8]) -> bool {
+        self.solo_active.load(Ordering::Acquire)
+            && self.buffer.lock().unwrap().solo.as_ref().is_some_and(|(l, i)| *l == lease && i.as_slice() == id)
     }
 
     /// Records that an orphan is about to start (see `codec::ORPHAN`). False when it must not
@@ -453,7 +511,10 @@ impl<S: Store> Engine<S> {
     /// be reached (it goes back to the front of the buffer, to be tried again).
     fn record_start(&self, p: &Pending) -> bool {
         let held = self.leases.lock().unwrap().get(&p.lease).map(|l| (self.queues[l.queue].clone(), l.token.clone()));
-        let Some((q, token)) = held else { return false };
+        let Some((q, token)) = held else {
+            self.end_solo();
+            return false;
+        };
         match runtime().block_on(self.store.start(&q, &token, &p.id)) {
             Ok(true) => {
                 self.stats.orphans.fetch_add(1, Ordering::Relaxed);
@@ -461,12 +522,14 @@ impl<S: Store> Engine<S> {
             }
             Ok(false) => {
                 self.forget_leases(&[token]);
+                self.end_solo();
                 false
             }
             Err(e) => {
                 self.note_error(&e);
                 let again = Pending { lease: p.lease, queue: p.queue, raw: p.raw.clone(), id: p.id.clone(), orphan: true };
                 self.buffer.lock().unwrap().ready.push_front(again);
+                self.end_solo();
                 std::thread::sleep(Duration::from_millis(100));
                 false
             }
@@ -562,6 +625,8 @@ impl<S: Store> Engine<S> {
     async fn flush(&self, batch: Vec<(u64, AckEntry)>) {
         let n = batch.len() as u64;
         let mut by_lease: Vec<(u64, LeaseAck)> = vec![];
+        // The outcome of the orphan running alone: the others may run once it has landed.
+        let solo = batch.iter().any(|(lease, e)| self.is_solo(*lease, &e.id));
         {
             let leases = self.leases.lock().unwrap();
             let mut index: HashMap<u64, usize> = HashMap::new();
@@ -609,6 +674,9 @@ impl<S: Store> Engine<S> {
                     }
                 }
             }
+        }
+        if solo {
+            self.end_solo();
         }
         let mut r = self.rate.lock().unwrap();
         r.2 += n;
@@ -738,12 +806,24 @@ impl<S: Store> Engine<S> {
     /// `releasing`.
     async fn release(&self, jobs: Vec<Pending>) -> Result<u64> {
         let mut by_lease: Vec<(u64, Vec<Vec<u8>>)> = vec![];
+        let mut solo = false;
         for p in jobs {
+            solo |= self.is_solo(p.lease, &p.id);
             match by_lease.iter_mut().find(|(l, _)| *l == p.lease) {
                 Some((_, ids)) => ids.push(p.id),
                 None => by_lease.push((p.lease, vec![p.id])),
             }
         }
+        let released = self.release_by_lease(by_lease).await;
+        if solo {
+            self.end_solo(); // whether it went back or not: the lease expires otherwise
+        }
+        let total = released?;
+        self.stats.released.fetch_add(total, Ordering::Relaxed);
+        Ok(total)
+    }
+
+    async fn release_by_lease(&self, by_lease: Vec<(u64, Vec<Vec<u8>>)>) -> Result<u64> {
         let mut total = 0;
         // Each release pushes to the head of the queue: the latest lease goes first so that
         // the earliest jobs end up in front, in their original order.
@@ -762,7 +842,6 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
-        self.stats.released.fetch_add(total, Ordering::Relaxed);
         Ok(total)
     }
 

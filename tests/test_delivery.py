@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +24,7 @@ import fastjobs
 from fastjobs import Queue
 
 from .apps.jobs import Echo, HoldGil, Pid, Sleep
+from .chaos.servers import PersistentRedis
 from .conftest import ROOT, RedisServer, eventually, free_port
 from .resp import Redis
 
@@ -120,47 +119,6 @@ def spawn(spawn_worker: Any) -> Iterator[Any]:
         w.proc.wait()
         if w.proc.stdout is not None and not w.proc.stdout.closed:
             w.proc.stdout.close()
-
-
-class PersistentRedis(RedisServer):
-    """A redis-server whose data survives a restart: an append-only file fsynced on every
-    write, in a directory that ``stop()`` keeps. ``PersistentRedis(port, dir)`` starts it
-    again with its data."""
-
-    def __init__(self, port: int | None = None, dir: str | None = None) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server is not installed: run `make deps` (Debian package redis-server)")
-        self.port = port or free_port()
-        self.dir = dir or tempfile.mkdtemp(prefix="fastjobs-redis-aof-")
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", self.dir],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if Redis(self.port).command("PING") == "PONG":
-                    break
-            except (OSError, RuntimeError):  # refused, or "LOADING" while it reads the file
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        """Shuts down cleanly (SIGTERM: the append-only file is complete); keeps the data."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ---- 1. SIGKILL with 1,000 jobs leased ----

@@ -14,14 +14,25 @@
 --     reaper's LeaseExpired, show it)
 --   'f' failed for good: a = error JSON, b = the record with its attempt counted
 -- A job no longer in the lease (the lease expired and was reaped: a stale token) is refused
--- and left alone. Plain completions are the hot path: no per-job Lua, one HDEL, and their
--- completion bits set 64 at a time. Returns {completed, retried, failed, refused}.
+-- and left alone. The engine settles a job once, but sends an acknowledgement again when the
+-- answer to the first send was lost (the connection broke, Redis restarted): then the jobs are
+-- missing because that first send settled them, and they are counted as what they were, with
+-- nothing done twice. tick.lua marks the tokens it reaps (`…:reaped:<token>`) to tell the two.
+-- Plain completions are the hot path: no per-job Lua, one HDEL, and their completion bits set
+-- 64 at a time. Returns {completed, retried, failed, refused}.
 local base = ARGV[1]
 local now = now_ms()
 local waited = rcall('HLEN', KEYS[4]) > 0
 local refused, completed, retried, failed = 0, 0, 0, 0
 local pushed = false
 local earliest = nil
+-- Jobs settled by an earlier send of this acknowledgement: reported, not counted again.
+local again = {c = 0, r = 0, f = 0}
+local reaped = nil
+local function was_reaped()
+  if reaped == nil then reaped = rcall('EXISTS', base .. ':reaped:' .. ARGV[2]) == 1 end
+  return reaped
+end
 
 -- Publishes the outcome if somebody registered to wait for it.
 local function notify(id, kind, data)
@@ -46,7 +57,13 @@ if n_plain > 0 then
       deleted = deleted + rcall('HDEL', KEYS[1], unpack(ARGV, s, math.min(s + 999, 7 + n_plain)))
     end
   end
-  completed, refused = completed + deleted, refused + (n_plain - deleted)
+  local missing = n_plain - deleted
+  completed = completed + deleted
+  if missing > 0 and not was_reaped() then
+    again.c = again.c + missing
+  else
+    refused = refused + missing
+  end
   if deleted > 0 then
     for r = runs_at, general_at - 1, 3 do
       local key = base .. ':done:' .. ARGV[r]
@@ -92,7 +109,13 @@ for i = general_at, #ARGV, 5 do
   k = k + 1
   local kind, id, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if not present[k] then
-    refused = refused + 1
+    if was_reaped() then
+      refused = refused + 1
+    elseif kind == 'c' or kind == 'C' then
+      again.c = again.c + 1
+    else
+      again[kind] = again[kind] + 1
+    end
   else
     if kind == 'c' or kind == 'C' then
       if b == '1' then rcall('HDEL', KEYS[9], id) end
@@ -147,4 +170,4 @@ if retried > 0 then bump(KEYS[3], 'retried', retried) end
 if failed > 0 then bump(KEYS[3], 'failed', failed) end
 if pushed then wake(KEYS[10]) end
 if earliest ~= nil then rcall('PUBLISH', ARGV[6], tostring(earliest)) end
-return {completed, retried, failed, refused}
+return {completed + again.c, retried + again.r, failed + again.f, refused}

@@ -93,6 +93,10 @@ for _, token in ipairs(expired) do
   push_ready(base, back, true)
   rcall('DEL', lease, started)
   rcall('ZREM', KEYS[3], token)
+  -- Tells ack.lua that a job missing from this lease was taken from it here (its late
+  -- acknowledgement is refused as stale), not settled by an earlier send of the same
+  -- acknowledgement whose answer was lost. A week: longer than any worker stays frozen.
+  rcall('SET', base .. ':reaped:' .. token, '1', 'EX', 604800)
 end
 if reaped > 0 then bump(KEYS[7], 'stalled', reaped) end
 if #recs > 0 or reaped > 0 then wake(KEYS[4]) end
