@@ -8,6 +8,21 @@ use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, Value};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
+/// The longest duration the engine takes anywhere (timeouts, ttls, leases): 100 years, in
+/// seconds. Python checks the same limit (`options.MAX_DURATION`) with friendlier messages.
+pub const MAX_SECONDS: f64 = 3_155_760_000.0;
+
+/// Seconds as a `Duration`, refused (not a panic) when NaN, infinite, under `min` or over
+/// 100 years.
+pub fn seconds(name: &str, v: f64, min: f64) -> Result<Duration> {
+    if v.is_finite() && v >= min && v <= MAX_SECONDS {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        let got = if v.is_finite() && v.abs() < 1e15 { format!("{v}") } else { format!("{v:e}") };
+        Err(Error::Invalid(format!("{name} must be between {min} seconds and 100 years ({MAX_SECONDS} seconds), got {got} seconds")))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub url: String,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import _core
+from .options import check_seconds
 
 __all__ = ["configure", "Connection", "DEFAULT_URL"]
 
@@ -62,6 +63,12 @@ def configure(
     Nothing connects here; the first operation does, and raises
     :class:`fastjobs.ConnectionError` if Redis cannot be reached within ``connect_timeout``.
     """
+    if connect_timeout is not None:
+        connect_timeout = check_seconds(connect_timeout, "connect_timeout", minimum=0.001)
+    if response_timeout is not None:
+        response_timeout = check_seconds(response_timeout, "response_timeout", minimum=0.001)
+    if result_ttl is not None:
+        result_ttl = check_seconds(result_ttl, "result_ttl", minimum=0.001)
     changes: dict[str, Any] = {
         k: v
         for k, v in dict(

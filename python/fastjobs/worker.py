@@ -30,7 +30,7 @@ from . import flow as flows
 from ._eager import start_eagerly
 from .errors import JobTimeoutError
 from .job import Job, registry
-from .options import backoff_from_json
+from .options import backoff_from_json, check_seconds
 
 __all__ = ["Worker", "WorkerSummary"]
 
@@ -128,6 +128,8 @@ class Worker:
             queues = [queues]
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        lease = check_seconds(lease, "lease", minimum=0.3)
+        grace = check_seconds(grace, "grace")
         self.queues = list(queues)
         self.connection = connection
         self.concurrency = concurrency
