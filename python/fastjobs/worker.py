@@ -62,21 +62,43 @@ class WorkerSummary:
     stale: int = 0
 
 
+def _timeout_message(job_id: str, name: str, timeout: float) -> str:
+    return f"job {job_id} ({name}) ran past its timeout of {float(timeout)} s"
+
+
+def _timeout_error(message: str) -> type[JobTimeoutError]:
+    """A ``JobTimeoutError`` whose instances say ``message``: ``PyThreadState_SetAsyncExc``
+    raises a class, instantiated with no arguments, so the message travels in the class
+    (made when the watchdog fires, not per job). It shows, pickles and is recorded as
+    ``fastjobs.errors.JobTimeoutError``."""
+
+    class Armed(JobTimeoutError):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*(args or (message,)))
+
+        def __reduce__(self) -> Any:
+            return (JobTimeoutError, self.args)
+
+    Armed.__name__ = Armed.__qualname__ = JobTimeoutError.__qualname__
+    Armed.__module__ = JobTimeoutError.__module__
+    return Armed
+
+
 class _Watchdog:
     """Raises ``JobTimeoutError`` inside a sync handler's thread when its time is up (at the
     handler's next Python instruction; a blocking C call finishes first)."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, int]] = []
+        self._heap: list[tuple[float, int, int, str, str, float]] = []
         self._live: set[int] = set()
         self._cv = threading.Condition()
         self._ids = itertools.count()
         threading.Thread(target=self._run, name="fastjobs-watchdog", daemon=True).start()
 
-    def arm(self, seconds: float) -> int:
+    def arm(self, seconds: float, job_id: str, name: str) -> int:
         token = next(self._ids)
         with self._cv:
-            heapq.heappush(self._heap, (time.monotonic() + seconds, token, threading.get_ident()))
+            heapq.heappush(self._heap, (time.monotonic() + seconds, token, threading.get_ident(), job_id, name, seconds))
             self._live.add(token)
             self._cv.notify()
         return token
@@ -90,7 +112,7 @@ class _Watchdog:
             with self._cv:
                 while not self._heap:
                     self._cv.wait()
-                deadline, token, thread_id = self._heap[0]
+                deadline, token, thread_id, job_id, name, seconds = self._heap[0]
                 now = time.monotonic()
                 if deadline > now:
                     self._cv.wait(deadline - now)
@@ -98,7 +120,8 @@ class _Watchdog:
                 heapq.heappop(self._heap)
                 if token in self._live:
                     self._live.discard(token)
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(JobTimeoutError))
+                    error = _timeout_error(_timeout_message(job_id, name, seconds))
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(error))
 
 
 class Worker:
@@ -242,7 +265,7 @@ class Worker:
                     continue
                 opts = loads(raw_opts) if raw_opts is not None else None
                 timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
-                guard = self._watchdog.arm(timeout) if timeout is not None and self._watchdog else None
+                guard = self._watchdog.arm(timeout, job_id, name) if timeout is not None and self._watchdog else None
                 try:
                     inst = cls.__new__(cls)
                     inst.__dict__.update(job_id=job_id, attempt=attempt, queue_name=queue,
@@ -364,10 +387,14 @@ class Worker:
             coro = inst.process(serde.loads(payload))
             timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
             if timeout is not None:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
                 try:
                     result = await asyncio.wait_for(coro, timeout)
                 except asyncio.TimeoutError:
-                    raise JobTimeoutError(f"the job ran longer than its timeout of {timeout} s") from None
+                    if loop.time() - started < timeout:
+                        raise  # the handler's own TimeoutError, within its time
+                    raise JobTimeoutError(_timeout_message(job_id, name, timeout)) from None
             else:
                 result = await coro
             data = None if result is None else serde.dumps(result, "result")
