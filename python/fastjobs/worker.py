@@ -182,6 +182,7 @@ class Worker:
         self._watchdog: _Watchdog | None = None
         self._async_done: list[int] = []  # completed with None, reported once per loop pass
         self._signals = 0
+        self._connection_checked = False
 
     # ---- running one job ----
 
@@ -459,8 +460,21 @@ class Worker:
         if n:
             log.info("registered %d periodic schedule(s) declared in code", n)
 
+    def _check_connection(self) -> None:
+        """Before the start: settings that can never work raise (``AuthenticationError``;
+        ``StoreError`` for a database index the server does not have; ``ConnectionError`` for
+        a host name that does not exist). A Redis that cannot be reached now (refused, timed
+        out) is logged, and the worker starts and retries: Redis may be starting up."""
+        trouble = self.client.check_connection()
+        if trouble:
+            log.warning("Redis cannot be reached yet; starting anyway, retrying until it can: %s", trouble)
+        self._connection_checked = True
+
     def run(self, *, install_signals: bool = True) -> WorkerSummary:
-        """Runs until ``stop()`` or a signal; returns what was done."""
+        """Runs until ``stop()`` or a signal; returns what was done. Raises before it starts
+        when the connection settings can never work (see ``_check_connection``)."""
+        if not self._connection_checked:  # the CLI checks first, to exit 1 on a failure
+            self._check_connection()
         started = time.monotonic()
         if install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -477,7 +491,8 @@ class Worker:
                 t = threading.Thread(target=self._puller, name=f"fastjobs-worker-{i}", daemon=True)
                 t.start()
                 self._threads.append(t)
-        log.info("worker started: queues %s, concurrency %d, jobs %s", self.queues, self.concurrency, sorted(self.jobs))
+        log.info("worker started: %s prefix %r, queues %s, concurrency %d, jobs %s", self.client.url, self.client.prefix,
+                 self.queues, self.concurrency, sorted(self.jobs))
         try:
             while not self._stop.wait(0.5):
                 self._report()

@@ -193,6 +193,20 @@ impl Client {
         self.settings.masked_url()
     }
 
+    /// Opens a connection of its own and loads the scripts, as a worker does before it
+    /// starts. Returns None when that worked, and the reason when Redis cannot be reached
+    /// now (connection refused, timed out, a name lookup that failed for now), which may
+    /// pass; raises when these settings can never work: `AuthenticationError` (credentials,
+    /// permissions), `StoreError` (a database index the server does not have),
+    /// `ConnectionError` (a host name that does not exist).
+    fn check_connection(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let conn = crate::conn::SyncConn::new(&self.settings).map_err(super::errors::to_py)?;
+        match py.detach(|| conn.check()) {
+            Ok(trouble) => Ok(trouble.map(|e| e.to_string())),
+            Err(e) => Err(super::errors::to_py(e)),
+        }
+    }
+
     #[getter]
     fn prefix(&self) -> &str {
         &self.settings.prefix
