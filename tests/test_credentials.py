@@ -6,6 +6,7 @@ before it starts (as it does a database index the server lacks, or a host that d
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +43,16 @@ def locked_redis() -> Iterator[RedisServer]:
     Redis(server.port).command("CONFIG", "SET", "requirepass", SECRET)
     yield server
     server.stop()
+
+
+def unknown_host_is_known() -> bool:
+    """The resolver says outright that a .invalid name does not exist (without a reachable
+    DNS server it can only say "try again", which a worker rightly takes as temporary)."""
+    try:
+        socket.getaddrinfo("no-such-host.invalid", 6379)
+    except socket.gaierror as e:
+        return e.errno != socket.EAI_AGAIN
+    return False
 
 
 def no_secret(text: str) -> str:
@@ -124,6 +135,8 @@ def test_worker_run_raises_before_it_starts(case: str, error: type[BaseException
         "bad db": acl_url.replace("/0", "/99"),
         "unknown host": f"redis://{user}:{SECRET}@no-such-host.invalid:6379/0",
     }[case]
+    if case == "unknown host" and not unknown_host_is_known():
+        pytest.skip("this resolver cannot tell an unknown host from a failed lookup")
     fastjobs.configure(url, connect_timeout=2)
     caplog.set_level(logging.INFO, logger="fastjobs")
     worker = fastjobs.Worker(jobs=[Echo], lease=5, grace=5)
@@ -174,6 +187,8 @@ def test_cli_worker_exits_1_with_one_line_when_the_settings_cannot_work(acl_url:
         (f"redis://{user}:{SECRET}@no-such-host.invalid:6379/0", "unknown host"),
         (f"redis://{user}:{SECRET}@[::1", "invalid Redis URL"),
     ]
+    if not unknown_host_is_known():
+        cases = [c for c in cases if c[1] != "unknown host"]
     for url, reason in cases:
         out = _cli(url)
         assert out.returncode == 1, (url, out.stderr)
