@@ -4,11 +4,28 @@
 use crate::error::{Error, Result};
 use crate::scripts::{is_noscript, scripts};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, Value};
-use std::time::Duration;
+use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, Pipeline, Value};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-#[derive(Debug, Clone)]
+/// The longest duration the engine takes anywhere (timeouts, ttls, leases): 100 years, in
+/// seconds. Python checks the same limit (`options.MAX_DURATION`) with friendlier messages.
+pub const MAX_SECONDS: f64 = 3_155_760_000.0;
+
+/// Seconds as a `Duration`, refused (not a panic) when NaN, infinite, under `min` or over
+/// 100 years.
+pub fn seconds(name: &str, v: f64, min: f64) -> Result<Duration> {
+    if v.is_finite() && v >= min && v <= MAX_SECONDS {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        let got = if v.is_finite() && v.abs() < 1e15 { format!("{v}") } else { format!("{v:e}") };
+        Err(Error::Invalid(format!("{name} must be between {min} seconds and 100 years ({MAX_SECONDS} seconds), got {got} seconds")))
+    }
+}
+
+#[derive(Clone)]
 pub struct Settings {
     pub url: String,
     pub prefix: String,
@@ -74,11 +91,39 @@ impl Settings {
     }
 }
 
+/// Debug shows the masked URL: settings may end up in a log line.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("url", &self.masked_url())
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("result_ttl", &self.result_ttl)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// The URL with its password replaced by `***` (the user name stays): the password of
+/// `redis://user:password@host`, and the `pass`/`password` parameter of
+/// `unix:///path?user=u&pass=password`.
 pub fn mask_url(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut u) => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
+            }
+            let secret = |k: &str| k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password");
+            if u.query_pairs().any(|(k, _)| secret(&k)) {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if secret(&k) { "***".to_string() } else { v.into_owned() };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
             }
             u.to_string()
         }
@@ -107,21 +152,34 @@ impl Conn {
         Error::from_redis(e, &self.settings.masked_url())
     }
 
+    fn err_connecting(&self, e: redis::RedisError) -> Error {
+        Error::from_redis_connecting(e, &self.settings.masked_url())
+    }
+
+    /// Connects, checks the credentials and loads the scripts: all of it is "connecting",
+    /// bounded as a whole by the connect timeout (`get`).
+    async fn open(&self) -> Result<MultiplexedConnection> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.settings.connect_timeout))
+            .set_response_timeout(Some(self.settings.response_timeout));
+        let mut c = self.client.get_multiplexed_async_connection_with_config(&cfg).await.map_err(|e| self.err_connecting(e))?;
+        // A server that wants a password answers NOAUTH to a PING; sent a large command
+        // first (SCRIPT LOAD), it closes the connection instead, which would read as a
+        // network error and be retried forever.
+        redis::cmd("PING").query_async::<()>(&mut c).await.map_err(|e| self.err_connecting(e))?;
+        // Load every script up front: later calls by SHA then only miss after SCRIPT FLUSH.
+        self.load_scripts(&mut c).await?;
+        Ok(c)
+    }
+
     async fn get(&self) -> Result<MultiplexedConnection> {
         let mut cur = self.current.lock().await;
         if let Some(c) = cur.as_ref() {
             return Ok(c.clone());
         }
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.settings.connect_timeout))
-            .set_response_timeout(Some(self.settings.response_timeout));
-        let connect = self.client.get_multiplexed_async_connection_with_config(&cfg);
         // The redis-rs timeout covers one address; bound the whole attempt too.
-        let c = match tokio::time::timeout(self.settings.connect_timeout + Duration::from_millis(100), connect).await {
-            Ok(r) => r.map_err(|e| match self.err(e) {
-                Error::Store(m) => Error::Connection(m),
-                other => other,
-            })?,
+        let c = match tokio::time::timeout(self.settings.connect_timeout + Duration::from_millis(100), self.open()).await {
+            Ok(r) => r?,
             Err(_) => {
                 return Err(Error::Connection(format!(
                     "cannot reach Redis at {}: no connection within {:?}",
@@ -130,9 +188,6 @@ impl Conn {
                 )))
             }
         };
-        let mut c = c;
-        // Load every script up front: later calls by SHA then only miss after SCRIPT FLUSH.
-        self.load_scripts(&mut c).await?;
         *cur = Some(c.clone());
         Ok(c)
     }
@@ -190,17 +245,34 @@ impl Conn {
         for s in scripts().all() {
             p.cmd("SCRIPT").arg("LOAD").arg(s.source).ignore();
         }
-        p.query_async::<()>(c).await.map_err(|e| self.err(e))
+        p.query_async::<()>(c).await.map_err(|e| self.err_connecting(e))
     }
 }
 
 /// One plain (blocking) connection for a caller's own thread: a reply wakes that thread
 /// directly, with no hop through the I/O runtime. Used for the idle worker's pop, where a
 /// thread wake-up is a large share of the start latency. Reopened after it broke.
+///
+/// Opening it is bounded as a whole by the connect timeout: name lookup, TCP connect (each
+/// address with the time left), TLS, then the handshake (AUTH, SELECT, or a PING), one
+/// command at a time, each waiting only for the time left. redis-rs's own handshake sends
+/// its commands as one pipeline and, once a reply timed out, waits the full timeout again
+/// for each reply after it (a dispatch to a server that accepted and never answered took
+/// twice the connect timeout; with a password and a database, four times).
 pub struct SyncConn {
     settings: Settings,
-    client: redis::Client,
+    /// Where to connect (with TLS settings), with no handshake of redis-rs's: ours follows.
+    bare: ConnectionInfo,
+    login: Login,
     current: std::sync::Mutex<Option<Open>>,
+}
+
+/// The handshake a new connection makes (from the URL).
+struct Login {
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+    resp3: bool,
 }
 
 /// An open plain connection and the read timeout its socket has (set only when it changes:
@@ -210,9 +282,33 @@ struct Open {
     read_timeout: Duration,
 }
 
+/// The time left before `deadline`, or a timeout error naming what was being done.
+fn left(deadline: Instant, url: &str, doing: &str) -> Result<Duration> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(Error::Timeout(format!("Redis at {url} did not answer in time: no connection within the connect timeout ({doing})"))),
+    }
+}
+
+/// A failed name lookup: `true` when the name does not exist (as opposed to a resolver that
+/// failed for now: "Temporary failure in name resolution").
+fn unknown_host(e: &std::io::Error) -> bool {
+    let m = e.to_string();
+    !(m.contains("Temporary failure") || m.contains("try again"))
+}
+
 impl SyncConn {
     pub fn new(settings: &Settings) -> Result<SyncConn> {
-        Ok(SyncConn { settings: settings.clone(), client: settings.client()?, current: std::sync::Mutex::new(None) })
+        let info = settings.client()?.get_connection_info().clone();
+        let r = info.redis_settings();
+        let login = Login {
+            username: r.username().map(str::to_string),
+            password: r.password().map(str::to_string),
+            db: r.db(),
+            resp3: r.protocol().supports_resp3(),
+        };
+        let bare = info.set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
+        Ok(SyncConn { settings: settings.clone(), bare, login, current: std::sync::Mutex::new(None) })
     }
 
     /// Runs `cmd`, waiting at most `read_timeout` for its answer.
@@ -234,10 +330,25 @@ impl SyncConn {
 
     /// Writes commands packed already (`bytes`: `skip + keep` of them) and returns the last
     /// `keep` answers; an error answer among the first `skip` is returned as the error.
+    /// Replies are read one by one, and the first that fails ends the call (redis-rs's
+    /// `req_packed_commands` would wait `read_timeout` once more for every reply left).
     pub fn packed(&self, bytes: &[u8], skip: usize, keep: usize, read_timeout: Duration) -> Result<Vec<Value>> {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let c = self.open(&mut cur, read_timeout)?;
-        let r = redis::ConnectionLike::req_packed_commands(c, bytes, skip, keep);
+        let r = (|| {
+            c.send_packed_command(bytes)?;
+            let mut out = Vec::with_capacity(keep);
+            let mut refused = None;
+            for i in 0..skip + keep {
+                let v = c.recv_response()?;
+                if i >= skip {
+                    out.push(v);
+                } else if refused.is_none() {
+                    refused = v.extract_error().err();
+                }
+            }
+            refused.map_or(Ok(out), Err)
+        })();
         self.settle(&mut cur, r)
     }
 
@@ -258,10 +369,7 @@ impl SyncConn {
     /// The open connection, connected first if need be, with `read_timeout` on its socket.
     fn open<'a>(&self, cur: &'a mut Option<Open>, read_timeout: Duration) -> Result<&'a mut redis::Connection> {
         if cur.is_none() {
-            let c = self.client.get_connection_with_timeout(self.settings.connect_timeout).map_err(|e| match self.err(e) {
-                Error::Store(m) => Error::Connection(m),
-                other => other,
-            })?;
+            let c = self.connect(Instant::now() + self.settings.connect_timeout)?;
             *cur = Some(Open { conn: c, read_timeout: Duration::ZERO });
         }
         let open = cur.as_mut().expect("connected above");
@@ -270,6 +378,128 @@ impl SyncConn {
             open.read_timeout = read_timeout;
         }
         Ok(&mut open.conn)
+    }
+
+    /// The addresses of a TCP server (none for a Unix socket); an error says whether the
+    /// name does not exist (`true`) or could not be looked up now.
+    fn addresses(&self) -> std::result::Result<Vec<SocketAddr>, (Error, bool)> {
+        let (host, port) = match self.bare.addr() {
+            ConnectionAddr::Tcp(h, p) | ConnectionAddr::TcpTls { host: h, port: p, .. } => (h.as_str(), *p),
+            _ => return Ok(vec![]),
+        };
+        (host, port).to_socket_addrs().map(|a| a.collect()).map_err(|e| {
+            let unknown = unknown_host(&e);
+            let what = if unknown { "unknown host" } else { "cannot look up the host" };
+            (Error::Connection(format!("cannot reach Redis at {}: {what} {host:?} ({e})", self.settings.masked_url())), unknown)
+        })
+    }
+
+    /// A new connection, handshake done, by `deadline`.
+    fn connect(&self, deadline: Instant) -> Result<redis::Connection> {
+        let url = self.settings.masked_url();
+        let mut c = match self.bare.addr() {
+            // Each address with the time left (redis-rs gives each the whole timeout).
+            ConnectionAddr::Tcp(_, _) => {
+                let mut last = None;
+                let mut found = None;
+                for a in self.addresses().map_err(|(e, _)| e)? {
+                    let t = left(deadline, &url, "connect")?;
+                    let info = self.bare.clone().set_addr(ConnectionAddr::Tcp(a.ip().to_string(), a.port()));
+                    match redis::Client::open(info).and_then(|cl| cl.get_connection_with_timeout(t)) {
+                        Ok(c) => {
+                            found = Some(c);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                match (found, last) {
+                    (Some(c), _) => c,
+                    (None, Some(e)) => return Err(self.err_connecting(e)),
+                    (None, None) => return Err(Error::Connection(format!("cannot reach Redis at {url}: its host has no address"))),
+                }
+            }
+            // TLS (the handshake runs with the first command below) and Unix sockets.
+            _ => {
+                let t = left(deadline, &url, "connect")?;
+                redis::Client::open(self.bare.clone())
+                    .and_then(|cl| cl.get_connection_with_timeout(t))
+                    .map_err(|e| self.err_connecting(e))?
+            }
+        };
+        let l = &self.login;
+        let step = |c: &mut redis::Connection, cmd: &Cmd, doing: &str| -> Result<Value> {
+            let t = left(deadline, &url, doing)?;
+            c.set_read_timeout(Some(t)).and_then(|_| c.set_write_timeout(Some(t))).map_err(|e| self.err_connecting(e))?;
+            cmd.query::<Value>(c).map_err(|e| match self.err_connecting(e) {
+                Error::Timeout(_) => Error::Timeout(format!(
+                    "Redis at {url} did not answer {doing} within the connect timeout ({:?})",
+                    self.settings.connect_timeout
+                )),
+                other => other,
+            })
+        };
+        if l.resp3 {
+            let mut hello = redis::cmd("HELLO");
+            hello.arg(3);
+            if let Some(p) = &l.password {
+                hello.arg("AUTH").arg(l.username.as_deref().unwrap_or("default")).arg(p);
+            }
+            step(&mut c, &hello, "HELLO")?;
+        } else if let Some(p) = &l.password {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(u) = &l.username {
+                auth.arg(u);
+            }
+            auth.arg(p);
+            match step(&mut c, &auth, "AUTH") {
+                // A server older than ACLs (Redis < 6) takes the password alone.
+                Err(Error::Store(m)) if l.username.is_some() && m.contains("wrong number of arguments") => {
+                    step(&mut c, redis::cmd("AUTH").arg(p), "AUTH")?;
+                }
+                Err(Error::Store(m)) => return Err(Error::Authentication(m)),
+                other => {
+                    other?;
+                }
+            }
+        }
+        if l.db != 0 {
+            if let Err(e) = step(&mut c, redis::cmd("SELECT").arg(l.db), "SELECT") {
+                return Err(match e {
+                    Error::Store(m) => Error::Store(format!("{m} (SELECT {}: the database index of the URL)", l.db)),
+                    other => other,
+                });
+            }
+        } else if l.password.is_none() && !l.resp3 {
+            // Nothing sent yet: learn now whether the server wants a password (NOAUTH),
+            // rather than from a large first command that it would answer by hanging up.
+            step(&mut c, &redis::cmd("PING"), "PING")?;
+        }
+        c.set_write_timeout(Some(self.settings.response_timeout)).map_err(|e| self.err_connecting(e))?;
+        Ok(c)
+    }
+
+    /// Opens a connection of its own and loads the scripts, as a worker does before it
+    /// starts: Ok(None) when that worked; Ok(Some(error)) when Redis cannot be reached now
+    /// (refused, timed out, a name lookup that failed for now), which may pass; Err when the
+    /// settings can never work (credentials, permissions, a database index the server does
+    /// not have, a host name that does not exist).
+    pub fn check(&self) -> Result<Option<Error>> {
+        if let Err((e, unknown)) = self.addresses() {
+            return if unknown { Err(e) } else { Ok(Some(e)) };
+        }
+        let loaded = self.connect(Instant::now() + self.settings.connect_timeout).and_then(|mut c| {
+            c.set_read_timeout(Some(self.settings.response_timeout)).map_err(|e| self.err_connecting(e))?;
+            for s in scripts().all() {
+                redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(&mut c).map_err(|e| self.err_connecting(e))?;
+            }
+            Ok(())
+        });
+        match loaded {
+            Ok(()) => Ok(None),
+            Err(e) if e.is_retryable() => Ok(Some(e)),
+            Err(e) => Err(e),
+        }
     }
 
     /// A failed call's connection may still owe an answer: it is never reused.
@@ -283,5 +513,41 @@ impl SyncConn {
     /// The masked URL is made on errors only: parsing it on every call costs microseconds.
     fn err(&self, e: redis::RedisError) -> Error {
         Error::from_redis(e, &self.settings.masked_url())
+    }
+
+    fn err_connecting(&self, e: redis::RedisError) -> Error {
+        Error::from_redis_connecting(e, &self.settings.masked_url())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_urls_keep_the_user_and_hide_the_password() {
+        assert_eq!(mask_url("redis://app:s3cret@h:6379/2"), "redis://app:***@h:6379/2");
+        assert_eq!(mask_url("redis://:s3cret@h"), "redis://:***@h");
+        assert_eq!(mask_url("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(mask_url("unix:///tmp/r.sock?db=1&user=u&pass=s3cret"), "unix:///tmp/r.sock?db=1&user=u&pass=***");
+        let s = Settings::new("redis://app:s3cret@h:6379/2", "fj").unwrap();
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn durations_out_of_range_are_refused_not_panics() {
+        assert_eq!(seconds("t", 1.5, 0.0).unwrap(), Duration::from_millis(1500));
+        assert!(seconds("t", MAX_SECONDS, 0.0).is_ok());
+        for bad in [f64::NAN, f64::INFINITY, -1.0, 1e30, MAX_SECONDS * 1.01] {
+            let e = seconds("connect_timeout", bad, 0.001).unwrap_err();
+            assert!(e.to_string().starts_with("connect_timeout must be between 0.001 seconds and 100 years"), "{e}");
+        }
+    }
+
+    #[test]
+    fn only_a_temporary_lookup_failure_is_worth_retrying() {
+        let io = |m: &str| std::io::Error::other(format!("failed to lookup address information: {m}"));
+        assert!(unknown_host(&io("Name or service not known")));
+        assert!(!unknown_host(&io("Temporary failure in name resolution")));
     }
 }

@@ -21,6 +21,7 @@ from .chain import ChainHandle, ChainStep, JobChain
 from .config import Connection, configure
 from .dispatch import JobHandle, JobInfo, PendingDispatch
 from .errors import (
+    AuthenticationError,
     ClosedError,
     ConnectionError,
     FastJobsError,
@@ -40,6 +41,7 @@ from .worker import Worker, WorkerSummary
 
 __all__ = [
     "__version__",
+    "AuthenticationError",
     "Backoff",
     "BulkDispatchError",
     "BulkDispatcher",

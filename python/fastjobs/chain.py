@@ -19,6 +19,7 @@ from typing import Any
 
 from . import _workflow, config, serde
 from .dispatch import JobHandle, PendingDispatch
+from .options import check_wait_timeout
 
 __all__ = ["JobChain", "ChainHandle", "ChainStep"]
 
@@ -132,6 +133,7 @@ class ChainHandle:
     def wait_result(self, timeout: float | None = None) -> Any:
         """Waits for the steps in turn and returns the last one's result; raises ``JobFailed``
         for the step that failed, ``TimeoutError`` after ``timeout`` seconds."""
+        timeout = check_wait_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         result = None
         for h in self.handles():
@@ -140,6 +142,7 @@ class ChainHandle:
         return result
 
     async def wait_result_async(self, timeout: float | None = None) -> Any:
+        timeout = check_wait_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         result = None
         for h in self.handles():

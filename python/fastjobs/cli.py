@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import __version__, config
+from .errors import AuthenticationError, FastJobsError
 from .job import registry
 
 __all__ = ["main"]
@@ -29,17 +30,29 @@ def _worker(args: argparse.Namespace) -> int:
         except ImportError as e:
             print(f"fastjobs: cannot import {name!r}: {e}", file=sys.stderr)
             return 2
-    w = Worker(
-        args.queue or ["default"],
-        concurrency=args.concurrency,
-        prefetch=args.prefetch,
-        lease=args.lease,
-        grace=args.grace,
-        scheduler=not args.no_scheduler,
-    )
+    try:
+        config.client()  # a bad URL in $FASTJOBS_URL
+    except ValueError as e:
+        raise _Refused(e) from None
+    try:
+        w = Worker(
+            args.queue or ["default"],
+            concurrency=args.concurrency,
+            prefetch=args.prefetch,
+            lease=args.lease,
+            grace=args.grace,
+            scheduler=not args.no_scheduler,
+        )
+    except ValueError as e:  # an option out of range
+        print(f"fastjobs worker: {e}", file=sys.stderr)
+        return 2
     if not w.jobs:
         print(f"fastjobs: the modules {args.modules} register no job", file=sys.stderr)
         return 2
+    try:
+        w._check_connection()  # settings that can never work: exit 1 before "worker started"
+    except (FastJobsError, ValueError) as e:
+        raise _Refused(e) from None
     s = w.run()
     print(
         f"fastjobs worker: {s.completed} completed, {s.retried} retried, {s.failed} failed, "
@@ -127,11 +140,19 @@ def _enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Refused(Exception):
+    """Settings that can never work (a bad URL, credentials Redis refuses, a database it does
+    not have, a host that does not exist): one line on stderr and exit status 1."""
+
+
 def _connect(args: argparse.Namespace) -> None:
-    if args.url:
-        config.configure(args.url, prefix=args.prefix)
-    elif args.prefix:
-        config.configure(prefix=args.prefix)
+    try:
+        if args.url:
+            config.configure(args.url, prefix=args.prefix)
+        elif args.prefix:
+            config.configure(prefix=args.prefix)
+    except ValueError as e:  # its message masks the password
+        raise _Refused(e) from None
 
 
 def _schedule(args: argparse.Namespace) -> int:
@@ -206,7 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "INFO")).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (_Refused, AuthenticationError) as e:
+        print(f"fastjobs {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

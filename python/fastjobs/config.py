@@ -4,20 +4,41 @@ the default ``redis://127.0.0.1:6379/0``; named connections for apps with severa
 from __future__ import annotations
 
 import os
+import re
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import _core
+from .options import check_seconds
 
-__all__ = ["configure", "Connection", "DEFAULT_URL"]
+__all__ = ["configure", "Connection", "DEFAULT_URL", "mask_url"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+_SECRET_PARAM = re.compile(r"([?&](?:pass|password)=)[^&#]*", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (the user name stays): the password of
+    ``redis://user:password@host``, and the ``pass`` parameter of ``unix:///path?pass=...``.
+    For every repr, log line and message that names a server."""
+    try:
+        parts = urlsplit(url)
+        masked = url
+        if parts.password is not None:
+            userinfo, _, host = parts.netloc.rpartition("@")
+            masked = masked.replace(parts.netloc, f"{userinfo.partition(':')[0]}:***@{host}", 1)
+    except ValueError:
+        return "<unparsable URL>"
+    return _SECRET_PARAM.sub(r"\1***", masked)
 
 
 @dataclass(frozen=True)
 class Connection:
-    """Settings of one named connection. Durations are in seconds."""
+    """Settings of one named connection. Durations are in seconds. Its repr masks the
+    password of the URL; ``url`` itself is the real one."""
 
     url: str = DEFAULT_URL
     prefix: str = "fj"
@@ -29,6 +50,10 @@ class Connection:
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={mask_url(self.url) if f.name == 'url' else getattr(self, f.name)!r}" for f in fields(self))
+        return f"Connection({shown})"
 
 
 _lock = threading.Lock()
@@ -59,9 +84,19 @@ def configure(
     are checked against the system's roots, or ``tls_ca_file``; ``#insecure`` at the end of the
     URL skips the check) and ``unix:///path/to/redis.sock``.
 
+    ``connect_timeout`` bounds opening a connection (name lookup, TCP, TLS, authentication,
+    loading the scripts), ``response_timeout`` each answer to a command (and each write):
+    each 0.001 s to 100 years, as ``result_ttl``.
+
     Nothing connects here; the first operation does, and raises
     :class:`fastjobs.ConnectionError` if Redis cannot be reached within ``connect_timeout``.
     """
+    if connect_timeout is not None:
+        connect_timeout = check_seconds(connect_timeout, "connect_timeout", minimum=0.001)
+    if response_timeout is not None:
+        response_timeout = check_seconds(response_timeout, "response_timeout", minimum=0.001)
+    if result_ttl is not None:
+        result_ttl = check_seconds(result_ttl, "result_ttl", minimum=0.001)
     changes: dict[str, Any] = {
         k: v
         for k, v in dict(

@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _core, config, serde
@@ -21,6 +21,8 @@ from .options import (
     check_backoff,
     check_priority,
     check_timeout,
+    check_wait_timeout,
+    due_time_us,
     parse_duration,
 )
 
@@ -56,9 +58,6 @@ def _abandon_on_error(method: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
 
 class PendingDispatch(Generic[R]):
     """A job about to be dispatched. Options chain; ``.send()`` (sync) or ``await`` sends it
@@ -113,19 +112,18 @@ class PendingDispatch(Generic[R]):
 
     @_abandon_on_error
     def delay(self, value: Duration) -> Self:
-        """Runs the job no earlier than ``value`` from now (seconds, timedelta, '10m', '3d')."""
+        """Runs the job no earlier than ``value`` from now (seconds, timedelta, '10m', '3d'),
+        0 to 100 years."""
         self._delay = parse_duration(value, "delay")
         self._due_at = None
         return self
 
     @_abandon_on_error
     def at(self, when: datetime) -> Self:
-        """Runs the job no earlier than ``when``; naive datetimes are UTC, past ones mean now."""
-        if not isinstance(when, datetime):
-            raise ValueError(f"at() takes a datetime, got {type(when).__name__}")
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        self._due_at = (when - _EPOCH) // _MICROSECOND  # exact: no float rounding
+        """Runs the job no earlier than ``when``; naive datetimes are UTC, past ones mean now,
+        and the latest is 9999-12-31 UTC."""
+        # A time before the epoch is in the past too: due at once.
+        self._due_at = max(0, due_time_us(when, "at()"))
         self._delay = 0.0
         return self
 
@@ -233,11 +231,18 @@ class PendingDispatch(Generic[R]):
     def __await__(self) -> Generator[Any, None, JobHandle[R]]:
         return self.send_async().__await__()
 
+    @_abandon_on_error
     def wait_result(self, timeout: float | None = None) -> R:
         """Sends the job and waits for its result (the seeds' ``.dispatch(...).waitResult()``)."""
+        check_wait_timeout(timeout)  # before sending: a bad timeout must not leave a job behind
         return self.send().wait_result(timeout=timeout)
 
     async def wait_result_async(self, timeout: float | None = None) -> R:
+        try:
+            check_wait_timeout(timeout)
+        except ValueError:
+            self._sent = _ABANDONED  # the caller has the error: no unsent warning
+            raise
         handle = await self.send_async()
         return await handle.wait_result_async(timeout=timeout)
 
@@ -341,11 +346,11 @@ class JobHandle(Generic[R]):
         """Blocks until the job finishes; returns its result, raises ``JobFailed`` if it failed
         for good, ``TimeoutError`` after ``timeout`` seconds, ``UnknownJobError`` if no such
         job exists. Woken by Redis pub/sub: no polling."""
-        st = config.client(self.connection).wait_result(self.queue, self.id, timeout)
+        st = config.client(self.connection).wait_result(self.queue, self.id, check_wait_timeout(timeout))
         return _outcome(self.id, self.queue, st, timeout)  # type: ignore[no-any-return]
 
     async def wait_result_async(self, timeout: float | None = None) -> R:
-        st = await config.client(self.connection).wait_result(self.queue, self.id, timeout, asynchronous=True)
+        st = await config.client(self.connection).wait_result(self.queue, self.id, check_wait_timeout(timeout), asynchronous=True)
         return _outcome(self.id, self.queue, st, timeout)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:

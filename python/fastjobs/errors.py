@@ -9,6 +9,7 @@ __all__ = [
     "FastJobsError",
     "ConnectionError",
     "StoreTimeoutError",
+    "AuthenticationError",
     "StoreError",
     "ClosedError",
     "JobFailed",
@@ -28,6 +29,12 @@ class ConnectionError(FastJobsError, builtins.ConnectionError):
 
 class StoreTimeoutError(ConnectionError):
     """Redis did not answer within the configured response timeout. Retryable."""
+
+
+class AuthenticationError(FastJobsError):
+    """Redis refused the credentials of the URL (WRONGPASS), wants some it does not give
+    (NOAUTH), or the user lacks a permission fastjobs needs (NOPERM). Not retryable: the
+    settings must change. The message names the URL, password masked."""
 
 
 class StoreError(FastJobsError):

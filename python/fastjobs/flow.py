@@ -29,6 +29,7 @@ from typing import Any
 from . import _workflow, config, serde
 from .dispatch import JobHandle, PendingDispatch
 from .errors import JobFailed
+from .options import check_wait_timeout
 
 __all__ = ["JobFlow", "FlowHandle", "FlowNode", "POLICIES"]
 
@@ -228,6 +229,7 @@ class FlowHandle:
     def wait_result(self, timeout: float | None = None) -> Any:
         """Waits for the root and returns its result; raises ``JobFailed`` if it failed (a
         child with the ``fail_parent`` policy fails it), ``TimeoutError`` after ``timeout``."""
+        timeout = check_wait_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         layout = self._layout()
         return self._wait(layout, 0, deadline)

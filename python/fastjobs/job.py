@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from . import _core, serde
-from .options import Backoff, BackoffSpec, check_attempts, check_backoff, check_priority, check_timeout
+from .options import MAX_DURATION, Backoff, BackoffSpec, check_attempts, check_backoff, check_priority, check_timeout
 
 if TYPE_CHECKING:
     from .bulk import BulkResult
@@ -169,7 +169,13 @@ class Job(Generic[P, R]):
             return 0.0
         if isinstance(b, Backoff):
             return b.seconds(attempt)
-        return max(0.0, float(b(attempt)))
+        # A backoff function's answer is clamped to 0-100 years (NaN: no wait), as a
+        # Backoff's doubling is: it is computed as a job fails, when raising would lose it.
+        try:
+            d = float(b(attempt))
+        except OverflowError:  # an int past the floats
+            d = MAX_DURATION
+        return min(d, MAX_DURATION) if d > 0 else 0.0
 
 
 def _register(cls: type[Job[Any, Any]]) -> None:

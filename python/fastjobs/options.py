@@ -9,30 +9,72 @@ import math
 import random
 import re
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-__all__ = ["Backoff", "parse_duration", "OPTION_NAMES"]
+__all__ = ["Backoff", "parse_duration", "OPTION_NAMES", "MAX_DURATION", "MAX_DATETIME"]
 
 Duration = int | float | timedelta | str
 
 #: Options accepted by ``.with_(name, value)``.
 OPTION_NAMES = frozenset({"queue", "delay", "at", "job_id", "idempotency_key", "attempts", "backoff", "timeout", "priority", "meta"})
 
+#: The longest duration fastjobs takes anywhere (delays, timeouts, backoff delays, schedule
+#: intervals, result ttl, leases): 100 years of 365.25 days, 3,155,760,000 seconds. Delays
+#: travel as integer µs added to the Redis clock inside Lua, whose numbers are doubles, exact
+#: to 2**53 µs (year 2255): 100 years from now stays well inside.
+MAX_DURATION = 100 * 365.25 * 86400.0
+#: The latest due time `.at()` and a schedule's `start`/`end` take (Python's own limit).
+MAX_DATETIME = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 
 
-def parse_duration(value: Duration, what: str = "duration") -> float:
+def _shown(value: Any) -> str:
+    """A duration as given, for messages: ``1e+30 seconds``, ``'5000000w'``."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**21:
+        return f"{'-' if value < 0 else ''}an integer of {len(str(abs(value)))} digits (seconds)"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value!r} seconds"
+    return repr(value)
+
+
+def _range_error(what: str, value: Any, minimum: float, exclusive: bool) -> ValueError:
+    if exclusive:
+        low = "more than 0"
+    elif minimum == 0:
+        low = "between 0"
+    else:
+        low = f"between {minimum:g} seconds"
+    joint = " and at most" if exclusive else " and"
+    return ValueError(f"{what} must be {low}{joint} 100 years ({MAX_DURATION:.0f} seconds), got {_shown(value)}")
+
+
+def parse_duration(value: Duration, what: str = "duration", *, minimum: float = 0.0, exclusive: bool = False) -> float:
     """Seconds from a number of seconds, a ``timedelta``, or a string like ``"500ms"``,
-    ``"30s"``, ``"10m"``, ``"2h"``, ``"3d"``, ``"1w"``. Negative or non-finite values raise
-    ``ValueError``."""
+    ``"30s"``, ``"10m"``, ``"2h"``, ``"3d"``, ``"1w"``. Values under ``minimum`` (or equal to
+    it when ``exclusive``), over 100 years (:data:`MAX_DURATION`), NaN or infinite raise
+    ``ValueError`` naming ``what`` and the allowed range."""
+    seconds = seconds_of(value, what)
+    # Written so that NaN fails too.
+    if not (seconds > minimum if exclusive else seconds >= minimum) or not seconds <= MAX_DURATION:
+        raise _range_error(what, value, minimum, exclusive)
+    return seconds
+
+
+def seconds_of(value: Duration, what: str) -> float:
+    """The seconds of a duration as ``parse_duration`` reads it, range not checked (an int
+    past the floats is ±inf)."""
     if isinstance(value, bool):
         raise ValueError(f"{what} must be seconds, a timedelta or a string like '10m', got {value!r}")
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past the floats: out of range whatever its sign
+            seconds = math.inf if value > 0 else -math.inf
     elif isinstance(value, str):
         m = _DURATION.match(value)
         if not m:
@@ -40,9 +82,36 @@ def parse_duration(value: Duration, what: str = "duration") -> float:
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     else:
         raise ValueError(f"{what} must be seconds, a timedelta or a string like '10m', got {type(value).__name__}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{what} must not be negative, got {value!r}")
     return seconds
+
+
+def check_seconds(value: Any, what: str, *, minimum: float = 0.0, exclusive: bool = False) -> float:
+    """A number of seconds only (no strings): ``configure``'s timeouts, ``Worker(lease=,
+    grace=)``, ``wait_result(timeout=)``; range as :func:`parse_duration`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, timedelta)):
+        raise ValueError(f"{what} must be a number of seconds, got {type(value).__name__}")
+    return parse_duration(value, what, minimum=minimum, exclusive=exclusive)
+
+
+def check_wait_timeout(timeout: Any) -> float | None:
+    """``wait_result(timeout=...)``: None (no limit) or 0 to 100 years."""
+    return None if timeout is None else check_seconds(timeout, "wait_result timeout")
+
+
+def due_time_us(when: datetime, what: str) -> int:
+    """µs since the epoch of a due time: naive means UTC; later than 9999-12-31 UTC (an
+    aware datetime late in 9999 with a negative offset) raises ``ValueError``."""
+    if not isinstance(when, datetime):
+        raise ValueError(f"{what} takes a datetime, got {type(when).__name__}")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    if when > MAX_DATETIME:
+        raise ValueError(f"{what} must be no later than 9999-12-31 23:59:59.999999 UTC, got {when.isoformat()}")
+    return (when - _EPOCH) // _MICROSECOND  # exact: no float rounding
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def check_attempts(value: Any) -> int:
@@ -60,10 +129,7 @@ def check_priority(value: Any) -> int:
 def check_timeout(value: Any) -> float | None:
     if value is None:
         return None
-    seconds = parse_duration(value, "timeout")
-    if seconds <= 0:
-        raise ValueError(f"timeout must be positive, got {value!r}")
-    return seconds
+    return parse_duration(value, "timeout", exclusive=True)
 
 
 class Backoff:
@@ -106,8 +172,8 @@ class Backoff:
             d = self.delay
         else:
             d = self.delay * (2.0 ** min(attempt - 1, 62))
-        if self.max_delay is not None:
-            d = min(d, self.max_delay)
+        # Doubling past 100 years (no max_delay, many attempts) stops there.
+        d = min(d, MAX_DURATION if self.max_delay is None else self.max_delay)
         if self.jitter:
             d = d / 2 + random.random() * d / 2
         return d

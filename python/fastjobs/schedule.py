@@ -10,7 +10,6 @@ is back, then resumes on its timetable.
 from __future__ import annotations
 
 import builtins
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 from . import _core, config, serde
 from .dispatch import _ABANDONED
 from .job import FunctionJob, Job, registry
-from .options import parse_duration
+from .options import MAX_DURATION, due_time_us, seconds_of
 
 __all__ = ["JobScheduler", "ScheduleInfo", "periodic", "periodic_schedules"]
 
@@ -28,6 +27,8 @@ JobRef = type[Job[Any, Any]] | FunctionJob[Any, Any] | str
 _REPEAT_KEYS = frozenset({"pattern", "every", "tz", "start", "end", "limit", "immediately"})
 #: Options a schedule may set on the jobs it creates (timing belongs to `repeat`).
 _SCHEDULE_OPTIONS = frozenset({"attempts", "backoff", "timeout", "priority", "meta"})
+#: Runs are counted in Lua, whose numbers are exact to 2**53.
+_MAX_LIMIT = 2**53
 
 
 @dataclass(frozen=True)
@@ -61,27 +62,27 @@ def _job_class(job: JobRef) -> type[Job[Any, Any]]:
 
 
 def _ms(when: datetime, what: str) -> int:
+    """ms since the epoch of a schedule's ``start``/``end`` (naive: UTC, as everywhere in
+    fastjobs); later than 9999-12-31 UTC raises ``ValueError``."""
     if not isinstance(when, datetime):
         raise ValueError(f"repeat {what!r} must be a datetime, got {type(when).__name__}")
-    if when.tzinfo is None:  # naive datetimes are UTC, as everywhere in fastjobs
-        when = when.replace(tzinfo=timezone.utc)
-    return int(when.timestamp() * 1000)
+    return due_time_us(when, f"repeat {what!r}") // 1000
 
 
 def _every_ms(value: Any) -> int:
-    """``every``: milliseconds as a number (as BullMQ), a timedelta, or a string like '15s'."""
+    """``every``: milliseconds as a number (as BullMQ), a timedelta, or a string like '15s';
+    1 ms to 100 years."""
     if isinstance(value, bool):
         raise ValueError(f"repeat 'every' must be milliseconds, a timedelta or a string like '15s', got {value!r}")
     if isinstance(value, (int, float)):
-        ms = float(value)
-    elif isinstance(value, timedelta):
-        ms = value.total_seconds() * 1000
-    elif isinstance(value, str):
-        ms = parse_duration(value, "repeat 'every'") * 1000
+        ms = seconds_of(value, "repeat 'every'")  # a number of ms here: no unit to apply
+    elif isinstance(value, (timedelta, str)):
+        ms = seconds_of(value, "repeat 'every'") * 1000
     else:
         raise ValueError(f"repeat 'every' must be milliseconds, a timedelta or a string like '15s', got {type(value).__name__}")
-    if not math.isfinite(ms) or ms < 1:
-        raise ValueError(f"repeat 'every' must be a positive duration (at least 1 ms), got {value!r}")
+    if not 1 <= ms <= MAX_DURATION * 1000:  # NaN fails too
+        shown = f"{value!r} ms" if isinstance(value, (int, float)) else repr(value)
+        raise ValueError(f"repeat 'every' must be a positive duration between 1 ms and 100 years ({MAX_DURATION * 1000:.0f} ms), got {shown}")
     return int(ms)
 
 
@@ -112,8 +113,8 @@ def _timing(repeat: Mapping[str, Any]) -> dict[str, Any]:
         out["end_ms"] = _ms(repeat["end"], "end")
     limit = repeat.get("limit")
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"repeat 'limit' must be a whole number of runs, at least 1, got {limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
+            raise ValueError(f"repeat 'limit' must be a whole number of runs from 1 to 2**53, got {limit!r}")
         out["limit"] = limit
     out["immediately"] = bool(repeat.get("immediately", False))
     return out

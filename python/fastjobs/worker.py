@@ -30,7 +30,7 @@ from . import flow as flows
 from ._eager import start_eagerly
 from .errors import JobTimeoutError
 from .job import Job, registry
-from .options import backoff_from_json
+from .options import backoff_from_json, check_seconds
 
 __all__ = ["Worker", "WorkerSummary"]
 
@@ -67,21 +67,43 @@ class WorkerSummary:
     stale: int = 0
 
 
+def _timeout_message(job_id: str, name: str, timeout: float) -> str:
+    return f"job {job_id} ({name}) ran past its timeout of {float(timeout)} s"
+
+
+def _timeout_error(message: str) -> type[JobTimeoutError]:
+    """A ``JobTimeoutError`` whose instances say ``message``: ``PyThreadState_SetAsyncExc``
+    raises a class, instantiated with no arguments, so the message travels in the class
+    (made when the watchdog fires, not per job). It shows, pickles and is recorded as
+    ``fastjobs.errors.JobTimeoutError``."""
+
+    class Armed(JobTimeoutError):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*(args or (message,)))
+
+        def __reduce__(self) -> Any:
+            return (JobTimeoutError, self.args)
+
+    Armed.__name__ = Armed.__qualname__ = JobTimeoutError.__qualname__
+    Armed.__module__ = JobTimeoutError.__module__
+    return Armed
+
+
 class _Watchdog:
     """Raises ``JobTimeoutError`` inside a sync handler's thread when its time is up (at the
     handler's next Python instruction; a blocking C call finishes first)."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, int]] = []
+        self._heap: list[tuple[float, int, int, str, str, float]] = []
         self._live: set[int] = set()
         self._cv = threading.Condition()
         self._ids = itertools.count()
         threading.Thread(target=self._run, name="fastjobs-watchdog", daemon=True).start()
 
-    def arm(self, seconds: float) -> int:
+    def arm(self, seconds: float, job_id: str, name: str) -> int:
         token = next(self._ids)
         with self._cv:
-            heapq.heappush(self._heap, (time.monotonic() + seconds, token, threading.get_ident()))
+            heapq.heappush(self._heap, (time.monotonic() + seconds, token, threading.get_ident(), job_id, name, seconds))
             self._live.add(token)
             self._cv.notify()
         return token
@@ -95,7 +117,7 @@ class _Watchdog:
             with self._cv:
                 while not self._heap:
                     self._cv.wait()
-                deadline, token, thread_id = self._heap[0]
+                deadline, token, thread_id, job_id, name, seconds = self._heap[0]
                 now = time.monotonic()
                 if deadline > now:
                     self._cv.wait(deadline - now)
@@ -103,7 +125,8 @@ class _Watchdog:
                 heapq.heappop(self._heap)
                 if token in self._live:
                     self._live.discard(token)
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(JobTimeoutError))
+                    error = _timeout_error(_timeout_message(job_id, name, seconds))
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(error))
 
 
 class Worker:
@@ -133,6 +156,8 @@ class Worker:
             queues = [queues]
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        lease = check_seconds(lease, "lease", minimum=0.3)
+        grace = check_seconds(grace, "grace")
         self.queues = list(queues)
         self.connection = connection
         self.concurrency = concurrency
@@ -162,6 +187,7 @@ class Worker:
         self._watchdog: _Watchdog | None = None
         self._async_done: list[int] = []  # completed with None, reported once per loop pass
         self._signals = 0
+        self._connection_checked = False
 
     # ---- running one job ----
 
@@ -245,7 +271,7 @@ class Worker:
                     continue
                 opts = loads(raw_opts) if raw_opts is not None else None
                 timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
-                guard = self._watchdog.arm(timeout) if timeout is not None and self._watchdog else None
+                guard = self._watchdog.arm(timeout, job_id, name) if timeout is not None and self._watchdog else None
                 try:
                     inst = cls.__new__(cls)
                     inst.__dict__.update(job_id=job_id, attempt=attempt, queue_name=queue,
@@ -370,10 +396,14 @@ class Worker:
             coro = inst.process(serde.loads(payload))
             timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
             if timeout is not None:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
                 try:
                     result = await asyncio.wait_for(coro, timeout)
                 except asyncio.TimeoutError:
-                    raise JobTimeoutError(f"the job ran longer than its timeout of {timeout} s") from None
+                    if loop.time() - started < timeout:
+                        raise  # the handler's own TimeoutError, within its time
+                    raise JobTimeoutError(_timeout_message(job_id, name, timeout)) from None
             else:
                 result = await coro
             data = None if result is None else serde.dumps(result, "result")
@@ -438,8 +468,21 @@ class Worker:
         if n:
             log.info("registered %d periodic schedule(s) declared in code", n)
 
+    def _check_connection(self) -> None:
+        """Before the start: settings that can never work raise (``AuthenticationError``;
+        ``StoreError`` for a database index the server does not have; ``ConnectionError`` for
+        a host name that does not exist). A Redis that cannot be reached now (refused, timed
+        out) is logged, and the worker starts and retries: Redis may be starting up."""
+        trouble = self.client.check_connection()
+        if trouble:
+            log.warning("Redis cannot be reached yet; starting anyway, retrying until it can: %s", trouble)
+        self._connection_checked = True
+
     def run(self, *, install_signals: bool = True) -> WorkerSummary:
-        """Runs until ``stop()`` or a signal; returns what was done."""
+        """Runs until ``stop()`` or a signal; returns what was done. Raises before it starts
+        when the connection settings can never work (see ``_check_connection``)."""
+        if not self._connection_checked:  # the CLI checks first, to exit 1 on a failure
+            self._check_connection()
         started = time.monotonic()
         if install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -456,7 +499,8 @@ class Worker:
                 t = threading.Thread(target=self._puller, name=f"fastjobs-worker-{i}", daemon=True)
                 t.start()
                 self._threads.append(t)
-        log.info("worker started: queues %s, concurrency %d, jobs %s", self.queues, self.concurrency, sorted(self.jobs))
+        log.info("worker started: %s prefix %r, queues %s, concurrency %d, jobs %s", self.client.url, self.client.prefix,
+                 self.queues, self.concurrency, sorted(self.jobs))
         try:
             while not self._stop.wait(0.5):
                 self._report()

@@ -178,17 +178,12 @@ impl Client {
         tls_cert_file: Option<String>,
         tls_key_file: Option<String>,
     ) -> PyResult<Client> {
-        let positive = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(pyo3::exceptions::PyValueError::new_err(format!("{name} must be a positive number of seconds, got {v}")))
-            }
-        };
+        let within = |name: &str, v: f64, min: f64| crate::conn::seconds(name, v, min).map_err(super::errors::to_py);
         let mut settings = Settings::new(url, prefix).map_err(super::errors::to_py)?;
-        settings.connect_timeout = positive("connect_timeout", connect_timeout)?;
-        settings.response_timeout = positive("response_timeout", response_timeout)?;
-        settings.result_ttl = positive("result_ttl", result_ttl)?;
+        settings.connect_timeout = within("connect_timeout", connect_timeout, 0.001)?;
+        settings.response_timeout = within("response_timeout", response_timeout, 0.001)?;
+        // At least 1 ms: it goes to Redis in ms, where 0 is refused.
+        settings.result_ttl = within("result_ttl", result_ttl, 0.001)?.max(Duration::from_millis(1));
         settings.tls = crate::conn::Tls { ca_file: tls_ca_file, cert_file: tls_cert_file, key_file: tls_key_file };
         let store = Arc::new(RedisStore::new(&settings).map_err(super::errors::to_py)?);
         Ok(Client { store, settings, ids: Arc::default(), queues: Mutex::default(), max_payload })
@@ -197,6 +192,20 @@ impl Client {
     #[getter]
     fn url(&self) -> String {
         self.settings.masked_url()
+    }
+
+    /// Opens a connection of its own and loads the scripts, as a worker does before it
+    /// starts. Returns None when that worked, and the reason when Redis cannot be reached
+    /// now (connection refused, timed out, a name lookup that failed for now), which may
+    /// pass; raises when these settings can never work: `AuthenticationError` (credentials,
+    /// permissions), `StoreError` (a database index the server does not have),
+    /// `ConnectionError` (a host name that does not exist).
+    fn check_connection(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let conn = crate::conn::SyncConn::new(&self.settings).map_err(super::errors::to_py)?;
+        match py.detach(|| conn.check()) {
+            Ok(trouble) => Ok(trouble.map(|e| e.to_string())),
+            Err(e) => Err(super::errors::to_py(e)),
+        }
     }
 
     #[getter]
@@ -246,12 +255,7 @@ impl Client {
     #[pyo3(signature = (queue, id, timeout = None, *, asynchronous = false))]
     fn wait_result(&self, py: Python<'_>, queue: &str, id: String, timeout: Option<f64>, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let timeout = match timeout {
-            Some(t) if !(t.is_finite() && t >= 0.0) => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!("timeout must be a non-negative number of seconds, got {t}")))
-            }
-            t => t.map(Duration::from_secs_f64),
-        };
+        let timeout = timeout.map(|t| crate::conn::seconds("timeout", t, 0.0)).transpose().map_err(super::errors::to_py)?;
         let store = self.store.clone();
         call(py, asynchronous, async move { store.wait_result(q, id, timeout).await }, |py, s: Option<Status>| match s {
             Some(s) => status_tuple(py, s),

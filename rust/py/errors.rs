@@ -22,6 +22,7 @@ pub fn to_py(e: Error) -> PyErr {
             Error::Timeout(_) => "StoreTimeoutError",
             Error::Store(_) => "StoreError",
             Error::Closed(_) => "ClosedError",
+            Error::Authentication(_) => "AuthenticationError",
         };
         match class(py, name) {
             Ok(cls) => PyErr::from_type(cls.into_bound(py), msg),

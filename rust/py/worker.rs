@@ -37,8 +37,11 @@ impl WorkerEngine {
         if queues.is_empty() {
             return Err(pyo3::exceptions::PyValueError::new_err("a worker needs at least one queue"));
         }
-        if !(lease.is_finite() && lease >= 0.3) {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!("lease must be at least 0.3 seconds, got {lease}")));
+        if !(lease.is_finite() && (0.3..=crate::conn::MAX_SECONDS).contains(&lease)) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "lease must be between 0.3 seconds and 100 years ({} seconds), got {lease} seconds",
+                crate::conn::MAX_SECONDS
+            )));
         }
         if prefetch == Some(0) || concurrency < 1 {
             return Err(pyo3::exceptions::PyValueError::new_err("prefetch and concurrency must be at least 1"));
