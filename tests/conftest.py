@@ -137,22 +137,35 @@ def start_worker() -> Iterator[Any]:
 
 
 class ProcessWorker:
-    """`python -m fastjobs worker` in a real child process."""
+    """`python -m fastjobs worker` in a real child process. Its output goes to a file, not a
+    pipe: a worker that logs much (a line per redelivered job) must never block on a pipe that
+    the test reads only at the end."""
 
     def __init__(self, url: str, prefix: str, modules: list[str], args: list[str]) -> None:
         env = dict(os.environ, FASTJOBS_URL=url, FASTJOBS_PREFIX=prefix, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastjobs", "worker", *modules, *args],
-            cwd=str(ROOT),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        fd, self.log = tempfile.mkstemp(prefix="fastjobs-worker-", suffix=".log")
+        with os.fdopen(fd, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fastjobs", "worker", *modules, *args],
+                cwd=str(ROOT),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+    def read(self) -> str:
+        """What the worker wrote so far."""
+        return Path(self.log).read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        """Waits until the worker wrote ``text``; returns its output so far."""
+        return str(eventually(lambda: text in self.read() and self.read(), timeout=timeout))
 
     def output(self) -> str:
-        out, _ = self.proc.communicate(timeout=60)
-        return out
+        """Waits for the worker to exit; returns everything it wrote."""
+        self.proc.wait(timeout=60)
+        return self.read()
 
 
 @pytest.fixture
@@ -169,8 +182,7 @@ def spawn_worker(redis_server: RedisServer, prefix: str) -> Iterator[Any]:
         if p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait()
-        if p.proc.stdout is not None:
-            p.proc.stdout.close()
+        os.unlink(p.log)
 
 
 def eventually(check: Any, timeout: float = 15.0, interval: float = 0.02) -> Any:

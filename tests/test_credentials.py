@@ -199,13 +199,8 @@ def test_cli_worker_exits_1_with_one_line_when_the_settings_cannot_work(acl_url:
 
 def test_cli_worker_starts_when_redis_is_merely_unreachable(spawn_worker: Any) -> None:
     p = spawn_worker("--grace", "1", url=f"redis://user:{SECRET}@127.0.0.1:{free_port()}/0")
-    assert p.proc.stdout is not None
-    seen = []
-    for line in p.proc.stdout:
-        seen.append(line)
-        if "worker started" in line:
-            break
+    p.wait_for("worker started")
     p.proc.terminate()
-    out = "".join(seen) + p.output()
+    out = p.output()
     assert "cannot be reached yet" in out and "worker started" in out and "user:***@" in out, out
     no_secret(out)

@@ -102,8 +102,8 @@ def counts(queue: str) -> dict[str, int]:
 
 @pytest.fixture
 def spawn(spawn_worker: Any) -> Iterator[Any]:
-    """``spawn_worker`` for this file's jobs, and a teardown that also closes the output pipe
-    of a worker a failed test left running (an unclosed pipe is a ResourceWarning: an error)."""
+    """``spawn_worker`` for this file's jobs, and a teardown that reaps a worker a failed test
+    left running."""
     started: list[Any] = []
 
     def start(*args: str, **kwargs: Any) -> Any:
@@ -117,8 +117,6 @@ def spawn(spawn_worker: Any) -> Iterator[Any]:
         if w.proc.poll() is None:
             w.proc.kill()
         w.proc.wait()
-        if w.proc.stdout is not None and not w.proc.stdout.closed:
-            w.proc.stdout.close()
 
 
 # ---- 1. SIGKILL with 1,000 jobs leased ----

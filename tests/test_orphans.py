@@ -56,8 +56,6 @@ def spawn(spawn_worker: Any) -> Iterator[Any]:
         if w.proc.poll() is None:
             w.proc.kill()
         w.proc.wait()
-        if w.proc.stdout is not None and not w.proc.stdout.closed:
-            w.proc.stdout.close()
 
 
 def kill(worker: Any) -> str:

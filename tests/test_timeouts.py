@@ -154,7 +154,8 @@ def test_a_dispatch_to_a_server_gone_silent_waits_response_timeout_once(handshak
     fastjobs.configure(f"redis://127.0.0.1:{handshake_only.port}/0", connect_timeout=5, response_timeout=0.5)
     took, e = _timed(lambda: Echo.dispatch(1).send())
     assert isinstance(e, fastjobs.StoreTimeoutError) and 0.4 < took < 1.2, (took, e)
-    # A bulk write is several commands (MULTI, RPUSH, EVAL, EXEC): one timeout, not one per reply.
+    # A bulk write is several commands (MULTI, RPUSH, EVAL, EXEC): one timeout, not one per
+    # reply; then one more at most, asking Redis which of the writes landed.
     took, e = _timed(lambda: Echo.dispatch_many(list(range(1000))))
     assert isinstance(e, fastjobs.BulkDispatchError) and isinstance(e.__cause__, fastjobs.StoreTimeoutError), e
-    assert 0.4 < took < 1.2, (took, e)
+    assert 0.4 < took < 1.7, (took, e)
