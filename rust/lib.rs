@@ -47,5 +47,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::bulk::BulkWriter>()?;
     m.add_class::<py::schedules::Schedules>()?;
     m.add_function(wrap_pyfunction!(py::schedules::cron_next, m)?)?;
+    // An internal helper: set as an attribute, so that it stays out of `__all__`.
+    m.setattr("_surely_finite", wrap_pyfunction!(py::payloads::surely_finite, m)?)?;
     Ok(())
 }
