@@ -47,7 +47,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::bulk::BulkWriter>()?;
     m.add_class::<py::schedules::Schedules>()?;
     m.add_function(wrap_pyfunction!(py::schedules::cron_next, m)?)?;
-    // An internal helper: set as an attribute, so that it stays out of `__all__`.
+    // Internal helpers: set as attributes, so that they stay out of `__all__`.
+    m.setattr("_serialize_payloads", wrap_pyfunction!(py::payloads::serialize_payloads, m)?)?;
     m.setattr("_surely_finite", wrap_pyfunction!(py::payloads::surely_finite, m)?)?;
     Ok(())
 }
