@@ -50,5 +50,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Internal helpers: set as attributes, so that they stay out of `__all__`.
     m.setattr("_serialize_payloads", wrap_pyfunction!(py::payloads::serialize_payloads, m)?)?;
     m.setattr("_surely_finite", wrap_pyfunction!(py::payloads::surely_finite, m)?)?;
+    m.setattr("_dumps_plain", wrap_pyfunction!(py::payloads::dumps_plain, m)?)?;
     Ok(())
 }

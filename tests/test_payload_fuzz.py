@@ -1,9 +1,10 @@
-"""Differential test of the engine's bulk serializer (rust/py/payloads.rs, reached here through
-``_core._serialize_payloads``, no Redis) against orjson: hypothesis makes lists of ~100
-payloads each, over 100,000 in all, and every payload must come out of the engine as the
-bytes ``orjson.dumps(v, option=serde._OPTS)`` makes, or raise TypeError where orjson does.
-With ``serde.dumps`` as the fallback (as ``dispatch_many`` runs it), every payload holding
-a NaN or an infinity must be refused, exactly where ``serde.dumps`` refuses it."""
+"""Differential test of the engine's serializer (rust/py/payloads.rs, reached here through
+``_core._serialize_payloads`` as dispatch_many runs it and ``_core._dumps_plain`` as one
+dispatch does; no Redis) against orjson: hypothesis makes lists of ~100 payloads each,
+100,000 in all, and every payload must come out of the engine as the bytes
+``orjson.dumps(v, option=serde._OPTS)`` makes, or raise TypeError where orjson does; and a
+payload holding a NaN or an infinity, which orjson would write as null, must be refused by
+every path."""
 
 from __future__ import annotations
 
@@ -290,13 +291,22 @@ def test_engine_serializer_matches_orjson() -> None:
         stats["payloads"] += len(payloads)
         stats["written by the engine"] += len(payloads) - len(handed)
 
-        # 2. As dispatch_many runs it, with serde.dumps behind: NaN and infinities refused too.
-        got = _core._serialize_payloads(payloads, lambda v: _or_error(serde.dumps, v))
+        # 2. As dispatch_many runs it (serde.dumps_other behind), and as one dispatch does
+        # (serde.dumps, the engine's writer first): orjson's bytes, or TypeError where orjson
+        # refuses, and where the value holds a NaN or an infinity (found by serde's walk in
+        # Python, which orjson would write as null).
+        got = _core._serialize_payloads(payloads, lambda v: _or_error(serde.dumps_other, v))
         for i, (v, raw) in enumerate(zip(payloads, got)):
-            want = _or_error(serde.dumps, v)
-            assert raw == want, f"payload {i}: {v!r}: engine wrote {raw!r}, serde.dumps {want!r}"
-            if want is ERROR and _or_error(_orjson, v) is not ERROR:
+            want = _or_error(_orjson, v)
+            if want is not ERROR and serde._nonfinite(v) is not None:
+                want = ERROR
                 stats["refused for NaN or inf"] += 1
+            assert raw == want, f"payload {i}: {v!r}: engine wrote {raw!r}, expected {want!r}"
+            single = _or_error(serde.dumps, v)
+            assert single == want, f"payload {i}: {v!r}: serde.dumps wrote {single!r}, expected {want!r}"
+            plain = _core._dumps_plain(v)  # None: handed to orjson
+            assert plain is None or plain == want, f"payload {i}: {v!r}: _dumps_plain wrote {plain!r}, expected {want!r}"
+            stats["plain"] += plain is not None
 
     check()
     elapsed = time.monotonic() - started
@@ -305,4 +315,5 @@ def test_engine_serializer_matches_orjson() -> None:
     # The engine must have written most payloads itself (else this tests orjson against itself),
     # and each kind of refusal must have been met.
     assert stats["written by the engine"] >= stats["payloads"] // 4
+    assert stats["plain"] == stats["written by the engine"]  # one writer for both paths
     assert stats["refused by orjson"] > 100 and stats["refused for NaN or inf"] > 100

@@ -1,5 +1,5 @@
-"""Payloads and results are JSON (orjson). A value that cannot be serialized raises
-``TypeError`` naming its type and where it sits in the payload; so does a NaN or an
+"""Payloads and results are JSON, as orjson writes it. A value that cannot be serialized
+raises ``TypeError`` naming its type and where it sits in the payload; so does a NaN or an
 infinity (float or numpy), which orjson would write as ``null``."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from ._core import _surely_finite
+from ._core import _dumps_plain, _surely_finite
 
 __all__ = ["dumps", "loads"]
 
@@ -20,21 +20,41 @@ _OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
 def dumps(value: Any, what: str = "payload") -> bytes:
+    # The plain JSON types (finite floats only) are written by the engine, as dispatch_many
+    # writes them: orjson's bytes exactly (tests/test_payload_fuzz.py), and no NaN to look for.
+    data = _dumps_plain(value)
+    if data is not None:
+        return data
     try:
         data = orjson.dumps(value, option=_OPTS)
     except TypeError:
         raise TypeError(_explain(value, what)) from None
-    # orjson writes NaN and ±inf as null, as it writes None: the engine tells them apart in
-    # one call (no null in the output, or only plain types and finite floats in the value);
-    # only past that is the value walked here, to find the path of the bad float if any.
     if not _surely_finite(data, value):
-        try:
-            bad = _nonfinite(value)
-        except RecursionError:  # tuples, which orjson nests without limit
-            raise TypeError(f"{what} nests too deeply to be checked for NaN and infinities") from None
-        if bad is not None:
-            raise TypeError(_explain_nonfinite(bad, what))
+        _refuse_nonfinite(value, what)
     return data
+
+
+def dumps_other(value: Any, what: str = "payload") -> bytes:
+    """``dumps`` of a value the engine's writer has refused already: dispatch_many's fallback."""
+    try:
+        data = orjson.dumps(value, option=_OPTS)
+    except TypeError:
+        raise TypeError(_explain(value, what)) from None
+    if not _surely_finite(data, value):
+        _refuse_nonfinite(value, what)
+    return data
+
+
+def _refuse_nonfinite(value: Any, what: str) -> None:
+    """orjson writes NaN and ±inf as null, as it writes None. When the engine cannot tell
+    them apart (`_surely_finite`: no null in the output, or no non-finite float among the
+    types it knows), the value is walked here, and a bad float found is raised with its path."""
+    try:
+        bad = _nonfinite(value)
+    except RecursionError:  # tuples, which orjson nests without limit
+        raise TypeError(f"{what} nests too deeply to be checked for NaN and infinities") from None
+    if bad is not None:
+        raise TypeError(_explain_nonfinite(bad, what))
 
 
 def _explain(value: Any, where: str) -> str:
