@@ -48,5 +48,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::client::PreparedBatch>()?;
     m.add_class::<py::schedules::Schedules>()?;
     m.add_function(wrap_pyfunction!(py::schedules::cron_next, m)?)?;
+    // Internal helpers: set as attributes, so that they stay out of `__all__`.
+    m.setattr("_serialize_payloads", wrap_pyfunction!(py::payloads::serialize_payloads, m)?)?;
+    m.setattr("_surely_finite", wrap_pyfunction!(py::payloads::surely_finite, m)?)?;
+    m.setattr("_dumps_plain", wrap_pyfunction!(py::payloads::dumps_plain, m)?)?;
     Ok(())
 }

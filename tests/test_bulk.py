@@ -128,7 +128,7 @@ def test_bulk_payloads_are_stored_byte_for_byte_as_one_dispatch_serializes_them(
     rng = random.Random(7)
     payloads: list[Any] = [_random_value(rng) for _ in range(3000)]
     payloads += [
-        2**64 - 1, float("nan"), float("inf"), {1: "int key"}, {"d": datetime.datetime(2026, 1, 2, 3, 4, 5)},
+        2**64 - 1, {1: "int key"}, {"d": datetime.datetime(2026, 1, 2, 3, 4, 5)},
         uuid.UUID(int=5), Colour.RED, collections.OrderedDict(a=1), [Colour.RED, {"x": (1, 2.5)}],
         type("S", (str,), {})("str subclass"), True, [[[[[]]]]], {"": ""},
     ]

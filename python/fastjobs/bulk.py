@@ -236,7 +236,7 @@ def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[
         # A list is all or nothing: everything is validated and packed before the first write.
         index = 0
         for chunk, start, stop in _chunks(payloads, chunk_size):
-            writer.stage_payloads(chunk, start, stop, index, serde.dumps)
+            writer.stage_payloads(chunk, start, stop, index, serde.dumps_other)
             index += stop - start
     index = 0
     try:
@@ -246,7 +246,7 @@ def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[
                 report(done, total)
         else:
             for chunk, start, stop in _chunks(payloads, chunk_size):
-                writer.stage_payloads(chunk, start, stop, index, serde.dumps)
+                writer.stage_payloads(chunk, start, stop, index, serde.dumps_other)
                 index += stop - start
                 done = yield writer.send
                 if report:
