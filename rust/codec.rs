@@ -353,4 +353,87 @@ mod tests {
         assert_ne!(a.producer, b.producer);
         assert_eq!(b.first, 0);
     }
+
+    mod generated {
+        //! The decoder of records against generated input: records it packed come back
+        //! whole, and no byte string (damaged records, garbage, truncations) makes it panic;
+        //! what it accepts is what the Lua scripts accept (common.lua record_ok).
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn record() -> impl Strategy<Value = Record> {
+            let id = "[A-Za-z0-9:@._-]{1,255}";
+            let name = "[A-Za-z0-9._]{1,255}";
+            (any::<u16>(), 1..=u16::MAX, 0u8..=9, id, name, 0u64..(1 << 48)).prop_flat_map(
+                |(attempt, max_attempts, priority, id, name, enqueued_ms)| {
+                    (proptest::collection::vec(any::<u8>(), 0..300), proptest::collection::vec(any::<u8>(), 0..600)).prop_map(
+                        move |(options, payload)| Record {
+                            attempt,
+                            max_attempts,
+                            priority,
+                            id: id.clone(),
+                            name: name.clone(),
+                            enqueued_ms,
+                            options,
+                            payload,
+                        },
+                    )
+                },
+            )
+        }
+
+        /// common.lua's record_ok, byte for byte (1-based offsets there, 0-based here).
+        fn lua_record_ok(b: &[u8]) -> bool {
+            let (kind, n) = (b.first().copied(), b.get(6).copied());
+            let (Some(kind), Some(n)) = (kind, n) else { return false };
+            if (kind != RECORD && kind != ORPHAN) || n == 0 || b[5] > 9 {
+                return false;
+            }
+            let n = n as usize;
+            let Some(&m) = b.get(7 + n) else { return false };
+            if m == 0 {
+                return false;
+            }
+            let m = m as usize;
+            let (Some(&hi), Some(&lo)) = (b.get(14 + n + m), b.get(15 + n + m)) else { return false };
+            b.len() >= 16 + n + m + ((hi as usize) << 8 | lo as usize)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+            #[test]
+            fn packed_records_come_back_whole(r in record()) {
+                let b = r.pack();
+                prop_assert!(lua_record_ok(&b));
+                prop_assert_eq!(Record::unpack(&b).unwrap(), r.clone());
+                prop_assert_eq!(Record::peek_id(&b), r.id.as_bytes());
+                let orphan = Record::with_attempt(&{ let mut o = b.clone(); o[0] = ORPHAN; o }, r.attempt);
+                prop_assert_eq!(orphan, b);
+            }
+
+            #[test]
+            fn no_byte_string_makes_the_decoder_panic(b in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let decoded = Record::unpack(&b);
+                // Whatever decodes is a record the scripts would have leased too.
+                if decoded.is_ok() {
+                    prop_assert!(lua_record_ok(&b));
+                }
+                let _ = Record::peek_id(&b);
+                let _ = Record::is_orphan(&b);
+            }
+
+            #[test]
+            fn damaged_records_are_refused_or_read_without_panic(r in record(), cut in any::<prop::sample::Index>(), flip in any::<prop::sample::Index>(), byte in any::<u8>()) {
+                let mut b = r.pack();
+                let at = flip.index(b.len());
+                b[at] = byte;
+                b.truncate(cut.index(b.len() + 1));
+                if let Ok(d) = Record::unpack(&b) {
+                    prop_assert!(lua_record_ok(&b));
+                    prop_assert_eq!(Record::peek_id(&b), d.id.as_bytes());
+                }
+            }
+        }
+    }
 }
