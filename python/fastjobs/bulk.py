@@ -306,8 +306,8 @@ async def dispatch_many_async(job_class: type[Job[Any, Any]], payloads: Iterable
 
 
 class BulkDispatcher:
-    """Dispatches many builders at once, of any job classes, queues and options (the seeds'
-    ``new BulkDispatcher([...]).dispatch()``). Every builder is validated and serialized
+    """Dispatches many builders at once, of any job classes, queues and options
+    (``new BulkDispatcher([...]).dispatch()`` in JavaScript queues). Every builder is validated and serialized
     before the first write; jobs of one queue go in batched writes, in the given order."""
 
     BATCH = 1000

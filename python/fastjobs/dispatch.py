@@ -90,7 +90,7 @@ class PendingDispatch(Generic[R]):
 
     @_abandon_on_error
     def with_(self, option: str, value: Any) -> Self:
-        """Sets any option by name, as the seeds' ``.with('attempts', 5)``: queue, delay, at,
+        """Sets any option by name, as ``.with('attempts', 5)`` does in Laravel-style APIs: queue, delay, at,
         job_id, attempts, backoff, timeout, priority, meta. Durations are in seconds."""
         if option not in OPTION_NAMES:
             raise ValueError(f"unknown option {option!r}; known options: {', '.join(sorted(OPTION_NAMES))}")
@@ -139,7 +139,7 @@ class PendingDispatch(Generic[R]):
 
     @_abandon_on_error
     def idempotency_key(self, key: str) -> Self:
-        """The seeds' idempotency key: a repeated dispatch with the same key returns the first
+        """An idempotency key: a repeated dispatch with the same key returns the first
         job's handle (``created`` False) instead of making a second job, for as long as the
         first job is known (30 days at least). It becomes the job's id (see ``job_id``)."""
         return self.job_id(key)
@@ -233,7 +233,7 @@ class PendingDispatch(Generic[R]):
 
     @_abandon_on_error
     def wait_result(self, timeout: float | None = None) -> R:
-        """Sends the job and waits for its result (the seeds' ``.dispatch(...).waitResult()``)."""
+        """Sends the job and waits for its result (``.dispatch(...).waitResult()`` in JavaScript queues)."""
         check_wait_timeout(timeout)  # before sending: a bad timeout must not leave a job behind
         return self.send().wait_result(timeout=timeout)
 

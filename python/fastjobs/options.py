@@ -139,7 +139,7 @@ class Backoff:
     - ``Backoff.exponential(1, max_delay=3600, jitter=True)``: 1 s, 2 s, 4 s ... capped,
       each spread at random over its upper half when ``jitter`` is on;
     - any callable ``f(attempt) -> seconds`` (class attribute only: it cannot travel in Redis);
-    - the seeds' dict form: ``{"type": "exponential", "delay": 2}`` (delay in seconds, or a
+    - BullMQ's dict form: ``{"type": "exponential", "delay": 2}`` (delay in seconds, or a
       duration string like ``"2s"``).
     """
 
