@@ -87,7 +87,6 @@ pub fn check_fields(id: &str, name: &str, options: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Packs a record; the caller has run `check_fields`.
 /// The header fields of a record that Redis scripts read or rewrite.
 #[derive(Debug, Clone, Copy)]
 pub struct Header {
@@ -101,6 +100,7 @@ pub fn packed_len(id: &str, name: &str, options: &[u8], payload: &[u8]) -> usize
     16 + id.len() + name.len() + options.len() + payload.len()
 }
 
+/// Packs a record; the caller has run `check_fields`.
 #[allow(clippy::too_many_arguments)]
 pub fn pack_into(out: &mut Vec<u8>, h: Header, id: &str, name: &str, enqueued_ms: u64, options: &[u8], payload: &[u8]) {
     out.reserve(packed_len(id, name, options, payload));
@@ -205,6 +205,26 @@ impl<'a> Reader<'a> {
 pub const PRODUCER_LEN: usize = 10;
 const SEQ_LIMIT: u64 = 1 << 24;
 const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// The ids the scripts give elements of a queue that are not job records (common.lua
+/// fail_undecodable): callers may not choose them.
+pub const UNDECODABLE_PREFIX: &str = "undecodable:";
+
+/// Checks an id a caller chose: the limits of `check_fields`, and none of the shapes fastjobs
+/// gives ids itself (a generated id, or an undecodable element's).
+pub fn check_caller_id(id: &str) -> Result<()> {
+    if is_generated_id(id) {
+        return Err(Error::Invalid(format!(
+            "job id {id:?} has the shape of a generated id (10 letters or digits, '-', a number); choose another"
+        )));
+    }
+    if id.starts_with(UNDECODABLE_PREFIX) {
+        return Err(Error::Invalid(format!(
+            "job id {id:?} starts with {UNDECODABLE_PREFIX:?}, which fastjobs keeps for itself; choose another"
+        )));
+    }
+    check_fields(id, "x", b"")
+}
 
 /// True when `id` has the shape of a generated id (callers may not choose such ids).
 pub fn is_generated_id(id: impl AsRef<[u8]>) -> bool {

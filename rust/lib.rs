@@ -29,12 +29,7 @@ fn validate_queue_name(name: &str) -> PyResult<()> {
 /// Raises ValueError unless `id` can be a caller-chosen job id.
 #[pyfunction]
 fn validate_job_id(id: &str) -> PyResult<()> {
-    if codec::is_generated_id(id) {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "job id {id:?} has the shape of a generated id (10 letters or digits, '-', a number); choose another"
-        )));
-    }
-    codec::check_fields(id, "x", b"").map_err(py::errors::to_py)
+    codec::check_caller_id(id).map_err(py::errors::to_py)
 }
 
 #[pymodule]

@@ -149,3 +149,34 @@ def test_two_records_with_one_id_in_one_reserve_are_not_overwritten_unseen(redis
     [f] = Queue(q).failed()
     assert f.error["type"] == "DecodeError" and "has the id of another job reserved with it: twin" in f.error["message"], f.error
     assert f.payload == "second"
+
+
+def test_options_fastjobs_did_not_write_fail_their_job_and_no_worker_thread(redis: Any, prefix: str, start_worker: Any) -> None:
+    q = "hostile-options"
+
+    def with_options(job_id: bytes, options: bytes, name: bytes = b"Echo", attempts: int = 1) -> bytes:
+        head = bytes([1, 0, 0, 0, attempts, 0, len(job_id)]) + job_id + bytes([len(name)]) + name + bytes(6)
+        return head + len(options).to_bytes(2, "big") + options + b'"x"'
+
+    redis("RPUSH", key(prefix, q, "wait"),
+          with_options(b"opt-not-json", b"{nope"),
+          with_options(b"opt-a-list", b"[1, 2]"),
+          with_options(b"opt-bad-timeout", b'{"timeout": "soon"}'),
+          with_options(b"opt-bad-backoff", b'{"backoff": "zzz"}', name=b"hostile.Fails", attempts=2))
+    start_worker(queues=[q], concurrency=1)  # one thread: had it died, nothing below would run
+    assert Echo.dispatch("after").on_queue(q).send().wait_result(timeout=10) == "after"
+    eventually(lambda: Queue(q).counts()["failed"] >= 3)
+    errors = {f.id: f.error for f in Queue(q).failed()}
+    assert errors["opt-not-json"]["type"] == errors["opt-a-list"]["type"] == "DecodeError", errors
+    assert "not a JSON object" in errors["opt-a-list"]["message"]
+    assert errors["opt-bad-timeout"]["type"] == "TypeError", errors
+    # The bad backoff is set aside (the class's applies): the job is retried, not lost.
+    eventually(lambda: Queue(q).counts()["retried"] >= 1)
+
+
+class Fails(fastjobs.Job[Any, None]):
+    name = "hostile.Fails"
+    backoff = 0
+
+    def process(self, payload: Any) -> None:
+        raise RuntimeError("fails on purpose")

@@ -198,7 +198,11 @@ class Worker:
         kind = f"{type(exc).__module__}.{type(exc).__qualname__}" if type(exc).__module__ != "builtins" else type(exc).__qualname__
         if cls is not None and made < job[_MAX]:
             spec = (opts or {}).get("backoff")
-            delay = cls.retry_delay(made, backoff_from_json(spec) if spec else None)
+            try:
+                delay = cls.retry_delay(made, backoff_from_json(spec) if spec else None)
+            except (TypeError, ValueError, KeyError) as e:  # a backoff option fastjobs did not write
+                log.error("job %s: its backoff option cannot be read (%s); the class's backoff applies", job[_ID], e)
+                delay = cls.retry_delay(made)
             engine.retry(job[_HANDLE], delay, kind, str(exc), tb)
             log.info("job %s (%s) failed attempt %d/%d, retrying in %.3fs: %r", job[_ID], job[_NAME], made, job[_MAX], delay, exc)
         else:
@@ -246,6 +250,24 @@ class Worker:
         if "flow" in opts:
             flows.node_failed(self.client, opts["flow"], job_id, name, error)
 
+    def _options(self, job: tuple[Any, ...]) -> tuple[bool, dict[str, Any] | None]:
+        """The job's per-dispatch options, and whether they could be read: options that are not
+        a JSON object (written by something other than fastjobs) fail the job here, with a
+        DecodeError, before a handler thread could trip over them."""
+        raw = job[_OPTIONS]
+        if raw is None:
+            return True, None
+        try:
+            opts = serde.loads(raw)
+        except ValueError:
+            opts = None
+        if isinstance(opts, dict):
+            return True, opts
+        self.engine.fail(job[_HANDLE], "DecodeError",
+                         f"the options of job {job[_ID]} on queue {job[_QUEUE]!r} are not a JSON object ({len(raw)} bytes)")
+        log.error("job %s: its options are not a JSON object; failed", job[_ID])
+        return False, None
+
     def _unknown(self, job: tuple[Any, ...]) -> None:
         self.engine.fail(job[_HANDLE], "UnknownJob", f"no job named {job[_NAME]!r} is registered in this worker (workers run registered jobs only)")
         log.error("job %s names %r, which no module loaded by this worker registers", job[_ID], job[_NAME])
@@ -269,10 +291,17 @@ class Worker:
                 if cls._is_async:
                     self._submit_async([job])
                     continue
-                opts = loads(raw_opts) if raw_opts is not None else None
-                timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
-                guard = self._watchdog.arm(timeout, job_id, name) if timeout is not None and self._watchdog else None
+                if raw_opts is None:
+                    opts = None
+                else:
+                    readable, opts = self._options(job)
+                    if not readable:
+                        continue
+                guard = None
                 try:
+                    timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
+                    if timeout is not None and self._watchdog:
+                        guard = self._watchdog.arm(timeout, job_id, name)
                     inst = cls.__new__(cls)
                     inst.__dict__.update(job_id=job_id, attempt=attempt, queue_name=queue,
                                          meta={} if opts is None else (opts.get("meta") or {}))
@@ -380,12 +409,14 @@ class Worker:
                 self._launch_all(jobs)
 
     async def _run_async(self, job: tuple[Any, ...]) -> None:
-        handle, queue, job_id, name, attempt, _max, _enq, payload, raw_opts, redelivered = job
+        handle, queue, job_id, name, attempt, _max, _enq, payload, _raw_opts, redelivered = job
         cls = self.jobs.get(name)
         if cls is None:
             self._unknown(job)
             return
-        opts = serde.loads(raw_opts) if raw_opts is not None else None
+        readable, opts = self._options(job)
+        if not readable:
+            return
         try:
             inst = cls._instance(job_id, attempt, queue, {} if opts is None else (opts.get("meta") or {}), redelivered)
             if redelivered:

@@ -130,7 +130,10 @@ for i = general_at, #ARGV, 5 do
         args[#args + 1] = ssub(id, 12)
         args[#args + 1] = 1
       else
-        rcall('SET', base .. ':id:' .. id, 'c', 'KEEPTTL')
+        -- Keeps the dedup mark's ttl; one that expired meanwhile comes back with the marks' ttl
+        -- (never without one).
+        local mark = base .. ':id:' .. id
+        if not rcall('SET', mark, 'c', 'XX', 'KEEPTTL') then rcall('SET', mark, 'c', 'EX', ARGV[4]) end
       end
       -- A None result is stored only when somebody waits for it.
       local result = a

@@ -4,7 +4,8 @@
 -- KEYS[7..] one id key per job (<base>:id:<id>), or the jobs hash as a placeholder when that
 --           job has a generated id
 -- ARGV[1] queue key base   ARGV[2] producer high-water mark (-1: none)
--- ARGV[3] hwm ttl seconds   ARGV[4] id-key ttl milliseconds   ARGV[5] scheduler channel
+-- ARGV[3] hwm ttl seconds   ARGV[4] id-key ttl milliseconds (after the job's due time)
+-- ARGV[5] scheduler channel
 -- ARGV[6] a bulk chunk's first sequence number (its guard, common.lua chunk_sent), or -1
 -- then per job, 4 values: id, custom (1|0), delay µs from now (0: at once) or @<due time µs>,
 -- record
@@ -28,7 +29,9 @@ for i = 7, #ARGV, 4 do
   local due = due_us / 1000
   local fresh = true
   if custom == '1' then
-    fresh = rcall('SET', KEYS[6 + j], 'w', 'NX', 'PX', ARGV[4]) and true or false
+    -- The dedup mark outlives the job's wait: a job delayed past the mark's ttl keeps it.
+    local ttl = tonumber(ARGV[4]) + math.max(0, math.floor((due_us - now_us) / 1000))
+    fresh = rcall('SET', KEYS[6 + j], 'w', 'NX', 'PX', ttl) and true or false
   end
   if fresh then
     if due_us > now_us then

@@ -4,7 +4,7 @@
 use super::bridge::call;
 use super::bulk::BulkWriter;
 use crate::bulk::BulkSpec;
-use crate::codec::{check_fields, is_generated_id, pack_into, Header, IdGen, Record};
+use crate::codec::{check_caller_id, check_fields, pack_into, Header, IdGen, Record};
 use crate::conn::Settings;
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
@@ -67,11 +67,7 @@ impl Client {
                 return Err(Error::Invalid(format!("priority must be 0 to 9, got {priority}{at}")));
             }
             if let Some(id) = custom {
-                if is_generated_id(id) {
-                    return Err(Error::Invalid(format!(
-                        "job id {id:?} has the shape of a generated id (10 letters or digits, '-', a number); choose another{at}"
-                    )));
-                }
+                check_caller_id(id).map_err(|e| Error::Invalid(format!("{e}{at}")))?;
             }
             check_fields(custom.as_deref().unwrap_or("x"), name, options.as_deref().unwrap_or(b""))
                 .map_err(|e| Error::Invalid(format!("{e}{at}")))?;
