@@ -37,35 +37,40 @@ end
 if prev ~= '' then rcall('ZREM', KEYS[6], prev) end
 -- Only job records are leased: anything else popped is failed as undecodable here, so a
 -- worker never holds what it cannot settle by id.
-local args, leased = {}, {}
-for _, r in ipairs(recs) do
-  if record_ok(r) then
-    leased[#leased + 1] = r
-    args[#args + 1] = record_id(r)
-    args[#args + 1] = r
+local args, leased = {}, 0
+for i = 1, #recs do
+  local r = recs[i]
+  local id = lease_id(r)
+  if id then
+    leased = leased + 1
+    recs[leased] = r -- kept in place, in order
+    args[2 * leased - 1] = id
+    args[2 * leased] = r
   else
     fail_undecodable(base, r, now)
   end
 end
-if #leased == 0 then
-  if #recs > 0 and any_ready(base) then wake(KEYS[4]) end
+local popped = #recs
+for i = popped, leased + 1, -1 do recs[i] = nil end
+if leased == 0 then
+  if popped > 0 and any_ready(base) then wake(KEYS[4]) end
   return false
 end
-if rcall('HSET', KEYS[3], unpack(args)) < #leased then
+if rcall('HSET', KEYS[3], unpack(args)) < leased then
   -- Two records with one id (only something other than fastjobs writes those): the lease
   -- keeps the first, the others are failed as undecodable rather than overwritten unseen.
   rcall('DEL', KEYS[3])
   local kept = {}
-  for _, r in ipairs(leased) do
+  for _, r in ipairs(recs) do
     if rcall('HSETNX', KEYS[3], record_id(r), r) == 1 then
       kept[#kept + 1] = r
     else
       fail_undecodable(base, r, now, 'has the id of another job reserved with it: ' .. record_id(r))
     end
   end
-  leased = kept
+  recs = kept
 end
 rcall('ZADD', KEYS[2], now + tonumber(ARGV[4]), token)
 -- Pass the wake-up on: another idle worker should take what is left.
-if #recs >= want and any_ready(base) then wake(KEYS[4]) end
-return leased
+if popped >= want and any_ready(base) then wake(KEYS[4]) end
+return recs

@@ -40,12 +40,22 @@ end
 -- are not empty, and every byte the header announces. Anything else that reaches a ready
 -- list or the jobs hash is failed as undecodable (fail_undecodable), never leased.
 local function record_ok(rec)
-  local kind, n = sbyte(rec, 1), sbyte(rec, 7)
-  if (kind ~= RECORD and kind ~= ORPHAN) or not n or n == 0 or sbyte(rec, 6) > 9 then return false end
+  local kind, _, _, _, _, p, n = sbyte(rec, 1, 7)
+  if (kind ~= RECORD and kind ~= ORPHAN) or not n or n == 0 or p > 9 then return false end
   local m = sbyte(rec, 8 + n)
   if not m or m == 0 then return false end
   local hi, lo = sbyte(rec, 15 + n + m, 16 + n + m)
   return lo ~= nil and #rec >= 16 + n + m + hi * 256 + lo
+end
+
+-- The id of a record a reserve may lease, or nil: its kind byte says it is a job record and
+-- its id is not empty. The lighter check of the drain's hot path (one call per record): the
+-- worker decodes every record it leases and fails one that does not hold together with a
+-- DecodeError under this id, so nothing is leased that cannot be settled.
+local function lease_id(rec)
+  local kind, _, _, _, _, _, n = sbyte(rec, 1, 7)
+  if (kind ~= RECORD and kind ~= ORPHAN) or not n or n == 0 then return nil end
+  return ssub(rec, 8, 7 + n)
 end
 
 -- The queue's name from its key base `<prefix>:{<queue>}`, for messages.
