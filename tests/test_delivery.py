@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -101,22 +100,14 @@ def counts(queue: str) -> dict[str, int]:
 
 
 @pytest.fixture
-def spawn(spawn_worker: Any) -> Iterator[Any]:
-    """``spawn_worker`` for this file's jobs, and a teardown that reaps a worker a failed test
-    left running."""
-    started: list[Any] = []
+def spawn(spawn_worker: Any) -> Any:
+    """``spawn_worker`` for this file's jobs (it reaps what a failed test left running)."""
 
     def start(*args: str, **kwargs: Any) -> Any:
         kwargs.setdefault("modules", JOBS)
-        w = spawn_worker(*args, **kwargs)
-        started.append(w)
-        return w
+        return spawn_worker(*args, **kwargs)
 
-    yield start
-    for w in started:
-        if w.proc.poll() is None:
-            w.proc.kill()
-        w.proc.wait()
+    return start
 
 
 # ---- 1. SIGKILL with 1,000 jobs leased ----
