@@ -1,6 +1,6 @@
 //! Differential tests of `rust/cron.rs` against the `croner` crate (a dev-dependency only).
 //!
-//! 1. Generated patterns: 100,000 in release builds (20,000 in debug), drawn from a fixed seed over
+//! 1. Generated patterns: 100,000 in release builds (20,000 in debug), drawn from a fixed RNG state over
 //!    the syntax both sides accept: 5 or 6 fields; `*`, and `?` in the day fields, as a whole
 //!    field (croner rejects a bare `*` inside a list); values; ranges; `*/S`, `A-B/S` and `N/S`
 //!    steps; lists of those; month and weekday names in any case; 7 as Sunday. Left out because

@@ -146,7 +146,7 @@ def deep(draw: st.DrawFn) -> Any:
 
 # Hypothesis draws some 2 ms of work per nested value on a slow machine: 100,000 of them would
 # take minutes. So each example is ~100 payloads of which up to DRAWN are drawn by hypothesis
-# (structure-aware, shrinkable), the rest made from a hypothesis-drawn seed and mix by the fast
+# (structure-aware, shrinkable), the rest made from a hypothesis-drawn RNG state and mix by the fast
 # generator below, over the same kinds of values; a failure names the payload itself.
 
 PER_EXAMPLE = 100
@@ -238,9 +238,9 @@ def _random_value(r: random.Random, mix: tuple[float, float], depth: int = 0) ->
 @st.composite
 def payload_lists(draw: st.DrawFn) -> list[Any]:
     out = draw(st.lists(values, max_size=DRAWN))
-    seed = draw(st.integers(0, 2**64 - 1))
+    state = draw(st.integers(0, 2**64 - 1))
     mix = (draw(st.sampled_from([0.1, 0.3, 0.5, 0.7])), draw(st.sampled_from([0.0, 0.02, 0.1, 0.3])))
-    r = random.Random(seed)
+    r = random.Random(state)
     out += [_random_value(r, mix) for _ in range(PER_EXAMPLE - len(out))]
     extra = draw(st.one_of(st.none(), st.none(), deep()))
     if extra is not None:
