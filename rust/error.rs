@@ -24,6 +24,8 @@ pub enum Error {
     /// permission fastjobs needs (NOPERM: ACL rules that do not allow its commands, keys or
     /// channels): retrying with the same settings cannot succeed.
     Authentication(String),
+    /// The caller named a queue nothing ever dispatched to or consumed (a misspelt name?).
+    UnknownQueue(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -36,7 +38,8 @@ impl fmt::Display for Error {
             | Error::Invalid(m)
             | Error::Store(m)
             | Error::Closed(m)
-            | Error::Authentication(m) => f.write_str(m),
+            | Error::Authentication(m)
+            | Error::UnknownQueue(m) => f.write_str(m),
         }
     }
 }

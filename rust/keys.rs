@@ -48,6 +48,10 @@ pub struct QueueKeys {
     pub results_channel: String,
     /// Pub/sub channel telling schedulers that a job fell due earlier than they knew.
     pub sched_channel: String,
+    /// Set while the queue is paused (pause.lua, resume.lua).
+    pub paused: String,
+    /// Pub/sub channel telling the queue's workers that it was paused or resumed.
+    pub control_channel: String,
 }
 
 impl QueueKeys {
@@ -71,6 +75,8 @@ impl QueueKeys {
             waiters: k("waiters"),
             results_channel: k("results"),
             sched_channel: k("sched"),
+            paused: k("paused"),
+            control_channel: k("control"),
             base,
         })
     }
@@ -103,6 +109,13 @@ impl QueueKeys {
     pub fn id_key(&self, id: &str) -> String {
         format!("{}:id:{id}", self.base)
     }
+}
+
+/// The set of every queue's name (`<prefix>:queues`): a queue joins it when a producer first
+/// writes to it or a worker first consumes it (once per process), for listing queues and for
+/// telling a known queue from a misspelt one.
+pub fn queue_registry(prefix: &str) -> String {
+    format!("{prefix}:queues")
 }
 
 /// The key names of the schedule book (JobScheduler). They share the hash tag `{schedules}`,

@@ -5,7 +5,7 @@ use crate::bulk::Chunk;
 use crate::codec::{is_generated_id, run_bounds, PRODUCER_LEN, RUN, RUN_BYTES};
 use crate::conn::{Conn, Settings, SyncConn};
 use crate::error::{Error, Result};
-use crate::keys::{QueueKeys, ScheduleKeys};
+use crate::keys::{self, QueueKeys, ScheduleKeys};
 use crate::notify::Notifier;
 use crate::scripts::scripts;
 use crate::store::*;
@@ -27,6 +27,8 @@ pub struct RedisStore {
     bulk: SyncConn,
     notifier: Notifier,
     sched: ScheduleKeys,
+    /// Queues this process added to the registry (`keys::queue_registry`): once each.
+    registered: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn bad_reply(what: &str, v: &Value) -> Error {
@@ -197,6 +199,7 @@ impl RedisStore {
             bulk: SyncConn::new(settings)?,
             notifier: Notifier::new(settings),
             sched: ScheduleKeys::new(&settings.prefix),
+            registered: std::sync::Mutex::default(),
         })
     }
 
@@ -270,6 +273,22 @@ impl RedisStore {
         }
     }
 
+    /// `UnknownQueue` unless the queue is in the registry (something dispatched to it or
+    /// consumed it): a control naming a misspelt queue must not succeed in silence.
+    async fn known_queue(&self, q: &QueueKeys) -> Result<()> {
+        if self.registered.lock().unwrap().contains(&q.name) {
+            return Ok(());
+        }
+        let registry = keys::queue_registry(&self.settings().prefix);
+        let known: Value = self.conn.query(redis::cmd("SISMEMBER").arg(&registry).arg(&q.name)).await?;
+        if int(&known) == Some(1) {
+            return Ok(());
+        }
+        let names = self.queues().await?;
+        let listed = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
+        Err(Error::UnknownQueue(format!("no job was ever dispatched to queue '{}' and no worker consumes it (queues: {listed})", q.name)))
+    }
+
     async fn failed_op(&self, q: &QueueKeys, op: &str, limit: usize) -> Result<Value> {
         let mut c = scripts().failed.evalsha(&[&q.failed, &q.jobs, &q.errors, &q.wake]);
         c.arg(op).arg(&q.base).arg(limit);
@@ -282,6 +301,7 @@ impl Store for RedisStore {
         if jobs.is_empty() {
             return Ok(vec![]);
         }
+        self.register_queues(&[&q.name]).await?;
         let fast = jobs.iter().all(|j| !j.custom_id && j.delay_us == 0 && j.at_us.is_none()) && mark.is_some();
         let flat = jobs.iter().all(|j| j.record.get(5) == Some(&0));
         if let Some(mark) = mark.filter(|_| fast && flat && jobs.len() > SMALL_BATCH) {
@@ -325,6 +345,7 @@ impl Store for RedisStore {
     }
 
     async fn write_chunk(&self, q: &QueueKeys, packed: &PackedChunk) -> Result<()> {
+        self.register_queues(&[&q.name]).await?;
         match packed {
             PackedChunk::Bulk(wire) => self.write_bulk(wire),
             PackedChunk::Jobs(jobs, mark) => self.enqueue(q, jobs, Some(mark)).await.map(|_| ()),
@@ -344,6 +365,9 @@ impl Store for RedisStore {
     }
 
     fn enqueue_blocking(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Option<Result<Vec<bool>>> {
+        if !self.registered.lock().unwrap().contains(&q.name) {
+            return None; // the first write to a queue goes the shared path, which registers it
+        }
         let (c, plain) = self.enqueue_script(q, jobs, mark);
         let v = self.direct.try_query::<Value>(&c, self.settings().response_timeout)?;
         Some(v.and_then(|v| enqueue_reply(v, jobs.len(), plain)))
@@ -358,6 +382,7 @@ impl Store for RedisStore {
         let v: Value = self.conn.eval(c).await?;
         match v {
             Value::Nil | Value::Boolean(false) => Ok(Reserved::Empty),
+            Value::Int(-1) => Ok(Reserved::Paused),
             Value::Int(n) => Ok(Reserved::Idle { new_slot: n == 0 }),
             Value::Array(a) => Ok(Reserved::Jobs(
                 a.into_iter()
@@ -581,7 +606,57 @@ impl Store for RedisStore {
         let v: Value = self.conn.eval(c).await?;
         let a = array(v.clone()).ok_or_else(|| bad_reply("counts", &v))?;
         let n = |i: usize| a.get(i).and_then(int).unwrap_or(0) as u64;
-        Ok(Counts { waiting: n(0), delayed: n(1), active: n(2), failed: n(3), completed: n(4), retried: n(5), stalled: n(6) })
+        Ok(Counts {
+            paused: n(7) == 1,
+            waiting: n(0),
+            delayed: n(1),
+            active: n(2),
+            failed: n(3),
+            completed: n(4),
+            retried: n(5),
+            stalled: n(6),
+        })
+    }
+
+    async fn pause(&self, q: &QueueKeys) -> Result<bool> {
+        self.known_queue(q).await?;
+        let mut c = scripts().pause.evalsha(&[&q.paused, &q.idle, &q.wake]);
+        c.arg(&q.control_channel);
+        let v: Value = self.conn.eval(c).await?;
+        int(&v).map(|n| n == 1).ok_or_else(|| bad_reply("pause", &v))
+    }
+
+    async fn resume(&self, q: &QueueKeys) -> Result<bool> {
+        self.known_queue(q).await?;
+        let mut c = scripts().resume.evalsha(&[&q.paused, &q.wake]);
+        c.arg(&q.control_channel);
+        let v: Value = self.conn.eval(c).await?;
+        int(&v).map(|n| n == 1).ok_or_else(|| bad_reply("resume", &v))
+    }
+
+    async fn control_signal(&self, q: &QueueKeys) -> Result<Arc<tokio::sync::Notify>> {
+        self.notifier.signal(&q.control_channel).await
+    }
+
+    async fn register_queues(&self, names: &[&str]) -> Result<()> {
+        let new: Vec<&str> = {
+            let done = self.registered.lock().unwrap();
+            names.iter().copied().filter(|n| !done.contains(*n)).collect()
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.conn.query::<Value>(redis::cmd("SADD").arg(keys::queue_registry(&self.settings().prefix)).arg(&new)).await?;
+        self.registered.lock().unwrap().extend(new.iter().map(|n| n.to_string()));
+        Ok(())
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        let v: Value = self.conn.query(redis::cmd("SMEMBERS").arg(keys::queue_registry(&self.settings().prefix))).await?;
+        let mut out: Vec<String> =
+            array(v).unwrap_or_default().into_iter().filter_map(bytes).map(|b| String::from_utf8_lossy(&b).into_owned()).collect();
+        out.sort();
+        Ok(out)
     }
 
     async fn failed_list(&self, q: &QueueKeys, limit: usize) -> Result<Vec<FailedJob>> {

@@ -51,6 +51,8 @@ scripts! {
     ack => "ack.lua",
     release => "release.lua",
     start => "start.lua",
+    pause => "pause.lua",
+    resume => "resume.lua",
     extend => "extend.lua",
     tick => "tick.lua",
     status => "status.lua",

@@ -142,6 +142,8 @@ pub struct Status {
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counts {
+    /// Workers take no job from the queue (`Store::pause`).
+    pub paused: bool,
     pub waiting: u64,
     pub delayed: u64,
     pub active: u64,
@@ -205,6 +207,8 @@ pub enum Reserved {
         new_slot: bool,
     },
     Empty,
+    /// The queue is paused: nothing was leased (`Store::pause`).
+    Paused,
 }
 
 impl Idle<'_> {
@@ -275,6 +279,18 @@ pub trait Store: Send + Sync + 'static {
     /// Waits for a job to complete or fail for good; Ok(None) when `timeout` passed first.
     fn wait_result(&self, q: Arc<QueueKeys>, id: String, timeout: Option<Duration>) -> impl Future<Output = Result<Option<Status>>> + Send;
     fn counts(&self, q: &QueueKeys) -> impl Future<Output = Result<Counts>> + Send;
+    /// Workers stop taking jobs from `q` (reserve answers `Reserved::Paused`; they hand back
+    /// what they prefetched); running jobs finish; dispatch goes on. True if it was running.
+    fn pause(&self, q: &QueueKeys) -> impl Future<Output = Result<bool>> + Send;
+    /// `q` runs again; true if it was paused.
+    fn resume(&self, q: &QueueKeys) -> impl Future<Output = Result<bool>> + Send;
+    /// A signal notified when `q` was paused or resumed (a hint, as `schedule_signal`).
+    fn control_signal(&self, q: &QueueKeys) -> impl Future<Output = Result<Arc<tokio::sync::Notify>>> + Send;
+    /// Adds queues to the registry (`keys::queue_registry`); a no-op for those this process
+    /// registered already.
+    fn register_queues(&self, names: &[&str]) -> impl Future<Output = Result<()>> + Send;
+    /// Every queue's name, sorted.
+    fn queues(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
     fn failed_list(&self, q: &QueueKeys, limit: usize) -> impl Future<Output = Result<Vec<FailedJob>>> + Send;
     fn failed_retry(&self, q: &QueueKeys) -> impl Future<Output = Result<u64>> + Send;
     fn failed_purge(&self, q: &QueueKeys) -> impl Future<Output = Result<u64>> + Send;

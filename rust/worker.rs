@@ -134,6 +134,8 @@ pub struct Engine<S: Store> {
     solo_active: AtomicBool,
     /// A handler thread's blocking pop ended: the fetch loop reserves again.
     pop_done: Notify,
+    /// A queue was paused or resumed (`control_loop`): the fetch loop reserves again.
+    control: Notify,
     left: AtomicBool,
 }
 
@@ -175,6 +177,7 @@ impl<S: Store> Engine<S> {
             fetch_done: Notify::new(),
             solo_active: AtomicBool::new(false),
             pop_done: Notify::new(),
+            control: Notify::new(),
             left: AtomicBool::new(false),
         })
     }
@@ -212,18 +215,22 @@ impl<S: Store> Engine<S> {
     pub async fn fetch_loop(self: Arc<Self>) {
         self.fetch_live.store(true, Ordering::Release);
         let mut backoff = Duration::from_millis(50);
+        // A queue was paused or resumed: reserve now, even with a full buffer, to hear which.
+        let mut control = false;
         while !self.stopping.load(Ordering::Acquire) {
             let buffered = self.buffer.lock().unwrap().ready.len();
             let target = self.target_buffer();
-            if buffered * 2 > target {
+            if buffered * 2 > target && !control {
                 tokio::select! {
                     _ = self.want_more.notified() => {}
                     _ = self.stop.notified() => break,
+                    _ = self.control.notified() => control = true,
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
                 continue;
             }
-            match self.fill(target - buffered).await {
+            control = false;
+            match self.fill(target.saturating_sub(buffered)).await {
                 Ok(got) => {
                     backoff = Duration::from_millis(50);
                     match got {
@@ -261,14 +268,19 @@ impl<S: Store> Engine<S> {
             let stop = self.stop.notified();
             tokio::pin!(stop);
             stop.as_mut().enable();
+            let mut control = false;
             if !self.stopping.load(Ordering::Acquire) {
                 tokio::select! {
                     _ = self.pop_done.notified() => {}
                     _ = tokio::time::sleep(WAIT) => {}
+                    _ = self.control.notified() => control = true,
                     _ = stop => {}
                 }
             }
             let mut b = self.buffer.lock().unwrap();
+            if control {
+                return; // a queue was resumed (or paused): reserve again at once
+            }
             let stopping = self.stopping.load(Ordering::Acquire);
             if b.handed != seen && !stopping {
                 // Still idle: another free thread may block on Redis already while this loop
@@ -326,6 +338,7 @@ impl<S: Store> Engine<S> {
                     self.idle_slots.lock().unwrap()[qi] = if new_slot { Some(idle.slot(&token)) } else { previous };
                 }
                 Ok(Reserved::Empty) => {}
+                Ok(Reserved::Paused) => self.hand_back_queue(qi).await,
                 Err(e) => {
                     // Whether the slot went is unknown: drop it next time.
                     self.idle_slots.lock().unwrap()[qi] = previous;
@@ -334,6 +347,62 @@ impl<S: Store> Engine<S> {
             }
         }
         Ok(got)
+    }
+
+    /// A queue was paused: the jobs of it that this worker prefetched and did not start go back
+    /// to the head of the queue at once (a paused queue runs nothing new). If Redis refuses,
+    /// they stay buffered and the next reserve, paused again, tries again.
+    async fn hand_back_queue(&self, qi: usize) {
+        let back: Vec<Pending> = {
+            let mut b = self.buffer.lock().unwrap();
+            let (back, keep): (VecDeque<Pending>, VecDeque<Pending>) = b.ready.drain(..).partition(|p| p.queue == qi);
+            b.ready = keep;
+            back.into()
+        };
+        if back.is_empty() {
+            return;
+        }
+        let _one_at_a_time = self.releasing.lock().await;
+        let copy: Vec<Pending> = back
+            .iter()
+            .map(|p| Pending { lease: p.lease, queue: p.queue, raw: p.raw.clone(), id: p.id.clone(), orphan: p.orphan })
+            .collect();
+        if let Err(e) = self.release(back).await {
+            self.note_error(&e);
+            let mut b = self.buffer.lock().unwrap();
+            for p in copy.into_iter().rev() {
+                b.ready.push_front(p);
+            }
+        }
+    }
+
+    /// Registers the worker's queues (`Store::register_queues`), then forwards their pause and
+    /// resume messages to the fetch loop (`control`) for as long as the worker runs
+    /// (subscribed again after a broken connection).
+    pub async fn control_loop(self: Arc<Self>) {
+        let names: Vec<&str> = self.queues.iter().map(|q| q.name.as_str()).collect();
+        while let Err(e) = self.store.register_queues(&names).await {
+            self.note_error(&e);
+            tokio::time::sleep(WAIT).await;
+        }
+        loop {
+            let mut signals = Vec::with_capacity(self.queues.len());
+            for q in &self.queues {
+                match self.store.control_signal(q).await {
+                    Ok(n) => signals.push(n),
+                    Err(e) => self.note_error(&e),
+                }
+            }
+            if signals.len() < self.queues.len() {
+                tokio::time::sleep(WAIT).await;
+                continue;
+            }
+            let any = futures_util::future::select_all(signals.iter().map(|n| Box::pin(n.notified())));
+            tokio::select! {
+                _ = any => self.control.notify_one(),
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {} // subscribe again, in case
+            }
+        }
     }
 
     /// The idle worker's blocking pop, on the calling (handler) thread: up to WAIT, ended

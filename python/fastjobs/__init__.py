@@ -30,6 +30,7 @@ from .errors import (
     StoreError,
     StoreTimeoutError,
     UnknownJobError,
+    UnknownQueueError,
     UnsentDispatchWarning,
 )
 from .flow import FlowHandle, FlowNode, JobFlow
@@ -70,6 +71,7 @@ __all__ = [
     "StoreError",
     "StoreTimeoutError",
     "UnknownJobError",
+    "UnknownQueueError",
     "UnsentDispatchWarning",
     "Worker",
     "WorkerSummary",

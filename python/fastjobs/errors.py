@@ -15,6 +15,7 @@ __all__ = [
     "JobFailed",
     "JobTimeoutError",
     "UnknownJobError",
+    "UnknownQueueError",
     "UnsentDispatchWarning",
 ]
 
@@ -47,6 +48,11 @@ class ClosedError(FastJobsError, RuntimeError):
 
 class UnknownJobError(FastJobsError, LookupError):
     """No job with that id exists in that queue (never dispatched, or expired)."""
+
+
+class UnknownQueueError(FastJobsError, LookupError):
+    """A control names a queue that nothing ever dispatched to or consumed (misspelt?); the
+    message lists the queues that exist."""
 
 
 class JobFailed(FastJobsError):

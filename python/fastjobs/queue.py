@@ -66,13 +66,46 @@ class Queue:
     async def size_async(self) -> int:
         return int((await self.counts_async())["waiting"])
 
-    def counts(self) -> dict[str, int]:
-        """Jobs per state now (waiting, delayed, active, failed) and totals since the queue
-        began (completed, retried, stalled)."""
+    def counts(self) -> dict[str, Any]:
+        """Jobs per state now (waiting, delayed, active, failed), totals since the queue
+        began (completed, retried, stalled), and whether it is ``paused``."""
         return dict(self._client.counts(self.name))
 
-    async def counts_async(self) -> dict[str, int]:
+    async def counts_async(self) -> dict[str, Any]:
         return dict(await self._client.counts(self.name, asynchronous=True))
+
+    def pause(self) -> bool:
+        """Workers stop taking jobs from this queue at once: they hand back the jobs they
+        prefetched and did not start, and let running ones finish. Dispatches are still
+        accepted. Returns False if it was paused already. Raises ``UnknownQueueError`` for a
+        queue nothing ever dispatched to or consumed (a misspelt name)."""
+        return bool(self._client.pause(self.name))
+
+    async def pause_async(self) -> bool:
+        return bool(await self._client.pause(self.name, asynchronous=True))
+
+    def resume(self) -> bool:
+        """Workers take jobs from this queue again, at once. Returns False if it was not paused."""
+        return bool(self._client.resume(self.name))
+
+    async def resume_async(self) -> bool:
+        return bool(await self._client.resume(self.name, asynchronous=True))
+
+    def is_paused(self) -> bool:
+        return bool(self.counts()["paused"])
+
+    async def is_paused_async(self) -> bool:
+        return bool((await self.counts_async())["paused"])
+
+    @staticmethod
+    def all(*, connection: str = "default") -> list[Queue]:
+        """Every queue of the connection that something dispatched to or a worker consumed,
+        by name."""
+        return [Queue(n, connection=connection) for n in config.client(connection).queues()]
+
+    @staticmethod
+    async def all_async(*, connection: str = "default") -> list[Queue]:
+        return [Queue(n, connection=connection) for n in await config.client(connection).queues(asynchronous=True)]
 
     def get_job(self, job_id: str) -> JobInfo | None:
         """The job's state and record, or None if no such job is known."""

@@ -10,10 +10,24 @@
 -- Returns the leased records in queue order; with none, 0 when the worker is idle under a new
 -- slot (`<worker>|<token>|<lease ms>`), 1 when it keeps its slot, false when it is not idle.
 -- A popped element that is not a job record is failed as undecodable (common.lua), not leased.
+-- -1 when the queue is paused: nothing is leased, and jobs handed to this worker before the
+-- pause go back to the head of the queue (they did not start).
 local base, token = ARGV[1], ARGV[2]
 local want = tonumber(ARGV[3])
 local now = now_ms()
 local recs = {}
+if rcall('EXISTS', base .. ':paused') == 1 then
+  local back = {}
+  if rcall('EXISTS', KEYS[7]) == 1 then
+    for _, item in ipairs(rcall('LPOP', KEYS[7], 1000) or {}) do
+      local rec = take_handed(base, KEYS[2], item)
+      if rec then back[#back + 1] = rec end
+    end
+  end
+  push_ready(base, back, true)
+  if ARGV[6] ~= '' then rcall('ZREM', KEYS[6], ARGV[6]) end
+  return -1
+end
 -- Jobs handed over while this worker was not blocked on its inbox come first (they were
 -- ready first); each moves from its hand-off lease into this one, unless it was reaped.
 if rcall('EXISTS', KEYS[7]) == 1 then

@@ -133,6 +133,7 @@ fn counts_dict(py: Python<'_>, c: Counts) -> PyResult<Py<PyAny>> {
     d.set_item("completed", c.completed)?;
     d.set_item("retried", c.retried)?;
     d.set_item("stalled", c.stalled)?;
+    d.set_item("paused", c.paused)?;
     Ok(d.into_any().unbind())
 }
 
@@ -151,6 +152,10 @@ fn failed_list(py: Python<'_>, jobs: Vec<FailedJob>) -> PyResult<Py<PyAny>> {
         )?)?;
     }
     Ok(l.into_any().unbind())
+}
+
+fn bool_obj(py: Python<'_>, b: bool) -> PyResult<Py<PyAny>> {
+    Ok(pyo3::types::PyBool::new(py, b).to_owned().into_any().unbind())
 }
 
 fn int_obj(py: Python<'_>, n: u64) -> PyResult<Py<PyAny>> {
@@ -272,6 +277,29 @@ impl Client {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
         let store = self.store.clone();
         call(py, asynchronous, async move { store.failed_list(&q, limit).await }, failed_list)
+    }
+
+    /// Workers stop taking jobs from the queue; True if it was running.
+    #[pyo3(signature = (queue, *, asynchronous = false))]
+    fn pause(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.pause(&q).await }, bool_obj)
+    }
+
+    /// The queue runs again; True if it was paused.
+    #[pyo3(signature = (queue, *, asynchronous = false))]
+    fn resume(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.resume(&q).await }, bool_obj)
+    }
+
+    /// Every queue's name (dispatched to or consumed at least once), sorted.
+    #[pyo3(signature = (*, asynchronous = false))]
+    fn queues(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.queues().await }, |py, v: Vec<String>| Ok(v.into_pyobject(py)?.into_any().unbind()))
     }
 
     #[pyo3(signature = (queue, *, asynchronous = false))]

@@ -23,6 +23,7 @@ pub fn to_py(e: Error) -> PyErr {
             Error::Store(_) => "StoreError",
             Error::Closed(_) => "ClosedError",
             Error::Authentication(_) => "AuthenticationError",
+            Error::UnknownQueue(_) => "UnknownQueueError",
         };
         match class(py, name) {
             Ok(cls) => PyErr::from_type(cls.into_bound(py), msg),

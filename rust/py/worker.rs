@@ -69,6 +69,7 @@ impl WorkerEngine {
         self.core_tasks.lock().unwrap().extend([rt.spawn(e.clone().fetch_loop()), rt.spawn(e.clone().ack_loop())]);
         let mut tasks = self.tasks.lock().unwrap();
         tasks.push(rt.spawn(e.clone().heartbeat_loop()));
+        tasks.push(rt.spawn(e.clone().control_loop()));
         if scheduler {
             for q in e.queues() {
                 let eng = e.clone();

@@ -308,6 +308,8 @@ end
 -- passes it on if work remains after its reserve. `slots`: idle_slots(), if already read.
 local function wake(key, slots)
   local base = ssub(key, 1, -6)
+  -- A paused queue hands nothing over and wakes nobody (pause.lua, resume.lua).
+  if rcall('EXISTS', base .. ':paused') == 1 then return end
   slots = slots or idle_slots(base)
   if #slots > 0 then
     local now = now_ms()
