@@ -80,6 +80,10 @@ bench-trace: build ## W3 traced in Redis: every command of 1,000 dispatches to a
 bench-flow: build ## a JobFlow of 10,000 children against the same jobs dispatched plainly
 	$(PY) benches/flow.py
 
+.PHONY: bench-controls
+bench-controls: build ## what cancelling a waiting job by id costs by its depth, and emptying a queue of 1M jobs
+	$(PY) benches/controls.py
+
 .PHONY: bench-micro
 bench-micro: build ## pytest-benchmark of single dispatch, bulk dispatch, status and counts
 	@$(PIP) install -q --disable-pip-version-check "pytest-benchmark>=4"

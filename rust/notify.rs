@@ -113,12 +113,18 @@ fn route(routes: &Mutex<Routes>, channel: String, body: Vec<u8>) {
         n.notify_one();
         return;
     }
-    // results message: <kind><id>\n<data>, kind 'c' completed or 'f' failed
+    // results message: <kind><id>\n<data>, kind 'c' completed, 'f' failed, 'x' cancelled or
+    // 'u' removed (unknown from now on)
     let Some(nl) = body.iter().position(|&b| b == b'\n') else { return };
     if nl < 1 {
         return;
     }
-    let state = if body[0] == b'f' { State::Failed } else { State::Completed };
+    let state = match body[0] {
+        b'f' => State::Failed,
+        b'x' => State::Cancelled,
+        b'u' => State::Unknown,
+        _ => State::Completed,
+    };
     let id = String::from_utf8_lossy(&body[1..nl]).into_owned();
     if let Some(txs) = r.waiters.remove(&(channel, id)) {
         let data = body[nl + 1..].to_vec();

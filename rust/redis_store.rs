@@ -275,7 +275,7 @@ impl RedisStore {
 
     /// `UnknownQueue` unless the queue is in the registry (something dispatched to it or
     /// consumed it): a control naming a misspelt queue must not succeed in silence.
-    async fn known_queue(&self, q: &QueueKeys) -> Result<()> {
+    pub(crate) async fn known_queue(&self, q: &QueueKeys) -> Result<()> {
         if self.registered.lock().unwrap().contains(&q.name) {
             return Ok(());
         }
@@ -457,6 +457,10 @@ impl Store for RedisStore {
                     AckKind::Failed { error, record } => {
                         c.arg("f").arg(&e.id).arg(error).arg(record).arg("");
                     }
+                    AckKind::Cancelled => {
+                        let kind = if e.custom_id { "X" } else { "x" };
+                        c.arg(kind).arg(&e.id).arg("").arg(if e.retried { "1" } else { "" }).arg("");
+                    }
                 }
             }
             p.add_command(c);
@@ -470,7 +474,7 @@ impl Store for RedisStore {
                 }
                 let a = array(v.clone()).ok_or_else(|| bad_reply("ack", &v))?;
                 let n = |i: usize| a.get(i).and_then(int).map(|n| n as u64).ok_or_else(|| bad_reply("ack", &v));
-                Ok(AckOutcome { completed: n(0)?, retried: n(1)?, failed: n(2)?, refused: n(3)? })
+                Ok(AckOutcome { completed: n(0)?, retried: n(1)?, failed: n(2)?, refused: n(3)?, cancelled: n(4)? })
             })
             .collect()
     }
@@ -490,33 +494,39 @@ impl Store for RedisStore {
         int(&v).map(|n| n as u64).ok_or_else(|| bad_reply("release", &v))
     }
 
-    async fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> Result<Vec<String>> {
+    async fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> Result<Extended> {
         let mut p = redis::pipe();
-        let mut any = false;
-        for (q, tokens) in leases {
+        let mut sent = vec![];
+        for (i, (q, tokens)) in leases.iter().enumerate() {
             if tokens.is_empty() {
                 continue;
             }
             let mut c = scripts().extend.evalsha(&[&q.active]);
-            c.arg(lease.as_millis() as u64).arg(tokens);
+            c.arg(lease.as_millis() as u64).arg(&q.base).arg(tokens);
             p.add_command(c);
-            any = true;
+            sent.push(i);
         }
-        if !any {
-            return Ok(vec![]);
+        let mut out = Extended::default();
+        if sent.is_empty() {
+            return Ok(out);
         }
-        let mut lost = vec![];
-        for v in self.conn.pipeline(&p).await? {
+        for (v, i) in self.conn.pipeline(&p).await?.into_iter().zip(sent) {
             if let Some(e) = server_error(&v) {
                 return Err(e);
             }
-            for t in array(v).unwrap_or_default() {
+            let mut parts = array(v.clone()).ok_or_else(|| bad_reply("extend", &v))?.into_iter();
+            for t in parts.next().and_then(array).unwrap_or_default() {
                 if let Some(b) = bytes(t) {
-                    lost.push(String::from_utf8_lossy(&b).into_owned());
+                    out.lost.push(String::from_utf8_lossy(&b).into_owned());
+                }
+            }
+            for id in parts.next().and_then(array).unwrap_or_default() {
+                if let Some(b) = bytes(id) {
+                    out.cancel.push((i, b));
                 }
             }
         }
-        Ok(lost)
+        Ok(out)
     }
 
     async fn tick(&self, q: &QueueKeys, limit: usize) -> Result<Tick> {
@@ -615,6 +625,7 @@ impl Store for RedisStore {
             completed: n(4),
             retried: n(5),
             stalled: n(6),
+            cancelled: n(8),
         })
     }
 
@@ -675,6 +686,64 @@ impl Store for RedisStore {
     async fn failed_retry(&self, q: &QueueKeys) -> Result<u64> {
         let v = self.failed_op(q, "retry", 0).await?;
         int(&v).map(|n| n as u64).ok_or_else(|| bad_reply("failed retry", &v))
+    }
+
+    async fn retry_job(&self, q: &QueueKeys, id: &str) -> Result<bool> {
+        let mut c = scripts().failed.evalsha(&[&q.failed, &q.jobs, &q.errors, &q.wake]);
+        c.arg("retry_id").arg(&q.base).arg(id);
+        let v: Value = self.conn.eval(c).await?;
+        int(&v).map(|n| n == 1).ok_or_else(|| bad_reply("retry", &v))
+    }
+
+    async fn cancel(&self, q: &QueueKeys, id: &str, remove: bool) -> Result<CancelReply> {
+        let mut c = scripts().cancel.evalsha(&[&q.jobs, &q.delayed, &q.failed, &q.active, &q.errors, &q.waiters, &q.stats]);
+        let custom = if is_generated_id(id) { "0" } else { "1" };
+        c.arg(&q.base).arg(id).arg(custom).arg(if remove { "remove" } else { "cancel" });
+        c.arg(MARK_TTL_SECS).arg(&q.results_channel).arg(&q.control_channel);
+        let v: Value = self.conn.eval(c).await?;
+        let a = array(v.clone()).ok_or_else(|| bad_reply("cancel", &v))?;
+        let state = a.first().cloned().and_then(bytes).map(|b| State::parse(&String::from_utf8_lossy(&b)));
+        let done = a.get(2).and_then(int);
+        match (state, done) {
+            (Some(state), Some(done)) => Ok(CancelReply { state, record: a.get(1).cloned().and_then(bytes), done: done == 1 }),
+            _ => Err(bad_reply("cancel", &v)),
+        }
+    }
+
+    async fn empty_page(&self, q: &QueueKeys, max: usize) -> Result<(u64, Vec<Vec<u8>>)> {
+        let mut c = scripts().empty.evalsha(&[&q.delayed, &q.jobs, &q.errors, &q.waiters, &q.stats]);
+        c.arg(&q.base).arg(max).arg(MARK_TTL_SECS).arg(&q.results_channel);
+        let v: Value = self.conn.eval(c).await?;
+        let mut a = array(v.clone()).ok_or_else(|| bad_reply("empty", &v))?.into_iter();
+        let n = a.next().as_ref().and_then(int).ok_or_else(|| bad_reply("empty", &v))?;
+        Ok((n as u64, a.filter_map(bytes).collect()))
+    }
+
+    async fn obliterate(&self, q: &QueueKeys) -> Result<u64> {
+        // SCAN by the queue's key base (glob characters of the prefix escaped), then UNLINK
+        // page by page: a queue of millions of keys never holds Redis for long.
+        let pattern: String = q.base.chars().flat_map(|c| if "*?[]\\".contains(c) { vec!['\\', c] } else { vec![c] }).collect();
+        let mut cursor: u64 = 0;
+        let mut deleted = 0u64;
+        loop {
+            let v: Value =
+                self.conn.query(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{pattern}:*")).arg("COUNT").arg(1000)).await?;
+            let mut a = array(v.clone()).ok_or_else(|| bad_reply("scan", &v))?.into_iter();
+            let next = a.next().and_then(bytes).and_then(|b| String::from_utf8_lossy(&b).parse::<u64>().ok());
+            let keys: Vec<Vec<u8>> = a.next().and_then(array).unwrap_or_default().into_iter().filter_map(bytes).collect();
+            if !keys.is_empty() {
+                let n: Value = self.conn.query(redis::cmd("UNLINK").arg(&keys)).await?;
+                deleted += int(&n).unwrap_or(0) as u64;
+            }
+            match next {
+                Some(0) => break,
+                Some(c) => cursor = c,
+                None => return Err(bad_reply("scan", &v)),
+            }
+        }
+        self.conn.query::<Value>(redis::cmd("SREM").arg(keys::queue_registry(&self.settings().prefix)).arg(&q.name)).await?;
+        self.registered.lock().unwrap().remove(&q.name);
+        Ok(deleted)
     }
 
     async fn failed_purge(&self, q: &QueueKeys) -> Result<u64> {

@@ -53,6 +53,8 @@ scripts! {
     start => "start.lua",
     pause => "pause.lua",
     resume => "resume.lua",
+    cancel => "cancel.lua",
+    empty => "empty.lua",
     extend => "extend.lua",
     tick => "tick.lua",
     status => "status.lua",

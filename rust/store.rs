@@ -44,6 +44,9 @@ pub enum AckKind {
     Retry { delay_ms: u64, record: Vec<u8>, error: Vec<u8> },
     /// Failed for good. `record` has the attempt counted; `error` is JSON.
     Failed { error: Vec<u8>, record: Vec<u8> },
+    /// Cancelled: somebody asked (`Store::cancel`) and the handler gave up, or it had not
+    /// started yet. It does not run again.
+    Cancelled,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +76,7 @@ pub struct AckOutcome {
     /// Refused because the lease had expired and been reaped (stale token): the job belongs
     /// to another worker, whatever this one's run of it did.
     pub refused: u64,
+    pub cancelled: u64,
 }
 
 impl AckOutcome {
@@ -102,6 +106,7 @@ pub enum State {
     Active,
     Completed,
     Failed,
+    Cancelled,
     Unknown,
 }
 
@@ -113,6 +118,7 @@ impl State {
             State::Active => "active",
             State::Completed => "completed",
             State::Failed => "failed",
+            State::Cancelled => "cancelled",
             State::Unknown => "unknown",
         }
     }
@@ -123,11 +129,12 @@ impl State {
             "active" => State::Active,
             "completed" => State::Completed,
             "failed" => State::Failed,
+            "cancelled" => State::Cancelled,
             _ => State::Unknown,
         }
     }
     pub fn is_final(&self) -> bool {
-        matches!(self, State::Completed | State::Failed)
+        matches!(self, State::Completed | State::Failed | State::Cancelled)
     }
 }
 
@@ -151,6 +158,28 @@ pub struct Counts {
     pub completed: u64,
     pub retried: u64,
     pub stalled: u64,
+    pub cancelled: u64,
+}
+
+/// What `Store::cancel` found and did.
+#[derive(Debug, Clone)]
+pub struct CancelReply {
+    /// Where the job was: waiting, delayed, active, failed, completed, cancelled or unknown.
+    pub state: State,
+    /// Its record, when the store held one (waiting, delayed, active, failed).
+    pub record: Option<Vec<u8>>,
+    /// It was cancelled (removed), or its worker was asked to cancel it (active); false when
+    /// the state does not allow it (a finished job is not cancelled, a running one not removed).
+    pub done: bool,
+}
+
+/// What a heartbeat (`Store::extend`) learned.
+#[derive(Debug, Clone, Default)]
+pub struct Extended {
+    /// Leases that were reaped while this worker held them.
+    pub lost: Vec<String>,
+    /// (index into the leases passed, job id): jobs of live leases somebody asked to cancel.
+    pub cancel: Vec<(usize, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -259,8 +288,9 @@ pub trait Store: Send + Sync + 'static {
     fn start(&self, q: &QueueKeys, token: &str, id: &[u8]) -> impl Future<Output = Result<bool>> + Send;
     /// Puts unstarted leased jobs back at the head of their queue, in order.
     fn release(&self, q: &QueueKeys, token: &str, ids: &[Vec<u8>]) -> impl Future<Output = Result<u64>> + Send;
-    /// Extends leases; returns the tokens that were lost (reaped).
-    fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Extends leases; returns the tokens that were lost (reaped) and the jobs of the others
+    /// somebody asked to cancel.
+    fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> impl Future<Output = Result<Extended>> + Send;
     /// Promotes due delayed jobs and reaps expired leases.
     fn tick(&self, q: &QueueKeys, limit: usize) -> impl Future<Output = Result<Tick>> + Send;
     /// Blocks the calling thread (not a runtime thread) until a job is handed to `worker`
@@ -291,6 +321,18 @@ pub trait Store: Send + Sync + 'static {
     fn register_queues(&self, names: &[&str]) -> impl Future<Output = Result<()>> + Send;
     /// Every queue's name, sorted.
     fn queues(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Cancels one job (`remove` false: a waiting or delayed job goes and is marked
+    /// cancelled; a running one's worker is asked to stop it) or removes it (`remove` true:
+    /// every trace of a job that is not running; a caller-chosen id is free again).
+    fn cancel(&self, q: &QueueKeys, id: &str, remove: bool) -> impl Future<Output = Result<CancelReply>> + Send;
+    /// Puts one failed job back in its queue, attempts reset; false if it is not failed.
+    fn retry_job(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Cancels up to `max` waiting and delayed jobs (highest priority and earliest due first);
+    /// returns how many. Called until it returns fewer than `max`: Redis is never held long.
+    /// Also returns the records of those that carry options (chain and flow steps among them).
+    fn empty_page(&self, q: &QueueKeys, max: usize) -> impl Future<Output = Result<(u64, Vec<Vec<u8>>)>> + Send;
+    /// Deletes every key of the queue and drops it from the registry; returns how many keys.
+    fn obliterate(&self, q: &QueueKeys) -> impl Future<Output = Result<u64>> + Send;
     fn failed_list(&self, q: &QueueKeys, limit: usize) -> impl Future<Output = Result<Vec<FailedJob>>> + Send;
     fn failed_retry(&self, q: &QueueKeys) -> impl Future<Output = Result<u64>> + Send;
     fn failed_purge(&self, q: &QueueKeys) -> impl Future<Output = Result<u64>> + Send;

@@ -92,6 +92,8 @@ pub struct Stats {
     /// Orphans started (jobs whose earlier worker died while it may have been running them).
     pub orphans: AtomicU64,
     pub released: AtomicU64,
+    /// Jobs settled as cancelled (asked to, then given up by their handler or never started).
+    pub cancelled: AtomicU64,
     pub store_errors: AtomicU64,
     pub lost_leases: AtomicU64,
     /// Round trips: reserve calls and ack flushes (each flush is one pipeline).
@@ -136,6 +138,14 @@ pub struct Engine<S: Store> {
     pop_done: Notify,
     /// A queue was paused or resumed (`control_loop`): the fetch loop reserves again.
     control: Notify,
+    /// A job may have been asked to cancel (`control_loop`): the heartbeat runs at once and
+    /// brings the requests (`Store::extend`).
+    cancel_check: Notify,
+    /// Running jobs asked to cancel (by handle), for `is_cancelled`; `cancel_news` holds
+    /// the ones not yet given to `next_cancels`.
+    cancelled: Mutex<std::collections::HashSet<u64>>,
+    cancel_news: Mutex<Vec<u64>>,
+    cancel_cv: Condvar,
     left: AtomicBool,
 }
 
@@ -178,6 +188,10 @@ impl<S: Store> Engine<S> {
             solo_active: AtomicBool::new(false),
             pop_done: Notify::new(),
             control: Notify::new(),
+            cancel_check: Notify::new(),
+            cancelled: Mutex::default(),
+            cancel_news: Mutex::default(),
+            cancel_cv: Condvar::new(),
             left: AtomicBool::new(false),
         })
     }
@@ -399,7 +413,10 @@ impl<S: Store> Engine<S> {
             }
             let any = futures_util::future::select_all(signals.iter().map(|n| Box::pin(n.notified())));
             tokio::select! {
-                _ = any => self.control.notify_one(),
+                _ = any => {
+                    self.control.notify_one();
+                    self.cancel_check.notify_one();
+                }
                 _ = tokio::time::sleep(Duration::from_secs(30)) => {} // subscribe again, in case
             }
         }
@@ -631,11 +648,19 @@ impl<S: Store> Engine<S> {
     /// or a final failure. Returns false for an unknown handle (settled twice).
     pub fn settle(&self, handle: u64, outcome: Outcome) -> bool {
         let Some(p) = self.running.lock().unwrap().remove(&handle) else { return false };
+        if self.cancelled.lock().unwrap().remove(&handle) && !matches!(outcome, Outcome::Completed(_)) {
+            // Asked to cancel, and it did not complete: cancelled, whatever it raised.
+            let custom_id = !is_generated_id(&p.id);
+            let retried = p.retried();
+            self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Cancelled });
+            return true;
+        }
         let attempt = u16::from_be_bytes([p.raw[1], p.raw[2]]).saturating_add(1);
         let kind = match outcome {
             Outcome::Completed(result) => AckKind::Completed { result },
             Outcome::Retry { delay_ms, error } => AckKind::Retry { delay_ms, record: Record::with_attempt(&p.raw, attempt), error },
             Outcome::Failed { error } => AckKind::Failed { error, record: Record::with_attempt(&p.raw, attempt) },
+            Outcome::Cancelled => AckKind::Cancelled,
         };
         let custom_id = !is_generated_id(&p.id);
         let retried = p.retried();
@@ -649,6 +674,14 @@ impl<S: Store> Engine<S> {
             let mut running = self.running.lock().unwrap();
             handles.iter().filter_map(|h| running.remove(h)).collect()
         };
+        {
+            let mut c = self.cancelled.lock().unwrap();
+            if !c.is_empty() {
+                for h in handles {
+                    c.remove(h);
+                }
+            }
+        }
         let n = taken.len();
         let mut a = self.acks.lock().unwrap();
         let was_empty = a.is_empty();
@@ -735,6 +768,7 @@ impl<S: Store> Engine<S> {
                 s.completed.fetch_add(o.completed, Ordering::Relaxed);
                 s.retried.fetch_add(o.retried, Ordering::Relaxed);
                 s.failed.fetch_add(o.failed, Ordering::Relaxed);
+                s.cancelled.fetch_add(o.cancelled, Ordering::Relaxed);
                 s.stale.fetch_add(o.refused, Ordering::Relaxed);
                 if let Some(l) = leases.get_mut(lease) {
                     l.open = l.open.saturating_sub(a.entries.len());
@@ -781,17 +815,76 @@ impl<S: Store> Engine<S> {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = self.stop.notified() => {}
+                _ = self.cancel_check.notified() => {}
             }
             let mut per_queue: Vec<(Arc<QueueKeys>, Vec<String>)> = self.queues.iter().map(|q| (q.clone(), vec![])).collect();
             for l in self.leases.lock().unwrap().values() {
                 per_queue[l.queue].1.push(l.token.clone());
             }
             match self.store.extend(&per_queue, self.cfg.lease).await {
-                Ok(lost) if !lost.is_empty() => self.forget_leases(&lost),
-                Ok(_) => {}
+                Ok(got) => {
+                    if !got.lost.is_empty() {
+                        self.forget_leases(&got.lost);
+                    }
+                    if !got.cancel.is_empty() {
+                        self.cancel_asked(got.cancel); // per_queue is indexed as self.queues
+                    }
+                }
                 Err(e) => self.note_error(&e),
             }
         }
+    }
+
+    /// Jobs somebody asked to cancel (`Store::cancel`): one still buffered is settled as
+    /// cancelled without running; a running one is flagged for its handler (`is_cancelled`,
+    /// `next_cancels`). Requests for jobs this worker no longer holds are ignored (asked again
+    /// at every heartbeat until the lease ends).
+    fn cancel_asked(&self, asked: Vec<(usize, Vec<u8>)>) {
+        let unstarted: Vec<Pending> = {
+            let mut b = self.buffer.lock().unwrap();
+            let (gone, keep): (VecDeque<Pending>, VecDeque<Pending>) =
+                b.ready.drain(..).partition(|p| asked.iter().any(|(q, id)| *q == p.queue && *id == p.id));
+            b.ready = keep;
+            gone.into()
+        };
+        for p in unstarted {
+            let custom_id = !is_generated_id(&p.id);
+            let retried = p.retried();
+            self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Cancelled });
+        }
+        let running: Vec<u64> = {
+            let r = self.running.lock().unwrap();
+            r.iter().filter(|(_, p)| asked.iter().any(|(q, id)| *q == p.queue && *id == p.id)).map(|(h, _)| *h).collect()
+        };
+        let mut fresh = vec![];
+        {
+            let mut c = self.cancelled.lock().unwrap();
+            for h in running {
+                if c.insert(h) {
+                    fresh.push(h);
+                }
+            }
+        }
+        if !fresh.is_empty() {
+            self.cancel_news.lock().unwrap().extend(fresh);
+            self.cancel_cv.notify_all();
+        }
+    }
+
+    /// Whether the running job `handle` was asked to cancel.
+    pub fn is_cancelled(&self, handle: u64) -> bool {
+        let c = self.cancelled.lock().unwrap();
+        !c.is_empty() && c.contains(&handle)
+    }
+
+    /// Running jobs newly asked to cancel, waiting up to `timeout` for the first (call it
+    /// without the GIL): the worker cancels their async tasks.
+    pub fn next_cancels(&self, timeout: Duration) -> Vec<u64> {
+        let mut news = self.cancel_news.lock().unwrap();
+        if news.is_empty() {
+            news = self.cancel_cv.wait_timeout(news, timeout).unwrap().0;
+        }
+        std::mem::take(&mut *news)
     }
 
     /// Leases reaped while this process was frozen or cut off: their jobs belong to other
@@ -929,6 +1022,8 @@ pub enum Outcome {
     Failed {
         error: Vec<u8>,
     },
+    /// The handler gave up after its job was asked to cancel (or raised `JobCancelled`).
+    Cancelled,
 }
 
 /// The error JSON stored with a failed job: `{"type", "message", "traceback"}`.

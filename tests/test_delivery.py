@@ -140,7 +140,7 @@ def test_sigkilled_worker_loses_none_of_its_1000_leased_jobs(spawn: Any, concurr
     results = [h.wait_result(timeout=30) for h in handles]
     assert results == [second.proc.pid] * n  # every job ran, to its end, in the second worker
     c = counts("crash")
-    assert c == dict(paused=False, waiting=0, delayed=0, active=0, failed=0, completed=n, retried=0, stalled=n), c
+    assert c == dict(paused=False, cancelled=0, waiting=0, delayed=0, active=0, failed=0, completed=n, retried=0, stalled=n), c
     assert {h.status() for h in handles} == {"completed"}
     second.proc.terminate()
     assert summary(second.output())[:3] == (n, 0, 0)
@@ -291,7 +291,7 @@ def test_sigterm_hands_prefetched_jobs_back_at_once_in_order(spawn: Any, start_w
     assert summary(out) == (threads, 0, 0, prefetched, 0)
     assert [h.status() for h in slow] == ["completed"] * threads
     c = counts("graceful")
-    assert c == dict(paused=False, waiting=prefetched + rest, delayed=0, active=0, failed=0, completed=threads, retried=0, stalled=0), c
+    assert c == dict(paused=False, cancelled=0, waiting=prefetched + rest, delayed=0, active=0, failed=0, completed=threads, retried=0, stalled=0), c
 
     # A later worker runs them in dispatch order.
     later = start_worker(queues=["graceful"], concurrency=1)
@@ -349,7 +349,7 @@ def test_job_holding_the_gil_longer_than_its_lease_is_not_reaped(spawn: Any, job
     else:
         assert result["pid"] == w.proc.pid and result["held"] > 1.5, result  # no bytecode ran for > 1 lease
     c = counts("gil")
-    assert c == dict(paused=False, waiting=0, delayed=0, active=0, failed=0, completed=1, retried=0, stalled=0), c
+    assert c == dict(paused=False, cancelled=0, waiting=0, delayed=0, active=0, failed=0, completed=1, retried=0, stalled=0), c
     w.proc.terminate()
     assert summary(w.output()) == (1, 0, 0, 0, 0)
 
@@ -397,7 +397,7 @@ def test_acknowledgement_made_while_redis_is_down_is_retried_until_it_lands(spaw
         fastjobs.configure(server.url, prefix=prefix)
         assert h.wait_result(timeout=15) == w.proc.pid
         c = counts("flaky")
-        assert c == dict(paused=False, waiting=0, delayed=0, active=0, failed=0, completed=1, retried=0, stalled=0), c
+        assert c == dict(paused=False, cancelled=0, waiting=0, delayed=0, active=0, failed=0, completed=1, retried=0, stalled=0), c
         # and it goes on working
         assert Pid.dispatch(None).on_queue("flaky").send().wait_result(timeout=15) == w.proc.pid
         w.proc.terminate()

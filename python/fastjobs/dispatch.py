@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _core, config, serde
-from .errors import JobFailed, UnknownJobError, UnsentDispatchWarning
+from .errors import JobCancelled, JobFailed, UnknownJobError, UnsentDispatchWarning
 from .options import (
     OPTION_NAMES,
     Backoff,
@@ -314,6 +314,8 @@ def _outcome(job_id: str, queue: str, status: tuple[str, Any, bytes | None] | No
         return serde.loads_result(data, job_id) if data is not None else None
     if state == "failed":
         raise JobFailed.from_error(job_id, queue, serde.loads_error(data) if data else {})
+    if state == "cancelled":
+        raise JobCancelled(f"job {job_id} on queue {queue!r} was cancelled", job_id, queue)
     raise UnknownJobError(f"no job {job_id} in queue {queue!r} (never dispatched, or expired)")
 
 
@@ -330,7 +332,7 @@ class JobHandle(Generic[R]):
         self.created = created
 
     def status(self) -> str:
-        """One of waiting, delayed, active, completed, failed, unknown."""
+        """One of waiting, delayed, active, completed, failed, cancelled, unknown."""
         return str(config.client(self.connection).status(self.queue, self.id)[0])
 
     async def status_async(self) -> str:
@@ -342,10 +344,21 @@ class JobHandle(Generic[R]):
     async def info_async(self) -> JobInfo:
         return job_info(self.id, self.queue, await config.client(self.connection).status(self.queue, self.id, asynchronous=True))
 
+    def cancel(self) -> str:
+        """Cancels the job (see ``Queue.cancel``); returns the state it was in."""
+        from .queue import Queue
+
+        return Queue(self.queue, connection=self.connection).cancel(self.id)
+
+    async def cancel_async(self) -> str:
+        from .queue import Queue
+
+        return await Queue(self.queue, connection=self.connection).cancel_async(self.id)
+
     def wait_result(self, timeout: float | None = None) -> R:
         """Blocks until the job finishes; returns its result, raises ``JobFailed`` if it failed
-        for good, ``TimeoutError`` after ``timeout`` seconds, ``UnknownJobError`` if no such
-        job exists. Woken by Redis pub/sub: no polling."""
+        for good, ``JobCancelled`` if it was cancelled, ``TimeoutError`` after ``timeout``
+        seconds, ``UnknownJobError`` if no such job exists. Woken by Redis pub/sub: no polling."""
         st = config.client(self.connection).wait_result(self.queue, self.id, check_wait_timeout(timeout))
         return _outcome(self.id, self.queue, st, timeout)  # type: ignore[no-any-return]
 

@@ -12,7 +12,9 @@ __all__ = [
     "AuthenticationError",
     "StoreError",
     "ClosedError",
+    "JobCancelled",
     "JobFailed",
+    "JobStateError",
     "JobTimeoutError",
     "UnknownJobError",
     "UnknownQueueError",
@@ -82,6 +84,34 @@ class JobFailed(FastJobsError):
 
     def __reduce__(self) -> Any:
         return (type(self), (self.job_id, self.queue, self.exc_type, self.message, self.traceback))
+
+
+class JobCancelled(FastJobsError):
+    """The job was cancelled (``cancel()``, or ``Queue.empty()``): raised by ``wait_result``,
+    and by ``check_cancelled()`` inside a handler whose job was asked to stop. A handler that
+    raises it (or lets it through) ends its job as cancelled: it is not retried."""
+
+    def __init__(self, message: str = "the job was cancelled", job_id: str | None = None, queue: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.queue = queue
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.job_id, self.queue))
+
+
+class JobStateError(FastJobsError):
+    """The job's state does not allow what was asked: cancelling a job that finished,
+    removing one that is running, retrying one that did not fail. ``state`` says where it is."""
+
+    def __init__(self, message: str, job_id: str, queue: str, state: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.queue = queue
+        self.state = state
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.job_id, self.queue, self.state))
 
 
 class JobTimeoutError(FastJobsError, builtins.TimeoutError):

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from . import _core, serde
+from .errors import JobCancelled
 from .options import MAX_DURATION, Backoff, BackoffSpec, check_attempts, check_backoff, check_priority, check_timeout
 
 if TYPE_CHECKING:
@@ -43,7 +44,9 @@ class Job(Generic[P, R]):
     Inside ``process``: ``self.job_id``, ``self.attempt`` (0 on the first run),
     ``self.queue_name``, ``self.meta`` and ``self.redelivered`` describe the running job; in a ``JobChain``,
     ``self.previous_result`` and ``self.chain_failure`` too; in a ``JobFlow`` parent,
-    ``self.children_results()``.
+    ``self.children_results()``. ``self.cancelled`` turns True when somebody cancels the
+    running job; ``self.check_cancelled()`` raises ``JobCancelled`` then (an async handler
+    gets ``asyncio.CancelledError`` at its next ``await`` instead).
     """
 
     #: Registered name; stored with every job (defaults to the class name).
@@ -95,6 +98,21 @@ class Job(Generic[P, R]):
 
     def process(self, payload: P) -> R | Awaitable[R]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # ---- cancellation (cooperative: the handler decides where it can stop) ----
+
+    @property
+    def cancelled(self) -> bool:
+        """True once somebody asked to cancel this running job (``handle.cancel()``,
+        ``Queue.cancel(id)``); the worker hears of it within a round trip."""
+        run = self.__dict__.get("_run")
+        return run is not None and bool(run[0].is_cancelled(run[1]))
+
+    def check_cancelled(self) -> None:
+        """Raises ``JobCancelled`` if this job was asked to cancel: call it where the handler
+        can stop cleanly. The job then ends as cancelled (not retried)."""
+        if self.cancelled:
+            raise JobCancelled(f"job {self.job_id} was cancelled while it ran", self.job_id, self.queue_name)
 
     # ---- dispatching ----
 

@@ -1,13 +1,18 @@
-"""``Queue``: sizes, state counts, job lookup, and failed-job maintenance of one queue."""
+"""``Queue``: sizes, state counts, job lookup, controls (pause, cancel, remove, empty) and
+failed-job maintenance of one queue."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from . import chain as chains
 from . import config, serde
+from . import flow as flows
 from .dispatch import JobInfo, job_info
+from .errors import JobStateError, UnknownJobError
 
 __all__ = ["Queue", "FailedJob"]
 
@@ -136,6 +141,105 @@ class Queue:
 
     async def purge_failed_async(self) -> int:
         return int(await self._client.failed_purge(self.name, asynchronous=True))
+
+    # ---- one job by id ----
+
+    def cancel(self, job_id: str) -> str:
+        """Cancels a job and returns the state it was in. A waiting or delayed job is taken
+        out of the queue at once and ends ``cancelled`` (``wait_result`` raises
+        ``JobCancelled``); a running job's worker is asked to stop it: its handler sees
+        ``self.cancelled`` (async handlers get ``CancelledError``) and ends ``cancelled`` if it
+        gives up, ``completed`` if it finishes anyway. A chain step or flow node that is
+        cancelled fails its workflow by the workflow's own policy. Raises ``JobStateError``
+        for a job that already finished, ``UnknownJobError`` for one never dispatched."""
+        return self._after_cancel(job_id, self._client.cancel(self.name, job_id))
+
+    async def cancel_async(self, job_id: str) -> str:
+        reply = await self._client.cancel(self.name, job_id, asynchronous=True)
+        return await asyncio.to_thread(self._after_cancel, job_id, reply)
+
+    def remove(self, job_id: str) -> str:
+        """Deletes every trace of a job that is not running (waiting, delayed, failed, or its
+        stored result once completed) and returns the state it was in; a caller-chosen id is
+        free to be dispatched again. Raises ``JobStateError`` for a running job (cancel it),
+        ``UnknownJobError`` for an unknown one."""
+        return self._after_remove(job_id, self._client.cancel(self.name, job_id, remove=True))
+
+    async def remove_async(self, job_id: str) -> str:
+        return self._after_remove(job_id, await self._client.cancel(self.name, job_id, remove=True, asynchronous=True))
+
+    def retry(self, job_id: str) -> None:
+        """Puts one failed job back in the queue with its attempts reset. Raises
+        ``JobStateError`` if the job is not failed, ``UnknownJobError`` if it is unknown."""
+        if not self._client.retry_job(self.name, job_id):
+            self._not_retried(job_id, self._client.status(self.name, job_id)[0])
+
+    async def retry_async(self, job_id: str) -> None:
+        if not await self._client.retry_job(self.name, job_id, asynchronous=True):
+            self._not_retried(job_id, (await self._client.status(self.name, job_id, asynchronous=True))[0])
+
+    def _not_retried(self, job_id: str, state: str) -> None:
+        if state == "unknown":
+            raise UnknownJobError(f"no job {job_id} in queue {self.name!r} (never dispatched, or expired)")
+        raise JobStateError(f"job {job_id} on queue {self.name!r} is {state}, not failed: only failed jobs are retried",
+                            job_id, self.name, state)
+
+    def _after_cancel(self, job_id: str, reply: tuple[str, Any, bool]) -> str:
+        state, record, done = reply
+        if state == "unknown":
+            raise UnknownJobError(f"no job {job_id} in queue {self.name!r} (never dispatched, or expired)")
+        if not done:
+            raise JobStateError(f"job {job_id} on queue {self.name!r} is {state} already: only waiting, delayed and running "
+                                "jobs can be cancelled", job_id, self.name, state)
+        if state in ("waiting", "delayed") and record is not None:
+            self._workflow_cancelled([(job_id, record[0], record[5])])
+        return state
+
+    def _after_remove(self, job_id: str, reply: tuple[str, Any, bool]) -> str:
+        state, _record, done = reply
+        if state == "unknown":
+            raise UnknownJobError(f"no job {job_id} in queue {self.name!r} (never dispatched, or expired)")
+        if not done:
+            raise JobStateError(f"job {job_id} on queue {self.name!r} is running: cancel it (it cannot be removed while it runs)",
+                                job_id, self.name, state)
+        return state
+
+    def _workflow_cancelled(self, jobs: list[tuple[str, str, bytes]]) -> None:
+        """Chain steps and flow nodes cancelled before they ran: their workflows follow their
+        failure policy, as for a step that failed."""
+        for job_id, name, raw in jobs:
+            if not raw:
+                continue
+            opts = serde.loads(raw)
+            error = {"type": "fastjobs.errors.JobCancelled", "message": f"job {job_id} was cancelled", "traceback": ""}
+            if isinstance(opts, dict) and "chain" in opts:
+                chains.step_failed(self._client, opts["chain"], job_id, name, error)
+            if isinstance(opts, dict) and "flow" in opts:
+                flows.node_failed(self._client, opts["flow"], job_id, name, error)
+
+    # ---- the whole queue ----
+
+    def empty(self) -> int:
+        """Cancels every waiting and delayed job (BullMQ's ``drain``) and returns how many;
+        running and failed jobs stay. Works page by page (5,000 jobs per Redis call), so
+        Redis keeps serving everyone meanwhile."""
+        n, with_options = self._client.empty(self.name)
+        self._workflow_cancelled(with_options)
+        return int(n)
+
+    async def empty_async(self) -> int:
+        n, with_options = await self._client.empty(self.name, asynchronous=True)
+        await asyncio.to_thread(self._workflow_cancelled, with_options)
+        return int(n)
+
+    def obliterate(self, *, force: bool = False) -> int:
+        """Deletes the queue and everything in it (jobs in every state, results, counters,
+        the paused marker) and returns how many keys went. Refuses (``ValueError``) while jobs
+        of it run, unless ``force``; then their outcomes are lost."""
+        return int(self._client.obliterate(self.name, force=force))
+
+    async def obliterate_async(self, *, force: bool = False) -> int:
+        return int(await self._client.obliterate(self.name, force=force, asynchronous=True))
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r}, connection={self.connection!r})"

@@ -28,7 +28,7 @@ from . import _core, config, serde
 from . import chain as chains
 from . import flow as flows
 from ._eager import start_eagerly
-from .errors import JobTimeoutError
+from .errors import JobCancelled, JobTimeoutError
 from .job import Job, registry
 from .options import backoff_from_json, check_seconds
 
@@ -57,7 +57,8 @@ class WorkerSummary:
     expired while this worker ran it (the worker was frozen or cut off past its lease, so the
     job went to another worker, which runs it again: this run was a duplicate);
     ``handed_back`` the jobs it gave back to their queues (unstarted ones when it stopped, and
-    running ones when the grace period ran out)."""
+    running ones when the grace period ran out); ``cancelled`` the jobs it ended as cancelled
+    (asked to, and given up by their handler, or not started yet)."""
 
     completed: int
     retried: int
@@ -65,6 +66,7 @@ class WorkerSummary:
     handed_back: int
     seconds: float
     stale: int = 0
+    cancelled: int = 0
 
 
 def _timeout_message(job_id: str, name: str, timeout: float) -> str:
@@ -186,6 +188,7 @@ class Worker:
         self._async_puller: Any | None = None
         self._watchdog: _Watchdog | None = None
         self._async_done: list[int] = []  # completed with None, reported once per loop pass
+        self._async_by_handle: dict[int, asyncio.Task[Any]] = {}  # running async jobs, for cancels
         self._signals = 0
         self._connection_checked = False
 
@@ -196,6 +199,9 @@ class Worker:
         made = job[_ATTEMPT] + 1
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         kind = f"{type(exc).__module__}.{type(exc).__qualname__}" if type(exc).__module__ != "builtins" else type(exc).__qualname__
+        if isinstance(exc, (JobCancelled, asyncio.CancelledError)) or engine.is_cancelled(job[_HANDLE]):
+            self._cancelled(job, opts, str(exc) or "cancelled while it ran")
+            return
         if cls is not None and made < job[_MAX]:
             spec = (opts or {}).get("backoff")
             try:
@@ -215,6 +221,20 @@ class Worker:
                     return
             engine.fail(job[_HANDLE], kind, str(exc), tb)
             log.warning("job %s (%s) failed for good after %d attempt(s): %r", job[_ID], job[_NAME], made, exc)
+
+    def _cancelled(self, job: tuple[Any, ...], opts: dict[str, Any] | None, message: str) -> None:
+        """The job gave up after it was asked to cancel (or raised ``JobCancelled``): it ends
+        as cancelled, not retried; a chain step or flow node first tells its workflow, which
+        follows its failure policy."""
+        if _in_workflow(opts):
+            try:
+                self._workflow_failed(opts, job[_ID], job[_NAME], {"type": "fastjobs.errors.JobCancelled", "message": message, "traceback": ""})
+            except Exception as e:  # noqa: BLE001 - the workflow must hear of it: the job runs again later
+                log.error("job %s: could not tell its workflow it was cancelled (%s); handing it back", job[_ID], e)
+                self.engine.release_handles([job[_HANDLE]])
+                return
+        self.engine.cancel(job[_HANDLE])
+        log.info("job %s (%s) cancelled: %s", job[_ID], job[_NAME], message)
 
     # ---- workflows: a job of a JobChain or JobFlow (its options say which) ----
 
@@ -304,7 +324,7 @@ class Worker:
                         guard = self._watchdog.arm(timeout, job_id, name)
                     inst = cls.__new__(cls)
                     inst.__dict__.update(job_id=job_id, attempt=attempt, queue_name=queue,
-                                         meta={} if opts is None else (opts.get("meta") or {}))
+                                         meta={} if opts is None else (opts.get("meta") or {}), _run=(engine, handle))
                     if redelivered:
                         inst.__dict__["redelivered"] = True
                         _log_redelivered(job_id)
@@ -366,8 +386,9 @@ class Worker:
         for job in jobs:
             self._async_running += 1
             task = start_eagerly(loop, self._run_async(job), self._async_finished)
-            if task is not None:
+            if task is not None and not task.done():
                 self._async_tasks.add(task)
+                self._async_by_handle[job[_HANDLE]] = task
 
     def _async_finished(self, task: asyncio.Task[Any]) -> None:
         # _run_async settles every outcome itself; a Task ends in error only when cancelled
@@ -419,6 +440,7 @@ class Worker:
             return
         try:
             inst = cls._instance(job_id, attempt, queue, {} if opts is None else (opts.get("meta") or {}), redelivered)
+            inst.__dict__["_run"] = (self.engine, handle)
             if redelivered:
                 _log_redelivered(job_id)
             flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path
@@ -448,11 +470,16 @@ class Worker:
                 self._async_done.append(handle)
             else:
                 self.engine.complete(handle, data)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            if self.engine.is_cancelled(handle):  # cancelled by its job's cancel, not by a stop
+                self._outcome_failed(job, cls, exc, opts)
+                return
             self.engine.release_handles([handle])
             raise
         except Exception as exc:  # noqa: BLE001
             self._outcome_failed(job, cls, exc, opts)
+        finally:
+            self._async_by_handle.pop(handle, None)
 
     # ---- the pullers ----
 
@@ -472,6 +499,15 @@ class Worker:
         except BaseException:  # pragma: no cover - reported, then the worker stops
             log.exception("worker thread crashed")
             self.stop()
+
+    def _listen_cancels(self) -> None:
+        """Cancels the asyncio task of an async job somebody cancelled (a sync handler reads
+        ``self.cancelled`` itself). The engine wakes this thread; it does not poll Redis."""
+        while not self._stopping:
+            for handle in self.engine.next_cancels(0.5):
+                task = self._async_by_handle.get(handle)
+                if task is not None and self._loop is not None:
+                    self._loop.call_soon_threadsafe(task.cancel)
 
     # ---- lifecycle ----
 
@@ -530,6 +566,7 @@ class Worker:
                 t = threading.Thread(target=self._puller, name=f"fastjobs-worker-{i}", daemon=True)
                 t.start()
                 self._threads.append(t)
+        threading.Thread(target=self._listen_cancels, name="fastjobs-cancels", daemon=True).start()
         log.info("worker started: %s prefix %r, queues %s, concurrency %d, jobs %s", self.client.url, self.client.prefix,
                  self.queues, self.concurrency, sorted(self.jobs))
         try:
@@ -539,9 +576,10 @@ class Worker:
             self._shutdown()
         self._report()
         s = self.engine.stats()
-        summary = WorkerSummary(s["completed"], s["retried"], s["failed"], s["released"], time.monotonic() - started, s["stale"])
-        log.info("worker stopped: %d completed, %d retried, %d failed, %d handed back, %d stale",
-                 summary.completed, summary.retried, summary.failed, summary.handed_back, summary.stale)
+        summary = WorkerSummary(s["completed"], s["retried"], s["failed"], s["released"], time.monotonic() - started, s["stale"],
+                                s["cancelled"])
+        log.info("worker stopped: %d completed, %d retried, %d failed, %d handed back, %d stale, %d cancelled",
+                 summary.completed, summary.retried, summary.failed, summary.handed_back, summary.stale, summary.cancelled)
         return summary
 
     def _report(self) -> None:

@@ -13,21 +13,23 @@
 --     c = the attempt's error JSON (kept while the job waits to run again: status, and the
 --     reaper's LeaseExpired, show it)
 --   'f' failed for good: a = error JSON, b = the record with its attempt counted
+--   'x' / 'X' cancelled (generated / caller-chosen id): its handler gave up after a cancel
+--     request (cancel.lua); b = '1' when an earlier attempt failed
 -- A job no longer in the lease (the lease expired and was reaped: a stale token) is refused
 -- and left alone. The engine settles a job once, but sends an acknowledgement again when the
 -- answer to the first send was lost (the connection broke, Redis restarted): then the jobs are
 -- missing because that first send settled them, and they are counted as what they were, with
 -- nothing done twice. tick.lua marks the tokens it reaps (`…:reaped:<token>`) to tell the two.
 -- Plain completions are the hot path: no per-job Lua, one HDEL, and their completion bits set
--- 64 at a time. Returns {completed, retried, failed, refused}.
+-- 64 at a time. Returns {completed, retried, failed, refused, cancelled}.
 local base = ARGV[1]
 local now = now_ms()
 local waited = rcall('HLEN', KEYS[4]) > 0
-local refused, completed, retried, failed = 0, 0, 0, 0
+local refused, completed, retried, failed, cancelled = 0, 0, 0, 0, 0
 local pushed = false
 local earliest = nil
 -- Jobs settled by an earlier send of this acknowledgement: reported, not counted again.
-local again = {c = 0, r = 0, f = 0}
+local again = {c = 0, r = 0, f = 0, x = 0}
 local reaped = nil
 local function was_reaped()
   if reaped == nil then reaped = rcall('EXISTS', base .. ':reaped:' .. ARGV[2]) == 1 end
@@ -113,6 +115,8 @@ for i = general_at, #ARGV, 5 do
       refused = refused + 1
     elseif kind == 'c' or kind == 'C' then
       again.c = again.c + 1
+    elseif kind == 'X' then
+      again.x = again.x + 1
     else
       again[kind] = again[kind] + 1
     end
@@ -151,6 +155,12 @@ for i = general_at, #ARGV, 5 do
         rcall('RPUSH', ready_key(base, b), b)
         pushed = true
       end
+    elseif kind == 'x' or kind == 'X' then
+      cancelled = cancelled + 1
+      if b == '1' then rcall('HDEL', KEYS[9], id) end
+      mark_cancelled(base, id, kind == 'X', ARGV[4])
+      rcall('SREM', base .. ':cancel:' .. ARGV[2], id)
+      notify(id, 'x', '')
     else
       failed = failed + 1
       rcall('HSET', KEYS[7], id, b)
@@ -171,6 +181,7 @@ end
 if completed > 0 then bump(KEYS[3], 'completed', completed) end
 if retried > 0 then bump(KEYS[3], 'retried', retried) end
 if failed > 0 then bump(KEYS[3], 'failed', failed) end
+if cancelled > 0 then bump(KEYS[3], 'cancelled', cancelled) end
 if pushed then wake(KEYS[10]) end
 if earliest ~= nil then rcall('PUBLISH', ARGV[6], tostring(earliest)) end
-return {completed + again.c, retried + again.r, failed + again.f, refused}
+return {completed + again.c, retried + again.r, failed + again.f, refused, cancelled + again.x}

@@ -1,14 +1,18 @@
--- extend: push the deadlines of live leases forward (the worker's heartbeat).
+-- extend: push the deadlines of live leases forward (the worker's heartbeat), and collect
+-- the cancel requests for their jobs (cancel.lua; they are also announced on the queue's
+-- control channel, which makes the worker call this at once).
 -- KEYS[1] active zset
--- ARGV[1] lease duration ms   ARGV[2..] lease tokens
--- Returns the tokens that are no longer leased (reaped: their jobs belong to others now).
+-- ARGV[1] lease duration ms   ARGV[2] queue key base   ARGV[3..] lease tokens
+-- Returns {tokens no longer leased (reaped: their jobs belong to others now), ids of jobs
+-- of the live leases somebody asked to cancel}.
 local deadline = now_ms() + tonumber(ARGV[1])
-local lost = {}
-for i = 2, #ARGV do
+local lost, asked = {}, {}
+for i = 3, #ARGV do
   if not rcall('ZSCORE', KEYS[1], ARGV[i]) then
     lost[#lost + 1] = ARGV[i]
   else
     rcall('ZADD', KEYS[1], 'XX', deadline, ARGV[i])
+    for _, id in ipairs(rcall('SMEMBERS', ARGV[2] .. ':cancel:' .. ARGV[i])) do asked[#asked + 1] = id end
   end
 end
-return lost
+return {lost, asked}

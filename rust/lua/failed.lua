@@ -1,8 +1,9 @@
 -- failed: list, retry or purge jobs that failed for good.
 -- KEYS[1] failed zset   KEYS[2] jobs hash   KEYS[3] errors hash   KEYS[4] wake
--- ARGV[1] 'list' | 'retry' | 'purge'   ARGV[2] queue key base   ARGV[3] max jobs (list only)
+-- ARGV[1] 'list' | 'retry' | 'purge' | 'retry_id'   ARGV[2] queue key base
+-- ARGV[3] max jobs (list), the job id (retry_id)
 -- list returns {id, record, error JSON, failed at ms, ...}, oldest first; retry and purge
--- return a count. A retried job starts again with its attempts reset to zero; what is not a
+-- return a count; retry_id 1 if that job was failed and went back, else 0. A retried job starts again with its attempts reset to zero; what is not a
 -- job record (failed as undecodable) stays failed: it would only fail again.
 local op = ARGV[1]
 if op == 'list' then
@@ -17,7 +18,15 @@ if op == 'list' then
   end
   return out
 end
-local ids = rcall('ZRANGE', KEYS[1], 0, -1)
+local ids
+if op == 'retry_id' then
+  if not rcall('ZSCORE', KEYS[1], ARGV[3]) then return 0 end
+  local rec = rcall('HGET', KEYS[2], ARGV[3])
+  if not (rec and record_ok(rec)) then return 0 end
+  ids, op = {ARGV[3]}, 'retry'
+else
+  ids = rcall('ZRANGE', KEYS[1], 0, -1)
+end
 local recs = {}
 local done = 0
 for _, id in ipairs(ids) do

@@ -4,11 +4,11 @@
 -- ARGV[1] queue key base   ARGV[2] job id   ARGV[3] '1' if the id was chosen by the caller
 -- ARGV[4] '1' to register one waiter for the result when the job has not finished yet
 -- Returns {state, record or false, result/error JSON or false}; state is one of
--- waiting, delayed, active, completed, failed, unknown.
+-- waiting, delayed, active, completed, failed, cancelled, unknown.
 local base, id = ARGV[1], ARGV[2]
 
 local function answer(state, rec, data)
-  if ARGV[4] == '1' and state ~= 'completed' and state ~= 'failed' and state ~= 'unknown' then
+  if ARGV[4] == '1' and state ~= 'completed' and state ~= 'failed' and state ~= 'cancelled' and state ~= 'unknown' then
     rcall('HINCRBY', KEYS[6], id, 1)
   end
   return {state, rec or false, data or false}
@@ -28,6 +28,7 @@ local result = rcall('GET', base .. ':result:' .. id)
 if ARGV[3] == '1' then
   local mark = rcall('GET', base .. ':id:' .. id)
   if mark == 'c' then return answer('completed', nil, result or 'null') end
+  if mark == 'x' then return answer('cancelled') end
   if mark then return answer('waiting') end
   return answer('unknown')
 end
@@ -36,6 +37,7 @@ local producer, seq = string.sub(id, 1, 10), tonumber(string.sub(id, 12))
 if rcall('GETBIT', base .. ':done:' .. producer, seq) == 1 then
   return answer('completed', nil, result or 'null')
 end
+if rcall('GETBIT', base .. ':cancelled:' .. producer, seq) == 1 then return answer('cancelled') end
 local hwm = tonumber(rcall('GET', base .. ':hwm:' .. producer) or '-1') or -1
 if seq <= hwm then return answer('waiting') end
 return answer('unknown')

@@ -61,9 +61,14 @@ for _, token in ipairs(expired) do
     for i = 1, #kv, 2 do marks[kv[i]] = kv[i + 1] end
   end
   local back = {}
+  local asked = {}
+  for _, id in ipairs(rcall('SMEMBERS', base .. ':cancel:' .. token)) do asked[id] = true end
   for _, r in ipairs(rcall('HVALS', lease)) do
     if not record_ok(r) then
       fail_undecodable(base, r, now)
+    elseif asked[record_id(r)] then
+      -- Its cancel was asked for while it ran: it does not run again (cancel.lua).
+      cancel_unstarted(base, record_id(r))
     else
       local id = record_id(r)
       local attempt, max = record_attempt(r), record_max_attempts(r)
@@ -91,7 +96,7 @@ for _, token in ipairs(expired) do
     end
   end
   push_ready(base, back, true)
-  rcall('DEL', lease, started)
+  rcall('DEL', lease, started, base .. ':cancel:' .. token)
   rcall('ZREM', KEYS[3], token)
   -- Tells ack.lua that a job missing from this lease was taken from it here (its late
   -- acknowledgement is refused as stale), not settled by an earlier send of the same

@@ -9,7 +9,10 @@ use crate::conn::Settings;
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
 use crate::redis_store::RedisStore;
-use crate::store::{Counts, FailedJob, NewJob, Status, Store, Watermark, SMALL_BATCH};
+use crate::store::{CancelReply, Counts, FailedJob, NewJob, Status, Store, Watermark, SMALL_BATCH};
+
+/// Jobs cancelled per call of `Queue.empty` (one script call holds Redis a few ms).
+const EMPTY_PAGE: usize = 5_000;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::collections::HashMap;
@@ -133,6 +136,7 @@ fn counts_dict(py: Python<'_>, c: Counts) -> PyResult<Py<PyAny>> {
     d.set_item("completed", c.completed)?;
     d.set_item("retried", c.retried)?;
     d.set_item("stalled", c.stalled)?;
+    d.set_item("cancelled", c.cancelled)?;
     d.set_item("paused", c.paused)?;
     Ok(d.into_any().unbind())
 }
@@ -293,6 +297,81 @@ impl Client {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
         let store = self.store.clone();
         call(py, asynchronous, async move { store.resume(&q).await }, bool_obj)
+    }
+
+    /// Cancels (or with `remove`, deletes) one job: (state it was in, record tuple or None,
+    /// done). Not done: a finished job (cancel) or a running one (remove).
+    #[pyo3(signature = (queue, id, *, remove = false, asynchronous = false))]
+    fn cancel(&self, py: Python<'_>, queue: &str, id: String, remove: bool, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.cancel(&q, &id, remove).await }, |py, r: CancelReply| {
+            let rec = record_tuple(py, r.record)?;
+            Ok((r.state.as_str(), rec, r.done).into_pyobject(py)?.into_any().unbind())
+        })
+    }
+
+    /// Puts one failed job back in its queue, attempts reset; False if it is not failed.
+    #[pyo3(signature = (queue, id, *, asynchronous = false))]
+    fn retry_job(&self, py: Python<'_>, queue: &str, id: String, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.retry_job(&q, &id).await }, bool_obj)
+    }
+
+    /// Cancels every waiting and delayed job of the queue, page by page: (how many, [(id,
+    /// name, options JSON)] of those that carry options).
+    #[pyo3(signature = (queue, *, asynchronous = false))]
+    fn empty(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(
+            py,
+            asynchronous,
+            async move {
+                store.known_queue(&q).await?;
+                let (mut total, mut with_options) = (0, vec![]);
+                loop {
+                    let (n, recs) = store.empty_page(&q, EMPTY_PAGE).await?;
+                    total += n;
+                    with_options.extend(recs);
+                    if n < EMPTY_PAGE as u64 {
+                        return Ok((total, with_options));
+                    }
+                }
+            },
+            |py, (n, recs): (u64, Vec<Vec<u8>>)| {
+                let opts: Vec<(String, String, Py<PyBytes>)> = recs
+                    .iter()
+                    .filter_map(|raw| Record::unpack(raw).ok())
+                    .map(|r| (r.id, r.name, PyBytes::new(py, &r.options).unbind()))
+                    .collect();
+                Ok((n, opts).into_pyobject(py)?.into_any().unbind())
+            },
+        )
+    }
+
+    /// Deletes every key of the queue; refuses while jobs run unless `force`.
+    #[pyo3(signature = (queue, *, force = false, asynchronous = false))]
+    fn obliterate(&self, py: Python<'_>, queue: &str, force: bool, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(
+            py,
+            asynchronous,
+            async move {
+                store.known_queue(&q).await?;
+                let active = store.counts(&q).await?.active;
+                if active > 0 && !force {
+                    return Err(crate::error::Error::Invalid(format!(
+                        "queue '{}' has {active} running job(s): obliterating it would lose their outcomes; stop its workers, or pass force=True",
+                        q.name
+                    )));
+                }
+                store.obliterate(&q).await
+            },
+            int_obj,
+        )
     }
 
     /// Every queue's name (dispatched to or consumed at least once), sorted.

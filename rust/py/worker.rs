@@ -150,6 +150,23 @@ impl WorkerEngine {
         self.engine.settle(handle, Outcome::Failed { error: error_json(kind, message, traceback) })
     }
 
+    /// The job gave up after it was asked to cancel: it does not run again.
+    fn cancel(&self, handle: u64) -> bool {
+        self.engine.settle(handle, Outcome::Cancelled)
+    }
+
+    /// Whether the running job was asked to cancel (`self.cancelled` in a handler).
+    fn is_cancelled(&self, handle: u64) -> bool {
+        self.engine.is_cancelled(handle)
+    }
+
+    /// Handles of running jobs newly asked to cancel; waits up to `timeout` seconds for one
+    /// (the GIL released).
+    fn next_cancels(&self, py: Python<'_>, timeout: f64) -> Vec<u64> {
+        let e = self.engine.clone();
+        py.detach(move || e.next_cancels(Duration::from_secs_f64(timeout.clamp(0.0, 3600.0))))
+    }
+
     /// Stops fetching and hands unstarted jobs back to the head of their queues.
     fn stop_fetching(&self, py: Python<'_>) -> PyResult<u64> {
         let e = self.engine.clone();
@@ -202,6 +219,7 @@ impl WorkerEngine {
         d.set_item("retried", s.retried.load(Ordering::Relaxed))?;
         d.set_item("failed", s.failed.load(Ordering::Relaxed))?;
         d.set_item("stale", s.stale.load(Ordering::Relaxed))?;
+        d.set_item("cancelled", s.cancelled.load(Ordering::Relaxed))?;
         d.set_item("orphans", s.orphans.load(Ordering::Relaxed))?;
         d.set_item("released", s.released.load(Ordering::Relaxed))?;
         d.set_item("store_errors", s.store_errors.load(Ordering::Relaxed))?;

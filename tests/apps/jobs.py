@@ -114,3 +114,34 @@ class Gather(fastjobs.Job[Any, dict]):
         values = [r["result"] for r in results.values() if "result" in r]
         return {"count": len(results), "sum": sum(v.get("sum", 0) if isinstance(v, dict) else v for v in values),
                 "errors": sorted(r["error"]["message"] for r in results.values() if "error" in r)}
+
+
+class Patient(fastjobs.Job[dict, str]):
+    """Works in small steps for up to payload["seconds"], checking for a cancel between
+    steps; payload["ignore"] finishes anyway. Marks its start in the stamps list."""
+
+    def process(self, payload: dict) -> str:
+        redis, key = _stamps()
+        redis("RPUSH", key, f"{self.job_id} {os.getpid()} {time.time() * 1000:.3f}")
+        deadline = time.monotonic() + payload["seconds"]
+        while time.monotonic() < deadline:
+            if not payload.get("ignore"):
+                self.check_cancelled()
+            time.sleep(0.01)
+        return "finished" if not self.cancelled else "finished though cancelled"
+
+
+class AsyncPatient(fastjobs.Job[dict, str]):
+    """Sleeps payload["seconds"] on the event loop; records whether it saw CancelledError."""
+
+    async def process(self, payload: dict) -> str:
+        import asyncio
+
+        redis, key = _stamps()
+        redis("RPUSH", key, f"{self.job_id} {os.getpid()} {time.time() * 1000:.3f}")
+        try:
+            await asyncio.sleep(payload["seconds"])
+        except asyncio.CancelledError:
+            redis("RPUSH", key, f"{self.job_id} cancelled-error")
+            raise
+        return "finished"

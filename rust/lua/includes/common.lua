@@ -85,6 +85,54 @@ local function fail_undecodable(base, rec, now, why)
   bump(base .. ':stats', 'failed', 1)
 end
 
+-- Whether `id` is a generated id `<producer:10 alphanumerics>-<seq: 1-8 digits>` (codec.rs
+-- is_generated_id), for scripts that are not told.
+local function is_generated(id)
+  return string.match(id, '^%w%w%w%w%w%w%w%w%w%w%-%d+$') ~= nil and #id <= 19
+end
+
+-- Marks a job cancelled, for its status: a generated id by a bit of its producer's
+-- `<base>:cancelled:<producer>` bitmap (as completions use `done:`), renewed to `ttl` seconds;
+-- a caller-chosen id by its mark `x` (kept while the mark lives, so the id is not taken again).
+local function mark_cancelled(base, id, custom, ttl)
+  if custom then
+    local mark = base .. ':id:' .. id
+    if not rcall('SET', mark, 'x', 'XX', 'KEEPTTL') then rcall('SET', mark, 'x', 'EX', ttl) end
+  else
+    local key = base .. ':cancelled:' .. ssub(id, 1, 10)
+    rcall('SETBIT', key, tonumber(ssub(id, 12)), 1)
+    rcall('EXPIRE', key, ttl)
+  end
+end
+
+-- How long a request to cancel a running job is kept (7 days): the worker that runs it hears
+-- of it at once (`<base>:control`) or at its next heartbeat (extend.lua).
+local CANCEL_ASK_S = 604800
+
+-- Settles a job that had not started (handed back, reaped, or taken from an inbox) as
+-- cancelled, because somebody asked (cancel_ask): marked, its waiters told, counted.
+local CANCELLED_TTL_S = 2592000 -- as the completion marks (redis_store.rs MARK_TTL_SECS)
+local function cancel_unstarted(base, id)
+  mark_cancelled(base, id, not is_generated(id), CANCELLED_TTL_S)
+  rcall('HDEL', base .. ':errors', id)
+  if rcall('HDEL', base .. ':waiters', id) == 1 then rcall('PUBLISH', base .. ':results', 'x' .. id .. '\n') end
+  bump(base .. ':stats', 'cancelled', 1)
+end
+
+-- Whether somebody asked to cancel job `id` of lease `token` (the ask is used up).
+local function cancel_was_asked(base, token, id)
+  return rcall('SREM', base .. ':cancel:' .. token, id) == 1
+end
+
+-- Asks the worker holding lease `token` to cancel job `id` (cooperatively: the handler sees
+-- the request and gives up, or finishes anyway).
+local function cancel_ask(base, token, id, channel)
+  local key = base .. ':cancel:' .. token
+  rcall('SADD', key, id)
+  rcall('EXPIRE', key, CANCEL_ASK_S)
+  rcall('PUBLISH', channel, 'cancel')
+end
+
 -- Raises a producer's high-water mark (`<base>:hwm:<producer>`) to `seq`, never lowering it
 -- (sends from several threads may land out of order), and renews its ttl: one SET ... GET, a
 -- second SET only when the mark was already higher. No-op for seq < 0 (no generated id).
@@ -273,16 +321,23 @@ local function hand_over(base, slot, rec, now)
 end
 
 -- Takes back one item of a worker's inbox: the record, moved out of its hand-off lease (the
--- lease goes when empty), or nil for a stop marker (empty token) or a job already reaped.
+-- lease goes when empty), or nil for a stop marker (empty token), a job already reaped, or
+-- one somebody asked to cancel meanwhile (settled as cancelled here).
 local function take_handed(base, active, item)
   local n = sbyte(item, 1) or 0
   if n == 0 then return nil end
   local t, rec = ssub(item, 2, 1 + n), ssub(item, 2 + n)
   local held = base .. ':lease:' .. t
-  if rcall('HDEL', held, record_id(rec)) == 0 then return nil end
+  local id = record_id(rec)
+  if rcall('HDEL', held, id) == 0 then return nil end
   if rcall('EXISTS', held) == 0 then
     rcall('ZREM', active, t)
     rcall('DEL', base .. ':started:' .. t)
+  end
+  -- Cancelled while it sat in the inbox: it never runs (cancel.lua).
+  if cancel_was_asked(base, t, id) then
+    cancel_unstarted(base, id)
+    return nil
   end
   return rec
 end
@@ -330,4 +385,57 @@ local function wake(key, slots)
     rcall('LPUSH', key, '1')
     rcall('LTRIM', key, 0, 0)
   end
+end
+
+-- Takes one ready job out of its list by id and returns its record, or nil. Scans every
+-- priority level's list from the head in pages (O(position)); a record inside a run leaves
+-- the run rewritten without it (a run of one becomes a plain record).
+local function remove_ready(base, id)
+  local keys = {}
+  for _, p in ipairs(rcall('ZREVRANGE', base .. ':prios', 0, -1)) do keys[#keys + 1] = base .. ':wait:' .. p end
+  keys[#keys + 1] = base .. ':wait'
+  for _, key in ipairs(keys) do
+    local at = 0
+    while true do
+      local page = rcall('LRANGE', key, at, at + 499)
+      if #page == 0 then break end
+      for k, el in ipairs(page) do
+        local index = at + k - 1
+        -- Most elements do not hold the id at all: one plain substring search (C) each, and
+        -- only the few that do are parsed.
+        if not string.find(el, id, 1, true) then
+          -- not here
+        elseif sbyte(el, 1) == RUN and #el > 2 then
+          local recs = {}
+          split_run(el, math.huge, recs, 0)
+          local held = #recs
+          for i, rec in ipairs(recs) do
+            if record_id(rec) == id then
+              table.remove(recs, i)
+              local rest = recs[1]
+              if #recs > 1 then
+                local parts = {string.char(RUN)}
+                for _, r in ipairs(recs) do parts[#parts + 1] = string.char(math.floor(#r / 256), #r % 256) .. r end
+                rest = table.concat(parts)
+              end
+              if rest then rcall('LSET', key, index, rest) else rcall('LREM', key, 1, el) end
+              -- A run of k records counted k - 1 beyond its element: one fewer now.
+              if held > 1 then
+                local left = runs_count(base) - 1
+                if left > 0 then rcall('SET', base .. ':runs', left) else rcall('DEL', base .. ':runs') end
+              end
+              return rec
+            end
+          end
+        elseif lease_id(el) == id then
+          -- LREM finds the first equal element: this one, or an identical copy before it.
+          rcall('LREM', key, 1, el)
+          if rcall('LLEN', key) == 0 and key == base .. ':wait' then rcall('DEL', base .. ':runs') end
+          return el
+        end
+      end
+      at = at + #page
+    end
+  end
+  return nil
 end
