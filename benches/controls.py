@@ -19,9 +19,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "peers"))
 
-from run import Redis  # noqa: E402
-
 import fastjobs  # noqa: E402
+from run import Redis  # noqa: E402
 
 
 class Item(fastjobs.Job[int, None]):

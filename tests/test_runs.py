@@ -66,7 +66,8 @@ def test_idle_worker_is_handed_the_head_of_a_run(start_worker: Any, redis: Any, 
     res = Stamp.dispatch_many(list(range(100)))
     eventually(lambda: len(stamps(redis, prefix)) == 100, timeout=30)
     assert [s[0] for s in stamps(redis, prefix)] == list(res)
-    eventually(lambda: Queue("stamps").counts() == dict(waiting=0, delayed=0, active=0, failed=0, completed=100, retried=0, stalled=0, cancelled=0, paused=False))
+    done = dict(waiting=0, delayed=0, active=0, failed=0, completed=100, retried=0, stalled=0, cancelled=0, paused=False)
+    eventually(lambda: Queue("stamps").counts() == done)
     assert redis("EXISTS", key(prefix, "stamps", "runs")) == 0
 
 
