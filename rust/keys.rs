@@ -50,8 +50,13 @@ pub struct QueueKeys {
     pub sched_channel: String,
     /// Set while the queue is paused (pause.lua, resume.lua).
     pub paused: String,
-    /// Pub/sub channel telling the queue's workers that it was paused or resumed.
+    /// Pub/sub channel telling the queue's workers that it was paused or resumed, a job was
+    /// asked to cancel, or its limits changed.
     pub control_channel: String,
+    /// The queue's limits (limit.lua), read by reserve.lua.
+    pub limit: String,
+    /// Jobs leased in the current rate-limit window (expires with the window).
+    pub limiter: String,
 }
 
 impl QueueKeys {
@@ -77,6 +82,8 @@ impl QueueKeys {
             sched_channel: k("sched"),
             paused: k("paused"),
             control_channel: k("control"),
+            limit: k("limit"),
+            limiter: k("limiter"),
             base,
         })
     }

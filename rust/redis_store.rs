@@ -384,6 +384,11 @@ impl Store for RedisStore {
             Value::Nil | Value::Boolean(false) => Ok(Reserved::Empty),
             Value::Int(-1) => Ok(Reserved::Paused),
             Value::Int(n) => Ok(Reserved::Idle { new_slot: n == 0 }),
+            // {ms} or {-1}: a limit of the queue allows nothing now (records are strings).
+            Value::Array(a) if matches!(a.first(), Some(Value::Int(_))) => {
+                let ms = a.first().and_then(int).unwrap_or(-1);
+                Ok(Reserved::Limited { retry_in: (ms >= 0).then(|| Duration::from_millis(ms as u64)) })
+            }
             Value::Array(a) => Ok(Reserved::Jobs(
                 a.into_iter()
                     .map(|x| bytes(x).ok_or_else(|| Error::Store("reserve returned a non-string record".into())))
@@ -744,6 +749,29 @@ impl Store for RedisStore {
         self.conn.query::<Value>(redis::cmd("SREM").arg(keys::queue_registry(&self.settings().prefix)).arg(&q.name)).await?;
         self.registered.lock().unwrap().remove(&q.name);
         Ok(deleted)
+    }
+
+    async fn set_limits(&self, q: &QueueKeys, limits: &Limits) -> Result<()> {
+        self.known_queue(q).await?;
+        let mut c = scripts().limit.evalsha(&[&q.limit, &q.wake, &q.limiter]);
+        match limits.rate {
+            Some((max, period)) => c.arg(max).arg(period.as_millis() as u64),
+            None => c.arg("").arg(""),
+        };
+        match limits.concurrency {
+            Some(n) => c.arg(n),
+            None => c.arg(""),
+        };
+        c.arg(&q.control_channel);
+        let _: Value = self.conn.eval(c).await?;
+        Ok(())
+    }
+
+    async fn limits(&self, q: &QueueKeys) -> Result<Limits> {
+        let v: Value = self.conn.query(redis::cmd("HMGET").arg(&q.limit).arg("max").arg("period").arg("concurrency")).await?;
+        let a = array(v).unwrap_or_default();
+        let n = |i: usize| a.get(i).cloned().and_then(bytes).and_then(|b| String::from_utf8_lossy(&b).parse::<u64>().ok());
+        Ok(Limits { rate: n(0).zip(n(1)).map(|(max, ms)| (max, Duration::from_millis(ms))), concurrency: n(2) })
     }
 
     async fn failed_purge(&self, q: &QueueKeys) -> Result<u64> {

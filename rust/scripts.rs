@@ -55,6 +55,7 @@ scripts! {
     resume => "resume.lua",
     cancel => "cancel.lua",
     empty => "empty.lua",
+    limit => "limit.lua",
     extend => "extend.lua",
     tick => "tick.lua",
     status => "status.lua",

@@ -161,6 +161,16 @@ pub struct Counts {
     pub cancelled: u64,
 }
 
+/// Limits of one queue, applied across every worker (`Store::set_limits`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// At most this many jobs leased per window of this length (a fixed window, opened by
+    /// the first lease after the last one ended).
+    pub rate: Option<(u64, Duration)>,
+    /// At most this many jobs leased at once (running or prefetched), on all workers.
+    pub concurrency: Option<u64>,
+}
+
 /// What `Store::cancel` found and did.
 #[derive(Debug, Clone)]
 pub struct CancelReply {
@@ -238,6 +248,12 @@ pub enum Reserved {
     Empty,
     /// The queue is paused: nothing was leased (`Store::pause`).
     Paused,
+    /// A limit of the queue allows nothing now (`Store::set_limits`): try again after
+    /// `retry_in` (the rate limit's window ends), or when the queue is woken (None: the
+    /// concurrency limit, freed by a settled job).
+    Limited {
+        retry_in: Option<Duration>,
+    },
 }
 
 impl Idle<'_> {
@@ -325,6 +341,9 @@ pub trait Store: Send + Sync + 'static {
     /// cancelled; a running one's worker is asked to stop it) or removes it (`remove` true:
     /// every trace of a job that is not running; a caller-chosen id is free again).
     fn cancel(&self, q: &QueueKeys, id: &str, remove: bool) -> impl Future<Output = Result<CancelReply>> + Send;
+    /// Replaces the queue's limits (none: no limit); its workers hear of it at once.
+    fn set_limits(&self, q: &QueueKeys, limits: &Limits) -> impl Future<Output = Result<()>> + Send;
+    fn limits(&self, q: &QueueKeys) -> impl Future<Output = Result<Limits>> + Send;
     /// Puts one failed job back in its queue, attempts reset; false if it is not failed.
     fn retry_job(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Cancels up to `max` waiting and delayed jobs (highest priority and earliest due first);

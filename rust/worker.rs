@@ -144,6 +144,9 @@ pub struct Engine<S: Store> {
     /// Running jobs asked to cancel (by handle), for `is_cancelled`; `cancel_news` holds
     /// the ones not yet given to `next_cancels`.
     cancelled: Mutex<std::collections::HashSet<u64>>,
+    /// Per queue: a rate limit allows nothing until then (`Reserved::Limited`); the fetch loop
+    /// skips the queue and its idle wait ends at the earliest of these (a timer, no polling).
+    limited_until: Mutex<Vec<Option<Instant>>>,
     cancel_news: Mutex<Vec<u64>>,
     cancel_cv: Condvar,
     left: AtomicBool,
@@ -159,6 +162,7 @@ fn new_token() -> String {
 
 impl<S: Store> Engine<S> {
     pub fn new(store: Arc<S>, queues: Vec<Arc<QueueKeys>>, cfg: WorkerConfig) -> Arc<Engine<S>> {
+        let n_queues = queues.len();
         let queues_len = queues.len();
         Arc::new(Engine {
             store,
@@ -190,6 +194,7 @@ impl<S: Store> Engine<S> {
             control: Notify::new(),
             cancel_check: Notify::new(),
             cancelled: Mutex::default(),
+            limited_until: Mutex::new(vec![None; n_queues]),
             cancel_news: Mutex::default(),
             cancel_cv: Condvar::new(),
             left: AtomicBool::new(false),
@@ -283,17 +288,20 @@ impl<S: Store> Engine<S> {
             tokio::pin!(stop);
             stop.as_mut().enable();
             let mut control = false;
+            // A rate-limited queue opens its next window then: reserve again at that moment.
+            let opens = self.limited_until.lock().unwrap().iter().flatten().min().copied();
+            let wait = opens.map_or(WAIT, |t| t.saturating_duration_since(Instant::now()).min(WAIT));
             if !self.stopping.load(Ordering::Acquire) {
                 tokio::select! {
                     _ = self.pop_done.notified() => {}
-                    _ = tokio::time::sleep(WAIT) => {}
+                    _ = tokio::time::sleep(wait) => control = opens.is_some_and(|t| t <= Instant::now()),
                     _ = self.control.notified() => control = true,
                     _ = stop => {}
                 }
             }
             let mut b = self.buffer.lock().unwrap();
             if control {
-                return; // a queue was resumed (or paused): reserve again at once
+                return; // a queue was resumed (or paused), or a limit's window opened: reserve now
             }
             let stopping = self.stopping.load(Ordering::Acquire);
             if b.handed != seen && !stopping {
@@ -332,6 +340,14 @@ impl<S: Store> Engine<S> {
         let mut want = want.max(1);
         let register = !self.stopping.load(Ordering::Acquire);
         for (qi, q) in self.queues.iter().enumerate() {
+            {
+                let mut limited = self.limited_until.lock().unwrap();
+                match limited[qi] {
+                    Some(t) if t > Instant::now() => continue, // its rate limit allows nothing before then
+                    Some(_) => limited[qi] = None,
+                    None => {}
+                }
+            }
             let previous = self.idle_slots.lock().unwrap()[qi].take();
             if want == 0 && previous.is_none() {
                 continue;
@@ -353,6 +369,9 @@ impl<S: Store> Engine<S> {
                 }
                 Ok(Reserved::Empty) => {}
                 Ok(Reserved::Paused) => self.hand_back_queue(qi).await,
+                Ok(Reserved::Limited { retry_in }) => {
+                    self.limited_until.lock().unwrap()[qi] = retry_in.map(|d| Instant::now() + d);
+                }
                 Err(e) => {
                     // Whether the slot went is unknown: drop it next time.
                     self.idle_slots.lock().unwrap()[qi] = previous;
@@ -413,7 +432,9 @@ impl<S: Store> Engine<S> {
             }
             let any = futures_util::future::select_all(signals.iter().map(|n| Box::pin(n.notified())));
             tokio::select! {
-                _ = any => {
+                (_, qi, _) = any => {
+                    // Its limits may have changed: what the last reserve said no longer holds.
+                    self.limited_until.lock().unwrap()[qi] = None;
                     self.control.notify_one();
                     self.cancel_check.notify_one();
                 }

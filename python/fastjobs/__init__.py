@@ -38,7 +38,7 @@ from .errors import (
 from .flow import FlowHandle, FlowNode, JobFlow
 from .job import FunctionJob, Job, job, registry
 from .options import Backoff, parse_duration
-from .queue import FailedJob, Queue
+from .queue import FailedJob, Queue, QueueLimits
 from .schedule import JobScheduler, ScheduleInfo, periodic
 from .worker import Worker, WorkerSummary
 
@@ -71,6 +71,7 @@ __all__ = [
     "JobTimeoutError",
     "PendingDispatch",
     "Queue",
+    "QueueLimits",
     "ScheduleInfo",
     "StoreError",
     "StoreTimeoutError",

@@ -13,8 +13,9 @@ from . import config, serde
 from . import flow as flows
 from .dispatch import JobInfo, job_info
 from .errors import JobStateError, UnknownJobError
+from .options import Duration, parse_duration
 
-__all__ = ["Queue", "FailedJob"]
+__all__ = ["Queue", "QueueLimits", "FailedJob"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,31 @@ def _failed(queue: str, rows: list[tuple[str, Any, bytes | None, int]]) -> list[
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """A queue's limits (``Queue.limits()``); None where there is no such limit."""
+
+    rate: int | None = None
+    per: float | None = None
+    concurrency: int | None = None
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+    if not 1 <= value <= 2**53:
+        raise ValueError(f"{what} must be at least 1, got {value}")
+    return value
+
+
+def _limits(rate: Any, per: Any, concurrency: Any) -> tuple[int | None, float | None, int | None]:
+    if (rate is None) != (per is None):
+        raise ValueError("a rate limit needs both rate (jobs) and per (a duration), e.g. rate=100, per='1s'")
+    seconds = None if per is None else parse_duration(per, "per", minimum=0.001)
+    return (None if rate is None else _count(rate, "rate"), seconds,
+            None if concurrency is None else _count(concurrency, "concurrency"))
 
 
 class Queue:
@@ -141,6 +167,25 @@ class Queue:
 
     async def purge_failed_async(self) -> int:
         return int(await self._client.failed_purge(self.name, asynchronous=True))
+
+    # ---- limits, applied by every worker of the queue together ----
+
+    def set_limits(self, *, rate: int | None = None, per: Duration | None = None, concurrency: int | None = None) -> None:
+        """Replaces the queue's limits, for every worker on every machine at once: at most
+        ``rate`` jobs start per ``per`` (a duration: ``"1s"``, ``60``, a ``timedelta``), and at
+        most ``concurrency`` jobs of the queue are leased at once (running or prefetched).
+        Leave one out for no such limit; ``set_limits()`` clears both. Workers that meet a
+        limit sleep until its next slot (the window's end; a settled job for concurrency)."""
+        self._client.set_limits(self.name, *_limits(rate, per, concurrency))
+
+    async def set_limits_async(self, *, rate: int | None = None, per: Duration | None = None, concurrency: int | None = None) -> None:
+        await self._client.set_limits(self.name, *_limits(rate, per, concurrency), asynchronous=True)
+
+    def limits(self) -> QueueLimits:
+        return QueueLimits(*self._client.limits(self.name))
+
+    async def limits_async(self) -> QueueLimits:
+        return QueueLimits(*(await self._client.limits(self.name, asynchronous=True)))
 
     # ---- one job by id ----
 

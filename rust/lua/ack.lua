@@ -182,6 +182,7 @@ if completed > 0 then bump(KEYS[3], 'completed', completed) end
 if retried > 0 then bump(KEYS[3], 'retried', retried) end
 if failed > 0 then bump(KEYS[3], 'failed', failed) end
 if cancelled > 0 then bump(KEYS[3], 'cancelled', cancelled) end
-if pushed then wake(KEYS[10]) end
+-- Under a concurrency limit (limit.lua) a settled job frees a slot: wake a worker for it.
+if pushed or (completed + retried + failed + cancelled > 0 and rcall('EXISTS', base .. ':limit') == 1) then wake(KEYS[10]) end
 if earliest ~= nil then rcall('PUBLISH', ARGV[6], tostring(earliest)) end
 return {completed + again.c, retried + again.r, failed + again.f, refused, cancelled + again.x}

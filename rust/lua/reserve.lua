@@ -12,11 +12,40 @@
 -- A popped element that is not a job record is failed as undecodable (common.lua), not leased.
 -- -1 when the queue is paused: nothing is leased, and jobs handed to this worker before the
 -- pause go back to the head of the queue (they did not start).
+-- {ms} when a limit of the queue (`<base>:limit`, limit.lua) allows nothing now: the rate
+-- limit's window ends in `ms`; -1 for the concurrency limit (a slot frees when a job of the
+-- queue settles, and ack.lua wakes the queue then).
 local base, token = ARGV[1], ARGV[2]
 local want = tonumber(ARGV[3])
 local now = now_ms()
 local recs = {}
-if rcall('EXISTS', base .. ':paused') == 1 then
+-- One call for both controls: a queue with neither pays nothing more.
+local gated = rcall('EXISTS', base .. ':paused', base .. ':limit') > 0
+local window = nil -- the rate limit's window counter and length, when one applies
+if gated and rcall('EXISTS', base .. ':paused') == 0 then
+  gated = false
+  local l = rcall('HMGET', base .. ':limit', 'max', 'period', 'concurrency')
+  local max, period, conc = tonumber(l[1]), tonumber(l[2]), tonumber(l[3])
+  if conc then
+    local held = 0
+    for _, t in ipairs(rcall('ZRANGE', KEYS[2], 0, -1)) do held = held + rcall('HLEN', base .. ':lease:' .. t) end
+    want = math.min(want, conc - held)
+    if want <= 0 then return {-1} end
+  end
+  if max and period then
+    local key = base .. ':limiter'
+    local left = max - (tonumber(rcall('GET', key) or '0') or 0)
+    if left <= 0 then
+      local ms = rcall('PTTL', key)
+      if ms > 0 then return {ms} end
+      rcall('DEL', key) -- a counter without a ttl (cannot happen here; never block for good)
+      left = max
+    end
+    want = math.min(want, left)
+    window = {key, period}
+  end
+end
+if gated then
   local back = {}
   if rcall('EXISTS', KEYS[7]) == 1 then
     for _, item in ipairs(rcall('LPOP', KEYS[7], 1000) or {}) do
@@ -85,6 +114,10 @@ if rcall('HSET', KEYS[3], unpack(args)) < leased then
   recs = kept
 end
 rcall('ZADD', KEYS[2], now + tonumber(ARGV[4]), token)
+if window and #recs > 0 then
+  -- The window opens with its first lease and lasts its period (a fixed window).
+  if rcall('INCRBY', window[1], #recs) == #recs then rcall('PEXPIRE', window[1], window[2]) end
+end
 -- Pass the wake-up on: another idle worker should take what is left.
 if popped >= want and any_ready(base) then wake(KEYS[4]) end
 return recs

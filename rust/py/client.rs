@@ -9,7 +9,7 @@ use crate::conn::Settings;
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
 use crate::redis_store::RedisStore;
-use crate::store::{CancelReply, Counts, FailedJob, NewJob, Status, Store, Watermark, SMALL_BATCH};
+use crate::store::{CancelReply, Counts, FailedJob, Limits, NewJob, Status, Store, Watermark, SMALL_BATCH};
 
 /// Jobs cancelled per call of `Queue.empty` (one script call holds Redis a few ms).
 const EMPTY_PAGE: usize = 5_000;
@@ -372,6 +372,36 @@ impl Client {
             },
             int_obj,
         )
+    }
+
+    /// Replaces the queue's limits: `rate` jobs per `per` seconds and/or `concurrency` jobs
+    /// leased at once (None: no such limit). Checked by the caller (Queue.set_limits).
+    #[pyo3(signature = (queue, rate = None, per = None, concurrency = None, *, asynchronous = false))]
+    fn set_limits(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        rate: Option<u64>,
+        per: Option<f64>,
+        concurrency: Option<u64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let period = per.map(|s| crate::conn::seconds("per", s, 0.001)).transpose().map_err(super::errors::to_py)?;
+        let limits = Limits { rate: rate.zip(period), concurrency };
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.set_limits(&q, &limits).await }, |py, ()| Ok(py.None()))
+    }
+
+    /// (rate, per seconds, concurrency), None where there is no such limit.
+    #[pyo3(signature = (queue, *, asynchronous = false))]
+    fn limits(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.limits(&q).await }, |py, l: Limits| {
+            let (rate, per) = l.rate.map(|(n, d)| (n, d.as_secs_f64())).unzip();
+            Ok((rate, per, l.concurrency).into_pyobject(py)?.into_any().unbind())
+        })
     }
 
     /// Every queue's name (dispatched to or consumed at least once), sorted.

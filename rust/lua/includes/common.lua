@@ -363,9 +363,11 @@ end
 -- passes it on if work remains after its reserve. `slots`: idle_slots(), if already read.
 local function wake(key, slots)
   local base = ssub(key, 1, -6)
-  -- A paused queue hands nothing over and wakes nobody (pause.lua, resume.lua).
-  if rcall('EXISTS', base .. ':paused') == 1 then return end
-  slots = slots or idle_slots(base)
+  -- A paused queue hands nothing over and wakes nobody (pause.lua, resume.lua); a limited one
+  -- hands nothing over either (reserve.lua applies the limits) but wakes a worker.
+  local gated = rcall('EXISTS', base .. ':paused', base .. ':limit') > 0
+  if gated and rcall('EXISTS', base .. ':paused') == 1 then return end
+  slots = (not gated) and (slots or idle_slots(base)) or {}
   if #slots > 0 then
     local now = now_ms()
     local rec = nil
