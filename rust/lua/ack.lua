@@ -8,11 +8,13 @@
 --   then r: runs of their sequence numbers, then r triples (producer, first seq, count)
 -- then per other job, 5 values: kind, id, a, b, c
 --   'c' / 'C' completed (generated / caller-chosen id): a = result JSON ('' for None),
---     b = '1' when an earlier attempt failed (its kept error goes)
+--     b = '1' when an earlier attempt failed (its kept error goes), c = the deduplication key
+--     the job holds until it settles, released now ('' for none)
 --   'r' retry: a = delay ms from now (0: at once), b = the record with its attempt counted,
 --     c = the attempt's error JSON (kept while the job waits to run again: status, and the
 --     reaper's LeaseExpired, show it)
---   'f' failed for good: a = error JSON, b = the record with its attempt counted
+--   'f' failed for good: a = error JSON, b = the record with its attempt counted, c = the
+--     deduplication key to release, as for 'c'
 -- A job no longer in the lease (the lease expired and was reaped: a stale token) is refused
 -- and left alone. The engine settles a job once, but sends an acknowledgement again when the
 -- answer to the first send was lost (the connection broke, Redis restarted): then the jobs are
@@ -135,6 +137,7 @@ for i = general_at, #ARGV, 5 do
         local mark = base .. ':id:' .. id
         if not rcall('SET', mark, 'c', 'XX', 'KEEPTTL') then rcall('SET', mark, 'c', 'EX', ARGV[4]) end
       end
+      if ARGV[i + 4] ~= '' then release_dedup(base, ARGV[i + 4], id) end
       -- A None result is stored only when somebody waits for it.
       local result = a
       if notify(id, 'c', a == '' and 'null' or a) and result == '' then result = 'null' end
@@ -153,6 +156,7 @@ for i = general_at, #ARGV, 5 do
       end
     else
       failed = failed + 1
+      if ARGV[i + 4] ~= '' then release_dedup(base, ARGV[i + 4], id) end
       rcall('HSET', KEYS[7], id, b)
       rcall('HSET', KEYS[9], id, a)
       rcall('ZADD', KEYS[8], now, id)

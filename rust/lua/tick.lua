@@ -84,6 +84,12 @@ for _, token in ipairs(expired) do
         if rcall('HDEL', KEYS[8], id) == 1 then rcall('PUBLISH', ARGV[3], 'f' .. id .. '\n' .. err) end
         rcall('ZADD', KEYS[5], now, id)
         bump(KEYS[7], 'failed', 1)
+        -- A deduplication key held until the job settles goes with it (see enqueue.lua).
+        local opts = record_options(r)
+        if #opts > 0 then
+          local okd, o = pcall(cjson.decode, opts)
+          if okd and type(o) == 'table' and type(o.dedup) == 'string' then release_dedup(base, o.dedup, id) end
+        end
       else
         back[#back + 1] = with_attempt(r, attempt, ORPHAN)
       end

@@ -36,6 +36,21 @@ local function with_attempt(rec, n, kind)
   return first .. string.char(math.floor(n / 256) % 256, n % 256) .. ssub(rec, 4)
 end
 
+-- The options JSON of a record ('' when it has none).
+local function record_options(rec)
+  local n = sbyte(rec, 7) or 0
+  local m = sbyte(rec, 8 + n) or 0
+  local hi, lo = sbyte(rec, 15 + n + m, 16 + n + m)
+  return ssub(rec, 17 + n + m, 16 + n + m + (hi or 0) * 256 + (lo or 0))
+end
+
+-- Releases a deduplication key held until its job settles (enqueue.lua, mode 'u'): the mark
+-- `<base>:dedup:<key>` goes only while it still names this job.
+local function release_dedup(base, key, id)
+  local mark = base .. ':dedup:' .. key
+  if rcall('GET', mark) == id then rcall('DEL', mark) end
+end
+
 -- Whether a record's header holds together: a known kind, a priority, an id and a name that
 -- are not empty, and every byte the header announces. Anything else that reaches a ready
 -- list or the jobs hash is failed as undecodable (fail_undecodable), never leased.
