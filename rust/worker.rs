@@ -626,13 +626,8 @@ impl<S: Store> Engine<S> {
                 Err(e) => {
                     let message = format!("a job record of queue {:?} could not be decoded: {e}", self.queues[p.queue].name);
                     let error = error_json("DecodeError", &message, "");
-                    let entry = AckEntry {
-                        id: p.id,
-                        custom_id: true,
-                        retried: false,
-                        kind: AckKind::Failed { error, record: p.raw },
-                        dedup: None,
-                    };
+                    let entry =
+                        AckEntry { id: p.id, custom_id: true, retried: false, kind: AckKind::Failed { error, record: p.raw }, dedup: None };
                     self.push_ack(p.lease, entry);
                 }
             }

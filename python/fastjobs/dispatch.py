@@ -107,7 +107,7 @@ class PendingDispatch(Generic[R]):
             if unknown or "key" not in value:
                 raise ValueError(f"{option} takes a key, or a dict with {' and '.join(sorted(_DEDUP_FIELDS[option]))}"
                                  f"{f'; unknown: {sorted(unknown)}' if unknown else ''}")
-            return getattr(self, option)(**value)  # type: ignore[no-any-return]
+            return getattr(self, option)(**value)
         return getattr(self, {"queue": "on_queue"}.get(option, option))(value)
 
     @_abandon_on_error

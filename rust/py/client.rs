@@ -90,7 +90,12 @@ impl Client {
 
     /// Validates and packs jobs; nothing is sent when any of them is refused. `guarded`: a
     /// batch of a bulk dispatch, whose generated ids get a guard (`Watermark::guard`).
-    fn prepare(&self, jobs: Vec<JobTuple>, dedup: Option<Vec<Option<DedupTuple>>>, guarded: bool) -> Result<(Vec<NewJob>, Option<Watermark>)> {
+    fn prepare(
+        &self,
+        jobs: Vec<JobTuple>,
+        dedup: Option<Vec<Option<DedupTuple>>>,
+        guarded: bool,
+    ) -> Result<(Vec<NewJob>, Option<Watermark>)> {
         let mut dedup = match dedup {
             Some(d) if d.len() != jobs.len() => {
                 return Err(Error::Invalid(format!("{} deduplications given for {} jobs", d.len(), jobs.len())))
@@ -125,7 +130,11 @@ impl Client {
             .enumerate()
             .map(|(i, j)| {
                 let at = if jobs.len() > 1 { format!(" (job at index {i})") } else { String::new() };
-                dedup.next().flatten().map(|d| dedup_of(d, j.6.is_some(), j.5, j.7).map_err(|e| Error::Invalid(format!("{e}{at}")))).transpose()
+                dedup
+                    .next()
+                    .flatten()
+                    .map(|d| dedup_of(d, j.6.is_some(), j.5, j.7).map_err(|e| Error::Invalid(format!("{e}{at}"))))
+                    .transpose()
             })
             .collect::<Result<_>>()?;
         let range = (generated > 0).then(|| self.ids.lock().unwrap().take(generated));
