@@ -178,6 +178,21 @@ def test_until_completed_releases_only_its_own_mark(redis: Any, prefix: str, sta
     assert redis("GET", f"{prefix}:{{dedup}}:dedup:mine") == b"another-job"
 
 
+def test_a_mark_that_is_not_a_string_neither_stops_a_dispatch_nor_an_ack(redis: Any, prefix: str, start_worker: Any) -> None:
+    mark = f"{prefix}:{{dedup}}:dedup:odd"
+    h = Seen.dispatch({}).deduplicate("odd").send()
+    redis("DEL", mark)
+    redis("RPUSH", mark, "not a job id")  # written by another program
+    start_worker(queues=["dedup"])
+    assert h.wait_result(timeout=10) is None
+    assert redis("TYPE", mark) == "list"
+    for mode in (lambda b: b.deduplicate("odd"), lambda b: b.deduplicate("odd", ttl=60), lambda b: b.debounce("odd", 60)):
+        redis("DEL", mark)
+        redis("RPUSH", mark, "x")
+        again = mode(Seen.dispatch({})).send()
+        assert again.created and redis("GET", mark) == again.id.encode()
+
+
 JOB_KILLS = 2
 
 

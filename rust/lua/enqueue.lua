@@ -32,16 +32,30 @@ local pushed = false
 local j = 0
 local marks = 6 + (#ARGV - 6) / 4 -- KEYS index before the next deduplication mark
 
+-- The job holding a deduplication key, from its mark: a job id, or nil (no mark, or one that
+-- is not a string: written by something else, it is replaced).
+local function holder(mark)
+  local held = redis.pcall('GET', mark)
+  if type(held) == 'string' then return held end
+  return nil
+end
+
 -- A job with a deduplication key, before it is written: the id of the job that holds the key
 -- (this dispatch goes no further), or nil after this job took the key. `ttl` (ms) keeps marks
 -- 'u' and 'd' beyond the job's due time, as the id keys are kept.
 local function deduplicate(mark, mode, id, rec, due_us, ttl)
   local m = ssub(mode, 1, 1)
-  if m == 't' then return rcall('SET', mark, id, 'NX', 'PX', ssub(mode, 2), 'GET') or nil end
-  if m == 'u' then return rcall('SET', mark, id, 'NX', 'PX', ttl, 'GET') or nil end
+  if m == 't' or m == 'u' then
+    local px = m == 't' and ssub(mode, 2) or ttl
+    if rcall('SET', mark, id, 'NX', 'PX', px) then return nil end
+    local held = holder(mark)
+    if held then return held end
+    rcall('SET', mark, id, 'PX', px)
+    return nil
+  end
   -- Debounce: the holder is replaced while it is delayed and has never run (attempt 0, not an
   -- orphan); once it was promoted or started, this dispatch is a new job holding the key.
-  local held = rcall('GET', mark)
+  local held = holder(mark)
   if held then
     local old = rcall('HGET', KEYS[5], held)
     if old and sbyte(old, 1) == RECORD and record_attempt(old) == 0 and rcall('ZSCORE', KEYS[4], held) then

@@ -45,10 +45,11 @@ local function record_options(rec)
 end
 
 -- Releases a deduplication key held until its job settles (enqueue.lua, mode 'u'): the mark
--- `<base>:dedup:<key>` goes only while it still names this job.
+-- `<base>:dedup:<key>` goes only while it still names this job (a mark that is not a string,
+-- written by something else, is left alone and never stops the script).
 local function release_dedup(base, key, id)
   local mark = base .. ':dedup:' .. key
-  if rcall('GET', mark) == id then rcall('DEL', mark) end
+  if redis.pcall('GET', mark) == id then rcall('DEL', mark) end
 end
 
 -- Whether a record's header holds together: a known kind, a priority, an id and a name that
