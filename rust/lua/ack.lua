@@ -4,7 +4,7 @@
 -- KEYS[9] errors hash   KEYS[10] wake   KEYS[11] the lease's started hash (start.lua)
 -- ARGV[1] queue key base   ARGV[2] lease token   ARGV[3] result ttl ms
 -- ARGV[4] done-bitmap ttl seconds   ARGV[5] results channel   ARGV[6] scheduler channel
--- ARGV[7] n: plain completions (generated id, None result), then their n ids,
+-- ARGV[7] n: plain completions (generated id, None result, no dedup key), then their n ids,
 --   then r: runs of their sequence numbers, then r triples (producer, first seq, count)
 -- then per other job, 5 values: kind, id, a, b, c
 --   'c' / 'C' completed (generated / caller-chosen id): a = result JSON ('' for None),
