@@ -116,6 +116,11 @@ impl QueueKeys {
     pub fn id_key(&self, id: &str) -> String {
         format!("{}:id:{id}", self.base)
     }
+
+    /// A deduplication key's mark: the id of the job holding the key (enqueue.lua).
+    pub fn dedup_key(&self, key: &str) -> String {
+        format!("{}:dedup:{key}", self.base)
+    }
 }
 
 /// The set of every queue's name (`<prefix>:queues`): a queue joins it when a producer first

@@ -152,22 +152,35 @@ fn guard_arg(mark: &Watermark) -> i64 {
     mark.guard.map(|g| g as i64).unwrap_or(-1)
 }
 
-/// Per job, whether it was written (see `enqueue_script`); -1 answers a guarded chunk that was
-/// written already (by an earlier try: every job was written).
-fn enqueue_reply(v: Value, n: usize, plain: bool) -> Result<Vec<bool>> {
+/// Per job, what was done (see `enqueue_script`): enqueue.lua answers 1 (written), 0 (a job
+/// with that caller-chosen id exists) or the id of the job holding the dedup key; -1 answers a
+/// guarded chunk that was written already (by an earlier try: every job was written).
+fn enqueue_reply(v: Value, n: usize, plain: bool) -> Result<Vec<Written>> {
     if let Some(e) = server_error(&v) {
         return Err(e);
     }
     if plain || int(&v) == Some(-1) {
-        return Ok(vec![true; n]);
+        return Ok(vec![Written::New; n]);
     }
     let a = array(v.clone()).ok_or_else(|| bad_reply("enqueue", &v))?;
-    Ok(a.iter().map(|x| int(x) == Some(1)).collect())
+    Ok(a.into_iter()
+        .map(|x| match x {
+            Value::Int(1) => Written::New,
+            Value::Int(_) => Written::Exists,
+            other => Written::Deduplicated(bytes(other).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()),
+        })
+        .collect())
+}
+
+/// A job the general script must write (`enqueue.lua`): a delay, a caller-chosen id or a
+/// deduplication key.
+fn needs_script(j: &NewJob) -> bool {
+    j.custom_id || j.delay_us != 0 || j.at_us.is_some() || j.dedup.is_some()
 }
 
 /// A completion with nothing to store or drop, of a generated id: the ack's hot path.
 fn is_plain(e: &AckEntry) -> bool {
-    matches!(e.kind, AckKind::Completed { result: None }) && !e.custom_id && !e.retried
+    matches!(e.kind, AckKind::Completed { result: None }) && !e.custom_id && !e.retried && e.dedup.is_none()
 }
 
 /// (producer, seq) of a generated id `<producer:10>-<seq>`.
@@ -226,7 +239,7 @@ impl RedisStore {
         // A placeholder key of the queue when there is no guard (no call touches it then).
         let sent_key = if mark.is_some_and(|m| m.guard.is_some()) { q.sent(producer) } else { q.jobs.clone() };
         let guard = mark.map(guard_arg).unwrap_or(-1);
-        if mark.is_some() && jobs.iter().all(|j| !j.custom_id && j.delay_us == 0 && j.at_us.is_none()) {
+        if mark.is_some() && !jobs.iter().any(needs_script) {
             let mut c = scripts().push.evalsha(&[&q.wait, &q.wake, &hwm_key, &sent_key]);
             c.arg(&q.base).arg(mark.map(|m| m.last_seq).unwrap_or(0)).arg(MARK_TTL_SECS).arg(guard);
             for j in jobs {
@@ -238,6 +251,8 @@ impl RedisStore {
         for j in jobs {
             keys.push(if j.custom_id { q.id_key(&j.id) } else { q.jobs.clone() });
         }
+        // Then the mark of each deduplication key, in job order.
+        keys.extend(jobs.iter().filter_map(|j| j.dedup.as_ref()).map(|d| q.dedup_key(&d.key)));
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut c = scripts().enqueue.evalsha(&key_refs);
         let hwm: i64 = mark.map(|m| m.last_seq as i64).unwrap_or(-1);
@@ -248,7 +263,18 @@ impl RedisStore {
                 Some(at) => format!("@{at}"),
                 None => j.delay_us.to_string(),
             };
-            c.arg(&j.id).arg(if j.custom_id { "1" } else { "0" }).arg(due).arg(&j.record);
+            let flags = match &j.dedup {
+                None => (if j.custom_id { "1" } else { "0" }).to_string(),
+                Some(d) => {
+                    let id = if j.custom_id { '1' } else { '0' };
+                    match d.mode {
+                        DedupMode::Ttl(ms) => format!("{id}t{ms}"),
+                        DedupMode::UntilSettled => format!("{id}u"),
+                        DedupMode::Debounce => format!("{id}d"),
+                    }
+                }
+            };
+            c.arg(&j.id).arg(flags).arg(due).arg(&j.record);
         }
         (c, false)
     }
@@ -297,12 +323,12 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
-    async fn enqueue(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<bool>> {
+    async fn enqueue(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<Written>> {
         if jobs.is_empty() {
             return Ok(vec![]);
         }
         self.register_queues(&[&q.name]).await?;
-        let fast = jobs.iter().all(|j| !j.custom_id && j.delay_us == 0 && j.at_us.is_none()) && mark.is_some();
+        let fast = mark.is_some() && !jobs.iter().any(needs_script);
         let flat = jobs.iter().all(|j| j.record.get(5) == Some(&0));
         if let Some(mark) = mark.filter(|_| fast && flat && jobs.len() > SMALL_BATCH) {
             // The bulk path: no Lua string per record. (For a few jobs one EVALSHA costs Redis
@@ -319,7 +345,7 @@ impl Store for RedisStore {
                 })
             });
             self.write_bulk(&wire)?;
-            return Ok(vec![true; jobs.len()]);
+            return Ok(vec![Written::New; jobs.len()]);
         }
         let (c, plain) = self.enqueue_script(q, jobs, mark);
         let v: Value = self.conn.eval(c).await?;
@@ -364,7 +390,7 @@ impl Store for RedisStore {
         replies.iter().map(|v| int(v).map(|b| b == 1).ok_or_else(|| bad_reply("chunks written", v))).collect()
     }
 
-    fn enqueue_blocking(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Option<Result<Vec<bool>>> {
+    fn enqueue_blocking(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Option<Result<Vec<Written>>> {
         if !self.registered.lock().unwrap().contains(&q.name) {
             return None; // the first write to a queue goes the shared path, which registers it
         }
@@ -454,13 +480,14 @@ impl Store for RedisStore {
                 match &e.kind {
                     AckKind::Completed { result } => {
                         let kind = if e.custom_id { "C" } else { "c" };
-                        c.arg(kind).arg(&e.id).arg(result.as_deref().unwrap_or(b"")).arg(if e.retried { "1" } else { "" }).arg("");
+                        c.arg(kind).arg(&e.id).arg(result.as_deref().unwrap_or(b"")).arg(if e.retried { "1" } else { "" });
+                        c.arg(e.dedup.as_deref().unwrap_or(b""));
                     }
                     AckKind::Retry { delay_ms, record, error } => {
                         c.arg("r").arg(&e.id).arg(*delay_ms).arg(record).arg(error);
                     }
                     AckKind::Failed { error, record } => {
-                        c.arg("f").arg(&e.id).arg(error).arg(record).arg("");
+                        c.arg("f").arg(&e.id).arg(error).arg(record).arg(e.dedup.as_deref().unwrap_or(b""));
                     }
                     AckKind::Cancelled => {
                         let kind = if e.custom_id { "X" } else { "x" };

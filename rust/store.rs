@@ -21,6 +21,41 @@ pub struct NewJob {
     /// late (the end of a large bulk) is still due when asked, not `delay_us` after its write.
     pub at_us: Option<u64>,
     pub record: Vec<u8>,
+    /// A deduplication key (one mark per key and queue): see `DedupMode`.
+    pub dedup: Option<Dedup>,
+}
+
+/// A job's deduplication key and how it holds it.
+#[derive(Debug, Clone)]
+pub struct Dedup {
+    pub key: String,
+    pub mode: DedupMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DedupMode {
+    /// A dispatch with the key is dropped for this many ms after the job holding it was
+    /// dispatched (throttle).
+    Ttl(u64),
+    /// Dropped until the job holding the key completes or fails for good (its settlement
+    /// releases it; the record's options carry the key, `"dedup"`).
+    UntilSettled,
+    /// The job waits its delay; a dispatch with the key while it is still delayed (never
+    /// started) replaces its record (payload and options, id kept) and restarts the delay.
+    Debounce,
+}
+
+/// What an enqueue did with one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// A new job.
+    New,
+    /// A job with that caller-chosen id exists already: nothing was written.
+    Exists,
+    /// The job's deduplication key is held by the job with this id: the dispatch was dropped
+    /// or, debounced, replaced that waiting job's record.
+    Deduplicated(String),
 }
 
 /// Sequence numbers of generated ids that a write covers, so the store can tell waiting jobs
@@ -57,6 +92,9 @@ pub struct AckEntry {
     /// An earlier attempt failed: a completion drops the error kept since (`Retry`).
     pub retried: bool,
     pub kind: AckKind,
+    /// The deduplication key the job holds until it settles (`DedupMode::UntilSettled`): a
+    /// completion or a final failure releases it.
+    pub dedup: Option<Vec<u8>>,
 }
 
 /// One lease's settled jobs.
@@ -274,11 +312,10 @@ pub struct Handed {
 pub trait Store: Send + Sync + 'static {
     /// A bulk chunk packed for this store (`pack_chunk`).
     type Packed: Send + 'static;
-    /// Writes jobs atomically. Returns, per job, whether it was written (false: a job with
-    /// that caller-chosen id exists already).
+    /// Writes jobs atomically. Returns, per job, what was done (`Written`).
     /// A guarded chunk (`Watermark::guard`) that was written already writes nothing and
-    /// answers true for every job (they were written, by the earlier try).
-    fn enqueue(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> impl Future<Output = Result<Vec<bool>>> + Send;
+    /// answers `New` for every job (they were written, by the earlier try).
+    fn enqueue(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> impl Future<Output = Result<Vec<Written>>> + Send;
     /// One chunk of a bulk dispatch made ready to write: its records packed into the
     /// commands (CPU only, so it can run while the caller stages the next chunks).
     fn pack_chunk(&self, q: &QueueKeys, chunk: &crate::bulk::Chunk) -> Self::Packed;
@@ -290,7 +327,7 @@ pub trait Store: Send + Sync + 'static {
     /// `enqueue` for a few jobs, run on the calling thread (no hop to the I/O runtime: a
     /// thread wake-up less each way). None when that connection is busy with another thread's
     /// call: use `enqueue` then.
-    fn enqueue_blocking(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Option<Result<Vec<bool>>>;
+    fn enqueue_blocking(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Option<Result<Vec<Written>>>;
     /// Leases up to `max` ready jobs under `token`, their packed records in order. Jobs
     /// handed to this worker and not yet taken come first; with none at all and
     /// `idle.register`, the worker is idle: a new slot under `token` (`idle.slot(token)`) or

@@ -45,6 +45,9 @@ struct Pending {
     id: Vec<u8>,
     /// An orphan (codec::ORPHAN): handed out alone, its start recorded first.
     orphan: bool,
+    /// The deduplication key this job holds until it settles, read from its options when it
+    /// is handed out (`dedup_key`); None for every job without one.
+    dedup: Option<Vec<u8>>,
 }
 
 impl Pending {
@@ -398,7 +401,7 @@ impl<S: Store> Engine<S> {
         let _one_at_a_time = self.releasing.lock().await;
         let copy: Vec<Pending> = back
             .iter()
-            .map(|p| Pending { lease: p.lease, queue: p.queue, raw: p.raw.clone(), id: p.id.clone(), orphan: p.orphan })
+            .map(|p| Pending { lease: p.lease, queue: p.queue, raw: p.raw.clone(), id: p.id.clone(), orphan: p.orphan, dedup: None })
             .collect();
         if let Err(e) = self.release(back).await {
             self.note_error(&e);
@@ -467,7 +470,7 @@ impl<S: Store> Engine<S> {
         self.leases.lock().unwrap().insert(lease, Lease { queue, token, open: recs.len() });
         self.stats.reserved.fetch_add(recs.len() as u64, Ordering::Relaxed);
         recs.into_iter()
-            .map(|raw| Pending { lease, queue, id: Record::peek_id(&raw).to_vec(), orphan: Record::is_orphan(&raw), raw })
+            .map(|raw| Pending { lease, queue, id: Record::peek_id(&raw).to_vec(), orphan: Record::is_orphan(&raw), raw, dedup: None })
             .collect()
     }
 
@@ -634,7 +637,7 @@ impl<S: Store> Engine<S> {
             }
             Err(e) => {
                 self.note_error(&e);
-                let again = Pending { lease: p.lease, queue: p.queue, raw: p.raw.clone(), id: p.id.clone(), orphan: true };
+                let again = Pending { lease: p.lease, queue: p.queue, raw: p.raw.clone(), id: p.id.clone(), orphan: true, dedup: None };
                 self.buffer.lock().unwrap().ready.push_front(again);
                 self.end_solo();
                 std::thread::sleep(Duration::from_millis(100));
@@ -647,17 +650,22 @@ impl<S: Store> Engine<S> {
     fn hand_out(&self, taken: Vec<Pending>) -> Vec<Delivery> {
         let mut out = Vec::with_capacity(taken.len());
         let mut running = self.running.lock().unwrap();
-        for p in taken {
+        for mut p in taken {
             match Record::unpack(&p.raw) {
                 Ok(record) => {
                     let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+                    // Most records carry no options: nothing to read.
+                    if !record.options.is_empty() {
+                        p.dedup = dedup_key(&record.options);
+                    }
                     out.push(Delivery { handle, queue: p.queue, record, redelivered: p.orphan });
                     running.insert(handle, p);
                 }
                 Err(e) => {
                     let message = format!("a job record of queue {:?} could not be decoded: {e}", self.queues[p.queue].name);
                     let error = error_json("DecodeError", &message, "");
-                    let entry = AckEntry { id: p.id, custom_id: true, retried: false, kind: AckKind::Failed { error, record: p.raw } };
+                    let entry =
+                        AckEntry { id: p.id, custom_id: true, retried: false, kind: AckKind::Failed { error, record: p.raw }, dedup: None };
                     self.push_ack(p.lease, entry);
                 }
             }
@@ -673,7 +681,7 @@ impl<S: Store> Engine<S> {
             // Asked to cancel, and it did not complete: cancelled, whatever it raised.
             let custom_id = !is_generated_id(&p.id);
             let retried = p.retried();
-            self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Cancelled });
+            self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Cancelled, dedup: p.dedup });
             return true;
         }
         let attempt = u16::from_be_bytes([p.raw[1], p.raw[2]]).saturating_add(1);
@@ -685,7 +693,7 @@ impl<S: Store> Engine<S> {
         };
         let custom_id = !is_generated_id(&p.id);
         let retried = p.retried();
-        self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind });
+        self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind, dedup: p.dedup });
         true
     }
 
@@ -709,7 +717,7 @@ impl<S: Store> Engine<S> {
         for p in taken {
             let custom_id = !is_generated_id(&p.id);
             let retried = p.retried();
-            a.push((p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Completed { result: None } }));
+            a.push((p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Completed { result: None }, dedup: p.dedup }));
         }
         if was_empty && n > 0 {
             self.ack_ready.notify_one();
@@ -871,7 +879,7 @@ impl<S: Store> Engine<S> {
         for p in unstarted {
             let custom_id = !is_generated_id(&p.id);
             let retried = p.retried();
-            self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Cancelled });
+            self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Cancelled, dedup: p.dedup });
         }
         let running: Vec<u64> = {
             let r = self.running.lock().unwrap();
@@ -1048,6 +1056,14 @@ pub enum Outcome {
 }
 
 /// The error JSON stored with a failed job: `{"type", "message", "traceback"}`.
+/// The deduplication key a job holds until it settles: the `"dedup"` string of its options
+/// (written only for `DedupMode::UntilSettled`). Options are parsed only when they mention it.
+fn dedup_key(options: &[u8]) -> Option<Vec<u8>> {
+    memchr::memmem::find(options, b"\"dedup\"")?;
+    let v: serde_json::Value = serde_json::from_slice(options).ok()?;
+    v.get("dedup")?.as_str().map(|k| k.as_bytes().to_vec())
+}
+
 pub fn error_json(kind: &str, message: &str, traceback: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"type": kind, "message": message, "traceback": traceback}))
         .expect("a map of strings always serializes")
@@ -1055,7 +1071,15 @@ pub fn error_json(kind: &str, message: &str, traceback: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::error_json;
+    use super::{dedup_key, error_json};
+
+    #[test]
+    fn dedup_key_is_read_from_options_that_hold_one() {
+        assert_eq!(dedup_key(br#"{"timeout":3,"dedup":"user-7"}"#), Some(b"user-7".to_vec()));
+        assert_eq!(dedup_key(br#"{"meta":{"note":"\"dedup\""}}"#), None);
+        assert_eq!(dedup_key(br#"{"timeout":3}"#), None);
+        assert_eq!(dedup_key(b"not json \"dedup\""), None);
+    }
 
     #[test]
     fn error_json_escapes_everything_json_needs() {

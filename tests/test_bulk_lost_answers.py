@@ -178,7 +178,7 @@ def test_a_batch_written_twice_writes_nothing_the_second_time(busy_redis: RedisS
     batch = client.prepare_batch("twice", [b._job_tuple() for b in mine])
     assert batch.written() is False
     first = batch.send()
-    assert all(created for _id, created in first)
+    assert all(created and not deduplicated for _id, created, deduplicated in first)
     assert batch.written() is True
     after = BulkDispatcher(builders(5, "after-")).dispatch()
     assert batch.send() == first  # answered as written, and nothing is added

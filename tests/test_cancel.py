@@ -272,3 +272,13 @@ def test_async_twins() -> None:
         return state, n, removed
 
     assert asyncio.run(go()) == ("waiting", 1, "waiting")
+
+
+def test_cancelling_or_emptying_frees_a_deduplication_key_held_until_settled() -> None:
+    first = Echo.dispatch(1).on_queue("idle").deduplicate("report-7").send()
+    assert Echo.dispatch(2).on_queue("idle").deduplicate("report-7").send().deduplicated
+    assert first.cancel() == "waiting"
+    second = Echo.dispatch(3).on_queue("idle").deduplicate("report-7").send()
+    assert second.created and second.id != first.id
+    assert Queue("idle").empty() == 1
+    assert Echo.dispatch(4).on_queue("idle").deduplicate("report-7").send().created

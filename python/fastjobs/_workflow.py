@@ -60,6 +60,9 @@ def claimed(builders: Sequence[PendingDispatch[Any]]) -> Iterator[None]:
 def spec(b: PendingDispatch[Any], key: str, place: dict[str, Any]) -> dict[str, Any]:
     """What it takes to enqueue a builder later, as JSON: its job tuple and queue, with the
     job's place in its workflow under ``key`` ("chain" or "flow") in the job's options."""
+    if b._dedup_spec() is not None:
+        raise ValueError(f"a job of a {'JobChain' if key == 'chain' else 'JobFlow'} cannot have a deduplication key "
+                         "(deduplicate() or debounce()): its place in the workflow is its identity")
     name, payload, options, attempts, priority, delay_us, _id, at_us = b._job_tuple()
     opts = serde.loads(options) if options else {}
     opts[key] = place

@@ -7,12 +7,13 @@ import bisect
 import itertools
 import math
 import sys
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import config, serde
-from .dispatch import JobHandle, PendingDispatch
+from .dispatch import _DEDUP_FIELDS, JobHandle, PendingDispatch
 from .errors import FastJobsError
+from .options import check_dedup_key
 
 if TYPE_CHECKING:
     from .job import Job
@@ -194,6 +195,9 @@ def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[
     ``send`` calls, which the face either returns or awaits."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    dedup = _dedup_option(options)
+    if dedup is not None:
+        return (yield from _run_dedup(job_class, payloads, options, dedup, progress, chunk_size))
     t = _template(job_class, options)
     report = _progress(progress)
     client = config.client(t._connection)
@@ -265,6 +269,67 @@ def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[
     return result()
 
 
+def _dedup_option(options: dict[str, Any]) -> tuple[str, Any, dict[str, Any]] | None:
+    """Takes ``deduplicate=`` or ``debounce=`` out of dispatch_many's options: (mode, key or
+    key function, the mode's other settings)."""
+    given = [name for name in _DEDUP_FIELDS if name in options]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise ValueError("deduplicate and debounce are two deduplication modes: give a dispatch one of them")
+    name = given[0]
+    value = options.pop(name)
+    fields = _DEDUP_FIELDS[name]
+    if isinstance(value, Mapping):
+        unknown = set(value) - fields
+        if unknown or "key" not in value:
+            raise ValueError(f"{name} takes a dict with {' and '.join(sorted(fields))}"
+                             f"{f'; unknown: {sorted(unknown)}' if unknown else ''}")
+        extra = {k: v for k, v in value.items() if k != "key"}
+        key = value["key"]
+    elif name == "debounce":
+        raise ValueError("debounce takes a dict with key and delay, e.g. debounce={'key': 'k', 'delay': '2s'}")
+    else:
+        key, extra = value, {}
+    if name == "debounce" and "delay" not in extra:
+        raise ValueError("debounce takes a dict with key and delay, e.g. debounce={'key': 'k', 'delay': '2s'}")
+    return name, key, extra
+
+
+def _run_dedup(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[str, Any],
+               dedup: tuple[str, Any, dict[str, Any]], progress: Progress, chunk_size: int) -> Generator[Any, Any, BulkResult]:
+    """dispatch_many with a deduplication key (a str, or a function of the payload): every
+    payload is checked and packed first, then written through the general script in batches
+    of at most 1,000 (one atomic call each, in order), as a BulkDispatcher writes; duplicates
+    inside the dispatch meet the marks their predecessors took."""
+    name, key, extra = dedup
+    t = _template(job_class, options)
+    keyed = callable(key)
+    getattr(t, name)("-" if keyed else key, **extra)  # the mode's own checks, once
+    assert t._dedup is not None
+    mode, _, ms = t._dedup
+    report = _progress(progress)
+    jobs: list[Any] = []
+    specs: list[tuple[str, str, int]] = []
+    for i, p in enumerate(payloads):
+        try:
+            k = check_dedup_key(key(p), "deduplication key returned by the key function") if keyed else key
+            t.payload = p
+            t._dedup = (mode, k, ms)
+            jobs.append(t._job_tuple())
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"payload at index {i}: {e}") from None
+        specs.append(t._dedup)
+    if not jobs:
+        return BulkResult(t._queue, t._connection, handles=[])
+    batches = _prepare([(t._connection, t._queue, list(range(len(jobs))), jobs, specs)],
+                       min(chunk_size, BulkDispatcher.BATCH))
+    result = yield from BulkDispatcher._write(batches, [False] * len(batches), [None] * len(jobs))
+    if report:
+        report(len(jobs), len(jobs))
+    return BulkResult(t._queue, t._connection, handles=[result.handle(i) for i in range(len(result))])
+
+
 def _drive(gen: Generator[Any, Any, T]) -> T:
     """Runs a bulk body's generator on the sync face: each yielded call runs blocking."""
     try:
@@ -305,6 +370,19 @@ async def dispatch_many_async(job_class: type[Job[Any, Any]], payloads: Iterable
     return await _drive_async(_run(job_class, payloads, options, progress, chunk_size))
 
 
+def _prepare(plan: list[tuple[str, str, list[int], list[Any], list[Any]]], size: int) -> list[tuple[str, str, list[int], Any]]:
+    """Groups of (connection, queue, indexes, job tuples, deduplications) in prepared batches of
+    at most ``size`` jobs: packed, ids given, nothing written yet."""
+    out = []
+    for conn, queue, idx, jobs, dedup in plan:
+        client = config.client(conn)
+        any_dedup = any(d is not None for d in dedup)
+        for s in range(0, len(jobs), size):
+            out.append((conn, queue, idx[s : s + size],
+                        client.prepare_batch(queue, jobs[s : s + size], dedup=dedup[s : s + size] if any_dedup else None)))
+    return out
+
+
 class BulkDispatcher:
     """Dispatches many builders at once, of any job classes, queues and options
     (``new BulkDispatcher([...]).dispatch()`` in JavaScript queues). Every builder is validated and serialized
@@ -320,43 +398,41 @@ class BulkDispatcher:
         if len({id(b) for b in self.builders}) != len(self.builders):
             raise ValueError("the same builder appears twice in a BulkDispatcher")
 
-    def _plan(self) -> list[tuple[str, str, list[int], list[Any]]]:
+    def _plan(self) -> list[tuple[str, str, list[int], list[Any], list[Any]]]:
         """Validates and serializes every builder (raising before any write), grouped by
-        connection and queue."""
+        connection and queue: (connection, queue, builder indexes, job tuples, deduplications)."""
         if not self.builders:
             raise ValueError("BulkDispatcher needs at least one builder")
         for b in self.builders:
             b._claim()
-        groups: dict[tuple[str, str], tuple[list[int], list[Any]]] = {}
+        groups: dict[tuple[str, str], tuple[list[int], list[Any], list[Any]]] = {}
         try:
             for i, b in enumerate(self.builders):
                 try:
                     job = b._job_tuple()
                 except (TypeError, ValueError) as e:
                     raise type(e)(f"builder at index {i}: {e}") from None
-                idx, jobs = groups.setdefault((b._connection, b._queue), ([], []))
+                idx, jobs, dedup = groups.setdefault((b._connection, b._queue), ([], [], []))
                 idx.append(i)
                 jobs.append(job)
+                dedup.append(b._dedup_spec())
         except BaseException:
             for b in self.builders:
                 b._sent = 2
             raise
-        return [(conn, queue, idx, jobs) for (conn, queue), (idx, jobs) in groups.items()]
+        return [(conn, queue, idx, jobs, dedup) for (conn, queue), (idx, jobs, dedup) in groups.items()]
 
     def _batches(self) -> list[tuple[str, str, list[int], Any]]:
         """Every builder validated and serialized (raising before any write), grouped by
         connection and queue, in batches whose ids are fixed before the first write (so a
         batch whose answer was lost can be written again under the same ids)."""
-        out = []
-        for conn, queue, idx, jobs in self._plan():
-            client = config.client(conn)
-            for s in range(0, len(jobs), self.BATCH):
-                out.append((conn, queue, idx[s : s + self.BATCH], client.prepare_batch(queue, jobs[s : s + self.BATCH])))
-        return out
+        return _prepare(self._plan(), self.BATCH)
 
-    def _write(self, batches: list[tuple[str, str, list[int], Any]], done: list[bool | None],
+    @staticmethod
+    def _write(batches: list[tuple[str, str, list[int], Any]], done: list[bool | None],
                handles: list[JobHandle[Any] | None]) -> Generator[Any, Any, BulkResult]:
-        """The writes, shared by both faces: each batch not yet known to be written (``done``
+        """The writes, shared by both faces (and by ``dispatch_many`` with a deduplication
+        option): each batch not yet known to be written (``done``
         per batch: True written, None unknown, False not sent), in order; after a failure,
         asks Redis which of the unknown batches landed, then raises BulkDispatchError."""
         for k, (conn, queue, idx, batch) in enumerate(batches):
@@ -373,13 +449,13 @@ class BulkDispatcher:
                         except Exception:  # noqa: BLE001 - Redis cannot say: the batch stays unknown
                             landed = None
                         if landed:
-                            self._landed(batches[j], handles)
+                            BulkDispatcher._landed(batches[j], handles)
                             done[j] = True
-                raise self._failure(e, batches, done, handles) from e
-            for i, (job_id, created) in zip(idx, written):
-                handles[i] = JobHandle(job_id, queue, conn, created)
+                raise BulkDispatcher._failure(e, batches, done, handles) from e
+            for i, (job_id, created, deduplicated) in zip(idx, written):
+                handles[i] = JobHandle(job_id, queue, conn, created, deduplicated)
             done[k] = True
-        return self._result(handles)
+        return BulkDispatcher._result(handles)
 
     @staticmethod
     def _landed(batch: tuple[str, str, list[int], Any], handles: list[JobHandle[Any] | None]) -> None:
@@ -387,7 +463,8 @@ class BulkDispatcher:
         for i, job_id in zip(idx, b.ids()):
             handles[i] = JobHandle(job_id, queue, conn, True)
 
-    def _failure(self, cause: Exception, batches: list[tuple[str, str, list[int], Any]], done: list[bool | None],
+    @staticmethod
+    def _failure(cause: Exception, batches: list[tuple[str, str, list[int], Any]], done: list[bool | None],
                  handles: list[JobHandle[Any] | None]) -> BulkDispatchError:
         def group(state: bool | None) -> BulkResult:
             hs: list[JobHandle[Any]] = [JobHandle(job_id, queue, conn, True)
@@ -395,12 +472,13 @@ class BulkDispatcher:
             return BulkResult(None, "default", handles=hs)
 
         def resend(asynchronous: bool) -> Any:
-            body = self._write(batches, done, handles)
+            body = BulkDispatcher._write(batches, done, handles)
             return _drive_async(body) if asynchronous else _drive(body)
 
-        return BulkDispatchError(f"bulk dispatch failed: {cause}", self._result(handles), group(None), group(False), resend)
+        return BulkDispatchError(f"bulk dispatch failed: {cause}", BulkDispatcher._result(handles), group(None), group(False), resend)
 
-    def _result(self, handles: list[JobHandle[Any] | None]) -> BulkResult:
+    @staticmethod
+    def _result(handles: list[JobHandle[Any] | None]) -> BulkResult:
         done = [h for h in handles if h is not None]
         return BulkResult(None, "default", handles=done)
 

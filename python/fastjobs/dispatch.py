@@ -19,6 +19,7 @@ from .options import (
     Duration,
     check_attempts,
     check_backoff,
+    check_dedup_key,
     check_priority,
     check_timeout,
     check_wait_timeout,
@@ -40,6 +41,10 @@ else:  # pragma: no cover
 
 
 _UNSENT, _SENT, _ABANDONED = 0, 1, 2
+
+#: The fields of ``with_("deduplicate", {...})`` and ``with_("debounce", {...})``.
+_DEDUP_FIELDS = {"deduplicate": frozenset({"key", "ttl"}), "debounce": frozenset({"key", "delay"})}
+_ID_AND_KEY = "job_id (or idempotency_key) and a deduplication key both deduplicate: give a job one of them"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,7 +69,7 @@ class PendingDispatch(Generic[R]):
     once. A builder collected without being sent warns with ``UnsentDispatchWarning``."""
 
     __slots__ = ("job_class", "payload", "_queue", "_delay", "_due_at", "_job_id", "_attempts", "_backoff", "_timeout",
-                 "_priority", "_meta", "_connection", "_sent", "__weakref__")
+                 "_priority", "_meta", "_connection", "_dedup", "_sent", "__weakref__")
 
     def __init__(self, job_class: type[Job[Any, R]], payload: Any) -> None:
         self._sent = _ABANDONED  # until validated: a builder that failed to build must not warn
@@ -84,6 +89,8 @@ class PendingDispatch(Generic[R]):
         self._priority: int = job_class.priority
         self._meta: dict[str, Any] | None = None
         self._connection: str = job_class.connection
+        #: deduplicate() / debounce(): (mode, key, ttl ms), mode "ttl", "until" or "debounce".
+        self._dedup: tuple[str, str, int] | None = None
         self._sent = _UNSENT
 
     # ---- options ----
@@ -94,6 +101,13 @@ class PendingDispatch(Generic[R]):
         job_id, attempts, backoff, timeout, priority, meta. Durations are in seconds."""
         if option not in OPTION_NAMES:
             raise ValueError(f"unknown option {option!r}; known options: {', '.join(sorted(OPTION_NAMES))}")
+        if option in _DEDUP_FIELDS and isinstance(value, Mapping):
+            # BullMQ's form: {"key": ..., "ttl": ...} / {"key": ..., "delay": ...}
+            unknown = set(value) - _DEDUP_FIELDS[option]
+            if unknown or "key" not in value:
+                raise ValueError(f"{option} takes a key, or a dict with {' and '.join(sorted(_DEDUP_FIELDS[option]))}"
+                                 f"{f'; unknown: {sorted(unknown)}' if unknown else ''}")
+            return getattr(self, option)(**value)
         return getattr(self, {"queue": "on_queue"}.get(option, option))(value)
 
     @_abandon_on_error
@@ -114,6 +128,7 @@ class PendingDispatch(Generic[R]):
     def delay(self, value: Duration) -> Self:
         """Runs the job no earlier than ``value`` from now (seconds, timedelta, '10m', '3d'),
         0 to 100 years."""
+        self._refuse_with_debounce("delay()")
         self._delay = parse_duration(value, "delay")
         self._due_at = None
         return self
@@ -122,6 +137,7 @@ class PendingDispatch(Generic[R]):
     def at(self, when: datetime) -> Self:
         """Runs the job no earlier than ``when``; naive datetimes are UTC, past ones mean now,
         and the latest is 9999-12-31 UTC."""
+        self._refuse_with_debounce("at()")
         # A time before the epoch is in the past too: due at once.
         self._due_at = max(0, due_time_us(when, "at()"))
         self._delay = 0.0
@@ -133,6 +149,8 @@ class PendingDispatch(Generic[R]):
         first job's handle (``created`` False) instead of a second job."""
         if not isinstance(value, str) or not value:
             raise ValueError("job_id must be a non-empty string")
+        if self._dedup is not None:
+            raise ValueError(_ID_AND_KEY)
         _core.validate_job_id(value)  # checked now: a BulkDispatcher must not fail half-way
         self._job_id = value
         return self
@@ -143,6 +161,50 @@ class PendingDispatch(Generic[R]):
         job's handle (``created`` False) instead of making a second job, for as long as the
         first job is known (30 days at least). It becomes the job's id (see ``job_id``)."""
         return self.job_id(key)
+
+    @_abandon_on_error
+    def deduplicate(self, key: str, ttl: Duration | None = None) -> Self:
+        """A deduplication key: while another job of this queue holds ``key``, this dispatch
+        writes nothing and returns that job's handle (``deduplicated`` True). Without ``ttl``
+        the key is held until its job completes or fails for good; with ``ttl`` (more than 0),
+        for that long after the job holding it was dispatched, whatever became of it."""
+        key = check_dedup_key(key)
+        if ttl is None:
+            mode, ms = "until", 0
+        else:
+            mode, ms = "ttl", max(1, math.ceil(parse_duration(ttl, "deduplicate ttl", exclusive=True) * 1000))
+        if self._dedup is not None and self._dedup[0] == "debounce":
+            raise ValueError("deduplicate() and debounce() are two deduplication modes: give a job one of them")
+        if self._job_id is not None:
+            raise ValueError(_ID_AND_KEY)
+        self._dedup = (mode, key, ms)
+        return self
+
+    @_abandon_on_error
+    def debounce(self, key: str, delay: Duration) -> Self:
+        """Runs the job ``delay`` (more than 0) from now, unless another dispatch with ``key``
+        comes first: while this job waits (delayed, never started), a dispatch with the same
+        key replaces its payload and options and starts its delay again, and returns its handle
+        (``deduplicated`` True). Once it started, a dispatch with the key makes a new job."""
+        key = check_dedup_key(key)
+        seconds = parse_duration(delay, "debounce delay", exclusive=True)
+        if self._dedup is not None and self._dedup[0] != "debounce":
+            raise ValueError("deduplicate() and debounce() are two deduplication modes: give a job one of them")
+        if self._delay > 0 or self._due_at is not None:
+            raise ValueError("debounce() sets the job's delay itself: it cannot be combined with delay() or at()")
+        if self._job_id is not None:
+            raise ValueError(_ID_AND_KEY)
+        self._dedup = ("debounce", key, 0)
+        self._delay = seconds
+        return self
+
+    def _refuse_with_debounce(self, what: str) -> None:
+        if self._dedup is not None and self._dedup[0] == "debounce":
+            raise ValueError(f"debounce() sets the job's delay itself: it cannot be combined with {what}")
+
+    def _dedup_spec(self) -> tuple[str, str, int] | None:
+        """The deduplication handed to the engine beside the job tuple: (mode, key, ttl ms)."""
+        return self._dedup
 
     @_abandon_on_error
     def attempts(self, value: int) -> Self:
@@ -182,6 +244,9 @@ class PendingDispatch(Generic[R]):
             opts["timeout"] = self._timeout
         if self._meta:
             opts["meta"] = self._meta
+        if self._dedup is not None and self._dedup[0] == "until":
+            # The worker's engine reads it to release the key when the job settles.
+            opts["dedup"] = self._dedup[1]
         return serde.dumps(opts, "options") if opts else None
 
     def _at_us(self) -> int | None:
@@ -212,21 +277,24 @@ class PendingDispatch(Generic[R]):
         self._claim()
         try:
             job = self._job_tuple()
-            [(job_id, created)] = config.client(self._connection).enqueue(self._queue, [job])
+            dedup = None if self._dedup is None else [self._dedup]
+            [(job_id, created, deduplicated)] = config.client(self._connection).enqueue(self._queue, [job], dedup=dedup)
         except BaseException:
             self._sent = _ABANDONED  # the caller has the error; sending again is allowed
             raise
-        return JobHandle(job_id, self._queue, self._connection, created)
+        return JobHandle(job_id, self._queue, self._connection, created, deduplicated)
 
     async def send_async(self) -> JobHandle[R]:
         self._claim()
         try:
             job = self._job_tuple()
-            [(job_id, created)] = await config.client(self._connection).enqueue(self._queue, [job], asynchronous=True)
+            dedup = None if self._dedup is None else [self._dedup]
+            [(job_id, created, deduplicated)] = await config.client(self._connection).enqueue(
+                self._queue, [job], dedup=dedup, asynchronous=True)
         except BaseException:
             self._sent = _ABANDONED
             raise
-        return JobHandle(job_id, self._queue, self._connection, created)
+        return JobHandle(job_id, self._queue, self._connection, created, deduplicated)
 
     def __await__(self) -> Generator[Any, None, JobHandle[R]]:
         return self.send_async().__await__()
@@ -322,14 +390,20 @@ def _outcome(job_id: str, queue: str, status: tuple[str, Any, bytes | None] | No
 class JobHandle(Generic[R]):
     """A dispatched job: its ``id``, its state, and its result when it finishes."""
 
-    __slots__ = ("id", "queue", "connection", "created")
+    __slots__ = ("id", "queue", "connection", "created", "deduplicated")
 
-    def __init__(self, job_id: str, queue: str, connection: str = "default", created: bool = True) -> None:
+    def __init__(self, job_id: str, queue: str, connection: str = "default", created: bool = True,
+                 deduplicated: bool = False) -> None:
         self.id = job_id
         self.queue = queue
         self.connection = connection
-        #: False when a job with this caller-chosen id existed already (nothing new was written).
+        #: False when this dispatch made no new job: a job with its caller-chosen id existed
+        #: already, or another job held its deduplication key.
         self.created = created
+        #: True when another job held the dispatch's deduplication key: ``id`` is that job's.
+        #: With ``deduplicate()`` the dispatch was dropped; with ``debounce()`` the waiting job
+        #: took its payload and options and its delay started again.
+        self.deduplicated = deduplicated
 
     def status(self) -> str:
         """One of waiting, delayed, active, completed, failed, cancelled, unknown."""

@@ -17,7 +17,11 @@ __all__ = ["Backoff", "parse_duration", "OPTION_NAMES", "MAX_DURATION", "MAX_DAT
 Duration = int | float | timedelta | str
 
 #: Options accepted by ``.with_(name, value)``.
-OPTION_NAMES = frozenset({"queue", "delay", "at", "job_id", "idempotency_key", "attempts", "backoff", "timeout", "priority", "meta"})
+OPTION_NAMES = frozenset({"queue", "delay", "at", "job_id", "idempotency_key", "attempts", "backoff", "timeout", "priority", "meta",
+                          "deduplicate", "debounce"})
+
+#: The longest deduplication key, in bytes of UTF-8.
+MAX_DEDUP_KEY = 255
 
 #: The longest duration fastjobs takes anywhere (delays, timeouts, backoff delays, schedule
 #: intervals, result ttl, leases): 100 years of 365.25 days, 3,155,760,000 seconds. Delays
@@ -112,6 +116,23 @@ def due_time_us(when: datetime, what: str) -> int:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def check_dedup_key(key: Any, what: str = "deduplication key") -> str:
+    """A deduplication key: a str of 1 to 255 bytes (UTF-8) without control characters."""
+    if not isinstance(key, str):
+        raise TypeError(f"{what} must be a str, got {type(key).__name__}")
+    if not key:
+        raise ValueError(f"{what} must not be empty")
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be valid Unicode (no lone surrogates), got {key!r}") from None
+    if size > MAX_DEDUP_KEY:
+        raise ValueError(f"{what} must be at most {MAX_DEDUP_KEY} bytes of UTF-8, got {size}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise ValueError(f"{what} must not hold control characters, got {key!r}")
+    return key
 
 
 def check_attempts(value: Any) -> int:

@@ -4,17 +4,20 @@
 -- KEYS[9] errors hash   KEYS[10] wake   KEYS[11] the lease's started hash (start.lua)
 -- ARGV[1] queue key base   ARGV[2] lease token   ARGV[3] result ttl ms
 -- ARGV[4] done-bitmap ttl seconds   ARGV[5] results channel   ARGV[6] scheduler channel
--- ARGV[7] n: plain completions (generated id, None result), then their n ids,
+-- ARGV[7] n: plain completions (generated id, None result, no dedup key), then their n ids,
 --   then r: runs of their sequence numbers, then r triples (producer, first seq, count)
 -- then per other job, 5 values: kind, id, a, b, c
 --   'c' / 'C' completed (generated / caller-chosen id): a = result JSON ('' for None),
---     b = '1' when an earlier attempt failed (its kept error goes)
+--     b = '1' when an earlier attempt failed (its kept error goes), c = the deduplication key
+--     the job holds until it settles, released now ('' for none)
 --   'r' retry: a = delay ms from now (0: at once), b = the record with its attempt counted,
 --     c = the attempt's error JSON (kept while the job waits to run again: status, and the
 --     reaper's LeaseExpired, show it)
---   'f' failed for good: a = error JSON, b = the record with its attempt counted
+--   'f' failed for good: a = error JSON, b = the record with its attempt counted, c = the
+--     deduplication key to release, as for 'c'
 --   'x' / 'X' cancelled (generated / caller-chosen id): its handler gave up after a cancel
---     request (cancel.lua); b = '1' when an earlier attempt failed
+--     request (cancel.lua); b = '1' when an earlier attempt failed (a deduplication key is
+--     read from the record and released)
 -- A job no longer in the lease (the lease expired and was reaped: a stale token) is refused
 -- and left alone. The engine settles a job once, but sends an acknowledgement again when the
 -- answer to the first send was lost (the connection broke, Redis restarted): then the jobs are
@@ -139,6 +142,7 @@ for i = general_at, #ARGV, 5 do
         local mark = base .. ':id:' .. id
         if not rcall('SET', mark, 'c', 'XX', 'KEEPTTL') then rcall('SET', mark, 'c', 'EX', ARGV[4]) end
       end
+      if ARGV[i + 4] ~= '' then release_dedup(base, ARGV[i + 4], id) end
       -- A None result is stored only when somebody waits for it.
       local result = a
       if notify(id, 'c', a == '' and 'null' or a) and result == '' then result = 'null' end
@@ -159,10 +163,13 @@ for i = general_at, #ARGV, 5 do
       cancelled = cancelled + 1
       if b == '1' then rcall('HDEL', KEYS[9], id) end
       mark_cancelled(base, id, kind == 'X', ARGV[4])
+      -- The key comes from the record: a job cancelled before it started has none passed.
+      release_dedup_of(base, present[k], id)
       rcall('SREM', base .. ':cancel:' .. ARGV[2], id)
       notify(id, 'x', '')
     else
       failed = failed + 1
+      if ARGV[i + 4] ~= '' then release_dedup(base, ARGV[i + 4], id) end
       rcall('HSET', KEYS[7], id, b)
       rcall('HSET', KEYS[9], id, a)
       rcall('ZADD', KEYS[8], now, id)

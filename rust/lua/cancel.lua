@@ -15,6 +15,7 @@ local base, id, custom, op = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
 -- A job that will not run any more: waiters hear it, and a cancelled one stays `cancelled`
 -- (a caller-chosen id keeps its mark, as `x`, so it is not taken again; `remove` frees it).
 local function gone(state, rec)
+  release_dedup_of(base, rec, id)
   if op == 'cancel' then
     mark_cancelled(base, id, custom, ARGV[5])
     bump(KEYS[7], 'cancelled', 1)
@@ -39,6 +40,7 @@ if rcall('ZSCORE', KEYS[3], id) then
   if op == 'cancel' then return {'failed', rec or false, 0} end
   rcall('ZREM', KEYS[3], id)
   rcall('HDEL', KEYS[1], id)
+  release_dedup_of(base, rec, id)
   rcall('HDEL', KEYS[5], id)
   if custom then rcall('DEL', base .. ':id:' .. id) else mark_cancelled(base, id, false, ARGV[5]) end
   return {'failed', rec or false, 1}

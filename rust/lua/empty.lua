@@ -18,6 +18,7 @@ local function cancel(id, rec)
   local hi, lo = sbyte(rec, 15 + #id + m, 16 + #id + m)
   if (hi or 0) + (lo or 0) > 0 then with_options[#with_options + 1] = rec end
   mark_cancelled(base, id, not is_generated(id), ARGV[3])
+  release_dedup_of(base, rec, id)
   if waited and rcall('HDEL', KEYS[4], id) == 1 then rcall('PUBLISH', ARGV[4], 'x' .. id .. '\n') end
   n = n + 1
 end

@@ -9,7 +9,7 @@ for i = 3, #ARGV do
   if rec then
     rcall('HDEL', KEYS[1], ARGV[i])
     -- Asked to cancel while it waited in the worker's buffer: it never runs (cancel.lua).
-    if cancel_was_asked(ARGV[1], ARGV[2], ARGV[i]) then cancel_unstarted(ARGV[1], ARGV[i]) else recs[#recs + 1] = rec end
+    if cancel_was_asked(ARGV[1], ARGV[2], ARGV[i]) then cancel_unstarted(ARGV[1], ARGV[i], rec) else recs[#recs + 1] = rec end
   end
 end
 push_ready(ARGV[1], recs, true)

@@ -68,7 +68,7 @@ for _, token in ipairs(expired) do
       fail_undecodable(base, r, now)
     elseif asked[record_id(r)] then
       -- Its cancel was asked for while it ran: it does not run again (cancel.lua).
-      cancel_unstarted(base, record_id(r))
+      cancel_unstarted(base, record_id(r), r)
     else
       local id = record_id(r)
       local attempt, max = record_attempt(r), record_max_attempts(r)
@@ -89,6 +89,8 @@ for _, token in ipairs(expired) do
         if rcall('HDEL', KEYS[8], id) == 1 then rcall('PUBLISH', ARGV[3], 'f' .. id .. '\n' .. err) end
         rcall('ZADD', KEYS[5], now, id)
         bump(KEYS[7], 'failed', 1)
+        -- A deduplication key held until the job settles goes with it (see enqueue.lua).
+        release_dedup_of(base, r, id)
       else
         back[#back + 1] = with_attempt(r, attempt, ORPHAN)
       end

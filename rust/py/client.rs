@@ -9,7 +9,7 @@ use crate::conn::Settings;
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
 use crate::redis_store::RedisStore;
-use crate::store::{CancelReply, Counts, FailedJob, Limits, NewJob, Status, Store, Watermark, SMALL_BATCH};
+use crate::store::{CancelReply, Counts, Dedup, DedupMode, FailedJob, Limits, NewJob, Status, Store, Watermark, Written, SMALL_BATCH};
 
 /// Jobs cancelled per call of `Queue.empty` (one script call holds Redis a few ms).
 const EMPTY_PAGE: usize = 5_000;
@@ -35,6 +35,47 @@ pub struct Client {
 /// max attempts, priority, delay µs, caller-chosen id or None, due time µs or None).
 type JobTuple = (String, Vec<u8>, Option<Vec<u8>>, u16, u8, u64, Option<String>, Option<u64>);
 
+/// A job's deduplication as the Python layer hands it over: (mode, key, ttl ms), mode one of
+/// "ttl" (ttl ms > 0), "until" (until the job settles) or "debounce" (the job's delay).
+type DedupTuple = (String, String, u64);
+
+/// The longest deduplication key, in bytes.
+const MAX_DEDUP_KEY: usize = 255;
+
+/// Checks one job's deduplication against the job it belongs to.
+fn dedup_of(d: DedupTuple, custom: bool, delay_us: u64, at_us: Option<u64>) -> Result<Dedup> {
+    let (mode, key, ttl_ms) = d;
+    if key.is_empty() || key.len() > MAX_DEDUP_KEY || key.bytes().any(|b| b.is_ascii_control()) {
+        return Err(Error::Invalid(format!(
+            "deduplication key must be 1 to {MAX_DEDUP_KEY} bytes without control characters, got {key:?}"
+        )));
+    }
+    if custom {
+        return Err(Error::Invalid("a job with a caller-chosen id cannot also have a deduplication key".into()));
+    }
+    let mode = match mode.as_str() {
+        "ttl" if ttl_ms > 0 => DedupMode::Ttl(ttl_ms),
+        "ttl" => return Err(Error::Invalid("deduplication ttl must be more than 0".into())),
+        "until" => DedupMode::UntilSettled,
+        "debounce" if delay_us > 0 && at_us.is_none() => DedupMode::Debounce,
+        "debounce" => return Err(Error::Invalid("a debounced job needs a delay (and no due time)".into())),
+        other => return Err(Error::Invalid(format!("unknown deduplication mode {other:?}: use ttl, until or debounce"))),
+    };
+    Ok(Dedup { key, mode })
+}
+
+/// (id, created, deduplicated) per job, as the Python layer reads an enqueue's answer.
+fn written_tuples(ids: Vec<String>, written: Vec<Written>) -> Vec<(String, bool, bool)> {
+    ids.into_iter()
+        .zip(written)
+        .map(|(id, w)| match w {
+            Written::New => (id, true, false),
+            Written::Exists => (id, false, false),
+            Written::Deduplicated(held) => (held, false, true),
+        })
+        .collect()
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -52,7 +93,19 @@ impl Client {
 
     /// Validates and packs jobs; nothing is sent when any of them is refused. `guarded`: a
     /// batch of a bulk dispatch, whose generated ids get a guard (`Watermark::guard`).
-    fn prepare(&self, jobs: Vec<JobTuple>, guarded: bool) -> Result<(Vec<NewJob>, Option<Watermark>)> {
+    fn prepare(
+        &self,
+        jobs: Vec<JobTuple>,
+        dedup: Option<Vec<Option<DedupTuple>>>,
+        guarded: bool,
+    ) -> Result<(Vec<NewJob>, Option<Watermark>)> {
+        let mut dedup = match dedup {
+            Some(d) if d.len() != jobs.len() => {
+                return Err(Error::Invalid(format!("{} deduplications given for {} jobs", d.len(), jobs.len())))
+            }
+            Some(d) => d.into_iter(),
+            None => Vec::new().into_iter(),
+        };
         let generated = jobs.iter().filter(|j| j.6.is_none()).count() as u64;
         for (i, (name, payload, options, max_attempts, priority, _, custom, _)) in jobs.iter().enumerate() {
             let at = if jobs.len() > 1 { format!(" (job at index {i})") } else { String::new() };
@@ -75,11 +128,23 @@ impl Client {
             check_fields(custom.as_deref().unwrap_or("x"), name, options.as_deref().unwrap_or(b""))
                 .map_err(|e| Error::Invalid(format!("{e}{at}")))?;
         }
+        let dedups: Vec<Option<Dedup>> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let at = if jobs.len() > 1 { format!(" (job at index {i})") } else { String::new() };
+                dedup
+                    .next()
+                    .flatten()
+                    .map(|d| dedup_of(d, j.6.is_some(), j.5, j.7).map_err(|e| Error::Invalid(format!("{e}{at}"))))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
         let range = (generated > 0).then(|| self.ids.lock().unwrap().take(generated));
         let enqueued = now_ms();
         let mut next = 0u64;
         let mut out = Vec::with_capacity(jobs.len());
-        for (name, payload, options, max_attempts, priority, delay_us, custom, at_us) in jobs {
+        for ((name, payload, options, max_attempts, priority, delay_us, custom, at_us), dedup) in jobs.into_iter().zip(dedups) {
             let (id, custom_id) = match custom {
                 Some(id) => (id, true),
                 None => {
@@ -91,7 +156,7 @@ impl Client {
             let mut record = Vec::new();
             let h = Header { attempt: 0, max_attempts, priority };
             pack_into(&mut record, h, &id, &name, enqueued, options.as_deref().unwrap_or(b""), &payload);
-            out.push(NewJob { id, custom_id, delay_us, at_us, record });
+            out.push(NewJob { id, custom_id, delay_us, at_us, record, dedup });
         }
         let mark = range.map(|r| Watermark { last_seq: r.last_seq(), guard: guarded.then_some(r.first), producer: r.producer });
         Ok((out, mark))
@@ -218,33 +283,43 @@ impl Client {
         &self.settings.prefix
     }
 
-    /// Writes jobs to `queue` atomically; returns [(id, written)] (written is False when a
-    /// job with that caller-chosen id already exists).
-    #[pyo3(signature = (queue, jobs, *, asynchronous = false))]
-    fn enqueue(&self, py: Python<'_>, queue: &str, jobs: Vec<JobTuple>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+    /// Writes jobs to `queue` atomically; returns [(id, created, deduplicated)]: created is
+    /// False when a job with that caller-chosen id already exists, or when the job's
+    /// deduplication key is held (deduplicated True, and the id is the holder's). `dedup`: one
+    /// (mode, key, ttl ms) or None per job.
+    #[pyo3(signature = (queue, jobs, *, dedup = None, asynchronous = false))]
+    fn enqueue(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        jobs: Vec<JobTuple>,
+        dedup: Option<Vec<Option<DedupTuple>>>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let (jobs, mark) = self.prepare(jobs, false).map_err(super::errors::to_py)?;
+        let (jobs, mark) = self.prepare(jobs, dedup, false).map_err(super::errors::to_py)?;
         let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
         let store = self.store.clone();
         if !asynchronous && !jobs.is_empty() && jobs.len() <= SMALL_BATCH {
             if let Some(r) = py.detach(|| store.enqueue_blocking(&q, &jobs, mark.as_ref())) {
                 let written = r.map_err(super::errors::to_py)?;
-                return Ok(ids.into_iter().zip(written).collect::<Vec<_>>().into_pyobject(py)?.into_any().unbind());
+                return Ok(written_tuples(ids, written).into_pyobject(py)?.into_any().unbind());
             }
         }
         let fut = async move {
             let written = store.enqueue(&q, &jobs, mark.as_ref()).await?;
-            Ok(ids.into_iter().zip(written).collect::<Vec<_>>())
+            Ok(written_tuples(ids, written))
         };
-        call(py, asynchronous, fut, |py, v: Vec<(String, bool)>| Ok(v.into_pyobject(py)?.into_any().unbind()))
+        call(py, asynchronous, fut, |py, v: Vec<(String, bool, bool)>| Ok(v.into_pyobject(py)?.into_any().unbind()))
     }
 
     /// Validates and packs jobs for `queue` and gives them their ids now, without writing:
     /// a batch of a bulk dispatch that can be written again under the same ids after an
     /// answer was lost (its guard makes a second write of a batch that landed write nothing).
-    fn prepare_batch(&self, queue: &str, jobs: Vec<JobTuple>) -> PyResult<PreparedBatch> {
+    #[pyo3(signature = (queue, jobs, *, dedup = None))]
+    fn prepare_batch(&self, queue: &str, jobs: Vec<JobTuple>, dedup: Option<Vec<Option<DedupTuple>>>) -> PyResult<PreparedBatch> {
         let queue = self.queue(queue).map_err(super::errors::to_py)?;
-        let (jobs, mark) = self.prepare(jobs, true).map_err(super::errors::to_py)?;
+        let (jobs, mark) = self.prepare(jobs, dedup, true).map_err(super::errors::to_py)?;
         Ok(PreparedBatch { store: self.store.clone(), queue, jobs: Arc::new(jobs), mark: mark.map(Arc::new) })
     }
 
@@ -565,16 +640,16 @@ impl PreparedBatch {
         self.jobs.iter().map(|j| j.id.clone()).collect()
     }
 
-    /// Writes the batch atomically; returns [(id, written)] as `Client.enqueue` does (a batch
-    /// written already by an earlier try answers True for every job).
+    /// Writes the batch atomically; returns [(id, created, deduplicated)] as `Client.enqueue`
+    /// does (a batch written already by an earlier try answers created for every job).
     #[pyo3(signature = (*, asynchronous = false))]
     fn send(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let (store, q, jobs, mark) = (self.store.clone(), self.queue.clone(), self.jobs.clone(), self.mark.clone());
         let fut = async move {
             let written = store.enqueue(&q, &jobs, mark.as_deref()).await?;
-            Ok(jobs.iter().map(|j| j.id.clone()).zip(written).collect::<Vec<_>>())
+            Ok(written_tuples(jobs.iter().map(|j| j.id.clone()).collect(), written))
         };
-        call(py, asynchronous, fut, |py, v: Vec<(String, bool)>| Ok(v.into_pyobject(py)?.into_any().unbind()))
+        call(py, asynchronous, fut, |py, v: Vec<(String, bool, bool)>| Ok(v.into_pyobject(py)?.into_any().unbind()))
     }
 
     /// Whether the batch was written: True or False for a batch with generated ids (its

@@ -36,6 +36,32 @@ local function with_attempt(rec, n, kind)
   return first .. string.char(math.floor(n / 256) % 256, n % 256) .. ssub(rec, 4)
 end
 
+-- The options JSON of a record ('' when it has none).
+local function record_options(rec)
+  local n = sbyte(rec, 7) or 0
+  local m = sbyte(rec, 8 + n) or 0
+  local hi, lo = sbyte(rec, 15 + n + m, 16 + n + m)
+  return ssub(rec, 17 + n + m, 16 + n + m + (hi or 0) * 256 + (lo or 0))
+end
+
+-- Releases a deduplication key held until its job settles (enqueue.lua, mode 'u'): the mark
+-- `<base>:dedup:<key>` goes only while it still names this job (a mark that is not a string,
+-- written by something else, is left alone and never stops the script).
+local function release_dedup(base, key, id)
+  local mark = base .. ':dedup:' .. key
+  if redis.pcall('GET', mark) == id then rcall('DEL', mark) end
+end
+
+-- Releases the deduplication key a record's options say its job holds, if any (for paths
+-- that settle a job without the engine, which passes the key itself: tick, cancel).
+local function release_dedup_of(base, rec, id)
+  local opts = rec and record_options(rec) or ''
+  if #opts > 0 and string.find(opts, '"dedup"', 1, true) then
+    local ok, o = pcall(cjson.decode, opts)
+    if ok and type(o) == 'table' and type(o.dedup) == 'string' then release_dedup(base, o.dedup, id) end
+  end
+end
+
 -- Whether a record's header holds together: a known kind, a priority, an id and a name that
 -- are not empty, and every byte the header announces. Anything else that reaches a ready
 -- list or the jobs hash is failed as undecodable (fail_undecodable), never leased.
@@ -112,8 +138,9 @@ local CANCEL_ASK_S = 604800
 -- Settles a job that had not started (handed back, reaped, or taken from an inbox) as
 -- cancelled, because somebody asked (cancel_ask): marked, its waiters told, counted.
 local CANCELLED_TTL_S = 2592000 -- as the completion marks (redis_store.rs MARK_TTL_SECS)
-local function cancel_unstarted(base, id)
+local function cancel_unstarted(base, id, rec)
   mark_cancelled(base, id, not is_generated(id), CANCELLED_TTL_S)
+  release_dedup_of(base, rec, id)
   rcall('HDEL', base .. ':errors', id)
   if rcall('HDEL', base .. ':waiters', id) == 1 then rcall('PUBLISH', base .. ':results', 'x' .. id .. '\n') end
   bump(base .. ':stats', 'cancelled', 1)
@@ -336,7 +363,7 @@ local function take_handed(base, active, item)
   end
   -- Cancelled while it sat in the inbox: it never runs (cancel.lua).
   if cancel_was_asked(base, t, id) then
-    cancel_unstarted(base, id)
+    cancel_unstarted(base, id, rec)
     return nil
   end
   return rec
