@@ -76,10 +76,11 @@ def process_cpu_s(pid: int) -> float:
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def drain(redis: Redis, n: int, handler: str, tmp: Path) -> dict[str, Any]:
+def drain(redis: Redis, n: int, handler: str, tmp: Path, limits: dict[str, Any] | None = None) -> dict[str, Any]:
     """Enqueue n jobs, start one worker process, time the drain from 1% to 100%. Also gives
     the CPU each side spent per job over that window (Redis, and the worker process), which
-    says where the limit of one worker is on a 2-core machine."""
+    says where the limit of one worker is on a 2-core machine. ``limits``: set on the queue
+    first (``Queue.set_limits``), to measure what checking them costs."""
     import fastjobs
 
     fastjobs.configure(redis.url, prefix="bench")
@@ -93,6 +94,8 @@ def drain(redis: Redis, n: int, handler: str, tmp: Path) -> dict[str, Any]:
         writer.send()
     writer.send(wait_all=True)
     q = fastjobs.Queue("bench")
+    if limits:
+        q.set_limits(**limits)
     worker = fastjobs_worker(redis.url, "bench", tmp, module, "bench", 1 if handler == "sync" else 64, python=PY, quiet=True)
     try:
         t0 = c0 = None
@@ -124,6 +127,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a tenth of the sizes")
     ap.add_argument("--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads to run (W1 includes the 10M generator)")
+    ap.add_argument("--limited", action="store_true",
+                    help="W2 (sync) also with a rate limit and a concurrency limit set high enough never to bind: what checking them costs")
     args = ap.parse_args()
     scale = 10 if args.quick else 1
     only = set(args.only.upper().split(","))
@@ -145,6 +150,11 @@ def main() -> int:
             figures[f"W2_{handler}"] = d = drain(redis, 1_000_000 // scale, handler, tmp)
             print(f"W2  drain, {handler} no-op     {d['jobs_per_s']:>12,.0f} jobs/s "
                   f"(CPU per job: Redis {d['redis_us_per_job']} µs, worker {d['worker_us_per_job']} µs)", file=sys.stderr)
+        if args.limited:
+            for name, limits in (("rate", {"rate": 10**9, "per": 1}), ("concurrency", {"concurrency": 10**6})):
+                figures[f"W2_sync_{name}_limit"] = d = drain(redis, 1_000_000 // scale, "sync", tmp, limits)
+                print(f"W2  drain, sync, {name} limit set {d['jobs_per_s']:>12,.0f} jobs/s "
+                      f"(CPU per job: Redis {d['redis_us_per_job']} µs)", file=sys.stderr)
         for w, key in (("W3", "p50_ms"), ("W4", "bytes_per_job"), ("W5", "p50_ms")):
             if w not in only:
                 continue

@@ -27,6 +27,9 @@ pub struct WorkerConfig {
     /// Lower bound of one reserve call (at least the handler concurrency).
     pub min_batch: usize,
     pub lease: Duration,
+    /// Weighted queue order (one weight per queue, each at least 1): each reserve round visits
+    /// the queues in a random order drawn by weight. None: strict order, as given.
+    pub weights: Option<Vec<u32>>,
 }
 
 /// A job handed to Python.
@@ -342,7 +345,8 @@ impl<S: Store> Engine<S> {
         let mut got: Option<usize> = None;
         let mut want = want.max(1);
         let register = !self.stopping.load(Ordering::Acquire);
-        for (qi, q) in self.queues.iter().enumerate() {
+        for qi in self.queue_order() {
+            let q = &self.queues[qi];
             {
                 let mut limited = self.limited_until.lock().unwrap();
                 match limited[qi] {
@@ -383,6 +387,22 @@ impl<S: Store> Engine<S> {
             }
         }
         Ok(got)
+    }
+
+    /// The order `fill` visits the queues in: as given (strict), or a weighted random order
+    /// drawn afresh each round (Sidekiq's weighted mode): a queue of weight w comes first with
+    /// probability w / (sum of weights), so no queue is starved by busier ones before it.
+    fn queue_order(&self) -> Vec<usize> {
+        let Some(weights) = &self.cfg.weights else { return (0..self.queues.len()).collect() };
+        // Efraimidis-Spirakis: sort by u^(1/w), u uniform in (0, 1].
+        let mut rng = rand::rng();
+        let mut keyed: Vec<(f64, usize)> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (rng.random_range(f64::MIN_POSITIVE..=1.0).powf(1.0 / f64::from((*w).max(1))), i))
+            .collect();
+        keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+        keyed.into_iter().map(|(_, i)| i).collect()
     }
 
     /// A queue was paused: the jobs of it that this worker prefetched and did not start go back

@@ -30,7 +30,7 @@ from .resp import Redis
 #: Modules the worker processes of this file load.
 JOBS = ["tests.test_delivery"]
 
-SUMMARY = re.compile(r"fastjobs worker: (\d+) completed, (\d+) retried, (\d+) failed, (\d+) handed back, (\d+) stale in [\d.]+s")
+SUMMARY = re.compile(r"fastjobs worker: (\d+) completed, (\d+) retried, (\d+) failed, (\d+) handed back, (\d+) stale, \d+ cancelled in [\d.]+s")
 
 
 class StallFirst(fastjobs.Job[dict, int]):

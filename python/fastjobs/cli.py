@@ -19,6 +19,23 @@ from .job import registry
 __all__ = ["main"]
 
 
+def _queues(specs: list[str]) -> list[str] | dict[str, int]:
+    """``--queue`` values: names (strict order), or ``NAME,WEIGHT`` on every one (weighted)."""
+    weighted = [q for q in specs if "," in q]
+    if not weighted:
+        return specs
+    if len(weighted) != len(specs):
+        raise ValueError("give a weight to every --queue (NAME,WEIGHT) or to none")
+    out: dict[str, int] = {}
+    for spec in specs:
+        name, _, weight = spec.rpartition(",")
+        try:
+            out[name] = int(weight)
+        except ValueError:
+            raise ValueError(f"--queue {spec!r}: the weight after the comma must be an integer") from None
+    return out
+
+
 def _worker(args: argparse.Namespace) -> int:
     from .worker import Worker
 
@@ -36,7 +53,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise _Refused(e) from None
     try:
         w = Worker(
-            args.queue or ["default"],
+            _queues(args.queue or ["default"]),
             concurrency=args.concurrency,
             prefetch=args.prefetch,
             lease=args.lease,
@@ -56,7 +73,7 @@ def _worker(args: argparse.Namespace) -> int:
     s = w.run()
     print(
         f"fastjobs worker: {s.completed} completed, {s.retried} retried, {s.failed} failed, "
-        f"{s.handed_back} handed back, {s.stale} stale in {s.seconds:.1f}s",
+        f"{s.handed_back} handed back, {s.stale} stale, {s.cancelled} cancelled in {s.seconds:.1f}s",
         file=sys.stderr,
     )
     return 0
@@ -187,7 +204,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("worker", help="run jobs from queues", description="Run the jobs the MODULES register.")
     w.add_argument("modules", nargs="+", metavar="MODULE", help="modules that define the jobs (imported, e.g. myapp.jobs)")
-    w.add_argument("-q", "--queue", action="append", help="queue to consume; repeat for several, highest priority first (default: default)")
+    w.add_argument("-q", "--queue", action="append",
+                   help="queue to consume; repeat for several, highest priority first (default: default); "
+                        "NAME,WEIGHT on every one for the weighted order instead (e.g. -q emails,3 -q reports,1)")
     w.add_argument("-c", "--concurrency", type=int, default=1, help="handler threads / concurrent async jobs (default 1)")
     w.add_argument("--prefetch", type=int, default=None,
                    help="jobs kept reserved ahead of the handlers (default: adaptive, ~50 ms of work, at most max(8000, 4 x concurrency))")

@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -132,7 +132,10 @@ class _Watchdog:
 
 
 class Worker:
-    """Runs registered jobs from ``queues`` (consumed in the given priority order).
+    """Runs registered jobs from ``queues``: a list is consumed in strict order (a queue is
+    read only when the ones before it have nothing ready); a dict ``{name: weight}`` in a
+    weighted order (each reserve round draws the order at random by weight, so a queue of
+    weight 3 comes first three times as often as one of weight 1, and none is starved).
 
     ``concurrency`` is the number of handler threads (sync jobs) and the number of jobs the
     asyncio loop runs at once (async jobs). ``prefetch`` is how many reserved jobs are kept
@@ -144,7 +147,7 @@ class Worker:
 
     def __init__(
         self,
-        queues: Sequence[str] = ("default",),
+        queues: Sequence[str] | Mapping[str, int] = ("default",),
         *,
         concurrency: int = 1,
         connection: str = "default",
@@ -154,8 +157,15 @@ class Worker:
         scheduler: bool = True,
         jobs: Iterable[type[Job[Any, Any]]] | None = None,
     ) -> None:
+        weights: list[int] | None = None
         if isinstance(queues, str):
             queues = [queues]
+        elif isinstance(queues, Mapping):
+            for name, w in queues.items():
+                if isinstance(w, bool) or not isinstance(w, int) or w < 1 or w > 1_000_000:
+                    raise ValueError(f"the weight of queue {name!r} must be an int from 1 to 1,000,000, got {w!r}")
+            weights = list(queues.values())
+            queues = list(queues)
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         lease = check_seconds(lease, "lease", minimum=0.3)
@@ -173,7 +183,9 @@ class Worker:
             prefetch=prefetch,
             concurrency=concurrency,
             lease=lease,
+            weights=weights,
         )
+        self.weights = weights
         self._stop = threading.Event()
         self._stopping = False  # mirrors _stop, read once per job on the hot path
         self._threads: list[threading.Thread] = []
@@ -189,6 +201,7 @@ class Worker:
         self._watchdog: _Watchdog | None = None
         self._async_done: list[int] = []  # completed with None, reported once per loop pass
         self._async_by_handle: dict[int, asyncio.Task[Any]] = {}  # running async jobs, for cancels
+        self._cancels: threading.Thread | None = None
         self._signals = 0
         self._connection_checked = False
 
@@ -566,7 +579,8 @@ class Worker:
                 t = threading.Thread(target=self._puller, name=f"fastjobs-worker-{i}", daemon=True)
                 t.start()
                 self._threads.append(t)
-        threading.Thread(target=self._listen_cancels, name="fastjobs-cancels", daemon=True).start()
+        self._cancels = threading.Thread(target=self._listen_cancels, name="fastjobs-cancels", daemon=True)
+        self._cancels.start()
         log.info("worker started: %s prefix %r, queues %s, concurrency %d, jobs %s", self.client.url, self.client.prefix,
                  self.queues, self.concurrency, sorted(self.jobs))
         try:
@@ -596,6 +610,10 @@ class Worker:
             t.join(max(0.0, deadline - time.monotonic()))
         if self._loop is not None:
             self._drain_async(deadline)
+        if self._cancels is not None:
+            # Out of the engine before the interpreter may finalize: a daemon thread inside a
+            # Rust call then would be stopped mid-frame (the process aborts).
+            self._cancels.join(2.0)
         if self.engine.running():
             n = self.engine.release_running()
             log.warning("grace period over: handed %d running job(s) back to their queues", n)

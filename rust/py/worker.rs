@@ -32,10 +32,23 @@ pub struct WorkerEngine {
 impl WorkerEngine {
     #[new]
     /// `prefetch` None: adaptive, up to 8000 (or 4 x concurrency); a number: kept ready.
-    #[pyo3(signature = (client, queues, *, prefetch = None, concurrency = 1, lease = 30.0))]
-    fn new(client: &Client, queues: Vec<String>, prefetch: Option<usize>, concurrency: usize, lease: f64) -> PyResult<WorkerEngine> {
+    /// `weights`: one per queue for the weighted order, None for the strict order.
+    #[pyo3(signature = (client, queues, *, prefetch = None, concurrency = 1, lease = 30.0, weights = None))]
+    fn new(
+        client: &Client,
+        queues: Vec<String>,
+        prefetch: Option<usize>,
+        concurrency: usize,
+        lease: f64,
+        weights: Option<Vec<u32>>,
+    ) -> PyResult<WorkerEngine> {
         if queues.is_empty() {
             return Err(pyo3::exceptions::PyValueError::new_err("a worker needs at least one queue"));
+        }
+        if let Some(w) = &weights {
+            if w.len() != queues.len() || w.contains(&0) {
+                return Err(pyo3::exceptions::PyValueError::new_err("weights: one per queue, each at least 1"));
+            }
         }
         if !(lease.is_finite() && (0.3..=crate::conn::MAX_SECONDS).contains(&lease)) {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
@@ -49,7 +62,7 @@ impl WorkerEngine {
         let adaptive = prefetch.is_none();
         let prefetch = prefetch.unwrap_or_else(|| 8000.max(4 * concurrency));
         let qs: Vec<Arc<QueueKeys>> = queues.iter().map(|q| client.queue(q)).collect::<Result<_, Error>>().map_err(to_py)?;
-        let cfg = WorkerConfig { prefetch, adaptive, min_batch: concurrency.min(prefetch), lease: Duration::from_secs_f64(lease) };
+        let cfg = WorkerConfig { prefetch, adaptive, min_batch: concurrency.min(prefetch), lease: Duration::from_secs_f64(lease), weights };
         let queue_names = Python::attach(|py| queues.iter().map(|q| PyString::intern(py, q).into_any().unbind()).collect());
         Ok(WorkerEngine {
             engine: Engine::new(client.store.clone(), qs, cfg),

@@ -31,7 +31,7 @@ from .jobs import Run, runs
 from .proxy import Proxy
 from .servers import Fsync, PersistentRedis
 
-SUMMARY = re.compile(r"fastjobs worker: (\d+) completed, (\d+) retried, (\d+) failed, (\d+) handed back, (\d+) stale in [\d.]+s")
+SUMMARY = re.compile(r"fastjobs worker: (\d+) completed, (\d+) retried, (\d+) failed, (\d+) handed back, (\d+) stale, \d+ cancelled in [\d.]+s")
 RUNS_AGAIN = re.compile(r"job (\S+) runs again: the worker that held it died while it may have been running it")
 LOST_LEASES = "lease(s) expired before this worker renewed them"
 
