@@ -142,7 +142,8 @@ pub struct Engine<S: Store> {
     solo_active: AtomicBool,
     /// A handler thread's blocking pop ended: the fetch loop reserves again.
     pop_done: Notify,
-    /// A queue was paused or resumed (`control_loop`): the fetch loop reserves again.
+    /// A queue was paused, resumed or given new limits (`control_loop`): the fetch loop
+    /// reserves again.
     control: Notify,
     /// A job may have been asked to cancel (`control_loop`): the heartbeat runs at once and
     /// brings the requests (`Store::extend`).
@@ -150,11 +151,11 @@ pub struct Engine<S: Store> {
     /// Running jobs asked to cancel (by handle), for `is_cancelled`; `cancel_news` holds
     /// the ones not yet given to `next_cancels`.
     cancelled: Mutex<std::collections::HashSet<u64>>,
+    cancel_news: Mutex<Vec<u64>>,
+    cancel_cv: Condvar,
     /// Per queue: a rate limit allows nothing until then (`Reserved::Limited`); the fetch loop
     /// skips the queue and its idle wait ends at the earliest of these (a timer, no polling).
     limited_until: Mutex<Vec<Option<Instant>>>,
-    cancel_news: Mutex<Vec<u64>>,
-    cancel_cv: Condvar,
     left: AtomicBool,
 }
 
@@ -168,7 +169,6 @@ fn new_token() -> String {
 
 impl<S: Store> Engine<S> {
     pub fn new(store: Arc<S>, queues: Vec<Arc<QueueKeys>>, cfg: WorkerConfig) -> Arc<Engine<S>> {
-        let n_queues = queues.len();
         let queues_len = queues.len();
         Arc::new(Engine {
             store,
@@ -200,7 +200,7 @@ impl<S: Store> Engine<S> {
             control: Notify::new(),
             cancel_check: Notify::new(),
             cancelled: Mutex::default(),
-            limited_until: Mutex::new(vec![None; n_queues]),
+            limited_until: Mutex::new(vec![None; queues_len]),
             cancel_news: Mutex::default(),
             cancel_cv: Condvar::new(),
             left: AtomicBool::new(false),
@@ -432,9 +432,10 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Registers the worker's queues (`Store::register_queues`), then forwards their pause and
-    /// resume messages to the fetch loop (`control`) for as long as the worker runs
-    /// (subscribed again after a broken connection).
+    /// Registers the worker's queues (`Store::register_queues`), then forwards their control
+    /// messages (pause, resume, limits, cancel) for as long as the worker runs: the fetch loop
+    /// reserves again (`control`) and the heartbeat collects cancel requests (`cancel_check`).
+    /// Subscribed again after a broken connection.
     pub async fn control_loop(self: Arc<Self>) {
         let names: Vec<&str> = self.queues.iter().map(|q| q.name.as_str()).collect();
         while let Err(e) = self.store.register_queues(&names).await {

@@ -185,7 +185,6 @@ class Worker:
             lease=lease,
             weights=weights,
         )
-        self.weights = weights
         self._stop = threading.Event()
         self._stopping = False  # mirrors _stop, read once per job on the hot path
         self._threads: list[threading.Thread] = []
