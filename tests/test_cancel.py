@@ -282,3 +282,18 @@ def test_cancelling_or_emptying_frees_a_deduplication_key_held_until_settled() -
     assert second.created and second.id != first.id
     assert Queue("idle").empty() == 1
     assert Echo.dispatch(4).on_queue("idle").deduplicate("report-7").send().created
+
+
+def test_a_job_asked_to_cancel_whose_worker_dies_is_cancelled_not_run_again(spawn_worker: Any, redis: Any, prefix: str) -> None:
+    doomed = spawn_worker("--queue", "default", "--lease", "1")
+    h = Patient.dispatch({"seconds": 60, "ignore": True}).send()
+    eventually(lambda: stamps(redis, prefix), timeout=15)
+    assert h.cancel() == "active"
+    doomed.proc.kill()  # dies before its handler gave up: the reaper settles the request
+    doomed.proc.wait()
+    spawn_worker("--queue", "default", "--lease", "1")
+    with pytest.raises(fastjobs.JobCancelled):
+        h.wait_result(timeout=20)
+    assert h.status() == "cancelled"
+    assert len(stamps(redis, prefix)) == 1  # it never ran again
+    assert Queue("default").counts()["cancelled"] == 1
