@@ -127,11 +127,12 @@ class Job(Generic[P, R]):
     def dispatch_many(cls, payloads: Iterable[P], *, progress: Any = None, chunk_size: int = 10_000, **options: Any) -> BulkResult:
         """Dispatches one job per payload, all with the same options (``queue``, ``delay``,
         ``at``, ``attempts``, ``backoff``, ``timeout``, ``priority``, ``meta``, ``connection``,
-        ``deduplicate``, ``debounce``).
+        ``deduplicate``, ``debounce``, ``group``).
 
         ``deduplicate=key`` (or ``{"key": key, "ttl": seconds}``) and ``debounce={"key": key,
-        "delay": seconds}`` take a str or a function ``payload -> str`` as the key; then every
-        payload is checked first and the jobs go through the general script, 1,000 per call.
+        "delay": seconds}`` take a str or a function ``payload -> str`` as the key, and so does
+        ``group=``; then every payload is checked first and the jobs go through the general
+        script, 1,000 per call.
 
         ``payloads`` may be a list (validated and serialized whole before the first write: a
         bad payload raises ``TypeError``/``ValueError`` naming its index and nothing is
