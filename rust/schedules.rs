@@ -127,7 +127,10 @@ impl ScheduleEntry {
         let mut record = Vec::new();
         pack_into(&mut record, header, &id, name, now_ms.max(0) as u64, options, payload);
         let group = crate::codec::options_group(options)?;
-        Ok((self.required("queue")?.to_string(), NewJob { id: id.clone(), custom_id: true, delay_us: 0, at_us: None, record, dedup: None, group }))
+        Ok((
+            self.required("queue")?.to_string(),
+            NewJob { id: id.clone(), custom_id: true, delay_us: 0, at_us: None, record, dedup: None, group },
+        ))
     }
 }
 

@@ -56,6 +56,12 @@ struct Pending {
 }
 
 impl Pending {
+    /// A copy to buffer again (`orphan` as given); what `hand_out` reads from the options is
+    /// read again when it is handed out.
+    fn copy(&self, orphan: bool) -> Pending {
+        Pending { lease: self.lease, queue: self.queue, raw: self.raw.clone(), id: self.id.clone(), orphan, dedup: None, group: None }
+    }
+
     /// An earlier attempt failed (its error is kept until this one settles).
     fn retried(&self) -> bool {
         self.raw.get(1..3).is_some_and(|a| a != [0, 0])
@@ -421,10 +427,7 @@ impl<S: Store> Engine<S> {
             return;
         }
         let _one_at_a_time = self.releasing.lock().await;
-        let copy: Vec<Pending> = back
-            .iter()
-            .map(|p| Pending { lease: p.lease, queue: p.queue, raw: p.raw.clone(), id: p.id.clone(), orphan: p.orphan, dedup: None, group: None })
-            .collect();
+        let copy: Vec<Pending> = back.iter().map(|p| p.copy(p.orphan)).collect();
         if let Err(e) = self.release(back).await {
             self.note_error(&e);
             let mut b = self.buffer.lock().unwrap();
@@ -493,7 +496,15 @@ impl<S: Store> Engine<S> {
         self.leases.lock().unwrap().insert(lease, Lease { queue, token, open: recs.len() });
         self.stats.reserved.fetch_add(recs.len() as u64, Ordering::Relaxed);
         recs.into_iter()
-            .map(|raw| Pending { lease, queue, id: Record::peek_id(&raw).to_vec(), orphan: Record::is_orphan(&raw), raw, dedup: None, group: None })
+            .map(|raw| Pending {
+                lease,
+                queue,
+                id: Record::peek_id(&raw).to_vec(),
+                orphan: Record::is_orphan(&raw),
+                raw,
+                dedup: None,
+                group: None,
+            })
             .collect()
     }
 
@@ -660,8 +671,7 @@ impl<S: Store> Engine<S> {
             }
             Err(e) => {
                 self.note_error(&e);
-                let again =
-                    Pending { lease: p.lease, queue: p.queue, raw: p.raw.clone(), id: p.id.clone(), orphan: true, dedup: None, group: None };
+                let again = p.copy(true);
                 self.buffer.lock().unwrap().ready.push_front(again);
                 self.end_solo();
                 std::thread::sleep(Duration::from_millis(100));
@@ -688,8 +698,14 @@ impl<S: Store> Engine<S> {
                 Err(e) => {
                     let message = format!("a job record of queue {:?} could not be decoded: {e}", self.queues[p.queue].name);
                     let error = error_json("DecodeError", &message, "");
-                    let entry =
-                        AckEntry { id: p.id, custom_id: true, retried: false, kind: AckKind::Failed { error, record: p.raw }, dedup: None, group: None };
+                    let entry = AckEntry {
+                        id: p.id,
+                        custom_id: true,
+                        retried: false,
+                        kind: AckKind::Failed { error, record: p.raw },
+                        dedup: None,
+                        group: None,
+                    };
                     self.push_ack(p.lease, entry);
                 }
             }
@@ -741,7 +757,10 @@ impl<S: Store> Engine<S> {
         for p in taken {
             let custom_id = !is_generated_id(&p.id);
             let retried = p.retried();
-            a.push((p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Completed { result: None }, dedup: p.dedup, group: p.group }));
+            a.push((
+                p.lease,
+                AckEntry { id: p.id, custom_id, retried, kind: AckKind::Completed { result: None }, dedup: p.dedup, group: p.group },
+            ));
         }
         if was_empty && n > 0 {
             self.ack_ready.notify_one();
@@ -1094,7 +1113,6 @@ fn settle_keys(options: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
 }
 
 /// The error JSON stored with a failed job: `{"type", "message", "traceback"}`.
-
 pub fn error_json(kind: &str, message: &str, traceback: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"type": kind, "message": message, "traceback": traceback}))
         .expect("a map of strings always serializes")
