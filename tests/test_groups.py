@@ -228,3 +228,28 @@ def test_bad_groups_and_group_limits_are_typed_errors() -> None:
     assert q.group_limits() == QueueLimits()
     assert Span.dispatch({"g": "-"}).group("g" * 255).send().created  # the longest key is taken
     assert q.counts()["waiting"] == 2
+
+
+def test_grouped_builders_in_bulk_async_limits_and_the_raw_bulk_path_kept_for_the_rest(start_worker: Any, redis: Any,
+                                                                                       prefix: str) -> None:
+    import asyncio
+
+    q = Queue("groups")
+    Span.dispatch({"g": "-"}).send()
+
+    async def limits() -> QueueLimits:
+        await q.set_group_limits_async(concurrency=3)
+        return await q.group_limits_async()
+
+    assert asyncio.run(limits()) == QueueLimits(concurrency=3)
+    result = fastjobs.BulkDispatcher([Span.dispatch({"g": g}).group(g) for g in "ABAB"] + [Span.dispatch({"g": "-"})]).dispatch()
+    assert redis("LLEN", key(prefix, "group:A")) == 2 and redis("LLEN", key(prefix, "group:B")) == 2
+    # Jobs without a group still take the raw bulk write: runs of records, not one element each.
+    Span.dispatch_many([{"g": "-"}] * 100)
+    assert redis("LLEN", key(prefix, "wait")) < 20
+    assert q.counts()["waiting"] == 106
+    start_worker(queues=["groups"], concurrency=2)
+    assert [h.wait_result(timeout=10) for h in result.handles()] == [None] * 5
+    eventually(lambda: q.counts()["completed"] == 106)
+    assert redis("EXISTS", key(prefix, "groups"), key(prefix, "gwaiting")) == 0
+    assert redis("HLEN", key(prefix, "gactive")) == 0
