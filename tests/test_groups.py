@@ -253,3 +253,13 @@ def test_grouped_builders_in_bulk_async_limits_and_the_raw_bulk_path_kept_for_th
     eventually(lambda: q.counts()["completed"] == 106)
     assert redis("EXISTS", key(prefix, "groups"), key(prefix, "gwaiting")) == 0
     assert redis("HLEN", key(prefix, "gactive")) == 0
+
+
+def test_a_chain_step_with_a_group_waits_in_its_group(start_worker: Any, redis: Any, prefix: str) -> None:
+    chain = fastjobs.JobChain([Span.dispatch({"g": "A"}).group("A"), Span.dispatch({"g": "A"}).group("A")])
+    handle = chain.dispatch()
+    assert redis("LLEN", key(prefix, "group:A")) == 1 and redis("LLEN", key(prefix, "wait")) == 0
+    start_worker(queues=["groups"])
+    assert handle.wait_result(timeout=10) is None
+    assert [s[0] for s in spans(redis, prefix)] == ["A", "A"]
+    assert redis("HLEN", key(prefix, "gactive")) == 0
