@@ -2,7 +2,8 @@
 not hold up a small one (the interleaving is measured), per-group rate and concurrency limits
 hold each group on its own (the concurrency limit across two worker processes) and pass over a
 group at its limit, and grouped jobs stay correct under pause, cancel, remove, empty, delays,
-retries and a dead worker; bad groups and limits are typed errors."""
+retries and a dead worker, in bulk, in chains and in handlers (`self.group`); bad groups and
+limits are typed errors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import fastjobs
 from fastjobs import Queue, QueueLimits
 
-from .apps.jobs import Span, spans
+from .apps.jobs import Span, WhichGroup, WhichGroupAsync, spans
 from .conftest import eventually
 
 
@@ -263,3 +264,14 @@ def test_a_chain_step_with_a_group_waits_in_its_group(start_worker: Any, redis: 
     assert handle.wait_result(timeout=10) is None
     assert [s[0] for s in spans(redis, prefix)] == ["A", "A"]
     assert redis("HLEN", key(prefix, "gactive")) == 0
+
+
+def test_the_handler_sees_its_group(start_worker: Any) -> None:
+    grouped = WhichGroup.dispatch(None).group("tenant-42").send()
+    plain = WhichGroup.dispatch(None).send()
+    in_async = WhichGroupAsync.dispatch(None).group("tenant-7").send()
+    start_worker(queues=["groups"])
+    assert grouped.wait_result(timeout=10) == "tenant-42"
+    assert plain.wait_result(timeout=10) is None
+    assert in_async.wait_result(timeout=10) == "tenant-7"
+    assert grouped.info().state == "completed"

@@ -42,7 +42,7 @@ class Job(Generic[P, R]):
                 ...
 
     Inside ``process``: ``self.job_id``, ``self.attempt`` (0 on the first run),
-    ``self.queue_name``, ``self.meta`` and ``self.redelivered`` describe the running job; in a ``JobChain``,
+    ``self.queue_name``, ``self.meta``, ``self.group`` and ``self.redelivered`` describe the running job; in a ``JobChain``,
     ``self.previous_result`` and ``self.chain_failure`` too; in a ``JobFlow`` parent,
     ``self.children_results()``. ``self.cancelled`` turns True when somebody cancels the
     running job; ``self.check_cancelled()`` raises ``JobCancelled`` then (an async handler
@@ -65,6 +65,8 @@ class Job(Generic[P, R]):
     attempt: int
     queue_name: str
     meta: dict[str, Any]
+    #: The group of its queue the job belongs to (``.group(key)``), or None.
+    group: str | None = None
     #: True when the worker that held this job before died while it may have been running it:
     #: this run may repeat work a run that was cut short began (``attempt`` counts only runs
     #: known to have started).

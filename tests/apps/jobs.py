@@ -165,6 +165,22 @@ class Span(fastjobs.Job[dict, None]):
         redis("RPUSH", key, f"{payload['g']} {os.getpid()} {start:.3f} {time.time() * 1000:.3f}")
 
 
+class WhichGroup(fastjobs.Job[Any, Any]):
+    """Returns the group the handler sees (``self.group``)."""
+
+    queue = "groups"
+
+    def process(self, payload: Any) -> Any:
+        return self.group
+
+
+class WhichGroupAsync(fastjobs.Job[Any, Any]):
+    queue = "groups"
+
+    async def process(self, payload: Any) -> Any:
+        return self.group
+
+
 def spans(redis: Any, prefix: str) -> list[tuple[str, int, float, float]]:
     """The runs Span recorded: (group, pid, start ms, end ms), in the order they ended."""
     out = []
