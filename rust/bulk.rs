@@ -94,7 +94,15 @@ impl Chunk {
         let mut jobs = Vec::with_capacity(self.spans.len());
         self.records(0, self.len(), |record| {
             let id = String::from_utf8_lossy(Record::peek_id(record)).into_owned();
-            jobs.push(NewJob { id, custom_id: false, delay_us: spec.delay_us, at_us: spec.at_us, record: record.to_vec(), dedup: None });
+            jobs.push(NewJob {
+                id,
+                custom_id: false,
+                delay_us: spec.delay_us,
+                at_us: spec.at_us,
+                record: record.to_vec(),
+                dedup: None,
+                group: None,
+            });
         });
         (jobs, self.watermark())
     }

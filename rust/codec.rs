@@ -87,6 +87,29 @@ pub fn check_fields(id: &str, name: &str, options: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The longest group key, in bytes.
+pub const MAX_GROUP_KEY: usize = 255;
+
+/// The group a job's options name (`"group"`, README "Groups"), checked: a str of 1 to 255
+/// bytes without control characters. `Ok(None)` for options that name none (they are parsed
+/// only when they mention it: most records have no options at all).
+pub fn options_group(options: &[u8]) -> Result<Option<String>> {
+    if options.is_empty() || memchr::memmem::find(options, b"\"group\"").is_none() {
+        return Ok(None);
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(options).map_err(|e| Error::Invalid(format!("job options are not a JSON object: {e}")))?;
+    match v.get("group") {
+        None => Ok(None),
+        Some(serde_json::Value::String(g)) if !g.is_empty() && g.len() <= MAX_GROUP_KEY && !g.bytes().any(|b| b.is_ascii_control()) => {
+            Ok(Some(g.clone()))
+        }
+        Some(other) => {
+            Err(Error::Invalid(format!("group must be a str of 1 to {MAX_GROUP_KEY} bytes without control characters, got {other}")))
+        }
+    }
+}
+
 /// The header fields of a record that Redis scripts read or rewrite.
 #[derive(Debug, Clone, Copy)]
 pub struct Header {
@@ -307,6 +330,19 @@ mod tests {
         assert_eq!(Record::peek_id(&b), b"abcDEF1234-42");
         assert_eq!(Record::peek_id(b"\x09garbage"), b"e");
         assert_eq!(Record::unpack(&Record::with_attempt(&b, 3)).unwrap().attempt, 3);
+    }
+
+    #[test]
+    fn the_group_of_options_is_read_and_checked() {
+        assert_eq!(options_group(b"").unwrap(), None);
+        assert_eq!(options_group(br#"{"timeout":3}"#).unwrap(), None);
+        assert_eq!(options_group(br#"{"meta":{"group":"x"}}"#).unwrap(), None);
+        assert_eq!(options_group(br#"{"group":"tenant-42"}"#).unwrap(), Some("tenant-42".to_string()));
+        for bad in [&br#"{"group":""}"#[..], br#"{"group":7}"#, br#"{"group":"ab"}"#] {
+            assert!(options_group(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let long = format!(r#"{{"group":"{}"}}"#, "g".repeat(256));
+        assert!(options_group(long.as_bytes()).is_err());
     }
 
     /// The records of one list element, read as common.lua's split_run reads them.

@@ -57,6 +57,10 @@ pub struct QueueKeys {
     pub limit: String,
     /// Jobs leased in the current rate-limit window (expires with the window).
     pub limiter: String,
+    /// The limits each group of the queue has (limit.lua), read by reserve.lua; the groups'
+    /// own keys (`group:<key>`, the ring `groups`, `gwaiting`, `gactive`, `glimiter:<key>`)
+    /// are built by the scripts from the key base (common.lua).
+    pub glimit: String,
 }
 
 impl QueueKeys {
@@ -84,6 +88,7 @@ impl QueueKeys {
             control_channel: k("control"),
             limit: k("limit"),
             limiter: k("limiter"),
+            glimit: k("glimit"),
             base,
         })
     }

@@ -172,15 +172,25 @@ fn enqueue_reply(v: Value, n: usize, plain: bool) -> Result<Vec<Written>> {
         .collect())
 }
 
-/// A job the general script must write (`enqueue.lua`): a delay, a caller-chosen id or a
-/// deduplication key.
+/// A job the general script must write (`enqueue.lua`): a delay, a caller-chosen id, a
+/// deduplication key or a group (its list, not the ready list).
 fn needs_script(j: &NewJob) -> bool {
-    j.custom_id || j.delay_us != 0 || j.at_us.is_some() || j.dedup.is_some()
+    j.custom_id || j.delay_us != 0 || j.at_us.is_some() || j.dedup.is_some() || j.group.is_some()
 }
 
 /// A completion with nothing to store or drop, of a generated id: the ack's hot path.
 fn is_plain(e: &AckEntry) -> bool {
-    matches!(e.kind, AckKind::Completed { result: None }) && !e.custom_id && !e.retried && e.dedup.is_none()
+    matches!(e.kind, AckKind::Completed { result: None }) && !e.custom_id && !e.retried && e.dedup.is_none() && e.group.is_none()
+}
+
+/// The kind of an ack entry (ack.lua), followed by the job's group when it has one: an entry
+/// of a job without a group is sent as before, one letter.
+fn ack_kind(kind: &str, group: Option<&[u8]>) -> Vec<u8> {
+    let mut k = kind.as_bytes().to_vec();
+    if let Some(g) = group {
+        k.extend_from_slice(g);
+    }
+    k
 }
 
 /// (producer, seq) of a generated id `<producer:10>-<seq>`.
@@ -313,6 +323,30 @@ impl RedisStore {
         let names = self.queues().await?;
         let listed = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
         Err(Error::UnknownQueue(format!("no job was ever dispatched to queue '{}' and no worker consumes it (queues: {listed})", q.name)))
+    }
+
+    /// limit.lua: replaces the limits hash `hash` (the queue's, or its groups'), deletes the
+    /// window count `window`, wakes the queue and tells its workers.
+    async fn write_limits(&self, q: &QueueKeys, hash: &str, window: &str, limits: &Limits) -> Result<()> {
+        let mut c = scripts().limit.evalsha(&[hash, &q.wake, window]);
+        match limits.rate {
+            Some((max, period)) => c.arg(max).arg(period.as_millis() as u64),
+            None => c.arg("").arg(""),
+        };
+        match limits.concurrency {
+            Some(n) => c.arg(n),
+            None => c.arg(""),
+        };
+        c.arg(&q.control_channel);
+        let _: Value = self.conn.eval(c).await?;
+        Ok(())
+    }
+
+    async fn read_limits(&self, hash: &str) -> Result<Limits> {
+        let v: Value = self.conn.query(redis::cmd("HMGET").arg(hash).arg("max").arg("period").arg("concurrency")).await?;
+        let a = array(v).unwrap_or_default();
+        let n = |i: usize| a.get(i).cloned().and_then(bytes).and_then(|b| String::from_utf8_lossy(&b).parse::<u64>().ok());
+        Ok(Limits { rate: n(0).zip(n(1)).map(|(max, ms)| (max, Duration::from_millis(ms))), concurrency: n(2) })
     }
 
     async fn failed_op(&self, q: &QueueKeys, op: &str, limit: usize) -> Result<Value> {
@@ -477,21 +511,22 @@ impl Store for RedisStore {
                 c.arg(producer).arg(first).arg(count);
             }
             for e in a.entries.iter().filter(|e| !is_plain(e)) {
+                let group = e.group.as_deref();
                 match &e.kind {
                     AckKind::Completed { result } => {
                         let kind = if e.custom_id { "C" } else { "c" };
-                        c.arg(kind).arg(&e.id).arg(result.as_deref().unwrap_or(b"")).arg(if e.retried { "1" } else { "" });
+                        c.arg(ack_kind(kind, group)).arg(&e.id).arg(result.as_deref().unwrap_or(b"")).arg(if e.retried { "1" } else { "" });
                         c.arg(e.dedup.as_deref().unwrap_or(b""));
                     }
                     AckKind::Retry { delay_ms, record, error } => {
-                        c.arg("r").arg(&e.id).arg(*delay_ms).arg(record).arg(error);
+                        c.arg(ack_kind("r", group)).arg(&e.id).arg(*delay_ms).arg(record).arg(error);
                     }
                     AckKind::Failed { error, record } => {
-                        c.arg("f").arg(&e.id).arg(error).arg(record).arg(e.dedup.as_deref().unwrap_or(b""));
+                        c.arg(ack_kind("f", group)).arg(&e.id).arg(error).arg(record).arg(e.dedup.as_deref().unwrap_or(b""));
                     }
                     AckKind::Cancelled => {
                         let kind = if e.custom_id { "X" } else { "x" };
-                        c.arg(kind).arg(&e.id).arg("").arg(if e.retried { "1" } else { "" }).arg("");
+                        c.arg(ack_kind(kind, group)).arg(&e.id).arg("").arg(if e.retried { "1" } else { "" }).arg("");
                     }
                 }
             }
@@ -780,25 +815,22 @@ impl Store for RedisStore {
 
     async fn set_limits(&self, q: &QueueKeys, limits: &Limits) -> Result<()> {
         self.known_queue(q).await?;
-        let mut c = scripts().limit.evalsha(&[&q.limit, &q.wake, &q.limiter]);
-        match limits.rate {
-            Some((max, period)) => c.arg(max).arg(period.as_millis() as u64),
-            None => c.arg("").arg(""),
-        };
-        match limits.concurrency {
-            Some(n) => c.arg(n),
-            None => c.arg(""),
-        };
-        c.arg(&q.control_channel);
-        let _: Value = self.conn.eval(c).await?;
-        Ok(())
+        self.write_limits(q, &q.limit, &q.limiter, limits).await
     }
 
     async fn limits(&self, q: &QueueKeys) -> Result<Limits> {
-        let v: Value = self.conn.query(redis::cmd("HMGET").arg(&q.limit).arg("max").arg("period").arg("concurrency")).await?;
-        let a = array(v).unwrap_or_default();
-        let n = |i: usize| a.get(i).cloned().and_then(bytes).and_then(|b| String::from_utf8_lossy(&b).parse::<u64>().ok());
-        Ok(Limits { rate: n(0).zip(n(1)).map(|(max, ms)| (max, Duration::from_millis(ms))), concurrency: n(2) })
+        self.read_limits(&q.limit).await
+    }
+
+    async fn set_group_limits(&self, q: &QueueKeys, limits: &Limits) -> Result<()> {
+        self.known_queue(q).await?;
+        // limit.lua, on the groups' hash; the groups' window counts are not deleted (one key
+        // per group): reserve.lua opens a new window where a count outlives the limit now set.
+        self.write_limits(q, &q.glimit, &q.glimit, limits).await
+    }
+
+    async fn group_limits(&self, q: &QueueKeys) -> Result<Limits> {
+        self.read_limits(&q.glimit).await
     }
 
     async fn failed_purge(&self, q: &QueueKeys) -> Result<u64> {

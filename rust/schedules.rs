@@ -126,7 +126,11 @@ impl ScheduleEntry {
         let payload = self.fields.get("payload").map(Vec::as_slice).unwrap_or(b"null");
         let mut record = Vec::new();
         pack_into(&mut record, header, &id, name, now_ms.max(0) as u64, options, payload);
-        Ok((self.required("queue")?.to_string(), NewJob { id: id.clone(), custom_id: true, delay_us: 0, at_us: None, record, dedup: None }))
+        let group = crate::codec::options_group(options)?;
+        Ok((
+            self.required("queue")?.to_string(),
+            NewJob { id: id.clone(), custom_id: true, delay_us: 0, at_us: None, record, dedup: None, group },
+        ))
     }
 }
 

@@ -23,6 +23,9 @@ pub struct NewJob {
     pub record: Vec<u8>,
     /// A deduplication key (one mark per key and queue): see `DedupMode`.
     pub dedup: Option<Dedup>,
+    /// The group the record's options name (`codec::options_group`): the job waits in its
+    /// group's list, so it goes through the general script, never the raw bulk write.
+    pub group: Option<String>,
 }
 
 /// A job's deduplication key and how it holds it.
@@ -95,6 +98,9 @@ pub struct AckEntry {
     /// The deduplication key the job holds until it settles (`DedupMode::UntilSettled`): a
     /// completion or a final failure releases it.
     pub dedup: Option<Vec<u8>>,
+    /// The job's group: its settlement lowers the group's count of leased jobs (the
+    /// per-group concurrency limit), and a retry goes back to the group's list.
+    pub group: Option<Vec<u8>>,
 }
 
 /// One lease's settled jobs.
@@ -381,6 +387,10 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the queue's limits (none: no limit); its workers hear of it at once.
     fn set_limits(&self, q: &QueueKeys, limits: &Limits) -> impl Future<Output = Result<()>> + Send;
     fn limits(&self, q: &QueueKeys) -> impl Future<Output = Result<Limits>> + Send;
+    /// Replaces the limits every group of the queue has (each group its own window and count
+    /// of leased jobs); its workers hear of it at once.
+    fn set_group_limits(&self, q: &QueueKeys, limits: &Limits) -> impl Future<Output = Result<()>> + Send;
+    fn group_limits(&self, q: &QueueKeys) -> impl Future<Output = Result<Limits>> + Send;
     /// Puts one failed job back in its queue, attempts reset; false if it is not failed.
     fn retry_job(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Cancels up to `max` waiting and delayed jobs (highest priority and earliest due first);

@@ -49,11 +49,19 @@ struct Pending {
     /// An orphan (codec::ORPHAN): handed out alone, its start recorded first.
     orphan: bool,
     /// The deduplication key this job holds until it settles, read from its options when it
-    /// is handed out (`dedup_key`); None for every job without one.
+    /// is handed out (`settle_keys`); None for every job without one.
     dedup: Option<Vec<u8>>,
+    /// The job's group, read with the key (its settlement frees a place of the group).
+    group: Option<Vec<u8>>,
 }
 
 impl Pending {
+    /// A copy to buffer again (`orphan` as given); what `hand_out` reads from the options is
+    /// read again when it is handed out.
+    fn copy(&self, orphan: bool) -> Pending {
+        Pending { lease: self.lease, queue: self.queue, raw: self.raw.clone(), id: self.id.clone(), orphan, dedup: None, group: None }
+    }
+
     /// An earlier attempt failed (its error is kept until this one settles).
     fn retried(&self) -> bool {
         self.raw.get(1..3).is_some_and(|a| a != [0, 0])
@@ -419,10 +427,7 @@ impl<S: Store> Engine<S> {
             return;
         }
         let _one_at_a_time = self.releasing.lock().await;
-        let copy: Vec<Pending> = back
-            .iter()
-            .map(|p| Pending { lease: p.lease, queue: p.queue, raw: p.raw.clone(), id: p.id.clone(), orphan: p.orphan, dedup: None })
-            .collect();
+        let copy: Vec<Pending> = back.iter().map(|p| p.copy(p.orphan)).collect();
         if let Err(e) = self.release(back).await {
             self.note_error(&e);
             let mut b = self.buffer.lock().unwrap();
@@ -491,7 +496,15 @@ impl<S: Store> Engine<S> {
         self.leases.lock().unwrap().insert(lease, Lease { queue, token, open: recs.len() });
         self.stats.reserved.fetch_add(recs.len() as u64, Ordering::Relaxed);
         recs.into_iter()
-            .map(|raw| Pending { lease, queue, id: Record::peek_id(&raw).to_vec(), orphan: Record::is_orphan(&raw), raw, dedup: None })
+            .map(|raw| Pending {
+                lease,
+                queue,
+                id: Record::peek_id(&raw).to_vec(),
+                orphan: Record::is_orphan(&raw),
+                raw,
+                dedup: None,
+                group: None,
+            })
             .collect()
     }
 
@@ -658,7 +671,7 @@ impl<S: Store> Engine<S> {
             }
             Err(e) => {
                 self.note_error(&e);
-                let again = Pending { lease: p.lease, queue: p.queue, raw: p.raw.clone(), id: p.id.clone(), orphan: true, dedup: None };
+                let again = p.copy(true);
                 self.buffer.lock().unwrap().ready.push_front(again);
                 self.end_solo();
                 std::thread::sleep(Duration::from_millis(100));
@@ -677,7 +690,7 @@ impl<S: Store> Engine<S> {
                     let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
                     // Most records carry no options: nothing to read.
                     if !record.options.is_empty() {
-                        p.dedup = dedup_key(&record.options);
+                        (p.dedup, p.group) = settle_keys(&record.options);
                     }
                     out.push(Delivery { handle, queue: p.queue, record, redelivered: p.orphan });
                     running.insert(handle, p);
@@ -685,8 +698,14 @@ impl<S: Store> Engine<S> {
                 Err(e) => {
                     let message = format!("a job record of queue {:?} could not be decoded: {e}", self.queues[p.queue].name);
                     let error = error_json("DecodeError", &message, "");
-                    let entry =
-                        AckEntry { id: p.id, custom_id: true, retried: false, kind: AckKind::Failed { error, record: p.raw }, dedup: None };
+                    let entry = AckEntry {
+                        id: p.id,
+                        custom_id: true,
+                        retried: false,
+                        kind: AckKind::Failed { error, record: p.raw },
+                        dedup: None,
+                        group: None,
+                    };
                     self.push_ack(p.lease, entry);
                 }
             }
@@ -702,7 +721,7 @@ impl<S: Store> Engine<S> {
             // Asked to cancel, and it did not complete: cancelled, whatever it raised.
             let custom_id = !is_generated_id(&p.id);
             let retried = p.retried();
-            self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Cancelled, dedup: p.dedup });
+            self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Cancelled, dedup: p.dedup, group: p.group });
             return true;
         }
         let attempt = u16::from_be_bytes([p.raw[1], p.raw[2]]).saturating_add(1);
@@ -714,7 +733,7 @@ impl<S: Store> Engine<S> {
         };
         let custom_id = !is_generated_id(&p.id);
         let retried = p.retried();
-        self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind, dedup: p.dedup });
+        self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind, dedup: p.dedup, group: p.group });
         true
     }
 
@@ -738,7 +757,10 @@ impl<S: Store> Engine<S> {
         for p in taken {
             let custom_id = !is_generated_id(&p.id);
             let retried = p.retried();
-            a.push((p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Completed { result: None }, dedup: p.dedup }));
+            a.push((
+                p.lease,
+                AckEntry { id: p.id, custom_id, retried, kind: AckKind::Completed { result: None }, dedup: p.dedup, group: p.group },
+            ));
         }
         if was_empty && n > 0 {
             self.ack_ready.notify_one();
@@ -900,7 +922,7 @@ impl<S: Store> Engine<S> {
         for p in unstarted {
             let custom_id = !is_generated_id(&p.id);
             let retried = p.retried();
-            self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Cancelled, dedup: p.dedup });
+            self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind: AckKind::Cancelled, dedup: p.dedup, group: p.group });
         }
         let running: Vec<u64> = {
             let r = self.running.lock().unwrap();
@@ -1076,15 +1098,21 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// The error JSON stored with a failed job: `{"type", "message", "traceback"}`.
-/// The deduplication key a job holds until it settles: the `"dedup"` string of its options
-/// (written only for `DedupMode::UntilSettled`). Options are parsed only when they mention it.
-fn dedup_key(options: &[u8]) -> Option<Vec<u8>> {
-    memchr::memmem::find(options, b"\"dedup\"")?;
-    let v: serde_json::Value = serde_json::from_slice(options).ok()?;
-    v.get("dedup")?.as_str().map(|k| k.as_bytes().to_vec())
+/// What a job's settlement passes on from its options: the deduplication key it holds until
+/// it settles (`"dedup"`, written only for `DedupMode::UntilSettled`) and its group
+/// (`"group"`). Options are parsed only when they mention one of them, once for both.
+fn settle_keys(options: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let dedup = memchr::memmem::find(options, b"\"dedup\"").is_some();
+    let group = memchr::memmem::find(options, b"\"group\"").is_some();
+    if !dedup && !group {
+        return (None, None);
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(options) else { return (None, None) };
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).filter(|x| !x.is_empty()).map(|x| x.as_bytes().to_vec());
+    (if dedup { text("dedup") } else { None }, if group { text("group") } else { None })
 }
 
+/// The error JSON stored with a failed job: `{"type", "message", "traceback"}`.
 pub fn error_json(kind: &str, message: &str, traceback: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"type": kind, "message": message, "traceback": traceback}))
         .expect("a map of strings always serializes")
@@ -1092,14 +1120,18 @@ pub fn error_json(kind: &str, message: &str, traceback: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::{dedup_key, error_json};
+    use super::{error_json, settle_keys};
 
     #[test]
-    fn dedup_key_is_read_from_options_that_hold_one() {
-        assert_eq!(dedup_key(br#"{"timeout":3,"dedup":"user-7"}"#), Some(b"user-7".to_vec()));
-        assert_eq!(dedup_key(br#"{"meta":{"note":"\"dedup\""}}"#), None);
-        assert_eq!(dedup_key(br#"{"timeout":3}"#), None);
-        assert_eq!(dedup_key(b"not json \"dedup\""), None);
+    fn dedup_key_and_group_are_read_from_options_that_hold_them() {
+        let dedup = |o: &[u8]| settle_keys(o).0;
+        assert_eq!(dedup(br#"{"timeout":3,"dedup":"user-7"}"#), Some(b"user-7".to_vec()));
+        assert_eq!(dedup(br#"{"meta":{"note":"\"dedup\""}}"#), None);
+        assert_eq!(dedup(br#"{"timeout":3}"#), None);
+        assert_eq!(dedup(b"not json \"dedup\""), None);
+        assert_eq!(settle_keys(br#"{"group":"tenant-42"}"#), (None, Some(b"tenant-42".to_vec())));
+        assert_eq!(settle_keys(br#"{"dedup":"k","group":"g"}"#), (Some(b"k".to_vec()), Some(b"g".to_vec())));
+        assert_eq!(settle_keys(br#"{"meta":{"group":"g"}}"#), (None, None));
     }
 
     #[test]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from . import config, serde
 from .dispatch import _DEDUP_FIELDS, JobHandle, PendingDispatch
 from .errors import FastJobsError
-from .options import check_dedup_key
+from .options import check_dedup_key, check_group_key
 
 if TYPE_CHECKING:
     from .job import Job
@@ -196,8 +196,9 @@ def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     dedup = _dedup_option(options)
-    if dedup is not None:
-        return (yield from _run_dedup(job_class, payloads, options, dedup, progress, chunk_size))
+    group = options.pop("group", None)
+    if dedup is not None or group is not None:
+        return (yield from _run_keyed(job_class, payloads, options, dedup, group, progress, chunk_size))
     t = _template(job_class, options)
     report = _progress(progress)
     client = config.client(t._connection)
@@ -296,26 +297,37 @@ def _dedup_option(options: dict[str, Any]) -> tuple[str, Any, dict[str, Any]] | 
     return name, key, extra
 
 
-def _run_dedup(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[str, Any],
-               dedup: tuple[str, Any, dict[str, Any]], progress: Progress, chunk_size: int) -> Generator[Any, Any, BulkResult]:
-    """dispatch_many with a deduplication key (a str, or a function of the payload): every
-    payload is checked and packed first, then written through the general script in batches
-    of at most 1,000 (one atomic call each, in order), as a BulkDispatcher writes; duplicates
-    inside the dispatch meet the marks their predecessors took."""
-    name, key, extra = dedup
+def _run_keyed(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[str, Any],
+               dedup: tuple[str, Any, dict[str, Any]] | None, group: Any, progress: Progress,
+               chunk_size: int) -> Generator[Any, Any, BulkResult]:
+    """dispatch_many with a deduplication key or a group (each a str, or a function of the
+    payload): every payload is checked and packed first, then written through the general
+    script in batches of at most 1,000 (one atomic call each, in order), as a BulkDispatcher
+    writes; duplicates inside the dispatch meet the marks their predecessors took, and grouped
+    jobs go to their groups' lists."""
     t = _template(job_class, options)
-    keyed = callable(key)
-    getattr(t, name)("-" if keyed else key, **extra)  # the mode's own checks, once
-    assert t._dedup is not None
-    mode, _, ms = t._dedup
+    keyed, mode, ms = False, "", 0
+    key: Any = None
+    if dedup is not None:
+        name, key, extra = dedup
+        keyed = callable(key)
+        getattr(t, name)("-" if keyed else key, **extra)  # the mode's own checks, once
+        assert t._dedup is not None
+        mode, _, ms = t._dedup
+    group_keyed = callable(group)
+    if group is not None and not group_keyed:
+        t.group(group)  # checked once
     report = _progress(progress)
     jobs: list[Any] = []
-    specs: list[tuple[str, str, int]] = []
+    specs: list[tuple[str, str, int] | None] = []
     for i, p in enumerate(payloads):
         try:
-            k = check_dedup_key(key(p), "deduplication key returned by the key function") if keyed else key
+            if dedup is not None:
+                k = check_dedup_key(key(p), "deduplication key returned by the key function") if keyed else key
+                t._dedup = (mode, k, ms)
+            if group_keyed:
+                t._group = check_group_key(group(p), "group returned by the group function")
             t.payload = p
-            t._dedup = (mode, k, ms)
             jobs.append(t._job_tuple())
         except (TypeError, ValueError) as e:
             raise type(e)(f"payload at index {i}: {e}") from None
@@ -432,7 +444,7 @@ class BulkDispatcher:
     def _write(batches: list[tuple[str, str, list[int], Any]], done: list[bool | None],
                handles: list[JobHandle[Any] | None]) -> Generator[Any, Any, BulkResult]:
         """The writes, shared by both faces (and by ``dispatch_many`` with a deduplication
-        option): each batch not yet known to be written (``done``
+        option or a group): each batch not yet known to be written (``done``
         per batch: True written, None unknown, False not sent), in order; after a failure,
         asks Redis which of the unknown batches landed, then raises BulkDispatchError."""
         for k, (conn, queue, idx, batch) in enumerate(batches):

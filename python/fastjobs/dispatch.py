@@ -20,6 +20,7 @@ from .options import (
     check_attempts,
     check_backoff,
     check_dedup_key,
+    check_group_key,
     check_priority,
     check_timeout,
     check_wait_timeout,
@@ -69,7 +70,7 @@ class PendingDispatch(Generic[R]):
     once. A builder collected without being sent warns with ``UnsentDispatchWarning``."""
 
     __slots__ = ("job_class", "payload", "_queue", "_delay", "_due_at", "_job_id", "_attempts", "_backoff", "_timeout",
-                 "_priority", "_meta", "_connection", "_dedup", "_sent", "__weakref__")
+                 "_priority", "_meta", "_connection", "_dedup", "_group", "_sent", "__weakref__")
 
     def __init__(self, job_class: type[Job[Any, R]], payload: Any) -> None:
         self._sent = _ABANDONED  # until validated: a builder that failed to build must not warn
@@ -91,6 +92,8 @@ class PendingDispatch(Generic[R]):
         self._connection: str = job_class.connection
         #: deduplicate() / debounce(): (mode, key, ttl ms), mode "ttl", "until" or "debounce".
         self._dedup: tuple[str, str, int] | None = None
+        #: group(): the group the job waits in (its options carry it, "group").
+        self._group: str | None = None
         self._sent = _UNSENT
 
     # ---- options ----
@@ -98,7 +101,7 @@ class PendingDispatch(Generic[R]):
     @_abandon_on_error
     def with_(self, option: str, value: Any) -> Self:
         """Sets any option by name, as ``.with('attempts', 5)`` does in Laravel-style APIs: queue, delay, at,
-        job_id, attempts, backoff, timeout, priority, meta. Durations are in seconds."""
+        job_id, attempts, backoff, timeout, priority, meta, deduplicate, debounce, group. Durations are in seconds."""
         if option not in OPTION_NAMES:
             raise ValueError(f"unknown option {option!r}; known options: {', '.join(sorted(OPTION_NAMES))}")
         if option in _DEDUP_FIELDS and isinstance(value, Mapping):
@@ -198,6 +201,16 @@ class PendingDispatch(Generic[R]):
         self._delay = seconds
         return self
 
+    @_abandon_on_error
+    def group(self, key: str) -> Self:
+        """Puts the job in group ``key`` of its queue (a tenant, a user, an account): it waits
+        in its group's own list, in order, and workers take the groups that have jobs waiting
+        in turns, so one group with many jobs does not hold up the others; per-group limits
+        (``Queue.set_group_limits``) apply to it. ``key`` is a str of 1 to 255 bytes without
+        control characters."""
+        self._group = check_group_key(key)
+        return self
+
     def _refuse_with_debounce(self, what: str) -> None:
         if self._dedup is not None and self._dedup[0] == "debounce":
             raise ValueError(f"debounce() sets the job's delay itself: it cannot be combined with {what}")
@@ -247,6 +260,9 @@ class PendingDispatch(Generic[R]):
         if self._dedup is not None and self._dedup[0] == "until":
             # The worker's engine reads it to release the key when the job settles.
             opts["dedup"] = self._dedup[1]
+        if self._group is not None:
+            # The scripts and the worker's engine read it: the job's list, its group's limits.
+            opts["group"] = self._group
         return serde.dumps(opts, "options") if opts else None
 
     def _at_us(self) -> int | None:

@@ -42,7 +42,7 @@ class Job(Generic[P, R]):
                 ...
 
     Inside ``process``: ``self.job_id``, ``self.attempt`` (0 on the first run),
-    ``self.queue_name``, ``self.meta`` and ``self.redelivered`` describe the running job; in a ``JobChain``,
+    ``self.queue_name``, ``self.meta``, ``self.group`` and ``self.redelivered`` describe the running job; in a ``JobChain``,
     ``self.previous_result`` and ``self.chain_failure`` too; in a ``JobFlow`` parent,
     ``self.children_results()``. ``self.cancelled`` turns True when somebody cancels the
     running job; ``self.check_cancelled()`` raises ``JobCancelled`` then (an async handler
@@ -65,6 +65,8 @@ class Job(Generic[P, R]):
     attempt: int
     queue_name: str
     meta: dict[str, Any]
+    #: The group of its queue the job belongs to (``.group(key)``), or None.
+    group: str | None = None
     #: True when the worker that held this job before died while it may have been running it:
     #: this run may repeat work a run that was cut short began (``attempt`` counts only runs
     #: known to have started).
@@ -127,11 +129,12 @@ class Job(Generic[P, R]):
     def dispatch_many(cls, payloads: Iterable[P], *, progress: Any = None, chunk_size: int = 10_000, **options: Any) -> BulkResult:
         """Dispatches one job per payload, all with the same options (``queue``, ``delay``,
         ``at``, ``attempts``, ``backoff``, ``timeout``, ``priority``, ``meta``, ``connection``,
-        ``deduplicate``, ``debounce``).
+        ``deduplicate``, ``debounce``, ``group``).
 
         ``deduplicate=key`` (or ``{"key": key, "ttl": seconds}``) and ``debounce={"key": key,
-        "delay": seconds}`` take a str or a function ``payload -> str`` as the key; then every
-        payload is checked first and the jobs go through the general script, 1,000 per call.
+        "delay": seconds}`` take a str or a function ``payload -> str`` as the key, and so does
+        ``group=``; then every payload is checked first and the jobs go through the general
+        script, 1,000 per call.
 
         ``payloads`` may be a list (validated and serialized whole before the first write: a
         bad payload raises ``TypeError``/``ValueError`` naming its index and nothing is

@@ -18,7 +18,7 @@ Duration = int | float | timedelta | str
 
 #: Options accepted by ``.with_(name, value)``.
 OPTION_NAMES = frozenset({"queue", "delay", "at", "job_id", "idempotency_key", "attempts", "backoff", "timeout", "priority", "meta",
-                          "deduplicate", "debounce"})
+                          "deduplicate", "debounce", "group"})
 
 #: The longest deduplication key, in bytes of UTF-8.
 MAX_DEDUP_KEY = 255
@@ -133,6 +133,11 @@ def check_dedup_key(key: Any, what: str = "deduplication key") -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in key):
         raise ValueError(f"{what} must not hold control characters, got {key!r}")
     return key
+
+
+def check_group_key(key: Any, what: str = "group") -> str:
+    """A group key (``.group()``): a str of 1 to 255 bytes (UTF-8) without control characters."""
+    return check_dedup_key(key, what)
 
 
 def check_attempts(value: Any) -> int:

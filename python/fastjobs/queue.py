@@ -187,6 +187,25 @@ class Queue:
     async def limits_async(self) -> QueueLimits:
         return QueueLimits(*(await self._client.limits(self.name, asynchronous=True)))
 
+    def set_group_limits(self, *, rate: int | None = None, per: Duration | None = None, concurrency: int | None = None) -> None:
+        """Replaces the limits that every group of this queue has (``.group(key)`` jobs), each
+        group on its own, for every worker at once: at most ``rate`` jobs of one group start per
+        ``per``, and at most ``concurrency`` jobs of one group are leased at once. A group at
+        its limit is passed over and the other groups go on. Leave one out for no such limit;
+        ``set_group_limits()`` clears both. Checked as ``set_limits``."""
+        self._client.set_group_limits(self.name, *_limits(rate, per, concurrency))
+
+    async def set_group_limits_async(self, *, rate: int | None = None, per: Duration | None = None,
+                                     concurrency: int | None = None) -> None:
+        await self._client.set_group_limits(self.name, *_limits(rate, per, concurrency), asynchronous=True)
+
+    def group_limits(self) -> QueueLimits:
+        """The limits every group of this queue has (``set_group_limits``)."""
+        return QueueLimits(*self._client.group_limits(self.name))
+
+    async def group_limits_async(self) -> QueueLimits:
+        return QueueLimits(*(await self._client.group_limits(self.name, asynchronous=True)))
+
     # ---- one job by id ----
 
     def cancel(self, job_id: str) -> str:

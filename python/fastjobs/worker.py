@@ -337,6 +337,8 @@ class Worker:
                     inst = cls.__new__(cls)
                     inst.__dict__.update(job_id=job_id, attempt=attempt, queue_name=queue,
                                          meta={} if opts is None else (opts.get("meta") or {}), _run=(engine, handle))
+                    if opts is not None and "group" in opts:
+                        inst.__dict__["group"] = opts["group"]
                     if redelivered:
                         inst.__dict__["redelivered"] = True
                         _log_redelivered(job_id)
@@ -453,6 +455,8 @@ class Worker:
         try:
             inst = cls._instance(job_id, attempt, queue, {} if opts is None else (opts.get("meta") or {}), redelivered)
             inst.__dict__["_run"] = (self.engine, handle)
+            if opts is not None and "group" in opts:
+                inst.__dict__["group"] = opts["group"]
             if redelivered:
                 _log_redelivered(job_id)
             flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path

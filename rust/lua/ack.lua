@@ -18,6 +18,9 @@
 --   'x' / 'X' cancelled (generated / caller-chosen id): its handler gave up after a cancel
 --     request (cancel.lua); b = '1' when an earlier attempt failed (a deduplication key is
 --     read from the record and released)
+-- A job of a group has its group after the kind's letter (`c<group>`, `r<group>`, ...): its
+-- group's count of leased jobs goes down (common.lua group_done), a retry goes back to its
+-- group's list; an entry without it is sent byte for byte as before.
 -- A job no longer in the lease (the lease expired and was reaped: a stale token) is refused
 -- and left alone. The engine settles a job once, but sends an acknowledgement again when the
 -- answer to the first send was lost (the connection broke, Redis restarted): then the jobs are
@@ -110,9 +113,24 @@ for s = 1, #live, 1000 do rcall('HDEL', KEYS[1], unpack(live, s, math.min(s + 99
 
 local bits = {}  -- completion bitmap key -> BITFIELD arguments
 local k = 0
+local freed = 0 -- jobs of groups that left the lease
 for i = general_at, #ARGV, 5 do
   k = k + 1
   local kind, id, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local group = nil
+  if #kind > 1 then
+    group = ssub(kind, 2)
+    kind = ssub(kind, 1, 1)
+  end
+  if present[k] and (group or kind == 'x' or kind == 'X') then
+    -- A cancelled job's group is read from its record (one never handed to a handler has
+    -- none passed); a job that ended without running has a record too.
+    group = group or record_group(present[k])
+    if group then
+      group_done(base, group, 1)
+      freed = freed + 1
+    end
+  end
   if not present[k] then
     if was_reaped() then
       refused = refused + 1
@@ -155,6 +173,9 @@ for i = general_at, #ARGV, 5 do
         rcall('ZADD', KEYS[6], due, id)
         rcall('HSET', KEYS[7], id, b)
         if earliest == nil or due < earliest then earliest = due end
+      elseif group or record_group(b) then
+        push_group(base, group or record_group(b), {b}, false)
+        pushed = true
       else
         rcall('RPUSH', ready_key(base, b), b)
         pushed = true
@@ -190,6 +211,10 @@ if retried > 0 then bump(KEYS[3], 'retried', retried) end
 if failed > 0 then bump(KEYS[3], 'failed', failed) end
 if cancelled > 0 then bump(KEYS[3], 'cancelled', cancelled) end
 -- Under a concurrency limit (limit.lua) a settled job frees a slot: wake a worker for it.
-if pushed or (completed + retried + failed + cancelled > 0 and rcall('EXISTS', base .. ':limit') == 1) then wake(KEYS[10]) end
+-- So does a settled job of a group under per-group limits (`<base>:glimit`).
+if pushed or (completed + retried + failed + cancelled > 0 and rcall('EXISTS', base .. ':limit') == 1)
+  or (freed > 0 and rcall('EXISTS', base .. ':glimit') == 1) then
+  wake(KEYS[10])
+end
 if earliest ~= nil then rcall('PUBLISH', ARGV[6], tostring(earliest)) end
 return {completed + again.c, retried + again.r, failed + again.f, refused, cancelled + again.x}

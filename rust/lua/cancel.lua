@@ -9,7 +9,8 @@
 -- running one cannot be removed). A running job is not stopped here: cancel asks its worker
 -- (cancel_ask), and the worker settles it as cancelled if the handler gives up.
 -- Cost: a waiting job is found by scanning its queue's ready lists from the head (LRANGE in
--- pages, runs parsed): O(position in the queue); any other state is O(1) or O(leases).
+-- pages, runs parsed), then its groups' lists (common.lua remove_ready): O(position in the
+-- queue, grouped jobs after the ready ones); any other state is O(1) or O(leases).
 local base, id, custom, op = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
 
 -- A job that will not run any more: waiters hear it, and a cancelled one stays `cancelled`

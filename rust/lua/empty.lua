@@ -1,6 +1,7 @@
--- empty: cancel one page of a queue's waiting and delayed jobs (Queue.empty). The caller
--- calls again until a page comes back short, so Redis is never held for long and jobs
--- dispatched meanwhile are cancelled too (or not, if they land after the last page).
+-- empty: cancel one page of a queue's waiting jobs (ready, then in their groups' lists) and
+-- delayed jobs (Queue.empty). The caller calls again until a page comes back short, so Redis
+-- is never held for long and jobs dispatched meanwhile are cancelled too (or not, if they land
+-- after the last page).
 -- KEYS[1] delayed zset   KEYS[2] jobs hash   KEYS[3] errors hash   KEYS[4] waiters hash
 -- KEYS[5] stats hash
 -- ARGV[1] queue key base   ARGV[2] most jobs   ARGV[3] cancelled marks' ttl seconds
@@ -22,11 +23,29 @@ local function cancel(id, rec)
   if waited and rcall('HDEL', KEYS[4], id) == 1 then rcall('PUBLISH', ARGV[4], 'x' .. id .. '\n') end
   n = n + 1
 end
-for _, rec in ipairs(pop_ready(base, max)) do
-  local id = lease_id(rec)
-  if id then
-    cancel(id, rec)
-    rcall('HDEL', KEYS[3], id)
+local taken = 0
+local function cancel_popped(recs)
+  taken = taken + #recs
+  for _, rec in ipairs(recs) do
+    local id = lease_id(rec)
+    if id then
+      cancel(id, rec)
+      rcall('HDEL', KEYS[3], id)
+    end
+  end
+end
+cancel_popped(pop_ready(base, max))
+-- Then the groups' lists, in ring order (a group emptied leaves the ring, common.lua).
+if taken < max then
+  for _, g in ipairs(rcall('LRANGE', base .. ':groups', 0, -1)) do
+    if taken >= max then break end
+    if g ~= UNGROUPED then
+      local key = base .. ':group:' .. g
+      local got = rcall('LPOP', key, max - taken) or {}
+      if #got > 0 then gwaiting_add(base, -#got) end
+      if rcall('EXISTS', key) == 0 then ring_drop(base, g) end
+      cancel_popped(got)
+    end
   end
 end
 if n < max then

@@ -1,5 +1,6 @@
--- enqueue: the general dispatch path, for jobs with a delay, a caller-chosen id or a
--- deduplication key.
+-- enqueue: the general dispatch path, for jobs with a delay, a caller-chosen id, a
+-- deduplication key or a group (its options name it, `"group"`: a job due now goes to its
+-- group's list, common.lua push_group).
 -- KEYS[1] wait   KEYS[2] wake   KEYS[3] producer high-water mark   KEYS[4] delayed zset
 -- KEYS[5] jobs hash   KEYS[6] the producer's sent-chunks bitmap (a placeholder without guard)
 -- KEYS[7..6+n] one id key per job (<base>:id:<id>), or the jobs hash as a placeholder when that
@@ -101,7 +102,9 @@ for i = 7, #ARGV, 4 do
       rcall('HSET', KEYS[5], id, rec)
       if earliest == nil or due < earliest then earliest = due end
     else
-      rcall('RPUSH', ready_key(ARGV[1], rec), rec)
+      -- A job of a group waits in its group's list (common.lua push_group).
+      local g = record_group(rec)
+      if g then push_group(ARGV[1], g, {rec}, false) else rcall('RPUSH', ready_key(ARGV[1], rec), rec) end
       pushed = true
     end
     out[j] = 1

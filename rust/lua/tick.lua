@@ -1,5 +1,6 @@
 -- tick: the scheduler's step for one queue: promote delayed jobs that are due, in due order,
 -- and reap expired leases. Idempotent, so every worker's scheduler may run it at any time.
+-- Jobs of a group are promoted to, and reaped back to the head of, their group's list.
 -- KEYS[1] delayed zset   KEYS[2] jobs hash   KEYS[3] active zset   KEYS[4] wake
 -- KEYS[5] failed zset   KEYS[6] errors hash   KEYS[7] stats hash   KEYS[8] waiters hash
 -- ARGV[1] queue key base   ARGV[2] max jobs promoted / leases reaped per call
@@ -36,6 +37,7 @@ end
 -- kills its worker gets one run that is not counted, then each run counts, and it fails
 -- (LeaseExpired) once its attempts are used up: after attempts + 1 runs at most.
 local reaped = 0
+local freed = 0 -- reaped jobs of groups
 local expired = rcall('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
 -- Lease tokens are `<worker>.<n>`: the worker that let one expire is gone, so its idle
 -- slots go too, before the reaped jobs are handed to anyone, and its inbox (what it holds
@@ -64,6 +66,12 @@ for _, token in ipairs(expired) do
   local asked = {}
   for _, id in ipairs(rcall('SMEMBERS', base .. ':cancel:' .. token)) do asked[id] = true end
   for _, r in ipairs(rcall('HVALS', lease)) do
+    -- A job of a group leaves its lease whatever comes of it: its group's count goes down.
+    local g = record_group(r)
+    if g then
+      group_done(base, g, 1)
+      freed = freed + 1
+    end
     if not record_ok(r) then
       fail_undecodable(base, r, now)
     elseif asked[record_id(r)] then
@@ -106,7 +114,7 @@ for _, token in ipairs(expired) do
   rcall('SET', base .. ':reaped:' .. token, '1', 'EX', 604800)
 end
 if reaped > 0 then bump(KEYS[7], 'stalled', reaped) end
-if #recs > 0 or reaped > 0 then wake(KEYS[4]) end
+if #recs > 0 or reaped > 0 or freed > 0 then wake(KEYS[4]) end
 local nd = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
 local nl = rcall('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
 -- Due times are ms with a fraction (enqueue.lua): the next one goes out in whole µs.

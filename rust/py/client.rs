@@ -4,7 +4,7 @@
 use super::bridge::call;
 use super::bulk::BulkWriter;
 use crate::bulk::BulkSpec;
-use crate::codec::{check_caller_id, check_fields, pack_into, Header, IdGen, Record};
+use crate::codec::{check_caller_id, check_fields, options_group, pack_into, Header, IdGen, Record};
 use crate::conn::Settings;
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
@@ -128,6 +128,15 @@ impl Client {
             check_fields(custom.as_deref().unwrap_or("x"), name, options.as_deref().unwrap_or(b""))
                 .map_err(|e| Error::Invalid(format!("{e}{at}")))?;
         }
+        // The group each job's options name (checked here, at the border, as the Python layer did).
+        let groups: Vec<Option<String>> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let at = if jobs.len() > 1 { format!(" (job at index {i})") } else { String::new() };
+                options_group(j.2.as_deref().unwrap_or(b"")).map_err(|e| Error::Invalid(format!("{e}{at}")))
+            })
+            .collect::<Result<_>>()?;
         let dedups: Vec<Option<Dedup>> = jobs
             .iter()
             .enumerate()
@@ -144,7 +153,9 @@ impl Client {
         let enqueued = now_ms();
         let mut next = 0u64;
         let mut out = Vec::with_capacity(jobs.len());
-        for ((name, payload, options, max_attempts, priority, delay_us, custom, at_us), dedup) in jobs.into_iter().zip(dedups) {
+        for (((name, payload, options, max_attempts, priority, delay_us, custom, at_us), dedup), group) in
+            jobs.into_iter().zip(dedups).zip(groups)
+        {
             let (id, custom_id) = match custom {
                 Some(id) => (id, true),
                 None => {
@@ -156,7 +167,7 @@ impl Client {
             let mut record = Vec::new();
             let h = Header { attempt: 0, max_attempts, priority };
             pack_into(&mut record, h, &id, &name, enqueued, options.as_deref().unwrap_or(b""), &payload);
-            out.push(NewJob { id, custom_id, delay_us, at_us, record, dedup });
+            out.push(NewJob { id, custom_id, delay_us, at_us, record, dedup, group });
         }
         let mark = range.map(|r| Watermark { last_seq: r.last_seq(), guard: guarded.then_some(r.first), producer: r.producer });
         Ok((out, mark))
@@ -479,6 +490,37 @@ impl Client {
         })
     }
 
+    /// Replaces the limits each group of the queue has: `rate` jobs per `per` seconds and/or
+    /// `concurrency` jobs leased at once, per group (None: no such limit). Checked by the
+    /// caller (Queue.set_group_limits).
+    #[pyo3(signature = (queue, rate = None, per = None, concurrency = None, *, asynchronous = false))]
+    fn set_group_limits(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        rate: Option<u64>,
+        per: Option<f64>,
+        concurrency: Option<u64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let period = per.map(|s| crate::conn::seconds("per", s, 0.001)).transpose().map_err(super::errors::to_py)?;
+        let limits = Limits { rate: rate.zip(period), concurrency };
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.set_group_limits(&q, &limits).await }, |py, ()| Ok(py.None()))
+    }
+
+    /// (rate, per seconds, concurrency) of every group, None where there is no such limit.
+    #[pyo3(signature = (queue, *, asynchronous = false))]
+    fn group_limits(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.group_limits(&q).await }, |py, l: Limits| {
+            let (rate, per) = l.rate.map(|(n, d)| (n, d.as_secs_f64())).unzip();
+            Ok((rate, per, l.concurrency).into_pyobject(py)?.into_any().unbind())
+        })
+    }
+
     /// Every queue's name (dispatched to or consumed at least once), sorted.
     #[pyo3(signature = (*, asynchronous = false))]
     fn queues(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
@@ -517,6 +559,10 @@ impl Client {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
         let options = options.unwrap_or_default();
         check_fields("x", &name, &options).map_err(super::errors::to_py)?;
+        // The raw bulk write goes to the ready list: grouped jobs take `prepare_batch`.
+        if options_group(&options).map_err(super::errors::to_py)?.is_some() {
+            return Err(pyo3::exceptions::PyValueError::new_err("a bulk writer cannot write jobs of a group: use prepare_batch"));
+        }
         if attempts < 1 || priority > 9 {
             return Err(pyo3::exceptions::PyValueError::new_err("attempts must be at least 1 and priority 0 to 9"));
         }

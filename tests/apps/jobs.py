@@ -145,3 +145,46 @@ class AsyncPatient(fastjobs.Job[dict, str]):
             redis("RPUSH", key, f"{self.job_id} cancelled-error")
             raise
         return "finished"
+
+
+class Span(fastjobs.Job[dict, None]):
+    """A job of queue "groups": sleeps payload["seconds"] (0 by default; not when it runs again
+    after its worker died), raises on its first attempt when payload["fail_first"], then
+    appends "<payload["g"]> <pid> <start ms> <end ms>" to the test's stamps list: tests see when
+    the jobs of each group ran, in the order they ended, from any process."""
+
+    queue = "groups"
+
+    def process(self, payload: dict) -> None:
+        start = time.time() * 1000
+        if payload.get("fail_first") and self.attempt == 0:
+            raise RuntimeError("the first attempt fails")
+        if not self.redelivered:
+            time.sleep(payload.get("seconds", 0))
+        redis, key = _stamps()
+        redis("RPUSH", key, f"{payload['g']} {os.getpid()} {start:.3f} {time.time() * 1000:.3f}")
+
+
+class WhichGroup(fastjobs.Job[Any, Any]):
+    """Returns the group the handler sees (``self.group``)."""
+
+    queue = "groups"
+
+    def process(self, payload: Any) -> Any:
+        return self.group
+
+
+class WhichGroupAsync(fastjobs.Job[Any, Any]):
+    queue = "groups"
+
+    async def process(self, payload: Any) -> Any:
+        return self.group
+
+
+def spans(redis: Any, prefix: str) -> list[tuple[str, int, float, float]]:
+    """The runs Span recorded: (group, pid, start ms, end ms), in the order they ended."""
+    out = []
+    for line in redis("LRANGE", f"{prefix}:test:stamps", 0, -1):
+        g, pid, start, end = (line.decode() if isinstance(line, bytes) else line).split()
+        out.append((g, int(pid), float(start), float(end)))
+    return out

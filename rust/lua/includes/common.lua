@@ -62,6 +62,78 @@ local function release_dedup_of(base, rec, id)
   end
 end
 
+-- Groups (README "Groups"): a job dispatched with a group waits in its group's own FIFO list
+-- `<base>:group:<key>`, not in the ready lists. `<base>:groups` is the ring that reserve.lua
+-- serves in turn: the groups that have jobs waiting, each once, and the ungrouped ready lists
+-- as one more member, the empty string (no group key is empty), put first when the ring is
+-- made. The ring exists only while a group has jobs waiting, so a queue without groups never
+-- reads more than its name in one EXISTS. `<base>:gwaiting` counts the grouped jobs waiting
+-- (for counts(); meaningless while the ring is missing); `<base>:gactive` holds, per group, its
+-- jobs leased now (for the per-group concurrency limit of `<base>:glimit`).
+local UNGROUPED = ''
+
+-- The group a record's options name (`"group"`), or nil. Options are decoded only when they
+-- mention it: a record without options costs three byte reads.
+local function record_group(rec)
+  local opts = record_options(rec)
+  if #opts == 0 or not string.find(opts, '"group"', 1, true) then return nil end
+  local ok, o = pcall(cjson.decode, opts)
+  if ok and type(o) == 'table' and type(o.group) == 'string' and #o.group > 0 then return o.group end
+  return nil
+end
+
+-- Adds to the count of grouped jobs waiting (a value that is not a number starts again).
+local function gwaiting_add(base, n)
+  local key = base .. ':gwaiting'
+  local r = redis.pcall('INCRBY', key, n)
+  if type(r) ~= 'number' then
+    r = math.max(0, n)
+    rcall('SET', key, r)
+  end
+  if r <= 0 then rcall('DEL', key) end
+end
+
+-- The number of grouped jobs waiting: the counter while the ring exists, else 0.
+local function grouped_count(base)
+  if rcall('EXISTS', base .. ':groups') == 0 then return 0 end
+  return math.max(0, tonumber(rcall('GET', base .. ':gwaiting') or '0') or 0)
+end
+
+-- Takes group `g` out of the ring (its list is empty now); the ring goes, with the waiting
+-- count, when only the ungrouped member is left.
+local function ring_drop(base, g)
+  local ring = base .. ':groups'
+  rcall('LREM', ring, 0, g)
+  local rest = rcall('LRANGE', ring, 0, 1)
+  if #rest == 0 or (#rest == 1 and rest[1] == UNGROUPED) then rcall('DEL', ring, base .. ':gwaiting') end
+end
+
+-- Adds waiting records of group `g`, in order, at the tail (dispatch, promotion, a retry) or
+-- at the head (a hand-back, an orphan); a group whose list was empty joins the ring at its
+-- tail (the ring is made with the ungrouped member first).
+local function push_group(base, g, recs, head)
+  local key = base .. ':group:' .. g
+  local n = 0
+  if head then
+    for i = #recs, 1, -1 do n = rcall('LPUSH', key, recs[i]) end
+  else
+    for s = 1, #recs, 1000 do n = rcall('RPUSH', key, unpack(recs, s, math.min(s + 999, #recs))) end
+  end
+  if n == #recs then
+    local ring = base .. ':groups'
+    if rcall('EXISTS', ring) == 0 then rcall('RPUSH', ring, UNGROUPED) end
+    rcall('RPUSH', ring, g)
+  end
+  gwaiting_add(base, #recs)
+end
+
+-- A leased job of group `g` left its lease (settled, handed back, reaped): one fewer leased.
+local function group_done(base, g, n)
+  local key = base .. ':gactive'
+  local left = redis.pcall('HINCRBY', key, g, -(n or 1))
+  if type(left) ~= 'number' or left <= 0 then redis.pcall('HDEL', key, g) end
+end
+
 -- Whether a record's header holds together: a known kind, a priority, an id and a name that
 -- are not empty, and every byte the header announces. Anything else that reaches a ready
 -- list or the jobs hash is failed as undecodable (fail_undecodable), never leased.
@@ -192,12 +264,32 @@ local function ready_key(base, rec)
   return base .. ':wait:' .. p
 end
 
--- Puts records back at the head (LPUSH, last first, so their order is kept) or the tail.
+-- Puts records back at the head (LPUSH, last first, so their order is kept) or the tail; a
+-- record of a group goes to its group's list (push_group).
 local function push_ready(base, recs, head)
+  local plain, grouped, names = {}, nil, nil
+  for _, rec in ipairs(recs) do
+    local g = record_group(rec)
+    if g then
+      if not grouped then grouped, names = {}, {} end
+      local t = grouped[g]
+      if not t then
+        t = {}
+        grouped[g] = t
+        names[#names + 1] = g
+      end
+      t[#t + 1] = rec
+    else
+      plain[#plain + 1] = rec
+    end
+  end
   if head then
-    for i = #recs, 1, -1 do rcall('LPUSH', ready_key(base, recs[i]), recs[i]) end
+    for i = #plain, 1, -1 do rcall('LPUSH', ready_key(base, plain[i]), plain[i]) end
   else
-    for i = 1, #recs do rcall('RPUSH', ready_key(base, recs[i]), recs[i]) end
+    for i = 1, #plain do rcall('RPUSH', ready_key(base, plain[i]), plain[i]) end
+  end
+  if names then
+    for _, g in ipairs(names) do push_group(base, g, grouped[g], head) end
   end
 end
 
@@ -401,7 +493,15 @@ local function wake(key, slots)
     for i = 1, #slots, 2 do
       if slot_live(slots[i + 1], now) then
         rec = rec or pop_one(base, now)
-        if not rec then return end
+        if not rec then
+          -- Nothing ungrouped to hand over; grouped jobs are never handed over (they go
+          -- through reserve.lua's turns and limits): their marker only.
+          if rcall('EXISTS', base .. ':groups') == 1 then
+            rcall('LPUSH', key, '1')
+            rcall('LTRIM', key, 0, 0)
+          end
+          return
+        end
         if hand_over(base, slots[i], rec, now) then rec = nil end
       else
         rcall('ZREM', base .. ':idle', slots[i]) -- not renewed in time
@@ -410,7 +510,7 @@ local function wake(key, slots)
     -- A record popped for a slot that turned out unreadable goes back where it was.
     if rec then rcall('LPUSH', ready_key(base, rec), rec) end
   end
-  if any_ready(base) then
+  if any_ready(base) or rcall('EXISTS', base .. ':groups') == 1 then
     rcall('LPUSH', key, '1')
     rcall('LTRIM', key, 0, 0)
   end
@@ -464,6 +564,26 @@ local function remove_ready(base, id)
         end
       end
       at = at + #page
+    end
+  end
+  -- Then the lists of the groups with jobs waiting, in ring order (one record per element).
+  for _, g in ipairs(rcall('LRANGE', base .. ':groups', 0, -1)) do
+    if g ~= UNGROUPED then
+      local key = base .. ':group:' .. g
+      local at = 0
+      while true do
+        local page = rcall('LRANGE', key, at, at + 499)
+        if #page == 0 then break end
+        for _, el in ipairs(page) do
+          if string.find(el, id, 1, true) and lease_id(el) == id then
+            rcall('LREM', key, 1, el)
+            gwaiting_add(base, -1)
+            if rcall('EXISTS', key) == 0 then ring_drop(base, g) end
+            return el
+          end
+        end
+        at = at + #page
+      end
     end
   end
   return nil
