@@ -234,6 +234,18 @@ fn failed_list(py: Python<'_>, jobs: Vec<FailedJob>) -> PyResult<Py<PyAny>> {
     Ok(l.into_any().unbind())
 }
 
+/// The limits `Queue.set_limits` / `set_group_limits` checked: `rate` jobs per `per` seconds.
+fn limits_of(rate: Option<u64>, per: Option<f64>, concurrency: Option<u64>) -> PyResult<Limits> {
+    let period = per.map(|s| crate::conn::seconds("per", s, 0.001)).transpose().map_err(super::errors::to_py)?;
+    Ok(Limits { rate: rate.zip(period), concurrency })
+}
+
+/// (rate, per seconds, concurrency), None where there is no such limit.
+fn limits_tuple(py: Python<'_>, l: Limits) -> PyResult<Py<PyAny>> {
+    let (rate, per) = l.rate.map(|(n, d)| (n, d.as_secs_f64())).unzip();
+    Ok((rate, per, l.concurrency).into_pyobject(py)?.into_any().unbind())
+}
+
 fn bool_obj(py: Python<'_>, b: bool) -> PyResult<Py<PyAny>> {
     Ok(pyo3::types::PyBool::new(py, b).to_owned().into_any().unbind())
 }
@@ -473,8 +485,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let period = per.map(|s| crate::conn::seconds("per", s, 0.001)).transpose().map_err(super::errors::to_py)?;
-        let limits = Limits { rate: rate.zip(period), concurrency };
+        let limits = limits_of(rate, per, concurrency)?;
         let store = self.store.clone();
         call(py, asynchronous, async move { store.set_limits(&q, &limits).await }, |py, ()| Ok(py.None()))
     }
@@ -484,10 +495,7 @@ impl Client {
     fn limits(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.limits(&q).await }, |py, l: Limits| {
-            let (rate, per) = l.rate.map(|(n, d)| (n, d.as_secs_f64())).unzip();
-            Ok((rate, per, l.concurrency).into_pyobject(py)?.into_any().unbind())
-        })
+        call(py, asynchronous, async move { store.limits(&q).await }, limits_tuple)
     }
 
     /// Replaces the limits each group of the queue has: `rate` jobs per `per` seconds and/or
@@ -504,8 +512,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let period = per.map(|s| crate::conn::seconds("per", s, 0.001)).transpose().map_err(super::errors::to_py)?;
-        let limits = Limits { rate: rate.zip(period), concurrency };
+        let limits = limits_of(rate, per, concurrency)?;
         let store = self.store.clone();
         call(py, asynchronous, async move { store.set_group_limits(&q, &limits).await }, |py, ()| Ok(py.None()))
     }
@@ -515,10 +522,7 @@ impl Client {
     fn group_limits(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.group_limits(&q).await }, |py, l: Limits| {
-            let (rate, per) = l.rate.map(|(n, d)| (n, d.as_secs_f64())).unzip();
-            Ok((rate, per, l.concurrency).into_pyobject(py)?.into_any().unbind())
-        })
+        call(py, asynchronous, async move { store.group_limits(&q).await }, limits_tuple)
     }
 
     /// Every queue's name (dispatched to or consumed at least once), sorted.
