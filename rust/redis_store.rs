@@ -596,6 +596,21 @@ impl Store for RedisStore {
         Ok(out)
     }
 
+    async fn expire_worker(&self, q: &QueueKeys, worker: &str, most: usize) -> Result<Expired> {
+        let mut c = scripts().expire.evalsha(&[&q.active, &q.idle]);
+        c.arg(&q.base).arg(worker).arg(most);
+        let v: Value = self.conn.eval(c).await?;
+        let bad = || bad_reply("expire", &v);
+        let mut a = array(v.clone()).ok_or_else(bad)?.into_iter();
+        let mut n = || a.next().ok_or_else(bad);
+        let strings = |x: Value| -> Vec<String> {
+            array(x).unwrap_or_default().into_iter().filter_map(bytes).map(|b| String::from_utf8_lossy(&b).into_owned()).collect()
+        };
+        let leases = int(&n()?).ok_or_else(bad)? as u64;
+        let held = int(&n()?).ok_or_else(bad)? as u64;
+        Ok(Expired { leases, held, ids: strings(n()?), started: strings(n()?) })
+    }
+
     async fn tick(&self, q: &QueueKeys, limit: usize) -> Result<Tick> {
         let mut c = scripts().tick.evalsha(&[&q.delayed, &q.jobs, &q.active, &q.wake, &q.failed, &q.errors, &q.stats, &q.waiters]);
         c.arg(&q.base).arg(limit).arg(&q.results_channel);

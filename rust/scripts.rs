@@ -58,6 +58,7 @@ scripts! {
     limit => "limit.lua",
     extend => "extend.lua",
     tick => "tick.lua",
+    expire => "expire.lua",
     status => "status.lua",
     unwait => "unwait.lua",
     counts => "counts.lua",

@@ -129,6 +129,18 @@ impl AckOutcome {
     }
 }
 
+/// What `Store::expire_worker` ended: the leases of a dead worker in one queue.
+#[derive(Debug, Default)]
+pub struct Expired {
+    pub leases: u64,
+    /// Jobs those leases held (running or prefetched).
+    pub held: u64,
+    /// Some of their ids (at most the number asked for).
+    pub ids: Vec<String>,
+    /// Ids whose run had started: orphans, which run alone, so one of them killed the worker.
+    pub started: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Tick {
     pub promoted: u64,
@@ -350,6 +362,9 @@ pub trait Store: Send + Sync + 'static {
     /// Extends leases; returns the tokens that were lost (reaped) and the jobs of the others
     /// somebody asked to cancel.
     fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> impl Future<Output = Result<Extended>> + Send;
+    /// Ends now the leases of `worker`, a worker known to be dead (its supervisor saw its
+    /// process exit): the next `tick` reaps them. Also drops its idle slots.
+    fn expire_worker(&self, q: &QueueKeys, worker: &str, most: usize) -> impl Future<Output = Result<Expired>> + Send;
     /// Promotes due delayed jobs and reaps expired leases.
     fn tick(&self, q: &QueueKeys, limit: usize) -> impl Future<Output = Result<Tick>> + Send;
     /// Blocks the calling thread (not a runtime thread) until a job is handed to `worker`

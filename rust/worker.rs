@@ -30,6 +30,12 @@ pub struct WorkerConfig {
     /// Weighted queue order (one weight per queue, each at least 1): each reserve round visits
     /// the queues in a random order drawn by weight. None: strict order, as given.
     pub weights: Option<Vec<u32>>,
+    /// Names this process's leases, inboxes and idle slots; None: a random one. A pool's
+    /// supervisor picks it, to end the leases of a child it saw die (`Store::expire_worker`).
+    pub worker_id: Option<String>,
+    /// Hand out at most this many jobs, then nothing more is reserved (a pool child that is
+    /// recycled after that many): `exhausted` tells when they are all given.
+    pub max_jobs: Option<u64>,
 }
 
 /// A job handed to Python.
@@ -88,6 +94,8 @@ struct Buffer {
     /// The orphan this worker runs alone (lease, job id): taken once nothing else ran, and
     /// nothing else is taken until its outcome has landed in the store (see `take_ready`).
     solo: Option<(u64, Vec<u8>)>,
+    /// Jobs handed to handlers so far (counted against `WorkerConfig::max_jobs`).
+    given: u64,
 }
 
 #[derive(Default)]
@@ -178,6 +186,7 @@ fn new_token() -> String {
 impl<S: Store> Engine<S> {
     pub fn new(store: Arc<S>, queues: Vec<Arc<QueueKeys>>, cfg: WorkerConfig) -> Arc<Engine<S>> {
         let queues_len = queues.len();
+        let worker_id = cfg.worker_id.clone().unwrap_or_else(new_token);
         Arc::new(Engine {
             store,
             queues,
@@ -199,7 +208,7 @@ impl<S: Store> Engine<S> {
             rate: Mutex::new((0.0, Instant::now(), 0)),
             stats: Stats::default(),
             last_error: Mutex::default(),
-            worker_id: new_token(),
+            worker_id,
             idle_slots: Mutex::new(vec![None; queues_len]),
             fetch_live: AtomicBool::new(false),
             fetch_done: Notify::new(),
@@ -233,6 +242,20 @@ impl<S: Store> Engine<S> {
         *self.last_error.lock().unwrap() = Some(e.to_string());
     }
 
+    /// Jobs still to hand out under `max_jobs`, None without a quota.
+    fn quota_left(&self, b: &Buffer) -> Option<u64> {
+        self.cfg.max_jobs.map(|m| m.saturating_sub(b.given))
+    }
+
+    /// Every job of the `max_jobs` quota was handed out.
+    pub fn exhausted(&self) -> bool {
+        self.quota_left(&self.buffer.lock().unwrap()) == Some(0)
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
     fn target_buffer(&self) -> usize {
         if !self.cfg.adaptive {
             return self.cfg.prefetch;
@@ -251,8 +274,19 @@ impl<S: Store> Engine<S> {
         // A queue was paused or resumed: reserve now, even with a full buffer, to hear which.
         let mut control = false;
         while !self.stopping.load(Ordering::Acquire) {
-            let buffered = self.buffer.lock().unwrap().ready.len();
-            let target = self.target_buffer();
+            let (buffered, left) = {
+                let b = self.buffer.lock().unwrap();
+                (b.ready.len(), self.quota_left(&b))
+            };
+            let target = left.map_or(self.target_buffer(), |l| self.target_buffer().min(l as usize));
+            if target == 0 {
+                // The quota is handed out: nothing more to reserve; the worker stops.
+                tokio::select! {
+                    _ = self.stop.notified() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+                continue;
+            }
             if buffered * 2 > target && !control {
                 tokio::select! {
                     _ = self.want_more.notified() => {}
@@ -567,6 +601,11 @@ impl<S: Store> Engine<S> {
     /// landed (with attempts=1 it would fail with LeaseExpired after running well once).
     fn take_ready(&self, max: usize, timeout: Duration, deadline: Instant) -> Vec<Pending> {
         let mut b = self.buffer.lock().unwrap();
+        let max = match self.quota_left(&b) {
+            Some(0) => return vec![],
+            Some(left) => max.min(left as usize),
+            None => max,
+        };
         loop {
             while (b.ready.is_empty() || b.solo.is_some()) && !b.closed {
                 if b.ready.is_empty()
@@ -622,6 +661,7 @@ impl<S: Store> Engine<S> {
             _ => b.ready.iter().take(max).position(|p| p.orphan).unwrap_or(max.min(b.ready.len())),
         };
         let out: Vec<Pending> = b.ready.drain(..n).collect();
+        b.given += n as u64;
         if let [p] = out.as_slice() {
             if p.orphan {
                 b.solo = Some((p.lease, p.id.clone()));
@@ -672,7 +712,10 @@ impl<S: Store> Engine<S> {
             Err(e) => {
                 self.note_error(&e);
                 let again = p.copy(true);
-                self.buffer.lock().unwrap().ready.push_front(again);
+                let mut b = self.buffer.lock().unwrap();
+                b.ready.push_front(again);
+                b.given -= 1; // not run: it does not count against the quota
+                drop(b);
                 self.end_solo();
                 std::thread::sleep(Duration::from_millis(100));
                 false
@@ -970,6 +1013,9 @@ impl<S: Store> Engine<S> {
             }
             ids
         };
+        if lost.is_empty() {
+            return; // settled or handed back here meanwhile: nothing of this worker's was lost
+        }
         self.buffer.lock().unwrap().ready.retain(|p| !lost.contains(&p.lease));
         self.stats.lost_leases.fetch_add(lost.len() as u64, Ordering::Relaxed);
         self.note_error(&Error::Store(format!(

@@ -7,8 +7,10 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -36,6 +38,38 @@ def _queues(specs: list[str]) -> list[str] | dict[str, int]:
     return out
 
 
+def _processes(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, or auto, got {value!r}")
+    return n
+
+
+def _at_least_one(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
+    return n
+
+
+def _megabytes(value: str) -> float:
+    try:
+        mb = float(value)
+    except ValueError:
+        mb = 0.0
+    if not mb > 0 or mb == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of MB above 0, got {value!r}")
+    return mb
+
+
 def _worker(args: argparse.Namespace) -> int:
     from .worker import Worker
 
@@ -44,8 +78,11 @@ def _worker(args: argparse.Namespace) -> int:
     for name in args.modules:
         try:
             importlib.import_module(name)
-        except ImportError as e:
+        except ModuleNotFoundError as e:
             print(f"fastjobs: cannot import {name!r}: {e}", file=sys.stderr)
+            return 2
+        except BaseException:  # noqa: BLE001 - the module's own error: its traceback, before any worker starts
+            print(f"fastjobs: importing {name!r} failed:\n{traceback.format_exc()}", file=sys.stderr)
             return 2
     try:
         config.client()  # a bad URL in $FASTJOBS_URL
@@ -59,10 +96,17 @@ def _worker(args: argparse.Namespace) -> int:
             lease=args.lease,
             grace=args.grace,
             scheduler=not args.no_scheduler,
+            processes=args.processes,
+            max_jobs_per_child=args.max_jobs_per_child,
+            max_memory_per_child=args.max_memory_per_child,
+            start_method=args.start_method,
+            reload=args.reload,
         )
     except ValueError as e:  # an option out of range
-        print(f"fastjobs worker: {e}", file=sys.stderr)
+        print(f"fastjobs worker: {_flagged(e)}", file=sys.stderr)
         return 2
+    if w._pool is not None:  # a reload imports the modules named here again, with the jobs'
+        w._pool.modules = sorted(set(w._pool.modules) | set(args.modules))
     if not w.jobs:
         print(f"fastjobs: the modules {args.modules} register no job", file=sys.stderr)
         return 2
@@ -73,10 +117,21 @@ def _worker(args: argparse.Namespace) -> int:
     s = w.run()
     print(
         f"fastjobs worker: {s.completed} completed, {s.retried} retried, {s.failed} failed, "
-        f"{s.handed_back} handed back, {s.stale} stale, {s.cancelled} cancelled in {s.seconds:.1f}s",
+        f"{s.handed_back} handed back, {s.stale} stale, {s.cancelled} cancelled in {s.seconds:.1f}s"
+        + (f"; children replaced: {sum(s.restarts.values())} ("
+           + ", ".join(f"{n} {why}" for why, n in sorted(s.restarts.items())) + ")" if s.restarts else ""),
         file=sys.stderr,
     )
     return 0
+
+
+def _flagged(e: ValueError) -> str:
+    """A Worker's message, naming the command's flag instead of the parameter."""
+    message = str(e)
+    for param in ("max_jobs_per_child", "max_memory_per_child", "processes", "start_method", "concurrency", "prefetch",
+                  "lease", "grace"):
+        message = re.sub(rf"\b{param}\b", "--" + param.replace("_", "-"), message)
+    return message
 
 
 class _BadLine(ValueError):
@@ -216,6 +271,16 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
     w.add_argument("--no-scheduler", action="store_true", help="do not promote delayed jobs or reap leases in this process")
     w.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    w.add_argument("-p", "--processes", type=_processes, default=None, metavar="N|auto",
+                   help="run a pool of N worker processes (auto: one per usable core), each with --concurrency threads")
+    w.add_argument("--max-jobs-per-child", type=_at_least_one, default=None, metavar="N",
+                   help="replace a pool child after it ran N jobs")
+    w.add_argument("--max-memory-per-child", type=_megabytes, default=None, metavar="MB",
+                   help="replace a pool child once its resident memory passes MB")
+    w.add_argument("--start-method", choices=["fork", "spawn"], default=None,
+                   help="how pool children start (default: fork on Linux, spawn elsewhere)")
+    w.add_argument("--reload", action="store_true",
+                   help="development: restart the pool's children when a .py file under the current directory changes")
     w.set_defaults(func=_worker)
 
     e = sub.add_parser("enqueue", help="dispatch one job per line of a JSON-lines file",

@@ -144,6 +144,12 @@ def settings(connection: str = "default") -> Connection:
     raise ValueError(f"unknown connection {connection!r}: call fastjobs.configure(..., connection={connection!r}) first")
 
 
+def configured() -> dict[str, Connection]:
+    """The connections set with ``configure()``, by name (a spawned pool child gets them)."""
+    with _lock:
+        return dict(_connections)
+
+
 def client(connection: str = "default") -> _core.Client:
     """The engine client of a named connection, one per process (a forked child makes its own)."""
     pid = os.getpid()

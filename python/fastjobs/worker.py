@@ -16,13 +16,14 @@ import itertools
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, TypeGuard
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from . import _core, config, serde
 from . import chain as chains
@@ -31,6 +32,13 @@ from ._eager import start_eagerly
 from .errors import JobCancelled, JobTimeoutError
 from .job import Job, registry
 from .options import backoff_from_json, check_seconds
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+#: How often a pool child reports its counts to its parent (pool.py): a child that dies
+#: loses at most this much of its counts from the pool's summary.
+REPORT_EVERY = 0.1
 
 __all__ = ["Worker", "WorkerSummary"]
 
@@ -67,6 +75,9 @@ class WorkerSummary:
     seconds: float
     stale: int = 0
     cancelled: int = 0
+    #: A pool (``processes=``): its children replaced, by why ("killed by SIGKILL",
+    #: "recycled after 1000 jobs", ...); the counts above are summed over every child.
+    restarts: dict[str, int] = field(default_factory=dict)
 
 
 def _timeout_message(job_id: str, name: str, timeout: float) -> str:
@@ -143,6 +154,12 @@ class Worker:
     at most max(8000, 4 x concurrency)); a number fixes it. ``lease`` is how long a job stays reserved without
     a heartbeat (heartbeats renew it every ``lease/3``); ``grace`` how long a graceful stop
     waits for running jobs.
+
+    ``processes`` runs a pool of that many worker processes (``"auto"``: one per usable
+    core), each with ``concurrency`` handler threads, supervised by this process (``pool.py``):
+    children that die are replaced, ``max_jobs_per_child`` and ``max_memory_per_child`` (MB)
+    recycle them, ``reload`` replaces them when a ``.py`` file under the current directory
+    changes. ``start_method`` is ``"fork"`` (the default on Linux) or ``"spawn"``.
     """
 
     def __init__(
@@ -156,6 +173,13 @@ class Worker:
         grace: float = 30.0,
         scheduler: bool = True,
         jobs: Iterable[type[Job[Any, Any]]] | None = None,
+        processes: int | str | None = None,
+        max_jobs_per_child: int | None = None,
+        max_memory_per_child: float | None = None,
+        start_method: str | None = None,
+        reload: bool = False,
+        _worker_id: str | None = None,
+        _max_jobs: int | None = None,
     ) -> None:
         weights: list[int] | None = None
         if isinstance(queues, str):
@@ -177,6 +201,15 @@ class Worker:
         self.scheduler = scheduler
         self.jobs = {j.name: j for j in jobs} if jobs is not None else registry()
         self.client = config.client(connection)
+        self._pool: Pool | None = None
+        if processes is not None or reload:
+            spec = dict(queues=dict(zip(self.queues, weights)) if weights else self.queues, concurrency=concurrency,
+                        connection=connection, prefetch=prefetch, lease=lease, grace=grace, scheduler=scheduler,
+                        jobs=None if jobs is None else list(self.jobs))
+            self._pool = _pool(spec, self.jobs, processes, max_jobs_per_child, max_memory_per_child, start_method, grace, reload)
+            return
+        if max_jobs_per_child is not None or max_memory_per_child is not None:
+            raise ValueError("max_jobs_per_child and max_memory_per_child recycle the children of a pool: give processes too")
         self.engine = _core.WorkerEngine(
             self.client,
             self.queues,
@@ -184,6 +217,8 @@ class Worker:
             concurrency=concurrency,
             lease=lease,
             weights=weights,
+            worker_id=_worker_id,
+            max_jobs=_max_jobs,
         )
         self._stop = threading.Event()
         self._stopping = False  # mirrors _stop, read once per job on the hot path
@@ -203,6 +238,7 @@ class Worker:
         self._cancels: threading.Thread | None = None
         self._signals = 0
         self._connection_checked = False
+        self._on_tick: Callable[[], None] | None = None  # a pool child's reporter (pool.py)
 
     # ---- running one job ----
 
@@ -436,6 +472,9 @@ class Worker:
                 # blocking wait for more runs on the pull thread.
                 jobs = engine.next_jobs(min(free, 512), 0.0)
                 if not jobs:
+                    if engine.exhausted():  # a pool child's job quota is used up: it is recycled
+                        self.stop()
+                        break
                     jobs = await loop.run_in_executor(pull, engine.next_jobs, min(free, 512), 0.25)
                 if self._stopping:
                     if jobs:
@@ -506,6 +545,8 @@ class Worker:
             while not self._stop.is_set():
                 jobs = engine.next_jobs(batch, 0.25)
                 if not jobs:
+                    if engine.exhausted():  # a pool child's job quota is used up: it is recycled
+                        self.stop()
                     continue
                 started = time.perf_counter()
                 self._run_sync(jobs)
@@ -529,6 +570,9 @@ class Worker:
 
     def stop(self) -> None:
         """Asks for a graceful stop (thread-safe); ``run`` returns once it is done."""
+        if self._pool is not None:
+            self._pool.stop()
+            return
         self._stopping = True
         self._stop.set()
 
@@ -556,7 +600,12 @@ class Worker:
         ``StoreError`` for a database index the server does not have; ``ConnectionError`` for
         a host name that does not exist). A Redis that cannot be reached now (refused, timed
         out) is logged, and the worker starts and retries: Redis may be starting up."""
-        trouble = self.client.check_connection()
+        if self._pool is not None:
+            from .pool import check_connection
+
+            trouble = check_connection(self.connection, self._pool.start_method)
+        else:
+            trouble = self.client.check_connection()
         if trouble:
             log.warning("Redis cannot be reached yet; starting anyway, retrying until it can: %s", trouble)
         self._connection_checked = True
@@ -564,6 +613,13 @@ class Worker:
     def run(self, *, install_signals: bool = True) -> WorkerSummary:
         """Runs until ``stop()`` or a signal; returns what was done. Raises before it starts
         when the connection settings can never work (see ``_check_connection``)."""
+        if self._pool is not None:
+            if not self._connection_checked:
+                self._check_connection()
+            totals = self._pool.run()
+            return WorkerSummary(totals.get("completed", 0), totals.get("retried", 0), totals.get("failed", 0),
+                                 totals.get("handed_back", 0), totals["seconds"], totals.get("stale", 0),
+                                 totals.get("cancelled", 0), totals["restarts"])
         if not self._connection_checked:  # the CLI checks first, to exit 1 on a failure
             self._check_connection()
         started = time.monotonic()
@@ -587,8 +643,10 @@ class Worker:
         log.info("worker started: %s prefix %r, queues %s, concurrency %d, jobs %s", self.client.url, self.client.prefix,
                  self.queues, self.concurrency, sorted(self.jobs))
         try:
-            while not self._stop.wait(0.5):
+            while not self._stop.wait(0.5 if self._on_tick is None else REPORT_EVERY):
                 self._report()
+                if self._on_tick is not None:
+                    self._on_tick()
         finally:
             self._shutdown()
         self._report()
@@ -649,3 +707,44 @@ class Worker:
         self._loop_thread.join(5)
         if not loop.is_running():
             loop.close()
+
+
+def _pool(
+    spec: dict[str, Any],
+    jobs: dict[str, type[Job[Any, Any]]],
+    processes: int | str | None,
+    max_jobs: int | None,
+    max_memory: float | None,
+    start_method: str | None,
+    grace: float,
+    reload: bool,
+) -> Pool:
+    """Checks a pool's settings, naming the one that is wrong; the pool of a ``Worker``."""
+    from .pool import Pool, rss_mb, usable_cores
+
+    if processes is None:
+        processes = 1  # reload alone: a pool of one
+    if processes == "auto":
+        processes = usable_cores()
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be a whole number of at least 1, or 'auto', got {processes!r}")
+    if max_jobs is not None and (isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 1):
+        raise ValueError(f"max_jobs_per_child must be a whole number of at least 1, got {max_jobs!r}")
+    if max_memory is not None:
+        if isinstance(max_memory, bool) or not isinstance(max_memory, (int, float)) or not max_memory > 0:
+            raise ValueError(f"max_memory_per_child must be a number of MB above 0, got {max_memory!r}")
+        start = rss_mb()
+        if max_memory <= start:
+            raise ValueError(f"max_memory_per_child of {max_memory:g} MB is below the memory a worker process starts with "
+                             f"here ({start:.0f} MB, the job modules imported): every child would be recycled at once")
+    if start_method is None:
+        start_method = "fork" if sys.platform.startswith("linux") else "spawn"
+    if start_method not in ("fork", "spawn"):
+        raise ValueError(f"start_method must be 'fork' or 'spawn', got {start_method!r}")
+    modules = sorted({cls.__module__ for cls in jobs.values()})
+    if start_method == "spawn" and "__main__" in modules:
+        named = sorted(n for n, cls in jobs.items() if cls.__module__ == "__main__")
+        raise ValueError(f"start_method='spawn' imports the job modules in each child, and jobs {named} are defined in the "
+                         "script being run (__main__): move them into a module")
+    spec.update(max_jobs=max_jobs, max_memory_mb=max_memory)
+    return Pool(spec, processes=processes, modules=modules, start_method=start_method, grace=grace, reload=reload)

@@ -397,6 +397,33 @@ impl Client {
         call(py, asynchronous, async move { store.resume(&q).await }, bool_obj)
     }
 
+    /// Ends now the leases `worker` (a dead worker process) held in `queues`, and reaps them:
+    /// a list of (queue, jobs held, some of their ids, ids whose run had started) for the
+    /// queues where it held any. Pool supervisors call it when a child died.
+    #[pyo3(signature = (queues, worker, *, most = 20))]
+    fn expire_worker(&self, py: Python<'_>, queues: Vec<String>, worker: String, most: usize) -> PyResult<Py<PyAny>> {
+        let qs: Vec<Arc<QueueKeys>> = queues.iter().map(|q| self.queue(q)).collect::<Result<_>>().map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        let found = call(
+            py,
+            false,
+            async move {
+                let mut out = Vec::new();
+                for q in qs {
+                    let e = store.expire_worker(&q, &worker, most).await?;
+                    if e.leases == 0 {
+                        continue;
+                    }
+                    while store.tick(&q, 1000).await?.reaped >= 1000 {}
+                    out.push((q.name.clone(), e.held, e.ids, e.started));
+                }
+                Ok(out)
+            },
+            |py, out: Vec<(String, u64, Vec<String>, Vec<String>)>| Ok(out.into_pyobject(py)?.into_any().unbind()),
+        )?;
+        Ok(found)
+    }
+
     /// Cancels (or with `remove`, deletes) one job: (state it was in, record tuple or None,
     /// done). Not done: a finished job (cancel) or a running one (remove).
     #[pyo3(signature = (queue, id, *, remove = false, asynchronous = false))]

@@ -33,7 +33,10 @@ impl WorkerEngine {
     #[new]
     /// `prefetch` None: adaptive, up to 8000 (or 4 x concurrency); a number: kept ready.
     /// `weights`: one per queue for the weighted order, None for the strict order.
-    #[pyo3(signature = (client, queues, *, prefetch = None, concurrency = 1, lease = 30.0, weights = None))]
+    /// `worker_id`: names its leases (24 lowercase hex digits; None: random). `max_jobs`: hand
+    /// out at most that many jobs (`exhausted` then says so).
+    #[pyo3(signature = (client, queues, *, prefetch = None, concurrency = 1, lease = 30.0, weights = None, worker_id = None, max_jobs = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         client: &Client,
         queues: Vec<String>,
@@ -41,7 +44,17 @@ impl WorkerEngine {
         concurrency: usize,
         lease: f64,
         weights: Option<Vec<u32>>,
+        worker_id: Option<String>,
+        max_jobs: Option<u64>,
     ) -> PyResult<WorkerEngine> {
+        if let Some(w) = &worker_id {
+            if w.len() != 24 || !w.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!("worker_id must be 24 lowercase hex digits, got {w:?}")));
+            }
+        }
+        if max_jobs == Some(0) {
+            return Err(pyo3::exceptions::PyValueError::new_err("max_jobs must be at least 1"));
+        }
         if queues.is_empty() {
             return Err(pyo3::exceptions::PyValueError::new_err("a worker needs at least one queue"));
         }
@@ -62,7 +75,7 @@ impl WorkerEngine {
         let adaptive = prefetch.is_none();
         let prefetch = prefetch.unwrap_or_else(|| 8000.max(4 * concurrency));
         let qs: Vec<Arc<QueueKeys>> = queues.iter().map(|q| client.queue(q)).collect::<Result<_, Error>>().map_err(to_py)?;
-        let cfg = WorkerConfig { prefetch, adaptive, min_batch: concurrency.min(prefetch), lease: Duration::from_secs_f64(lease), weights };
+        let cfg = WorkerConfig { prefetch, adaptive, min_batch: concurrency.min(prefetch), lease: Duration::from_secs_f64(lease), weights, worker_id, max_jobs };
         let queue_names = Python::attach(|py| queues.iter().map(|q| PyString::intern(py, q).into_any().unbind()).collect());
         Ok(WorkerEngine {
             engine: Engine::new(client.store.clone(), qs, cfg),
@@ -212,6 +225,17 @@ impl WorkerEngine {
         for t in self.tasks.lock().unwrap().drain(..).chain(self.core_tasks.lock().unwrap().drain(..)) {
             t.abort();
         }
+    }
+
+    /// Every job of `max_jobs` was handed out: nothing more comes.
+    fn exhausted(&self) -> bool {
+        self.engine.exhausted()
+    }
+
+    /// The id that names this worker's leases (`Client.expire_worker` ends them).
+    #[getter]
+    fn worker_id(&self) -> String {
+        self.engine.worker_id().to_owned()
     }
 
     fn running(&self) -> usize {
