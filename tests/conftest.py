@@ -141,8 +141,8 @@ class ProcessWorker:
     pipe: a worker that logs much (a line per redelivered job) must never block on a pipe that
     the test reads only at the end."""
 
-    def __init__(self, url: str, prefix: str, modules: list[str], args: list[str]) -> None:
-        env = dict(os.environ, FASTJOBS_URL=url, FASTJOBS_PREFIX=prefix, PYTHONPATH=str(ROOT))
+    def __init__(self, url: str, prefix: str, modules: list[str], args: list[str], path: str = "") -> None:
+        env = dict(os.environ, FASTJOBS_URL=url, FASTJOBS_PREFIX=prefix, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), path])))
         fd, self.log = tempfile.mkstemp(prefix="fastjobs-worker-", suffix=".log")
         with os.fdopen(fd, "w") as out:
             self.proc = subprocess.Popen(
@@ -172,8 +172,8 @@ class ProcessWorker:
 def spawn_worker(redis_server: RedisServer, prefix: str) -> Iterator[Any]:
     procs: list[ProcessWorker] = []
 
-    def spawn(*args: str, modules: list[str] | None = None, url: str | None = None) -> ProcessWorker:
-        p = ProcessWorker(url or redis_server.url, prefix, modules or ["tests.apps.jobs"], list(args))
+    def spawn(*args: str, modules: list[str] | None = None, url: str | None = None, path: str = "") -> ProcessWorker:
+        p = ProcessWorker(url or redis_server.url, prefix, modules or ["tests.apps.jobs"], list(args), path)
         procs.append(p)
         return p
 

@@ -161,6 +161,14 @@ class Pool:
 
     # ---- the parent's loop ----
 
+    def check_reload(self) -> None:
+        """``reload`` needs the watchfiles package: raises before anything starts without it."""
+        if self.reload:
+            try:
+                import watchfiles  # noqa: F401
+            except ImportError:
+                raise ValueError("reload needs the watchfiles package: pip install 'fastjobs[reload]'") from None
+
     def run(self) -> dict[str, Any]:
         """Runs the pool until it is stopped; returns the children's counts summed, and
         ``restarts``: children replaced, by why."""
@@ -194,7 +202,7 @@ class Pool:
         if self.stopping > 1:
             log.warning("second signal: the pool exited at once; leases of jobs that were running expire and go back")
             os._exit(130)
-        totals = dict(self.stats)
+        totals: dict[str, Any] = dict(self.stats)
         totals["seconds"] = time.monotonic() - started
         totals["restarts"] = dict(self.why)
         return totals
@@ -426,12 +434,9 @@ class Pool:
     # ---- --reload ----
 
     def _start_watcher(self) -> None:
-        try:
-            import watchfiles  # noqa: F401
-        except ImportError:
-            raise RuntimeError("reload needs the watchfiles package: pip install 'fastjobs[reload]'") from None
-        self.watcher = subprocess.Popen([sys.executable, "-c", "import fastjobs.pool as p; p._watch()", str(os.getpid()), os.getcwd()])
-        log.info("watching %s for changed .py files (pid %d)", os.getcwd(), self.watcher.pid)
+        roots = _roots(self.modules)
+        self.watcher = subprocess.Popen([sys.executable, "-c", "import fastjobs.pool as p; p._watch()", str(os.getpid()), *roots])
+        log.info("watching %s for changed .py files (pid %d)", ", ".join(roots), self.watcher.pid)
 
     def _stop_watcher(self) -> None:
         if self.watcher is not None:
@@ -485,30 +490,47 @@ def _signal(pid: int, signum: int) -> None:
         pass
 
 
-def _reimport(modules: list[str]) -> None:
-    """Imports the job modules again, with every module of the application they loaded (those
-    outside the standard library, site-packages and fastjobs): a reload brings new code of the
-    application; upgraded libraries need a restart."""
-    import importlib
+def _library(path: str) -> bool:
+    """Whether ``path`` is a file of the standard library, an installed package or fastjobs."""
     import sysconfig
+
+    paths = sysconfig.get_paths()
+    libraries = {os.path.realpath(p) for p in (paths["stdlib"], paths["purelib"], paths["platlib"], sys.base_prefix)}
+    libraries.add(os.path.realpath(os.path.dirname(__file__)))  # fastjobs, even built in the application's tree
+    return any(path.startswith(lib + os.sep) for lib in libraries)
+
+
+def _roots(modules: list[str]) -> list[str]:
+    """The application's directories: those of the job modules' files (a package's directory
+    for a module of a package), libraries left out. A reload watches them and imports every
+    module under them again."""
+    roots: set[str] = set()
+    for name in modules:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path and not _library(os.path.realpath(path)):
+            top = sys.modules.get(name.partition(".")[0])
+            top_path = getattr(top, "__file__", None) or path
+            roots.add(os.path.dirname(os.path.dirname(top_path)) if top_path.endswith("__init__.py") else os.path.dirname(top_path))
+    return sorted(os.path.realpath(r) for r in roots) or [os.getcwd()]
+
+
+def _reimport(modules: list[str]) -> None:
+    """Imports the job modules again, with every module of the application they loaded (under
+    ``_roots``, libraries left out): a reload brings new code of the application; upgraded
+    libraries need a restart."""
+    import importlib
 
     from .job import _REGISTRY
 
-    libraries = {os.path.realpath(p) for p in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
-                                               sysconfig.get_paths()["platlib"], os.path.dirname(__file__), sys.prefix,
-                                               sys.base_prefix)}
-    here = os.path.realpath(os.getcwd())
+    roots = [r + os.sep for r in _roots(modules)]
     ours: list[str] = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
         if name == "__main__" or not path:
             continue
         path = os.path.realpath(path)
-        if any(path.startswith(lib + os.sep) for lib in libraries) and not path.startswith(here + os.sep):
-            continue
-        if path.startswith(os.path.realpath(os.path.dirname(__file__)) + os.sep):
-            continue  # fastjobs itself, even when it is built in the current directory
-        if path.startswith(here + os.sep) or name in modules:
+        if name in modules or (any(path.startswith(r) for r in roots) and not _library(path)):
             ours.append(name)
     saved = {name: sys.modules[name] for name in ours}
     registered = _REGISTRY.copy()
@@ -674,9 +696,9 @@ def _watch() -> None:
     """The file watcher of ``reload``: SIGHUP to the pool when a ``.py`` file changes."""
     import watchfiles
 
-    parent, root = int(sys.argv[1]), sys.argv[2]
+    parent, roots = int(sys.argv[1]), sys.argv[2:]
     _die_with_parent(parent)
-    for _changes in watchfiles.watch(root, watch_filter=watchfiles.PythonFilter()):
+    for _changes in watchfiles.watch(*roots, watch_filter=watchfiles.PythonFilter()):
         try:
             os.kill(parent, signal.SIGHUP)
         except ProcessLookupError:

@@ -202,6 +202,7 @@ class Worker:
         self.jobs = {j.name: j for j in jobs} if jobs is not None else registry()
         self.client = config.client(connection)
         self._pool: Pool | None = None
+        self._connection_checked = False
         if processes is not None or reload:
             spec = dict(queues=dict(zip(self.queues, weights)) if weights else self.queues, concurrency=concurrency,
                         connection=connection, prefetch=prefetch, lease=lease, grace=grace, scheduler=scheduler,
@@ -237,7 +238,6 @@ class Worker:
         self._async_by_handle: dict[int, asyncio.Task[Any]] = {}  # running async jobs, for cancels
         self._cancels: threading.Thread | None = None
         self._signals = 0
-        self._connection_checked = False
         self._on_tick: Callable[[], None] | None = None  # a pool child's reporter (pool.py)
 
     # ---- running one job ----
@@ -747,4 +747,6 @@ def _pool(
         raise ValueError(f"start_method='spawn' imports the job modules in each child, and jobs {named} are defined in the "
                          "script being run (__main__): move them into a module")
     spec.update(max_jobs=max_jobs, max_memory_mb=max_memory)
-    return Pool(spec, processes=processes, modules=modules, start_method=start_method, grace=grace, reload=reload)
+    pool = Pool(spec, processes=processes, modules=modules, start_method=start_method, grace=grace, reload=reload)
+    pool.check_reload()
+    return pool

@@ -75,7 +75,15 @@ impl WorkerEngine {
         let adaptive = prefetch.is_none();
         let prefetch = prefetch.unwrap_or_else(|| 8000.max(4 * concurrency));
         let qs: Vec<Arc<QueueKeys>> = queues.iter().map(|q| client.queue(q)).collect::<Result<_, Error>>().map_err(to_py)?;
-        let cfg = WorkerConfig { prefetch, adaptive, min_batch: concurrency.min(prefetch), lease: Duration::from_secs_f64(lease), weights, worker_id, max_jobs };
+        let cfg = WorkerConfig {
+            prefetch,
+            adaptive,
+            min_batch: concurrency.min(prefetch),
+            lease: Duration::from_secs_f64(lease),
+            weights,
+            worker_id,
+            max_jobs,
+        };
         let queue_names = Python::attach(|py| queues.iter().map(|q| PyString::intern(py, q).into_any().unbind()).collect());
         Ok(WorkerEngine {
             engine: Engine::new(client.store.clone(), qs, cfg),
