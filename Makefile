@@ -84,6 +84,11 @@ bench-flow: build ## a JobFlow of 10,000 children against the same jobs dispatch
 bench-controls: build ## what cancelling a waiting job by id costs by its depth, and emptying a queue of 1M jobs
 	$(PY) benches/controls.py
 
+.PHONY: bench-pool
+bench-pool: build ## worker pools (--processes 1, 2, auto) against one worker process, I/O- and CPU-bound bodies
+	@$(PIP) install -q --disable-pip-version-check "redis[hiredis]>=5"
+	$(PY) benches/pool.py
+
 .PHONY: bench-micro
 bench-micro: build ## pytest-benchmark of single dispatch, bulk dispatch, status and counts
 	@$(PIP) install -q --disable-pip-version-check "pytest-benchmark>=4"
