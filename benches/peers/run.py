@@ -2,6 +2,7 @@
 throwaway redis-server, and prints a table with fastjobs÷peer ratios.
 
     python benches/peers/run.py [--systems fastjobs,rq,...] [--workloads W1,W2,...] [--quick]
+    python benches/peers/run.py --workloads W2P [--processes 1,2,auto] [--body incr,cpu] [--n W2P-cpu=2000]
 
 Each adapter runs in its own process with its own interpreter: fastjobs with the project's
 .venv, peers with .venv-peers or the venv named for them in venvs.txt. The last line printed
@@ -25,18 +26,23 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 ADAPTERS = HERE / "adapters"
+sys.path.insert(0, str(ADAPTERS))
+
+import _w2p  # noqa: E402 - lives with the adapters: the cpu body and what `auto` processes means
 
 # What each figure means and which way is better.
 FIGURES = {
     "W1": ("jobs_per_s", "higher", "bulk enqueue, jobs/s"),
     "W2": ("jobs_per_s", "higher", "one worker drains, jobs/s"),
+    "W2P": ("jobs_per_s", "higher", "a pool of worker processes from one command drains, jobs/s"),
     "W3": ("p50_ms", "lower", "idle start latency p50, ms"),
     "W4": ("bytes_per_job", "lower", "Redis bytes per waiting job"),
     "W5": ("p50_ms", "lower", "lateness of delayed jobs p50, ms"),
 }
 EXTRA = {"W3": ("p99_ms", "p99"), "W5": ("p99_ms", "p99")}
-DEFAULT_N = {"W1": 100_000, "W2": 20_000, "W4": 100_000}
-QUICK_N = {"W1": 20_000, "W2": 5_000, "W4": 20_000}
+# W2P's n depends on the task body: keys W2P-incr and W2P-cpu.
+DEFAULT_N = {"W1": 100_000, "W2": 20_000, "W4": 100_000, "W2P-incr": 20_000, "W2P-cpu": 4_000}
+QUICK_N = {"W1": 20_000, "W2": 5_000, "W4": 20_000, "W2P-incr": 5_000, "W2P-cpu": 1_000}
 
 
 def interpreters() -> dict[str, Path]:
@@ -116,8 +122,9 @@ def fastjobs_worker(url: str, prefix: str, tmp: Path, module: str, queue: str, c
                              "--log-level", "WARNING"], env=env, cwd=str(tmp), stdout=out, stderr=out)
 
 
-def run_one(py: Path, system: str, workload: str, url: str, n: int | None, limit: float) -> dict[str, Any]:
-    cmd = [str(py), str(ADAPTERS / f"{system}_peer.py"), "--redis-url", url, "--workload", workload]
+def run_one(py: Path, system: str, workload: str, url: str, n: int | None, limit: float,
+            extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    cmd = [str(py), str(ADAPTERS / f"{system}_peer.py"), "--redis-url", url, "--workload", workload, *extra]
     if n is not None:
         cmd += ["--n", str(n)]
     env = dict(os.environ, PEER_BUDGET_S=str(limit - 10))
@@ -164,11 +171,63 @@ def table(results: dict[str, dict[str, dict[str, Any]]], workloads: list[str]) -
     return "\n".join(rows)
 
 
+def pool_sizes(spec: str) -> list[tuple[int, str]]:
+    """--processes 1,2,auto -> [(1, "1"), (2, "2 (auto)")] on 2 cores: auto resolved here, and
+    each count run once."""
+    sizes: dict[int, str] = {}
+    for word in spec.split(","):
+        p = _w2p.processes(word)
+        sizes[p] = f"{p} (auto)" if word == "auto" else sizes.get(p, str(p))
+    return sorted(sizes.items())
+
+
+def pool_table(results: dict[str, dict[str, Any]], bodies: list[str], sizes: list[tuple[int, str]]) -> str:
+    """W2P: one column per body x processes, then fastjobs ÷ the best peer of each column."""
+    key, better, title = FIGURES["W2P"]
+    cols = [(body, p, f"{body} P={label}") for body in bodies for p, label in sizes]
+    width = max(14, *(len(c[2]) + 2 for c in cols))
+    rows = [f"\nW2P: {title} ({better} is better); the cpu body is {_w2p.CPU_LOOPS:,} rounds of "
+            "integer arithmetic, then the INCR",
+            f"  {'system':<14}" + "".join(f"{c[2]:>{width}}" for c in cols) + "  notes"]
+    best: dict[tuple[str, int], tuple[float, str]] = {}
+    for system, per in results.items():
+        runs = per.get("W2P", {})
+        cells, notes = [], []
+        for body, p, _ in cols:
+            r = runs.get(body, {}).get(str(p), {})
+            v = r.get(key)
+            cells.append(fmt(v) if isinstance(v, (int, float)) else "—")
+            if "error" in r and r["error"][:90] not in notes:
+                notes.append(r["error"][:90])
+            if isinstance(v, (int, float)) and system != "fastjobs" and v > best.get((body, p), (0.0, ""))[0]:
+                best[(body, p)] = (v, system)
+        # The cpu body costs more on some interpreters (CPython 3.12/3.13 builds here): say how much.
+        ms = next((r["cpu_body_ms"] for r in runs.get("cpu", {}).values() if "cpu_body_ms" in r), None)
+        if ms is not None:
+            notes.insert(0, f"cpu body {ms:.2f} ms")
+        rows.append(f"  {system:<14}" + "".join(f"{c:>{width}}" for c in cells) + "  " + "; ".join(notes))
+    ours = results.get("fastjobs", {}).get("W2P", {})
+    ratios, names = [], []
+    for body, p, _ in cols:
+        mine = ours.get(body, {}).get(str(p), {}).get(key)
+        v, system = best.get((body, p), (0.0, ""))
+        ok = isinstance(mine, (int, float)) and mine and v
+        ratios.append(f"{mine / v:,.2f}×" if ok else "")  # noqa: RUF001 - a multiplication sign
+        names.append(system)
+    rows.append(f"  {'best peer':<14}" + "".join(f"{s:>{width}}" for s in names))
+    rows.append(f"  {'fastjobs ÷ it':<14}" + "".join(f"{x:>{width}}" for x in ratios))
+    return "\n".join(rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", default=None, help="comma-separated systems (default: every installed one)")
     ap.add_argument("--workloads", default="W1,W2,W3,W4,W5")
     ap.add_argument("--quick", action="store_true", help="smaller n, for a smoke run")
+    ap.add_argument("--n", default="", help="jobs per run, e.g. W2=5000,W2P-incr=10000,W2P-cpu=2000 "
+                    "(default: DEFAULT_N, or QUICK_N with --quick)")
+    ap.add_argument("--processes", default="1,2,auto", help="W2P: worker processes, numbers or auto (usable cores)")
+    ap.add_argument("--body", default="incr,cpu", help="W2P: task bodies, incr and/or cpu")
     ap.add_argument("--limit", type=float, default=120.0, help="seconds per adapter run")
     args = ap.parse_args()
     found = interpreters()
@@ -178,20 +237,45 @@ def main() -> int:
         print(f"not installed (run `make bench-peers` to install peers): {', '.join(missing)}", file=sys.stderr)
     systems = [s for s in systems if s in found]
     workloads = args.workloads.split(",")
+    unknown = [w for w in workloads if w not in FIGURES]
+    if unknown:
+        ap.error(f"unknown workloads: {', '.join(unknown)}")
+    n_of = dict(QUICK_N if args.quick else DEFAULT_N)
+    for item in filter(None, args.n.split(",")):
+        k, _, v = item.partition("=")
+        if k not in n_of:
+            ap.error(f"--n: {k!r} is not one of {', '.join(n_of)}")
+        n_of[k] = int(v)
+    bodies = args.body.split(",")
+    if not set(bodies) <= set(_w2p.DEFAULT_N):
+        ap.error(f"--body: one or more of {', '.join(_w2p.DEFAULT_N)}")
+    sizes = pool_sizes(args.processes)
     redis = Redis()
-    results: dict[str, dict[str, dict[str, Any]]] = {}
+    results: dict[str, dict[str, Any]] = {}
     try:
-        print(f"Redis {redis.version()} on loopback, {os.cpu_count()} cores; systems: {', '.join(systems)}", file=sys.stderr)
+        print(f"Redis {redis.version()} on loopback, {os.cpu_count()} cores ({_w2p.usable_cores()} usable); "
+              f"systems: {', '.join(systems)}", file=sys.stderr)
         for system in systems:
             for w in workloads:
-                redis.command("FLUSHALL")
-                n = (QUICK_N if args.quick else DEFAULT_N).get(w)
-                r = run_one(found[system], system, w, redis.url, n, args.limit)
-                results.setdefault(system, {})[w] = r
-                shown = r.get("error") or r.get(FIGURES[w][0])
-                print(f"  {system:<12} {w}: {shown}", file=sys.stderr)
-        print(table(results, workloads))
-        print(json.dumps({"redis": redis.version(), "cores": os.cpu_count(), "results": results}))
+                if w != "W2P":
+                    redis.command("FLUSHALL")
+                    r = run_one(found[system], system, w, redis.url, n_of.get(w), args.limit)
+                    results.setdefault(system, {})[w] = r
+                    print(f"  {system:<12} {w}: {r.get('error') or r.get(FIGURES[w][0])}", file=sys.stderr)
+                    continue
+                for body in bodies:
+                    for p, label in sizes:
+                        redis.command("FLUSHALL")
+                        r = run_one(found[system], system, w, redis.url, n_of[f"W2P-{body}"], args.limit,
+                                    ("--processes", str(p), "--body", body))
+                        results.setdefault(system, {}).setdefault(w, {}).setdefault(body, {})[str(p)] = r
+                        print(f"  {system:<12} {w} {body} P={label}: {r.get('error') or r.get(FIGURES[w][0])}",
+                              file=sys.stderr)
+        print(table(results, [w for w in workloads if w != "W2P"]))
+        if "W2P" in workloads:
+            print(pool_table(results, bodies, sizes))
+        print(json.dumps({"redis": redis.version(), "cores": os.cpu_count(), "usable_cores": _w2p.usable_cores(),
+                          "results": results}))
     finally:
         redis.stop()
     return 0

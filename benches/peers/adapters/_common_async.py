@@ -1,7 +1,7 @@
 """Shared harness for the asyncio peer adapters (arq, SAQ, Taskiq, streaq, BullMQ for Python).
 
 Each adapter module defines a ``Peer`` (subclass of ``AsyncPeerBase``) and calls
-``main(peer)``. This module implements the workloads W1..W5 of CONTRACT.md on top of it (the
+``main(peer)``. This module implements the workloads W1..W5 and W2P of CONTRACT.md on top of it (the
 producer side runs in one asyncio event loop, with a ``redis.asyncio`` client for the
 measurements), starts/kills the worker process(es), and prints the single JSON line on the real
 stdout.
@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 import traceback
+
+import _w2p
 
 ADAPTERS_DIR = os.path.dirname(os.path.abspath(__file__))
 S32 = "x" * 32
@@ -195,6 +197,11 @@ class AsyncPeerBase:
 
     system = "?"
     version = "?"
+    # W2P: set by main() before setup(). An adapter whose system has a multi-process mode
+    # started by one command defines `pool_argv()` (same shape as worker_argv) and enqueues
+    # the `cpu` task instead of `noop` when body == "cpu".
+    processes = 1
+    body = "incr"
 
     def settings(self, workload: str) -> dict:
         """The settings reported in the JSON line."""
@@ -253,7 +260,7 @@ class Ctx:
             env["BENCH_REDIS_URL"] = self.url
             print(f"starting {label}: {' '.join(argv)}", file=sys.stderr)
             self.children.append(ChildProcess(argv, env, label=label))
-        argv, env = self.peer.worker_argv(workload)
+        argv, env = self.peer.pool_argv() if workload == "W2P" else self.peer.worker_argv(workload)
         env = dict(env)
         env["BENCH_REDIS_URL"] = self.url
         print(f"starting worker: {' '.join(argv)}", file=sys.stderr)
@@ -284,13 +291,13 @@ async def w1(ctx: Ctx) -> dict:
     return {"seconds": round(dt, 6), "jobs_per_s": round(ctx.n / dt, 1)}
 
 
-async def w2(ctx: Ctx) -> dict:
+async def w2(ctx: Ctx, workload: str = "W2") -> dict:
     n = ctx.n
     await ctx.peer.enqueue_bulk(payloads(n))
     r = ctx.r
     first = max(1, math.ceil(n * 0.01))
     t_spawn = time.perf_counter()
-    ctx.start_worker("W2")
+    ctx.start_worker(workload)
     t0 = c0 = None
     cpu0 = cpu1 = float("nan")
     while True:
@@ -311,15 +318,25 @@ async def w2(ctx: Ctx) -> dict:
         raise BenchError("drain too short to measure; use a larger n")
     dt = t1 - t0
     # Diagnostic only (stderr): the worker's CPU time per job over the measured window, a
-    # figure that holds up better than the rate on a busy machine.
-    print(f"W2 worker CPU over the window: {cpu1 - cpu0:.3f} s, "
-          f"{(cpu1 - cpu0) / max(1, n - c0) * 1e6:.1f} us/job", file=sys.stderr)
+    # figure that holds up better than the rate on a busy machine (W2 only: in W2P this
+    # process is the pool's parent, not the one that runs the jobs).
+    if workload == "W2":
+        print(f"W2 worker CPU over the window: {cpu1 - cpu0:.3f} s, "
+              f"{(cpu1 - cpu0) / max(1, n - c0) * 1e6:.1f} us/job", file=sys.stderr)
     return {
         "seconds": round(dt, 6),
         "jobs_per_s": round((n - c0) / dt, 1),
         "start_count": c0,
         "total_seconds": round(t1 - t_spawn, 6),
     }
+
+
+async def w2p(ctx: Ctx) -> dict:
+    # W2 with the system's multi-process mode; peer.processes and peer.body say which.
+    figures = await w2(ctx, "W2P")
+    if ctx.peer.body == "cpu":
+        figures["cpu_body_ms"] = _w2p.body_ms()
+    return figures
 
 
 async def _warm(ctx: Ctx, k: int = WARM_JOBS) -> None:
@@ -395,7 +412,7 @@ async def w5(ctx: Ctx, count: int = W5_COUNT, delay_s: float = W5_DELAY_S) -> di
     }
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5}
+WORKLOADS = {"W1": w1, "W2": w2, "W2P": w2p, "W3": w3, "W4": w4, "W5": w5}
 
 
 async def _run(peer: AsyncPeerBase, url: str, workload: str, n: int, budget: float,
@@ -431,11 +448,13 @@ def main(peer: AsyncPeerBase, argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-url", required=True)
     ap.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
     ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--processes", default="1", help="W2P: worker processes, a number or auto (usable cores)")
+    ap.add_argument("--body", default="incr", choices=sorted(_w2p.DEFAULT_N), help="W2P: the task body")
     ap.add_argument("--budget", type=float,
                     default=float(os.environ.get("PEER_BUDGET_S", DEFAULT_BUDGET_S)),
                     help="seconds before the adapter gives up and reports an error")
     args = ap.parse_args(argv)
-    n = args.n if args.n is not None else DEFAULT_N.get(args.workload, 0)
+    n = args.n if args.n is not None else {**DEFAULT_N, "W2P": _w2p.DEFAULT_N[args.body]}.get(args.workload, 0)
     if args.workload == "W3":
         n = W3_COUNT
     elif args.workload == "W5":
@@ -448,11 +467,20 @@ def main(peer: AsyncPeerBase, argv: list[str] | None = None) -> int:
         signal.signal(sig, _on_signal)
     atexit.register(_kill_all)
 
+    pool = {}  # W2P's parameters, in every line it prints
+    if args.workload == "W2P":
+        peer.processes, peer.body = _w2p.processes(args.processes), args.body
+        pool = {"processes": peer.processes, "body": peer.body}
+        if not hasattr(peer, "pool_argv"):
+            out.write(json.dumps({"system": peer.system, "version": peer.version, "workload": "W2P", **pool,
+                                  "error": "no multi-process mode from one command"}) + "\n")
+            out.flush()
+            return 0
     holder: dict = {}
     try:
         figures = asyncio.run(_run(peer, args.redis_url, args.workload, n, args.budget, holder))
         result = {"system": peer.system, "version": peer.version, "workload": args.workload,
-                  "n": n}
+                  "n": n, **pool}
         result.update(figures)
         result["settings"] = peer.settings(args.workload)
     except BaseException as e:  # noqa: BLE001 - report whatever happened, then clean up
@@ -466,6 +494,7 @@ def main(peer: AsyncPeerBase, argv: list[str] | None = None) -> int:
             "version": getattr(peer, "version", "?"),
             "workload": args.workload,
             "n": n,
+            **pool,
             "error": f"{type(e).__name__}: {e}",
         }
     finally:

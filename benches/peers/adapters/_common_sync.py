@@ -1,7 +1,7 @@
 """Shared harness for the synchronous peer adapters (RQ, Celery, Dramatiq, Huey).
 
 Each adapter module defines a small ``Peer`` object (see ``PeerBase``) and calls
-``main(peer)``. This module implements the workloads W1..W5 of CONTRACT.md on top of it,
+``main(peer)``. This module implements the workloads W1..W5 and W2P of CONTRACT.md on top of it,
 starts/kills the worker process, and prints the single JSON line on the real stdout.
 
 Worker processes are always killed:
@@ -28,6 +28,8 @@ import tempfile
 import time
 import traceback
 from typing import ClassVar
+
+import _w2p
 
 ADAPTERS_DIR = os.path.dirname(os.path.abspath(__file__))
 S32 = "x" * 32
@@ -165,6 +167,11 @@ class PeerBase:
     system = "?"
     version = "?"
     settings: ClassVar[dict] = {}
+    # W2P: set by main() before setup(). An adapter whose system has a multi-process mode
+    # started by one command defines `pool_argv()` (same shape as worker_argv) and enqueues
+    # the `cpu` task instead of `noop` when body == "cpu".
+    processes = 1
+    body = "incr"
 
     def setup(self, url: str, workload: str) -> None:
         """Create the system's client objects (producer side)."""
@@ -211,7 +218,7 @@ class Ctx:
         return self.deadline - time.monotonic()
 
     def start_worker(self, workload: str) -> WorkerProcess:
-        margv, env = self.peer.worker_argv(workload)
+        margv, env = self.peer.pool_argv() if workload == "W2P" else self.peer.worker_argv(workload)
         argv = [sys.executable, os.path.join(ADAPTERS_DIR, "_launch.py"), *margv]
         env = dict(env)
         env["BENCH_REDIS_URL"] = self.url
@@ -243,13 +250,13 @@ def w1(ctx: Ctx) -> dict:
     return {"seconds": round(dt, 6), "jobs_per_s": round(ctx.n / dt, 1)}
 
 
-def w2(ctx: Ctx) -> dict:
+def w2(ctx: Ctx, workload: str = "W2") -> dict:
     n = ctx.n
     ctx.peer.enqueue_bulk(payloads(n))
     r = ctx.r
     first = max(1, math.ceil(n * 0.01))
     t_spawn = time.perf_counter()
-    ctx.start_worker("W2")
+    ctx.start_worker(workload)
     t0 = c0 = None
     while True:
         c = int(r.get(DONE) or 0)
@@ -276,6 +283,14 @@ def w2(ctx: Ctx) -> dict:
         "start_count": c0,
         "total_seconds": round(t1 - t_spawn, 6),
     }
+
+
+def w2p(ctx: Ctx) -> dict:
+    # W2 with the system's multi-process mode; peer.processes and peer.body say which.
+    figures = w2(ctx, "W2P")
+    if ctx.peer.body == "cpu":
+        figures["cpu_body_ms"] = _w2p.body_ms()
+    return figures
 
 
 def _warm(ctx: Ctx, k: int = 20) -> None:
@@ -353,7 +368,7 @@ def w5(ctx: Ctx, count: int = 200, delay_s: float = 2.0) -> dict:
     }
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5}
+WORKLOADS = {"W1": w1, "W2": w2, "W2P": w2p, "W3": w3, "W4": w4, "W5": w5}
 
 
 def main(peer: PeerBase, argv: list[str] | None = None) -> int:
@@ -361,10 +376,12 @@ def main(peer: PeerBase, argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-url", required=True)
     ap.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
     ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--processes", default="1", help="W2P: worker processes, a number or auto (usable cores)")
+    ap.add_argument("--body", default="incr", choices=sorted(_w2p.DEFAULT_N), help="W2P: the task body")
     ap.add_argument("--budget", type=float, default=float(os.environ.get("PEER_BUDGET_S", DEFAULT_BUDGET_S)),
                     help="seconds before the adapter gives up and reports an error")
     args = ap.parse_args(argv)
-    defaults = {"W1": 100_000, "W2": 20_000, "W4": 100_000}
+    defaults = {"W1": 100_000, "W2": 20_000, "W4": 100_000, "W2P": _w2p.DEFAULT_N[args.body]}
     n = args.n if args.n is not None else defaults.get(args.workload, 0)
     if args.workload == "W3":
         n = 1000
@@ -378,7 +395,15 @@ def main(peer: PeerBase, argv: list[str] | None = None) -> int:
         signal.signal(sig, _on_signal)
     atexit.register(_kill_all)
 
-    result = {"system": peer.system, "workload": args.workload}
+    pool = {}  # W2P's parameters, in every line it prints
+    if args.workload == "W2P":
+        peer.processes, peer.body = _w2p.processes(args.processes), args.body
+        pool = {"processes": peer.processes, "body": peer.body}
+    result = {"system": peer.system, "workload": args.workload, **pool}
+    if args.workload == "W2P" and not hasattr(peer, "pool_argv"):
+        out.write(json.dumps({**result, "error": "no multi-process mode from one command"}) + "\n")
+        out.flush()
+        return 0
     ctx = None
     try:
         import redis
@@ -391,6 +416,7 @@ def main(peer: PeerBase, argv: list[str] | None = None) -> int:
             "version": peer.version,
             "workload": args.workload,
             "n": n,
+            **pool,
         }
         ctx = Ctx(peer, r, args.redis_url, n, args.budget)
         figures = WORKLOADS[args.workload](ctx)
@@ -405,6 +431,7 @@ def main(peer: PeerBase, argv: list[str] | None = None) -> int:
             "version": getattr(peer, "version", "?"),
             "workload": args.workload,
             "n": n,
+            **pool,
             "error": f"{type(e).__name__}: {e}",
         }
         result.update(getattr(e, "extra", None) or {})

@@ -1,5 +1,6 @@
 """Start a peer's worker entry point (`python -m <module> ...`) so that it, and every process
-it forks, dies when its parent dies (Linux PR_SET_PDEATHSIG). Used by _common_sync.py:
+it forks, dies when its parent dies (Linux PR_SET_PDEATHSIG). Used by _common_sync.py, and by
+the taskiq and streaq adapters for their W2P commands (which fork their worker processes):
 
     python _launch.py <module> [args...]
 """

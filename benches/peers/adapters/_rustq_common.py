@@ -6,7 +6,7 @@ peers) but is kept apart so that these adapters, which run in their own venvs an
 other Python versions, do not depend on a file that is tuned for other systems.
 
 Each adapter defines a `Peer` subclass and calls `main(peer)`. This module implements
-W1..W5, starts the worker process, and prints the single JSON line on the real stdout.
+W1..W5 and W2P, starts the worker process, and prints the single JSON line on the real stdout.
 
 Worker processes are always killed:
   * normally, in a `finally` (SIGKILL to the worker's own process group);
@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 import traceback
+
+import _w2p
 
 ADAPTERS_DIR = os.path.dirname(os.path.abspath(__file__))
 S32 = "x" * 32
@@ -184,6 +186,11 @@ class Peer:
     system = "?"
     version = "?"
     store = "redis"
+    # W2P: set by main() before setup(). An adapter whose system has a multi-process mode
+    # started by one command defines `pool_argv()` (same shape as worker_argv) and enqueues
+    # the `cpu` task instead of `noop` when body == "cpu".
+    processes = 1
+    body = "incr"
 
     _loop: asyncio.AbstractEventLoop | None = None
 
@@ -242,7 +249,7 @@ class Ctx:
         return self.deadline - time.monotonic()
 
     def start_worker(self, workload: str) -> WorkerProcess:
-        argv, env = self.peer.worker_argv(workload)
+        argv, env = self.peer.pool_argv() if workload == "W2P" else self.peer.worker_argv(workload)
         env = dict(env)
         env["BENCH_REDIS_URL"] = self.url
         env["BENCH_WORKER"] = "1"
@@ -273,13 +280,13 @@ def w1(ctx: Ctx) -> dict:
     return {"seconds": round(dt, 6), "jobs_per_s": round(ctx.n / dt, 1)}
 
 
-def w2(ctx: Ctx) -> dict:
+def w2(ctx: Ctx, workload: str = "W2") -> dict:
     n = ctx.n
     ctx.peer.enqueue_bulk(payloads(n))
     r = ctx.r
     first = max(1, math.ceil(n * 0.01))
     t_spawn = time.perf_counter()
-    ctx.start_worker("W2")
+    ctx.start_worker(workload)
     t0 = c0 = None
     while True:
         c = int(r.get(DONE) or 0)
@@ -302,6 +309,14 @@ def w2(ctx: Ctx) -> dict:
         "start_count": c0,
         "total_seconds": round(t1 - t_spawn, 6),
     }
+
+
+def w2p(ctx: Ctx) -> dict:
+    # W2 with the system's multi-process mode; peer.processes and peer.body say which.
+    figures = w2(ctx, "W2P")
+    if ctx.peer.body == "cpu":
+        figures["cpu_body_ms"] = _w2p.body_ms()
+    return figures
 
 
 def _warm(ctx: Ctx, k: int = 20) -> None:
@@ -385,7 +400,7 @@ def w5(ctx: Ctx, count: int = 200, delay_s: float = 2.0) -> dict:
     }
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5}
+WORKLOADS = {"W1": w1, "W2": w2, "W2P": w2p, "W3": w3, "W4": w4, "W5": w5}
 
 
 def main(peer: Peer, argv: list[str] | None = None) -> int:
@@ -393,10 +408,12 @@ def main(peer: Peer, argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-url", required=True)
     ap.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
     ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--processes", default="1", help="W2P: worker processes, a number or auto (usable cores)")
+    ap.add_argument("--body", default="incr", choices=sorted(_w2p.DEFAULT_N), help="W2P: the task body")
     ap.add_argument("--budget", type=float, default=env_float("PEER_BUDGET_S", DEFAULT_BUDGET_S),
                     help="seconds before the adapter gives up and reports an error")
     args = ap.parse_args(argv)
-    defaults = {"W1": 100_000, "W2": 20_000, "W4": 100_000}
+    defaults = {"W1": 100_000, "W2": 20_000, "W4": 100_000, "W2P": _w2p.DEFAULT_N[args.body]}
     n = args.n if args.n is not None else defaults.get(args.workload, 0)
     if args.workload == "W3":
         n = 1000
@@ -414,11 +431,16 @@ def main(peer: Peer, argv: list[str] | None = None) -> int:
     atexit.register(_kill_all)
 
     head = {"system": peer.system, "version": getattr(peer, "version", "?"), "workload": args.workload}
+    if args.workload == "W2P":
+        peer.processes, peer.body = _w2p.processes(args.processes), args.body
+        head.update(processes=peer.processes, body=peer.body)
     if getattr(peer, "store", "redis") != "redis":
         head["store"] = peer.store
     result = dict(head)
     ctx = None
     try:
+        if args.workload == "W2P" and not hasattr(peer, "pool_argv"):
+            raise Unsupported("no multi-process mode from one command")
         peer.check_workload(args.workload)
         import redis
 

@@ -16,6 +16,7 @@ import time
 from ardiq import Ardiq
 
 from _rustq_common import env_int, worker_guard
+from _w2p import burn
 
 worker_guard()
 
@@ -52,6 +53,11 @@ if ASYNC:
         await _client().incr("bench:done")
 
     @app.task(max_retries=0)
+    async def cpu(p):
+        burn()
+        await _client().incr("bench:done")
+
+    @app.task(max_retries=0)
     async def lat(p):
         r = _client()
         await r.rpush("bench:lat", time.time())
@@ -70,6 +76,11 @@ else:
 
     @app.task(max_retries=0)
     def noop(p):
+        _r.incr("bench:done")
+
+    @app.task(max_retries=0)
+    def cpu(p):
+        burn()
         _r.incr("bench:done")
 
     @app.task(max_retries=0)

@@ -7,6 +7,8 @@ import time
 import redis
 from celery import Celery
 
+from _w2p import burn
+
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 app = Celery("bench", broker=URL)
@@ -36,6 +38,12 @@ def _client():
 
 @app.task(name="bench.noop")
 def noop(p):
+    _client().incr("bench:done")
+
+
+@app.task(name="bench.cpu")
+def cpu(p):
+    burn()
     _client().incr("bench:done")
 
 

@@ -8,6 +8,8 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
+from _w2p import burn
+
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 broker = RedisBroker(url=URL)
@@ -25,6 +27,12 @@ def _client():
 
 @dramatiq.actor(queue_name="bench", actor_name="noop")
 def noop(p):
+    _client().incr("bench:done")
+
+
+@dramatiq.actor(queue_name="bench", actor_name="cpu")
+def cpu(p):
+    burn()
     _client().incr("bench:done")
 
 

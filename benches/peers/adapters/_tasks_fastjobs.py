@@ -6,6 +6,7 @@ import time
 import redis
 
 import fastjobs
+from _w2p import burn
 
 _r = None
 
@@ -45,6 +46,14 @@ else:
 
         def process(self, p: dict) -> None:
             _client().incr("bench:done")
+
+
+class BenchCpu(fastjobs.Job[dict, None]):
+    queue = "bench"
+
+    def process(self, p: dict) -> None:
+        burn()
+        _client().incr("bench:done")
 
 
 class BenchLat(fastjobs.Job[dict, None]):

@@ -7,6 +7,8 @@ import time
 import redis
 from huey import RedisHuey
 
+from _w2p import burn
+
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 huey = RedisHuey("bench", url=URL, results=False, utc=True)
@@ -23,6 +25,12 @@ def _client():
 
 @huey.task(name="noop")
 def noop(p):
+    _client().incr("bench:done")
+
+
+@huey.task(name="cpu")
+def cpu(p):
+    burn()
     _client().incr("bench:done")
 
 

@@ -14,6 +14,7 @@ import time
 from mayu import App
 
 from _rustq_common import env_int, worker_guard
+from _w2p import burn
 
 worker_guard()
 
@@ -38,6 +39,11 @@ if ASYNC:
     async def noop(p):
         await _client().incr("bench:done")
 
+    @app.task(name="cpu")
+    async def cpu(p):
+        burn()
+        await _client().incr("bench:done")
+
     @app.task(name="lat")
     async def lat(p):
         r = _client()
@@ -57,6 +63,11 @@ else:
 
     @app.task(name="noop")
     def noop(p):
+        _r.incr("bench:done")
+
+    @app.task(name="cpu")
+    def cpu(p):
+        burn()
         _r.incr("bench:done")
 
     @app.task(name="lat")

@@ -5,6 +5,8 @@ import time
 
 import redis
 
+from _w2p import burn
+
 _r = None
 
 
@@ -16,6 +18,11 @@ def _client():
 
 
 def noop(p):
+    _client().incr("bench:done")
+
+
+def cpu(p):
+    burn()
     _client().incr("bench:done")
 
 

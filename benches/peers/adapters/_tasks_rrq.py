@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from rrq import PythonRunnerSettings, Registry
 
 from _rustq_common import worker_guard
+from _w2p import burn
 
 worker_guard()
 
@@ -32,6 +33,11 @@ async def noop(request):
     await _client().incr("bench:done")
 
 
+async def cpu(request):
+    burn()
+    await _client().incr("bench:done")
+
+
 async def lat(request):
     r = _client()
     await r.rpush("bench:lat", time.time())
@@ -46,6 +52,7 @@ async def late(request):
 
 registry = Registry()
 registry.register("noop", noop)
+registry.register("cpu", cpu)
 registry.register("lat", lat)
 registry.register("late", late)
 

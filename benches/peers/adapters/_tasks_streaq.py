@@ -2,7 +2,8 @@
 
 Both the adapter (producer) and the worker process import this module (streaq enqueues through
 the registered task objects). BENCH_REDIS_URL must be set before the import.
-The worker process runs ``python -c "import _tasks_streaq; _tasks_streaq.run_worker()"``.
+The worker process runs ``python -c "import _tasks_streaq; _tasks_streaq.run_worker()"``;
+in W2P, streaq's own ``streaq run _tasks_streaq:worker --workers N``.
 Tasks are registered with ``ttl=0`` (no result stored) and ``silent=True`` (no per-task log
 line).
 """
@@ -14,6 +15,7 @@ import redis.asyncio as aioredis
 from streaq import Worker
 
 from _common_async import die_with_parent, env_int
+from _w2p import burn
 
 URL = os.environ["BENCH_REDIS_URL"]
 CONCURRENCY = env_int("STREAQ_CONCURRENCY", 16)
@@ -33,6 +35,12 @@ def _client():
 
 @worker.task(ttl=0, silent=True)
 async def noop(p):
+    await _client().incr("bench:done")
+
+
+@worker.task(ttl=0, silent=True)
+async def cpu(p):
+    burn()
     await _client().incr("bench:done")
 
 

@@ -18,6 +18,7 @@ from taskiq import TaskiqScheduler
 from taskiq_redis import ListRedisScheduleSource, RedisStreamBroker
 
 from _common_async import die_with_parent, env_int
+from _w2p import burn
 
 URL = os.environ["BENCH_REDIS_URL"]
 
@@ -42,6 +43,12 @@ def _client():
 
 @broker.task
 async def noop(p):
+    await _client().incr("bench:done")
+
+
+@broker.task
+async def cpu(p):
+    burn()
     await _client().incr("bench:done")
 
 

@@ -12,6 +12,7 @@ import redis
 from taskito import Queue
 
 from _rustq_common import env_int, worker_guard
+from _w2p import burn
 
 worker_guard()
 
@@ -37,6 +38,12 @@ _r = redis.Redis.from_url(URL)  # one client per worker process (thread-safe poo
 
 @queue.task(max_retries=0)
 def noop(p):
+    _r.incr("bench:done")
+
+
+@queue.task(max_retries=0)
+def cpu(p):
+    burn()
     _r.incr("bench:done")
 
 

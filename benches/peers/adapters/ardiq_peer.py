@@ -24,6 +24,10 @@ PREFETCH = env_int("ARDIQ_PREFETCH", 0) or CONCURRENCY * 2
 POLL_BLOCK_MS = env_int("ARDIQ_POLL_BLOCK_MS", 50)
 ASYNC = env_int("ARDIQ_ASYNC", 1)
 CHUNK = env_int("ARDIQ_CHUNK", 0)
+# W2P: tasks in flight per worker process, per task body (ARDIQ_POOL_CONCURRENCY overrides):
+# W2's 16 for the INCR body; 4 for the cpu body (1, 2, 4 and 16 measured within noise of each
+# other at 2 processes, 4 a little ahead).
+POOL_CONCURRENCY = {"incr": 16, "cpu": 4}
 
 
 class ArdiqPeer(Peer):
@@ -49,7 +53,22 @@ class ArdiqPeer(Peer):
             "ARDIQ_ASYNC": str(ASYNC),
         }
 
+    def pool_concurrency(self):
+        return env_int("ARDIQ_POOL_CONCURRENCY", POOL_CONCURRENCY[self.body])
+
     def settings(self, workload):
+        if workload == "W2P":
+            conc = self.pool_concurrency()
+            return {
+                "enqueue": f"{self.body} task: Ardiq.enqueue_many([task.prepare(p), ...]), as in W1",
+                "worker": f"python -m ardiq run _tasks_ardiq:app --workers {self.processes} --quiet"
+                + (f" (a supervisor and {self.processes} worker processes)" if self.processes > 1
+                   else " (one process: ardiq starts no supervisor for 1)"),
+                "tasks": "async def, redis.asyncio client" if ASYNC else "def (run in a thread), redis-py client",
+                "concurrency": conc,
+                "prefetch": env_int("ARDIQ_PREFETCH", 0) or conc * 2,
+                "interpreter": "CPython 3.12 (ardiq needs >= 3.12)",
+            }
         s = {
             "enqueue": "Ardiq.enqueue_many([task.prepare(p), ...]) (one round trip per call)"
             + (f", chunks of {CHUNK}" if CHUNK else ", one call"),
@@ -67,7 +86,7 @@ class ArdiqPeer(Peer):
         return s
 
     def enqueue_bulk(self, items):
-        prep = self.t.noop.prepare
+        prep = (self.t.cpu if self.body == "cpu" else self.t.noop).prepare
         if CHUNK:
             for k in range(0, len(items), CHUNK):
                 self.run(self.app.enqueue_many([prep(p) for p in items[k:k + CHUNK]]))
@@ -82,6 +101,13 @@ class ArdiqPeer(Peer):
 
     def worker_argv(self, workload):
         return [sys.executable, "-m", "ardiq", "run", "_tasks_ardiq:app", "--quiet"], self._worker_env()
+
+    def pool_argv(self):
+        conc = self.pool_concurrency()
+        env = dict(self._worker_env(), ARDIQ_CONCURRENCY=str(conc),
+                   ARDIQ_PREFETCH=str(env_int("ARDIQ_PREFETCH", 0) or conc * 2))
+        return [sys.executable, "-m", "ardiq", "run", "_tasks_ardiq:app", "--workers", str(self.processes),
+                "--quiet"], env
 
 
 if __name__ == "__main__":

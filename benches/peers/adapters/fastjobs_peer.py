@@ -11,6 +11,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common_sync import PeerBase, main
 
+# W2P: handler threads per worker process, per task body (FASTJOBS_BENCH_CONCURRENCY overrides):
+# W2's 4 for the INCR body; 1 for the cpu body (one process drained ~440 jobs/s with 1 thread,
+# ~385 with 2 or 4: under the GIL more threads only add switching).
+POOL_CONCURRENCY = {"incr": "4", "cpu": "1"}
+
 
 class FastjobsPeer(PeerBase):
     system = "fastjobs"
@@ -24,7 +29,16 @@ class FastjobsPeer(PeerBase):
         fastjobs.configure(url, prefix="bench")
         self.tasks = tasks
 
+    def pool_concurrency(self):
+        return os.environ.get("FASTJOBS_BENCH_CONCURRENCY") or POOL_CONCURRENCY[self.body]
+
     def settings_for(self, workload):
+        if workload == "W2P":
+            return {
+                "enqueue": f"{'BenchCpu' if self.body == 'cpu' else 'BenchNoop'}.dispatch_many(list), as in W1",
+                "worker": f"fastjobs worker --processes {self.processes} --concurrency {self.pool_concurrency()} "
+                "(sync handler threads per process, adaptive prefetch)",
+            }
         s = {
             "enqueue": "Job.dispatch_many(list) (chunks of 10,000, pipelined; up to 16 records per list element)",
             "worker": f"fastjobs worker --concurrency {self.concurrency(workload)} (sync handler threads, adaptive prefetch), 1 process",
@@ -35,7 +49,7 @@ class FastjobsPeer(PeerBase):
         return s
 
     def enqueue_bulk(self, items):
-        self.tasks.BenchNoop.dispatch_many(items)
+        (self.tasks.BenchCpu if self.body == "cpu" else self.tasks.BenchNoop).dispatch_many(items)
 
     def dispatch_lat(self, item):
         self.tasks.BenchLat.dispatch(item).send()
@@ -54,6 +68,11 @@ class FastjobsPeer(PeerBase):
     def worker_argv(self, workload):
         return ["fastjobs", "worker", "_tasks_fastjobs", "--queue", "bench", "--concurrency", self.concurrency(workload),
                 "--log-level", "WARNING"], {"FASTJOBS_URL": self.url, "FASTJOBS_PREFIX": "bench"}
+
+    def pool_argv(self):
+        argv = ["fastjobs", "worker", "_tasks_fastjobs", "--queue", "bench", "--concurrency", self.pool_concurrency(),
+                "--processes", str(self.processes), "--log-level", "WARNING"]
+        return argv, {"FASTJOBS_URL": self.url, "FASTJOBS_PREFIX": "bench"}
 
 
 if __name__ == "__main__":

@@ -26,6 +26,13 @@ class HueyPeer(PeerBase):
         self.t = t
 
     def settings_for(self, workload):
+        if workload == "W2P":
+            return {
+                "enqueue": f"{self.body} task: task.map(payloads), as in W1",
+                "worker": f"huey_consumer -k process -w {self.processes} -n -C -q (a consumer process "
+                "with the scheduler, and one worker process per -w, one task at a time each: "
+                "huey has no threads inside its worker processes)",
+            }
         return {
             "enqueue": "task.map(payloads) (Huey's bulk call; one LPUSH per task, no pipelined bulk API)",
             "app": "RedisHuey(results=False, utc=True), blocking BRPOP dequeue (default)",
@@ -37,7 +44,7 @@ class HueyPeer(PeerBase):
         }
 
     def enqueue_bulk(self, items):
-        self.t.noop.map(items)
+        (self.t.cpu if self.body == "cpu" else self.t.noop).map(items)
 
     def dispatch_lat(self, item):
         self.t.lat(item)
@@ -49,6 +56,13 @@ class HueyPeer(PeerBase):
         return [
             "huey.bin.huey_consumer", "_tasks_huey.huey",
             "-k", "thread", "-w", str(WORKERS),
+            "-n", "-C", "-q",
+        ], {}
+
+    def pool_argv(self):
+        return [
+            "huey.bin.huey_consumer", "_tasks_huey.huey",
+            "-k", "process", "-w", str(self.processes),
             "-n", "-C", "-q",
         ], {}
 

@@ -23,6 +23,13 @@ THREADS = env_int("MAYU_THREADS", 8)
 PREFETCH = env_int("MAYU_PREFETCH", 2)
 ASYNC = env_int("MAYU_ASYNC", 0)
 ENQ_THREADS = env_int("MAYU_ENQUEUE_THREADS", 16)
+# W2P: mayu's --processes, per task body: thread mode with 16 threads a process for the INCR
+# body (measured: 8 threads ~6k jobs/s at 2 processes, 16 and 32 ~8.5k); for the cpu body its
+# process mode (one task at a time a process, what mayu picks on a GIL build), which drained as
+# fast as thread mode with 1 thread and much faster than with 2. MAYU_BENCH_MODE and
+# MAYU_BENCH_POOL_THREADS override (not MAYU_*: mayu reads some of those itself).
+POOL_MODE = {"incr": "thread", "cpu": "process"}
+POOL_THREADS = {"incr": 16, "cpu": 1}
 
 
 class MayuPeer(Peer):
@@ -43,7 +50,24 @@ class MayuPeer(Peer):
 
             self.pool = ThreadPoolExecutor(ENQ_THREADS)
 
+    def pool_mode(self):
+        return os.environ.get("MAYU_BENCH_MODE") or POOL_MODE[self.body]
+
+    def pool_threads(self):
+        return 1 if self.pool_mode() == "process" else env_int("MAYU_BENCH_POOL_THREADS", POOL_THREADS[self.body])
+
     def settings(self, workload):
+        if workload == "W2P":
+            mode = self.pool_mode()
+            return {
+                "enqueue": f"{self.body} task: task.send(p) per job from {ENQ_THREADS} threads, as in W1",
+                "worker": f"python -m mayu worker --mode {mode} --processes {self.processes} "
+                f"--threads {self.pool_threads()} --prefetch-multiplier {PREFETCH}"
+                + (" (one process: mayu runs thread mode with 1 process in place)"
+                   if mode == "thread" and self.processes == 1
+                   else f" (a supervisor and {self.processes} worker processes)"),
+                "interpreter": "CPython 3.13 (mayu needs >= 3.13)",
+            }
         s = {
             "enqueue": "task.send(p) per job (no bulk API)"
             + (f", from {ENQ_THREADS} threads" if ENQ_THREADS > 1 else ", one thread"),
@@ -61,7 +85,7 @@ class MayuPeer(Peer):
         return s
 
     def enqueue_bulk(self, items):
-        send = self.t.noop.send
+        send = (self.t.cpu if self.body == "cpu" else self.t.noop).send
         if self.pool is None:
             for p in items:
                 send(p)
@@ -87,6 +111,13 @@ class MayuPeer(Peer):
             ],
             {"MAYU_ASYNC": str(ASYNC)},
         )
+
+    def pool_argv(self):
+        argv, env = self.worker_argv("W2P")
+        argv[argv.index("--mode") + 1] = self.pool_mode()
+        argv[argv.index("--processes") + 1] = str(self.processes)
+        argv[argv.index("--threads") + 1] = str(self.pool_threads())
+        return argv, env
 
     def close(self):
         if self.pool is not None:

@@ -35,6 +35,12 @@ class RQPeer(PeerBase):
         self.q = Queue(QUEUE, connection=self.conn)
 
     def settings_for(self, workload):
+        if workload == "W2P":
+            return {
+                "enqueue": f"{self.body} task: Queue.enqueue_many in chunks of {CHUNK}, result_ttl=0, as in W1",
+                "worker": f"rq worker-pool -n {self.processes} --worker-class rq.SimpleWorker --quiet "
+                "(a pool process that forks one worker process each, one job at a time)",
+            }
         s = {
             "enqueue": "Queue.enqueue_many([Queue.prepare_data(...)]) (one MULTI/EXEC pipeline per call)"
             + (f", chunks of {CHUNK}" if CHUNK else ""),
@@ -51,11 +57,12 @@ class RQPeer(PeerBase):
     def enqueue_bulk(self, items):
         prep = self.Queue.prepare_data
         q = self.q
+        task = f"_tasks_rq.{'cpu' if self.body == 'cpu' else 'noop'}"
         if CHUNK:
             for k in range(0, len(items), CHUNK):
-                q.enqueue_many([prep("_tasks_rq.noop", args=(p,), result_ttl=0) for p in items[k:k + CHUNK]])
+                q.enqueue_many([prep(task, args=(p,), result_ttl=0) for p in items[k:k + CHUNK]])
         else:
-            q.enqueue_many([prep("_tasks_rq.noop", args=(p,), result_ttl=0) for p in items])
+            q.enqueue_many([prep(task, args=(p,), result_ttl=0) for p in items])
 
     def dispatch_lat(self, item):
         self.q.enqueue("_tasks_rq.lat", item, result_ttl=0)
@@ -74,6 +81,16 @@ class RQPeer(PeerBase):
         if workload == "W5":
             argv.insert(-1, "--with-scheduler")
         return argv, {}
+
+    def pool_argv(self):
+        return [
+            "rq.cli", "worker-pool",
+            "--url", self.url,
+            "--num-workers", str(self.processes),
+            "--worker-class", "rq.SimpleWorker",
+            "--quiet",
+            QUEUE,
+        ], {}
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ from _common_async import AsyncPeerBase, env_int, main
 ENQUEUE_CONCURRENCY = env_int("SAQ_ENQUEUE_CONCURRENCY", 20)
 CONCURRENCY = env_int("SAQ_CONCURRENCY", 20)
 JOB_TTL = -1
+# W2P: jobs in flight per worker process, per task body (SAQ_POOL_CONCURRENCY overrides): W2's
+# 20 for the INCR body; 8 for the cpu body (at 2 processes 15-25% ahead of 1; 2 no better).
+POOL_CONCURRENCY = {"incr": 20, "cpu": 8}
 
 
 class SaqPeer(AsyncPeerBase):
@@ -34,7 +37,20 @@ class SaqPeer(AsyncPeerBase):
         self.version = version("saq")
         self.queue = None
 
+    def pool_concurrency(self):
+        return env_int("SAQ_POOL_CONCURRENCY", POOL_CONCURRENCY[self.body])
+
     def settings(self, workload):
+        if workload == "W2P":
+            return {
+                "enqueue": f"{self.body} job: Queue.enqueue x n, asyncio.gather in windows of "
+                           f"{ENQUEUE_CONCURRENCY}, as in W1",
+                "worker": f"saq _tasks_saq.settings --workers {self.processes} --quiet "
+                          "(a worker in the process saq starts, and one in each process it forks for "
+                          "--workers beyond 1, asyncio)",
+                "concurrency": self.pool_concurrency(),
+                "job_ttl": JOB_TTL,
+            }
         return {
             "enqueue": f"Queue.enqueue x n, asyncio.gather in windows of {ENQUEUE_CONCURRENCY} "
                        f"(max_concurrent_ops={ENQUEUE_CONCURRENCY})",
@@ -52,9 +68,10 @@ class SaqPeer(AsyncPeerBase):
 
     async def enqueue_bulk(self, items):
         enq = self.queue.enqueue
+        task = "cpu" if self.body == "cpu" else "noop"
         step = ENQUEUE_CONCURRENCY
         for k in range(0, len(items), step):
-            await asyncio.gather(*(enq("noop", p=p, ttl=JOB_TTL) for p in items[k:k + step]))
+            await asyncio.gather(*(enq(task, p=p, ttl=JOB_TTL) for p in items[k:k + step]))
 
     async def dispatch_lat(self, item):
         await self.queue.enqueue("lat", p=item, ttl=JOB_TTL)
@@ -66,6 +83,12 @@ class SaqPeer(AsyncPeerBase):
         return (
             [sys.executable, "-c", "import _tasks_saq; _tasks_saq.run_worker()"],
             {"SAQ_CONCURRENCY": str(CONCURRENCY)},
+        )
+
+    def pool_argv(self):
+        return (
+            [sys.executable, "-m", "saq", "_tasks_saq.settings", "--workers", str(self.processes), "--quiet"],
+            {"SAQ_CONCURRENCY": str(self.pool_concurrency())},
         )
 
     async def close(self):

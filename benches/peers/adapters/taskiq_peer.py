@@ -24,12 +24,16 @@ from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common_async import AsyncPeerBase, env_int, main
+from _common_async import ADAPTERS_DIR, AsyncPeerBase, env_int, main
 
 ENQUEUE_CONCURRENCY = env_int("TASKIQ_ENQUEUE_CONCURRENCY", 64)
 MAX_ASYNC_TASKS = env_int("TASKIQ_MAX_ASYNC_TASKS", 500)
 MAX_PREFETCH = env_int("TASKIQ_MAX_PREFETCH", 0)
 XREAD_COUNT = env_int("TASKIQ_XREAD_COUNT", 100)
+# W2P: tasks in flight per worker process, per task body (TASKIQ_POOL_MAX_ASYNC_TASKS overrides):
+# W2's 500 for the INCR body; 4 for the cpu body (1, 4, 16 within noise at 2 processes, 32-64
+# behind).
+POOL_MAX_ASYNC_TASKS = {"incr": 500, "cpu": 4}
 
 
 class TaskiqPeer(AsyncPeerBase):
@@ -42,7 +46,22 @@ class TaskiqPeer(AsyncPeerBase):
         self.redis_version = version("taskiq-redis")
         self.t = None
 
+    def pool_max_async_tasks(self):
+        return env_int("TASKIQ_POOL_MAX_ASYNC_TASKS", POOL_MAX_ASYNC_TASKS[self.body])
+
     def settings(self, workload):
+        if workload == "W2P":
+            return {
+                "broker": f"taskiq_redis.RedisStreamBroker (taskiq-redis {self.redis_version})",
+                "enqueue": f"{self.body} task: task.kiq() x n, asyncio.gather in windows of "
+                           f"{ENQUEUE_CONCURRENCY}, as in W1",
+                "worker": f"taskiq worker _tasks_taskiq:broker --workers {self.processes} "
+                          f"--max-async-tasks {self.pool_max_async_tasks()} --log-level WARNING "
+                          f"(a process manager and {self.processes} worker processes, asyncio)",
+                "max_prefetch": MAX_PREFETCH,
+                "xread_count": XREAD_COUNT,
+                "result_backend": None,
+            }
         s = {
             "broker": f"taskiq_redis.RedisStreamBroker (taskiq-redis {self.redis_version})",
             "enqueue": f"task.kiq() x n, asyncio.gather in windows of {ENQUEUE_CONCURRENCY}",
@@ -78,7 +97,7 @@ class TaskiqPeer(AsyncPeerBase):
             await self.t.schedule_source.startup()
 
     async def enqueue_bulk(self, items):
-        kiq = self.t.noop.kiq
+        kiq = (self.t.cpu if self.body == "cpu" else self.t.noop).kiq
         step = ENQUEUE_CONCURRENCY
         for k in range(0, len(items), step):
             await asyncio.gather(*(kiq(p) for p in items[k:k + step]))
@@ -93,6 +112,14 @@ class TaskiqPeer(AsyncPeerBase):
     def worker_argv(self, workload):
         return ([sys.executable, "-c", "import _tasks_taskiq; _tasks_taskiq.run_worker()"],
                 self._env())
+
+    def pool_argv(self):
+        # Through _launch.py: the worker processes taskiq forks die with the adapter too.
+        env = dict(self._env(), TASKIQ_MAX_ASYNC_TASKS=str(self.pool_max_async_tasks()))
+        return ([sys.executable, os.path.join(ADAPTERS_DIR, "_launch.py"), "taskiq", "worker",
+                 "_tasks_taskiq:broker", "--workers", str(self.processes),
+                 "--max-async-tasks", env["TASKIQ_MAX_ASYNC_TASKS"], "--max-prefetch", str(MAX_PREFETCH),
+                 "--log-level", "WARNING"], env)
 
     def helper_argvs(self, workload):
         if workload != "W5":

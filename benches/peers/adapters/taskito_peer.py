@@ -37,6 +37,15 @@ class TaskitoPeer(Peer):
         self.q = t.queue
 
     def settings(self, workload):
+        if workload == "W2P":
+            return {
+                "store": 'Redis (Queue(backend="redis", db_url=URL))',
+                "enqueue": f"{self.body} task: task.map([(payload,), ...]), as in W1",
+                "worker": f"taskito worker --app _tasks_taskito:queue --pool prefork, Queue(workers={self.processes}) "
+                "(the Rust scheduler in the parent, one child process per worker slot, one job at a time each)",
+                "scheduler_poll_interval_ms": POLL_MS,
+                "scheduler_batch_size": BATCH,
+            }
         s = {
             "store": 'Redis (Queue(backend="redis", db_url=URL))',
             "enqueue": "task.map([(payload,), ...]) = Queue.enqueue_many (native enqueue_batch)"
@@ -54,7 +63,8 @@ class TaskitoPeer(Peer):
         return s
 
     def enqueue_bulk(self, items):
-        enqueue_many = self.t.noop.map  # Queue.enqueue_many with the task's options
+        # Queue.enqueue_many with the task's options
+        enqueue_many = (self.t.cpu if self.body == "cpu" else self.t.noop).map
         args = [(p,) for p in items]
         if CHUNK:
             for k in range(0, len(args), CHUNK):
@@ -78,6 +88,16 @@ class TaskitoPeer(Peer):
                 "TASKITO_LOG_LEVEL": "WARNING",  # no per-task "received"/"succeeded" lines
             },
         )
+
+    def pool_argv(self):
+        # taskito's prefork pool: as many children as the Queue's `workers`.
+        _, env = self.worker_argv("W2P")
+        env["TASKITO_THREADS"] = str(self.processes)
+        # The children's interpreter: by default the one the venv's python links to, which
+        # cannot import taskito from outside the venv.
+        env["TASKITO_PYTHON"] = sys.executable
+        taskito = os.path.join(os.path.dirname(sys.executable), "taskito")
+        return [taskito, "worker", "--app", "_tasks_taskito:queue", "--pool", "prefork"], env
 
     def close(self):
         q = getattr(self, "q", None)
