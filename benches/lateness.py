@@ -1,5 +1,6 @@
 """W5 extended: lateness of 10,000 delayed jobs due over 10 s while 100,000 other delayed jobs
-wait far in the future, on a throwaway redis-server, one worker process.
+wait far in the future, on a throwaway redis-server, one worker process (or a pool of N with
+LATENESS_PROCESSES=N).
 
     python benches/lateness.py [--jobs 10000] [--spread 10] [--background 100000]
 
@@ -62,7 +63,10 @@ def main() -> int:
     import fastjobs
 
     fastjobs.configure(redis.url, prefix="late")
-    worker = fastjobs_worker(redis.url, "late", tmp, "lateness_jobs", "due", int(os.environ.get("LATENESS_CONCURRENCY", "4")))
+    # LATENESS_PROCESSES=N: a pool of N processes (one of them runs the scheduler).
+    pool = ("--processes", os.environ["LATENESS_PROCESSES"]) if os.environ.get("LATENESS_PROCESSES") else ()
+    worker = fastjobs_worker(redis.url, "late", tmp, "lateness_jobs", "due", int(os.environ.get("LATENESS_CONCURRENCY", "4")),
+                             extra=pool)
     try:
         Someday.dispatch_many(({"i": i} for i in range(args.background)), delay="30d")
         time.sleep(1.0)  # the worker is up and idle

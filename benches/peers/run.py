@@ -113,13 +113,13 @@ class Redis:
 
 
 def fastjobs_worker(url: str, prefix: str, tmp: Path, module: str, queue: str, concurrency: int,
-                    python: str = sys.executable, quiet: bool = False) -> subprocess.Popen[bytes]:
+                    python: str = sys.executable, quiet: bool = False, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """A `fastjobs worker` process for the bench scripts: the jobs of `module` (a file the
-    caller wrote in `tmp`), on `queue` under key prefix `prefix`."""
+    caller wrote in `tmp`), on `queue` under key prefix `prefix`; `extra` flags appended."""
     env = dict(os.environ, FASTJOBS_URL=url, FASTJOBS_PREFIX=prefix, PYTHONPATH=str(tmp))
     out = subprocess.DEVNULL if quiet else None
     return subprocess.Popen([python, "-m", "fastjobs", "worker", module, "--queue", queue, "--concurrency", str(concurrency),
-                             "--log-level", "WARNING"], env=env, cwd=str(tmp), stdout=out, stderr=out)
+                             "--log-level", "WARNING", *extra], env=env, cwd=str(tmp), stdout=out, stderr=out)
 
 
 def run_one(py: Path, system: str, workload: str, url: str, n: int | None, limit: float,

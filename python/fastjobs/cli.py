@@ -280,7 +280,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--start-method", choices=["fork", "spawn"], default=None,
                    help="how pool children start (default: fork on Linux, spawn elsewhere)")
     w.add_argument("--reload", action="store_true",
-                   help="development: restart the pool's children when a .py file under the current directory changes")
+                   help="development: replace the pool's children when a .py file of the job modules' directories changes")
     w.set_defaults(func=_worker)
 
     e = sub.add_parser("enqueue", help="dispatch one job per line of a JSON-lines file",

@@ -116,6 +116,9 @@ class _Child:
     leaving: str | None = None  # why it said it exits (a recycling), from its last report
     retiring: bool = False  # asked to stop (reload, one child less, the pool's stop): not replaced
     buffer: bytes = b""
+    # A spawned child's Popen, kept: dropped while it runs, subprocess would reap it on its own
+    # later and this pool's waitpid would never hear of its end.
+    proc: subprocess.Popen[bytes] | None = None
 
     def __str__(self) -> str:
         return f"child #{self.number} (pid {self.pid})"
@@ -321,6 +324,7 @@ class Pool:
         read_fd, write_fd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
+        proc: subprocess.Popen[bytes] | None = None
         if self.start_method == "fork":
             pid = os.fork()
             if pid == 0:  # the child: never returns
@@ -346,7 +350,7 @@ class Pool:
             pid = proc.pid
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        self.children[pid] = _Child(number, pid, worker_id, time.monotonic(), read_fd, scheduler)
+        self.children[pid] = _Child(number, pid, worker_id, time.monotonic(), read_fd, scheduler, proc=proc)
         log.info("child #%d started: pid %d%s", number, pid, " (runs the scheduler)" if scheduler else "")
 
     def _read_status(self, fd: int) -> None:
@@ -385,6 +389,8 @@ class Pool:
                 continue
             c = self.children.pop(pid, None)
             if c is not None:
+                if c.proc is not None:
+                    c.proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here
                 if c.status_fd >= 0:
                     self._read_status(c.status_fd)
                     os.close(c.status_fd)
@@ -511,7 +517,7 @@ def _roots(modules: list[str]) -> list[str]:
         if path and not _library(os.path.realpath(path)):
             top = sys.modules.get(name.partition(".")[0])
             top_path = getattr(top, "__file__", None) or path
-            roots.add(os.path.dirname(os.path.dirname(top_path)) if top_path.endswith("__init__.py") else os.path.dirname(top_path))
+            roots.add(os.path.dirname(top_path))
     return sorted(os.path.realpath(r) for r in roots) or [os.getcwd()]
 
 

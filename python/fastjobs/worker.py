@@ -158,8 +158,8 @@ class Worker:
     ``processes`` runs a pool of that many worker processes (``"auto"``: one per usable
     core), each with ``concurrency`` handler threads, supervised by this process (``pool.py``):
     children that die are replaced, ``max_jobs_per_child`` and ``max_memory_per_child`` (MB)
-    recycle them, ``reload`` replaces them when a ``.py`` file under the current directory
-    changes. ``start_method`` is ``"fork"`` (the default on Linux) or ``"spawn"``.
+    recycle them, ``reload`` replaces them when a ``.py`` file under the job modules'
+    directories changes. ``start_method`` is ``"fork"`` (the default on Linux) or ``"spawn"``.
     """
 
     def __init__(
