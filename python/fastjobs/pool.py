@@ -239,7 +239,9 @@ class Pool:
                 except BlockingIOError:
                     pass
             else:
-                self._read_status(fd)
+                child = next((c for c in self.children.values() if c.status_fd == fd), None)
+                if child is not None:
+                    self._read_status(child)
 
     def _handle_signals(self) -> None:
         while self.signals:
@@ -353,26 +355,25 @@ class Pool:
         self.children[pid] = _Child(number, pid, worker_id, time.monotonic(), read_fd, scheduler, proc=proc)
         log.info("child #%d started: pid %d%s", number, pid, " (runs the scheduler)" if scheduler else "")
 
-    def _read_status(self, fd: int) -> None:
-        c = next((c for c in self.children.values() if c.status_fd == fd), None)
-        if c is None:
-            return
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            return
-        if not data:  # the child exited (or closed it): waitpid tells how
-            os.close(fd)
-            c.status_fd = -1
-            return
-        *lines, c.buffer = (c.buffer + data).split(b"\n")
-        for line in lines:
+    def _read_status(self, c: _Child) -> None:
+        """Takes in what the child reported (its counts, and why it leaves when it is recycled)."""
+        while c.status_fd >= 0:
             try:
-                report = json.loads(line)
-            except ValueError:
-                continue
-            c.stats = report.get("stats", c.stats)
-            c.leaving = report.get("leaving", c.leaving)
+                data = os.read(c.status_fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:  # the child exited (or closed it): waitpid tells how
+                os.close(c.status_fd)
+                c.status_fd = -1
+                return
+            *lines, c.buffer = (c.buffer + data).split(b"\n")
+            for line in lines:
+                try:
+                    report = json.loads(line)
+                except ValueError:
+                    continue
+                c.stats = report.get("stats", c.stats)
+                c.leaving = report.get("leaving", c.leaving)
 
     def _reap(self) -> None:
         while True:
@@ -391,8 +392,8 @@ class Pool:
             if c is not None:
                 if c.proc is not None:
                     c.proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here
+                self._read_status(c)  # its last report, if the loop has not read it yet
                 if c.status_fd >= 0:
-                    self._read_status(c.status_fd)
                     os.close(c.status_fd)
                 self.stats.update(c.stats)
                 self._gone(c, os.waitstatus_to_exitcode(status))
