@@ -351,6 +351,24 @@ def test_worker_processes_in_python(redis_server: Any, redis: Any, prefix: str) 
     assert set(runs(redis, prefix).values()) == {1}
 
 
+def test_a_pool_runs_in_the_main_thread_only() -> None:
+    import threading
+
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            Worker(["pool"], processes=2).run()
+        except BaseException as e:  # noqa: BLE001 - the test reads it
+            raised.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(10)
+    assert len(raised) == 1 and isinstance(raised[0], RuntimeError), raised
+    assert "a worker pool runs in the main thread" in str(raised[0])
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -412,8 +412,17 @@ class Pool:
             else:
                 log.warning("%s %s while it stopped", c, how)
             return
+        lived = time.monotonic() - c.started
         if c.leaving:
             self.why[c.leaving] += 1
+            if c.stats.get("completed", 0) + c.stats.get("failed", 0) + c.stats.get("retried", 0) == 0 and lived < QUICK_DEATH:
+                # Recycled before it ran anything: it starts above --max-memory-per-child.
+                # Replacing it at once would loop; it is a quick death.
+                self.quick_deaths += 1
+                delay = min(30.0, 0.5 * 2 ** (self.quick_deaths - 1))
+                log.error("%s %s before it ran a job (it starts above the limit?): the next starts in %.1f s", c, c.leaving, delay)
+                self.restarts.append(_Restart(time.monotonic() + delay, c.number))
+                return
             log.info("%s %s: starting another", c, c.leaving)
             self._start_child(c.number)
             return
@@ -421,7 +430,6 @@ class Pool:
         # next child's start, not when they time out; its running job is logged then.
         self.why[how] += 1
         self.dead_workers.append({"worker": c.worker_id, "child": str(c)})
-        lived = time.monotonic() - c.started
         self.quick_deaths = self.quick_deaths + 1 if lived < QUICK_DEATH else 0
         delay = 0.0 if self.quick_deaths <= 1 else min(30.0, 0.5 * 2 ** (self.quick_deaths - 2))
         if delay:

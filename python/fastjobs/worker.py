@@ -614,6 +614,8 @@ class Worker:
         """Runs until ``stop()`` or a signal; returns what was done. Raises before it starts
         when the connection settings can never work (see ``_check_connection``)."""
         if self._pool is not None:
+            if threading.current_thread() is not threading.main_thread():
+                raise RuntimeError("a worker pool runs in the main thread: it supervises its children by signals")
             if not self._connection_checked:
                 self._check_connection()
             totals = self._pool.run()
