@@ -38,6 +38,7 @@ import sys
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -132,11 +133,14 @@ class _Restart:
 
 class Pool:
     """The supervisor; see the module's docstring. ``spec`` is what a child needs to build its
-    worker (``_child_main``), ``modules`` the job modules to import again on a reload."""
+    worker (``_child_main``: ``make_worker(queues, **options)``, the ``Worker`` class, given so
+    that this module does not import the one that imports it), ``modules`` the job modules to
+    import again on a reload."""
 
     def __init__(
         self,
         spec: dict[str, Any],
+        make_worker: Callable[..., Any],
         *,
         processes: int,
         modules: list[str],
@@ -145,6 +149,7 @@ class Pool:
         reload: bool,
     ) -> None:
         self.spec = spec
+        self.make_worker = make_worker
         self.target = processes
         self.modules = modules
         self.start_method = start_method
@@ -334,7 +339,7 @@ class Pool:
                 try:
                     for fd in (read_fd, *self._wake, *(c.status_fd for c in self.children.values() if c.status_fd >= 0)):
                         os.close(fd)
-                    code = _child_main(spec, write_fd)
+                    code = _child_main(spec, write_fd, self.make_worker)
                 except BaseException:  # noqa: BLE001
                     traceback.print_exc()
                 finally:
@@ -346,7 +351,7 @@ class Pool:
             spec["path"] = sys.path
             spec["log_level"] = logging.getLogger("fastjobs").getEffectiveLevel()
             proc = subprocess.Popen(
-                [sys.executable, "-c", "import fastjobs.pool as p; p._spawned()", json.dumps(spec), str(write_fd)],
+                [sys.executable, "-c", "import fastjobs.worker as w; w.spawned_child()", json.dumps(spec), str(write_fd)],
                 pass_fds=(write_fd,),
             )
             pid = proc.pid
@@ -569,11 +574,9 @@ def _reimport(modules: list[str]) -> None:
 # ---- the child ----
 
 
-def _child_main(spec: dict[str, Any], status_fd: int) -> int:
+def _child_main(spec: dict[str, Any], status_fd: int, make_worker: Callable[..., Any]) -> int:
     """A child of the pool: builds its worker and runs it until it stops; 0 when it stopped
     as asked or was recycled (it says which in its last report)."""
-    from .worker import Worker
-
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
     # The terminal's signals reach the whole process group; they are the parent's to act on
@@ -581,7 +584,7 @@ def _child_main(spec: dict[str, Any], status_fd: int) -> int:
     for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(s, signal.SIG_IGN)
     _die_with_parent(spec["parent"])
-    w = Worker(
+    w = make_worker(
         spec["queues"],
         concurrency=spec["concurrency"],
         connection=spec["connection"],
@@ -692,8 +695,8 @@ class _Reporter:
             pass  # the parent reads the next one
 
 
-def _spawned() -> None:
-    """The entry point of a spawned child (``start_method="spawn"``)."""
+def spawned(make_worker: Callable[..., Any]) -> None:
+    """The entry point of a spawned child (``start_method="spawn"``; ``worker.spawned_child``)."""
     import importlib
 
     spec = json.loads(sys.argv[1])
@@ -704,7 +707,7 @@ def _spawned() -> None:
         config.configure(connection=name, **settings)
     for name in spec["modules"]:
         importlib.import_module(name)
-    sys.exit(_child_main(spec, status_fd))
+    sys.exit(_child_main(spec, status_fd, make_worker))
 
 
 def _watch() -> None:

@@ -749,6 +749,13 @@ def _pool(
         raise ValueError(f"start_method='spawn' imports the job modules in each child, and jobs {named} are defined in the "
                          "script being run (__main__): move them into a module")
     spec.update(max_jobs=max_jobs, max_memory_mb=max_memory)
-    pool = Pool(spec, processes=processes, modules=modules, start_method=start_method, grace=grace, reload=reload)
+    pool = Pool(spec, Worker, processes=processes, modules=modules, start_method=start_method, grace=grace, reload=reload)
     pool.check_reload()
     return pool
+
+
+def spawned_child() -> None:
+    """The entry point of a pool child started with ``start_method="spawn"``."""
+    from .pool import spawned
+
+    spawned(Worker)
