@@ -35,6 +35,7 @@ import time
 import traceback
 
 import _w2p
+import _w6
 
 ADAPTERS_DIR = os.path.dirname(os.path.abspath(__file__))
 S32 = "x" * 32
@@ -412,7 +413,16 @@ async def w5(ctx: Ctx, count: int = W5_COUNT, delay_s: float = W5_DELAY_S) -> di
     }
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W2P": w2p, "W3": w3, "W4": w4, "W5": w5}
+
+async def w6(ctx: Ctx) -> dict:
+    # Single dispatches, as from a web app (see _w6.py): these systems are async-only, so the
+    # async face alone.
+    peer = ctx.peer
+    return {"async": await _w6.async_face(peer.dispatch_one_async, peer.w6_seconds),
+            "threads": _w6.unsupported(f"{peer.system} is async-only: no sync single enqueue")}
+
+
+WORKLOADS = {"W1": w1, "W2": w2, "W2P": w2p, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
 
 
 async def _run(peer: AsyncPeerBase, url: str, workload: str, n: int, budget: float,
@@ -450,10 +460,12 @@ def main(peer: AsyncPeerBase, argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--processes", default="1", help="W2P: worker processes, a number or auto (usable cores)")
     ap.add_argument("--body", default="incr", choices=sorted(_w2p.DEFAULT_N), help="W2P: the task body")
+    ap.add_argument("--w6-seconds", type=float, default=_w6.DEFAULT_SECONDS, help="W6: seconds of calls per point")
     ap.add_argument("--budget", type=float,
                     default=float(os.environ.get("PEER_BUDGET_S", DEFAULT_BUDGET_S)),
                     help="seconds before the adapter gives up and reports an error")
     args = ap.parse_args(argv)
+    peer.w6_seconds = args.w6_seconds
     n = args.n if args.n is not None else {**DEFAULT_N, "W2P": _w2p.DEFAULT_N[args.body]}.get(args.workload, 0)
     if args.workload == "W3":
         n = W3_COUNT

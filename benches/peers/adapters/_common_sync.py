@@ -16,6 +16,7 @@ Worker processes are always killed:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import ctypes
 import json
@@ -30,6 +31,7 @@ import traceback
 from typing import ClassVar
 
 import _w2p
+import _w6
 
 ADAPTERS_DIR = os.path.dirname(os.path.abspath(__file__))
 S32 = "x" * 32
@@ -368,7 +370,23 @@ def w5(ctx: Ctx, count: int = 200, delay_s: float = 2.0) -> dict:
     }
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W2P": w2p, "W3": w3, "W4": w4, "W5": w5}
+
+def w6(ctx: Ctx) -> dict:
+    # Single dispatches, as from a web app (see _w6.py): the sync single enqueue from threads,
+    # and, where the peer has one (fastjobs, bare_list), its async one from asyncio tasks.
+    peer = ctx.peer
+    if hasattr(peer, "dispatch_one_async"):
+        loop = asyncio.new_event_loop()  # one loop for the face: async clients bind to it
+        try:
+            face_async = loop.run_until_complete(_w6.async_face(peer.dispatch_one_async, peer.w6_seconds))
+        finally:
+            loop.close()
+    else:
+        face_async = _w6.unsupported(f"{peer.system} has no async single enqueue")
+    return {"async": face_async, "threads": _w6.threads_face(peer.dispatch_one, peer.w6_seconds)}
+
+
+WORKLOADS = {"W1": w1, "W2": w2, "W2P": w2p, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
 
 
 def main(peer: PeerBase, argv: list[str] | None = None) -> int:
@@ -378,9 +396,11 @@ def main(peer: PeerBase, argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--processes", default="1", help="W2P: worker processes, a number or auto (usable cores)")
     ap.add_argument("--body", default="incr", choices=sorted(_w2p.DEFAULT_N), help="W2P: the task body")
+    ap.add_argument("--w6-seconds", type=float, default=_w6.DEFAULT_SECONDS, help="W6: seconds of calls per point")
     ap.add_argument("--budget", type=float, default=float(os.environ.get("PEER_BUDGET_S", DEFAULT_BUDGET_S)),
                     help="seconds before the adapter gives up and reports an error")
     args = ap.parse_args(argv)
+    peer.w6_seconds = args.w6_seconds
     defaults = {"W1": 100_000, "W2": 20_000, "W4": 100_000, "W2P": _w2p.DEFAULT_N[args.body]}
     n = args.n if args.n is not None else defaults.get(args.workload, 0)
     if args.workload == "W3":

@@ -96,6 +96,9 @@ class ArdiqPeer(Peer):
     def dispatch_lat(self, item):
         self.run(self.t.lat.enqueue(item))
 
+    async def dispatch_one_async(self, item):
+        await self.t.noop.enqueue(item)
+
     def dispatch_late(self, item, delay_s):
         self.run(self.t.late.options(delay_ms=int(delay_s * 1000)).enqueue(item))
 

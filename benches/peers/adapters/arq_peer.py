@@ -58,6 +58,9 @@ class ArqPeer(AsyncPeerBase):
     async def dispatch_lat(self, item):
         await self.pool.enqueue_job("lat", item)
 
+    async def dispatch_one_async(self, item):
+        await self.pool.enqueue_job("noop", item)
+
     async def dispatch_late(self, item, delay_s):
         await self.pool.enqueue_job("late", item, _defer_by=delay_s)
 

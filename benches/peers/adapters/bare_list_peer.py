@@ -26,8 +26,12 @@ class BareListPeer(PeerBase):
 
         self.version = "redis-py " + redis.__version__
         self.r = redis.Redis.from_url(url)
+        self.url, self.ar = url, None
 
     def settings_for(self, workload):
+        if workload == "W6":
+            return {"dispatch": "RPUSH of one JSON payload per call: redis.asyncio (async), "
+                    "one redis.Redis shared by the threads"}
         return {
             "enqueue": "RPUSH of JSON payloads, chunks of 10,000 in one pipeline (redis-py + hiredis)",
             "worker": "_tasks_bare_list: 4 threads, LPOP count 64 then BLPOP, 1 process",
@@ -44,6 +48,17 @@ class BareListPeer(PeerBase):
 
     def dispatch_lat(self, item):
         self.r.rpush(QUEUE, json.dumps(["lat", item]))
+
+    def dispatch_one(self, item):
+        self.r.rpush(QUEUE, json.dumps(["noop", item]))
+
+    async def dispatch_one_async(self, item):
+        if self.ar is None:  # created on W6's event loop, which it binds to
+            import redis.asyncio
+
+            # redis-py 8's async pool stops at 100 connections; W6 keeps up to 500 calls in flight.
+            self.ar = redis.asyncio.Redis.from_url(self.url, max_connections=1024)
+        await self.ar.rpush(QUEUE, json.dumps(["noop", item]))
 
     def dispatch_late(self, item, delay_s):
         raise NotImplementedError("reference only: a bare list has no delayed jobs")

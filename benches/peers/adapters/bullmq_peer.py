@@ -55,6 +55,9 @@ class BullmqPeer(AsyncPeerBase):
     async def dispatch_lat(self, item):
         await self.queue.add("lat", item, JOB_OPTS)
 
+    async def dispatch_one_async(self, item):
+        await self.queue.add("noop", item, JOB_OPTS)
+
     async def dispatch_late(self, item, delay_s):
         await self.queue.add("late", item, {**JOB_OPTS, "delay": int(delay_s * 1000)})
 

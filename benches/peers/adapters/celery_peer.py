@@ -67,6 +67,9 @@ class CeleryPeer(PeerBase):
     def dispatch_lat(self, item):
         self.t.lat.apply_async((item,))
 
+    def dispatch_one(self, item):
+        self.t.noop.apply_async((item,))
+
     def dispatch_late(self, item, delay_s):
         self.t.late.apply_async((item,), countdown=delay_s)
 

@@ -73,6 +73,9 @@ class DramatiqPeer(PeerBase):
     def dispatch_lat(self, item):
         self.t.lat.send(item)
 
+    def dispatch_one(self, item):
+        self.t.noop.send(item)
+
     def dispatch_late(self, item, delay_s):
         self.t.late.send_with_options(args=(item,), delay=int(delay_s * 1000))
 

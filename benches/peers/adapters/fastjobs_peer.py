@@ -39,6 +39,8 @@ class FastjobsPeer(PeerBase):
                 "worker": f"fastjobs worker --processes {self.processes} --concurrency {self.pool_concurrency()} "
                 "(sync handler threads per process, adaptive prefetch)",
             }
+        if workload == "W6":
+            return {"dispatch": "await Job.dispatch(p) (async), Job.dispatch(p).send() (threads)"}
         s = {
             "enqueue": "Job.dispatch_many(list) (chunks of 10,000, pipelined; up to 16 records per list element)",
             "worker": f"fastjobs worker --concurrency {self.concurrency(workload)} (sync handler threads, adaptive prefetch), 1 process",
@@ -53,6 +55,12 @@ class FastjobsPeer(PeerBase):
 
     def dispatch_lat(self, item):
         self.tasks.BenchLat.dispatch(item).send()
+
+    def dispatch_one(self, item):
+        self.tasks.BenchNoop.dispatch(item).send()
+
+    async def dispatch_one_async(self, item):
+        await self.tasks.BenchNoop.dispatch(item)  # awaiting a PendingDispatch sends it
 
     def dispatch_late(self, item, delay_s):
         self.tasks.BenchLate.dispatch(item).delay(delay_s).send()

@@ -85,6 +85,9 @@ class FastqPeer(Peer):
     def dispatch_lat(self, item):
         self.queues["lat"].push(json.dumps(item))
 
+    def dispatch_one(self, item):
+        self.queues["noop"].push(json.dumps(item))
+
     def worker_argv(self, workload):
         task = "lat" if workload == "W3" else "noop"
         return (

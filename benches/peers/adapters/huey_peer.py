@@ -49,6 +49,9 @@ class HueyPeer(PeerBase):
     def dispatch_lat(self, item):
         self.t.lat(item)
 
+    def dispatch_one(self, item):
+        self.t.noop(item)
+
     def dispatch_late(self, item, delay_s):
         self.t.late.schedule(args=(item,), delay=delay_s)
 

@@ -96,6 +96,9 @@ class MayuPeer(Peer):
     def dispatch_lat(self, item):
         self.t.lat.send(item)
 
+    def dispatch_one(self, item):
+        self.t.noop.send(item)
+
     def dispatch_late(self, item, delay_s):
         self.t.late.send(item, countdown=delay_s)
 

@@ -67,6 +67,9 @@ class RQPeer(PeerBase):
     def dispatch_lat(self, item):
         self.q.enqueue("_tasks_rq.lat", item, result_ttl=0)
 
+    def dispatch_one(self, item):
+        self.q.enqueue("_tasks_rq.noop", item, result_ttl=0)
+
     def dispatch_late(self, item, delay_s):
         self.q.enqueue_in(timedelta(seconds=delay_s), "_tasks_rq.late", item, result_ttl=0)
 

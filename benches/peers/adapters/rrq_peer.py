@@ -104,6 +104,9 @@ class RrqPeer(Peer):
     def dispatch_lat(self, item):
         self.run(self.client.enqueue("lat", {"params": item}))
 
+    async def dispatch_one_async(self, item):
+        await self.client.enqueue("noop", {"params": item})
+
     def dispatch_late(self, item, delay_s):
         self.run(self.client.enqueue("late", {"params": item, "defer_by_seconds": delay_s}))
 

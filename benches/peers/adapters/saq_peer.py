@@ -76,6 +76,9 @@ class SaqPeer(AsyncPeerBase):
     async def dispatch_lat(self, item):
         await self.queue.enqueue("lat", p=item, ttl=JOB_TTL)
 
+    async def dispatch_one_async(self, item):
+        await self.queue.enqueue("noop", p=item, ttl=JOB_TTL)
+
     async def dispatch_late(self, item, delay_s):
         await self.queue.enqueue("late", p=item, ttl=JOB_TTL, scheduled=time.time() + delay_s)
 

@@ -81,6 +81,9 @@ class StreaqPeer(AsyncPeerBase):
     async def dispatch_lat(self, item):
         await self.t.lat.enqueue(item)
 
+    async def dispatch_one_async(self, item):
+        await self.t.noop.enqueue(item)
+
     async def dispatch_late(self, item, delay_s):
         await self.t.late.enqueue(item).start(delay=timedelta(seconds=delay_s))
 

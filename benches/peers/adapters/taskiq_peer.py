@@ -105,6 +105,9 @@ class TaskiqPeer(AsyncPeerBase):
     async def dispatch_lat(self, item):
         await self.t.lat.kiq(item)
 
+    async def dispatch_one_async(self, item):
+        await self.t.noop.kiq(item)
+
     async def dispatch_late(self, item, delay_s):
         when = datetime.now(timezone.utc) + timedelta(seconds=delay_s)
         await self.t.late.schedule_by_time(self.t.schedule_source, when, item)

@@ -75,6 +75,9 @@ class TaskitoPeer(Peer):
     def dispatch_lat(self, item):
         self.t.lat.delay(item)
 
+    def dispatch_one(self, item):
+        self.t.noop.delay(item)
+
     def dispatch_late(self, item, delay_s):
         self.t.late.apply_async(args=(item,), delay=delay_s)
 
