@@ -3,6 +3,7 @@ throwaway redis-server, and prints a table with fastjobs÷peer ratios.
 
     python benches/peers/run.py [--systems fastjobs,rq,...] [--workloads W1,W2,...] [--quick]
     python benches/peers/run.py --workloads W2P [--processes 1,2,auto] [--body incr,cpu] [--n W2P-cpu=2000]
+    python benches/peers/run.py --workloads W6 [--w6-seconds 3]
 
 Each adapter runs in its own process with its own interpreter: fastjobs with the project's
 .venv, peers with .venv-peers or the venv named for them in venvs.txt. The last line printed
@@ -38,6 +39,7 @@ FIGURES = {
     "W3": ("p50_ms", "lower", "idle start latency p50, ms"),
     "W4": ("bytes_per_job", "lower", "Redis bytes per waiting job"),
     "W5": ("p50_ms", "lower", "lateness of delayed jobs p50, ms"),
+    "W6": ("per_s", "higher", "single dispatches from one producer, dispatches/s"),
 }
 EXTRA = {"W3": ("p99_ms", "p99"), "W5": ("p99_ms", "p99")}
 # W2P's n depends on the task body: keys W2P-incr and W2P-cpu.
@@ -219,6 +221,68 @@ def pool_table(results: dict[str, dict[str, Any]], bodies: list[str], sizes: lis
     return "\n".join(rows)
 
 
+W6_FACES = (("async", "C", "asyncio tasks"), ("threads", "T", "threads"))
+
+
+def w6_table(results: dict[str, dict[str, Any]]) -> str:
+    """W6: per face, one column per concurrency with dispatches/s and p50/p99 ms; then
+    fastjobs ÷ the best peer and ÷ bare redis-py (bare_list), by rate."""
+    rows = [f"\nW6: {FIGURES['W6'][2]} (higher is better); each cell: rate, p50/p99 ms of one call"]
+    for face, letter, what in W6_FACES:
+        levels: list[str] = []
+        for per in results.values():
+            for k in per.get("W6", {}).get(face, {}):
+                if k.isdigit() and k not in levels:
+                    levels.append(k)
+        levels.sort(key=int)
+        width = 22
+        rows.append(f"\n  {face}: {letter} {what} in flight, each looping one single enqueue")
+        rows.append(f"  {'system':<14}" + "".join(f"{letter + '=' + k:>{width}}" for k in levels) + "  notes")
+        best: dict[str, tuple[float, str]] = {}
+        for system, per in results.items():
+            r = per.get("W6", {})
+            got = r.get(face, {}) if "error" not in r else {}
+            cells, notes = [], [r["error"][:90]] if "error" in r else []
+            if "error" in got:
+                notes.append(got["error"][:90])
+            for k in levels:
+                p = got.get(k, {})
+                if "per_s" in p:
+                    cells.append(f"{fmt(p['per_s'])} {p['p50_ms']:.2f}/{p['p99_ms']:.2f}")
+                    if system not in ("fastjobs", "bare_list") and p["per_s"] > best.get(k, (0.0, ""))[0]:
+                        best[k] = (p["per_s"], system)
+                else:
+                    cells.append("—")
+                    if "error" in p and p["error"][:90] not in notes:
+                        notes.append(f"{letter}={k}: {p['error'][:90]}")
+            rows.append(f"  {system:<14}" + "".join(f"{c:>{width}}" for c in cells) + "  " + "; ".join(notes))
+
+        def rate(system: str, k: str) -> float | None:
+            v = results.get(system, {}).get("W6", {}).get(face, {}).get(k, {}).get("per_s")
+            return v if isinstance(v, (int, float)) and v else None
+
+        mine = {k: rate("fastjobs", k) for k in levels}
+        rows.append(f"  {'best peer':<14}" + "".join(f"{best.get(k, (0, ''))[1]:>{width}}" for k in levels))
+        ratios = [f"{mine[k] / best[k][0]:,.2f}×" if mine[k] and k in best else "" for k in levels]  # noqa: RUF001
+        rows.append(f"  {'fastjobs ÷ it':<14}" + "".join(f"{x:>{width}}" for x in ratios))
+        bare = [f"{mine[k] / b:,.2f}×" if mine[k] and (b := rate("bare_list", k)) else "" for k in levels]  # noqa: RUF001
+        rows.append(f"  {'fastjobs ÷ bare':<14}" + "".join(f"{x:>{width}}" for x in bare))
+    return "\n".join(rows)
+
+
+def w6_summary(r: dict[str, Any]) -> str:
+    """One progress line: dispatches/s per face and concurrency."""
+    parts = []
+    for face, letter, _ in W6_FACES:
+        got = r.get(face, {})
+        if "error" in got:
+            parts.append(f"{face}: {got['error'][:60]}")
+        else:
+            parts.append(f"{face} " + " ".join(f"{letter}={k}:{fmt(p.get('per_s', p.get('error', '?')[:30]))}"
+                                                for k, p in got.items()))
+    return "; ".join(parts)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", default=None, help="comma-separated systems (default: every installed one)")
@@ -228,6 +292,7 @@ def main() -> int:
                     "(default: DEFAULT_N, or QUICK_N with --quick)")
     ap.add_argument("--processes", default="1,2,auto", help="W2P: worker processes, numbers or auto (usable cores)")
     ap.add_argument("--body", default="incr,cpu", help="W2P: task bodies, incr and/or cpu")
+    ap.add_argument("--w6-seconds", type=float, default=3.0, help="W6: seconds of calls per point")
     ap.add_argument("--limit", type=float, default=120.0, help="seconds per adapter run")
     args = ap.parse_args()
     found = interpreters()
@@ -257,6 +322,13 @@ def main() -> int:
               f"systems: {', '.join(systems)}", file=sys.stderr)
         for system in systems:
             for w in workloads:
+                if w == "W6":
+                    redis.command("FLUSHALL")
+                    r = run_one(found[system], system, w, redis.url, None, args.limit,
+                                ("--w6-seconds", str(args.w6_seconds)))
+                    results.setdefault(system, {})[w] = r
+                    print(f"  {system:<12} W6: {r.get('error') or w6_summary(r)}", file=sys.stderr)
+                    continue
                 if w != "W2P":
                     redis.command("FLUSHALL")
                     r = run_one(found[system], system, w, redis.url, n_of.get(w), args.limit)
@@ -271,7 +343,9 @@ def main() -> int:
                         results.setdefault(system, {}).setdefault(w, {}).setdefault(body, {})[str(p)] = r
                         print(f"  {system:<12} {w} {body} P={label}: {r.get('error') or r.get(FIGURES[w][0])}",
                               file=sys.stderr)
-        print(table(results, [w for w in workloads if w != "W2P"]))
+        print(table(results, [w for w in workloads if w not in ("W2P", "W6")]))
+        if "W6" in workloads:
+            print(w6_table(results))
         if "W2P" in workloads:
             print(pool_table(results, bodies, sizes))
         print(json.dumps({"redis": redis.version(), "cores": os.cpu_count(), "usable_cores": _w2p.usable_cores(),
