@@ -46,7 +46,8 @@ class ArqPeer(AsyncPeerBase):
         from arq.connections import RedisSettings, create_pool
 
         rs = RedisSettings.from_dsn(url)
-        rs.max_connections = ENQUEUE_CONCURRENCY + 4
+        # W6 keeps up to 500 single enqueues in flight: a connection each, not the bench's cap.
+        rs.max_connections = (500 if workload == "W6" else ENQUEUE_CONCURRENCY) + 4
         self.pool = await create_pool(rs)
 
     async def enqueue_bulk(self, items):

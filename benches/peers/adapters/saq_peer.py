@@ -63,7 +63,9 @@ class SaqPeer(AsyncPeerBase):
     async def setup(self, url, workload):
         from saq import Queue
 
-        self.queue = Queue.from_url(url, max_concurrent_ops=ENQUEUE_CONCURRENCY)
+        # W6 keeps up to 500 single enqueues in flight: let SAQ's throttle allow them all.
+        ops = 500 if workload == "W6" else ENQUEUE_CONCURRENCY
+        self.queue = Queue.from_url(url, max_concurrent_ops=ops)
         await self.queue.connect()
 
     async def enqueue_bulk(self, items):
