@@ -224,6 +224,11 @@ def pool_table(results: dict[str, dict[str, Any]], bodies: list[str], sizes: lis
 W6_FACES = (("async", "C", "asyncio tasks"), ("threads", "T", "threads"))
 
 
+def _w6_rate(results: dict[str, dict[str, Any]], system: str, face: str, k: str) -> float | None:
+    v = results.get(system, {}).get("W6", {}).get(face, {}).get(k, {}).get("per_s")
+    return v if isinstance(v, (int, float)) and v else None
+
+
 def w6_table(results: dict[str, dict[str, Any]]) -> str:
     """W6: per face, one column per concurrency with dispatches/s and p50/p99 ms; then
     fastjobs ÷ the best peer and ÷ bare redis-py (bare_list), by rate."""
@@ -257,15 +262,11 @@ def w6_table(results: dict[str, dict[str, Any]]) -> str:
                         notes.append(f"{letter}={k}: {p['error'][:90]}")
             rows.append(f"  {system:<14}" + "".join(f"{c:>{width}}" for c in cells) + "  " + "; ".join(notes))
 
-        def rate(system: str, k: str) -> float | None:
-            v = results.get(system, {}).get("W6", {}).get(face, {}).get(k, {}).get("per_s")
-            return v if isinstance(v, (int, float)) and v else None
-
-        mine = {k: rate("fastjobs", k) for k in levels}
+        mine = {k: _w6_rate(results, "fastjobs", face, k) for k in levels}
         rows.append(f"  {'best peer':<14}" + "".join(f"{best.get(k, (0, ''))[1]:>{width}}" for k in levels))
         ratios = [f"{mine[k] / best[k][0]:,.2f}×" if mine[k] and k in best else "" for k in levels]  # noqa: RUF001
         rows.append(f"  {'fastjobs ÷ it':<14}" + "".join(f"{x:>{width}}" for x in ratios))
-        bare = [f"{mine[k] / b:,.2f}×" if mine[k] and (b := rate("bare_list", k)) else "" for k in levels]  # noqa: RUF001
+        bare = [f"{mine[k] / b:,.2f}×" if mine[k] and (b := _w6_rate(results, "bare_list", face, k)) else "" for k in levels]  # noqa: RUF001
         rows.append(f"  {'fastjobs ÷ bare':<14}" + "".join(f"{x:>{width}}" for x in bare))
     return "\n".join(rows)
 

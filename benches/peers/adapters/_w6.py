@@ -46,80 +46,84 @@ def _figures(lats: list[float], seconds: float) -> dict:
     }
 
 
+async def _async_point(one: Callable[[dict], Awaitable[object]], c: int, seconds: float) -> dict:
+    lats: list[float] = []
+    ready = 0
+    go = asyncio.Event()
+    stop = 0.0
+
+    async def loop() -> None:
+        nonlocal ready, stop
+        await one(ITEM)  # untimed: opens this task's connection
+        ready += 1
+        if ready == c:  # the last task to be ready starts the clock
+            stop = time.perf_counter() + seconds
+            go.set()
+        await go.wait()
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            await one(ITEM)
+            lats.append(time.perf_counter() - t)
+
+    await asyncio.gather(*(loop() for _ in range(c)))
+    # Calls in flight at the deadline finish: the window ends when the last one does.
+    return _figures(lats, time.perf_counter() - (stop - seconds))
+
+
 async def async_face(one: Callable[[dict], Awaitable[object]], seconds: float,
                      levels: tuple[int, ...] = ASYNC_LEVELS) -> dict:
     """{"C": figures or {"error": ...}} for each C in levels."""
     out: dict = {}
     for c in levels:
-        lats: list[float] = []
-        ready = 0
-        go = asyncio.Event()
-        stop = 0.0
-
-        async def loop() -> None:
-            nonlocal ready, stop
-            await one(ITEM)  # untimed: opens this task's connection
-            ready += 1
-            if ready == c:  # the last task to be ready starts the clock
-                stop = time.perf_counter() + seconds
-                go.set()
-            await go.wait()
-            while time.perf_counter() < stop:
-                t = time.perf_counter()
-                await one(ITEM)
-                lats.append(time.perf_counter() - t)
-
         try:
-            await asyncio.gather(*(loop() for _ in range(c)))
-            # Calls in flight at the deadline finish: the window ends when the last one does.
-            out[str(c)] = _figures(lats, time.perf_counter() - (stop - seconds))
+            out[str(c)] = await _async_point(one, c, seconds)
         except Exception as e:  # noqa: BLE001 - one point failing does not hide the others
             out[str(c)] = {"error": f"{type(e).__name__}: {e}"[:300]}
     return out
 
 
+def _threads_point(one: Callable[[dict], object], n: int, seconds: float) -> dict:
+    lats: list[list[float]] = [[] for _ in range(n)]
+    errors: list[BaseException] = []
+    clock = {"stop": 0.0}
+
+    def start_clock() -> None:
+        clock["stop"] = time.perf_counter() + seconds
+
+    barrier = threading.Barrier(n, action=start_clock)
+
+    def loop(mine: list[float]) -> None:
+        try:
+            one(ITEM)  # untimed: this thread's connection
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        barrier.wait()
+        stop = clock["stop"]
+        while not errors and time.perf_counter() < stop:
+            t = time.perf_counter()
+            try:
+                one(ITEM)
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+                return
+            mine.append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=loop, args=(lats[i],), daemon=True) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    end = time.perf_counter()
+    if errors:
+        e = errors[0]
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
+    return _figures([x for xs in lats for x in xs], end - (clock["stop"] - seconds))
+
+
 def threads_face(one: Callable[[dict], object], seconds: float,
                  levels: tuple[int, ...] = THREAD_LEVELS) -> dict:
     """{"T": figures or {"error": ...}} for each T in levels."""
-    out: dict = {}
-    for n in levels:
-        lats: list[list[float]] = [[] for _ in range(n)]
-        errors: list[BaseException] = []
-        clock = {"stop": 0.0}
-
-        def start_clock() -> None:
-            clock["stop"] = time.perf_counter() + seconds
-
-        barrier = threading.Barrier(n, action=start_clock)
-
-        def loop(mine: list[float]) -> None:
-            try:
-                one(ITEM)  # untimed: this thread's connection
-            except BaseException as e:  # noqa: BLE001
-                errors.append(e)
-            barrier.wait()
-            stop = clock["stop"]
-            while not errors and time.perf_counter() < stop:
-                t = time.perf_counter()
-                try:
-                    one(ITEM)
-                except BaseException as e:  # noqa: BLE001
-                    errors.append(e)
-                    return
-                mine.append(time.perf_counter() - t)
-
-        threads = [threading.Thread(target=loop, args=(lats[i],), daemon=True) for i in range(n)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        end = time.perf_counter()
-        if errors:
-            e = errors[0]
-            out[str(n)] = {"error": f"{type(e).__name__}: {e}"[:300]}
-        else:
-            out[str(n)] = _figures([x for xs in lats for x in xs], end - (clock["stop"] - seconds))
-    return out
+    return {str(n): _threads_point(one, n, seconds) for n in levels}
 
 
 def unsupported(why: str) -> dict:
