@@ -225,12 +225,9 @@ def write_module(path: Path, version: Any) -> None:
     os.utime(path, (time.time() + 1, time.time() + 1))  # a new mtime even within the same second
 
 
-def versions(redis: Any, prefix: str) -> list[int]:
-    return [int(v) for v in redis("LRANGE", f"{prefix}:test:versions", 0, -1)]
-
-
-@pytest.mark.timeout(90)
-def test_sighup_reloads_changed_code_while_jobs_flow(pool: Any, redis: Any, prefix: str, tmp_path: Path) -> None:
+def import_versioned(tmp_path: Path) -> Any:
+    """Writes versioned.py (VERSION = 1) and imports it here, to dispatch its jobs; the worker
+    imports its own copy, which the test rewrites."""
     write_module(tmp_path / "versioned.py", 1)
     sys.path.insert(0, str(tmp_path))
     try:
@@ -238,6 +235,16 @@ def test_sighup_reloads_changed_code_while_jobs_flow(pool: Any, redis: Any, pref
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("versioned", None)
+    return versioned
+
+
+def versions(redis: Any, prefix: str) -> list[int]:
+    return [int(v) for v in redis("LRANGE", f"{prefix}:test:versions", 0, -1)]
+
+
+@pytest.mark.timeout(90)
+def test_sighup_reloads_changed_code_while_jobs_flow(pool: Any, redis: Any, prefix: str, tmp_path: Path) -> None:
+    versioned = import_versioned(tmp_path)
     p = pool("--processes", "2", "--concurrency", "2", modules=["versioned"], path=str(tmp_path))
     p.wait_for("worker started")
     first = versioned.Versioned.dispatch_many([{}] * 300)
@@ -267,13 +274,7 @@ def test_sighup_reloads_changed_code_while_jobs_flow(pool: Any, redis: Any, pref
 
 @pytest.mark.timeout(90)
 def test_reload_flag_restarts_the_children_when_a_file_changes(pool: Any, redis: Any, prefix: str, tmp_path: Path) -> None:
-    write_module(tmp_path / "versioned.py", 1)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import versioned
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("versioned", None)
+    versioned = import_versioned(tmp_path)
     p = pool("--reload", modules=["versioned"], path=str(tmp_path))
     p.wait_for("worker started")
     p.wait_for(f"watching {os.path.realpath(tmp_path)}")

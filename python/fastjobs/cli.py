@@ -38,26 +38,18 @@ def _queues(specs: list[str]) -> list[str] | dict[str, int]:
     return out
 
 
+def _at_least_one(value: str, also: str = "") -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1{also}, got {value!r}")
+    return n
+
+
 def _processes(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, or auto, got {value!r}")
-    return n
-
-
-def _at_least_one(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
-    return n
+    return value if value == "auto" else _at_least_one(value, ", or auto")
 
 
 def _megabytes(value: str) -> float:
