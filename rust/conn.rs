@@ -297,6 +297,18 @@ fn unknown_host(e: &std::io::Error) -> bool {
     !(m.contains("Temporary failure") || m.contains("try again"))
 }
 
+/// Writes `cmds` in one go and reads their answers, one per command.
+fn send_all<'a>(c: &mut redis::Connection, cmds: impl Iterator<Item = &'a Cmd>) -> redis::RedisResult<Vec<Value>> {
+    let mut bytes = Vec::new();
+    let mut n = 0;
+    for cmd in cmds {
+        cmd.write_packed_command(&mut bytes);
+        n += 1;
+    }
+    c.send_packed_command(&bytes)?;
+    (0..n).map(|_| c.recv_response()).collect()
+}
+
 impl SyncConn {
     pub fn new(settings: &Settings) -> Result<SyncConn> {
         let info = settings.client()?.get_connection_info().clone();
@@ -348,6 +360,29 @@ impl SyncConn {
                 }
             }
             refused.map_or(Ok(out), Err)
+        })();
+        self.settle(&mut cur, r)
+    }
+
+    /// Sends `cmds` in one write and returns an answer per command, error answers included
+    /// (`Value::ServerError`). Commands answered NOSCRIPT did not run: they run once more
+    /// after the scripts are loaded.
+    pub fn pipeline(&self, cmds: &[Cmd], read_timeout: Duration) -> Result<Vec<Value>> {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self.open(&mut cur, read_timeout)?;
+        let r = (|| {
+            let mut out = send_all(c, cmds.iter())?;
+            let missed: Vec<usize> =
+                (0..out.len()).filter(|&i| matches!(&out[i], Value::ServerError(e) if e.code() == "NOSCRIPT")).collect();
+            if !missed.is_empty() {
+                for s in scripts().all() {
+                    redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(c)?;
+                }
+                for (i, v) in missed.iter().zip(send_all(c, missed.iter().map(|&i| &cmds[i]))?) {
+                    out[*i] = v;
+                }
+            }
+            Ok(out)
         })();
         self.settle(&mut cur, r)
     }

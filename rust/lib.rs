@@ -2,6 +2,7 @@
 //! `fastjobs._core`. Everything outside `py/` is plain Rust, testable with `cargo test`.
 
 pub mod bulk;
+pub mod coalesce;
 pub mod codec;
 pub mod conn;
 pub mod cron;

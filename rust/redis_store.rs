@@ -21,7 +21,7 @@ pub struct RedisStore {
     /// For the idle worker's blocking pop, run on the handler thread that will run the job
     /// (a blocking command must not hold up the shared connection either).
     popper: SyncConn,
-    /// For a small dispatch sent from the caller's thread (`enqueue_blocking`).
+    /// For single dispatches, written together by whichever thread leads (coalesce.rs).
     direct: SyncConn,
     /// For the bulk path's raw writes (`write_bulk`), one at a time, in order.
     bulk: SyncConn,
@@ -243,13 +243,13 @@ impl RedisStore {
 
     /// An enqueue as one script call: push.lua for jobs due now with generated ids (`true`:
     /// its answer is a count), else enqueue.lua (an answer per job).
-    fn enqueue_script(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> (redis::Cmd, bool) {
+    fn enqueue_script(&self, q: &QueueKeys, jobs: &[&NewJob], mark: Option<&Watermark>) -> (redis::Cmd, bool) {
         let producer = mark.map(|m| m.producer.as_str()).unwrap_or("-");
         let hwm_key = q.hwm(producer);
         // A placeholder key of the queue when there is no guard (no call touches it then).
         let sent_key = if mark.is_some_and(|m| m.guard.is_some()) { q.sent(producer) } else { q.jobs.clone() };
         let guard = mark.map(guard_arg).unwrap_or(-1);
-        if mark.is_some() && !jobs.iter().any(needs_script) {
+        if mark.is_some() && !jobs.iter().any(|j| needs_script(j)) {
             let mut c = scripts().push.evalsha(&[&q.wait, &q.wake, &hwm_key, &sent_key]);
             c.arg(&q.base).arg(mark.map(|m| m.last_seq).unwrap_or(0)).arg(MARK_TTL_SECS).arg(guard);
             for j in jobs {
@@ -381,7 +381,7 @@ impl Store for RedisStore {
             self.write_bulk(&wire)?;
             return Ok(vec![Written::New; jobs.len()]);
         }
-        let (c, plain) = self.enqueue_script(q, jobs, mark);
+        let (c, plain) = self.enqueue_script(q, &jobs.iter().collect::<Vec<_>>(), mark);
         let v: Value = self.conn.eval(c).await?;
         enqueue_reply(v, jobs.len(), plain)
     }
@@ -424,13 +424,66 @@ impl Store for RedisStore {
         replies.iter().map(|v| int(v).map(|b| b == 1).ok_or_else(|| bad_reply("chunks written", v))).collect()
     }
 
-    fn enqueue_blocking(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Option<Result<Vec<Written>>> {
-        if !self.registered.lock().unwrap().contains(&q.name) {
-            return None; // the first write to a queue goes the shared path, which registers it
+    fn enqueue_parts_blocking(&self, parts: &[Part<'_>]) -> Result<Vec<Result<Vec<Written>>>> {
+        // One script call per queue and script: push.lua for the parts whose jobs are all
+        // plain (due now, generated ids), enqueue.lua for the others; a call's answer is cut
+        // back into its parts' answers.
+        let mut calls: Vec<(&QueueKeys, bool, Vec<usize>)> = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            assert!(p.mark.is_none_or(|m| m.guard.is_none()), "a guarded chunk is written on its own");
+            let plain = p.mark.is_some() && !p.jobs.iter().any(needs_script);
+            match calls.iter_mut().find(|(q, pl, _)| q.name == p.q.name && *pl == plain) {
+                Some((_, _, members)) => members.push(i),
+                None => calls.push((p.q, plain, vec![i])),
+            }
         }
-        let (c, plain) = self.enqueue_script(q, jobs, mark);
-        let v = self.direct.try_query::<Value>(&c, self.settings().response_timeout)?;
-        Some(v.and_then(|v| enqueue_reply(v, jobs.len(), plain)))
+        let new_queues: Vec<&str> = {
+            let done = self.registered.lock().unwrap();
+            let mut names: Vec<&str> = Vec::new();
+            for (q, _, _) in &calls {
+                if !done.contains(&q.name) && !names.contains(&q.name.as_str()) {
+                    names.push(&q.name);
+                }
+            }
+            names
+        };
+        let mut cmds = Vec::with_capacity(calls.len() + 1);
+        if !new_queues.is_empty() {
+            cmds.push(redis::cmd("SADD").arg(keys::queue_registry(&self.settings().prefix)).arg(&new_queues).to_owned());
+        }
+        for (q, _, members) in &calls {
+            let jobs: Vec<&NewJob> = members.iter().flat_map(|&i| parts[i].jobs).collect();
+            // The parts share the producer (one id generator per client): its highest mark.
+            let mark = members.iter().filter_map(|&i| parts[i].mark).max_by_key(|m| m.last_seq);
+            cmds.push(self.enqueue_script(q, &jobs, mark).0);
+        }
+        // An error answer is typed as the shared connection's are (NOPERM: AuthenticationError).
+        let url = self.settings().masked_url();
+        let typed = |v: Value| match v {
+            Value::ServerError(e) => Err(Error::from_redis(e.into(), &url)),
+            v => Ok(v),
+        };
+        let mut replies = self.direct.pipeline(&cmds, self.settings().response_timeout)?.into_iter().map(typed);
+        if !new_queues.is_empty() {
+            if let Some(Err(e)) = replies.next() {
+                return Err(e);
+            }
+            self.registered.lock().unwrap().extend(new_queues.iter().map(|n| n.to_string()));
+        }
+        let mut out: Vec<Option<Result<Vec<Written>>>> = parts.iter().map(|_| None).collect();
+        for ((_, plain, members), v) in calls.iter().zip(replies) {
+            let n: usize = members.iter().map(|&i| parts[i].jobs.len()).sum();
+            match v.and_then(|v| enqueue_reply(v, n, *plain)) {
+                Ok(written) => {
+                    let mut written = written.into_iter();
+                    for &i in members {
+                        out[i] = Some(Ok(written.by_ref().take(parts[i].jobs.len()).collect()));
+                    }
+                }
+                Err(e) => members.iter().for_each(|&i| out[i] = Some(Err(e.clone()))),
+            }
+        }
+        Ok(out.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Store("no answer from Redis for a dispatch".into())))).collect())
     }
 
     async fn reserve(&self, q: &QueueKeys, token: &str, max: usize, idle: &Idle<'_>) -> Result<Reserved> {

@@ -61,6 +61,13 @@ pub enum Written {
     Deduplicated(String),
 }
 
+/// One dispatch's jobs for `Store::enqueue_parts_blocking`.
+pub struct Part<'a> {
+    pub q: &'a QueueKeys,
+    pub jobs: &'a [NewJob],
+    pub mark: Option<&'a Watermark>,
+}
+
 /// Sequence numbers of generated ids that a write covers, so the store can tell waiting jobs
 /// from ids it never saw.
 #[derive(Debug, Clone)]
@@ -342,10 +349,11 @@ pub trait Store: Send + Sync + 'static {
     fn write_chunk(&self, q: &QueueKeys, packed: &Self::Packed) -> impl Future<Output = Result<()>> + Send;
     /// Whether guarded chunks, given as (producer, first sequence number), were written.
     fn chunks_written(&self, q: &QueueKeys, chunks: &[(String, u64)]) -> impl Future<Output = Result<Vec<bool>>> + Send;
-    /// `enqueue` for a few jobs, run on the calling thread (no hop to the I/O runtime: a
-    /// thread wake-up less each way). None when that connection is busy with another thread's
-    /// call: use `enqueue` then.
-    fn enqueue_blocking(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Option<Result<Vec<Written>>>;
+    /// Writes the dispatches a coalescer gathered (coalesce.rs) on the calling thread, in one
+    /// round trip: each part's jobs in one atomic step (parts of one queue may share it), an
+    /// answer per part. Err when the round trip failed (every part's answer is unknown then).
+    /// A guarded part (`Watermark::guard`) is not accepted here.
+    fn enqueue_parts_blocking(&self, parts: &[Part<'_>]) -> Result<Vec<Result<Vec<Written>>>>;
     /// Leases up to `max` ready jobs under `token`, their packed records in order. Jobs
     /// handed to this worker and not yet taken come first; with none at all and
     /// `idle.register`, the worker is idle: a new slot under `token` (`idle.slot(token)`) or

@@ -3,7 +3,9 @@
 
 use super::bridge::call;
 use super::bulk::BulkWriter;
+use super::inbox::Token;
 use crate::bulk::BulkSpec;
+use crate::coalesce::{Answer, Coalescer, Dispatch};
 use crate::codec::{check_caller_id, check_fields, options_group, pack_into, Header, IdGen, Record};
 use crate::conn::Settings;
 use crate::error::{Error, Result};
@@ -25,6 +27,8 @@ const DEFAULT_MAX_PAYLOAD: usize = 512 * 1024;
 #[pyclass(module = "fastjobs._core", frozen)]
 pub struct Client {
     pub(crate) store: Arc<RedisStore>,
+    /// Group commit of small dispatches (coalesce.rs).
+    coalescer: Coalescer<RedisStore, Token>,
     settings: Settings,
     ids: Arc<Mutex<IdGen>>,
     queues: Mutex<HashMap<String, Arc<QueueKeys>>>,
@@ -74,6 +78,12 @@ fn written_tuples(ids: Vec<String>, written: Vec<Written>) -> Vec<(String, bool,
             Written::Deduplicated(held) => (held, false, true),
         })
         .collect()
+}
+
+/// A small dispatch's answer as `enqueue` returns it.
+fn settle(py: Python<'_>, ids: Vec<String>, answer: Answer) -> PyResult<Py<PyAny>> {
+    let written = answer.map_err(super::errors::to_py)?;
+    Ok(written_tuples(ids, written).into_pyobject(py)?.into_any().unbind())
 }
 
 pub fn now_ms() -> u64 {
@@ -279,7 +289,7 @@ impl Client {
         settings.result_ttl = within("result_ttl", result_ttl, 0.001)?.max(Duration::from_millis(1));
         settings.tls = crate::conn::Tls { ca_file: tls_ca_file, cert_file: tls_cert_file, key_file: tls_key_file };
         let store = Arc::new(RedisStore::new(&settings).map_err(super::errors::to_py)?);
-        Ok(Client { store, settings, ids: Arc::default(), queues: Mutex::default(), max_payload })
+        Ok(Client { coalescer: Coalescer::new(store.clone()), store, settings, ids: Arc::default(), queues: Mutex::default(), max_payload })
     }
 
     #[getter]
@@ -322,13 +332,24 @@ impl Client {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
         let (jobs, mark) = self.prepare(jobs, dedup, false).map_err(super::errors::to_py)?;
         let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-        let store = self.store.clone();
-        if !asynchronous && !jobs.is_empty() && jobs.len() <= SMALL_BATCH {
-            if let Some(r) = py.detach(|| store.enqueue_blocking(&q, &jobs, mark.as_ref())) {
-                let written = r.map_err(super::errors::to_py)?;
-                return Ok(written_tuples(ids, written).into_pyobject(py)?.into_any().unbind());
+        if !jobs.is_empty() && jobs.len() <= SMALL_BATCH {
+            let dispatch = Dispatch { q, jobs, mark };
+            if asynchronous {
+                // Handed to the engine now: a cancelled await does not stop the write.
+                let (lp, inbox) = super::inbox::running(py, settle)?;
+                let fut = lp.call_method0("create_future")?;
+                self.coalescer.send_async(dispatch, &inbox, (fut.clone().unbind(), ids));
+                return Ok(fut.unbind());
+            }
+            let mut pending = py.detach(|| self.coalescer.send(dispatch));
+            loop {
+                match py.detach(|| pending.wait(Duration::from_millis(250))) {
+                    Some(answer) => return settle(py, ids, answer),
+                    None => py.check_signals()?,
+                }
             }
         }
+        let store = self.store.clone();
         let fut = async move {
             let written = store.enqueue(&q, &jobs, mark.as_ref()).await?;
             Ok(written_tuples(ids, written))

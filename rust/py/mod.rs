@@ -5,6 +5,7 @@ pub mod bridge;
 pub mod bulk;
 pub mod client;
 pub mod errors;
+pub mod inbox;
 pub mod payloads;
 pub mod schedules;
 pub mod worker;
