@@ -341,12 +341,20 @@ impl Client {
                 self.coalescer.send_async(dispatch, &inbox, (fut.clone().unbind(), ids));
                 return Ok(fut.unbind());
             }
-            let mut pending = py.detach(|| self.coalescer.send(dispatch));
+            // One release of the GIL for the whole wait, unless it lasts: then signals are
+            // checked every 250 ms (Ctrl-C leaves the dispatch to be written all the same).
+            let tick = Duration::from_millis(250);
+            let (mut pending, mut answer) = py.detach(|| {
+                let mut p = self.coalescer.send(dispatch);
+                let a = p.wait(tick);
+                (p, a)
+            });
             loop {
-                match py.detach(|| pending.wait(Duration::from_millis(250))) {
-                    Some(answer) => return settle(py, ids, answer),
-                    None => py.check_signals()?,
+                if let Some(answer) = answer {
+                    return settle(py, ids, answer);
                 }
+                py.check_signals()?;
+                answer = py.detach(|| pending.wait(tick));
             }
         }
         let store = self.store.clone();

@@ -1,0 +1,198 @@
+"""Single dispatches made at the same time, from threads and from asyncio tasks, go to Redis
+together (one round trip, one script call per queue); each caller still gets its own id, its
+own error and its acknowledgement only once its job is in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+import fastjobs
+from fastjobs import Queue, config
+
+
+class Ping(fastjobs.Job[dict, None]):
+    queue = "coalesce-a"
+
+    def process(self, payload: dict) -> None:
+        return None
+
+
+class Pong(fastjobs.Job[dict, None]):
+    queue = "coalesce-b"
+
+    def process(self, payload: dict) -> None:
+        return None
+
+
+def script_calls(redis: Any) -> int:
+    """EVALSHA calls Redis has run so far (INFO commandstats)."""
+    for line in redis("INFO", "commandstats").decode().splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def build(i: int) -> fastjobs.PendingDispatch[None]:
+    """A mix of what the coalesced path writes: plain jobs, delays, priorities, caller ids and
+    deduplication keys, on two queues."""
+    job = (Ping if i % 2 else Pong).dispatch({"i": i})
+    kind = i % 5
+    if kind == 1:
+        job = job.delay(3600)
+    elif kind == 2:
+        job = job.priority(5)
+    elif kind == 3:
+        job = job.job_id(f"id-{i}")
+    elif kind == 4:
+        job = job.deduplicate(f"key-{i}")
+    return job
+
+
+def check_written(handles: list[fastjobs.JobHandle[None]], n: int, warm: int = 0) -> None:
+    """`warm`: jobs dispatched to each queue before."""
+    assert len(handles) == n
+    assert all(h.created and not h.deduplicated for h in handles)
+    assert len({(h.queue, h.id) for h in handles}) == n  # each caller its own job
+    for name in ("coalesce-a", "coalesce-b"):
+        c = Queue(name).counts()
+        assert c["waiting"] + c["delayed"] == warm + sum(h.queue == name for h in handles)
+    # Acknowledged means in Redis: every job is known right away.
+    for h in handles[:: max(1, n // 50)]:
+        assert h.status() in ("waiting", "delayed")
+
+
+def test_threads_dispatching_at_once_share_script_calls(redis: Any) -> None:
+    Ping.dispatch({"warm": 1}).send()  # the queues exist: no first-write registration below
+    Pong.dispatch({"warm": 1}).send()
+    before = script_calls(redis)
+    n = 32 * 60
+    with ThreadPoolExecutor(32) as pool:
+        handles = list(pool.map(lambda i: build(i).send(), range(n)))
+    calls = script_calls(redis) - before
+    check_written(handles, n, warm=1)
+    # Up to two calls per queue and batch (push.lua, enqueue.lua): far fewer than dispatches.
+    assert calls < n * 0.8, (calls, n)
+
+
+async def test_asyncio_tasks_dispatching_at_once_share_script_calls(redis: Any) -> None:
+    await Ping.dispatch({"warm": 1})
+    await Pong.dispatch({"warm": 1})
+    before = script_calls(redis)
+    n = 2_000
+    handles = await asyncio.gather(*(build(i).send_async() for i in range(n)))
+    calls = script_calls(redis) - before
+    check_written(list(handles), n, warm=1)
+    assert calls < n * 0.2, (calls, n)
+
+
+async def test_the_first_dispatches_to_a_queue_register_it() -> None:
+    await asyncio.gather(*(Ping.dispatch({"i": i}) for i in range(10)))
+    assert [q.name for q in Queue.all()] == ["coalesce-a"]
+    assert Queue("coalesce-a").counts()["waiting"] == 10
+
+
+async def test_a_bad_dispatch_fails_alone_in_its_batch() -> None:
+    big = {"x": "y" * (600 * 1024)}
+    results = await asyncio.gather(
+        *(Ping.dispatch(big if i % 10 == 3 else {"i": i}).send_async() for i in range(200)), return_exceptions=True
+    )
+    bad = [r for r in results if isinstance(r, BaseException)]
+    assert len(bad) == 20 and all(isinstance(e, ValueError) and "over the limit" in str(e) for e in bad)
+    assert Queue("coalesce-a").counts()["waiting"] == 180
+
+
+async def test_duplicate_ids_in_one_batch_make_one_job() -> None:
+    handles = await asyncio.gather(*(Ping.dispatch({"i": i}).job_id("same").send_async() for i in range(50)))
+    assert {h.id for h in handles} == {"same"}
+    assert sum(h.created for h in handles) == 1
+    assert Queue("coalesce-a").counts()["waiting"] == 1
+
+
+async def test_a_redis_error_fails_the_dispatches_of_its_queue_only(redis: Any, prefix: str) -> None:
+    await Ping.dispatch({"warm": 1})
+    await Pong.dispatch({"warm": 1})
+    redis("DEL", f"{prefix}:{{coalesce-a}}:wait")
+    redis("SET", f"{prefix}:{{coalesce-a}}:wait", "not a list")  # RPUSH answers WRONGTYPE
+    results = await asyncio.gather(*((Ping if i % 2 else Pong).dispatch({"i": i}).send_async() for i in range(100)),
+                                   return_exceptions=True)
+    failed = [r for i, r in enumerate(results) if i % 2]
+    written = [r for i, r in enumerate(results) if not i % 2]
+    assert all(isinstance(e, fastjobs.StoreError) and "WRONGTYPE" in str(e) for e in failed), failed[:3]
+    assert all(isinstance(h, fastjobs.JobHandle) for h in written)
+    assert Queue("coalesce-b").counts()["waiting"] == 51
+    # Threads too: the sync face's answer is typed the same way.
+    with pytest.raises(fastjobs.StoreError, match="WRONGTYPE"):
+        Ping.dispatch({"i": 0}).send()
+
+
+async def test_scripts_lost_by_redis_are_loaded_again_for_a_batch(redis: Any) -> None:
+    await Ping.dispatch({"warm": 1})
+    redis("SCRIPT", "FLUSH")
+    handles = await asyncio.gather(*(Ping.dispatch({"i": i}).send_async() for i in range(100)))
+    assert len({h.id for h in handles}) == 100
+    assert Queue("coalesce-a").counts()["waiting"] == 101
+
+
+async def test_a_cancelled_await_does_not_stop_the_write() -> None:
+    task = asyncio.ensure_future(Ping.dispatch({"i": 1}).send_async())
+    await asyncio.sleep(0)  # the task runs up to its await: the job is with the engine
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(200):
+        if Queue("coalesce-a").counts()["waiting"] == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert Queue("coalesce-a").counts()["waiting"] == 1
+    # The loop's inbox settles later answers as before.
+    assert (await Ping.dispatch({"i": 2})).created
+
+
+def test_each_event_loop_gets_its_answers() -> None:
+    async def burst(n: int) -> list[fastjobs.JobHandle[None]]:
+        return list(await asyncio.gather(*(Ping.dispatch({"i": i}).send_async() for i in range(n))))
+
+    # One loop after another in this thread, and loops in other threads at the same time.
+    assert len(asyncio.run(burst(50))) == 50
+    assert len(asyncio.run(burst(50))) == 50
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(len(asyncio.run(burst(200))))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [200] * 4
+    # A loop that stopped with nothing in flight and runs again still gets its answers.
+    lp = asyncio.new_event_loop()
+    try:
+        assert len(lp.run_until_complete(burst(20))) == 20
+        assert len(asyncio.run(burst(20))) == 20
+        assert len(lp.run_until_complete(burst(20))) == 20
+    finally:
+        lp.close()
+    assert Queue("coalesce-a").counts()["waiting"] == 100 + 800 + 60
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_a_forked_child_dispatches_through_its_own_engine() -> None:
+    Ping.dispatch({"parent": 1}).send()
+    asyncio.run(Ping.dispatch({"parent": 2}).send_async())
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's dispatch thread and connections are not here
+        code = 1
+        try:
+            h1 = Ping.dispatch({"child": 1}).send()
+            h2 = asyncio.run(Ping.dispatch({"child": 2}).send_async())
+            code = 0 if h1.created and h2.created else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert Queue("coalesce-a").counts()["waiting"] == 4
+    assert config.client() is config.client()  # the parent's engine is unchanged
