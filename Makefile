@@ -20,7 +20,7 @@ deps: $(PY) ## install what is missing: redis-server and openssl (Debian), Pytho
 	  echo "installing redis-server and openssl (Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl >/dev/null; }
-	@$(PIP) install -q --disable-pip-version-check "maturin>=1.9.4,<2" "orjson>=3.8" "pytest>=7" "pytest-asyncio>=0.23" "pytest-timeout>=2" "hypothesis>=6" "numpy>=1.24" "watchfiles>=0.21"
+	@$(PIP) install -q --disable-pip-version-check "maturin>=1.9.4,<2" "orjson>=3.8" "pytest>=7" "pytest-asyncio>=0.23" "pytest-timeout>=2" "hypothesis>=6" "numpy>=1.24" "watchfiles>=0.21" "fastapi>=0.110" "httpx>=0.27"
 	@cargo fetch -q
 
 .PHONY: build
@@ -88,6 +88,15 @@ bench-controls: build ## what cancelling a waiting job by id costs by its depth,
 bench-pool: build ## worker pools (--processes 1, 2, auto) against one worker process, I/O- and CPU-bound bodies
 	@$(PIP) install -q --disable-pip-version-check "redis[hiredis]>=5"
 	$(PY) benches/pool.py
+
+.PHONY: bench-web
+bench-web: build ## one job dispatched per HTTP request: FastAPI under uvicorn, /dispatch against /plain, driven by oha
+	@$(PIP) install -q --disable-pip-version-check "fastapi>=0.110" "uvicorn[standard]>=0.30"
+	@test -x $(VENV)/bin/oha || { echo "building the oha load client from crates.io into $(VENV)/bin (once, a few minutes)"; \
+	  pkg-config --exists openssl || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libssl-dev pkg-config >/dev/null; }; \
+	  cargo install -q --locked --no-default-features --features native-tls --root $(VENV) oha; }
+	$(PY) benches/web/run.py
 
 .PHONY: bench-micro
 bench-micro: build ## pytest-benchmark of single dispatch, bulk dispatch, status and counts
