@@ -297,6 +297,95 @@ fn unknown_host(e: &std::io::Error) -> bool {
     !(m.contains("Temporary failure") || m.contains("try again"))
 }
 
+/// A socket to Redis that its owner reads and writes itself (an event loop's connection,
+/// loop_conn.rs), without blocking once open.
+pub enum Stream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Stream {
+    fn io(&self) -> &dyn StreamIo {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    pub fn fd(&self) -> std::os::unix::io::RawFd {
+        use std::os::unix::io::AsRawFd;
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    pub fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.io().read_some(buf)
+    }
+
+    pub fn write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        self.io().write_some(buf)
+    }
+
+    fn set_timeouts(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.io().timeouts(t)
+    }
+
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        self.io().nonblocking()
+    }
+
+    /// One command and its answer, blocking (the handshake).
+    fn ask(&self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        let bytes = cmd.get_packed_command();
+        let mut at = 0;
+        while at < bytes.len() {
+            at += self.write(&bytes[at..])?;
+        }
+        let v = redis::Parser::new().parse_value(std::io::BufReader::new(StreamReader(self)))?;
+        v.extract_error()
+    }
+}
+
+struct StreamReader<'a>(&'a Stream);
+
+impl std::io::Read for StreamReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+/// What `Stream` needs of its two socket kinds.
+trait StreamIo {
+    fn read_some(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+    fn write_some(&self, buf: &[u8]) -> std::io::Result<usize>;
+    fn timeouts(&self, t: Option<Duration>) -> std::io::Result<()>;
+    fn nonblocking(&self) -> std::io::Result<()>;
+}
+
+macro_rules! stream_io {
+    ($t:ty) => {
+        impl StreamIo for $t {
+            fn read_some(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+                std::io::Read::read(&mut &*self, buf)
+            }
+            fn write_some(&self, buf: &[u8]) -> std::io::Result<usize> {
+                std::io::Write::write(&mut &*self, buf)
+            }
+            fn timeouts(&self, t: Option<Duration>) -> std::io::Result<()> {
+                self.set_read_timeout(t)?;
+                self.set_write_timeout(t)
+            }
+            fn nonblocking(&self) -> std::io::Result<()> {
+                self.set_nonblocking(true)
+            }
+        }
+    };
+}
+stream_io!(std::net::TcpStream);
+stream_io!(std::os::unix::net::UnixStream);
+
 /// Writes `cmds` in one go and reads their answers, one per command.
 fn send_all<'a>(c: &mut redis::Connection, cmds: impl Iterator<Item = &'a Cmd>) -> redis::RedisResult<Vec<Value>> {
     let mut bytes = Vec::new();
@@ -512,6 +601,68 @@ impl SyncConn {
         }
         c.set_write_timeout(Some(self.settings.response_timeout)).map_err(|e| self.err_connecting(e))?;
         Ok(c)
+    }
+
+    /// A socket of its own, handshake done, for an owner that then reads and writes it
+    /// without blocking (an event loop: loop_conn.rs). None where the URL asks for TLS or
+    /// RESP3, which only the connections of redis-rs speak.
+    pub fn open_stream(&self) -> Result<Option<Stream>> {
+        let url = self.settings.masked_url();
+        let deadline = Instant::now() + self.settings.connect_timeout;
+        let broke = |e: std::io::Error| Error::Connection(format!("cannot reach Redis at {url}: {e}"));
+        let stream = match self.bare.addr() {
+            _ if self.login.resp3 => return Ok(None),
+            ConnectionAddr::Tcp(_, _) => {
+                let mut last = None;
+                let mut found = None;
+                for a in self.addresses().map_err(|(e, _)| e)? {
+                    match std::net::TcpStream::connect_timeout(&a, left(deadline, &url, "connect")?) {
+                        Ok(s) => {
+                            found = Some(s);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                let s = match (found, last) {
+                    (Some(s), _) => s,
+                    (None, Some(e)) => return Err(broke(e)),
+                    (None, None) => return Err(Error::Connection(format!("cannot reach Redis at {url}: its host has no address"))),
+                };
+                s.set_nodelay(true).map_err(broke)?;
+                Stream::Tcp(s)
+            }
+            ConnectionAddr::Unix(path) => Stream::Unix(std::os::unix::net::UnixStream::connect(path).map_err(broke)?),
+            _ => return Ok(None),
+        };
+        let l = &self.login;
+        let step = |cmd: &Cmd, doing: &str| -> Result<Value> {
+            stream.set_timeouts(Some(left(deadline, &url, doing)?)).map_err(broke)?;
+            stream.ask(cmd).map_err(|e| self.err_connecting(e))
+        };
+        if let Some(p) = &l.password {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(u) = &l.username {
+                auth.arg(u);
+            }
+            auth.arg(p);
+            match step(&auth, "AUTH") {
+                Err(Error::Store(m)) if l.username.is_some() && m.contains("wrong number of arguments") => {
+                    step(redis::cmd("AUTH").arg(p), "AUTH")?;
+                }
+                Err(Error::Store(m)) => return Err(Error::Authentication(m)),
+                other => {
+                    other?;
+                }
+            }
+        }
+        if l.db != 0 {
+            step(redis::cmd("SELECT").arg(l.db), "SELECT")?;
+        } else if l.password.is_none() {
+            step(&redis::cmd("PING"), "PING")?;
+        }
+        stream.set_timeouts(None).and_then(|_| stream.set_nonblocking()).map_err(broke)?;
+        Ok(Some(stream))
     }
 
     /// Opens a connection of its own and loads the scripts, as a worker does before it

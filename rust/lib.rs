@@ -8,6 +8,7 @@ pub mod conn;
 pub mod cron;
 pub mod error;
 pub mod keys;
+pub mod loop_conn;
 pub mod notify;
 pub mod redis_store;
 pub mod runtime;
@@ -48,5 +49,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.setattr("_serialize_payloads", wrap_pyfunction!(py::payloads::serialize_payloads, m)?)?;
     m.setattr("_surely_finite", wrap_pyfunction!(py::payloads::surely_finite, m)?)?;
     m.setattr("_dumps_plain", wrap_pyfunction!(py::payloads::dumps_plain, m)?)?;
+    m.setattr("_loop_links", wrap_pyfunction!(py::inbox::loop_links, m)?)?;
     Ok(())
 }

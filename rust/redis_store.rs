@@ -152,6 +152,20 @@ fn guard_arg(mark: &Watermark) -> i64 {
     mark.guard.map(|g| g as i64).unwrap_or(-1)
 }
 
+/// How the replies to a batch of dispatches map back to its parts (`RedisStore::plan_parts`).
+pub struct PartsPlan {
+    /// Per script call, in order: whether it is push.lua, and the parts it writes.
+    calls: Vec<(bool, Vec<usize>)>,
+    /// Jobs per part.
+    sizes: Vec<usize>,
+    /// Queues registered by an `SADD` before the calls (its reply comes first).
+    new_queues: Vec<String>,
+}
+
+pub(crate) fn no_answer() -> Error {
+    Error::Store("no answer from Redis for a dispatch".into())
+}
+
 /// Per job, what was done (see `enqueue_script`): enqueue.lua answers 1 (written), 0 (a job
 /// with that caller-chosen id exists) or the id of the job holding the dedup key; -1 answers a
 /// guarded chunk that was written already (by an earlier try: every job was written).
@@ -287,6 +301,84 @@ impl RedisStore {
             c.arg(&j.id).arg(flags).arg(due).arg(&j.record);
         }
         (c, false)
+    }
+
+    /// A connection of its own for an event loop's dispatches (loop_conn.rs), or None
+    /// where the URL needs redis-rs (TLS, RESP3).
+    pub fn open_stream(&self) -> Result<Option<crate::conn::Stream>> {
+        self.direct.open_stream()
+    }
+
+    /// The script calls that write a batch of dispatches: one per queue and script,
+    /// push.lua for the parts whose jobs are all plain (due now, generated ids), enqueue.lua
+    /// for the others, after an `SADD` of the queues this process never registered.
+    pub(crate) fn plan_parts(&self, parts: &[Part<'_>]) -> (Vec<redis::Cmd>, PartsPlan) {
+        let mut calls: Vec<(&QueueKeys, bool, Vec<usize>)> = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            debug_assert!(p.mark.is_none_or(|m| m.guard.is_none()), "a guarded chunk is written on its own");
+            let plain = p.mark.is_some() && !p.jobs.iter().any(needs_script);
+            match calls.iter_mut().find(|(q, pl, _)| q.name == p.q.name && *pl == plain) {
+                Some((_, _, members)) => members.push(i),
+                None => calls.push((p.q, plain, vec![i])),
+            }
+        }
+        let mut new_queues: Vec<String> = Vec::new();
+        {
+            let done = self.registered.lock().unwrap();
+            for (q, _, _) in &calls {
+                if !done.contains(&q.name) && !new_queues.contains(&q.name) {
+                    new_queues.push(q.name.clone());
+                }
+            }
+        }
+        let mut cmds = Vec::with_capacity(calls.len() + 1);
+        if !new_queues.is_empty() {
+            cmds.push(redis::cmd("SADD").arg(keys::queue_registry(&self.settings().prefix)).arg(&new_queues).to_owned());
+        }
+        for (q, _, members) in &calls {
+            let jobs: Vec<&NewJob> = members.iter().flat_map(|&i| parts[i].jobs).collect();
+            // The parts share the producer (one id generator per client): its highest mark.
+            let mark = members.iter().filter_map(|&i| parts[i].mark).max_by_key(|m| m.last_seq);
+            cmds.push(self.enqueue_script(q, &jobs, mark).0);
+        }
+        let sizes = parts.iter().map(|p| p.jobs.len()).collect();
+        (cmds, PartsPlan { calls: calls.into_iter().map(|(_, plain, m)| (plain, m)).collect(), sizes, new_queues })
+    }
+
+    /// Each part's answer from the replies to `plan_parts`'s calls, in order: a call's
+    /// answer cut back into its parts', or its error (typed as on the shared connection:
+    /// NOPERM is an `AuthenticationError`); None for the parts of a call answered NOSCRIPT,
+    /// which did not run. Err when the registration failed (nothing else ran then).
+    pub(crate) fn answer_parts(&self, plan: &PartsPlan, replies: Vec<Value>) -> Result<Vec<Option<Result<Vec<Written>>>>> {
+        // (The masked URL is made on errors only: parsing it costs microseconds.)
+        let typed = |v: Value| match v {
+            Value::ServerError(e) => Err(Error::from_redis(e.into(), &self.settings().masked_url())),
+            v => Ok(v),
+        };
+        let mut replies = replies.into_iter();
+        if !plan.new_queues.is_empty() {
+            if let Some(Err(e)) = replies.next().map(typed) {
+                return Err(e);
+            }
+            self.registered.lock().unwrap().extend(plan.new_queues.iter().cloned());
+        }
+        let mut out: Vec<Option<Result<Vec<Written>>>> = plan.sizes.iter().map(|_| None).collect();
+        for ((plain, members), v) in plan.calls.iter().zip(replies) {
+            if matches!(&v, Value::ServerError(e) if e.code() == "NOSCRIPT") {
+                continue;
+            }
+            let n: usize = members.iter().map(|&i| plan.sizes[i]).sum();
+            match typed(v).and_then(|v| enqueue_reply(v, n, *plain)) {
+                Ok(written) => {
+                    let mut written = written.into_iter();
+                    for &i in members {
+                        out[i] = Some(Ok(written.by_ref().take(plan.sizes[i]).collect()));
+                    }
+                }
+                Err(e) => members.iter().for_each(|&i| out[i] = Some(Err(e.clone()))),
+            }
+        }
+        Ok(out)
     }
 
     async fn unwait(&self, q: &QueueKeys, id: &str) -> Result<()> {
@@ -425,65 +517,10 @@ impl Store for RedisStore {
     }
 
     fn enqueue_parts_blocking(&self, parts: &[Part<'_>]) -> Result<Vec<Result<Vec<Written>>>> {
-        // One script call per queue and script: push.lua for the parts whose jobs are all
-        // plain (due now, generated ids), enqueue.lua for the others; a call's answer is cut
-        // back into its parts' answers.
-        let mut calls: Vec<(&QueueKeys, bool, Vec<usize>)> = Vec::new();
-        for (i, p) in parts.iter().enumerate() {
-            assert!(p.mark.is_none_or(|m| m.guard.is_none()), "a guarded chunk is written on its own");
-            let plain = p.mark.is_some() && !p.jobs.iter().any(needs_script);
-            match calls.iter_mut().find(|(q, pl, _)| q.name == p.q.name && *pl == plain) {
-                Some((_, _, members)) => members.push(i),
-                None => calls.push((p.q, plain, vec![i])),
-            }
-        }
-        let new_queues: Vec<&str> = {
-            let done = self.registered.lock().unwrap();
-            let mut names: Vec<&str> = Vec::new();
-            for (q, _, _) in &calls {
-                if !done.contains(&q.name) && !names.contains(&q.name.as_str()) {
-                    names.push(&q.name);
-                }
-            }
-            names
-        };
-        let mut cmds = Vec::with_capacity(calls.len() + 1);
-        if !new_queues.is_empty() {
-            cmds.push(redis::cmd("SADD").arg(keys::queue_registry(&self.settings().prefix)).arg(&new_queues).to_owned());
-        }
-        for (q, _, members) in &calls {
-            let jobs: Vec<&NewJob> = members.iter().flat_map(|&i| parts[i].jobs).collect();
-            // The parts share the producer (one id generator per client): its highest mark.
-            let mark = members.iter().filter_map(|&i| parts[i].mark).max_by_key(|m| m.last_seq);
-            cmds.push(self.enqueue_script(q, &jobs, mark).0);
-        }
-        // An error answer is typed as the shared connection's are (NOPERM: AuthenticationError).
-        let url = self.settings().masked_url();
-        let typed = |v: Value| match v {
-            Value::ServerError(e) => Err(Error::from_redis(e.into(), &url)),
-            v => Ok(v),
-        };
-        let mut replies = self.direct.pipeline(&cmds, self.settings().response_timeout)?.into_iter().map(typed);
-        if !new_queues.is_empty() {
-            if let Some(Err(e)) = replies.next() {
-                return Err(e);
-            }
-            self.registered.lock().unwrap().extend(new_queues.iter().map(|n| n.to_string()));
-        }
-        let mut out: Vec<Option<Result<Vec<Written>>>> = parts.iter().map(|_| None).collect();
-        for ((_, plain, members), v) in calls.iter().zip(replies) {
-            let n: usize = members.iter().map(|&i| parts[i].jobs.len()).sum();
-            match v.and_then(|v| enqueue_reply(v, n, *plain)) {
-                Ok(written) => {
-                    let mut written = written.into_iter();
-                    for &i in members {
-                        out[i] = Some(Ok(written.by_ref().take(parts[i].jobs.len()).collect()));
-                    }
-                }
-                Err(e) => members.iter().for_each(|&i| out[i] = Some(Err(e.clone()))),
-            }
-        }
-        Ok(out.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Store("no answer from Redis for a dispatch".into())))).collect())
+        let (cmds, plan) = self.plan_parts(parts);
+        let replies = self.direct.pipeline(&cmds, self.settings().response_timeout)?;
+        // The pipeline ran again what NOSCRIPT refused: every part has its answer.
+        Ok(self.answer_parts(&plan, replies)?.into_iter().map(|a| a.unwrap_or_else(|| Err(no_answer()))).collect())
     }
 
     async fn reserve(&self, q: &QueueKeys, token: &str, max: usize, idle: &Idle<'_>) -> Result<Reserved> {

@@ -13,7 +13,11 @@ from typing import Any
 import pytest
 
 import fastjobs
-from fastjobs import Queue, config
+from fastjobs import Queue, _core, config
+
+from .conftest import waiting_records
+from .resp import Redis
+from .test_bulk_lost_answers import spin
 
 
 class Ping(fastjobs.Job[dict, None]):
@@ -196,3 +200,111 @@ def test_a_forked_child_dispatches_through_its_own_engine() -> None:
     assert os.WEXITSTATUS(status) == 0
     assert Queue("coalesce-a").counts()["waiting"] == 4
     assert config.client() is config.client()  # the parent's engine is unchanged
+
+
+class Warm(fastjobs.Job[dict, None]):
+    queue = "coalesce-warm"
+
+    def process(self, payload: dict) -> None:
+        return None
+
+
+async def own_connection() -> None:
+    """Dispatches until the running loop writes on a connection of its own (opened in the
+    background on its first dispatch; until then the dispatch thread writes for it)."""
+    for _ in range(500):
+        await Warm.dispatch({})
+        if _core._loop_links() == ["open"]:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the loop's connection did not open: {_core._loop_links()}")
+
+
+async def test_the_loops_own_connection_batches_what_arrives_together(redis: Any, prefix: str) -> None:
+    await Ping.dispatch({"warm": 1})
+    await Pong.dispatch({"warm": 1})
+    await own_connection()
+    before = script_calls(redis)
+    n = 2_000
+    handles = await asyncio.gather(*(build(i).send_async() for i in range(n)))
+    assert _core._loop_links() == ["open"]
+    check_written(list(handles), n, warm=1)
+    assert script_calls(redis) - before < n * 0.2
+    # One at a time, each waits for its own answer: written in order.
+    for i in range(20):
+        await Ping.dispatch({"seq": i})
+    ours = [r for r in waiting_records(redis, prefix, "coalesce-a") if b'"seq"' in r]
+    assert [int(r.rsplit(b":", 1)[1].rstrip(b"}")) for r in ours] == list(range(20))
+
+
+async def test_large_batches_are_written_in_pieces_as_the_socket_takes_them() -> None:
+    await own_connection()
+    big = {"x": "y" * (400 * 1024)}
+    handles = await asyncio.gather(*(Ping.dispatch(big).send_async() for _ in range(40)))
+    assert len({h.id for h in handles}) == 40
+    assert Queue("coalesce-a").counts()["waiting"] == 40
+    assert _core._loop_links() == ["open"]
+
+
+async def test_a_killed_connection_is_replaced(redis: Any) -> None:
+    await own_connection()
+    redis("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    await asyncio.sleep(0.05)  # the loop reads the end of its connection
+    assert _core._loop_links() == ["retry"]
+    # Meanwhile the dispatch thread writes. Its own idle connection was killed too, which a
+    # plain connection only learns when it uses it: that one dispatch may fail.
+    written = 0
+    for i in range(5):
+        try:
+            written += (await Ping.dispatch({"i": i})).created
+        except fastjobs.ConnectionError:
+            assert i == 0
+    assert written >= 4
+    await own_connection()
+    assert (await Ping.dispatch({"i": 5})).created
+    assert Queue("coalesce-a").counts()["waiting"] == written + 1
+
+
+async def test_a_dispatch_in_flight_when_the_connection_breaks_gets_a_connection_error(redis_server: Any) -> None:
+    await own_connection()
+    busy = spin(redis_server, 1.0)  # Redis answers nothing for 1 s
+    pending = asyncio.ensure_future(Ping.dispatch({"i": 1}).send_async())
+    await asyncio.sleep(0.1)
+    # Killed from a connection of its own (the command waits its turn behind the spin).
+    killer = threading.Thread(target=Redis(redis_server.port).command, args=("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+    killer.start()
+    with pytest.raises(fastjobs.ConnectionError):
+        await pending  # answered with the break: written or not is unknown, as for any lost answer
+    busy.join()
+    killer.join()
+    handles = []
+    for i in range(3):
+        try:
+            handles.append(await Ping.dispatch({"i": i}))
+        except fastjobs.ConnectionError:
+            assert i == 0  # the dispatch thread's idle connection was killed too
+    assert len(handles) >= 2
+    await own_connection()
+    assert (await Ping.dispatch({"i": 9})).created
+
+
+async def test_an_answer_later_than_the_response_timeout_fails_the_dispatch(redis_server: Any, prefix: str) -> None:
+    config.reset()
+    fastjobs.configure(redis_server.url, prefix=prefix, response_timeout=0.3)
+    await own_connection()
+    busy = spin(redis_server, 1.5)
+    with pytest.raises(fastjobs.StoreTimeoutError, match="did not answer"):
+        await Ping.dispatch({"i": 1})
+    busy.join()
+    for _ in range(3):  # the connection that timed out was dropped: a new one is opened
+        await own_connection()
+    assert (await Ping.dispatch({"i": 2})).created
+
+
+async def test_scripts_lost_by_redis_are_loaded_again_for_the_loops_connection(redis: Any) -> None:
+    await own_connection()
+    redis("SCRIPT", "FLUSH")
+    handles = await asyncio.gather(*(Ping.dispatch({"i": i}).send_async() for i in range(100)))
+    assert len({h.id for h in handles}) == 100
+    assert Queue("coalesce-a").counts()["waiting"] == 100
+    assert (await Ping.dispatch({"i": 100})).created

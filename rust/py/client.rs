@@ -3,7 +3,7 @@
 
 use super::bridge::call;
 use super::bulk::BulkWriter;
-use super::inbox::Token;
+use super::inbox::ClientCoalescer;
 use crate::bulk::BulkSpec;
 use crate::coalesce::{Answer, Coalescer, Dispatch};
 use crate::codec::{check_caller_id, check_fields, options_group, pack_into, Header, IdGen, Record};
@@ -28,7 +28,7 @@ const DEFAULT_MAX_PAYLOAD: usize = 512 * 1024;
 pub struct Client {
     pub(crate) store: Arc<RedisStore>,
     /// Group commit of small dispatches (coalesce.rs).
-    coalescer: Coalescer<RedisStore, Token>,
+    coalescer: Arc<ClientCoalescer>,
     settings: Settings,
     ids: Arc<Mutex<IdGen>>,
     queues: Mutex<HashMap<String, Arc<QueueKeys>>>,
@@ -289,7 +289,14 @@ impl Client {
         settings.result_ttl = within("result_ttl", result_ttl, 0.001)?.max(Duration::from_millis(1));
         settings.tls = crate::conn::Tls { ca_file: tls_ca_file, cert_file: tls_cert_file, key_file: tls_key_file };
         let store = Arc::new(RedisStore::new(&settings).map_err(super::errors::to_py)?);
-        Ok(Client { coalescer: Coalescer::new(store.clone()), store, settings, ids: Arc::default(), queues: Mutex::default(), max_payload })
+        Ok(Client {
+            coalescer: Arc::new(Coalescer::new(store.clone())),
+            store,
+            settings,
+            ids: Arc::default(),
+            queues: Mutex::default(),
+            max_payload,
+        })
     }
 
     #[getter]
@@ -336,9 +343,9 @@ impl Client {
             let dispatch = Dispatch { q, jobs, mark };
             if asynchronous {
                 // Handed to the engine now: a cancelled await does not stop the write.
-                let (lp, inbox) = super::inbox::running(py, settle)?;
+                let (lp, state) = super::inbox::running(py, settle)?;
                 let fut = lp.call_method0("create_future")?;
-                self.coalescer.send_async(dispatch, &inbox, (fut.clone().unbind(), ids));
+                state.get().send(py, &state, &self.coalescer, &self.store, dispatch, (fut.clone().unbind(), ids))?;
                 return Ok(fut.unbind());
             }
             // One release of the GIL for the whole wait, unless it lasts: then signals are
