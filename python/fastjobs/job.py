@@ -8,12 +8,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from . import _core, serde
+from .dispatch import PendingDispatch
 from .errors import JobCancelled
 from .options import MAX_DURATION, Backoff, BackoffSpec, check_attempts, check_backoff, check_priority, check_timeout
 
 if TYPE_CHECKING:
     from .bulk import BulkResult
-    from .dispatch import PendingDispatch
 
 __all__ = ["Job", "job", "registry"]
 
@@ -121,8 +121,7 @@ class Job(Generic[P, R]):
     @classmethod
     def dispatch(cls, payload: P) -> PendingDispatch[R]:
         """A dispatch builder: chain options, then ``.send()`` it or ``await`` it."""
-        from .dispatch import PendingDispatch
-
+        # Imported at the top, not here: an import statement in a function costs ~2 µs a call.
         return PendingDispatch(cls, payload)
 
     @classmethod
