@@ -280,6 +280,8 @@ struct Login {
 struct Open {
     conn: redis::Connection,
     read_timeout: Duration,
+    /// When a call last went through it.
+    used: Instant,
 }
 
 /// The time left before `deadline`, or a timeout error naming what was being done.
@@ -386,17 +388,33 @@ macro_rules! stream_io {
 stream_io!(std::net::TcpStream);
 stream_io!(std::os::unix::net::UnixStream);
 
-/// Writes `cmds` in one go and reads their answers, one per command.
-fn send_all<'a>(c: &mut redis::Connection, cmds: impl Iterator<Item = &'a Cmd>) -> redis::RedisResult<Vec<Value>> {
+/// Writes `cmds` in one go and reads their answers, one per command. An error says whether
+/// the connection was found closed (end of file, reset, broken pipe) before any answer.
+fn send_all<'a>(
+    c: &mut redis::Connection,
+    cmds: impl Iterator<Item = &'a Cmd>,
+) -> std::result::Result<Vec<Value>, (redis::RedisError, bool)> {
     let mut bytes = Vec::new();
     let mut n = 0;
     for cmd in cmds {
         cmd.write_packed_command(&mut bytes);
         n += 1;
     }
-    c.send_packed_command(&bytes)?;
-    (0..n).map(|_| c.recv_response()).collect()
+    let closed = |e: redis::RedisError, answered: bool| {
+        let gone = !answered && e.is_connection_dropped(); // not a timeout: that one may have run
+        (e, gone)
+    };
+    c.send_packed_command(&bytes).map_err(|e| closed(e, false))?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(c.recv_response().map_err(|e| closed(e, !out.is_empty()))?);
+    }
+    Ok(out)
 }
+
+/// How long a plain connection sits unused before a failure that finds it closed is taken
+/// for Redis having closed it while idle (`SyncConn::pipeline`).
+const STALE_AFTER: Duration = Duration::from_secs(1);
 
 impl SyncConn {
     pub fn new(settings: &Settings) -> Result<SyncConn> {
@@ -456,24 +474,53 @@ impl SyncConn {
     /// Sends `cmds` in one write and returns an answer per command, error answers included
     /// (`Value::ServerError`). Commands answered NOSCRIPT did not run: they run once more
     /// after the scripts are loaded.
+    ///
+    /// A connection idle for `STALE_AFTER` or more may have been closed by Redis meanwhile
+    /// (its `timeout`, a restart, `CLIENT KILL`): when it turns out closed before any answer
+    /// came, the commands are sent once more on a new connection. Redis closes a connection
+    /// between commands, so the first send did not run.
     pub fn pipeline(&self, cmds: &[Cmd], read_timeout: Duration) -> Result<Vec<Value>> {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let c = self.open(&mut cur, read_timeout)?;
+        let idle = cur.as_ref().is_some_and(|o| o.used.elapsed() >= STALE_AFTER);
+        match self.pipeline_once(&mut cur, cmds, read_timeout) {
+            Err((_, true)) if idle => self.pipeline_once(&mut cur, cmds, read_timeout).map_err(|(e, _)| e),
+            r => r.map_err(|(e, _)| e),
+        }
+    }
+
+    /// `pipeline`'s one try; an error says whether the connection was found closed before
+    /// any answer.
+    fn pipeline_once(
+        &self,
+        cur: &mut Option<Open>,
+        cmds: &[Cmd],
+        read_timeout: Duration,
+    ) -> std::result::Result<Vec<Value>, (Error, bool)> {
+        let c = self.open(cur, read_timeout).map_err(|e| (e, false))?;
         let r = (|| {
             let mut out = send_all(c, cmds.iter())?;
             let missed: Vec<usize> =
                 (0..out.len()).filter(|&i| matches!(&out[i], Value::ServerError(e) if e.code() == "NOSCRIPT")).collect();
             if !missed.is_empty() {
-                for s in scripts().all() {
-                    redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(c)?;
-                }
-                for (i, v) in missed.iter().zip(send_all(c, missed.iter().map(|&i| &cmds[i]))?) {
+                let load = |c: &mut redis::Connection| {
+                    scripts().all().into_iter().try_for_each(|s| redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(c))
+                };
+                load(c).map_err(|e| (e, false))?;
+                for (i, v) in missed.iter().zip(send_all(c, missed.iter().map(|&i| &cmds[i])).map_err(|(e, _)| (e, false))?) {
                     out[*i] = v;
                 }
             }
             Ok(out)
         })();
-        self.settle(&mut cur, r)
+        match r {
+            Ok(out) => {
+                if let Some(o) = cur.as_mut() {
+                    o.used = Instant::now();
+                }
+                Ok(out)
+            }
+            Err((e, closed)) => Err((self.settle::<()>(cur, Err(e)).unwrap_err(), closed)),
+        }
     }
 
     /// Runs `cmd` (an EVALSHA runs again once after loading the scripts on NOSCRIPT).
@@ -494,7 +541,7 @@ impl SyncConn {
     fn open<'a>(&self, cur: &'a mut Option<Open>, read_timeout: Duration) -> Result<&'a mut redis::Connection> {
         if cur.is_none() {
             let c = self.connect(Instant::now() + self.settings.connect_timeout)?;
-            *cur = Some(Open { conn: c, read_timeout: Duration::ZERO });
+            *cur = Some(Open { conn: c, read_timeout: Duration::ZERO, used: Instant::now() });
         }
         let open = cur.as_mut().expect("connected above");
         if open.read_timeout != read_timeout {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -308,3 +309,11 @@ async def test_scripts_lost_by_redis_are_loaded_again_for_the_loops_connection(r
     assert len({h.id for h in handles}) == 100
     assert Queue("coalesce-a").counts()["waiting"] == 100
     assert (await Ping.dispatch({"i": 100})).created
+
+
+def test_a_connection_redis_closed_while_idle_is_replaced_without_an_error(redis: Any) -> None:
+    Ping.dispatch({"i": 0}).send()  # the thread's plain connection is open
+    time.sleep(1.1)  # idle long enough to be suspected (conn.rs STALE_AFTER)
+    redis("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # as Redis's `timeout` would
+    assert Ping.dispatch({"i": 1}).send().created  # sent again on a new connection
+    assert Queue("coalesce-a").counts()["waiting"] == 2
