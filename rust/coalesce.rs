@@ -35,7 +35,16 @@ pub struct Dispatch {
     pub mark: Option<Watermark>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+impl Dispatch {
+    /// As the store writes it.
+    pub fn part(&self) -> Part<'_> {
+        Part { q: &self.q, jobs: &self.jobs, mark: self.mark.as_ref() }
+    }
+}
+
+/// A lock that a panic elsewhere does not poison for good (the data stays consistent: each
+/// holder only pushes or takes whole entries).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -242,8 +251,7 @@ fn dispatch_thread<S: Store, T: Send + 'static>(shared: Arc<Shared<S, T>>) {
 /// with answers is woken once, after all of them are in its inbox.
 fn write_batch<S: Store, T>(store: &S, batch: Vec<Request<T>>) {
     let answers = {
-        let parts: Vec<Part<'_>> =
-            batch.iter().map(|r| Part { q: &r.dispatch.q, jobs: &r.dispatch.jobs, mark: r.dispatch.mark.as_ref() }).collect();
+        let parts: Vec<Part<'_>> = batch.iter().map(|r| r.dispatch.part()).collect();
         match store.enqueue_parts_blocking(&parts) {
             Ok(a) => a,
             Err(e) => vec![Err(e); parts.len()],

@@ -412,6 +412,11 @@ fn send_all<'a>(
     Ok(out)
 }
 
+/// Loads every script on a plain connection (calls by SHA then only miss after SCRIPT FLUSH).
+fn load_scripts(c: &mut redis::Connection) -> redis::RedisResult<()> {
+    scripts().all().into_iter().try_for_each(|s| redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(c))
+}
+
 /// How long a plain connection sits unused before a failure that finds it closed is taken
 /// for Redis having closed it while idle (`SyncConn::pipeline`).
 const STALE_AFTER: Duration = Duration::from_secs(1);
@@ -502,10 +507,7 @@ impl SyncConn {
             let missed: Vec<usize> =
                 (0..out.len()).filter(|&i| matches!(&out[i], Value::ServerError(e) if e.code() == "NOSCRIPT")).collect();
             if !missed.is_empty() {
-                let load = |c: &mut redis::Connection| {
-                    scripts().all().into_iter().try_for_each(|s| redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(c))
-                };
-                load(c).map_err(|e| (e, false))?;
+                load_scripts(c).map_err(|e| (e, false))?;
                 for (i, v) in missed.iter().zip(send_all(c, missed.iter().map(|&i| &cmds[i])).map_err(|(e, _)| (e, false))?) {
                     out[*i] = v;
                 }
@@ -528,11 +530,7 @@ impl SyncConn {
         let c = self.open(cur, read_timeout)?;
         let mut r = cmd.query::<T>(c);
         if matches!(&r, Err(e) if is_noscript(e)) {
-            r = scripts()
-                .all()
-                .into_iter()
-                .try_for_each(|s| redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(c))
-                .and_then(|_| cmd.query::<T>(c));
+            r = load_scripts(c).and_then(|_| cmd.query::<T>(c));
         }
         self.settle(cur, r)
     }
@@ -569,27 +567,10 @@ impl SyncConn {
     fn connect(&self, deadline: Instant) -> Result<redis::Connection> {
         let url = self.settings.masked_url();
         let mut c = match self.bare.addr() {
-            // Each address with the time left (redis-rs gives each the whole timeout).
-            ConnectionAddr::Tcp(_, _) => {
-                let mut last = None;
-                let mut found = None;
-                for a in self.addresses().map_err(|(e, _)| e)? {
-                    let t = left(deadline, &url, "connect")?;
-                    let info = self.bare.clone().set_addr(ConnectionAddr::Tcp(a.ip().to_string(), a.port()));
-                    match redis::Client::open(info).and_then(|cl| cl.get_connection_with_timeout(t)) {
-                        Ok(c) => {
-                            found = Some(c);
-                            break;
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                match (found, last) {
-                    (Some(c), _) => c,
-                    (None, Some(e)) => return Err(self.err_connecting(e)),
-                    (None, None) => return Err(Error::Connection(format!("cannot reach Redis at {url}: its host has no address"))),
-                }
-            }
+            ConnectionAddr::Tcp(_, _) => self.first_address(deadline, &url, |a, t| {
+                let info = self.bare.clone().set_addr(ConnectionAddr::Tcp(a.ip().to_string(), a.port()));
+                redis::Client::open(info).and_then(|cl| cl.get_connection_with_timeout(t)).map_err(|e| self.err_connecting(e))
+            })?,
             // TLS (the handshake runs with the first command below) and Unix sockets.
             _ => {
                 let t = left(deadline, &url, "connect")?;
@@ -598,11 +579,35 @@ impl SyncConn {
                     .map_err(|e| self.err_connecting(e))?
             }
         };
+        self.handshake(deadline, &url, |cmd, t| {
+            c.set_read_timeout(Some(t)).and_then(|_| c.set_write_timeout(Some(t)))?;
+            cmd.query::<Value>(&mut c)
+        })?;
+        c.set_write_timeout(Some(self.settings.response_timeout)).map_err(|e| self.err_connecting(e))?;
+        Ok(c)
+    }
+
+    /// The first address of a TCP server that `open` connects to, each address with the time
+    /// left (redis-rs gives each the whole timeout).
+    fn first_address<C>(&self, deadline: Instant, url: &str, mut open: impl FnMut(SocketAddr, Duration) -> Result<C>) -> Result<C> {
+        let mut last = None;
+        for a in self.addresses().map_err(|(e, _)| e)? {
+            match open(a, left(deadline, url, "connect")?) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Connection(format!("cannot reach Redis at {url}: its host has no address"))))
+    }
+
+    /// The handshake of a new connection, one command at a time, each given the time left
+    /// before `deadline` (`ask` runs a command with that timeout): HELLO (RESP3), AUTH,
+    /// SELECT, or a PING.
+    fn handshake(&self, deadline: Instant, url: &str, mut ask: impl FnMut(&Cmd, Duration) -> redis::RedisResult<Value>) -> Result<()> {
         let l = &self.login;
-        let step = |c: &mut redis::Connection, cmd: &Cmd, doing: &str| -> Result<Value> {
-            let t = left(deadline, &url, doing)?;
-            c.set_read_timeout(Some(t)).and_then(|_| c.set_write_timeout(Some(t))).map_err(|e| self.err_connecting(e))?;
-            cmd.query::<Value>(c).map_err(|e| match self.err_connecting(e) {
+        let mut step = |cmd: &Cmd, doing: &str| -> Result<Value> {
+            let t = left(deadline, url, doing)?;
+            ask(cmd, t).map_err(|e| match self.err_connecting(e) {
                 Error::Timeout(_) => Error::Timeout(format!(
                     "Redis at {url} did not answer {doing} within the connect timeout ({:?})",
                     self.settings.connect_timeout
@@ -616,17 +621,17 @@ impl SyncConn {
             if let Some(p) = &l.password {
                 hello.arg("AUTH").arg(l.username.as_deref().unwrap_or("default")).arg(p);
             }
-            step(&mut c, &hello, "HELLO")?;
+            step(&hello, "HELLO")?;
         } else if let Some(p) = &l.password {
             let mut auth = redis::cmd("AUTH");
             if let Some(u) = &l.username {
                 auth.arg(u);
             }
             auth.arg(p);
-            match step(&mut c, &auth, "AUTH") {
+            match step(&auth, "AUTH") {
                 // A server older than ACLs (Redis < 6) takes the password alone.
                 Err(Error::Store(m)) if l.username.is_some() && m.contains("wrong number of arguments") => {
-                    step(&mut c, redis::cmd("AUTH").arg(p), "AUTH")?;
+                    step(redis::cmd("AUTH").arg(p), "AUTH")?;
                 }
                 Err(Error::Store(m)) => return Err(Error::Authentication(m)),
                 other => {
@@ -635,7 +640,7 @@ impl SyncConn {
             }
         }
         if l.db != 0 {
-            if let Err(e) = step(&mut c, redis::cmd("SELECT").arg(l.db), "SELECT") {
+            if let Err(e) = step(redis::cmd("SELECT").arg(l.db), "SELECT") {
                 return Err(match e {
                     Error::Store(m) => Error::Store(format!("{m} (SELECT {}: the database index of the URL)", l.db)),
                     other => other,
@@ -644,10 +649,9 @@ impl SyncConn {
         } else if l.password.is_none() && !l.resp3 {
             // Nothing sent yet: learn now whether the server wants a password (NOAUTH),
             // rather than from a large first command that it would answer by hanging up.
-            step(&mut c, &redis::cmd("PING"), "PING")?;
+            step(&redis::cmd("PING"), "PING")?;
         }
-        c.set_write_timeout(Some(self.settings.response_timeout)).map_err(|e| self.err_connecting(e))?;
-        Ok(c)
+        Ok(())
     }
 
     /// A socket of its own, handshake done, for an owner that then reads and writes it
@@ -660,54 +664,17 @@ impl SyncConn {
         let stream = match self.bare.addr() {
             _ if self.login.resp3 => return Ok(None),
             ConnectionAddr::Tcp(_, _) => {
-                let mut last = None;
-                let mut found = None;
-                for a in self.addresses().map_err(|(e, _)| e)? {
-                    match std::net::TcpStream::connect_timeout(&a, left(deadline, &url, "connect")?) {
-                        Ok(s) => {
-                            found = Some(s);
-                            break;
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                let s = match (found, last) {
-                    (Some(s), _) => s,
-                    (None, Some(e)) => return Err(broke(e)),
-                    (None, None) => return Err(Error::Connection(format!("cannot reach Redis at {url}: its host has no address"))),
-                };
+                let s = self.first_address(deadline, &url, |a, t| std::net::TcpStream::connect_timeout(&a, t).map_err(broke))?;
                 s.set_nodelay(true).map_err(broke)?;
                 Stream::Tcp(s)
             }
             ConnectionAddr::Unix(path) => Stream::Unix(std::os::unix::net::UnixStream::connect(path).map_err(broke)?),
             _ => return Ok(None),
         };
-        let l = &self.login;
-        let step = |cmd: &Cmd, doing: &str| -> Result<Value> {
-            stream.set_timeouts(Some(left(deadline, &url, doing)?)).map_err(broke)?;
-            stream.ask(cmd).map_err(|e| self.err_connecting(e))
-        };
-        if let Some(p) = &l.password {
-            let mut auth = redis::cmd("AUTH");
-            if let Some(u) = &l.username {
-                auth.arg(u);
-            }
-            auth.arg(p);
-            match step(&auth, "AUTH") {
-                Err(Error::Store(m)) if l.username.is_some() && m.contains("wrong number of arguments") => {
-                    step(redis::cmd("AUTH").arg(p), "AUTH")?;
-                }
-                Err(Error::Store(m)) => return Err(Error::Authentication(m)),
-                other => {
-                    other?;
-                }
-            }
-        }
-        if l.db != 0 {
-            step(redis::cmd("SELECT").arg(l.db), "SELECT")?;
-        } else if l.password.is_none() {
-            step(&redis::cmd("PING"), "PING")?;
-        }
+        self.handshake(deadline, &url, |cmd, t| {
+            stream.set_timeouts(Some(t))?;
+            stream.ask(cmd)
+        })?;
         stream.set_timeouts(None).and_then(|_| stream.set_nonblocking()).map_err(broke)?;
         Ok(Some(stream))
     }
@@ -723,10 +690,7 @@ impl SyncConn {
         }
         let loaded = self.connect(Instant::now() + self.settings.connect_timeout).and_then(|mut c| {
             c.set_read_timeout(Some(self.settings.response_timeout)).map_err(|e| self.err_connecting(e))?;
-            for s in scripts().all() {
-                redis::cmd("SCRIPT").arg("LOAD").arg(s.source).exec(&mut c).map_err(|e| self.err_connecting(e))?;
-            }
-            Ok(())
+            load_scripts(&mut c).map_err(|e| self.err_connecting(e))
         });
         match loaded {
             Ok(()) => Ok(None),

@@ -82,7 +82,7 @@ impl<T> LoopConn<T> {
     }
 
     fn start(&mut self, requests: Vec<(Dispatch, T)>) -> Done<T> {
-        let parts: Vec<Part<'_>> = requests.iter().map(|(d, _)| Part { q: &d.q, jobs: &d.jobs, mark: d.mark.as_ref() }).collect();
+        let parts: Vec<Part<'_>> = requests.iter().map(|(d, _)| d.part()).collect();
         let (cmds, plan) = self.store.plan_parts(&parts);
         drop(parts);
         for c in &cmds {

@@ -162,10 +162,6 @@ pub struct PartsPlan {
     new_queues: Vec<String>,
 }
 
-pub(crate) fn no_answer() -> Error {
-    Error::Store("no answer from Redis for a dispatch".into())
-}
-
 /// Per job, what was done (see `enqueue_script`): enqueue.lua answers 1 (written), 0 (a job
 /// with that caller-chosen id exists) or the id of the job holding the dedup key; -1 answers a
 /// guarded chunk that was written already (by an earlier try: every job was written).
@@ -520,7 +516,11 @@ impl Store for RedisStore {
         let (cmds, plan) = self.plan_parts(parts);
         let replies = self.direct.pipeline(&cmds, self.settings().response_timeout)?;
         // The pipeline ran again what NOSCRIPT refused: every part has its answer.
-        Ok(self.answer_parts(&plan, replies)?.into_iter().map(|a| a.unwrap_or_else(|| Err(no_answer()))).collect())
+        Ok(self
+            .answer_parts(&plan, replies)?
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(Error::Store("no answer from Redis for a dispatch".into()))))
+            .collect())
     }
 
     async fn reserve(&self, q: &QueueKeys, token: &str, max: usize, idle: &Idle<'_>) -> Result<Reserved> {

@@ -10,7 +10,7 @@
 //!   `call_soon_threadsafe` would take the GIL from the loop and wake it once per dispatch.)
 
 use super::errors::to_py;
-use crate::coalesce::{Answer, Coalescer, Dispatch, Inbox};
+use crate::coalesce::{lock, Answer, Coalescer, Dispatch, Inbox};
 use crate::conn::Stream;
 use crate::error::{Error, Result};
 use crate::loop_conn::{Done, LoopConn};
@@ -54,6 +54,17 @@ struct Slot {
     watching_writes: bool,
 }
 
+/// A client's slot on a loop is found by its coalescer's address (a client has one).
+fn client_key(coalescer: &Arc<ClientCoalescer>) -> usize {
+    Arc::as_ptr(coalescer) as usize
+}
+
+impl Slot {
+    fn key(&self) -> usize {
+        client_key(&self.coalescer)
+    }
+}
+
 #[pyclass(module = "fastjobs._core", frozen)]
 pub struct LoopState {
     pid: u32,
@@ -62,10 +73,6 @@ pub struct LoopState {
     settle: Settle,
     timer_armed: AtomicBool,
     event_loop: Py<PyAny>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What the loop calls back: the inbox's socket turned readable, a connection's socket
@@ -130,9 +137,9 @@ impl LoopState {
         dispatch: Dispatch,
         token: Token,
     ) -> PyResult<()> {
-        let key = Arc::as_ptr(coalescer) as usize;
+        let key = client_key(coalescer);
         let mut slots = lock(&self.slots);
-        let i = match slots.iter().position(|s| Arc::as_ptr(&s.coalescer) as usize == key) {
+        let i = match slots.iter().position(|s| s.key() == key) {
             Some(i) => i,
             None => {
                 slots.push(Slot {
@@ -212,7 +219,7 @@ impl LoopState {
         f: impl FnOnce(&mut LoopConn<Token>) -> Done<Token>,
     ) -> PyResult<()> {
         let mut slots = lock(&self.slots);
-        let Some(slot) = slots.iter_mut().find(|s| Arc::as_ptr(&s.coalescer) as usize == key) else { return Ok(()) };
+        let Some(slot) = slots.iter_mut().find(|s| s.key() == key) else { return Ok(()) };
         let Link::Open(conn) = &mut slot.link else { return Ok(()) };
         let done = f(conn);
         let fd = conn.fd();
@@ -226,7 +233,7 @@ impl LoopState {
     fn finish(&self, py: Python<'_>, key: usize, fd: i32, done: Done<Token>) -> PyResult<()> {
         if done.broken || !done.hand_back.is_empty() {
             let mut slots = lock(&self.slots);
-            if let Some(slot) = slots.iter_mut().find(|s| Arc::as_ptr(&s.coalescer) as usize == key) {
+            if let Some(slot) = slots.iter_mut().find(|s| s.key() == key) {
                 if done.broken {
                     self.event_loop.call_method1(py, "remove_reader", (fd,))?;
                     if slot.watching_writes {
@@ -260,9 +267,10 @@ impl LoopState {
         let mut expired = Vec::new();
         let mut busy = false;
         for slot in lock(&self.slots).iter_mut() {
+            let key = slot.key();
             if let Link::Open(conn) = &mut slot.link {
                 if let Some(done) = conn.expire(slot.store.settings().response_timeout) {
-                    expired.push((Arc::as_ptr(&slot.coalescer) as usize, conn.fd(), done));
+                    expired.push((key, conn.fd(), done));
                 } else {
                     busy |= conn.in_flight();
                 }

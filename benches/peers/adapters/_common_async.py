@@ -71,15 +71,7 @@ def payloads(n: int, start: int = 0) -> list[dict]:
     return [{"i": i, "s": S32} for i in range(start, start + n)]
 
 
-def pct(xs: list[float], q: float) -> float:
-    """Percentile with linear interpolation (numpy's default), q in [0, 1]."""
-    s = sorted(xs)
-    if not s:
-        return float("nan")
-    k = (len(s) - 1) * q
-    lo = math.floor(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+pct = _w6.pct  # one percentile for every figure of the harness
 
 
 def env_int(name: str, default: int) -> int:

@@ -26,7 +26,7 @@ THREAD_LEVELS = (1, 8, 32)
 DEFAULT_SECONDS = 3.0
 
 
-def _pct(xs: list[float], q: float) -> float:
+def pct(xs: list[float], q: float) -> float:
     """Percentile with linear interpolation (numpy's default), q in [0, 1]."""
     s = sorted(xs)
     if not s:
@@ -40,8 +40,8 @@ def _pct(xs: list[float], q: float) -> float:
 def _figures(lats: list[float], seconds: float) -> dict:
     return {
         "per_s": round(len(lats) / seconds, 1),
-        "p50_ms": round(_pct(lats, 0.50) * 1000, 3),
-        "p99_ms": round(_pct(lats, 0.99) * 1000, 3),
+        "p50_ms": round(pct(lats, 0.50) * 1000, 3),
+        "p99_ms": round(pct(lats, 0.99) * 1000, 3),
         "calls": len(lats),
     }
 
