@@ -42,8 +42,12 @@ def test_a_concurrency_limit_holds_across_workers(spawn_worker: Any) -> None:
     q = Queue("slow")
     Echo.dispatch("known").on_queue("slow").send()
     q.set_limits(concurrency=2)
+    q.pause()  # both workers up before the first job runs: a slow start must not leave one idle
     handles = [Sleep.dispatch({"seconds": 0.3}).on_queue("slow").send() for _ in range(12)]
     workers = [spawn_worker("--queue", "slow", "--concurrency", "4") for _ in range(2)]
+    for w in workers:
+        w.wait_for("worker started", timeout=30)
+    q.resume()
     most = 0
     deadline = time.monotonic() + 30
     while q.counts()["completed"] < 13 and time.monotonic() < deadline:
