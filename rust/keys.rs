@@ -126,6 +126,17 @@ impl QueueKeys {
     pub fn dedup_key(&self, key: &str) -> String {
         format!("{}:dedup:{key}", self.base)
     }
+
+    /// The last progress a running job reported (`self.progress()`, feedback.lua): JSON.
+    pub fn progress(&self, id: &str) -> String {
+        format!("{}:progress:{id}", self.base)
+    }
+
+    /// The log lines a job wrote (`self.log()`, feedback.lua): a list of JSON lines, the
+    /// newest `MAX_LOG_LINES` kept.
+    pub fn logs(&self, id: &str) -> String {
+        format!("{}:logs:{id}", self.base)
+    }
 }
 
 /// The set of every queue's name (`<prefix>:queues`): a queue joins it when a producer first

@@ -241,14 +241,18 @@ impl RedisStore {
     }
 
     async fn status_of(&self, q: &QueueKeys, id: &str, register: bool) -> Result<Status> {
+        self.status_with(q, id, register, false).await
+    }
+
+    async fn status_with(&self, q: &QueueKeys, id: &str, register: bool, progress: bool) -> Result<Status> {
         let s = &scripts().status;
         let mut c = s.evalsha(&[&q.jobs, &q.delayed, &q.failed, &q.active, &q.errors, &q.waiters]);
         let custom = if is_generated_id(id) { "0" } else { "1" };
-        c.arg(&q.base).arg(id).arg(custom).arg(if register { "1" } else { "0" });
+        c.arg(&q.base).arg(id).arg(custom).arg(if register { "1" } else { "0" }).arg(if progress { "1" } else { "0" });
         let v: Value = self.conn.eval(c).await?;
         let mut a = array(v.clone()).ok_or_else(|| bad_reply("status", &v))?.into_iter();
         let state = a.next().and_then(bytes).map(|b| State::parse(&String::from_utf8_lossy(&b))).ok_or_else(|| bad_reply("status", &v))?;
-        Ok(Status { state, record: a.next().and_then(bytes), data: a.next().and_then(bytes) })
+        Ok(Status { state, record: a.next().and_then(bytes), data: a.next().and_then(bytes), progress: a.next().and_then(bytes) })
     }
 
     /// An enqueue as one script call: push.lua for jobs due now with generated ids (`true`:
@@ -753,6 +757,41 @@ impl Store for RedisStore {
         self.status_of(q, id, false).await
     }
 
+    async fn info(&self, q: &QueueKeys, id: &str) -> Result<Status> {
+        self.status_with(q, id, false, true).await
+    }
+
+    async fn feedback(&self, q: &QueueKeys, id: &str, kind: Feedback, entry: &[u8], ttl: Duration) -> Result<i64> {
+        if entry.first() != Some(&b'{') || entry.len() < 3 {
+            return Err(Error::Invalid("a progress or log entry is a JSON object".into()));
+        }
+        if entry.len() > MAX_FEEDBACK_BYTES + 256 {
+            return Err(Error::Invalid(format!("a progress or log entry takes at most {MAX_FEEDBACK_BYTES} bytes of JSON, got {}", entry.len())));
+        }
+        let (key, tag) = match kind {
+            Feedback::Progress => (q.progress(id), "p"),
+            Feedback::Log => (q.logs(id), "l"),
+        };
+        let mut c = scripts().feedback.evalsha(&[&key]);
+        c.arg(tag).arg(entry).arg(ttl.as_secs().max(1)).arg(MAX_LOG_LINES);
+        let v: Value = self.conn.eval(c).await?;
+        int(&v).ok_or_else(|| bad_reply("feedback", &v))
+    }
+
+    async fn progress(&self, q: &QueueKeys, id: &str) -> Result<Option<Vec<u8>>> {
+        let v: Value = self.conn.query(redis::cmd("GET").arg(q.progress(id))).await?;
+        Ok(bytes(v))
+    }
+
+    async fn logs(&self, q: &QueueKeys, id: &str, start: usize, limit: usize) -> Result<Vec<Vec<u8>>> {
+        if limit == 0 {
+            return Ok(vec![]);
+        }
+        let stop = start.saturating_add(limit - 1).min(i64::MAX as usize);
+        let v: Value = self.conn.query(redis::cmd("LRANGE").arg(q.logs(id)).arg(start.min(i64::MAX as usize)).arg(stop)).await?;
+        Ok(array(v).unwrap_or_default().into_iter().filter_map(bytes).collect())
+    }
+
     async fn wait_result(&self, q: Arc<QueueKeys>, id: String, timeout: Option<Duration>) -> Result<Option<Status>> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         loop {
@@ -775,7 +814,7 @@ impl Store for RedisStore {
                 None => rx.await,
             };
             match got {
-                Ok((state, data)) => return Ok(Some(Status { state, record: None, data: Some(data) })),
+                Ok((state, data)) => return Ok(Some(Status { state, record: None, data: Some(data), progress: None })),
                 // The subscription broke: drop our registration and look again.
                 Err(_) => self.unwait(&q, &id).await?,
             }

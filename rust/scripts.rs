@@ -69,6 +69,7 @@ scripts! {
     sched_read => "sched_read.lua",
     sched_remove => "sched_remove.lua",
     flow_settle => "flow_settle.lua",
+    feedback => "feedback.lua",
 }
 
 pub fn scripts() -> &'static Scripts {

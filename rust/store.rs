@@ -208,7 +208,23 @@ pub struct Status {
     pub record: Option<Vec<u8>>,
     /// The return value (completed) or the error (failed), as JSON.
     pub data: Option<Vec<u8>>,
+    /// The job's last progress (JSON), read only by `Store::info`.
+    pub progress: Option<Vec<u8>>,
 }
+
+/// What a running job reports about itself (feedback.lua).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// Its last progress: replaces the one before.
+    Progress,
+    /// A log line: appended, the newest `MAX_LOG_LINES` kept.
+    Log,
+}
+
+/// Log lines kept per job: a line past them drops the oldest.
+pub const MAX_LOG_LINES: u64 = 1000;
+/// The longest log line or progress entry (its JSON), in bytes.
+pub const MAX_FEEDBACK_BYTES: usize = 8 * 1024;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counts {
@@ -388,6 +404,16 @@ pub trait Store: Send + Sync + 'static {
     /// not taken back at the head of the queue; then wakes the worker's blocked pop.
     fn leave(&self, q: &QueueKeys, worker: &str, slot: Option<&str>) -> impl Future<Output = Result<u64>> + Send;
     fn status(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<Status>> + Send;
+    /// `status` and the job's last progress.
+    fn info(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<Status>> + Send;
+    /// Records a running job's progress or log line (`entry`: a JSON object, without its
+    /// time); the key lives `ttl` after this write. Returns the time written (ms, the store's
+    /// clock).
+    fn feedback(&self, q: &QueueKeys, id: &str, kind: Feedback, entry: &[u8], ttl: Duration) -> impl Future<Output = Result<i64>> + Send;
+    /// A job's last progress (JSON with its time), or None.
+    fn progress(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    /// A job's log lines `start` to `start + limit - 1`, oldest first (JSON with their times).
+    fn logs(&self, q: &QueueKeys, id: &str, start: usize, limit: usize) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
     /// Waits for a job to complete or fail for good; Ok(None) when `timeout` passed first.
     fn wait_result(&self, q: Arc<QueueKeys>, id: String, timeout: Option<Duration>) -> impl Future<Output = Result<Option<Status>>> + Send;
     fn counts(&self, q: &QueueKeys) -> impl Future<Output = Result<Counts>> + Send;

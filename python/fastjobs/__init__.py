@@ -20,6 +20,7 @@ from .bulk import BulkDispatcher, BulkDispatchError, BulkResult
 from .chain import ChainHandle, ChainStep, JobChain
 from .config import Connection, configure
 from .dispatch import JobHandle, JobInfo, PendingDispatch
+from .feedback import LogLine, Progress
 from .errors import (
     AuthenticationError,
     ClosedError,
@@ -69,7 +70,9 @@ __all__ = [
     "JobInfo",
     "JobScheduler",
     "JobTimeoutError",
+    "LogLine",
     "PendingDispatch",
+    "Progress",
     "Queue",
     "QueueLimits",
     "ScheduleInfo",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _core, config, serde
+from . import _core, config, feedback, serde
 from .errors import JobCancelled, JobFailed, UnknownJobError, UnsentDispatchWarning
 from .options import (
     OPTION_NAMES,
@@ -359,10 +359,12 @@ class JobInfo:
     options: dict[str, Any] = field(default_factory=dict)
     result: Any = None
     error: dict[str, Any] | None = None
+    #: The last progress the job reported (``self.progress()``), or None.
+    progress: feedback.Progress | None = None
 
 
-def job_info(job_id: str, queue: str, status: tuple[str, Any, bytes | None]) -> JobInfo:
-    state, record, data = status
+def job_info(job_id: str, queue: str, status: tuple[Any, ...]) -> JobInfo:
+    state, record, data = status[:3]
     info: dict[str, Any] = {}
     if record is not None:
         name, attempt, max_attempts, priority, enqueued_ms, options, payload = record
@@ -380,6 +382,8 @@ def job_info(job_id: str, queue: str, status: tuple[str, Any, bytes | None]) -> 
             info["error"] = serde.loads_error(data)
         elif state == "completed":
             info["result"] = serde.loads_result(data, job_id)
+    if len(status) > 3 and status[3] is not None:
+        info["progress"] = feedback.parse_progress(status[3])
     return JobInfo(id=job_id, queue=queue, state=state, **info)
 
 
@@ -429,10 +433,32 @@ class JobHandle(Generic[R]):
         return str((await config.client(self.connection).status(self.queue, self.id, asynchronous=True))[0])
 
     def info(self) -> JobInfo:
-        return job_info(self.id, self.queue, config.client(self.connection).status(self.queue, self.id))
+        return job_info(self.id, self.queue, config.client(self.connection).status(self.queue, self.id, progress=True))
 
     async def info_async(self) -> JobInfo:
-        return job_info(self.id, self.queue, await config.client(self.connection).status(self.queue, self.id, asynchronous=True))
+        return job_info(self.id, self.queue,
+                        await config.client(self.connection).status(self.queue, self.id, progress=True, asynchronous=True))
+
+    def progress(self) -> feedback.Progress | None:
+        """The last progress the job reported (``self.progress(value, **data)`` in its
+        handler): ``Progress(value, data, at)``, or None when it reported none (or its record
+        expired: ``max(result_ttl, 1 day)`` after the last report)."""
+        return feedback.parse_progress(config.client(self.connection).progress(self.queue, self.id))
+
+    async def progress_async(self) -> feedback.Progress | None:
+        return feedback.parse_progress(await config.client(self.connection).progress(self.queue, self.id, asynchronous=True))
+
+    def logs(self, start: int = 0, limit: int = 100) -> list[feedback.LogLine]:
+        """The job's log lines (``self.log()`` and its level helpers in its handler), oldest
+        first: ``limit`` of them from the ``start``-th kept. The newest 1,000 are kept, for
+        ``max(result_ttl, 1 day)`` after the last one was written."""
+        start, limit = feedback.check_range(start, limit)
+        return [feedback.parse_log(b) for b in config.client(self.connection).logs(self.queue, self.id, start, limit)]
+
+    async def logs_async(self, start: int = 0, limit: int = 100) -> list[feedback.LogLine]:
+        start, limit = feedback.check_range(start, limit)
+        lines = await config.client(self.connection).logs(self.queue, self.id, start, limit, asynchronous=True)
+        return [feedback.parse_log(b) for b in lines]
 
     def cancel(self) -> str:
         """Cancels the job (see ``Queue.cancel``); returns the state it was in."""

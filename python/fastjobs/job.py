@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
-from . import _core, serde
+from . import _core, feedback, serde
 from .dispatch import PendingDispatch
 from .errors import JobCancelled
 from .options import MAX_DURATION, Backoff, BackoffSpec, check_attempts, check_backoff, check_priority, check_timeout
@@ -44,7 +44,10 @@ class Job(Generic[P, R]):
     Inside ``process``: ``self.job_id``, ``self.attempt`` (0 on the first run),
     ``self.queue_name``, ``self.meta``, ``self.group`` and ``self.redelivered`` describe the running job; in a ``JobChain``,
     ``self.previous_result`` and ``self.chain_failure`` too; in a ``JobFlow`` parent,
-    ``self.children_results()``. ``self.cancelled`` turns True when somebody cancels the
+    ``self.children_results()``. ``self.progress(0.4, **data)`` records its progress and
+    ``self.log(message, **data)`` (``self.info``, ``self.success``, ``self.warning``) appends a
+    log line, which callers read with ``handle.progress()`` and ``handle.logs()``.
+    ``self.cancelled`` turns True when somebody cancels the
     running job; ``self.check_cancelled()`` raises ``JobCancelled`` then (an async handler
     gets ``asyncio.CancelledError`` at its next ``await`` instead).
     """
@@ -115,6 +118,70 @@ class Job(Generic[P, R]):
         can stop cleanly. The job then ends as cancelled (not retried)."""
         if self.cancelled:
             raise JobCancelled(f"job {self.job_id} was cancelled while it ran", self.job_id, self.queue_name)
+
+    # ---- progress and log lines (docs/DESIGN.md, "Progress and log lines") ----
+
+    def progress(self, value: float, /, **data: Any) -> None:
+        """Records the job's progress, from 0 to 1, with optional JSON ``data``
+        (``self.progress(0.4, rows=4000)``); it replaces the last one, and callers read it with
+        ``handle.progress()``. In a worker this is one Redis call (an async handler may use
+        ``await self.progress_async(...)``). Outside a worker (``dispatch_now``) nothing is
+        written: the last progress is kept on the instance. Raises ``ValueError`` for a value
+        outside 0..1 or not finite, ``TypeError`` for data JSON cannot hold."""
+        v, entry = feedback.progress_entry(value, data)
+        run = self.__dict__.get("_run")
+        if run is None:
+            self.__dict__["_progress"] = feedback.Progress(v, data, feedback.now())
+            return
+        run[0].client.feedback(self.queue_name, self.job_id, "progress", entry)
+
+    async def progress_async(self, value: float, /, **data: Any) -> None:
+        """``progress`` for async handlers: the write is awaited."""
+        v, entry = feedback.progress_entry(value, data)
+        run = self.__dict__.get("_run")
+        if run is None:
+            self.__dict__["_progress"] = feedback.Progress(v, data, feedback.now())
+            return
+        await run[0].client.feedback(self.queue_name, self.job_id, "progress", entry, asynchronous=True)
+
+    def log(self, message: str, /, level: str = "info", **data: Any) -> None:
+        """Appends a log line to the job's log: ``level`` (debug, info, success, warning,
+        error), the ``message`` and optional JSON ``data``, with the time (Redis's clock).
+        Callers read the lines with ``handle.logs()``; the newest 1,000 are kept. A line takes
+        at most 8 KiB of JSON (``ValueError`` past it, nothing written); a message that is not
+        a str raises ``TypeError``. Outside a worker the lines are kept on the instance."""
+        entry = feedback.log_entry(message, level, data)
+        run = self.__dict__.get("_run")
+        if run is None:
+            self._keep_line(message, level, data)
+            return
+        run[0].client.feedback(self.queue_name, self.job_id, "log", entry)
+
+    async def log_async(self, message: str, /, level: str = "info", **data: Any) -> None:
+        """``log`` for async handlers: the write is awaited."""
+        entry = feedback.log_entry(message, level, data)
+        run = self.__dict__.get("_run")
+        if run is None:
+            self._keep_line(message, level, data)
+            return
+        await run[0].client.feedback(self.queue_name, self.job_id, "log", entry, asynchronous=True)
+
+    def info(self, message: str, /, **data: Any) -> None:
+        """``self.log(message, level="info", **data)``."""
+        self.log(message, "info", **data)
+
+    def success(self, message: str, /, **data: Any) -> None:
+        """``self.log(message, level="success", **data)``."""
+        self.log(message, "success", **data)
+
+    def warning(self, message: str, /, **data: Any) -> None:
+        """``self.log(message, level="warning", **data)``."""
+        self.log(message, "warning", **data)
+
+    def _keep_line(self, message: str, level: str, data: dict[str, Any]) -> None:
+        lines = self.__dict__.setdefault("_logs", [])
+        lines.append(feedback.LogLine(feedback.now(), level, message, data))
+        del lines[:-feedback.MAX_LOG_LINES]
 
     # ---- dispatching ----
 

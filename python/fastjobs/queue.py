@@ -140,11 +140,11 @@ class Queue:
 
     def get_job(self, job_id: str) -> JobInfo | None:
         """The job's state and record, or None if no such job is known."""
-        info = job_info(job_id, self.name, self._client.status(self.name, job_id))
+        info = job_info(job_id, self.name, self._client.status(self.name, job_id, progress=True))
         return None if info.state == "unknown" else info
 
     async def get_job_async(self, job_id: str) -> JobInfo | None:
-        info = job_info(job_id, self.name, await self._client.status(self.name, job_id, asynchronous=True))
+        info = job_info(job_id, self.name, await self._client.status(self.name, job_id, progress=True, asynchronous=True))
         return None if info.state == "unknown" else info
 
     def failed(self, limit: int = 100) -> list[FailedJob]:

@@ -11,7 +11,7 @@ use crate::conn::Settings;
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
 use crate::redis_store::RedisStore;
-use crate::store::{CancelReply, Counts, Dedup, DedupMode, FailedJob, Limits, NewJob, Status, Store, Watermark, Written, SMALL_BATCH};
+use crate::store::{CancelReply, Counts, Dedup, DedupMode, FailedJob, Feedback, Limits, NewJob, Status, Store, Watermark, Written, SMALL_BATCH};
 
 /// Jobs cancelled per call of `Queue.empty` (one script call holds Redis a few ms).
 const EMPTY_PAGE: usize = 5_000;
@@ -34,6 +34,9 @@ pub struct Client {
     queues: Mutex<HashMap<String, Arc<QueueKeys>>>,
     max_payload: usize,
 }
+
+/// The shortest life of a job's progress and log keys after their last write.
+const FEEDBACK_MIN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// A job as the Python layer hands it over: (name, payload, options JSON or None,
 /// max attempts, priority, delay µs, caller-chosen id or None, due time µs or None).
@@ -382,12 +385,54 @@ impl Client {
         Ok(PreparedBatch { store: self.store.clone(), queue, jobs: Arc::new(jobs), mark: mark.map(Arc::new) })
     }
 
-    /// (state, record tuple or None, result/error JSON or None)
-    #[pyo3(signature = (queue, id, *, asynchronous = false))]
-    fn status(&self, py: Python<'_>, queue: &str, id: String, asynchronous: bool) -> PyResult<Py<PyAny>> {
+    /// (state, record tuple or None, result/error JSON or None); with `progress`, a fourth
+    /// item: the job's last progress JSON or None (the same one script call).
+    #[pyo3(signature = (queue, id, *, progress = false, asynchronous = false))]
+    fn status(&self, py: Python<'_>, queue: &str, id: String, progress: bool, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
         let store = self.store.clone();
+        if progress {
+            return call(py, asynchronous, async move { store.info(&q, &id).await }, |py, s: Status| {
+                let rec = record_tuple(py, s.record)?;
+                Ok((s.state.as_str(), rec, bytes_or_none(py, s.data), bytes_or_none(py, s.progress)).into_pyobject(py)?.into_any().unbind())
+            });
+        }
         call(py, asynchronous, async move { store.status(&q, &id).await }, status_tuple)
+    }
+
+    /// Records a running job's progress (`kind` "progress": replaces the last) or a log line
+    /// ("log": appended, the newest 1,000 kept). `entry` is a JSON object without its time;
+    /// the store adds `"at"` (ms, its clock), returned. The key lives max(result_ttl, 1 day)
+    /// after each write.
+    #[pyo3(signature = (queue, id, kind, entry, *, asynchronous = false))]
+    fn feedback(&self, py: Python<'_>, queue: &str, id: String, kind: &str, entry: Vec<u8>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let kind = match kind {
+            "progress" => Feedback::Progress,
+            "log" => Feedback::Log,
+            _ => return Err(pyo3::exceptions::PyValueError::new_err(format!("kind must be 'progress' or 'log', got {kind:?}"))),
+        };
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        let ttl = self.settings.result_ttl.max(FEEDBACK_MIN_TTL);
+        call(py, asynchronous, async move { store.feedback(&q, &id, kind, &entry, ttl).await }, |py, at: i64| Ok(at.into_pyobject(py)?.into_any().unbind()))
+    }
+
+    /// A job's last progress JSON (with `"at"`), or None.
+    #[pyo3(signature = (queue, id, *, asynchronous = false))]
+    fn progress(&self, py: Python<'_>, queue: &str, id: String, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.progress(&q, &id).await }, |py, b| Ok(bytes_or_none(py, b)))
+    }
+
+    /// A job's log lines `start` to `start + limit - 1` (JSON each, with `"at"`), oldest first.
+    #[pyo3(signature = (queue, id, start = 0, limit = 100, *, asynchronous = false))]
+    fn logs(&self, py: Python<'_>, queue: &str, id: String, start: usize, limit: usize, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.logs(&q, &id, start, limit).await }, |py, lines: Vec<Vec<u8>>| {
+            Ok(PyList::new(py, lines.iter().map(|l| PyBytes::new(py, l)))?.into_any().unbind())
+        })
     }
 
     /// Waits for the job to finish: (state, record, data), or None when `timeout` passed.

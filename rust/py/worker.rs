@@ -21,6 +21,8 @@ use tokio::task::JoinHandle;
 #[pyclass(module = "fastjobs._core", frozen)]
 pub struct WorkerEngine {
     engine: Arc<Engine<RedisStore>>,
+    /// The client it was made with: a running job's progress and log lines go through it.
+    client: Py<Client>,
     queue_names: Vec<Py<PyAny>>,
     names: Mutex<HashMap<String, Py<PyAny>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -38,7 +40,7 @@ impl WorkerEngine {
     #[pyo3(signature = (client, queues, *, prefetch = None, concurrency = 1, lease = 30.0, weights = None, worker_id = None, max_jobs = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        client: &Client,
+        client: Bound<'_, Client>,
         queues: Vec<String>,
         prefetch: Option<usize>,
         concurrency: usize,
@@ -74,7 +76,7 @@ impl WorkerEngine {
         }
         let adaptive = prefetch.is_none();
         let prefetch = prefetch.unwrap_or_else(|| 8000.max(4 * concurrency));
-        let qs: Vec<Arc<QueueKeys>> = queues.iter().map(|q| client.queue(q)).collect::<Result<_, Error>>().map_err(to_py)?;
+        let qs: Vec<Arc<QueueKeys>> = queues.iter().map(|q| client.get().queue(q)).collect::<Result<_, Error>>().map_err(to_py)?;
         let cfg = WorkerConfig {
             prefetch,
             adaptive,
@@ -84,9 +86,11 @@ impl WorkerEngine {
             worker_id,
             max_jobs,
         };
-        let queue_names = Python::attach(|py| queues.iter().map(|q| PyString::intern(py, q).into_any().unbind()).collect());
+        let py = client.py();
+        let queue_names = queues.iter().map(|q| PyString::intern(py, q).into_any().unbind()).collect();
         Ok(WorkerEngine {
-            engine: Engine::new(client.store.clone(), qs, cfg),
+            engine: Engine::new(client.get().store.clone(), qs, cfg),
+            client: client.clone().unbind(),
             queue_names,
             names: Mutex::default(),
             tasks: Mutex::default(),
@@ -238,6 +242,13 @@ impl WorkerEngine {
     /// Every job of `max_jobs` was handed out: nothing more comes.
     fn exhausted(&self) -> bool {
         self.engine.exhausted()
+    }
+
+    /// The client the engine was made with (`self.progress()` and `self.log()` in a handler
+    /// write through it).
+    #[getter]
+    fn client(&self, py: Python<'_>) -> Py<Client> {
+        self.client.clone_ref(py)
     }
 
     /// The id that names this worker's leases (`Client.expire_worker` ends them).
