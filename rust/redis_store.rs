@@ -766,7 +766,10 @@ impl Store for RedisStore {
             return Err(Error::Invalid("a progress or log entry is a JSON object".into()));
         }
         if entry.len() > MAX_FEEDBACK_BYTES + 256 {
-            return Err(Error::Invalid(format!("a progress or log entry takes at most {MAX_FEEDBACK_BYTES} bytes of JSON, got {}", entry.len())));
+            return Err(Error::Invalid(format!(
+                "a progress or log entry takes at most {MAX_FEEDBACK_BYTES} bytes of JSON, got {}",
+                entry.len()
+            )));
         }
         let (key, tag) = match kind {
             Feedback::Progress => (q.progress(id), "p"),

@@ -20,7 +20,6 @@ from .bulk import BulkDispatcher, BulkDispatchError, BulkResult
 from .chain import ChainHandle, ChainStep, JobChain
 from .config import Connection, configure
 from .dispatch import JobHandle, JobInfo, PendingDispatch
-from .feedback import LogLine, Progress
 from .errors import (
     AuthenticationError,
     ClosedError,
@@ -36,6 +35,7 @@ from .errors import (
     UnknownQueueError,
     UnsentDispatchWarning,
 )
+from .feedback import LogLine, Progress
 from .flow import FlowHandle, FlowNode, JobFlow
 from .job import FunctionJob, Job, job, registry
 from .options import Backoff, parse_duration

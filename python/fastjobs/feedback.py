@@ -69,7 +69,7 @@ def log_entry(message: Any, level: Any, data: dict[str, Any]) -> bytes:
         raise TypeError(f"a log message must be a str, got {type(message).__name__}")
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}; got {level!r}")
-    entry = b'{"level":"' + level.encode() + b'","message":' + serde.dumps(message) + b',"data":' + serde.dumps(data, "log data") + b"}"
+    entry: bytes = b'{"level":"' + str(level).encode() + b'","message":' + serde.dumps(message) + b',"data":' + serde.dumps(data, "log data") + b"}"
     if len(entry) > MAX_LINE_BYTES:
         raise ValueError(f"a log line (message and data as JSON) takes at most {MAX_LINE_BYTES} bytes, got {len(entry)}")
     return entry

@@ -11,7 +11,9 @@ use crate::conn::Settings;
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
 use crate::redis_store::RedisStore;
-use crate::store::{CancelReply, Counts, Dedup, DedupMode, FailedJob, Feedback, Limits, NewJob, Status, Store, Watermark, Written, SMALL_BATCH};
+use crate::store::{
+    CancelReply, Counts, Dedup, DedupMode, FailedJob, Feedback, Limits, NewJob, Status, Store, Watermark, Written, SMALL_BATCH,
+};
 
 /// Jobs cancelled per call of `Queue.empty` (one script call holds Redis a few ms).
 const EMPTY_PAGE: usize = 5_000;
@@ -414,7 +416,9 @@ impl Client {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
         let store = self.store.clone();
         let ttl = self.settings.result_ttl.max(FEEDBACK_MIN_TTL);
-        call(py, asynchronous, async move { store.feedback(&q, &id, kind, &entry, ttl).await }, |py, at: i64| Ok(at.into_pyobject(py)?.into_any().unbind()))
+        call(py, asynchronous, async move { store.feedback(&q, &id, kind, &entry, ttl).await }, |py, at: i64| {
+            Ok(at.into_pyobject(py)?.into_any().unbind())
+        })
     }
 
     /// A job's last progress JSON (with `"at"`), or None.
