@@ -47,6 +47,12 @@ impl Chunk {
         Watermark { producer: self.range.producer.clone(), last_seq: self.range.last_seq(), guard: Some(self.range.first) }
     }
 
+    /// Its ids as one run for the events stream (redis_store.rs `id_runs`'s shape).
+    pub fn id_runs(&self) -> String {
+        let name = serde_json::to_string(&self.spec.name).unwrap_or_else(|_| "null".into());
+        format!("[[\"{}\",{},{},{name}]]", self.range.producer, self.range.first, self.len())
+    }
+
     /// The chunk's records cut into list elements (`codec::run_bounds`), sized by the longest
     /// id a record can have.
     pub fn run_bounds(&self) -> Vec<usize> {

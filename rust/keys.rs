@@ -132,6 +132,16 @@ impl QueueKeys {
         format!("{}:progress:{id}", self.base)
     }
 
+    /// The queue's events stream (common.lua emit), written while `events_on` holds its length.
+    pub fn events(&self) -> String {
+        format!("{}:events", self.base)
+    }
+
+    /// The length the events stream keeps (entries, approximately), or missing: no events.
+    pub fn events_on(&self) -> String {
+        format!("{}:events:on", self.base)
+    }
+
     /// The log lines a job wrote (`self.log()`, feedback.lua): a list of JSON lines, the
     /// newest `MAX_LOG_LINES` kept.
     pub fn logs(&self, id: &str) -> String {

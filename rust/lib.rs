@@ -7,6 +7,7 @@ pub mod codec;
 pub mod conn;
 pub mod cron;
 pub mod error;
+pub mod events;
 pub mod keys;
 pub mod loop_conn;
 pub mod notify;
@@ -44,6 +45,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::bulk::BulkWriter>()?;
     m.add_class::<py::client::PreparedBatch>()?;
     m.add_class::<py::schedules::Schedules>()?;
+    m.add_class::<py::events::EventReader>()?;
     m.add_function(wrap_pyfunction!(py::schedules::cron_next, m)?)?;
     // Internal helpers: set as attributes, so that they stay out of `__all__`.
     m.setattr("_serialize_payloads", wrap_pyfunction!(py::payloads::serialize_payloads, m)?)?;

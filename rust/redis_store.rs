@@ -85,6 +85,7 @@ fn bulk_wire(
     q: &QueueKeys,
     bounds: &[usize],
     mark: &Watermark,
+    runs: &str,
     size_hint: usize,
     mut element: impl FnMut(usize, usize, &mut Vec<u8>),
 ) -> BulkWire {
@@ -107,7 +108,7 @@ fn bulk_wire(
         queued += 1;
     }
     let mut c = scripts().mark.eval(&[&q.hwm(&mark.producer), &q.wake, &q.runs, &q.wait, &q.sent(&mark.producer)]);
-    c.arg(mark.last_seq).arg(MARK_TTL_SECS).arg(jobs - elements).arg(elements).arg(guard_arg(mark));
+    c.arg(mark.last_seq).arg(MARK_TTL_SECS).arg(jobs - elements).arg(elements).arg(guard_arg(mark)).arg(runs);
     out.extend_from_slice(&c.get_packed_command());
     out.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
     BulkWire { bytes: out, queued: queued + 1, jobs }
@@ -148,6 +149,38 @@ pub enum PackedChunk {
 }
 
 /// The guard argument of the scripts: a chunk's first sequence number, or -1.
+/// The jobs of a bulk write as runs of generated ids, for the events stream (mark.lua's
+/// ARGV[6]): `[[producer, first seq, count, name], ...]`. Built per write, not per job when
+/// the ids run on (a chunk is one run).
+fn id_runs<'a>(jobs: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut runs: Vec<(&str, u64, u64, &[u8])> = Vec::new();
+    for (id, name) in jobs {
+        let Some((producer, seq)) = id.rsplit_once('-').and_then(|(p, s)| Some((p, s.parse::<u64>().ok()?))) else { continue };
+        match runs.last_mut() {
+            Some(r) if r.0 == producer && r.1 + r.2 == seq && r.3 == name => r.2 += 1,
+            _ => runs.push((producer, seq, 1, name)),
+        }
+    }
+    let mut out = String::from("[");
+    for (i, (producer, first, count, name)) in runs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let name = serde_json::to_string(&String::from_utf8_lossy(name)).unwrap_or_else(|_| "null".into());
+        out.push_str(&format!("[\"{producer}\",{first},{count},{name}]"));
+    }
+    out.push(']');
+    out
+}
+
+/// The id and the name of a packed record (codec.rs), for `id_runs`.
+fn record_id_name(record: &[u8]) -> (&str, &[u8]) {
+    let n = record.get(6).copied().unwrap_or(0) as usize;
+    let id = record.get(7..7 + n).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
+    let m = record.get(7 + n).copied().unwrap_or(0) as usize;
+    (id, record.get(8 + n..8 + n + m).unwrap_or(b""))
+}
+
 fn guard_arg(mark: &Watermark) -> i64 {
     mark.guard.map(|g| g as i64).unwrap_or(-1)
 }
@@ -462,7 +495,8 @@ impl Store for RedisStore {
             let size = jobs.iter().map(|j| j.record.len() + 16).sum();
             let bounds = run_bounds(jobs.len(), |i| jobs[i].record.len());
             let mut scratch = Vec::with_capacity(RUN_BYTES);
-            let wire = bulk_wire(q, &bounds, mark, size, |from, to, out| {
+            let runs = id_runs(jobs.iter().map(|j| record_id_name(&j.record)));
+            let wire = bulk_wire(q, &bounds, mark, &runs, size, |from, to, out| {
                 frame_element(out, &mut scratch, to - from, |o, frame| {
                     for j in &jobs[from..to] {
                         frame(o, j.record.len());
@@ -490,7 +524,7 @@ impl Store for RedisStore {
         let size = chunk.payload_bytes() + chunk.len() * 64;
         let bounds = chunk.run_bounds();
         let mut scratch = Vec::with_capacity(RUN_BYTES);
-        let wire = bulk_wire(q, &bounds, &chunk.watermark(), size, |from, to, out| {
+        let wire = bulk_wire(q, &bounds, &chunk.watermark(), &chunk.id_runs(), size, |from, to, out| {
             frame_element(out, &mut scratch, to - from, |o, frame| chunk.pack_records(from, to, o, frame, b""))
         });
         PackedChunk::Bulk(wire)
@@ -779,6 +813,19 @@ impl Store for RedisStore {
         c.arg(tag).arg(entry).arg(ttl.as_secs().max(1)).arg(MAX_LOG_LINES);
         let v: Value = self.conn.eval(c).await?;
         int(&v).ok_or_else(|| bad_reply("feedback", &v))
+    }
+
+    async fn set_events(&self, q: &QueueKeys, keep: Option<u64>) -> Result<()> {
+        match keep {
+            Some(n) => self.conn.query::<Value>(redis::cmd("SET").arg(q.events_on()).arg(n)).await?,
+            None => self.conn.query::<Value>(redis::cmd("DEL").arg(q.events_on())).await?,
+        };
+        Ok(())
+    }
+
+    async fn events_keep(&self, q: &QueueKeys) -> Result<Option<u64>> {
+        let v: Value = self.conn.query(redis::cmd("GET").arg(q.events_on())).await?;
+        Ok(bytes(v).and_then(|b| String::from_utf8_lossy(&b).parse().ok()))
     }
 
     async fn progress(&self, q: &QueueKeys, id: &str) -> Result<Option<Vec<u8>>> {

@@ -410,6 +410,12 @@ pub trait Store: Send + Sync + 'static {
     /// time); the key lives `ttl` after this write. Returns the time written (ms, the store's
     /// clock).
     fn feedback(&self, q: &QueueKeys, id: &str, kind: Feedback, entry: &[u8], ttl: Duration) -> impl Future<Output = Result<i64>> + Send;
+    /// Switches the queue's events stream on, keeping about `keep` entries (each one batch of
+    /// events), or off (None): the stream already written stays readable until it is trimmed
+    /// or the queue obliterated.
+    fn set_events(&self, q: &QueueKeys, keep: Option<u64>) -> impl Future<Output = Result<()>> + Send;
+    /// How many entries the queue's events stream keeps, or None when it is off.
+    fn events_keep(&self, q: &QueueKeys) -> impl Future<Output = Result<Option<u64>>> + Send;
     /// A job's last progress (JSON with its time), or None.
     fn progress(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
     /// A job's log lines `start` to `start + limit - 1`, oldest first (JSON with their times).

@@ -35,6 +35,7 @@ from .errors import (
     UnknownQueueError,
     UnsentDispatchWarning,
 )
+from .events import Event
 from .feedback import LogLine, Progress
 from .flow import FlowHandle, FlowNode, JobFlow
 from .job import FunctionJob, Job, job, registry
@@ -54,6 +55,7 @@ __all__ = [
     "ChainStep",
     "ClosedError",
     "Connection",
+    "Event",
     "ConnectionError",
     "FailedJob",
     "FlowHandle",

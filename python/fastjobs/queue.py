@@ -4,6 +4,7 @@ failed-job maintenance of one queue."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -13,6 +14,7 @@ from . import config, serde
 from . import flow as flows
 from .dispatch import JobInfo, job_info
 from .errors import JobStateError, UnknownJobError
+from .events import DEFAULT_KEEP, Event, EventStream, check_keep
 from .options import Duration, parse_duration
 
 __all__ = ["Queue", "QueueLimits", "FailedJob"]
@@ -69,6 +71,12 @@ def _count(value: Any, what: str) -> int:
     if not 1 <= value <= 2**53:
         raise ValueError(f"{what} must be at least 1, got {value}")
     return value
+
+
+def _keep(enabled: Any, keep: Any) -> int | None:
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False, got {type(enabled).__name__}")
+    return check_keep(keep) if enabled else None
 
 
 def _limits(rate: Any, per: Any, concurrency: Any) -> tuple[int | None, float | None, int | None]:
@@ -167,6 +175,34 @@ class Queue:
 
     async def purge_failed_async(self) -> int:
         return int(await self._client.failed_purge(self.name, asynchronous=True))
+
+    # ---- events: what happens to the queue's jobs, in order (events.py) ----
+
+    def set_events(self, enabled: bool = True, *, keep: int = DEFAULT_KEEP) -> None:
+        """Switches the queue's events on (or off with ``False``) for every producer and worker
+        at once. On, each change of its jobs' states adds one entry to a Redis stream that keeps
+        about ``keep`` entries (an entry lists every job one script call changed: a drain's
+        batch, a bulk write). Off (the default), nothing is written. Read them with ``events()``."""
+        self._client.set_events(self.name, _keep(enabled, keep))
+
+    async def set_events_async(self, enabled: bool = True, *, keep: int = DEFAULT_KEEP) -> None:
+        await self._client.set_events(self.name, _keep(enabled, keep), asynchronous=True)
+
+    def events_keep(self) -> int | None:
+        """How many entries the queue's events stream keeps, or None while its events are off."""
+        n: int | None = self._client.events_keep(self.name)
+        return n
+
+    def events(self, since: str = "$", *, timeout: float | None = None) -> Iterator[Event]:
+        """The queue's events in order, one ``Event`` per job and change, as they happen:
+        ``since="$"`` only new ones, ``"0"`` every one the stream keeps, or an ``Event.id`` to
+        resume just after it. The iterator waits for more; with ``timeout`` it ends after that
+        many seconds without an event. It reads on a connection of its own."""
+        return iter(EventStream(self._client, self.name, since, timeout))
+
+    def events_async(self, since: str = "$", *, timeout: float | None = None) -> AsyncIterator[Event]:
+        """``events()`` for asyncio: ``async for event in queue.events_async(): ...``."""
+        return EventStream(self._client, self.name, since, timeout).aiter()
 
     # ---- limits, applied by every worker of the queue together ----
 

@@ -58,8 +58,27 @@ local p = 8 + n_plain
 local n_runs = tonumber(ARGV[p])
 local runs_at = p + 1
 local general_at = runs_at + 3 * n_runs
+-- The events stream (common.lua emit), while it is on: per kind, the ids, names and more.
+local told = events_on(base) and {} or nil
+local function tell(kind, id, rec, field, value, attempt)
+  local t = told[kind]
+  if not t then t = {ids = {}, names = {}, x = {}, d = {}, a = {}}; told[kind] = t end
+  local k = #t.ids + 1
+  t.ids[k], t.names[k] = id, rec and record_name(rec) or ''
+  if field then t[field][k] = value end
+  if attempt then t.a[k] = attempt end
+end
 if n_plain > 0 then
   local deleted = 0
+  if told and rcall('EXISTS', KEYS[1]) == 1 then
+    -- Their names are read before the records go.
+    for s = 8, 7 + n_plain, 1000 do
+      local got = rcall('HMGET', KEYS[1], unpack(ARGV, s, math.min(s + 999, 7 + n_plain)))
+      for k = 1, #got do
+        if got[k] then tell('completed', ARGV[s + k - 1], got[k]) end
+      end
+    end
+  end
   if rcall('EXISTS', KEYS[1]) == 1 then
     for s = 8, 7 + n_plain, 1000 do
       deleted = deleted + rcall('HDEL', KEYS[1], unpack(ARGV, s, math.min(s + 999, 7 + n_plain)))
@@ -165,8 +184,13 @@ for i = general_at, #ARGV, 5 do
       local result = a
       if notify(id, 'c', a == '' and 'null' or a) and result == '' then result = 'null' end
       if result ~= '' then rcall('SET', base .. ':result:' .. id, result, 'PX', ARGV[3]) end
+      if told then tell('completed', id, present[k], 'x', a) end
     elseif kind == 'r' then
       retried = retried + 1
+      if told then
+        tell('retrying', id, b, 'x', ARGV[i + 4], record_attempt(b) - 1)
+        told.retrying.d[#told.retrying.ids] = a
+      end
       if ARGV[i + 4] ~= '' then rcall('HSET', KEYS[9], id, ARGV[i + 4]) end
       local due = now + tonumber(a)
       if due > now then
@@ -188,6 +212,7 @@ for i = general_at, #ARGV, 5 do
       release_dedup_of(base, present[k], id)
       rcall('SREM', base .. ':cancel:' .. ARGV[2], id)
       notify(id, 'x', '')
+      if told then tell('cancelled', id, present[k]) end
     else
       failed = failed + 1
       if ARGV[i + 4] ~= '' then release_dedup(base, ARGV[i + 4], id) end
@@ -195,6 +220,7 @@ for i = general_at, #ARGV, 5 do
       rcall('HSET', KEYS[9], id, a)
       rcall('ZADD', KEYS[8], now, id)
       notify(id, 'f', a)
+      if told then tell('failed', id, b, 'x', a, record_attempt(b) - 1) end
     end
   end
 end
@@ -205,6 +231,23 @@ end
 if rcall('EXISTS', KEYS[1]) == 0 then
   rcall('ZREM', KEYS[2], ARGV[2])
   rcall('DEL', KEYS[11])
+end
+if told then
+  for _, kind in ipairs({'completed', 'retrying', 'failed', 'cancelled'}) do
+    local t = told[kind]
+    if t then
+      local more = {}
+      if #t.a > 0 then more[#more + 1] = 'a'; more[#more + 1] = json_list(t.a) end
+      if #t.d > 0 then more[#more + 1] = 'd'; more[#more + 1] = json_list(t.d) end
+      -- Completions: the results of those that returned one (the plain ones have none).
+      if next(t.x) then
+        local x = {}
+        for k = 1, #t.ids do x[k] = t.x[k] or '' end
+        more[#more + 1] = 'x'; more[#more + 1] = json_list(x)
+      end
+      emit(base, kind, t.ids, t.names, more)
+    end
+  end
 end
 if completed > 0 then bump(KEYS[3], 'completed', completed) end
 if retried > 0 then bump(KEYS[3], 'retried', retried) end

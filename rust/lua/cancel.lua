@@ -19,6 +19,7 @@ local base, id, custom, op = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
 -- until their ttl.
 local function gone(state, rec)
   release_dedup_of(base, rec, id)
+  emit(base, op == 'cancel' and 'cancelled' or 'removed', {id}, rec and record_name(rec) or nil)
   if op == 'cancel' then
     mark_cancelled(base, id, custom, ARGV[5])
     bump(KEYS[7], 'cancelled', 1)
@@ -47,6 +48,7 @@ if rcall('ZSCORE', KEYS[3], id) then
   rcall('HDEL', KEYS[5], id)
   rcall('DEL', base .. ':progress:' .. id, base .. ':logs:' .. id)
   if custom then rcall('DEL', base .. ':id:' .. id) else mark_cancelled(base, id, false, ARGV[5]) end
+  emit(base, 'removed', {id}, rec and record_name(rec) or nil)
   return {'failed', rec or false, 1}
 end
 for _, token in ipairs(rcall('ZRANGE', KEYS[4], 0, -1)) do
@@ -74,6 +76,7 @@ end
 if op == 'remove' and state ~= 'unknown' then
   rcall('DEL', base .. ':result:' .. id, base .. ':progress:' .. id, base .. ':logs:' .. id)
   if custom then rcall('DEL', base .. ':id:' .. id) end
+  emit(base, 'removed', {id})
   return {state, false, 1}
 end
 return {state, false, 0}

@@ -14,6 +14,7 @@ local base, max = ARGV[1], tonumber(ARGV[2])
 local waited = rcall('HLEN', KEYS[4]) > 0
 local n = 0
 local with_options = {}
+local told = events_on(base) and {ids = {}, names = {}} or nil -- for the events stream
 local function cancel(id, rec)
   local m = sbyte(rec, 8 + (sbyte(rec, 7) or 0)) or 0
   local hi, lo = sbyte(rec, 15 + #id + m, 16 + #id + m)
@@ -22,6 +23,7 @@ local function cancel(id, rec)
   release_dedup_of(base, rec, id)
   if waited and rcall('HDEL', KEYS[4], id) == 1 then rcall('PUBLISH', ARGV[4], 'x' .. id .. '\n') end
   n = n + 1
+  if told then told.ids[n], told.names[n] = id, record_name(rec) end
 end
 local taken = 0
 local function cancel_popped(recs)
@@ -58,5 +60,6 @@ if n < max then
     for i, id in ipairs(ids) do cancel(id, recs[i] or '') end
   end
 end
+if told then emit(base, 'cancelled', told.ids, told.names) end
 if n > 0 then bump(KEYS[5], 'cancelled', n) end
 return {n, unpack(with_options)}

@@ -32,6 +32,15 @@ local out = {}
 local pushed = false
 local j = 0
 local marks = 6 + (#ARGV - 6) / 4 -- KEYS index before the next deduplication mark
+-- What the events stream is told (common.lua emit), while it is on: ready and delayed jobs.
+local told = events_on(ARGV[1]) and {ready = {}, delayed = {}, names = {}, due = {}} or nil
+local function tell_delayed(id, rec, due)
+  if not told then return end
+  local d = told.delayed
+  d[#d + 1] = id
+  told.names[#d] = record_name(rec)
+  told.due[#d] = string.format('%d', math.ceil(due))
+end
 
 -- The job holding a deduplication key, from its mark: a job id, or nil (no mark, or one that
 -- is not a string: written by something else, it is replaced).
@@ -63,6 +72,7 @@ local function deduplicate(mark, mode, id, rec, due_us, ttl)
       local n = sbyte(rec, 7) or 0
       rcall('HSET', KEYS[5], held, ssub(rec, 1, 6) .. string.char(#held) .. held .. ssub(rec, 8 + n))
       rcall('ZADD', KEYS[4], due_us / 1000, held)
+      tell_delayed(held, rec, due_us / 1000)
       rcall('PEXPIRE', mark, ttl)
       if earliest == nil or due_us / 1000 < earliest then earliest = due_us / 1000 end
       return held
@@ -100,17 +110,23 @@ for i = 7, #ARGV, 4 do
     if due_us > now_us then
       rcall('ZADD', KEYS[4], due, id)
       rcall('HSET', KEYS[5], id, rec)
+      tell_delayed(id, rec, due)
       if earliest == nil or due < earliest then earliest = due end
     else
       -- A job of a group waits in its group's list (common.lua push_group).
       local g = record_group(rec)
       if g then push_group(ARGV[1], g, {rec}, false) else rcall('RPUSH', ready_key(ARGV[1], rec), rec) end
       pushed = true
+      if told then told.ready[#told.ready + 1] = rec end
     end
     out[j] = 1
   end
 end
 raise_mark(KEYS[3], ARGV[2], ARGV[3])
+if told then
+  emit_records(ARGV[1], 'waiting', told.ready)
+  emit(ARGV[1], 'delayed', told.delayed, told.names, {'d', json_list(told.due)})
+end
 if pushed then wake(KEYS[2]) end
 -- A job due before the head the schedulers sleep towards: wake them to re-arm their timers.
 if earliest ~= nil and (head == nil or earliest < head) then

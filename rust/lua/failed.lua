@@ -46,6 +46,7 @@ for _, id in ipairs(ids) do
 end
 if #recs > 0 then
   push_ready(ARGV[2], recs, false)
+  emit_records(ARGV[2], 'waiting', recs)
   wake(KEYS[4])
 end
 return done

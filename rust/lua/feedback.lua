@@ -8,6 +8,9 @@ local now = now_ms()
 local entry = '{"at":' .. now .. ',' .. ssub(ARGV[2], 2)
 if ARGV[1] == 'p' then
   rcall('SET', KEYS[1], entry, 'EX', ARGV[3])
+  -- The events stream hears of it (common.lua emit): the key is `<base>:progress:<id>`.
+  local base = string.match(KEYS[1], '^(.-})')
+  if base then emit(base, 'progress', {ssub(KEYS[1], #base + 11)}, nil, {'x', '[' .. entry .. ']'}) end
 else
   local n = rcall('RPUSH', KEYS[1], entry)
   local keep = tonumber(ARGV[4])

@@ -13,6 +13,7 @@ for _, item in ipairs(rcall('LRANGE', KEYS[2], 0, -1)) do
 end
 rcall('DEL', KEYS[2])
 push_ready(base, back, true)
+emit_records(base, 'waiting', back)
 if #back > 0 then wake(KEYS[4]) end
 rcall('RPUSH', KEYS[2], string.char(0))
 rcall('PEXPIRE', KEYS[2], 60000)

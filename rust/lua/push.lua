@@ -11,6 +11,11 @@
 -- Returns the number of records pushed, or -1 when the guarded chunk was written already.
 local base = ARGV[1]
 if chunk_sent(KEYS[4], ARGV[4], ARGV[3]) then return -1 end
+if events_on(base) then
+  local recs = {}
+  for i = 5, #ARGV do recs[#recs + 1] = ARGV[i] end
+  emit_records(base, 'waiting', recs)
+end
 local slots = idle_slots(base)
 -- One job of priority 0, a worker idle and nothing else ready: the job goes to that worker
 -- at once, not through the ready list and back (three calls fewer, and a dispatch to an idle

@@ -22,6 +22,7 @@ for i = 3, #ARGV do
   end
 end
 push_ready(ARGV[1], recs, true)
+emit_records(ARGV[1], 'waiting', recs)
 if rcall('EXISTS', KEYS[1]) == 0 then
   rcall('ZREM', KEYS[2], ARGV[2])
   rcall('DEL', KEYS[4])

@@ -170,6 +170,7 @@ if rcall('EXISTS', KEYS[7]) == 1 then
     if rec then recs[#recs + 1] = rec end
   end
 end
+local handed = #recs -- told as active when they were handed over (common.lua hand_over)
 -- Groups: the ring's members in turn, up to `want` jobs, with the per-group limits; the
 -- records of each member interleaved (one of each in turn) in the lease's order.
 local group_of = nil -- record -> its group, for the records served from groups
@@ -271,6 +272,14 @@ if group_of then
       if c == n then rcall('PEXPIRE', key, period) elseif type(c) ~= 'number' then rcall('SET', key, n, 'PX', period) end
     end
   end
+end
+if events_on(base) and #recs > handed then
+  local told = recs
+  if handed > 0 then
+    told = {}
+    for i = handed + 1, #recs do told[#told + 1] = recs[i] end
+  end
+  emit_records(base, 'active', told, true, {'w', ARGV[5]})
 end
 -- Pass the wake-up on: another idle worker should take what is left.
 if popped >= want and (any_ready(base) or (grouped and rcall('EXISTS', base .. ':groups') == 1)) then wake(KEYS[4]) end

@@ -23,6 +23,7 @@ for _, id in ipairs(due) do
   end
 end
 push_ready(base, recs, false)
+emit_records(base, 'waiting', recs)
 if #due > 0 then
   rcall('ZREM', KEYS[1], unpack(due))
   rcall('HDEL', KEYS[2], unpack(due))
@@ -38,6 +39,7 @@ end
 -- (LeaseExpired) once its attempts are used up: after attempts + 1 runs at most.
 local reaped = 0
 local freed = 0 -- reaped jobs of groups
+local lost = {ids = {}, names = {}, a = {}, x = {}} -- failed for good, for the events stream
 local expired = rcall('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
 -- Lease tokens are `<worker>.<n>`: the worker that let one expire is gone, so its idle
 -- slots go too, before the reaped jobs are handed to anyone, and its inbox (what it holds
@@ -93,6 +95,8 @@ for _, token in ipairs(expired) do
         local ok, before = pcall(cjson.decode, rcall('HGET', KEYS[6], id) or 'null')
         if ok and type(before) == 'table' then err.previous = before end
         err = cjson.encode(err)
+        local k = #lost.ids + 1
+        lost.ids[k], lost.names[k], lost.a[k], lost.x[k] = id, record_name(r), attempt - 1, err
         rcall('HSET', KEYS[6], id, err)
         if rcall('HDEL', KEYS[8], id) == 1 then rcall('PUBLISH', ARGV[3], 'f' .. id .. '\n' .. err) end
         rcall('ZADD', KEYS[5], now, id)
@@ -106,6 +110,7 @@ for _, token in ipairs(expired) do
     end
   end
   push_ready(base, back, true)
+  emit_records(base, 'stalled', back, true)
   rcall('DEL', lease, started, base .. ':cancel:' .. token)
   rcall('ZREM', KEYS[3], token)
   -- Tells ack.lua that a job missing from this lease was taken from it here (its late
@@ -113,6 +118,7 @@ for _, token in ipairs(expired) do
   -- acknowledgement whose answer was lost. A week: longer than any worker stays frozen.
   rcall('SET', base .. ':reaped:' .. token, '1', 'EX', 604800)
 end
+emit(base, 'failed', lost.ids, lost.names, {'a', json_list(lost.a), 'x', json_list(lost.x)})
 if reaped > 0 then bump(KEYS[7], 'stalled', reaped) end
 if #recs > 0 or reaped > 0 or freed > 0 then wake(KEYS[4]) end
 local nd = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]

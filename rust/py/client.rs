@@ -9,6 +9,7 @@ use crate::coalesce::{Answer, Coalescer, Dispatch};
 use crate::codec::{check_caller_id, check_fields, options_group, pack_into, Header, IdGen, Record};
 use crate::conn::Settings;
 use crate::error::{Error, Result};
+use crate::events::MAX_KEEP;
 use crate::keys::QueueKeys;
 use crate::redis_store::RedisStore;
 use crate::store::{
@@ -419,6 +420,33 @@ impl Client {
         call(py, asynchronous, async move { store.feedback(&q, &id, kind, &entry, ttl).await }, |py, at: i64| {
             Ok(at.into_pyobject(py)?.into_any().unbind())
         })
+    }
+
+    /// Switches the queue's events stream on (keeping about `keep` entries) or off (None).
+    #[pyo3(signature = (queue, keep, *, asynchronous = false))]
+    fn set_events(&self, py: Python<'_>, queue: &str, keep: Option<u64>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        if let Some(n) = keep.filter(|n| *n == 0 || *n > MAX_KEEP) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!("keep must be 1 to {MAX_KEEP} entries, got {n}")));
+        }
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.set_events(&q, keep).await }, |py, ()| Ok(py.None()))
+    }
+
+    /// How many entries the queue's events stream keeps, or None when it is off.
+    #[pyo3(signature = (queue, *, asynchronous = false))]
+    fn events_keep(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.events_keep(&q).await }, |py, n: Option<u64>| {
+            Ok(n.into_pyobject(py)?.into_any().unbind())
+        })
+    }
+
+    /// A reader of the queue's events stream, on a connection of its own.
+    fn event_reader(&self, queue: &str) -> PyResult<super::events::EventReader> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        super::events::EventReader::new(&self.settings, &q)
     }
 
     /// A job's last progress JSON (with `"at"`), or None.

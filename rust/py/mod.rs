@@ -5,6 +5,7 @@ pub mod bridge;
 pub mod bulk;
 pub mod client;
 pub mod errors;
+pub mod events;
 pub mod inbox;
 pub mod payloads;
 pub mod schedules;

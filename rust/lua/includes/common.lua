@@ -161,6 +161,64 @@ local function queue_name(base)
   return string.match(base, '{(.*)}$') or base
 end
 
+-- The name of a record's job.
+local function record_name(rec)
+  local n = sbyte(rec, 7) or 0
+  return ssub(rec, 9 + n, 8 + n + (sbyte(rec, 8 + n) or 0))
+end
+
+-- Events (`Queue.events`, docs/DESIGN.md "Events"): while `<base>:events:on` holds the length
+-- the stream keeps, state changes add to the stream `<base>:events` one entry per script call
+-- and kind, listing its jobs (docs/DATA.md "Events"). Off, a script call that has something to
+-- tell pays one GET, and nothing per job. Cached per call and queue (a script may serve several).
+local events_cap = {}
+local function events_on(base)
+  local cap = events_cap[base]
+  if cap == nil then
+    cap = tonumber(redis.pcall('GET', base .. ':events:on')) or false
+    events_cap[base] = cap
+  end
+  return cap
+end
+
+-- A JSON array of values that are JSON already (results, errors, numbers), '' read as null.
+local function json_list(values)
+  local out = {}
+  for i = 1, #values do out[i] = values[i] == '' and 'null' or values[i] end
+  return '[' .. table.concat(out, ',') .. ']'
+end
+
+-- Adds one entry of kind `kind` for the jobs `ids`: field `j` their ids, `n` their names
+-- (`names`: a list, one string for all, or nil), then the pairs of `more` (field, text).
+local function emit(base, kind, ids, names, more)
+  local cap = events_on(base)
+  if not cap or #ids == 0 then return end
+  local args = {'XADD', base .. ':events', 'MAXLEN', '~', cap, '*', 'e', kind, 'j', cjson.encode(ids)}
+  if type(names) == 'table' then
+    args[#args + 1] = 'n'; args[#args + 1] = cjson.encode(names)
+  elseif names then
+    args[#args + 1] = 'n'; args[#args + 1] = cjson.encode({names})
+  end
+  if more then for i = 1, #more do args[#args + 1] = more[i] end end
+  rcall(unpack(args))
+end
+
+-- Tells the stream of records of kind `kind` (their ids and names, and attempts when
+-- `attempts`), for scripts that hold the records.
+local function emit_records(base, kind, recs, attempts, more)
+  if not events_on(base) or #recs == 0 then return end
+  local ids, names, att = {}, {}, {}
+  for i = 1, #recs do
+    ids[i], names[i] = record_id(recs[i]), record_name(recs[i])
+    if attempts then att[i] = record_attempt(recs[i]) end
+  end
+  local extra = more or {}
+  if attempts then
+    extra[#extra + 1] = 'a'; extra[#extra + 1] = json_list(att)
+  end
+  emit(base, kind, ids, names, extra)
+end
+
 -- Adds to a counter of the stats hash; a field that is not a number (written by something
 -- else) starts again from this count rather than failing the script: counters are a report,
 -- and a job's outcome must not hang on one.
@@ -216,6 +274,7 @@ local function cancel_unstarted(base, id, rec)
   rcall('HDEL', base .. ':errors', id)
   if rcall('HDEL', base .. ':waiters', id) == 1 then rcall('PUBLISH', base .. ':results', 'x' .. id .. '\n') end
   bump(base .. ':stats', 'cancelled', 1)
+  emit(base, 'cancelled', {id}, rec and record_name(rec) or nil)
 end
 
 -- Whether somebody asked to cancel job `id` of lease `token` (the ask is used up).
@@ -436,6 +495,7 @@ local function hand_over(base, slot, rec, now)
   rcall('HSET', base .. ':lease:' .. token, record_id(rec), rec)
   rcall('ZADD', base .. ':active', now + tonumber(lease), token)
   rcall('RPUSH', base .. ':inbox:' .. worker, string.char(#token) .. token .. rec)
+  emit_records(base, 'active', {rec}, true, {'w', worker})
   return true
 end
 
