@@ -37,6 +37,7 @@ from .errors import (
 )
 from .feedback import LogLine, Progress
 from .flow import FlowHandle, FlowNode, JobFlow
+from .hooks import hook, middleware, registered_hooks
 from .job import FunctionJob, Job, job, registry
 from .options import Backoff, parse_duration
 from .queue import FailedJob, Queue, QueueLimits
@@ -84,8 +85,11 @@ __all__ = [
     "Worker",
     "WorkerSummary",
     "configure",
+    "hook",
     "job",
+    "middleware",
     "parse_duration",
     "periodic",
+    "registered_hooks",
     "registry",
 ]

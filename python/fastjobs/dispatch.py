@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _core, config, feedback, serde
 from .errors import JobCancelled, JobFailed, UnknownJobError, UnsentDispatchWarning
+from .hooks import hook_name
 from .options import (
     OPTION_NAMES,
     Backoff,
@@ -45,6 +46,7 @@ _UNSENT, _SENT, _ABANDONED = 0, 1, 2
 
 #: The fields of ``with_("deduplicate", {...})`` and ``with_("debounce", {...})``.
 _DEDUP_FIELDS = {"deduplicate": frozenset({"key", "ttl"}), "debounce": frozenset({"key", "delay"})}
+_HOOK_OPTIONS = frozenset({"on_complete", "on_failure", "on_retry"})
 _ID_AND_KEY = "job_id (or idempotency_key) and a deduplication key both deduplicate: give a job one of them"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,7 +72,7 @@ class PendingDispatch(Generic[R]):
     once. A builder collected without being sent warns with ``UnsentDispatchWarning``."""
 
     __slots__ = ("job_class", "payload", "_queue", "_delay", "_due_at", "_job_id", "_attempts", "_backoff", "_timeout",
-                 "_priority", "_meta", "_connection", "_dedup", "_group", "_sent", "__weakref__")
+                 "_priority", "_meta", "_connection", "_dedup", "_group", "_hooks", "_sent", "__weakref__")
 
     def __init__(self, job_class: type[Job[Any, R]], payload: Any) -> None:
         self._sent = _ABANDONED  # until validated: a builder that failed to build must not warn
@@ -94,6 +96,8 @@ class PendingDispatch(Generic[R]):
         self._dedup: tuple[str, str, int] | None = None
         #: group(): the group the job waits in (its options carry it, "group").
         self._group: str | None = None
+        #: on_complete() / on_failure() / on_retry(): hook names by outcome (options "hooks").
+        self._hooks: dict[str, list[str]] | None = None
         self._sent = _UNSENT
 
     # ---- options ----
@@ -101,7 +105,8 @@ class PendingDispatch(Generic[R]):
     @_abandon_on_error
     def with_(self, option: str, value: Any) -> Self:
         """Sets any option by name, as ``.with('attempts', 5)`` does in Laravel-style APIs: queue, delay, at,
-        job_id, attempts, backoff, timeout, priority, meta, deduplicate, debounce, group. Durations are in seconds."""
+        job_id, attempts, backoff, timeout, priority, meta, deduplicate, debounce, group, on_complete, on_failure,
+        on_retry (a hook or a list of them). Durations are in seconds."""
         if option not in OPTION_NAMES:
             raise ValueError(f"unknown option {option!r}; known options: {', '.join(sorted(OPTION_NAMES))}")
         if option in _DEDUP_FIELDS and isinstance(value, Mapping):
@@ -111,6 +116,10 @@ class PendingDispatch(Generic[R]):
                 raise ValueError(f"{option} takes a key, or a dict with {' and '.join(sorted(_DEDUP_FIELDS[option]))}"
                                  f"{f'; unknown: {sorted(unknown)}' if unknown else ''}")
             return getattr(self, option)(**value)
+        if option in _HOOK_OPTIONS and isinstance(value, (list, tuple)):
+            for fn in value:
+                getattr(self, option)(fn)
+            return self
         return getattr(self, {"queue": "on_queue"}.get(option, option))(value)
 
     @_abandon_on_error
@@ -211,6 +220,33 @@ class PendingDispatch(Generic[R]):
         self._group = check_group_key(key)
         return self
 
+    @_abandon_on_error
+    def on_complete(self, hook: Callable[..., Any] | str) -> Self:
+        """Runs ``hook(job, result)`` in the worker once the job completed, ``job`` the instance
+        that ran it. ``hook`` is a function registered with ``@fastjobs.hook`` (or its name):
+        the job carries its name, and the worker finds it among the hooks its modules
+        registered. Raises ``TypeError`` for an unregistered function."""
+        return self._add_hook("complete", hook)
+
+    @_abandon_on_error
+    def on_failure(self, hook: Callable[..., Any] | str) -> Self:
+        """Runs ``hook(job, error)`` in the worker once the job failed for good (not when it is
+        cancelled), ``error`` the exception of its last attempt; see ``on_complete``."""
+        return self._add_hook("failure", hook)
+
+    @_abandon_on_error
+    def on_retry(self, hook: Callable[..., Any] | str) -> Self:
+        """Runs ``hook(job, error, delay)`` in the worker after a failed attempt when another is
+        scheduled, ``delay`` seconds from now; see ``on_complete``."""
+        return self._add_hook("retry", hook)
+
+    def _add_hook(self, kind: str, hook: Any) -> Self:
+        name = hook_name(hook, kind)
+        if self._hooks is None:
+            self._hooks = {}
+        self._hooks.setdefault(kind, []).append(name)
+        return self
+
     def _refuse_with_debounce(self, what: str) -> None:
         if self._dedup is not None and self._dedup[0] == "debounce":
             raise ValueError(f"debounce() sets the job's delay itself: it cannot be combined with {what}")
@@ -263,6 +299,9 @@ class PendingDispatch(Generic[R]):
         if self._group is not None:
             # The scripts and the worker's engine read it: the job's list, its group's limits.
             opts["group"] = self._group
+        if self._hooks is not None:
+            # The worker reads it: hooks.py runs the named hooks after the outcome.
+            opts["hooks"] = self._hooks
         return serde.dumps(opts, "options") if opts else None
 
     def _at_us(self) -> int | None:

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
-from . import _core, feedback, serde
+from . import _core, feedback, hooks, serde
 from .dispatch import PendingDispatch
 from .errors import JobCancelled
 from .options import MAX_DURATION, Backoff, BackoffSpec, check_attempts, check_backoff, check_priority, check_timeout
@@ -83,6 +83,10 @@ class Job(Generic[P, R]):
     _is_async: ClassVar[bool]
     _backoff: ClassVar[Any]
     _timeout: ClassVar[float | None]
+    #: The outcomes the class defines a hook for ("complete", "failure", "retry"), and whether
+    #: it defines any: the worker reads ``_hooked`` once per job (hooks.py).
+    _hook_kinds: ClassVar[frozenset[str]] = frozenset()
+    _hooked: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -95,6 +99,8 @@ class Job(Generic[P, R]):
         check_priority(cls.priority)
         cls._timeout = check_timeout(cls.timeout)
         cls._backoff = check_backoff(cls.backoff, allow_callable=True)
+        cls._hook_kinds = frozenset(k for k, m in hooks.KINDS.items() if getattr(cls, m) is not getattr(Job, m))
+        cls._hooked = bool(cls._hook_kinds)
         process = getattr(cls, "process", None)
         if process is None or process is Job.process:
             return  # an abstract base: registered (and dispatchable) once a subclass defines process
@@ -103,6 +109,21 @@ class Job(Generic[P, R]):
 
     def process(self, payload: P) -> R | Awaitable[R]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # ---- hooks (hooks.py): run by the worker once the outcome is known ----
+
+    def on_complete(self, result: R) -> Any:
+        """Runs in the worker after the job completed (its result handed to the engine), on
+        this instance. An ``async def`` hook is awaited on the worker's event loop. A hook
+        that raises is logged; the job stays completed."""
+
+    def on_failure(self, error: BaseException) -> Any:
+        """Runs in the worker after the job failed for good (no attempt left; not when it was
+        cancelled), with the exception of its last attempt."""
+
+    def on_retry(self, error: BaseException, delay: float) -> Any:
+        """Runs in the worker after a failed attempt when another one is scheduled, with its
+        exception and the seconds until the next attempt."""
 
     # ---- cancellation (cooperative: the handler decides where it can stop) ----
 
