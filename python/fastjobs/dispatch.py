@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import sys
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _core, config, feedback, serde
+from . import _core, config, feedback, schemas, serde
 from .errors import JobCancelled, JobFailed, UnknownJobError, UnsentDispatchWarning
 from .hooks import hook_name
 from .options import (
@@ -313,7 +314,7 @@ class PendingDispatch(Generic[R]):
         due time: a job written late (a large bulk) is still due when asked."""
         return (
             self.job_class.name,
-            serde.dumps(self.payload),
+            self.job_class._dump_payload(self.payload),  # serde.dumps, or a typed payload's check first
             self._options_json(),
             self._attempts,
             self._priority,
@@ -337,7 +338,7 @@ class PendingDispatch(Generic[R]):
         except BaseException:
             self._sent = _ABANDONED  # the caller has the error; sending again is allowed
             raise
-        return JobHandle(job_id, self._queue, self._connection, created, deduplicated)
+        return JobHandle(job_id, self._queue, self._connection, created, deduplicated, job_class=self.job_class)
 
     async def send_async(self) -> JobHandle[R]:
         self._claim()
@@ -349,7 +350,7 @@ class PendingDispatch(Generic[R]):
         except BaseException:
             self._sent = _ABANDONED
             raise
-        return JobHandle(job_id, self._queue, self._connection, created, deduplicated)
+        return JobHandle(job_id, self._queue, self._connection, created, deduplicated, job_class=self.job_class)
 
     def __await__(self) -> Generator[Any, None, JobHandle[R]]:
         return self.send_async().__await__()
@@ -449,10 +450,10 @@ def _outcome(job_id: str, queue: str, status: tuple[str, Any, bytes | None] | No
 class JobHandle(Generic[R]):
     """A dispatched job: its ``id``, its state, and its result when it finishes."""
 
-    __slots__ = ("id", "queue", "connection", "created", "deduplicated")
+    __slots__ = ("id", "queue", "connection", "created", "deduplicated", "job_class")
 
     def __init__(self, job_id: str, queue: str, connection: str = "default", created: bool = True,
-                 deduplicated: bool = False) -> None:
+                 deduplicated: bool = False, *, job_class: type[Job[Any, R]] | None = None) -> None:
         self.id = job_id
         self.queue = queue
         self.connection = connection
@@ -463,6 +464,9 @@ class JobHandle(Generic[R]):
         #: With ``deduplicate()`` the dispatch was dropped; with ``debounce()`` the waiting job
         #: took its payload and options and its delay started again.
         self.deduplicated = deduplicated
+        #: The job's class when the handle was made by its dispatch: ``wait_result`` and
+        #: ``info().result`` then give a declared result type back as that type (else JSON).
+        self.job_class = job_class
 
     def status(self) -> str:
         """One of waiting, delayed, active, completed, failed, cancelled, unknown."""
@@ -472,11 +476,24 @@ class JobHandle(Generic[R]):
         return str((await config.client(self.connection).status(self.queue, self.id, asynchronous=True))[0])
 
     def info(self) -> JobInfo:
-        return job_info(self.id, self.queue, config.client(self.connection).status(self.queue, self.id, progress=True))
+        return self._typed(job_info(self.id, self.queue, config.client(self.connection).status(self.queue, self.id, progress=True)))
 
     async def info_async(self) -> JobInfo:
-        return job_info(self.id, self.queue,
-                        await config.client(self.connection).status(self.queue, self.id, progress=True, asynchronous=True))
+        return self._typed(job_info(self.id, self.queue,
+                                    await config.client(self.connection).status(self.queue, self.id, progress=True, asynchronous=True)))
+
+    def _typed(self, info: JobInfo) -> JobInfo:
+        if info.result is None or self.job_class is None or self.job_class._result_schema is None:
+            return info
+        return dataclasses.replace(info, result=self._result(info.result))
+
+    def _result(self, value: Any) -> Any:
+        """A stored result as the job class declares it (schemas.py), or as JSON gave it."""
+        if value is None or self.job_class is None or self.job_class._result_schema is None:
+            return value
+        load = schemas.result_loader(self.job_class._result_schema)
+        assert load is not None
+        return load(value)
 
     def progress(self) -> feedback.Progress | None:
         """The last progress the job reported (``self.progress(value, **data)`` in its
@@ -515,11 +532,11 @@ class JobHandle(Generic[R]):
         for good, ``JobCancelled`` if it was cancelled, ``TimeoutError`` after ``timeout``
         seconds, ``UnknownJobError`` if no such job exists. Woken by Redis pub/sub: no polling."""
         st = config.client(self.connection).wait_result(self.queue, self.id, check_wait_timeout(timeout))
-        return _outcome(self.id, self.queue, st, timeout)  # type: ignore[no-any-return]
+        return self._result(_outcome(self.id, self.queue, st, timeout))  # type: ignore[no-any-return]
 
     async def wait_result_async(self, timeout: float | None = None) -> R:
         st = await config.client(self.connection).wait_result(self.queue, self.id, check_wait_timeout(timeout), asynchronous=True)
-        return _outcome(self.id, self.queue, st, timeout)  # type: ignore[no-any-return]
+        return self._result(_outcome(self.id, self.queue, st, timeout))  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.id} queue={self.queue!r}>"

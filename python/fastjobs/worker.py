@@ -354,8 +354,9 @@ class Worker:
 
     def _run_sync(self, jobs: list[tuple[Any, ...]]) -> None:
         """Runs a batch in this thread. The hot path: per job one dict lookup, one JSON
-        decode, the handler call; `None` results are reported once for the whole batch."""
-        engine, loads, dumps, registered, mw = self.engine, serde.loads, serde.dumps, self.jobs, self._middleware
+        decode (the class's ``_load_payload``: ``serde.loads`` unless it declares a payload
+        type), the handler call; `None` results are reported once for the whole batch."""
+        engine, registered, mw = self.engine, self.jobs, self._middleware
         finished: list[int] = []
         settle: list[tuple[int, Any, bytes | None]] = []  # flow children, settled together
         try:
@@ -398,14 +399,14 @@ class Worker:
                     if flowing:
                         self._enter_workflow(inst, opts)  # type: ignore[arg-type]
                     if hooked:
-                        result = hooks.call_wrapped(mw, inst, loads(payload)) if mw else inst.process(loads(payload))
+                        result = hooks.call_wrapped(mw, inst, cls._load_payload(payload)) if mw else inst.process(cls._load_payload(payload))
                     else:
-                        result = inst.process(loads(payload))
+                        result = inst.process(cls._load_payload(payload))  # serde.loads, or a typed payload's load
                     if guard is not None:
                         self._watchdog.disarm(guard)  # type: ignore[union-attr]
                         guard = None
                     if flowing:
-                        data = None if result is None else dumps(result, "result")
+                        data = None if result is None else cls._dump_result(result, "result")
                         if "flow" in opts and "chain" not in opts:  # type: ignore[operator]
                             settling = (handle, flows.completed(opts["flow"], job_id, name, data), data)  # type: ignore[index]
                             if not hooked:
@@ -417,11 +418,11 @@ class Worker:
                             engine.complete(handle, data)
                     elif hooked:
                         # Handed to the engine before its hooks run (not left for the batch's end).
-                        engine.complete(handle, None if result is None else dumps(result, "result"))
+                        engine.complete(handle, None if result is None else cls._dump_result(result, "result"))
                     elif result is None:
                         finished.append(handle)
                     else:
-                        engine.complete(handle, dumps(result, "result"))
+                        engine.complete(handle, cls._dump_result(result, "result"))
                 except BaseException as exc:  # noqa: BLE001 - a handler's error of any kind fails the job
                     if guard is not None:
                         self._watchdog.disarm(guard)  # type: ignore[union-attr]
@@ -536,7 +537,8 @@ class Worker:
             flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path
             if flowing:  # a few round trips on the loop, for workflow jobs only
                 self._enter_workflow(inst, opts)  # type: ignore[arg-type]
-            coro: Any = hooks.call_wrapped_async(mw, inst, serde.loads(payload)) if hooked and mw else inst.process(serde.loads(payload))
+            data_in = cls._load_payload(payload)  # serde.loads, or a typed payload's load
+            coro: Any = hooks.call_wrapped_async(mw, inst, data_in) if hooked and mw else inst.process(data_in)
             timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
             if timeout is not None:
                 loop = asyncio.get_running_loop()
@@ -549,7 +551,7 @@ class Worker:
                     raise JobTimeoutError(_timeout_message(job_id, name, timeout)) from None
             else:
                 result = await coro
-            data = None if result is None else serde.dumps(result, "result")
+            data = None if result is None else cls._dump_result(result, "result")
             if flowing:
                 self._workflow_done(opts, job_id, name, data)  # type: ignore[arg-type]
             if data is None and not hooked:
