@@ -141,6 +141,18 @@ def test_types_come_from_the_generic_parameters_or_the_annotations() -> None:
             def process(self, payload: Item) -> None: ...
 
 
+@fastjobs.job(queue="typed", name="typed-function")
+def count_items(payload: Order) -> Receipt:
+    return Receipt(order=payload.id, total=float(len(payload.items)))
+
+
+def test_function_jobs_take_the_functions_annotations() -> None:
+    assert count_items.job_class._payload_schema.tp is Order
+    assert count_items.dispatch_now(order(4)) == Receipt(order=4, total=2.0)
+    with pytest.raises(PayloadValidationError, match=re.escape("typed-function: payload.items: expected list[Item], got str")):
+        count_items.dispatch({"id": 1, "items": "none"}).send()
+
+
 # ---- at dispatch: errors name the job and the field, nothing written ----
 
 

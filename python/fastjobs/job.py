@@ -47,7 +47,10 @@ class Job(Generic[P, R]):
     ``self.children_results()``. ``self.progress(0.4, **data)`` records its progress and
     ``self.log(message, **data)`` (``self.info``, ``self.success``, ``self.warning``) appends a
     log line, which callers read with ``handle.progress()`` and ``handle.logs()``.
-    ``self.cancelled`` turns True when somebody cancels the
+    ``on_complete``, ``on_failure`` and ``on_retry`` run in the worker after the outcome
+    (hooks.py). A payload or result type that is a dataclass, a TypedDict or a pydantic model
+    (``Job[Order, Receipt]``) is checked at dispatch and handed to ``process`` as that type
+    (schemas.py). ``self.cancelled`` turns True when somebody cancels the
     running job; ``self.check_cancelled()`` raises ``JobCancelled`` then (an async handler
     gets ``asyncio.CancelledError`` at its next ``await`` instead).
     """
@@ -372,6 +375,7 @@ def _async_process(f: Callable[[Any], Awaitable[Any]]) -> Callable[[Job[Any, Any
     async def process(self: Job[Any, Any], payload: Any) -> Any:
         return await f(payload)
 
+    process.__fastjobs_fn__ = f  # type: ignore[attr-defined]  # its annotations declare the types (schemas.py)
     return process
 
 
@@ -381,6 +385,7 @@ def _sync_process(f: Callable[[Any], Any]) -> Callable[[Job[Any, Any], Any], Any
     def process(self: Job[Any, Any], payload: Any) -> Any:
         return f(payload)
 
+    process.__fastjobs_fn__ = f  # type: ignore[attr-defined]  # its annotations declare the types (schemas.py)
     return process
 
 

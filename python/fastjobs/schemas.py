@@ -117,12 +117,14 @@ def declared(cls: type) -> tuple[Any, Any]:
 def _annotated(process: Any) -> tuple[Any, Any]:
     if process is None:
         return None, None
+    fn = getattr(process, "__fastjobs_fn__", None)  # @job: the function's own annotations
+    at = 1 if fn is None else 0
     try:
-        hints = typing.get_type_hints(process)
-        params = list(inspect.signature(process).parameters)
+        hints = typing.get_type_hints(fn or process)
+        params = list(inspect.signature(fn or process).parameters)
     except Exception:  # noqa: BLE001 - an annotation that does not resolve now (TYPE_CHECKING imports): not a schema
         return None, None
-    payload = hints.get(params[1]) if len(params) > 1 else None
+    payload = hints.get(params[at]) if len(params) > at else None
     return payload, hints.get("return")
 
 
