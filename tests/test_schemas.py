@@ -70,7 +70,7 @@ class ExportResult(pydantic.BaseModel):
     rows: int
 
 
-class PlaceOrder(fastjobs.Job[Order, Receipt]):
+class TypedPlaceOrder(fastjobs.Job[Order, Receipt]):
     queue = "typed"
 
     def process(self, payload: Order) -> Receipt:
@@ -78,7 +78,7 @@ class PlaceOrder(fastjobs.Job[Order, Receipt]):
         return Receipt(order=payload.id, total=sum(i.qty for i in payload.items) * 1.5)
 
 
-class Register(fastjobs.Job[Signup, dict]):
+class TypedRegister(fastjobs.Job[Signup, dict]):
     queue = "typed"
 
     def process(self, payload: Signup) -> dict:
@@ -86,7 +86,7 @@ class Register(fastjobs.Job[Signup, dict]):
         return {"email": payload["email"]}
 
 
-class Export(fastjobs.Job[ExportArgs, ExportResult]):
+class TypedExport(fastjobs.Job[ExportArgs, ExportResult]):
     queue = "typed"
 
     def process(self, payload: ExportArgs) -> ExportResult:
@@ -94,7 +94,7 @@ class Export(fastjobs.Job[ExportArgs, ExportResult]):
         return ExportResult(file="out.csv", rows=payload.rows)
 
 
-class AsyncExport(fastjobs.Job[Any, Any]):
+class TypedAsyncExport(fastjobs.Job[Any, Any]):
     """Its types come from process's annotations."""
 
     queue = "typed"
@@ -105,14 +105,14 @@ class AsyncExport(fastjobs.Job[Any, Any]):
         return ExportResult(file="async.csv", rows=payload.rows)
 
 
-class BadResult(fastjobs.Job[Order, Receipt]):
+class TypedBadResult(fastjobs.Job[Order, Receipt]):
     queue = "typed"
 
     def process(self, payload: Order) -> Receipt:
         return {"order": payload.id, "total": "lots"}  # type: ignore[return-value]
 
 
-class Untyped(fastjobs.Job[dict, dict]):
+class TypedUntyped(fastjobs.Job[dict, dict]):
     queue = "typed"
 
     def process(self, payload: dict) -> dict:
@@ -131,10 +131,10 @@ def no_keys(redis: Any, prefix: str) -> bool:
 
 
 def test_types_come_from_the_generic_parameters_or_the_annotations() -> None:
-    assert PlaceOrder._payload_schema.tp is Order and PlaceOrder._result_schema.tp is Receipt
-    assert Register._payload_schema.tp is Signup and Register._result_schema is None
-    assert AsyncExport._payload_schema.tp is ExportArgs and AsyncExport._result_schema.tp is ExportResult
-    assert Untyped._payload_schema is None and Untyped._dump_payload is fastjobs.serde.dumps
+    assert TypedPlaceOrder._payload_schema.tp is Order and TypedPlaceOrder._result_schema.tp is Receipt
+    assert TypedRegister._payload_schema.tp is Signup and TypedRegister._result_schema is None
+    assert TypedAsyncExport._payload_schema.tp is ExportArgs and TypedAsyncExport._result_schema.tp is ExportResult
+    assert TypedUntyped._payload_schema is None and TypedUntyped._dump_payload is fastjobs.serde.dumps
     with pytest.raises(TypeError, match=re.escape("its payload type is Order in Job[...] but Item in process()")):
 
         class Mixed(fastjobs.Job[Order, None]):
@@ -159,20 +159,20 @@ def test_function_jobs_take_the_functions_annotations() -> None:
 @pytest.mark.parametrize(
     ("job", "payload", "message"),
     [
-        (PlaceOrder, {"id": 1, "items": [{"sku": "a"}, {"sku": "b"}, {"sku": 3}]}, "PlaceOrder: payload.items[2].sku: expected str, got int"),
-        (PlaceOrder, {"id": "1", "items": []}, "PlaceOrder: payload.id: expected int, got str"),
-        (PlaceOrder, {"items": []}, "PlaceOrder: payload.id: required field of Order missing"),
-        (PlaceOrder, {"id": 1, "items": [], "colour": "red"}, "PlaceOrder: payload.colour: unknown field of Order"),
-        (PlaceOrder, {"id": 1, "items": [], "note": 4}, "PlaceOrder: payload.note: expected str | None, got int"),
-        (PlaceOrder, {"id": 1, "items": [], "tags": {"x": "y"}}, "PlaceOrder: payload.tags['x']: expected float, got str"),
-        (PlaceOrder, [1, 2], "PlaceOrder: payload: expected Order (or a dict of its fields), got list"),
-        (PlaceOrder, Order(id=1, items=[Item(sku=5)]), "PlaceOrder: payload.items[0].sku: expected str, got int"),  # type: ignore[arg-type]
-        (Register, {"email": "a@b.c", "age": True, "addresses": []}, "Register: payload.age: expected int, got bool"),
-        (Register, {"email": "a@b.c", "age": 3, "addresses": [{"town": "x"}]}, "Register: payload.addresses[0].town: unknown key of Address"),
-        (Register, {"email": "a@b.c", "addresses": []}, "Register: payload.age: required key of Signup missing"),
-        (Register, {"email": "a@b.c", "age": 3, "addresses": [], "referrer": 7}, "Register: payload.referrer: expected str | None, got int"),
-        (Export, {"rows": "many"}, "Export: payload.rows: Input should be a valid integer"),
-        (Export, {"rows": 1, "columns": ["a", 2]}, "Export: payload.columns[1]: Input should be a valid string"),
+        (TypedPlaceOrder, {"id": 1, "items": [{"sku": "a"}, {"sku": "b"}, {"sku": 3}]}, "TypedPlaceOrder: payload.items[2].sku: expected str, got int"),
+        (TypedPlaceOrder, {"id": "1", "items": []}, "TypedPlaceOrder: payload.id: expected int, got str"),
+        (TypedPlaceOrder, {"items": []}, "TypedPlaceOrder: payload.id: required field of Order missing"),
+        (TypedPlaceOrder, {"id": 1, "items": [], "colour": "red"}, "TypedPlaceOrder: payload.colour: unknown field of Order"),
+        (TypedPlaceOrder, {"id": 1, "items": [], "note": 4}, "TypedPlaceOrder: payload.note: expected str | None, got int"),
+        (TypedPlaceOrder, {"id": 1, "items": [], "tags": {"x": "y"}}, "TypedPlaceOrder: payload.tags['x']: expected float, got str"),
+        (TypedPlaceOrder, [1, 2], "TypedPlaceOrder: payload: expected Order (or a dict of its fields), got list"),
+        (TypedPlaceOrder, Order(id=1, items=[Item(sku=5)]), "TypedPlaceOrder: payload.items[0].sku: expected str, got int"),  # type: ignore[arg-type]
+        (TypedRegister, {"email": "a@b.c", "age": True, "addresses": []}, "TypedRegister: payload.age: expected int, got bool"),
+        (TypedRegister, {"email": "a@b.c", "age": 3, "addresses": [{"town": "x"}]}, "TypedRegister: payload.addresses[0].town: unknown key of Address"),
+        (TypedRegister, {"email": "a@b.c", "addresses": []}, "TypedRegister: payload.age: required key of Signup missing"),
+        (TypedRegister, {"email": "a@b.c", "age": 3, "addresses": [], "referrer": 7}, "TypedRegister: payload.referrer: expected str | None, got int"),
+        (TypedExport, {"rows": "many"}, "TypedExport: payload.rows: Input should be a valid integer"),
+        (TypedExport, {"rows": 1, "columns": ["a", 2]}, "TypedExport: payload.columns[1]: Input should be a valid string"),
     ],
 )
 def test_a_bad_payload_raises_before_anything_is_written(job: Any, payload: Any, message: str, redis: Any, prefix: str) -> None:
@@ -187,19 +187,19 @@ def test_a_bad_payload_raises_before_anything_is_written(job: Any, payload: Any,
 
 async def test_async_dispatch_checks_too(redis: Any, prefix: str) -> None:
     with pytest.raises(PayloadValidationError, match=r"payload\.rows"):
-        await Export.dispatch({"rows": None})
+        await TypedExport.dispatch({"rows": None})
     with pytest.raises(PayloadValidationError, match=r"payload\.rows"):
-        await Export.dispatch({"rows": None}).send_async()
+        await TypedExport.dispatch({"rows": None}).send_async()
     with pytest.raises(PayloadValidationError, match=r"payload.items\[0\].qty"):
-        await PlaceOrder.dispatch({"id": 1, "items": [{"sku": "a", "qty": 1.5}]}).wait_result_async(timeout=1)
+        await TypedPlaceOrder.dispatch({"id": 1, "items": [{"sku": "a", "qty": 1.5}]}).wait_result_async(timeout=1)
     assert no_keys(redis, prefix)
 
 
 def test_workflows_and_schedules_check_too(redis: Any, prefix: str) -> None:
     with pytest.raises(PayloadValidationError, match=r"payload\.id"):
-        fastjobs.JobChain([PlaceOrder.dispatch(order()), PlaceOrder.dispatch({"id": None, "items": []})]).dispatch()
-    with pytest.raises(PayloadValidationError, match=r"builder at index 1: PlaceOrder: payload\.id"):
-        fastjobs.BulkDispatcher([PlaceOrder.dispatch(order()), PlaceOrder.dispatch({"items": []})]).dispatch()
+        fastjobs.JobChain([TypedPlaceOrder.dispatch(order()), TypedPlaceOrder.dispatch({"id": None, "items": []})]).dispatch()
+    with pytest.raises(PayloadValidationError, match=r"builder at index 1: TypedPlaceOrder: payload\.id"):
+        fastjobs.BulkDispatcher([TypedPlaceOrder.dispatch(order()), TypedPlaceOrder.dispatch({"items": []})]).dispatch()
     assert no_keys(redis, prefix)
 
 
@@ -207,21 +207,21 @@ def test_workflows_and_schedules_check_too(redis: Any, prefix: str) -> None:
 
 
 def test_the_worker_hands_process_the_type_and_results_come_back_typed(start_worker: Any) -> None:
-    start_worker(queues=["typed"], jobs=[PlaceOrder, Register, Export, AsyncExport, Untyped])
-    receipt = PlaceOrder.dispatch(Order(id=7, items=[Item("a", 2), Item("b")])).wait_result(timeout=10)
+    start_worker(queues=["typed"], jobs=[TypedPlaceOrder, TypedRegister, TypedExport, TypedAsyncExport, TypedUntyped])
+    receipt = TypedPlaceOrder.dispatch(Order(id=7, items=[Item("a", 2), Item("b")])).wait_result(timeout=10)
     assert receipt == Receipt(order=7, total=4.5)
-    from_dict = PlaceOrder.dispatch(order(8)).send()
+    from_dict = TypedPlaceOrder.dispatch(order(8)).send()
     assert from_dict.wait_result(timeout=10) == Receipt(order=8, total=4.5)
     assert from_dict.info().result == Receipt(order=8, total=4.5)
     # A handle that does not know the job class gives the JSON back.
     assert fastjobs.JobHandle(from_dict.id, "typed").wait_result(timeout=10) == {"order": 8, "total": 4.5}
 
     signup = {"email": "a@b.c", "age": 30, "addresses": [{"city": "Oslo"}]}
-    assert Register.dispatch(signup).wait_result(timeout=10) == {"email": "a@b.c"}
-    assert Export.dispatch(ExportArgs(rows=3)).wait_result(timeout=10) == ExportResult(file="out.csv", rows=3)
-    assert Export.dispatch({"rows": "4"}).wait_result(timeout=10) == ExportResult(file="out.csv", rows=4)  # pydantic's coercion
-    assert AsyncExport.dispatch({"rows": 5}).wait_result(timeout=10) == ExportResult(file="async.csv", rows=5)
-    assert Untyped.dispatch({"any": ["thing"]}).wait_result(timeout=10) == {"any": ["thing"]}
+    assert TypedRegister.dispatch(signup).wait_result(timeout=10) == {"email": "a@b.c"}
+    assert TypedExport.dispatch(ExportArgs(rows=3)).wait_result(timeout=10) == ExportResult(file="out.csv", rows=3)
+    assert TypedExport.dispatch({"rows": "4"}).wait_result(timeout=10) == ExportResult(file="out.csv", rows=4)  # pydantic's coercion
+    assert TypedAsyncExport.dispatch({"rows": 5}).wait_result(timeout=10) == ExportResult(file="async.csv", rows=5)
+    assert TypedUntyped.dispatch({"any": ["thing"]}).wait_result(timeout=10) == {"any": ["thing"]}
 
     kinds = [(name, p) for name, p in SEEN]
     assert kinds[0] == ("Order", Order(id=7, items=[Item("a", 2), Item("b", 1)]))
@@ -232,19 +232,19 @@ def test_the_worker_hands_process_the_type_and_results_come_back_typed(start_wor
 
 
 def test_a_result_that_does_not_fit_fails_the_attempt(start_worker: Any) -> None:
-    start_worker(queues=["typed"], jobs=[BadResult])
+    start_worker(queues=["typed"], jobs=[TypedBadResult])
     with pytest.raises(fastjobs.JobFailed) as e:
-        BadResult.dispatch(order()).wait_result(timeout=10)
+        TypedBadResult.dispatch(order()).wait_result(timeout=10)
     assert e.value.exc_type == "fastjobs.errors.ResultValidationError"
-    assert e.value.message == "BadResult: result.total: expected float, got str"
+    assert e.value.message == "TypedBadResult: result.total: expected float, got str"
 
 
 def test_dispatch_now_mirrors_the_queue() -> None:
-    assert PlaceOrder.dispatch_now(order(3)) == Receipt(order=3, total=4.5)
+    assert TypedPlaceOrder.dispatch_now(order(3)) == Receipt(order=3, total=4.5)
     assert SEEN[-1] == ("Order", Order(id=3, items=[Item("a", 2), Item("b", 1)]))
-    assert AsyncExport.dispatch_now({"rows": 2}) == ExportResult(file="async.csv", rows=2)
+    assert TypedAsyncExport.dispatch_now({"rows": 2}) == ExportResult(file="async.csv", rows=2)
     with pytest.raises(ResultValidationError, match=r"result\.total"):
-        BadResult.dispatch_now(order())
+        TypedBadResult.dispatch_now(order())
 
 
 # ---- bulk ----
@@ -253,22 +253,22 @@ def test_dispatch_now_mirrors_the_queue() -> None:
 def test_dispatch_many_checks_every_payload_first(redis: Any, prefix: str, start_worker: Any) -> None:
     payloads: list[Any] = [order(i) for i in range(5)]
     payloads[3] = {"id": 3, "items": [{"sku": None}]}
-    with pytest.raises(PayloadValidationError, match=r"^payload at index 3: PlaceOrder: payload.items\[0\].sku: expected str, got None$"):
-        PlaceOrder.dispatch_many(payloads, chunk_size=2)
+    with pytest.raises(PayloadValidationError, match=r"^payload at index 3: TypedPlaceOrder: payload.items\[0\].sku: expected str, got None$"):
+        TypedPlaceOrder.dispatch_many(payloads, chunk_size=2)
     with pytest.raises(PayloadValidationError, match="payload at index 3"):
-        PlaceOrder.dispatch_many(tuple(payloads))
+        TypedPlaceOrder.dispatch_many(tuple(payloads))
     with pytest.raises(PayloadValidationError, match="payload at index 3"):
-        PlaceOrder.dispatch_many(payloads, group=lambda p: "g")  # the keyed path
+        TypedPlaceOrder.dispatch_many(payloads, group=lambda p: "g")  # the keyed path
     assert no_keys(redis, prefix)
 
     # An iterator is written as it is consumed: the chunks before the bad payload stay.
     with pytest.raises(fastjobs.BulkDispatchError) as e:
-        PlaceOrder.dispatch_many(iter(payloads), chunk_size=2)
+        TypedPlaceOrder.dispatch_many(iter(payloads), chunk_size=2)
     assert isinstance(e.value.__cause__, PayloadValidationError) and "payload at index 3" in str(e.value)
     assert e.value.committed == 2
 
-    start_worker(queues=["typed"], jobs=[PlaceOrder])
-    good = PlaceOrder.dispatch_many([Order(id=10, items=[]), order(11)])
+    start_worker(queues=["typed"], jobs=[TypedPlaceOrder])
+    good = TypedPlaceOrder.dispatch_many([Order(id=10, items=[]), order(11)])
     assert [h.wait_result(timeout=10) for h in good.handles()] == [Receipt(order=10, total=0.0), Receipt(order=11, total=4.5)]
-    mixed = fastjobs.BulkDispatcher([PlaceOrder.dispatch(order(12)), Untyped.dispatch({"x": 1})]).dispatch()
+    mixed = fastjobs.BulkDispatcher([TypedPlaceOrder.dispatch(order(12)), TypedUntyped.dispatch({"x": 1})]).dispatch()
     assert mixed.handles()[0].wait_result(timeout=10) == Receipt(order=12, total=4.5)
