@@ -357,6 +357,7 @@ class Worker:
         decode (the class's ``_load_payload``: ``serde.loads`` unless it declares a payload
         type), the handler call; `None` results are reported once for the whole batch."""
         engine, registered, mw = self.engine, self.jobs, self._middleware
+        wrapped = bool(mw)
         finished: list[int] = []
         settle: list[tuple[int, Any, bytes | None]] = []  # flow children, settled together
         try:
@@ -375,12 +376,12 @@ class Worker:
                 # Hooks or middleware: one flag per job, read where they act (hooks.py).
                 if raw_opts is None:
                     opts = None
-                    hooked = cls._hooked or bool(mw)
+                    hooked = cls._hooked or wrapped
                 else:
                     readable, opts = self._options(job)
                     if not readable:
                         continue
-                    hooked = cls._hooked or bool(mw) or "hooks" in opts  # type: ignore[operator]
+                    hooked = cls._hooked or wrapped or "hooks" in opts  # type: ignore[operator]
                 guard = None
                 inst: Job[Any, Any] | None = None
                 try:
