@@ -99,6 +99,8 @@ def test_readme_examples(tmp_path: Path, monkeypatch: Any, start_worker: Any) ->
     # The README's jobs register in a registry of their own, so that names used by other
     # tests cannot clash with them and the worker runs exactly the README's jobs.
     monkeypatch.setattr(importlib.import_module("fastjobs.job"), "_REGISTRY", {})
+    # Middleware the README registers wraps the README's worker only, not later tests'.
+    monkeypatch.setattr(importlib.import_module("fastjobs.hooks"), "_MIDDLEWARE", [])
     monkeypatch.syspath_prepend(str(tmp_path))
     names = [b.module for b in modules]
     assert len(set(names)) == len(names), f"README.md defines a module twice: {names}"

@@ -29,6 +29,8 @@ from .errors import (
     JobFailed,
     JobStateError,
     JobTimeoutError,
+    PayloadValidationError,
+    ResultValidationError,
     StoreError,
     StoreTimeoutError,
     UnknownJobError,
@@ -38,6 +40,7 @@ from .errors import (
 from .events import Event
 from .feedback import LogLine, Progress
 from .flow import FlowHandle, FlowNode, JobFlow
+from .hooks import hook, middleware, registered_hooks
 from .job import FunctionJob, Job, job, registry
 from .options import Backoff, parse_duration
 from .queue import FailedJob, Queue, QueueLimits
@@ -73,10 +76,12 @@ __all__ = [
     "JobScheduler",
     "JobTimeoutError",
     "LogLine",
+    "PayloadValidationError",
     "PendingDispatch",
     "Progress",
     "Queue",
     "QueueLimits",
+    "ResultValidationError",
     "ScheduleInfo",
     "StoreError",
     "StoreTimeoutError",
@@ -86,8 +91,11 @@ __all__ = [
     "Worker",
     "WorkerSummary",
     "configure",
+    "hook",
     "job",
+    "middleware",
     "parse_duration",
     "periodic",
+    "registered_hooks",
     "registry",
 ]

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import config, serde
 from .dispatch import _DEDUP_FIELDS, JobHandle, PendingDispatch
-from .errors import FastJobsError
+from .errors import FastJobsError, PayloadValidationError
 from .options import check_dedup_key, check_group_key
+from .schemas import check_payload
 
 if TYPE_CHECKING:
     from .job import Job
@@ -33,8 +34,10 @@ class BulkResult(Sequence[str]):
     from runs of consecutive ids, so a million jobs cost a few bytes here."""
 
     def __init__(self, queue: str | None, connection: str, ranges: Sequence[tuple[str, int, int]] = (),
-                 handles: list[JobHandle[Any]] | None = None) -> None:
+                 handles: list[JobHandle[Any]] | None = None, job_class: type[Job[Any, Any]] | None = None) -> None:
         self.queue = queue
+        #: dispatch_many's job class: its handles give a declared result type back as that type.
+        self.job_class = job_class
         self.connection = connection
         self._ranges = [r for r in ranges if r[2] > 0]
         self._handles = handles
@@ -80,7 +83,7 @@ class BulkResult(Sequence[str]):
         if self._handles is not None:
             return self._handles[i]
         assert self.queue is not None
-        return JobHandle(self[i], self.queue, self.connection)
+        return JobHandle(self[i], self.queue, self.connection, job_class=self.job_class)
 
     def handles(self) -> list[JobHandle[Any]]:
         return [self.handle(i) for i in range(len(self))]
@@ -208,7 +211,7 @@ def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[
                                 options=t._options_json(), delay_us=math.ceil(t._delay * 1_000_000), at_us=t._at_us())
 
     def result() -> BulkResult:
-        return BulkResult(t._queue, t._connection, writer.committed_ranges())
+        return BulkResult(t._queue, t._connection, writer.committed_ranges(), job_class=job_class)
 
     def failure(cause: Exception) -> BulkDispatchError:
         err = BulkDispatchError(f"bulk dispatch of {job_class.name!r} failed: {cause}", result(),
@@ -236,6 +239,10 @@ def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[
 
     if total == 0:
         return result()
+    if job_class._payload_schema is not None:
+        # Typed payloads: each checked and turned into its JSON form before it is staged. A
+        # list is checked whole here (nothing written if one fails); an iterator as consumed.
+        payloads = list(_checked(job_class, payloads)) if whole else _checked(job_class, payloads)
     done = 0
     if whole:
         # A list is all or nothing: everything is validated and packed before the first write.
@@ -268,6 +275,16 @@ def _run(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[
     if report:
         report(done, total if total is not None else done)
     return result()
+
+
+def _checked(job_class: type[Job[Any, Any]], payloads: Iterable[Any]) -> Iterator[Any]:
+    """The JSON forms of typed payloads; ``PayloadValidationError`` names the failing index."""
+    schema = job_class._payload_schema
+    for i, p in enumerate(payloads):
+        try:
+            yield check_payload(job_class.name, schema, p)
+        except PayloadValidationError as e:
+            raise PayloadValidationError(f"payload at index {i}: {e}", e.job, e.path) from None
 
 
 def _dedup_option(options: dict[str, Any]) -> tuple[str, Any, dict[str, Any]] | None:
@@ -339,7 +356,10 @@ def _run_keyed(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options:
     result = yield from BulkDispatcher._write(batches, [False] * len(batches), [None] * len(jobs))
     if report:
         report(len(jobs), len(jobs))
-    return BulkResult(t._queue, t._connection, handles=[result.handle(i) for i in range(len(result))])
+    handles = [result.handle(i) for i in range(len(result))]
+    for h in handles:
+        h.job_class = job_class
+    return BulkResult(t._queue, t._connection, handles=handles, job_class=job_class)
 
 
 def _drive(gen: Generator[Any, Any, T]) -> T:
@@ -496,11 +516,25 @@ class BulkDispatcher:
 
     def dispatch(self) -> BulkResult:
         batches = self._batches()  # raises before any write
-        return _drive(self._write(batches, [False] * len(batches), [None] * len(self.builders)))
+        handles: list[JobHandle[Any] | None] = [None] * len(self.builders)
+        try:
+            return _drive(self._write(batches, [False] * len(batches), handles))
+        finally:
+            self._classes(handles)
 
     async def dispatch_async(self) -> BulkResult:
         batches = self._batches()  # raises before any write
-        return await _drive_async(self._write(batches, [False] * len(batches), [None] * len(self.builders)))
+        handles: list[JobHandle[Any] | None] = [None] * len(self.builders)
+        try:
+            return await _drive_async(self._write(batches, [False] * len(batches), handles))
+        finally:
+            self._classes(handles)
+
+    def _classes(self, handles: list[JobHandle[Any] | None]) -> None:
+        """Each handle learns its builder's job class (a declared result type comes back typed)."""
+        for b, h in zip(self.builders, handles):
+            if h is not None:
+                h.job_class = b.job_class
 
     def __await__(self) -> Generator[Any, None, BulkResult]:
         return self.dispatch_async().__await__()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import sys
@@ -11,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _core, config, feedback, serde
+from . import _core, config, feedback, schemas, serde
 from .errors import JobCancelled, JobFailed, UnknownJobError, UnsentDispatchWarning
+from .hooks import hook_name
 from .options import (
     OPTION_NAMES,
     Backoff,
@@ -45,6 +47,7 @@ _UNSENT, _SENT, _ABANDONED = 0, 1, 2
 
 #: The fields of ``with_("deduplicate", {...})`` and ``with_("debounce", {...})``.
 _DEDUP_FIELDS = {"deduplicate": frozenset({"key", "ttl"}), "debounce": frozenset({"key", "delay"})}
+_HOOK_OPTIONS = frozenset({"on_complete", "on_failure", "on_retry"})
 _ID_AND_KEY = "job_id (or idempotency_key) and a deduplication key both deduplicate: give a job one of them"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,7 +73,7 @@ class PendingDispatch(Generic[R]):
     once. A builder collected without being sent warns with ``UnsentDispatchWarning``."""
 
     __slots__ = ("job_class", "payload", "_queue", "_delay", "_due_at", "_job_id", "_attempts", "_backoff", "_timeout",
-                 "_priority", "_meta", "_connection", "_dedup", "_group", "_sent", "__weakref__")
+                 "_priority", "_meta", "_connection", "_dedup", "_group", "_hooks", "_sent", "__weakref__")
 
     def __init__(self, job_class: type[Job[Any, R]], payload: Any) -> None:
         self._sent = _ABANDONED  # until validated: a builder that failed to build must not warn
@@ -94,6 +97,8 @@ class PendingDispatch(Generic[R]):
         self._dedup: tuple[str, str, int] | None = None
         #: group(): the group the job waits in (its options carry it, "group").
         self._group: str | None = None
+        #: on_complete() / on_failure() / on_retry(): hook names by outcome (options "hooks").
+        self._hooks: dict[str, list[str]] | None = None
         self._sent = _UNSENT
 
     # ---- options ----
@@ -101,7 +106,8 @@ class PendingDispatch(Generic[R]):
     @_abandon_on_error
     def with_(self, option: str, value: Any) -> Self:
         """Sets any option by name, as ``.with('attempts', 5)`` does in Laravel-style APIs: queue, delay, at,
-        job_id, attempts, backoff, timeout, priority, meta, deduplicate, debounce, group. Durations are in seconds."""
+        job_id, attempts, backoff, timeout, priority, meta, deduplicate, debounce, group, on_complete, on_failure,
+        on_retry (a hook or a list of them). Durations are in seconds."""
         if option not in OPTION_NAMES:
             raise ValueError(f"unknown option {option!r}; known options: {', '.join(sorted(OPTION_NAMES))}")
         if option in _DEDUP_FIELDS and isinstance(value, Mapping):
@@ -111,6 +117,10 @@ class PendingDispatch(Generic[R]):
                 raise ValueError(f"{option} takes a key, or a dict with {' and '.join(sorted(_DEDUP_FIELDS[option]))}"
                                  f"{f'; unknown: {sorted(unknown)}' if unknown else ''}")
             return getattr(self, option)(**value)
+        if option in _HOOK_OPTIONS and isinstance(value, (list, tuple)):
+            for fn in value:
+                getattr(self, option)(fn)
+            return self
         return getattr(self, {"queue": "on_queue"}.get(option, option))(value)
 
     @_abandon_on_error
@@ -211,6 +221,33 @@ class PendingDispatch(Generic[R]):
         self._group = check_group_key(key)
         return self
 
+    @_abandon_on_error
+    def on_complete(self, hook: Callable[..., Any] | str) -> Self:
+        """Runs ``hook(job, result)`` in the worker once the job completed, ``job`` the instance
+        that ran it. ``hook`` is a function registered with ``@fastjobs.hook`` (or its name):
+        the job carries its name, and the worker finds it among the hooks its modules
+        registered. Raises ``TypeError`` for an unregistered function."""
+        return self._add_hook("complete", hook)
+
+    @_abandon_on_error
+    def on_failure(self, hook: Callable[..., Any] | str) -> Self:
+        """Runs ``hook(job, error)`` in the worker once the job failed for good (not when it is
+        cancelled), ``error`` the exception of its last attempt; see ``on_complete``."""
+        return self._add_hook("failure", hook)
+
+    @_abandon_on_error
+    def on_retry(self, hook: Callable[..., Any] | str) -> Self:
+        """Runs ``hook(job, error, delay)`` in the worker after a failed attempt when another is
+        scheduled, ``delay`` seconds from now; see ``on_complete``."""
+        return self._add_hook("retry", hook)
+
+    def _add_hook(self, kind: str, hook: Any) -> Self:
+        name = hook_name(hook, kind)
+        if self._hooks is None:
+            self._hooks = {}
+        self._hooks.setdefault(kind, []).append(name)
+        return self
+
     def _refuse_with_debounce(self, what: str) -> None:
         if self._dedup is not None and self._dedup[0] == "debounce":
             raise ValueError(f"debounce() sets the job's delay itself: it cannot be combined with {what}")
@@ -263,6 +300,9 @@ class PendingDispatch(Generic[R]):
         if self._group is not None:
             # The scripts and the worker's engine read it: the job's list, its group's limits.
             opts["group"] = self._group
+        if self._hooks is not None:
+            # The worker reads it: hooks.py runs the named hooks after the outcome.
+            opts["hooks"] = self._hooks
         return serde.dumps(opts, "options") if opts else None
 
     def _at_us(self) -> int | None:
@@ -274,7 +314,7 @@ class PendingDispatch(Generic[R]):
         due time: a job written late (a large bulk) is still due when asked."""
         return (
             self.job_class.name,
-            serde.dumps(self.payload),
+            self.job_class._dump_payload(self.payload),  # serde.dumps, or a typed payload's check first
             self._options_json(),
             self._attempts,
             self._priority,
@@ -298,7 +338,7 @@ class PendingDispatch(Generic[R]):
         except BaseException:
             self._sent = _ABANDONED  # the caller has the error; sending again is allowed
             raise
-        return JobHandle(job_id, self._queue, self._connection, created, deduplicated)
+        return JobHandle(job_id, self._queue, self._connection, created, deduplicated, job_class=self.job_class)
 
     async def send_async(self) -> JobHandle[R]:
         self._claim()
@@ -310,7 +350,7 @@ class PendingDispatch(Generic[R]):
         except BaseException:
             self._sent = _ABANDONED
             raise
-        return JobHandle(job_id, self._queue, self._connection, created, deduplicated)
+        return JobHandle(job_id, self._queue, self._connection, created, deduplicated, job_class=self.job_class)
 
     def __await__(self) -> Generator[Any, None, JobHandle[R]]:
         return self.send_async().__await__()
@@ -410,10 +450,10 @@ def _outcome(job_id: str, queue: str, status: tuple[str, Any, bytes | None] | No
 class JobHandle(Generic[R]):
     """A dispatched job: its ``id``, its state, and its result when it finishes."""
 
-    __slots__ = ("id", "queue", "connection", "created", "deduplicated")
+    __slots__ = ("id", "queue", "connection", "created", "deduplicated", "job_class")
 
     def __init__(self, job_id: str, queue: str, connection: str = "default", created: bool = True,
-                 deduplicated: bool = False) -> None:
+                 deduplicated: bool = False, *, job_class: type[Job[Any, R]] | None = None) -> None:
         self.id = job_id
         self.queue = queue
         self.connection = connection
@@ -424,6 +464,9 @@ class JobHandle(Generic[R]):
         #: With ``deduplicate()`` the dispatch was dropped; with ``debounce()`` the waiting job
         #: took its payload and options and its delay started again.
         self.deduplicated = deduplicated
+        #: The job's class when the handle was made by its dispatch: ``wait_result`` and
+        #: ``info().result`` then give a declared result type back as that type (else JSON).
+        self.job_class = job_class
 
     def status(self) -> str:
         """One of waiting, delayed, active, completed, failed, cancelled, unknown."""
@@ -433,11 +476,24 @@ class JobHandle(Generic[R]):
         return str((await config.client(self.connection).status(self.queue, self.id, asynchronous=True))[0])
 
     def info(self) -> JobInfo:
-        return job_info(self.id, self.queue, config.client(self.connection).status(self.queue, self.id, progress=True))
+        return self._typed(job_info(self.id, self.queue, config.client(self.connection).status(self.queue, self.id, progress=True)))
 
     async def info_async(self) -> JobInfo:
-        return job_info(self.id, self.queue,
-                        await config.client(self.connection).status(self.queue, self.id, progress=True, asynchronous=True))
+        return self._typed(job_info(self.id, self.queue,
+                                    await config.client(self.connection).status(self.queue, self.id, progress=True, asynchronous=True)))
+
+    def _typed(self, info: JobInfo) -> JobInfo:
+        if info.result is None or self.job_class is None or self.job_class._result_schema is None:
+            return info
+        return dataclasses.replace(info, result=self._result(info.result))
+
+    def _result(self, value: Any) -> Any:
+        """A stored result as the job class declares it (schemas.py), or as JSON gave it."""
+        if value is None or self.job_class is None or self.job_class._result_schema is None:
+            return value
+        load = schemas.result_loader(self.job_class._result_schema)
+        assert load is not None
+        return load(value)
 
     def progress(self) -> feedback.Progress | None:
         """The last progress the job reported (``self.progress(value, **data)`` in its
@@ -476,11 +532,11 @@ class JobHandle(Generic[R]):
         for good, ``JobCancelled`` if it was cancelled, ``TimeoutError`` after ``timeout``
         seconds, ``UnknownJobError`` if no such job exists. Woken by Redis pub/sub: no polling."""
         st = config.client(self.connection).wait_result(self.queue, self.id, check_wait_timeout(timeout))
-        return _outcome(self.id, self.queue, st, timeout)  # type: ignore[no-any-return]
+        return self._result(_outcome(self.id, self.queue, st, timeout))  # type: ignore[no-any-return]
 
     async def wait_result_async(self, timeout: float | None = None) -> R:
         st = await config.client(self.connection).wait_result(self.queue, self.id, check_wait_timeout(timeout), asynchronous=True)
-        return _outcome(self.id, self.queue, st, timeout)  # type: ignore[no-any-return]
+        return self._result(_outcome(self.id, self.queue, st, timeout))  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.id} queue={self.queue!r}>"

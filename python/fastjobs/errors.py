@@ -16,6 +16,8 @@ __all__ = [
     "JobFailed",
     "JobStateError",
     "JobTimeoutError",
+    "PayloadValidationError",
+    "ResultValidationError",
     "UnknownJobError",
     "UnknownQueueError",
     "UnsentDispatchWarning",
@@ -116,6 +118,34 @@ class JobStateError(FastJobsError):
 
 class JobTimeoutError(FastJobsError, builtins.TimeoutError):
     """Raised inside a handler that ran past its ``timeout``; the attempt fails with it."""
+
+
+class PayloadValidationError(FastJobsError, ValueError):
+    """A payload does not fit the type its job declares (a pydantic model, a dataclass or a
+    TypedDict): raised at dispatch, before anything is written. The message names the job and
+    the field (``Export: payload.items[2].sku: expected str, got int``); ``job`` and ``path``
+    hold them."""
+
+    def __init__(self, message: str, job: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.job = job
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.job, self.path))
+
+
+class ResultValidationError(FastJobsError, ValueError):
+    """A handler's result does not fit the result type its job declares: the attempt fails
+    with it (in the worker). ``job`` and ``path`` as in ``PayloadValidationError``."""
+
+    def __init__(self, message: str, job: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.job = job
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.job, self.path))
 
 
 class UnsentDispatchWarning(RuntimeWarning):

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
-from . import _core, feedback, serde
+from . import _core, feedback, hooks, schemas, serde
 from .dispatch import PendingDispatch
 from .errors import JobCancelled
 from .options import MAX_DURATION, Backoff, BackoffSpec, check_attempts, check_backoff, check_priority, check_timeout
@@ -47,7 +47,10 @@ class Job(Generic[P, R]):
     ``self.children_results()``. ``self.progress(0.4, **data)`` records its progress and
     ``self.log(message, **data)`` (``self.info``, ``self.success``, ``self.warning``) appends a
     log line, which callers read with ``handle.progress()`` and ``handle.logs()``.
-    ``self.cancelled`` turns True when somebody cancels the
+    ``on_complete``, ``on_failure`` and ``on_retry`` run in the worker after the outcome
+    (hooks.py). A payload or result type that is a dataclass, a TypedDict or a pydantic model
+    (``Job[Order, Receipt]``) is checked at dispatch and handed to ``process`` as that type
+    (schemas.py). ``self.cancelled`` turns True when somebody cancels the
     running job; ``self.check_cancelled()`` raises ``JobCancelled`` then (an async handler
     gets ``asyncio.CancelledError`` at its next ``await`` instead).
     """
@@ -83,6 +86,17 @@ class Job(Generic[P, R]):
     _is_async: ClassVar[bool]
     _backoff: ClassVar[Any]
     _timeout: ClassVar[float | None]
+    #: The outcomes the class defines a hook for ("complete", "failure", "retry"), and whether
+    #: it defines any: the worker reads ``_hooked`` once per job (hooks.py).
+    _hook_kinds: ClassVar[frozenset[str]] = frozenset()
+    _hooked: ClassVar[bool] = False
+    #: Typed payloads and results (schemas.py): the declared types' schemas, or None; and the
+    #: functions dispatch and the worker call, serde's own for a class that declares none.
+    _payload_schema: ClassVar[Any] = None
+    _result_schema: ClassVar[Any] = None
+    _dump_payload: ClassVar[Callable[..., bytes]] = staticmethod(serde.dumps)
+    _load_payload: ClassVar[Callable[[bytes], Any]] = staticmethod(serde.loads)
+    _dump_result: ClassVar[Callable[..., bytes]] = staticmethod(serde.dumps)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -95,14 +109,36 @@ class Job(Generic[P, R]):
         check_priority(cls.priority)
         cls._timeout = check_timeout(cls.timeout)
         cls._backoff = check_backoff(cls.backoff, allow_callable=True)
+        cls._hook_kinds = frozenset(k for k, m in hooks.KINDS.items() if getattr(cls, m) is not getattr(Job, m))
+        cls._hooked = bool(cls._hook_kinds)
         process = getattr(cls, "process", None)
         if process is None or process is Job.process:
             return  # an abstract base: registered (and dispatchable) once a subclass defines process
         cls._is_async = inspect.iscoroutinefunction(process)
+        payload_type, result_type = schemas.declared(cls)
+        cls._payload_schema, cls._result_schema = schemas.schema_for(payload_type), schemas.schema_for(result_type)
+        dump_payload, load_payload, dump_result = schemas.codecs(cls, cls._payload_schema, cls._result_schema)
+        cls._dump_payload, cls._load_payload, cls._dump_result = (staticmethod(dump_payload), staticmethod(load_payload),
+                                                                  staticmethod(dump_result))
         _register(cls)
 
     def process(self, payload: P) -> R | Awaitable[R]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # ---- hooks (hooks.py): run by the worker once the outcome is known ----
+
+    def on_complete(self, result: R) -> Any:
+        """Runs in the worker after the job completed (its result handed to the engine), on
+        this instance. An ``async def`` hook is awaited on the worker's event loop. A hook
+        that raises is logged; the job stays completed."""
+
+    def on_failure(self, error: BaseException) -> Any:
+        """Runs in the worker after the job failed for good (no attempt left; not when it was
+        cancelled), with the exception of its last attempt."""
+
+    def on_retry(self, error: BaseException, delay: float) -> Any:
+        """Runs in the worker after a failed attempt when another one is scheduled, with its
+        exception and the seconds until the next attempt."""
 
     # ---- cancellation (cooperative: the handler decides where it can stop) ----
 
@@ -223,18 +259,35 @@ class Job(Generic[P, R]):
     @classmethod
     def dispatch_now(cls, payload: P) -> Any:
         """Runs the handler inline, in this process, and returns its result (its error is
-        raised as is). The payload goes through JSON as it would through the queue. An async
-        handler is awaited: inside a running event loop this returns an awaitable."""
-        data = serde.loads(serde.dumps(payload))
+        raised as is). The payload goes through JSON as it would through the queue, and so
+        does a result of a declared type (it comes back as that type). An async handler is
+        awaited: inside a running event loop this returns an awaitable."""
+        data = cls._load_payload(cls._dump_payload(payload))
         inst = cls._instance(f"now-{id(data):x}", 0, cls.queue, {})
         if cls._is_async:
             coro = inst.process(data)
+            if cls._result_schema is not None:
+                coro = cls._typed_result_async(coro)
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
                 return asyncio.run(coro)  # type: ignore[arg-type]
             return coro
-        return inst.process(data)
+        result = inst.process(data)
+        return result if cls._result_schema is None else cls._typed_result(result)
+
+    @classmethod
+    def _typed_result(cls, result: Any) -> Any:
+        """A result as a worker stores it and a handle gives it back (schemas.py)."""
+        if result is None:
+            return None
+        load = schemas.result_loader(cls._result_schema)
+        assert load is not None
+        return load(serde.loads(cls._dump_result(result, "result")))
+
+    @classmethod
+    async def _typed_result_async(cls, coro: Any) -> Any:
+        return cls._typed_result(await coro)
 
     def children_results(self) -> dict[str, dict[str, Any]]:
         """In a JobFlow parent: what each child left, by child job id: ``{"name", "result"}``,
@@ -322,6 +375,7 @@ def _async_process(f: Callable[[Any], Awaitable[Any]]) -> Callable[[Job[Any, Any
     async def process(self: Job[Any, Any], payload: Any) -> Any:
         return await f(payload)
 
+    process.__fastjobs_fn__ = f  # type: ignore[attr-defined]  # its annotations declare the types (schemas.py)
     return process
 
 
@@ -331,6 +385,7 @@ def _sync_process(f: Callable[[Any], Any]) -> Callable[[Job[Any, Any], Any], Any
     def process(self: Job[Any, Any], payload: Any) -> Any:
         return f(payload)
 
+    process.__fastjobs_fn__ = f  # type: ignore[attr-defined]  # its annotations declare the types (schemas.py)
     return process
 
 

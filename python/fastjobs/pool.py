@@ -595,6 +595,7 @@ def _child_main(spec: dict[str, Any], status_fd: int, make_worker: Callable[...,
         jobs=_jobs(spec["jobs"]),
         _worker_id=spec["worker_id"],
         _max_jobs=spec["max_jobs"],
+        middleware=_middleware(spec.get("middleware")),
     )
     reporter = _Reporter(w, status_fd, spec)
     w._on_tick = reporter.tick
@@ -610,6 +611,13 @@ def _child_main(spec: dict[str, Any], status_fd: int, make_worker: Callable[...,
     summary = w.run(install_signals=False)
     reporter.report(leaving=reporter.leaving(summary.completed + summary.retried + summary.failed + summary.cancelled))
     return 0
+
+
+def _middleware(names: list[str] | None) -> list[Any]:
+    """``Worker(middleware=...)`` of the pool, found by name in this child."""
+    from .hooks import resolve
+
+    return [resolve(n) for n in names or ()]
 
 
 def _jobs(names: list[str] | None) -> Any:

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from . import _core, config, serde
+from . import _core, config, hooks, serde
 from . import chain as chains
 from . import flow as flows
 from ._eager import start_eagerly
@@ -178,6 +178,7 @@ class Worker:
         max_memory_per_child: float | None = None,
         start_method: str | None = None,
         reload: bool = False,
+        middleware: Iterable[Callable[[Any], Any]] = (),
         _worker_id: str | None = None,
         _max_jobs: int | None = None,
     ) -> None:
@@ -201,12 +202,13 @@ class Worker:
         self.scheduler = scheduler
         self.jobs = {j.name: j for j in jobs} if jobs is not None else registry()
         self.client = config.client(connection)
+        own = hooks.check_middleware(middleware)
         self._pool: Pool | None = None
         self._connection_checked = False
         if processes is not None or reload:
             spec = dict(queues=dict(zip(self.queues, weights)) if weights else self.queues, concurrency=concurrency,
                         connection=connection, prefetch=prefetch, lease=lease, grace=grace, scheduler=scheduler,
-                        jobs=None if jobs is None else list(self.jobs))
+                        jobs=None if jobs is None else list(self.jobs), middleware=hooks.middleware_names(own))
             self._pool = _pool(spec, self.jobs, processes, max_jobs_per_child, max_memory_per_child, start_method, grace, reload)
             return
         if max_jobs_per_child is not None or max_memory_per_child is not None:
@@ -239,17 +241,24 @@ class Worker:
         self._cancels: threading.Thread | None = None
         self._signals = 0
         self._on_tick: Callable[[], None] | None = None  # a pool child's reporter (pool.py)
+        self._own_middleware = own
+        #: Every middleware, the process's then this worker's, taken when the worker starts.
+        self._middleware = hooks.snapshot(own)
 
     # ---- running one job ----
 
-    def _outcome_failed(self, job: tuple[Any, ...], cls: type[Job[Any, Any]] | None, exc: BaseException, opts: dict[str, Any] | None) -> None:
+    def _outcome_failed(self, job: tuple[Any, ...], cls: type[Job[Any, Any]] | None, exc: BaseException,
+                        opts: dict[str, Any] | None) -> tuple[str, tuple[Any, ...]] | None:
+        """Settles a failed attempt: retried, failed for good or cancelled. Returns the hooks'
+        outcome and arguments (``("retry", (exc, delay))``, ``("failure", (exc,))``), or None
+        when no hook follows (cancelled, handed back)."""
         engine = self.engine
         made = job[_ATTEMPT] + 1
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         kind = f"{type(exc).__module__}.{type(exc).__qualname__}" if type(exc).__module__ != "builtins" else type(exc).__qualname__
         if isinstance(exc, (JobCancelled, asyncio.CancelledError)) or engine.is_cancelled(job[_HANDLE]):
             self._cancelled(job, opts, str(exc) or "cancelled while it ran")
-            return
+            return None
         if cls is not None and made < job[_MAX]:
             spec = (opts or {}).get("backoff")
             try:
@@ -259,6 +268,7 @@ class Worker:
                 delay = cls.retry_delay(made)
             engine.retry(job[_HANDLE], delay, kind, str(exc), tb)
             log.info("job %s (%s) failed attempt %d/%d, retrying in %.3fs: %r", job[_ID], job[_NAME], made, job[_MAX], delay, exc)
+            return "retry", (exc, delay)
         else:
             if _in_workflow(opts):
                 try:
@@ -266,9 +276,10 @@ class Worker:
                 except Exception as e:  # noqa: BLE001 - the workflow must hear of it: the job runs again later
                     log.error("job %s: could not tell its workflow it failed (%s); handing it back to run again", job[_ID], e)
                     engine.release_handles([job[_HANDLE]])
-                    return
+                    return None
             engine.fail(job[_HANDLE], kind, str(exc), tb)
             log.warning("job %s (%s) failed for good after %d attempt(s): %r", job[_ID], job[_NAME], made, exc)
+            return "failure", (exc,)
 
     def _cancelled(self, job: tuple[Any, ...], opts: dict[str, Any] | None, message: str) -> None:
         """The job gave up after it was asked to cancel (or raised ``JobCancelled``): it ends
@@ -293,17 +304,18 @@ class Worker:
         if "flow" in opts:
             inst.__dict__["_flow"] = (self.client, opts["flow"])
 
-    def _settle_flows(self, settle: list[tuple[int, Any, bytes | None]]) -> None:
+    def _settle_flows(self, settle: list[tuple[int, Any, bytes | None]]) -> bool:
         """Settles a batch's flow children in one round trip, then acknowledges them; if Redis
-        refuses, they are handed back and run again (settling is idempotent)."""
+        refuses, they are handed back and run again (settling is idempotent): False."""
         try:
             flows.settle_many(self.client, [f for _h, f, _d in settle])
         except Exception as e:  # noqa: BLE001
             log.error("could not settle %d flow job(s) (%s); handing them back to run again", len(settle), e)
             self.engine.release_handles([h for h, _f, _d in settle])
-            return
+            return False
         for handle, _f, data in settle:
             self.engine.complete(handle, data)
+        return True
 
     def _workflow_done(self, opts: dict[str, Any], job_id: str, name: str, data: bytes | None) -> None:
         """Before the job's acknowledgement (see chain.py and flow.py)."""
@@ -342,8 +354,10 @@ class Worker:
 
     def _run_sync(self, jobs: list[tuple[Any, ...]]) -> None:
         """Runs a batch in this thread. The hot path: per job one dict lookup, one JSON
-        decode, the handler call; `None` results are reported once for the whole batch."""
-        engine, loads, dumps, registered = self.engine, serde.loads, serde.dumps, self.jobs
+        decode (the class's ``_load_payload``: ``serde.loads`` unless it declares a payload
+        type), the handler call; `None` results are reported once for the whole batch."""
+        engine, registered, mw = self.engine, self.jobs, self._middleware
+        wrapped = bool(mw)
         finished: list[int] = []
         settle: list[tuple[int, Any, bytes | None]] = []  # flow children, settled together
         try:
@@ -359,13 +373,17 @@ class Worker:
                 if cls._is_async:
                     self._submit_async([job])
                     continue
+                # Hooks or middleware: one flag per job, read where they act (hooks.py).
                 if raw_opts is None:
                     opts = None
+                    hooked = cls._hooked or wrapped
                 else:
                     readable, opts = self._options(job)
                     if not readable:
                         continue
+                    hooked = cls._hooked or wrapped or "hooks" in opts  # type: ignore[operator]
                 guard = None
+                inst: Job[Any, Any] | None = None
                 try:
                     timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
                     if timeout is not None and self._watchdog:
@@ -381,28 +399,43 @@ class Worker:
                     flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path
                     if flowing:
                         self._enter_workflow(inst, opts)  # type: ignore[arg-type]
-                    result = inst.process(loads(payload))
+                    if hooked:
+                        result = hooks.call_wrapped(mw, inst, cls._load_payload(payload)) if mw else inst.process(cls._load_payload(payload))
+                    else:
+                        result = inst.process(cls._load_payload(payload))  # serde.loads, or a typed payload's load
                     if guard is not None:
                         self._watchdog.disarm(guard)  # type: ignore[union-attr]
                         guard = None
                     if flowing:
-                        data = None if result is None else dumps(result, "result")
+                        data = None if result is None else cls._dump_result(result, "result")
                         if "flow" in opts and "chain" not in opts:  # type: ignore[operator]
-                            settle.append((handle, flows.completed(opts["flow"], job_id, name, data), data))  # type: ignore[index]
+                            settling = (handle, flows.completed(opts["flow"], job_id, name, data), data)  # type: ignore[index]
+                            if not hooked:
+                                settle.append(settling)
+                            elif not self._settle_flows([settling]):  # at once: its hooks follow the outcome
+                                continue
                         else:
                             self._workflow_done(opts, job_id, name, data)  # type: ignore[arg-type]
                             engine.complete(handle, data)
+                    elif hooked:
+                        # Handed to the engine before its hooks run (not left for the batch's end).
+                        engine.complete(handle, None if result is None else cls._dump_result(result, "result"))
                     elif result is None:
                         finished.append(handle)
                     else:
-                        engine.complete(handle, dumps(result, "result"))
+                        engine.complete(handle, cls._dump_result(result, "result"))
                 except BaseException as exc:  # noqa: BLE001 - a handler's error of any kind fails the job
                     if guard is not None:
                         self._watchdog.disarm(guard)  # type: ignore[union-attr]
                     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                         engine.release_handles([handle])
                         raise
-                    self._outcome_failed(job, cls, exc, opts)
+                    event = self._outcome_failed(job, cls, exc, opts)
+                    if hooked and event is not None and inst is not None:
+                        hooks.run_hooks(inst, opts, event[0], event[1], self._ensure_loop)
+                    continue
+                if hooked:
+                    hooks.run_hooks(inst, opts, "complete", (result,), self._ensure_loop)
         finally:
             if settle:
                 self._settle_flows(settle)
@@ -491,6 +524,10 @@ class Worker:
         readable, opts = self._options(job)
         if not readable:
             return
+        mw = self._middleware
+        hooked = cls._hooked or bool(mw) or (opts is not None and "hooks" in opts)  # one flag per job (hooks.py)
+        inst: Job[Any, Any] | None = None
+        event: tuple[str, tuple[Any, ...]] | None = None
         try:
             inst = cls._instance(job_id, attempt, queue, {} if opts is None else (opts.get("meta") or {}), redelivered)
             inst.__dict__["_run"] = (self.engine, handle)
@@ -501,7 +538,8 @@ class Worker:
             flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path
             if flowing:  # a few round trips on the loop, for workflow jobs only
                 self._enter_workflow(inst, opts)  # type: ignore[arg-type]
-            coro = inst.process(serde.loads(payload))
+            data_in = cls._load_payload(payload)  # serde.loads, or a typed payload's load
+            coro: Any = hooks.call_wrapped_async(mw, inst, data_in) if hooked and mw else inst.process(data_in)
             timeout = cls._timeout if opts is None else opts.get("timeout", cls._timeout)
             if timeout is not None:
                 loop = asyncio.get_running_loop()
@@ -514,27 +552,30 @@ class Worker:
                     raise JobTimeoutError(_timeout_message(job_id, name, timeout)) from None
             else:
                 result = await coro
-            data = None if result is None else serde.dumps(result, "result")
+            data = None if result is None else cls._dump_result(result, "result")
             if flowing:
                 self._workflow_done(opts, job_id, name, data)  # type: ignore[arg-type]
-            if data is None:
+            if data is None and not hooked:
                 # Reported with the others that finish in this pass of the loop: one call
                 # into the engine and one ack entry list, as the sync path does per batch.
                 if not self._async_done:
                     asyncio.get_running_loop().call_soon(self._report_async_done)
                 self._async_done.append(handle)
             else:
-                self.engine.complete(handle, data)
+                self.engine.complete(handle, data)  # a hooked job's, at once: its hooks follow the outcome
+            if hooked:
+                event = "complete", (result,)
         except asyncio.CancelledError as exc:
-            if self.engine.is_cancelled(handle):  # cancelled by its job's cancel, not by a stop
-                self._outcome_failed(job, cls, exc, opts)
-                return
-            self.engine.release_handles([handle])
-            raise
+            if not self.engine.is_cancelled(handle):  # cancelled by a stop, not by its job's cancel
+                self.engine.release_handles([handle])
+                raise
+            self._outcome_failed(job, cls, exc, opts)  # cancelled: no hook follows
         except Exception as exc:  # noqa: BLE001
-            self._outcome_failed(job, cls, exc, opts)
+            event = self._outcome_failed(job, cls, exc, opts)
         finally:
             self._async_by_handle.pop(handle, None)
+        if hooked and event is not None and inst is not None:
+            await hooks.run_hooks_async(inst, opts, *event)
 
     # ---- the pullers ----
 
@@ -629,6 +670,7 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         self._watchdog = _Watchdog()  # timeouts may also come per dispatch
+        self._middleware = hooks.snapshot(self._own_middleware)  # with what the job modules registered since
         self._async_only = bool(self.jobs) and all(cls._is_async for cls in self.jobs.values())
         if self.scheduler:
             self._register_periodic()

@@ -188,3 +188,16 @@ def spans(redis: Any, prefix: str) -> list[tuple[str, int, float, float]]:
         g, pid, start, end = (line.decode() if isinstance(line, bytes) else line).split()
         out.append((g, int(pid), float(start), float(end)))
     return out
+
+
+class HookFlaky(fastjobs.Job[Any, str]):
+    """Fails its first attempt, or every attempt when payload["always"] (tests/test_hooks.py)."""
+
+    queue = "hooked"
+    attempts = 2
+    backoff = 0
+
+    def process(self, payload: Any) -> str:
+        if payload.get("always") or self.attempt == 0:
+            raise RuntimeError(f"attempt {self.attempt} fails")
+        return "ok"
