@@ -76,14 +76,17 @@ def process_cpu_s(pid: int) -> float:
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def drain(redis: Redis, n: int, handler: str, tmp: Path, limits: dict[str, Any] | None = None) -> dict[str, Any]:
+def drain(redis: Redis, n: int, handler: str, tmp: Path, limits: dict[str, Any] | None = None, events: bool = False) -> dict[str, Any]:
     """Enqueue n jobs, start one worker process, time the drain from 1% to 100%. Also gives
     the CPU each side spent per job over that window (Redis, and the worker process), which
     says where the limit of one worker is on a 2-core machine. ``limits``: set on the queue
-    first (``Queue.set_limits``), to measure what checking them costs."""
+    first (``Queue.set_limits``), to measure what checking them costs; ``events``: the
+    queue's events on (``Queue.set_events``) from before the enqueue, for what they cost."""
     import fastjobs
 
     fastjobs.configure(redis.url, prefix="bench")
+    if events:
+        fastjobs.Queue("bench").set_events(True)
     module = f"bench_jobs_{handler}"
     (tmp / f"{module}.py").write_text(JOBS[handler])
     # Enqueue by name: the producer needs no handler (same payloads as the peers).
@@ -127,6 +130,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a tenth of the sizes")
     ap.add_argument("--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads to run (W1 includes the 10M generator)")
+    ap.add_argument("--events", action="store_true",
+                    help="W1 and W2 (sync) also with the queue's events on: what writing them costs")
     ap.add_argument("--limited", action="store_true",
                     help="W2 (sync) also with a rate limit and a concurrency limit set high enough never to bind: what checking them costs")
     args = ap.parse_args()
@@ -146,9 +151,21 @@ def main() -> int:
             redis.command("FLUSHALL")
             g = figures["generator_10M"]
             print(f"    10M from a generator {g['jobs_per_s']:>12,.0f} jobs/s, peak RSS {g['peak_rss_mb']:.0f} MB", file=sys.stderr)
+        if args.events and "W1" in only:
+            import fastjobs
+
+            fastjobs.configure(redis.url, prefix="bench")
+            fastjobs.Queue("bench").set_events(True)
+            figures["W1_list_events"] = producer(redis.url, 1_000_000 // scale, "list")
+            redis.command("FLUSHALL")
+            print(f"W1  1M from a list, events on {figures['W1_list_events']['jobs_per_s']:>12,.0f} jobs/s", file=sys.stderr)
         for handler in ("sync", "async") if "W2" in only else ():
             figures[f"W2_{handler}"] = d = drain(redis, 1_000_000 // scale, handler, tmp)
             print(f"W2  drain, {handler} no-op     {d['jobs_per_s']:>12,.0f} jobs/s "
+                  f"(CPU per job: Redis {d['redis_us_per_job']} µs, worker {d['worker_us_per_job']} µs)", file=sys.stderr)
+        if args.events and "W2" in only:
+            figures["W2_sync_events"] = d = drain(redis, 1_000_000 // scale, "sync", tmp, events=True)
+            print(f"W2  drain, sync, events on {d['jobs_per_s']:>12,.0f} jobs/s "
                   f"(CPU per job: Redis {d['redis_us_per_job']} µs, worker {d['worker_us_per_job']} µs)", file=sys.stderr)
         if args.limited:
             for name, limits in (("rate", {"rate": 10**9, "per": 1}), ("concurrency", {"concurrency": 10**6})):

@@ -31,6 +31,7 @@ class Report(fastjobs.Job[dict, str]):
 
     def process(self, payload: dict) -> str:
         self.progress(0.5, step="half")
+        self.info("reported", n=payload["n"])
         return f"done {payload['n']}"
 
 
@@ -233,3 +234,32 @@ def test_bad_input_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="timeout must be"):
         q.events(timeout=-1)
     assert q.events_keep() is None
+
+
+def test_the_cli_shows_a_job_with_its_progress_and_logs_and_prints_events(start_worker: Any, redis_server: Any, prefix: str) -> None:
+    q = Queue("ev")
+    q.set_events(True)
+    h = Report.dispatch({"n": 5}).send()
+    start_worker(queues=["ev"])
+    assert h.wait_result(timeout=10) == "done 5"
+    env = dict(os.environ, FASTJOBS_URL=redis_server.url, FASTJOBS_PREFIX=prefix, PYTHONPATH=str(ROOT))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fastjobs", *args], cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=60)
+
+    shown = cli("job", "ev", h.id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"{h.id}  completed  queue ev  {Report.name}")
+    assert lines[1].startswith('progress 50% {"step":"half"}')
+    assert lines[2] == 'result "done 5"'
+    assert lines[3].endswith('  info     reported {"n":5}')
+    missing = cli("job", "ev", "no-such-job")
+    assert missing.returncode == 1 and "no job 'no-such-job' on queue 'ev'" in missing.stderr
+    printed = cli("events", "ev", "--since", "0", "--timeout", "0.5", "--json")
+    assert printed.returncode == 0, printed.stderr
+    told = [json.loads(line) for line in printed.stdout.splitlines()]
+    assert [(e["job_id"], e["type"]) for e in told] == [(h.id, t) for t in ("waiting", "active", "progress", "completed")]
+    assert told[-1]["data"] == {"result": "done 5"}
+    bad = cli("events", "ev", "--since", "yesterday", "--timeout", "0.1")
+    assert bad.returncode == 1 and "since must be" in bad.stderr

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from . import __version__, config
+from . import __version__, config, serde
 from .errors import AuthenticationError, FastJobsError
 from .job import registry
 
@@ -245,6 +245,47 @@ def _schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job(args: argparse.Namespace) -> int:
+    from .dispatch import JobHandle
+
+    _connect(args)
+    handle: JobHandle[Any] = JobHandle(args.id, args.queue)
+    info = handle.info()
+    if info.state == "unknown":
+        print(f"fastjobs job: no job {args.id!r} on queue {args.queue!r} (never dispatched, or expired)", file=sys.stderr)
+        return 1
+    print(f"{info.id}  {info.state}  queue {info.queue}" + (f"  {info.name}" if info.name else "")
+          + (f"  attempt {info.attempt}/{info.max_attempts}" if info.attempt is not None else ""))
+    if info.progress is not None:
+        print(f"progress {info.progress.value:.0%} {serde.dumps(info.progress.data).decode()}  at {info.progress.at:%Y-%m-%d %H:%M:%S}")
+    if info.state == "completed":
+        print(f"result {serde.dumps(info.result).decode()}")
+    if info.error:
+        print(f"error {info.error.get('type')}: {info.error.get('message')}")
+    for line in handle.logs(limit=args.logs):
+        data = f" {serde.dumps(line.data).decode()}" if line.data else ""
+        print(f"{line.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f"  {line.level:<7}  {line.message}{data}")
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    from .queue import Queue
+
+    _connect(args)
+    try:
+        stream = Queue(args.queue).events(args.since, timeout=args.timeout)
+    except (TypeError, ValueError) as bad:
+        raise _Refused(bad) from None
+    for e in stream:
+        if args.json:
+            print(serde.dumps({"id": e.id, "type": e.type, "queue": e.queue, "job_id": e.job_id, "name": e.name,
+                               "at": e.at.isoformat(), "attempt": e.attempt, "data": e.data}).decode(), flush=True)
+        else:
+            data = f" {serde.dumps(e.data).decode()}" if e.data else ""
+            print(f"{e.at:%H:%M:%S.%f}"[:-3] + f"  {e.type:<9}  {e.job_id}  {e.name or ''}{data}", flush=True)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastjobs", description="fastjobs: background jobs with a Rust engine on Redis")
     p.add_argument("--version", action="version", version=f"fastjobs {__version__}")
@@ -296,6 +337,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
     s.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
     s.set_defaults(func=_schedule)
+
+    j = sub.add_parser("job", help="one job's state, progress and log lines",
+                       description="Print the state of job ID on QUEUE, its last progress, its result or error, and its log lines.")
+    j.add_argument("queue", metavar="QUEUE")
+    j.add_argument("id", metavar="ID")
+    j.add_argument("--logs", type=int, default=100, metavar="N", help="log lines shown, oldest first (default 100)")
+    j.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
+    j.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
+    j.set_defaults(func=_job)
+
+    v = sub.add_parser("events", help="follow a queue's events (Queue.set_events)",
+                       description="Print QUEUE's events as they happen, one line per job and change.")
+    v.add_argument("queue", metavar="QUEUE")
+    v.add_argument("--since", default="$", help="'$' new events only (default), '0' every event kept, or an event id to resume after")
+    v.add_argument("--timeout", type=float, default=None, help="stop after this many seconds without an event (default: never)")
+    v.add_argument("--json", action="store_true", help="one JSON object per line")
+    v.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
+    v.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
+    v.set_defaults(func=_events)
     return p
 
 
