@@ -26,7 +26,7 @@ from .conftest import ROOT, eventually
 GATES: dict[str, threading.Event] = {}
 
 
-class Report(fastjobs.Job[dict, str]):
+class Told(fastjobs.Job[dict, str]):
     queue = "ev"
 
     def process(self, payload: dict) -> str:
@@ -76,11 +76,11 @@ def test_a_jobs_life_is_told_in_order_with_its_data(start_worker: Any) -> None:
     q = Queue("ev")
     q.set_events(True)
     assert q.events_keep() == fastjobs.events.DEFAULT_KEEP
-    ok = Report.dispatch({"n": 1}).send()
+    ok = Told.dispatch({"n": 1}).send()
     flaky = FlakyOnce.dispatch("a").send()
     broken = Broken.dispatch(7).send()
-    later = Report.dispatch({"n": 2}).delay(60).send()
-    cancelled = Report.dispatch({"n": 3}).delay(60).send()
+    later = Told.dispatch({"n": 2}).delay(60).send()
+    cancelled = Told.dispatch({"n": 3}).delay(60).send()
     cancelled.cancel()
     start_worker(queues=["ev"])
     assert ok.wait_result(timeout=10) == "done 1"
@@ -93,7 +93,7 @@ def test_a_jobs_life_is_told_in_order_with_its_data(start_worker: Any) -> None:
     assert seen[later.id] == ["delayed"]
     assert seen[cancelled.id] == ["delayed", "cancelled"]
     one = {e.type: e for e in events if e.job_id == ok.id}
-    assert one["waiting"].name == one["completed"].name == Report.name
+    assert one["waiting"].name == one["completed"].name == Told.name
     assert one["active"].attempt == 0 and one["active"].data["worker"]
     assert one["progress"].data == {"value": 0.5, "data": {"step": "half"}}
     assert one["completed"].data == {"result": "done 1"}
@@ -128,7 +128,7 @@ def test_a_bulk_dispatch_is_told_as_runs_of_ids_and_every_job_is_in_them(start_w
 def test_events_resume_just_after_the_event_given(start_worker: Any) -> None:
     q = Queue("ev")
     q.set_events(True)
-    handles = [Report.dispatch({"n": i}).send() for i in range(20)]
+    handles = [Told.dispatch({"n": i}).send() for i in range(20)]
     start_worker(queues=["ev"])
     for h in handles:
         h.wait_result(timeout=10)
@@ -142,14 +142,14 @@ def test_events_resume_just_after_the_event_given(start_worker: Any) -> None:
 def test_only_new_events_by_default_and_async_iteration(start_worker: Any) -> None:
     q = Queue("ev")
     q.set_events(True)
-    old = Report.dispatch({"n": 0}).send()
+    old = Told.dispatch({"n": 0}).send()
     start_worker(queues=["ev"])
     old.wait_result(timeout=10)
 
     async def main() -> tuple[str, list[Event]]:
         got: list[Event] = []
         stream = q.events_async(timeout=15)  # from now on
-        new = await Report.dispatch({"n": 1})
+        new = await Told.dispatch({"n": 1})
         async for e in stream:
             got.append(e)
             if e.type == "completed":
@@ -205,9 +205,9 @@ def test_a_job_whose_worker_died_is_told_stalled(spawn_worker: Any) -> None:
 def test_nothing_is_written_while_events_are_off(start_worker: Any, redis: Any, prefix: str) -> None:
     q = Queue("ev")
     assert q.events_keep() is None
-    Report.dispatch_many([{"n": i} for i in range(100)])
-    Report.dispatch({"n": 1}).delay(60).send()
-    h = Report.dispatch({"n": 2}).send()
+    Told.dispatch_many([{"n": i} for i in range(100)])
+    Told.dispatch({"n": 1}).delay(60).send()
+    h = Told.dispatch({"n": 2}).send()
     start_worker(queues=["ev"])
     h.wait_result(timeout=10)
     eventually(lambda: q.counts()["completed"] == 101)
@@ -239,7 +239,7 @@ def test_bad_input_is_refused_by_name() -> None:
 def test_the_cli_shows_a_job_with_its_progress_and_logs_and_prints_events(start_worker: Any, redis_server: Any, prefix: str) -> None:
     q = Queue("ev")
     q.set_events(True)
-    h = Report.dispatch({"n": 5}).send()
+    h = Told.dispatch({"n": 5}).send()
     start_worker(queues=["ev"])
     assert h.wait_result(timeout=10) == "done 5"
     env = dict(os.environ, FASTJOBS_URL=redis_server.url, FASTJOBS_PREFIX=prefix, PYTHONPATH=str(ROOT))
@@ -250,7 +250,7 @@ def test_the_cli_shows_a_job_with_its_progress_and_logs_and_prints_events(start_
     shown = cli("job", "ev", h.id)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    assert lines[0].startswith(f"{h.id}  completed  queue ev  {Report.name}")
+    assert lines[0] == f"{h.id}  completed  queue ev"  # a completed job keeps no record: no name
     assert lines[1].startswith('progress 50% {"step":"half"}')
     assert lines[2] == 'result "done 5"'
     assert lines[3].endswith('  info     reported {"n":5}')
