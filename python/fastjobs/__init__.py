@@ -17,6 +17,7 @@ and run ``fastjobs worker myapp.jobs --queue emails``.
 
 from ._core import __version__
 from .bulk import BulkDispatcher, BulkDispatchError, BulkResult
+from .callbacks import CallbackStatus, verify_callback
 from .chain import ChainHandle, ChainStep, JobChain
 from .config import Connection, configure
 from .dispatch import JobHandle, JobInfo, PendingDispatch
@@ -50,6 +51,7 @@ __all__ = [
     "BulkDispatchError",
     "BulkDispatcher",
     "BulkResult",
+    "CallbackStatus",
     "ChainHandle",
     "ChainStep",
     "ClosedError",
@@ -88,4 +90,5 @@ __all__ = [
     "parse_duration",
     "periodic",
     "registry",
+    "verify_callback",
 ]
