@@ -483,8 +483,11 @@ mod tests {
             meta: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&p.body(7)).unwrap();
-        assert_eq!(v, serde_json::json!({"job_id": "j1", "queue": "q", "name": "Job", "state": "completed", "attempts": 2,
-                                         "result": {"n": 12345678901234u64}, "meta": null, "at": 7}));
+        assert_eq!(
+            v,
+            serde_json::json!({"job_id": "j1", "queue": "q", "name": "Job", "state": "completed", "attempts": 2,
+                                         "result": {"n": 12345678901234u64}, "meta": null, "at": 7})
+        );
         p.completed = false;
         p.data = Some(crate::worker::error_json("ValueError", "bad", "Traceback..."));
         let v: serde_json::Value = serde_json::from_slice(&p.body(7)).unwrap();

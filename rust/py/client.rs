@@ -409,7 +409,10 @@ impl Client {
             return call(py, asynchronous, async move { store.info(&q, &id).await }, |py, s: Status| {
                 let rec = record_tuple(py, s.record)?;
                 let cb = fields_dict(py, s.callback)?;
-                Ok((s.state.as_str(), rec, bytes_or_none(py, s.data), bytes_or_none(py, s.progress), cb).into_pyobject(py)?.into_any().unbind())
+                Ok((s.state.as_str(), rec, bytes_or_none(py, s.data), bytes_or_none(py, s.progress), cb)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind())
             });
         }
         call(py, asynchronous, async move { store.status(&q, &id).await }, status_tuple)

@@ -103,7 +103,11 @@ impl WorkerEngine {
             weights,
             worker_id,
             max_jobs,
-            callbacks: CallbackConfig { secret: callback_secret, attempts: callback_attempts, backoff: Duration::from_secs_f64(callback_backoff) },
+            callbacks: CallbackConfig {
+                secret: callback_secret,
+                attempts: callback_attempts,
+                backoff: Duration::from_secs_f64(callback_backoff),
+            },
         };
         let py = client.py();
         let queue_names = queues.iter().map(|q| PyString::intern(py, q).into_any().unbind()).collect();
