@@ -353,3 +353,24 @@ def test_worker_callback_settings_are_checked() -> None:
                           ({"callback_secret": ""}, "callback_secret")]:
         with pytest.raises(ValueError, match=match):
             fastjobs.Worker(["cb"], jobs=JOBS, **kwargs)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_the_command_and_its_pool_children_sign_with_the_secret_given(receiver: Any, spawn_worker: Any, start_method: str) -> None:
+    from tests.apps.jobs import Echo
+
+    r = receiver()
+    w = spawn_worker("-q", "default", "--callback-secret", "cli-secret", "--callback-backoff", "0.01", "-p", "1",
+                     "--start-method", start_method)
+    h = Echo.dispatch({"n": 5}).callback(r.url).send()
+    assert h.wait_result(30) == {"n": 5}
+    [(_, headers, body)] = r.got(1)
+    assert verify_callback("cli-secret", body, headers["Fastjobs-Signature"])
+    w.proc.terminate()
+    w.output()
+
+
+def test_the_command_refuses_bad_callback_settings(spawn_worker: Any) -> None:
+    w = spawn_worker("-q", "default", "--callback-attempts", "0")
+    assert "--callback-attempts must be a whole number from 1 to 100" in w.output()
+    assert w.proc.returncode == 2

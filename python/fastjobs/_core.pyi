@@ -3,7 +3,8 @@
 from collections.abc import Callable, Sequence
 from typing import Any, final
 
-__all__ = ["validate_queue_name", "validate_job_id", "check_callback_url", "__version__", "Client", "WorkerEngine", "BulkWriter", "PreparedBatch", "Schedules", "cron_next"]
+__all__ = ["validate_queue_name", "validate_job_id", "check_callback_url", "__version__", "Client", "WorkerEngine", "BulkWriter",
+           "PreparedBatch", "Schedules", "cron_next"]
 
 __version__: str
 
