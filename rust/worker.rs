@@ -800,8 +800,8 @@ impl<S: Store> Engine<S> {
         let attempt = u16::from_be_bytes([p.raw[1], p.raw[2]]).saturating_add(1);
         let post = match (&p.callbacks, &outcome) {
             (None, _) => None,
-            (Some(_), Outcome::Completed(result)) => self.post(&p, true, attempt, result.clone()),
-            (Some(_), Outcome::Failed { error }) => self.post(&p, false, attempt, Some(error.clone())),
+            (Some(_), Outcome::Completed(result)) => self.post(&p, true, attempt, || result.clone()),
+            (Some(_), Outcome::Failed { error }) => self.post(&p, false, attempt, || Some(error.clone())),
             (Some(_), _) => None,
         };
         let kind = match outcome {
@@ -818,9 +818,10 @@ impl<S: Store> Engine<S> {
 
     /// The callback a job's outcome is posted to (completed, else failed for good), if its
     /// options name one for it.
-    fn post(&self, p: &Pending, completed: bool, attempts: u16, data: Option<Vec<u8>>) -> Option<Box<Post>> {
+    fn post(&self, p: &Pending, completed: bool, attempts: u16, data: impl FnOnce() -> Option<Vec<u8>>) -> Option<Box<Post>> {
         let t = p.callbacks.as_deref()?;
         let target = if completed { t.completed.clone() } else { t.failed.clone() }?;
+        let data = data();
         Some(Box::new(Post {
             target,
             queue: self.queues[p.queue].clone(),
@@ -855,7 +856,7 @@ impl<S: Store> Engine<S> {
             let retried = p.retried();
             let post = match p.callbacks {
                 None => None,
-                Some(_) => self.post(&p, true, u16::from_be_bytes([p.raw[1], p.raw[2]]).saturating_add(1), None),
+                Some(_) => self.post(&p, true, u16::from_be_bytes([p.raw[1], p.raw[2]]).saturating_add(1), || None),
             };
             a.push((
                 p.lease,

@@ -374,3 +374,11 @@ def test_the_command_refuses_bad_callback_settings(spawn_worker: Any) -> None:
     w = spawn_worker("-q", "default", "--callback-attempts", "0")
     assert "--callback-attempts must be a whole number from 1 to 100" in w.output()
     assert w.proc.returncode == 2
+
+
+def test_the_steps_of_a_chain_keep_their_callbacks(receiver: Any, start_worker: Any) -> None:
+    r = receiver()
+    worker(start_worker)
+    fastjobs.JobChain([Quiet.dispatch(1).callback(r.url + "/first"), Report.dispatch({"rows": 2}).callback(r.url + "/second")]).dispatch()
+    got = r.got(2)
+    assert sorted(p for p, _, _ in got) == ["/first", "/second"]
