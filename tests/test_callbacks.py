@@ -83,21 +83,21 @@ def closed_port() -> int:
     return port
 
 
-class Report(fastjobs.Job[dict, dict]):
+class CbReport(fastjobs.Job[dict, dict]):
     queue = "cb"
 
     def process(self, payload: dict) -> dict:
         return {"rows": payload["rows"], "big": 12345678901234}
 
 
-class Quiet(fastjobs.Job[int, None]):
+class CbQuiet(fastjobs.Job[int, None]):
     queue = "cb"
 
     def process(self, n: int) -> None:
         return None
 
 
-class Broken(fastjobs.Job[int, None]):
+class CbBroken(fastjobs.Job[int, None]):
     queue = "cb"
     attempts = 2
     backoff = 0
@@ -106,14 +106,14 @@ class Broken(fastjobs.Job[int, None]):
         raise ValueError(f"bad input {n}")
 
 
-class AsyncReport(fastjobs.Job[int, int]):
+class CbAsyncReport(fastjobs.Job[int, int]):
     queue = "cb"
 
     async def process(self, n: int) -> int:
         return n * 2
 
 
-JOBS = [Report, Quiet, Broken, AsyncReport]
+JOBS = [CbReport, CbQuiet, CbBroken, CbAsyncReport]
 
 
 def worker(start_worker: Any, **kwargs: Any) -> Any:
@@ -125,7 +125,7 @@ def worker(start_worker: Any, **kwargs: Any) -> Any:
 def test_a_completed_job_posts_its_outcome_signed(receiver: Any, start_worker: Any) -> None:
     r = receiver()
     worker(start_worker)
-    h = (Report.dispatch({"rows": 3}).meta({"user": 7}).callback(r.url + "/done", headers={"Authorization": "Bearer t0k", "X-Trace": "abc"})
+    h = (CbReport.dispatch({"rows": 3}).meta({"user": 7}).callback(r.url + "/done", headers={"Authorization": "Bearer t0k", "X-Trace": "abc"})
          .send())
     assert h.wait_result(10) == {"rows": 3, "big": 12345678901234}
     [(path, headers, body)] = r.got(1)
@@ -141,7 +141,7 @@ def test_a_completed_job_posts_its_outcome_signed(receiver: Any, start_worker: A
     sent = json.loads(body)
     at = sent.pop("at")
     assert abs(at / 1000 - time.time()) < 60
-    assert sent == {"job_id": h.id, "queue": "cb", "name": "Report", "state": "completed", "attempts": 1,
+    assert sent == {"job_id": h.id, "queue": "cb", "name": "CbReport", "state": "completed", "attempts": 1,
                     "result": {"rows": 3, "big": 12345678901234}, "meta": {"user": 7}}
     status = eventually(lambda: h.callback_status())
     assert (status.state, status.event, status.url, status.attempts, status.status_code, status.error) == (
@@ -153,7 +153,7 @@ def test_a_completed_job_posts_its_outcome_signed(receiver: Any, start_worker: A
 def test_the_signature_is_hmac_sha256_of_time_and_body(receiver: Any, start_worker: Any) -> None:
     r = receiver()
     worker(start_worker)
-    Quiet.dispatch(1).callback(r.url).send().wait_result(10)
+    CbQuiet.dispatch(1).callback(r.url).send().wait_result(10)
     [(_, headers, body)] = r.got(1)
     t, v1 = (part.split("=", 1)[1] for part in headers["Fastjobs-Signature"].split(","))
     assert v1 == hmac.new(SECRET.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()
@@ -173,7 +173,7 @@ def test_the_signature_is_hmac_sha256_of_time_and_body(receiver: Any, start_work
 def test_a_job_that_fails_for_good_posts_its_failure_callback(receiver: Any, start_worker: Any) -> None:
     done, failed = receiver(), receiver()
     worker(start_worker)
-    h = Broken.dispatch(5).callback(done.url).failure_callback(failed.url + "/failed", headers={"X-Kind": "failure"}).send()
+    h = CbBroken.dispatch(5).callback(done.url).failure_callback(failed.url + "/failed", headers={"X-Kind": "failure"}).send()
     with pytest.raises(fastjobs.JobFailed):
         h.wait_result(10)
     [(path, headers, body)] = failed.got(1)
@@ -191,14 +191,14 @@ def test_a_job_that_fails_for_good_posts_its_failure_callback(receiver: Any, sta
 def test_a_job_without_the_matching_callback_posts_nothing(receiver: Any, start_worker: Any) -> None:
     r = receiver()
     worker(start_worker)
-    failing = Broken.dispatch(1).callback(r.url).send()
-    done = Quiet.dispatch(1).failure_callback(r.url).send()
+    failing = CbBroken.dispatch(1).callback(r.url).send()
+    done = CbQuiet.dispatch(1).failure_callback(r.url).send()
     with pytest.raises(fastjobs.JobFailed):
         failing.wait_result(10)
     done.wait_result(10)
     # A later job's callback: the earlier jobs' outcomes were acknowledged (and any callback of
     # theirs under way) before it.
-    Quiet.dispatch(2).callback(r.url + "/last").send().wait_result(10)
+    CbQuiet.dispatch(2).callback(r.url + "/last").send().wait_result(10)
     [(path, _, _)] = r.got(1)
     assert path == "/last"
     assert failing.callback_status() is None and done.callback_status() is None
@@ -207,7 +207,7 @@ def test_a_job_without_the_matching_callback_posts_nothing(receiver: Any, start_
 def test_a_server_that_is_down_gets_the_retries_and_the_job_records_the_failure(start_worker: Any) -> None:
     url = f"http://127.0.0.1:{closed_port()}/hook"
     worker(start_worker, callback_attempts=3)
-    h = Report.dispatch({"rows": 1}).callback(url).send()
+    h = CbReport.dispatch({"rows": 1}).callback(url).send()
     assert h.wait_result(10) == {"rows": 1, "big": 12345678901234}
     status = eventually(lambda: (s := h.callback_status()) and s.state == "failed" and s)
     assert (status.attempts, status.status_code, status.url) == (3, None, url)
@@ -221,7 +221,7 @@ def test_a_server_that_is_down_gets_the_retries_and_the_job_records_the_failure(
 def test_a_500_is_tried_again_and_then_delivered(receiver: Any, start_worker: Any) -> None:
     r = receiver([500, 503])
     worker(start_worker)
-    h = Quiet.dispatch(1).callback(r.url).send()
+    h = CbQuiet.dispatch(1).callback(r.url).send()
     h.wait_result(10)
     status = eventually(lambda: (s := h.callback_status()) and s.state == "delivered" and s)
     assert (status.attempts, status.status_code, status.error) == (3, 200, None)
@@ -232,7 +232,7 @@ def test_a_500_is_tried_again_and_then_delivered(receiver: Any, start_worker: An
 def test_a_4xx_answer_is_not_tried_again(receiver: Any, start_worker: Any) -> None:
     r = receiver([404])
     worker(start_worker)
-    h = Quiet.dispatch(1).callback(r.url).send()
+    h = CbQuiet.dispatch(1).callback(r.url).send()
     h.wait_result(10)
     status = eventually(lambda: (s := h.callback_status()) and s.state == "failed" and s)
     assert (status.attempts, status.status_code, status.error) == (1, 404, "HTTP 404")
@@ -243,7 +243,7 @@ def test_a_4xx_answer_is_not_tried_again(receiver: Any, start_worker: Any) -> No
 def test_a_429_is_tried_again(receiver: Any, start_worker: Any) -> None:
     r = receiver([429])
     worker(start_worker)
-    h = Quiet.dispatch(1).callback(r.url).send()
+    h = CbQuiet.dispatch(1).callback(r.url).send()
     h.wait_result(10)
     status = eventually(lambda: (s := h.callback_status()) and s.state == "delivered" and s)
     assert status.attempts == 2
@@ -251,9 +251,9 @@ def test_a_429_is_tried_again(receiver: Any, start_worker: Any) -> None:
 
 def test_async_handlers_and_bulk_dispatch_carry_callbacks(receiver: Any, start_worker: Any) -> None:
     r = receiver()
-    worker(start_worker, jobs=[AsyncReport])
-    result = AsyncReport.dispatch_many([1, 2, 3], callback={"url": r.url + "/bulk", "headers": {"X-Batch": "b1"}})
-    single = AsyncReport.dispatch(10).with_("callback", r.url + "/one").send()
+    worker(start_worker, jobs=[CbAsyncReport])
+    result = CbAsyncReport.dispatch_many([1, 2, 3], callback={"url": r.url + "/bulk", "headers": {"X-Batch": "b1"}})
+    single = CbAsyncReport.dispatch(10).with_("callback", r.url + "/one").send()
     assert single.wait_result(10) == 20
     got = r.got(4)
     bulk = sorted(json.loads(b)["result"] for p, h, b in got if p == "/bulk" and h["X-Batch"] == "b1")
@@ -264,7 +264,7 @@ def test_async_handlers_and_bulk_dispatch_carry_callbacks(receiver: Any, start_w
 def test_builders_in_a_bulk_dispatcher_keep_their_callbacks(receiver: Any, start_worker: Any) -> None:
     r = receiver()
     worker(start_worker)
-    fastjobs.BulkDispatcher([Quiet.dispatch(1).callback(r.url + "/a"), Quiet.dispatch(2), Quiet.dispatch(3).callback(r.url + "/c")]).dispatch()
+    fastjobs.BulkDispatcher([CbQuiet.dispatch(1).callback(r.url + "/a"), CbQuiet.dispatch(2), CbQuiet.dispatch(3).callback(r.url + "/c")]).dispatch()
     eventually(lambda: Queue("cb").counts()["completed"] == 3)
     assert sorted(p for p, _, _ in r.got(2)) == ["/a", "/c"]
 
@@ -274,8 +274,8 @@ def test_without_a_secret_callbacks_go_unsigned(receiver: Any, start_worker: Any
     monkeypatch.delenv("FASTJOBS_CALLBACK_SECRET", raising=False)
     r = receiver()
     w = worker(start_worker, callback_secret=None)
-    Quiet.dispatch(1).callback(r.url).send().wait_result(10)
-    Quiet.dispatch(2).callback(r.url).send().wait_result(10)
+    CbQuiet.dispatch(1).callback(r.url).send().wait_result(10)
+    CbQuiet.dispatch(2).callback(r.url).send().wait_result(10)
     got = r.got(2)
     assert all("Fastjobs-Signature" not in h for _, h, _ in got)
     w.stop()
@@ -286,7 +286,7 @@ def test_the_secret_comes_from_the_environment(receiver: Any, start_worker: Any,
     monkeypatch.setenv("FASTJOBS_CALLBACK_SECRET", "from-env")
     r = receiver()
     worker(start_worker, callback_secret=None)
-    Quiet.dispatch(1).callback(r.url).send().wait_result(10)
+    CbQuiet.dispatch(1).callback(r.url).send().wait_result(10)
     [(_, headers, body)] = r.got(1)
     assert verify_callback("from-env", body, headers["Fastjobs-Signature"])
 
@@ -294,7 +294,7 @@ def test_the_secret_comes_from_the_environment(receiver: Any, start_worker: Any,
 def test_a_stopping_worker_records_callbacks_it_could_not_deliver(start_worker: Any) -> None:
     url = f"http://127.0.0.1:{closed_port()}/"
     w = worker(start_worker, callback_attempts=5, callback_backoff=60, grace=0.2)
-    h = Quiet.dispatch(1).callback(url).send()
+    h = CbQuiet.dispatch(1).callback(url).send()
     h.wait_result(10)
     eventually(lambda: (s := h.callback_status()) and s.state == "retrying")
     w.stop()
@@ -306,7 +306,7 @@ def test_a_stopping_worker_records_callbacks_it_could_not_deliver(start_worker: 
 def test_removing_a_job_removes_its_callback_record(receiver: Any, start_worker: Any) -> None:
     r = receiver()
     worker(start_worker)
-    h = Quiet.dispatch(1).job_id("removed-1").callback(r.url).send()
+    h = CbQuiet.dispatch(1).job_id("removed-1").callback(r.url).send()
     h.wait_result(10)
     eventually(lambda: h.callback_status())
     Queue("cb").remove(h.id)
@@ -336,14 +336,14 @@ def test_removing_a_job_removes_its_callback_record(receiver: Any, start_worker:
 def test_bad_callbacks_raise_at_dispatch_and_write_nothing(url: Any, headers: Any, error: type[Exception], match: str) -> None:
     for method in ("callback", "failure_callback"):
         with pytest.raises(error, match=match) as e:
-            getattr(Quiet.dispatch(1), method)(url, headers=headers)
+            getattr(CbQuiet.dispatch(1), method)(url, headers=headers)
         assert method in str(e.value)
     with pytest.raises(error, match=match):
-        Quiet.dispatch(1).with_("callback", {"url": url, "headers": headers})
+        CbQuiet.dispatch(1).with_("callback", {"url": url, "headers": headers})
     with pytest.raises(error, match=match):
-        Quiet.dispatch_many([1, 2], callback={"url": url, "headers": headers})
+        CbQuiet.dispatch_many([1, 2], callback={"url": url, "headers": headers})
     with pytest.raises(ValueError, match="url and headers"):
-        Quiet.dispatch(1).with_("failure_callback", {"href": "https://example.com"})
+        CbQuiet.dispatch(1).with_("failure_callback", {"href": "https://example.com"})
     assert Queue("cb").counts()["waiting"] == 0
 
 
@@ -379,6 +379,6 @@ def test_the_command_refuses_bad_callback_settings(spawn_worker: Any) -> None:
 def test_the_steps_of_a_chain_keep_their_callbacks(receiver: Any, start_worker: Any) -> None:
     r = receiver()
     worker(start_worker)
-    fastjobs.JobChain([Quiet.dispatch(1).callback(r.url + "/first"), Report.dispatch({"rows": 2}).callback(r.url + "/second")]).dispatch()
+    fastjobs.JobChain([CbQuiet.dispatch(1).callback(r.url + "/first"), CbReport.dispatch({"rows": 2}).callback(r.url + "/second")]).dispatch()
     got = r.got(2)
     assert sorted(p for p, _, _ in got) == ["/first", "/second"]
