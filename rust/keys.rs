@@ -147,6 +147,12 @@ impl QueueKeys {
     pub fn logs(&self, id: &str) -> String {
         format!("{}:logs:{id}", self.base)
     }
+
+    /// How a job's callback went (callback.rs): a hash of state, event, url, attempts, code,
+    /// error, at; kept as long as results.
+    pub fn callback(&self, id: &str) -> String {
+        format!("{}:callback:{id}", self.base)
+    }
 }
 
 /// The set of every queue's name (`<prefix>:queues`): a queue joins it when a producer first

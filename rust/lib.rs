@@ -2,6 +2,7 @@
 //! `fastjobs._core`. Everything outside `py/` is plain Rust, testable with `cargo test`.
 
 pub mod bulk;
+pub mod callback;
 pub mod coalesce;
 pub mod codec;
 pub mod conn;
@@ -35,10 +36,17 @@ fn validate_job_id(id: &str) -> PyResult<()> {
     codec::check_caller_id(id).map_err(py::errors::to_py)
 }
 
+/// Raises ValueError unless `url` can be a callback's: http or https, with a host.
+#[pyfunction]
+fn check_callback_url(url: &str) -> PyResult<()> {
+    callback::check_url(url).map_err(py::errors::to_py)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_queue_name, m)?)?;
     m.add_function(wrap_pyfunction!(validate_job_id, m)?)?;
+    m.add_function(wrap_pyfunction!(check_callback_url, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<py::client::Client>()?;
     m.add_class::<py::worker::WorkerEngine>()?;

@@ -285,7 +285,13 @@ impl RedisStore {
         let v: Value = self.conn.eval(c).await?;
         let mut a = array(v.clone()).ok_or_else(|| bad_reply("status", &v))?.into_iter();
         let state = a.next().and_then(bytes).map(|b| State::parse(&String::from_utf8_lossy(&b))).ok_or_else(|| bad_reply("status", &v))?;
-        Ok(Status { state, record: a.next().and_then(bytes), data: a.next().and_then(bytes), progress: a.next().and_then(bytes) })
+        let (record, data, progress) = (a.next().and_then(bytes), a.next().and_then(bytes), a.next().and_then(bytes));
+        let mut callback = vec![];
+        let mut fields = a.next().and_then(array).unwrap_or_default().into_iter();
+        while let (Some(k), Some(v)) = (fields.next().and_then(bytes), fields.next().and_then(bytes)) {
+            callback.push((String::from_utf8_lossy(&k).into_owned(), v));
+        }
+        Ok(Status { state, record, data, progress, callback })
     }
 
     /// An enqueue as one script call: push.lua for jobs due now with generated ids (`true`:
@@ -842,6 +848,23 @@ impl Store for RedisStore {
         Ok(array(v).unwrap_or_default().into_iter().filter_map(bytes).collect())
     }
 
+    async fn callback_record(&self, q: &QueueKeys, id: &str, fields: Vec<(&'static str, Vec<u8>)>) -> Result<()> {
+        let key = q.callback(id);
+        let mut p = redis::pipe();
+        p.atomic();
+        let c = p.cmd("HSET").arg(&key);
+        for (f, v) in &fields {
+            c.arg(*f).arg(v);
+        }
+        c.ignore();
+        p.cmd("PEXPIRE").arg(&key).arg(self.settings().result_ttl.as_millis().max(1) as u64).ignore();
+        self.conn.pipeline(&p).await.map(|_| ())
+    }
+
+    async fn callback_status(&self, q: &QueueKeys, id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.hash_all(&q.callback(id)).await
+    }
+
     async fn wait_result(&self, q: Arc<QueueKeys>, id: String, timeout: Option<Duration>) -> Result<Option<Status>> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         loop {
@@ -864,7 +887,7 @@ impl Store for RedisStore {
                 None => rx.await,
             };
             match got {
-                Ok((state, data)) => return Ok(Some(Status { state, record: None, data: Some(data), progress: None })),
+                Ok((state, data)) => return Ok(Some(Status { state, record: None, data: Some(data), progress: None, callback: vec![] })),
                 // The subscription broke: drop our registration and look again.
                 Err(_) => self.unwait(&q, &id).await?,
             }

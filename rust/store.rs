@@ -210,6 +210,8 @@ pub struct Status {
     pub data: Option<Vec<u8>>,
     /// The job's last progress (JSON), read only by `Store::info`.
     pub progress: Option<Vec<u8>>,
+    /// Its callback's record (`Store::callback_status`), read only by `Store::info`.
+    pub callback: Vec<(String, Vec<u8>)>,
 }
 
 /// What a running job reports about itself (feedback.lua).
@@ -420,6 +422,11 @@ pub trait Store: Send + Sync + 'static {
     fn progress(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
     /// A job's log lines `start` to `start + limit - 1`, oldest first (JSON with their times).
     fn logs(&self, q: &QueueKeys, id: &str, start: usize, limit: usize) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
+    /// Records how a job's callback went (`keys::QueueKeys::callback`): replaces the fields
+    /// given; the hash lives as long as results.
+    fn callback_record(&self, q: &QueueKeys, id: &str, fields: Vec<(&'static str, Vec<u8>)>) -> impl Future<Output = Result<()>> + Send;
+    /// The fields `callback_record` wrote for a job, none when it has no record.
+    fn callback_status(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send;
     /// Waits for a job to complete or fail for good; Ok(None) when `timeout` passed first.
     fn wait_result(&self, q: Arc<QueueKeys>, id: String, timeout: Option<Duration>) -> impl Future<Output = Result<Option<Status>>> + Send;
     fn counts(&self, q: &QueueKeys) -> impl Future<Output = Result<Counts>> + Send;

@@ -5,6 +5,7 @@
 //! Python threads take jobs with `next_jobs` and report each outcome with `settle`; both
 //! are cheap, in-memory calls. All network work happens on the I/O runtime's tasks.
 
+use crate::callback::{CallbackConfig, Deliverer, Post, Targets};
 use crate::codec::{is_generated_id, Record};
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
@@ -36,6 +37,8 @@ pub struct WorkerConfig {
     /// Hand out at most this many jobs, then nothing more is reserved (a pool child that is
     /// recycled after that many): `exhausted` tells when they are all given.
     pub max_jobs: Option<u64>,
+    /// How the jobs' callbacks are posted (callback.rs).
+    pub callbacks: CallbackConfig,
 }
 
 /// A job handed to Python.
@@ -59,13 +62,27 @@ struct Pending {
     dedup: Option<Vec<u8>>,
     /// The job's group, read with the key (its settlement frees a place of the group).
     group: Option<Vec<u8>>,
+    /// The job's callbacks, read with the key; None for every job without one.
+    callbacks: Option<Box<Targets>>,
+    /// Its name, kept only for a job with callbacks (posted with its outcome).
+    name: String,
 }
 
 impl Pending {
     /// A copy to buffer again (`orphan` as given); what `hand_out` reads from the options is
     /// read again when it is handed out.
     fn copy(&self, orphan: bool) -> Pending {
-        Pending { lease: self.lease, queue: self.queue, raw: self.raw.clone(), id: self.id.clone(), orphan, dedup: None, group: None }
+        Pending {
+            lease: self.lease,
+            queue: self.queue,
+            raw: self.raw.clone(),
+            id: self.id.clone(),
+            orphan,
+            dedup: None,
+            group: None,
+            callbacks: None,
+            name: String::new(),
+        }
     }
 
     /// An earlier attempt failed (its error is kept until this one settles).
@@ -135,7 +152,8 @@ pub struct Engine<S: Store> {
     leases: Mutex<HashMap<u64, Lease>>,
     /// Handed to Python, not settled yet: handle -> job.
     running: Mutex<HashMap<u64, Pending>>,
-    acks: Mutex<Vec<(u64, AckEntry)>>,
+    /// Settled jobs to acknowledge: (lease, entry, the callback to post once it landed).
+    acks: Mutex<Vec<Settled>>,
     ack_ready: Notify,
     acks_idle: Notify,
     /// The acknowledger holds a batch it has not finished sending.
@@ -173,7 +191,11 @@ pub struct Engine<S: Store> {
     /// skips the queue and its idle wait ends at the earliest of these (a timer, no polling).
     limited_until: Mutex<Vec<Option<Instant>>>,
     left: AtomicBool,
+    /// Posts the jobs' callbacks once their outcomes landed.
+    pub callbacks: Arc<Deliverer<S>>,
 }
+
+type Settled = (u64, AckEntry, Option<Box<Post>>);
 
 /// One blocking wait for work; an idle worker then reserves again (and renews its slot).
 const WAIT: Duration = Duration::from_secs(1);
@@ -187,6 +209,7 @@ impl<S: Store> Engine<S> {
     pub fn new(store: Arc<S>, queues: Vec<Arc<QueueKeys>>, cfg: WorkerConfig) -> Arc<Engine<S>> {
         let queues_len = queues.len();
         let worker_id = cfg.worker_id.clone().unwrap_or_else(new_token);
+        let callbacks = Arc::new(Deliverer::new(store.clone(), cfg.callbacks.clone()));
         Arc::new(Engine {
             store,
             queues,
@@ -221,6 +244,7 @@ impl<S: Store> Engine<S> {
             cancel_news: Mutex::default(),
             cancel_cv: Condvar::new(),
             left: AtomicBool::new(false),
+            callbacks,
         })
     }
 
@@ -538,6 +562,8 @@ impl<S: Store> Engine<S> {
                 raw,
                 dedup: None,
                 group: None,
+                callbacks: None,
+                name: String::new(),
             })
             .collect()
     }
@@ -734,6 +760,10 @@ impl<S: Store> Engine<S> {
                     // Most records carry no options: nothing to read.
                     if !record.options.is_empty() {
                         (p.dedup, p.group) = settle_keys(&record.options);
+                        p.callbacks = crate::callback::targets(&record.options);
+                        if p.callbacks.is_some() {
+                            p.name.clone_from(&record.name);
+                        }
                     }
                     out.push(Delivery { handle, queue: p.queue, record, redelivered: p.orphan });
                     running.insert(handle, p);
@@ -768,6 +798,12 @@ impl<S: Store> Engine<S> {
             return true;
         }
         let attempt = u16::from_be_bytes([p.raw[1], p.raw[2]]).saturating_add(1);
+        let post = match (&p.callbacks, &outcome) {
+            (None, _) => None,
+            (Some(_), Outcome::Completed(result)) => self.post(&p, true, attempt, || result.clone()),
+            (Some(_), Outcome::Failed { error }) => self.post(&p, false, attempt, || Some(error.clone())),
+            (Some(_), _) => None,
+        };
         let kind = match outcome {
             Outcome::Completed(result) => AckKind::Completed { result },
             Outcome::Retry { delay_ms, error } => AckKind::Retry { delay_ms, record: Record::with_attempt(&p.raw, attempt), error },
@@ -776,8 +812,26 @@ impl<S: Store> Engine<S> {
         };
         let custom_id = !is_generated_id(&p.id);
         let retried = p.retried();
-        self.push_ack(p.lease, AckEntry { id: p.id, custom_id, retried, kind, dedup: p.dedup, group: p.group });
+        self.push_ack_posting(p.lease, AckEntry { id: p.id, custom_id, retried, kind, dedup: p.dedup, group: p.group }, post);
         true
+    }
+
+    /// The callback a job's outcome is posted to (completed, else failed for good), if its
+    /// options name one for it.
+    fn post(&self, p: &Pending, completed: bool, attempts: u16, data: impl FnOnce() -> Option<Vec<u8>>) -> Option<Box<Post>> {
+        let t = p.callbacks.as_deref()?;
+        let target = if completed { t.completed.clone() } else { t.failed.clone() }?;
+        let data = data();
+        Some(Box::new(Post {
+            target,
+            queue: self.queues[p.queue].clone(),
+            job_id: String::from_utf8_lossy(&p.id).into_owned(),
+            name: p.name.clone(),
+            completed,
+            attempts,
+            data,
+            meta: t.meta.clone(),
+        }))
     }
 
     /// Reports many jobs completed with a `None` result, in one call (the worker's hot path).
@@ -800,9 +854,14 @@ impl<S: Store> Engine<S> {
         for p in taken {
             let custom_id = !is_generated_id(&p.id);
             let retried = p.retried();
+            let post = match p.callbacks {
+                None => None,
+                Some(_) => self.post(&p, true, u16::from_be_bytes([p.raw[1], p.raw[2]]).saturating_add(1), || None),
+            };
             a.push((
                 p.lease,
                 AckEntry { id: p.id, custom_id, retried, kind: AckKind::Completed { result: None }, dedup: p.dedup, group: p.group },
+                post,
             ));
         }
         if was_empty && n > 0 {
@@ -812,8 +871,13 @@ impl<S: Store> Engine<S> {
     }
 
     fn push_ack(&self, lease: u64, e: AckEntry) {
+        self.push_ack_posting(lease, e, None);
+    }
+
+    /// An outcome to acknowledge, and the callback to post once it landed.
+    fn push_ack_posting(&self, lease: u64, e: AckEntry, post: Option<Box<Post>>) {
         let mut a = self.acks.lock().unwrap();
-        a.push((lease, e));
+        a.push((lease, e, post));
         if a.len() == 1 {
             self.ack_ready.notify_one();
         }
@@ -825,7 +889,7 @@ impl<S: Store> Engine<S> {
         loop {
             // Take the batch and mark it in flight under one lock, so drain_acks never sees
             // neither.
-            let batch: Vec<(u64, AckEntry)> = {
+            let batch: Vec<Settled> = {
                 let mut a = self.acks.lock().unwrap();
                 self.flushing.store(!a.is_empty(), Ordering::Release);
                 std::mem::take(&mut *a)
@@ -839,15 +903,16 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    async fn flush(&self, batch: Vec<(u64, AckEntry)>) {
+    async fn flush(&self, batch: Vec<Settled>) {
         let n = batch.len() as u64;
         let mut by_lease: Vec<(u64, LeaseAck)> = vec![];
+        let mut posts: Vec<(u64, Box<Post>)> = vec![];
         // The outcome of the orphan running alone: the others may run once it has landed.
-        let solo = batch.iter().any(|(lease, e)| self.is_solo(*lease, &e.id));
+        let solo = batch.iter().any(|(lease, e, _)| self.is_solo(*lease, &e.id));
         {
             let leases = self.leases.lock().unwrap();
             let mut index: HashMap<u64, usize> = HashMap::new();
-            for (lease, e) in batch {
+            for (lease, e, post) in batch {
                 let Some(l) = leases.get(&lease) else {
                     // The lease was lost (reaped) and forgotten: its job belongs to another
                     // worker now, so this outcome is refused without asking Redis.
@@ -859,6 +924,9 @@ impl<S: Store> Engine<S> {
                     by_lease.len() - 1
                 });
                 by_lease[i].1.entries.push(e);
+                if let Some(post) = post {
+                    posts.push((lease, post));
+                }
             }
         }
         let acks: Vec<LeaseAck> = by_lease.iter().map(|(_, a)| a.clone()).collect();
@@ -876,6 +944,17 @@ impl<S: Store> Engine<S> {
                 }
             }
         };
+        // The callbacks of jobs whose outcome landed: a lease with refused outcomes was reaped
+        // (its jobs run again elsewhere, and that run posts), so none of it is posted.
+        let refused: Vec<u64> = by_lease.iter().zip(&outcomes).filter(|(_, o)| o.refused > 0).map(|((l, _), _)| *l).collect();
+        if !posts.is_empty() {
+            let at = crate::callback::now_ms();
+            for (lease, post) in posts {
+                if !refused.contains(&lease) {
+                    self.callbacks.spawn(*post, at);
+                }
+            }
+        }
         {
             let s = &self.stats;
             let mut leases = self.leases.lock().unwrap();

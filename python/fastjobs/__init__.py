@@ -17,6 +17,7 @@ and run ``fastjobs worker myapp.jobs --queue emails``.
 
 from ._core import __version__
 from .bulk import BulkDispatcher, BulkDispatchError, BulkResult
+from .callbacks import CallbackStatus, verify_callback
 from .chain import ChainHandle, ChainStep, JobChain
 from .config import Connection, configure
 from .dispatch import JobHandle, JobInfo, PendingDispatch
@@ -54,6 +55,7 @@ __all__ = [
     "BulkDispatchError",
     "BulkDispatcher",
     "BulkResult",
+    "CallbackStatus",
     "ChainHandle",
     "ChainStep",
     "ClosedError",
@@ -98,4 +100,5 @@ __all__ = [
     "periodic",
     "registered_hooks",
     "registry",
+    "verify_callback",
 ]

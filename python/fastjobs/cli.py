@@ -93,6 +93,9 @@ def _worker(args: argparse.Namespace) -> int:
             max_memory_per_child=args.max_memory_per_child,
             start_method=args.start_method,
             reload=args.reload,
+            callback_secret=args.callback_secret,
+            callback_attempts=args.callback_attempts,
+            callback_backoff=args.callback_backoff,
         )
     except ValueError as e:  # an option out of range
         print(f"fastjobs worker: {_flagged(e)}", file=sys.stderr)
@@ -121,7 +124,7 @@ def _flagged(e: ValueError) -> str:
     """A Worker's message, naming the command's flag instead of the parameter."""
     message = str(e)
     for param in ("max_jobs_per_child", "max_memory_per_child", "processes", "start_method", "concurrency", "prefetch",
-                  "lease", "grace"):
+                  "lease", "grace", "callback_secret", "callback_attempts", "callback_backoff"):
         message = re.sub(rf"\b{param}\b", "--" + param.replace("_", "-"), message)
     return message
 
@@ -314,6 +317,11 @@ def parser() -> argparse.ArgumentParser:
                    help="how pool children start (default: fork on Linux, spawn elsewhere)")
     w.add_argument("--reload", action="store_true",
                    help="development: replace the pool's children when a .py file of the job modules' directories changes")
+    w.add_argument("--callback-secret", default=None, metavar="SECRET",
+                   help="sign the jobs' callbacks with SECRET (default: $FASTJOBS_CALLBACK_SECRET, which ps does not show)")
+    w.add_argument("--callback-attempts", type=int, default=5, metavar="N", help="tries per callback (default 5)")
+    w.add_argument("--callback-backoff", type=float, default=4.0, metavar="SECONDS",
+                   help="wait after a callback's first failed try, doubled after each (default 4)")
     w.set_defaults(func=_worker)
 
     e = sub.add_parser("enqueue", help="dispatch one job per line of a JSON-lines file",

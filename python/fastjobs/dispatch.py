@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _core, config, feedback, schemas, serde
+from .callbacks import CallbackStatus, check_callback, parse_status
 from .errors import JobCancelled, JobFailed, UnknownJobError, UnsentDispatchWarning
 from .hooks import hook_name
 from .options import (
@@ -73,7 +74,7 @@ class PendingDispatch(Generic[R]):
     once. A builder collected without being sent warns with ``UnsentDispatchWarning``."""
 
     __slots__ = ("job_class", "payload", "_queue", "_delay", "_due_at", "_job_id", "_attempts", "_backoff", "_timeout",
-                 "_priority", "_meta", "_connection", "_dedup", "_group", "_hooks", "_sent", "__weakref__")
+                 "_priority", "_meta", "_connection", "_dedup", "_group", "_hooks", "_callbacks", "_sent", "__weakref__")
 
     def __init__(self, job_class: type[Job[Any, R]], payload: Any) -> None:
         self._sent = _ABANDONED  # until validated: a builder that failed to build must not warn
@@ -99,6 +100,8 @@ class PendingDispatch(Generic[R]):
         self._group: str | None = None
         #: on_complete() / on_failure() / on_retry(): hook names by outcome (options "hooks").
         self._hooks: dict[str, list[str]] | None = None
+        #: callback() / failure_callback(): {"callback": {...}, "failure_callback": {...}}.
+        self._callbacks: dict[str, dict[str, Any]] | None = None
         self._sent = _UNSENT
 
     # ---- options ----
@@ -107,7 +110,8 @@ class PendingDispatch(Generic[R]):
     def with_(self, option: str, value: Any) -> Self:
         """Sets any option by name, as ``.with('attempts', 5)`` does in Laravel-style APIs: queue, delay, at,
         job_id, attempts, backoff, timeout, priority, meta, deduplicate, debounce, group, on_complete, on_failure,
-        on_retry (a hook or a list of them). Durations are in seconds."""
+        on_retry (a hook or a list of them), callback, failure_callback (a URL, or a dict with url and headers).
+        Durations are in seconds."""
         if option not in OPTION_NAMES:
             raise ValueError(f"unknown option {option!r}; known options: {', '.join(sorted(OPTION_NAMES))}")
         if option in _DEDUP_FIELDS and isinstance(value, Mapping):
@@ -121,6 +125,12 @@ class PendingDispatch(Generic[R]):
             for fn in value:
                 getattr(self, option)(fn)
             return self
+        if option in ("callback", "failure_callback") and isinstance(value, Mapping):
+            unknown = set(value) - {"url", "headers"}
+            if unknown or "url" not in value:
+                raise ValueError(f"{option} takes a URL, or a dict with url and headers"
+                                 f"{f'; unknown: {sorted(unknown)}' if unknown else ''}")
+            return getattr(self, option)(value["url"], headers=value.get("headers"))
         return getattr(self, {"queue": "on_queue"}.get(option, option))(value)
 
     @_abandon_on_error
@@ -248,6 +258,24 @@ class PendingDispatch(Generic[R]):
         self._hooks.setdefault(kind, []).append(name)
         return self
 
+    @_abandon_on_error
+    def callback(self, url: str, *, headers: Mapping[str, str] | None = None) -> Self:
+        """Posts the job's outcome to ``url`` (http or https) when it completes: a signed JSON
+        body (README "Callbacks"), with ``headers`` added to the request. The worker that ran
+        the job posts it once the outcome is stored, and tries again on errors."""
+        return self._set_callback("callback", url, headers)
+
+    @_abandon_on_error
+    def failure_callback(self, url: str, *, headers: Mapping[str, str] | None = None) -> Self:
+        """Posts the job's outcome to ``url`` when it fails for good (its attempts used up),
+        as ``callback`` does on completion."""
+        return self._set_callback("failure_callback", url, headers)
+
+    def _set_callback(self, kind: str, url: str, headers: Mapping[str, str] | None) -> Self:
+        spec = check_callback(url, headers, kind)
+        self._callbacks = {**(self._callbacks or {}), kind: spec}
+        return self
+
     def _refuse_with_debounce(self, what: str) -> None:
         if self._dedup is not None and self._dedup[0] == "debounce":
             raise ValueError(f"debounce() sets the job's delay itself: it cannot be combined with {what}")
@@ -303,6 +331,9 @@ class PendingDispatch(Generic[R]):
         if self._hooks is not None:
             # The worker reads it: hooks.py runs the named hooks after the outcome.
             opts["hooks"] = self._hooks
+        if self._callbacks is not None:
+            # The worker's engine reads them when it hands the job out (callback.rs).
+            opts.update(self._callbacks)
         return serde.dumps(opts, "options") if opts else None
 
     def _at_us(self) -> int | None:
@@ -401,6 +432,8 @@ class JobInfo:
     error: dict[str, Any] | None = None
     #: The last progress the job reported (``self.progress()``), or None.
     progress: feedback.Progress | None = None
+    #: How its callback went (``JobHandle.callback_status()``), or None.
+    callback: CallbackStatus | None = None
 
 
 def job_info(job_id: str, queue: str, status: tuple[Any, ...]) -> JobInfo:
@@ -424,6 +457,8 @@ def job_info(job_id: str, queue: str, status: tuple[Any, ...]) -> JobInfo:
             info["result"] = serde.loads_result(data, job_id)
     if len(status) > 3 and status[3] is not None:
         info["progress"] = feedback.parse_progress(status[3])
+    if len(status) > 4 and status[4] is not None:
+        info["callback"] = parse_status(status[4])
     return JobInfo(id=job_id, queue=queue, state=state, **info)
 
 
@@ -515,6 +550,15 @@ class JobHandle(Generic[R]):
         start, limit = feedback.check_range(start, limit)
         lines = await config.client(self.connection).logs(self.queue, self.id, start, limit, asynchronous=True)
         return [feedback.parse_log(b) for b in lines]
+
+    def callback_status(self) -> CallbackStatus | None:
+        """How the job's callback went (``callback()`` or ``failure_callback()``): retrying,
+        delivered or failed, with the attempts and the last answer; None before the worker
+        posted it (or when the job has none, or its record expired: kept as long as results)."""
+        return parse_status(config.client(self.connection).callback_status(self.queue, self.id))
+
+    async def callback_status_async(self) -> CallbackStatus | None:
+        return parse_status(await config.client(self.connection).callback_status(self.queue, self.id, asynchronous=True))
 
     def cancel(self) -> str:
         """Cancels the job (see ``Queue.cancel``); returns the state it was in."""

@@ -18,7 +18,7 @@ Duration = int | float | timedelta | str
 
 #: Options accepted by ``.with_(name, value)``.
 OPTION_NAMES = frozenset({"queue", "delay", "at", "job_id", "idempotency_key", "attempts", "backoff", "timeout", "priority", "meta",
-                          "deduplicate", "debounce", "group", "on_complete", "on_failure", "on_retry"})
+                          "deduplicate", "debounce", "group", "on_complete", "on_failure", "on_retry", "callback", "failure_callback"})
 
 #: The longest deduplication key, in bytes of UTF-8.
 MAX_DEDUP_KEY = 255

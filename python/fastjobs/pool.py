@@ -350,9 +350,14 @@ class Pool:
             spec["connections"] = {name: asdict(c) for name, c in config.configured().items()}
             spec["path"] = sys.path
             spec["log_level"] = logging.getLogger("fastjobs").getEffectiveLevel()
+            env = dict(os.environ)
+            secret = spec.pop("callback_secret", None)
+            if secret is not None:  # in the environment, not on the command line (ps shows that)
+                env[_SECRET_VAR] = secret
             proc = subprocess.Popen(
                 [sys.executable, "-c", "import fastjobs.worker as w; w.spawned_child()", json.dumps(spec), str(write_fd)],
                 pass_fds=(write_fd,),
+                env=env,
             )
             pid = proc.pid
         os.close(write_fd)
@@ -574,6 +579,17 @@ def _reimport(modules: list[str]) -> None:
 # ---- the child ----
 
 
+#: A spawned child's callback secret (hex), passed in its environment.
+_SECRET_VAR = "_FASTJOBS_CHILD_CALLBACK_SECRET"
+
+
+def _child_secret(spec: dict[str, Any]) -> bytes | None:
+    """The pool's callback secret (hex in the spec of a forked child, in the environment of
+    a spawned one)."""
+    secret = spec.get("callback_secret") or os.environ.pop(_SECRET_VAR, None)
+    return None if secret is None else bytes.fromhex(secret)
+
+
 def _child_main(spec: dict[str, Any], status_fd: int, make_worker: Callable[..., Any]) -> int:
     """A child of the pool: builds its worker and runs it until it stops; 0 when it stopped
     as asked or was recycled (it says which in its last report)."""
@@ -593,6 +609,9 @@ def _child_main(spec: dict[str, Any], status_fd: int, make_worker: Callable[...,
         grace=spec["grace"],
         scheduler=spec["scheduler"],
         jobs=_jobs(spec["jobs"]),
+        callback_secret=_child_secret(spec),
+        callback_attempts=spec.get("callback_attempts", 5),
+        callback_backoff=spec.get("callback_backoff", 4.0),
         _worker_id=spec["worker_id"],
         _max_jobs=spec["max_jobs"],
         middleware=_middleware(spec.get("middleware")),

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 #: How often a pool child reports its counts to its parent (pool.py): a child that dies
 #: loses at most this much of its counts from the pool's summary.
 REPORT_EVERY = 0.1
+#: The longest a stopping worker waits for callbacks still being tried (less if ``grace`` is).
+CALLBACK_WAIT = 10.0
 
 __all__ = ["Worker", "WorkerSummary"]
 
@@ -160,6 +162,13 @@ class Worker:
     children that die are replaced, ``max_jobs_per_child`` and ``max_memory_per_child`` (MB)
     recycle them, ``reload`` replaces them when a ``.py`` file under the job modules'
     directories changes. ``start_method`` is ``"fork"`` (the default on Linux) or ``"spawn"``.
+
+    Jobs dispatched with ``.callback(url)`` or ``.failure_callback(url)`` have their outcome
+    posted by the worker (README "Callbacks"): signed with ``callback_secret`` (str or bytes;
+    default ``$FASTJOBS_CALLBACK_SECRET``; without one they go unsigned, with a warning),
+    tried ``callback_attempts`` times, the first wait ``callback_backoff`` seconds and doubled
+    after each failed try. A stop waits up to ``min(grace, 10)`` seconds for callbacks still
+    being tried.
     """
 
     def __init__(
@@ -179,6 +188,9 @@ class Worker:
         start_method: str | None = None,
         reload: bool = False,
         middleware: Iterable[Callable[[Any], Any]] = (),
+        callback_secret: str | bytes | None = None,
+        callback_attempts: int = 5,
+        callback_backoff: float = 4.0,
         _worker_id: str | None = None,
         _max_jobs: int | None = None,
     ) -> None:
@@ -195,6 +207,7 @@ class Worker:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         lease = check_seconds(lease, "lease", minimum=0.3)
         grace = check_seconds(grace, "grace")
+        secret, callback_attempts, callback_backoff = _callback_settings(callback_secret, callback_attempts, callback_backoff)
         self.queues = list(queues)
         self.connection = connection
         self.concurrency = concurrency
@@ -208,7 +221,9 @@ class Worker:
         if processes is not None or reload:
             spec = dict(queues=dict(zip(self.queues, weights)) if weights else self.queues, concurrency=concurrency,
                         connection=connection, prefetch=prefetch, lease=lease, grace=grace, scheduler=scheduler,
-                        jobs=None if jobs is None else list(self.jobs), middleware=hooks.middleware_names(own))
+                        jobs=None if jobs is None else list(self.jobs), middleware=hooks.middleware_names(own),
+                        callback_attempts=callback_attempts, callback_backoff=callback_backoff,
+                        callback_secret=None if secret is None else secret.hex())
             self._pool = _pool(spec, self.jobs, processes, max_jobs_per_child, max_memory_per_child, start_method, grace, reload)
             return
         if max_jobs_per_child is not None or max_memory_per_child is not None:
@@ -222,6 +237,9 @@ class Worker:
             weights=weights,
             worker_id=_worker_id,
             max_jobs=_max_jobs,
+            callback_secret=secret,
+            callback_attempts=callback_attempts,
+            callback_backoff=callback_backoff,
         )
         self._stop = threading.Event()
         self._stopping = False  # mirrors _stop, read once per job on the hot path
@@ -706,6 +724,8 @@ class Worker:
         err = self.engine.take_error()
         if err:
             log.warning("Redis trouble, retrying: %s", err)
+        for note in self.engine.take_callback_notes():
+            log.warning("%s", note)
 
     def _shutdown(self) -> None:
         self.stop()
@@ -723,6 +743,11 @@ class Worker:
             n = self.engine.release_running()
             log.warning("grace period over: handed %d running job(s) back to their queues", n)
         self.engine.drain()
+        if self.engine.callbacks_in_flight():
+            # After the acknowledgements: the callbacks of the last outcomes are under way.
+            given_up = self.engine.drain_callbacks(min(self.grace, CALLBACK_WAIT))
+            if given_up:
+                log.warning("stopped with %d callback(s) not delivered (recorded as failed)", given_up)
         self.engine.close()
 
     def _drain_async(self, deadline: float) -> None:
@@ -751,6 +776,22 @@ class Worker:
         self._loop_thread.join(5)
         if not loop.is_running():
             loop.close()
+
+
+def _callback_settings(secret: str | bytes | None, attempts: int, backoff: float) -> tuple[bytes | None, int, float]:
+    """The worker's callback settings, checked: the secret as bytes (``$FASTJOBS_CALLBACK_SECRET``
+    when not given), the tries, the first wait."""
+    if secret is None:
+        secret = os.environ.get("FASTJOBS_CALLBACK_SECRET") or None
+    if isinstance(secret, str):
+        secret = secret.encode()
+    if secret is not None and (not isinstance(secret, bytes) or not secret):
+        raise ValueError("callback_secret must be a non-empty str or bytes")
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 100:
+        raise ValueError(f"callback_attempts must be a whole number from 1 to 100, got {attempts!r}")
+    if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 0.001 <= backoff <= 3600:
+        raise ValueError(f"callback_backoff must be 0.001 to 3600 seconds, got {backoff!r}")
+    return secret, attempts, float(backoff)
 
 
 def _pool(

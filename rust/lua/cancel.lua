@@ -15,8 +15,8 @@ local base, id, custom, op = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
 
 -- A job that will not run any more: waiters hear it, and a cancelled one stays `cancelled`
 -- (a caller-chosen id keeps its mark, as `x`, so it is not taken again; `remove` frees it).
--- `remove` deletes its progress and log lines too (feedback.lua); a cancelled job keeps them
--- until their ttl.
+-- `remove` deletes its progress and log lines (feedback.lua) and its callback's record too; a
+-- cancelled job keeps them until their ttl.
 local function gone(state, rec)
   release_dedup_of(base, rec, id)
   emit(base, op == 'cancel' and 'cancelled' or 'removed', {id}, rec and record_name(rec) or nil)
@@ -26,7 +26,7 @@ local function gone(state, rec)
     if rcall('HDEL', KEYS[6], id) == 1 then rcall('PUBLISH', ARGV[6], 'x' .. id .. '\n') end
   else
     if custom then rcall('DEL', base .. ':id:' .. id) else mark_cancelled(base, id, false, ARGV[5]) end
-    rcall('DEL', base .. ':result:' .. id, base .. ':progress:' .. id, base .. ':logs:' .. id)
+    rcall('DEL', base .. ':result:' .. id, base .. ':progress:' .. id, base .. ':logs:' .. id, base .. ':callback:' .. id)
     if rcall('HDEL', KEYS[6], id) == 1 then rcall('PUBLISH', ARGV[6], 'u' .. id .. '\n') end
   end
   return {state, rec or false, 1}
@@ -46,7 +46,7 @@ if rcall('ZSCORE', KEYS[3], id) then
   rcall('HDEL', KEYS[1], id)
   release_dedup_of(base, rec, id)
   rcall('HDEL', KEYS[5], id)
-  rcall('DEL', base .. ':progress:' .. id, base .. ':logs:' .. id)
+  rcall('DEL', base .. ':progress:' .. id, base .. ':logs:' .. id, base .. ':callback:' .. id)
   if custom then rcall('DEL', base .. ':id:' .. id) else mark_cancelled(base, id, false, ARGV[5]) end
   emit(base, 'removed', {id}, rec and record_name(rec) or nil)
   return {'failed', rec or false, 1}
@@ -74,7 +74,7 @@ else
   end
 end
 if op == 'remove' and state ~= 'unknown' then
-  rcall('DEL', base .. ':result:' .. id, base .. ':progress:' .. id, base .. ':logs:' .. id)
+  rcall('DEL', base .. ':result:' .. id, base .. ':progress:' .. id, base .. ':logs:' .. id, base .. ':callback:' .. id)
   if custom then rcall('DEL', base .. ':id:' .. id) end
   emit(base, 'removed', {id})
   return {state, false, 1}

@@ -3,9 +3,10 @@
 -- KEYS[5] errors hash   KEYS[6] waiters hash (written only with ARGV[4] = '1')
 -- ARGV[1] queue key base   ARGV[2] job id   ARGV[3] '1' if the id was chosen by the caller
 -- ARGV[4] '1' to register one waiter for the result when the job has not finished yet
--- ARGV[5] '1' to add the job's last progress (`…:progress:<id>`, feedback.lua)
+-- ARGV[5] '1' to add the job's last progress (`…:progress:<id>`, feedback.lua) and its
+--   callback's record (`…:callback:<id>`, written by the worker that posted it)
 -- Returns {state, record or false, result/error JSON or false} and, with ARGV[5], the
--- progress JSON or false; state is one of waiting, delayed, active, completed, failed,
+-- progress JSON or false and the callback record's fields and values (an empty list for none); state is one of waiting, delayed, active, completed, failed,
 -- cancelled, unknown.
 local base, id = ARGV[1], ARGV[2]
 
@@ -13,7 +14,10 @@ local function answer(state, rec, data)
   if ARGV[4] == '1' and state ~= 'completed' and state ~= 'failed' and state ~= 'cancelled' and state ~= 'unknown' then
     rcall('HINCRBY', KEYS[6], id, 1)
   end
-  if ARGV[5] == '1' then return {state, rec or false, data or false, rcall('GET', base .. ':progress:' .. id) or false} end
+  if ARGV[5] == '1' then
+    return {state, rec or false, data or false, rcall('GET', base .. ':progress:' .. id) or false,
+            rcall('HGETALL', base .. ':callback:' .. id)}
+  end
   return {state, rec or false, data or false}
 end
 

@@ -214,6 +214,18 @@ fn record_tuple(py: Python<'_>, raw: Option<Vec<u8>>) -> PyResult<Py<PyAny>> {
     }
 }
 
+/// A hash's fields as a dict of bytes; None when it has none.
+fn fields_dict(py: Python<'_>, fields: Vec<(String, Vec<u8>)>) -> PyResult<Py<PyAny>> {
+    if fields.is_empty() {
+        return Ok(py.None());
+    }
+    let d = pyo3::types::PyDict::new(py);
+    for (k, v) in fields {
+        d.set_item(k, PyBytes::new(py, &v))?;
+    }
+    Ok(d.into_any().unbind())
+}
+
 fn status_tuple(py: Python<'_>, s: Status) -> PyResult<Py<PyAny>> {
     let rec = record_tuple(py, s.record)?;
     Ok((s.state.as_str(), rec, bytes_or_none(py, s.data)).into_pyobject(py)?.into_any().unbind())
@@ -397,7 +409,11 @@ impl Client {
         if progress {
             return call(py, asynchronous, async move { store.info(&q, &id).await }, |py, s: Status| {
                 let rec = record_tuple(py, s.record)?;
-                Ok((s.state.as_str(), rec, bytes_or_none(py, s.data), bytes_or_none(py, s.progress)).into_pyobject(py)?.into_any().unbind())
+                let cb = fields_dict(py, s.callback)?;
+                Ok((s.state.as_str(), rec, bytes_or_none(py, s.data), bytes_or_none(py, s.progress), cb)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind())
             });
         }
         call(py, asynchronous, async move { store.status(&q, &id).await }, status_tuple)
@@ -465,6 +481,15 @@ impl Client {
         call(py, asynchronous, async move { store.logs(&q, &id, start, limit).await }, |py, lines: Vec<Vec<u8>>| {
             Ok(PyList::new(py, lines.iter().map(|l| PyBytes::new(py, l)))?.into_any().unbind())
         })
+    }
+
+    /// How the job's callback went: {field: bytes} as the worker recorded it (state, event,
+    /// url, attempts, code, error, at), None when it recorded nothing.
+    #[pyo3(signature = (queue, id, *, asynchronous = false))]
+    fn callback_status(&self, py: Python<'_>, queue: &str, id: String, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.callback_status(&q, &id).await }, fields_dict)
     }
 
     /// Waits for the job to finish: (state, record, data), or None when `timeout` passed.

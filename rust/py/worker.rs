@@ -5,6 +5,7 @@
 use super::bridge::block;
 use super::client::Client;
 use super::errors::to_py;
+use crate::callback::CallbackConfig;
 use crate::error::Error;
 use crate::keys::QueueKeys;
 use crate::redis_store::RedisStore;
@@ -36,8 +37,11 @@ impl WorkerEngine {
     /// `prefetch` None: adaptive, up to 8000 (or 4 x concurrency); a number: kept ready.
     /// `weights`: one per queue for the weighted order, None for the strict order.
     /// `worker_id`: names its leases (24 lowercase hex digits; None: random). `max_jobs`: hand
-    /// out at most that many jobs (`exhausted` then says so).
-    #[pyo3(signature = (client, queues, *, prefetch = None, concurrency = 1, lease = 30.0, weights = None, worker_id = None, max_jobs = None))]
+    /// out at most that many jobs (`exhausted` then says so). `callback_secret` signs the
+    /// jobs' callbacks (None: unsigned); each is tried `callback_attempts` times, the first
+    /// wait `callback_backoff` seconds, doubled after each failed try.
+    #[pyo3(signature = (client, queues, *, prefetch = None, concurrency = 1, lease = 30.0, weights = None, worker_id = None, max_jobs = None,
+                        callback_secret = None, callback_attempts = 5, callback_backoff = 4.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         client: Bound<'_, Client>,
@@ -48,7 +52,21 @@ impl WorkerEngine {
         weights: Option<Vec<u32>>,
         worker_id: Option<String>,
         max_jobs: Option<u64>,
+        callback_secret: Option<Vec<u8>>,
+        callback_attempts: u32,
+        callback_backoff: f64,
     ) -> PyResult<WorkerEngine> {
+        if !(1..=100).contains(&callback_attempts) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!("callback_attempts must be 1 to 100, got {callback_attempts}")));
+        }
+        if !(callback_backoff.is_finite() && (0.001..=3600.0).contains(&callback_backoff)) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "callback_backoff must be 0.001 to 3600 seconds, got {callback_backoff}"
+            )));
+        }
+        if callback_secret.as_ref().is_some_and(|s| s.is_empty()) {
+            return Err(pyo3::exceptions::PyValueError::new_err("callback_secret must not be empty"));
+        }
         if let Some(w) = &worker_id {
             if w.len() != 24 || !w.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!("worker_id must be 24 lowercase hex digits, got {w:?}")));
@@ -85,6 +103,11 @@ impl WorkerEngine {
             weights,
             worker_id,
             max_jobs,
+            callbacks: CallbackConfig {
+                secret: callback_secret,
+                attempts: callback_attempts,
+                backoff: Duration::from_secs_f64(callback_backoff),
+            },
         };
         let py = client.py();
         let queue_names = queues.iter().map(|q| PyString::intern(py, q).into_any().unbind()).collect();
@@ -220,6 +243,24 @@ impl WorkerEngine {
         })
     }
 
+    /// Waits up to `wait` seconds for the callbacks in flight; those still trying then stop
+    /// and are recorded as not delivered. Returns how many were given up so.
+    fn drain_callbacks(&self, py: Python<'_>, wait: f64) -> PyResult<usize> {
+        let e = self.engine.clone();
+        let wait = Duration::from_secs_f64(wait.clamp(0.0, 3600.0));
+        block(py, async move { Ok(e.callbacks.drain(wait).await) })
+    }
+
+    /// Callbacks not yet delivered or given up.
+    fn callbacks_in_flight(&self) -> usize {
+        self.engine.callbacks.in_flight()
+    }
+
+    /// Messages about callbacks for the worker's log (given up, posted unsigned), oldest first.
+    fn take_callback_notes(&self) -> Vec<String> {
+        self.engine.callbacks.take_notes()
+    }
+
     /// Hands jobs still running back to their queues (the grace period ran out).
     fn release_running(&self, py: Python<'_>) -> PyResult<u64> {
         let e = self.engine.clone();
@@ -282,6 +323,8 @@ impl WorkerEngine {
         d.set_item("lost_leases", s.lost_leases.load(Ordering::Relaxed))?;
         d.set_item("reserve_calls", s.reserve_calls.load(Ordering::Relaxed))?;
         d.set_item("ack_flushes", s.ack_flushes.load(Ordering::Relaxed))?;
+        d.set_item("callbacks_delivered", self.engine.callbacks.delivered.load(Ordering::Relaxed))?;
+        d.set_item("callbacks_failed", self.engine.callbacks.failed.load(Ordering::Relaxed))?;
         Ok(d)
     }
 }
