@@ -65,6 +65,14 @@ class BenchNoop(fastjobs.Job[dict, None]):
 }
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def producer(url: str, n: int, mode: str) -> dict[str, Any]:
     out = subprocess.run([PY, "-c", PRODUCER, url, str(n), mode], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -76,12 +84,15 @@ def process_cpu_s(pid: int) -> float:
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def drain(redis: Redis, n: int, handler: str, tmp: Path, limits: dict[str, Any] | None = None, events: bool = False) -> dict[str, Any]:
+def drain(redis: Redis, n: int, handler: str, tmp: Path, limits: dict[str, Any] | None = None, events: bool = False,
+          callback: str | None = None, received: Path | None = None) -> dict[str, Any]:
     """Enqueue n jobs, start one worker process, time the drain from 1% to 100%. Also gives
     the CPU each side spent per job over that window (Redis, and the worker process), which
     says where the limit of one worker is on a 2-core machine. ``limits``: set on the queue
     first (``Queue.set_limits``), to measure what checking them costs; ``events``: the
-    queue's events on (``Queue.set_events``) from before the enqueue, for what they cost."""
+    queue's events on (``Queue.set_events``) from before the enqueue, for what they cost;
+    ``callback``: a URL every job posts its outcome to (signed), ``received`` the receiver's
+    count file: the drain then also gives when the last callback arrived."""
     import fastjobs
 
     fastjobs.configure(redis.url, prefix="bench")
@@ -90,7 +101,8 @@ def drain(redis: Redis, n: int, handler: str, tmp: Path, limits: dict[str, Any] 
     module = f"bench_jobs_{handler}"
     (tmp / f"{module}.py").write_text(JOBS[handler])
     # Enqueue by name: the producer needs no handler (same payloads as the peers).
-    writer = fastjobs.config.client().bulk_writer("bench", "BenchNoop", attempts=1, priority=0)
+    options = fastjobs.serde.dumps({"callback": {"url": callback}}) if callback else None
+    writer = fastjobs.config.client().bulk_writer("bench", "BenchNoop", attempts=1, priority=0, options=options)
     payloads = [{"i": i, "s": "x" * 32} for i in range(n)]
     for k in range(0, n, 10_000):
         writer.stage_payloads(payloads, k, k + 10_000, k, fastjobs.serde.dumps)
@@ -99,7 +111,8 @@ def drain(redis: Redis, n: int, handler: str, tmp: Path, limits: dict[str, Any] 
     q = fastjobs.Queue("bench")
     if limits:
         q.set_limits(**limits)
-    worker = fastjobs_worker(redis.url, "bench", tmp, module, "bench", 1 if handler == "sync" else 64, python=PY, quiet=True)
+    extra = ("--callback-secret", "bench-secret") if callback else ()
+    worker = fastjobs_worker(redis.url, "bench", tmp, module, "bench", 1 if handler == "sync" else 64, python=PY, quiet=True, extra=extra)
     try:
         t0 = c0 = None
         deadline = time.monotonic() + 300
@@ -117,7 +130,15 @@ def drain(redis: Redis, n: int, handler: str, tmp: Path, limits: dict[str, Any] 
             time.sleep(0.005)
         assert t0 is not None and c0 is not None
         jobs = n - c0
-        return {"n": n, "handler": handler, "seconds": now - t0, "jobs_per_s": jobs / (now - t0),
+        delivered = {}
+        if received is not None:
+            while int(received.read_text() or 0) < n:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{received.read_text()} of {n} callbacks arrived")
+                time.sleep(0.005)
+            el = time.perf_counter() - t0
+            delivered = {"callbacks_per_s": jobs / el, "callbacks_seconds": el}
+        return {**delivered, "n": n, "handler": handler, "seconds": now - t0, "jobs_per_s": jobs / (now - t0),
                 "redis_us_per_job": round((cpu1[0] - cpu0[0]) / jobs * 1e6, 3),
                 "worker_us_per_job": round((cpu1[1] - cpu0[1]) / jobs * 1e6, 3)}
     finally:
@@ -132,6 +153,8 @@ def main() -> int:
     ap.add_argument("--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads to run (W1 includes the 10M generator)")
     ap.add_argument("--events", action="store_true",
                     help="W1 and W2 (sync) also with the queue's events on: what writing them costs")
+    ap.add_argument("--callbacks", action="store_true",
+                    help="W2 (sync, 100,000 jobs) with and without a signed callback per job to a local receiver")
     ap.add_argument("--limited", action="store_true",
                     help="W2 (sync) also with a rate limit and a concurrency limit set high enough never to bind: what checking them costs")
     args = ap.parse_args()
@@ -167,6 +190,22 @@ def main() -> int:
             figures["W2_sync_events"] = d = drain(redis, 1_000_000 // scale, "sync", tmp, events=True)
             print(f"W2  drain, sync, events on {d['jobs_per_s']:>12,.0f} jobs/s "
                   f"(CPU per job: Redis {d['redis_us_per_job']} µs, worker {d['worker_us_per_job']} µs)", file=sys.stderr)
+        if args.callbacks and "W2" in only:
+            n_cb = 100_000 // scale
+            figures["W2_sync_100k"] = d = drain(redis, n_cb, "sync", tmp)
+            print(f"W2  drain, sync, {n_cb:,} jobs {d['jobs_per_s']:>12,.0f} jobs/s", file=sys.stderr)
+            port, count = free_port(), tmp / "received"
+            count.write_text("0")
+            receiver = subprocess.Popen([PY, str(HERE / "receiver.py"), str(port), str(count)])
+            try:
+                time.sleep(0.5)
+                figures["W2_sync_100k_callbacks"] = d = drain(redis, n_cb, "sync", tmp, callback=f"http://127.0.0.1:{port}/cb",
+                                                              received=count)
+            finally:
+                receiver.terminate()
+                receiver.wait(10)
+            print(f"W2  drain, sync, a callback per job {d['jobs_per_s']:>12,.0f} jobs/s "
+                  f"(all {n_cb:,} callbacks in {d['callbacks_seconds']:.2f} s: {d['callbacks_per_s']:,.0f}/s)", file=sys.stderr)
         if args.limited:
             for name, limits in (("rate", {"rate": 10**9, "per": 1}), ("concurrency", {"concurrency": 10**6})):
                 figures[f"W2_sync_{name}_limit"] = d = drain(redis, 1_000_000 // scale, "sync", tmp, limits)
