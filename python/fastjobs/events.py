@@ -107,11 +107,11 @@ def expand(queue: str, sid: str, fields: dict[str, bytes]) -> list[Event]:
             for seq in range(first, first + count):
                 out.append(Event(f"{sid}/{len(out)}", kind, queue, f"{producer}-{seq}", name, at))
         return out
-    ids: list[str] = serde.loads(fields["j"]) if "j" in fields else []
+    ids = fields["i"].decode().split("\n") if "i" in fields else []
     names: list[str] = serde.loads(fields["n"]) if "n" in fields else []
     if len(names) != len(ids):
         names = (names[:1] or [None]) * len(ids)  # type: ignore[list-item]
-    attempts = serde.loads(fields["a"]) if "a" in fields else None
+    attempts = serde.loads(fields["a"]) if "a" in fields else ([0] * len(ids) if "A" in fields else None)
     d = serde.loads(fields["d"]) if "d" in fields else None
     x = serde.loads(fields["x"]) if "x" in fields else None
     worker = fields["w"].decode() if "w" in fields else None

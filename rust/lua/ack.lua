@@ -70,15 +70,6 @@ local function tell(kind, id, rec, field, value, attempt)
 end
 if n_plain > 0 then
   local deleted = 0
-  if told and rcall('EXISTS', KEYS[1]) == 1 then
-    -- Their names are read before the records go.
-    for s = 8, 7 + n_plain, 1000 do
-      local got = rcall('HMGET', KEYS[1], unpack(ARGV, s, math.min(s + 999, 7 + n_plain)))
-      for k = 1, #got do
-        if got[k] then tell('completed', ARGV[s + k - 1], got[k]) end
-      end
-    end
-  end
   if rcall('EXISTS', KEYS[1]) == 1 then
     for s = 8, 7 + n_plain, 1000 do
       deleted = deleted + rcall('HDEL', KEYS[1], unpack(ARGV, s, math.min(s + 999, 7 + n_plain)))
@@ -90,6 +81,15 @@ if n_plain > 0 then
     again.c = again.c + missing
   else
     refused = refused + missing
+  end
+  if deleted > 0 and told then
+    -- All of them (a lease is whole or reaped whole): told as their runs of ids, as the
+    -- engine sent them, with nothing per job (no names: their records are not read).
+    local runs = {}
+    for r = runs_at, general_at - 1, 3 do
+      runs[#runs + 1] = '["' .. ARGV[r] .. '",' .. ARGV[r + 1] .. ',' .. ARGV[r + 2] .. ',null]'
+    end
+    rcall('XADD', base .. ':events', 'MAXLEN', '~', events_on(base), '*', 'e', 'completed', 'r', '[' .. table.concat(runs, ',') .. ']')
   end
   if deleted > 0 then
     for r = runs_at, general_at - 1, 3 do

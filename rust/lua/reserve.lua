@@ -274,12 +274,16 @@ if group_of then
   end
 end
 if events_on(base) and #recs > handed then
-  local told = recs
-  if handed > 0 then
-    told = {}
-    for i = handed + 1, #recs do told[#told + 1] = recs[i] end
+  -- Ids and attempts, not names: one entry per reserve, read per record at a drain's pace.
+  -- Attempts only when one is not the first (`a` left out: all 0).
+  local ids, att, again = {}, {}, false
+  for i = handed + 1, #recs do
+    ids[#ids + 1] = lease_id(recs[i])
+    local a = record_attempt(recs[i])
+    att[#att + 1] = a
+    if a > 0 then again = true end
   end
-  emit_records(base, 'active', told, true, {'w', ARGV[5]})
+  emit(base, 'active', ids, nil, {'w', ARGV[5], again and 'a' or 'A', again and ('[' .. table.concat(att, ',') .. ']') or ''})
 end
 -- Pass the wake-up on: another idle worker should take what is left.
 if popped >= want and (any_ready(base) or (grouped and rcall('EXISTS', base .. ':groups') == 1)) then wake(KEYS[4]) end

@@ -188,12 +188,13 @@ local function json_list(values)
   return '[' .. table.concat(out, ',') .. ']'
 end
 
--- Adds one entry of kind `kind` for the jobs `ids`: field `j` their ids, `n` their names
--- (`names`: a list, one string for all, or nil), then the pairs of `more` (field, text).
+-- Adds one entry of kind `kind` for the jobs `ids`: field `i` their ids, one per line (an id
+-- holds no whitespace: no escaping to do), `n` their names as JSON (`names`: a list, one
+-- string for all, or nil), then the pairs of `more` (field, text).
 local function emit(base, kind, ids, names, more)
   local cap = events_on(base)
   if not cap or #ids == 0 then return end
-  local args = {'XADD', base .. ':events', 'MAXLEN', '~', cap, '*', 'e', kind, 'j', cjson.encode(ids)}
+  local args = {'XADD', base .. ':events', 'MAXLEN', '~', cap, '*', 'e', kind, 'i', table.concat(ids, '\n')}
   if type(names) == 'table' then
     args[#args + 1] = 'n'; args[#args + 1] = cjson.encode(names)
   elseif names then
@@ -495,7 +496,7 @@ local function hand_over(base, slot, rec, now)
   rcall('HSET', base .. ':lease:' .. token, record_id(rec), rec)
   rcall('ZADD', base .. ':active', now + tonumber(lease), token)
   rcall('RPUSH', base .. ':inbox:' .. worker, string.char(#token) .. token .. rec)
-  emit_records(base, 'active', {rec}, true, {'w', worker})
+  emit(base, 'active', {record_id(rec)}, nil, {'a', '[' .. record_attempt(rec) .. ']', 'w', worker})
   return true
 end
 
