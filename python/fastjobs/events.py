@@ -39,8 +39,8 @@ class Event:
     """One thing that happened to one job.
 
     ``id`` resumes a reader just after this event (``Queue.events(since=event.id)``); ``type``
-    is one of ``EVENT_TYPES``; ``at`` is when Redis recorded it. ``name`` is the job's name and
-    ``attempt`` the run it is about, counted from 0 as ``Job.attempt`` (for ``active``,
+    is one of ``EVENT_TYPES``; ``at`` is when Redis recorded it. ``name`` is the job's name
+    (None on ``active``, ``progress`` and completions without a result) and ``attempt`` the run it is about, counted from 0 as ``Job.attempt`` (for ``active``,
     ``retrying``, ``failed`` and ``stalled``; None otherwise). ``data`` holds what the type
     says: ``active`` {"worker"}, ``progress`` {"value", "data"}, ``completed`` {"result"},
     ``failed`` {"error"}, ``retrying`` {"error", "delay"} (seconds), ``delayed`` {"due"} (a
