@@ -38,16 +38,17 @@ chaos: build ## the long fault runs of tests/chaos (kills, a poison job, Redis r
 
 .PHONY: lint-deps
 lint-deps: $(PY) ## install the linters: ruff and mypy into the virtualenv, rustfmt and clippy into the toolchain
-	@$(PIP) install -q --disable-pip-version-check "ruff>=0.13" "mypy>=2.0"
+	@$(PIP) install -q --disable-pip-version-check "ruff>=0.13" "mypy>=2.0" "basedpyright>=1.30"
 	@cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 
 .PHONY: lint
-lint: build lint-deps ## cargo fmt --check, clippy -D warnings, ruff check, mypy --strict, stubtest of the engine's stub
+lint: build lint-deps ## cargo fmt --check, clippy -D warnings, ruff, mypy --strict, stubtest, the README's examples under mypy --strict and pyright
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
 	$(VENV)/bin/ruff check
 	$(PY) -m mypy --strict python/fastjobs
 	$(PY) -m mypy.stubtest fastjobs._core
+	$(PY) -m tests.readme_types
 
 .PHONY: demo
 demo: build ## dispatch 100,000 jobs, drain them with a worker, print counts, rates and latency

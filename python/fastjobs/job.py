@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, overload
 
 from . import _core, feedback, hooks, schemas, serde
 from .dispatch import PendingDispatch
 from .errors import JobCancelled
-from .options import MAX_DURATION, Backoff, BackoffSpec, check_attempts, check_backoff, check_priority, check_timeout
+from .options import MAX_DURATION, Backoff, BackoffSpec, Duration, check_attempts, check_backoff, check_priority, check_timeout
 
 if TYPE_CHECKING:
     from .bulk import BulkResult
@@ -60,8 +60,9 @@ class Job(Generic[P, R]):
     queue: ClassVar[str] = "default"
     attempts: ClassVar[int] = 1
     backoff: ClassVar[BackoffSpec] = Backoff.exponential(1.0)
-    #: Seconds a run may take before it fails with ``JobTimeoutError`` (None: no limit).
-    timeout: ClassVar[float | None] = None
+    #: How long a run may take before it fails with ``JobTimeoutError``: seconds, ``"30s"``,
+    #: ``"2m"``, a ``timedelta`` (None: no limit).
+    timeout: ClassVar[Duration | None] = None
     #: 0 (default) to 9; higher runs first within a queue.
     priority: ClassVar[int] = 0
     #: Named connection (see ``fastjobs.configure``).
@@ -122,7 +123,7 @@ class Job(Generic[P, R]):
                                                                   staticmethod(dump_result))
         _register(cls)
 
-    def process(self, payload: P) -> R | Awaitable[R]:  # pragma: no cover - abstract
+    def process(self, payload: P, /) -> R | Awaitable[R]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # ---- hooks (hooks.py): run by the worker once the outcome is known ----
@@ -336,6 +337,17 @@ def _register(cls: type[Job[Any, Any]]) -> None:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _JobDecorator(Protocol):
+    """What ``@job(...)`` with options returns: a decorator keeping the function's types (an
+    async function's job results in what its coroutine returns)."""
+
+    @overload
+    def __call__(self, fn: Callable[[P], Awaitable[R]], /) -> FunctionJob[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[P], R], /) -> FunctionJob[P, R]: ...
+
+
 class FunctionJob(Generic[P, R]):
     """What ``@job`` returns: the function, still callable, with the job's dispatch methods."""
 
@@ -390,7 +402,11 @@ def _sync_process(f: Callable[[Any], Any]) -> Callable[[Job[Any, Any], Any], Any
 
 
 @overload
-def job(fn: Callable[[P], Any]) -> FunctionJob[P, Any]: ...
+def job(fn: Callable[[P], Awaitable[R]]) -> FunctionJob[P, R]: ...
+
+
+@overload
+def job(fn: Callable[[P], R]) -> FunctionJob[P, R]: ...
 
 
 @overload
@@ -401,10 +417,10 @@ def job(
     queue: str = "default",
     attempts: int = 1,
     backoff: BackoffSpec = Backoff.exponential(1.0),
-    timeout: float | None = None,
+    timeout: Duration | None = None,
     priority: int = 0,
     connection: str = "default",
-) -> Callable[[Callable[[P], Any]], FunctionJob[P, Any]]: ...
+) -> _JobDecorator: ...
 
 
 def job(fn: Callable[[P], Any] | None = None, **defaults: Any) -> Any:
