@@ -141,30 +141,50 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class _Stamping(dict):  # type: ignore[type-arg]
+    """The worker's job registry with metrics on: ``_run_sync`` looks each job's class up once,
+    as the job starts, so a lookup from a thread that runs a batch (``stamps`` set) notes the
+    time. A batch then runs whole, its completions acknowledged together as with metrics off."""
+
+    def __init__(self, jobs: dict[str, Any]) -> None:
+        super().__init__(jobs)
+        self.local = threading.local()
+
+    def get(self, name: Any, default: Any = None) -> Any:
+        stamps = getattr(self.local, "stamps", None)
+        if stamps is not None:
+            stamps.append(time.perf_counter())
+        return dict.get(self, name, default)
+
+
 def instrument(worker: Worker, rec: Recorder) -> None:
     """Wraps the worker's ``_run_sync`` and ``_run_async`` (instance attributes over the
-    class's methods): each job timed, then counted by its outcome."""
+    class's methods): each job timed, then counted by its outcome. A sync job's time is from
+    its start to the next one's (the last one's: to the batch's end, its acknowledgement
+    handed to the engine)."""
     from .worker import _HANDLE, _NAME, _QUEUE
 
-    run_sync, run_async, registered = worker._run_sync, worker._run_async, worker.jobs
+    run_sync, run_async = worker._run_sync, worker._run_async
+    registry = worker.jobs = _Stamping(worker.jobs)
+    local = registry.local
     clock, record = time.perf_counter, rec.record
 
     def metered_sync(jobs: list[tuple[Any, ...]]) -> None:
         t = rec.table()
-        for i, job in enumerate(jobs):
-            cls = registered.get(job[_NAME])
-            if worker._stopping or (cls is not None and cls._is_async):  # handed back, or timed on the loop
-                run_sync(jobs[i:] if worker._stopping else [job])
-                if worker._stopping:
-                    return
-                continue
-            t.running = 1
-            started = clock()
-            try:
-                run_sync([job])
-            finally:
-                t.running = 0
-            record(t, job[_QUEUE], job[_NAME], job[_HANDLE], clock() - started)
+        stamps: list[float] = []
+        local.stamps = stamps
+        t.running = 1
+        try:
+            run_sync(jobs)
+        finally:
+            local.stamps = None
+            t.running = 0
+            stamps.append(clock())
+            for i in range(len(stamps) - 1):  # the jobs that started (not those handed back at a stop)
+                job = jobs[i]
+                cls = registry.get(job[_NAME])
+                if cls is None or not cls._is_async:  # an async one is timed on the loop
+                    record(t, job[_QUEUE], job[_NAME], job[_HANDLE], stamps[i + 1] - stamps[i])
 
     async def metered_async(job: tuple[Any, ...]) -> None:
         t = rec.table()  # the loop thread's

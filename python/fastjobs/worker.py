@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from . import _core, config, hooks, serde
+from . import _core, config, hooks, serde, tracing
 from . import chain as chains
 from . import flow as flows
 from ._eager import start_eagerly
@@ -274,6 +274,7 @@ class Worker:
         self._metrics_mode = "serve" if metrics_port is not None else _metrics
         self._recorder: Any = None
         self._fates: dict[int, str | None] | None = None  # handle -> outcome other than completed
+        self._traced = False  # tracing on when it started (tracing.py): jobs run in spans
         if self._metrics_mode is not None:
             from .metrics import Recorder, instrument
 
@@ -290,6 +291,8 @@ class Worker:
         when no hook follows (cancelled, handed back)."""
         engine = self.engine
         made = job[_ATTEMPT] + 1
+        if self._traced:
+            tracing.failed(exc)
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         kind = f"{type(exc).__module__}.{type(exc).__qualname__}" if type(exc).__module__ != "builtins" else type(exc).__qualname__
         if isinstance(exc, (JobCancelled, asyncio.CancelledError)) or engine.is_cancelled(job[_HANDLE]):
@@ -727,6 +730,9 @@ class Worker:
         if self.scheduler:
             self._register_periodic()
         served = self._start_metrics()
+        if tracing.on and not self._traced:  # on (configure(tracing=True)), maybe by the job modules
+            self._traced = True
+            tracing.instrument(self)
         self.engine.start(scheduler=self.scheduler)
         if self._async_only:
             self._async_puller = asyncio.run_coroutine_threadsafe(self._async_pull(), self._ensure_loop())
