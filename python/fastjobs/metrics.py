@@ -21,14 +21,14 @@ from __future__ import annotations
 import bisect
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
+
     from .queue import Queue
     from .worker import Worker
 
@@ -321,6 +321,8 @@ def render(queues: Iterable[str | Queue], *, connection: str = "default") -> str
 
 
 def worker_info(worker_id: str, queues: list[str], concurrency: int, processes: int) -> dict[str, Any]:
+    import socket
+
     from . import __version__
 
     return {"version": __version__, "worker": worker_id, "host": socket.gethostname(), "pid": os.getpid(),
@@ -330,6 +332,7 @@ def worker_info(worker_id: str, queues: list[str], concurrency: int, processes: 
 def serve(port: int, text: Callable[[], str]) -> ThreadingHTTPServer:
     """Serves ``text()`` on ``GET /metrics`` (on every interface), in a daemon thread; raises
     ``ValueError`` when the port cannot be bound. ``shutdown()`` and ``server_close()`` end it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
