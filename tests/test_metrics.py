@@ -12,7 +12,7 @@ import pytest
 
 import fastjobs
 from fastjobs import metrics
-from tests.apps.metric_jobs import AsyncTick, Boom, Flaky, Tick
+from tests.apps.metric_jobs import MeteredAsyncTick, MeteredBoom, MeteredFlaky, MeteredTick
 from tests.conftest import eventually
 
 LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
@@ -76,16 +76,16 @@ def scraped(port: int) -> dict[Any, float] | None:
 
 def run_jobs() -> None:
     for i in range(5):
-        Tick.dispatch(i).send()
-    Boom.dispatch(0).send()
-    Flaky.dispatch(0).send()
-    AsyncTick.dispatch(0).send()
+        MeteredTick.dispatch(i).send()
+    MeteredBoom.dispatch(0).send()
+    MeteredFlaky.dispatch(0).send()
+    MeteredAsyncTick.dispatch(0).send()
 
 
 def check_worker_metrics(port: int) -> dict[Any, float]:
     def done() -> dict[Any, float] | None:
         s = scraped(port)
-        if s is None or value(s, "fastjobs_jobs_total", queue="metered", name="Flaky", outcome="completed") < 1:
+        if s is None or value(s, "fastjobs_jobs_total", queue="metered", name="MeteredFlaky", outcome="completed") < 1:
             return None
         if value(s, "fastjobs_queue_outcomes_total", queue="metered", outcome="completed") < 7:
             return None  # the queue sample comes every few seconds
@@ -93,14 +93,14 @@ def check_worker_metrics(port: int) -> dict[Any, float]:
 
     s = eventually(done, timeout=30)
     jobs = {(n, o): value(s, "fastjobs_jobs_total", queue="metered", name=n, outcome=o)
-            for n in ("Tick", "Boom", "Flaky", "AsyncTick") for o in metrics.OUTCOMES}
-    assert jobs == {("Tick", "completed"): 5, ("Tick", "failed"): 0, ("Tick", "retried"): 0, ("Tick", "cancelled"): 0,
-                    ("Boom", "completed"): 0, ("Boom", "failed"): 1, ("Boom", "retried"): 0, ("Boom", "cancelled"): 0,
-                    ("Flaky", "completed"): 1, ("Flaky", "failed"): 0, ("Flaky", "retried"): 1, ("Flaky", "cancelled"): 0,
-                    ("AsyncTick", "completed"): 1, ("AsyncTick", "failed"): 0, ("AsyncTick", "retried"): 0,
-                    ("AsyncTick", "cancelled"): 0}
+            for n in ("MeteredTick", "MeteredBoom", "MeteredFlaky", "MeteredAsyncTick") for o in metrics.OUTCOMES}
+    assert jobs == {("MeteredTick", "completed"): 5, ("MeteredTick", "failed"): 0, ("MeteredTick", "retried"): 0, ("MeteredTick", "cancelled"): 0,
+                    ("MeteredBoom", "completed"): 0, ("MeteredBoom", "failed"): 1, ("MeteredBoom", "retried"): 0, ("MeteredBoom", "cancelled"): 0,
+                    ("MeteredFlaky", "completed"): 1, ("MeteredFlaky", "failed"): 0, ("MeteredFlaky", "retried"): 1, ("MeteredFlaky", "cancelled"): 0,
+                    ("MeteredAsyncTick", "completed"): 1, ("MeteredAsyncTick", "failed"): 0, ("MeteredAsyncTick", "retried"): 0,
+                    ("MeteredAsyncTick", "cancelled"): 0}
     # The histogram: every run of a name counted once, in cumulative buckets ending at +Inf.
-    for name, runs in (("Tick", 5), ("Boom", 1), ("Flaky", 2), ("AsyncTick", 1)):
+    for name, runs in (("MeteredTick", 5), ("MeteredBoom", 1), ("MeteredFlaky", 2), ("MeteredAsyncTick", 1)):
         assert value(s, "fastjobs_job_duration_seconds_count", queue="metered", name=name) == runs
         assert value(s, "fastjobs_job_duration_seconds_bucket", queue="metered", name=name, le="+Inf") == runs
         buckets = [value(s, "fastjobs_job_duration_seconds_bucket", queue="metered", name=name, le=str(b)) for b in metrics.BUCKETS]
@@ -156,8 +156,8 @@ def test_a_bad_port_is_refused(port: Any) -> None:
 
 def test_render_gives_the_queue_families(redis: Any) -> None:
     for i in range(3):
-        Tick.dispatch(i).send()
-    Tick.dispatch(9).delay(60).send()
+        MeteredTick.dispatch(i).send()
+    MeteredTick.dispatch(9).delay(60).send()
     s = parse(metrics.render(["metered", fastjobs.Queue("other")]))
     assert value(s, "fastjobs_queue_jobs", queue="metered", state="waiting") == 3
     assert value(s, "fastjobs_queue_jobs", queue="metered", state="delayed") == 1

@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import fastjobs
 from fastjobs import tracing
-from tests.apps.metric_jobs import AsyncTick, Boom, Flaky, Tick
+from tests.apps.metric_jobs import MeteredAsyncTick, MeteredBoom, MeteredFlaky, MeteredTick
 from tests.conftest import eventually, waiting_records
 
 EXPORTER = InMemorySpanExporter()
@@ -39,55 +39,55 @@ def spans(exporter: InMemorySpanExporter, name: str, kind: SpanKind) -> list[Any
 
 
 def test_a_job_runs_in_a_child_of_its_dispatch_span(traced: InMemorySpanExporter, start_worker: Any, redis: Any, prefix: str) -> None:
-    handle = Tick.dispatch(1).send()
-    [sent] = spans(traced, "send Tick", SpanKind.PRODUCER)
+    handle = MeteredTick.dispatch(1).send()
+    [sent] = spans(traced, "send MeteredTick", SpanKind.PRODUCER)
     [record] = waiting_records(redis, prefix, "metered")
     assert f'"trace":{{"traceparent":"00-{sent.context.trace_id:032x}-{sent.context.span_id:016x}-{int(sent.context.trace_flags):02x}"}}'.encode() in record
     assert sent.attributes["messaging.system"] == "fastjobs"
     assert sent.attributes["messaging.destination.name"] == "metered"
     assert sent.attributes["messaging.message.id"] == handle.id
     start_worker(queues=["metered"])
-    [ran] = eventually(lambda: spans(traced, "process Tick", SpanKind.CONSUMER))
+    [ran] = eventually(lambda: spans(traced, "process MeteredTick", SpanKind.CONSUMER))
     assert ran.parent is not None and ran.parent.span_id == sent.context.span_id
     assert ran.context.trace_id == sent.context.trace_id
     assert dict(ran.attributes) == {"messaging.system": "fastjobs", "messaging.operation.type": "process",
                                     "messaging.destination.name": "metered", "messaging.message.id": handle.id,
-                                    "fastjobs.job.name": "Tick", "fastjobs.job.attempt": 1}
+                                    "fastjobs.job.name": "MeteredTick", "fastjobs.job.attempt": 1}
     assert ran.status.status_code == StatusCode.UNSET
 
 
 def test_errors_are_recorded_on_the_job_span(traced: InMemorySpanExporter, start_worker: Any) -> None:
-    Boom.dispatch(1).send()
-    Flaky.dispatch(1).send()
+    MeteredBoom.dispatch(1).send()
+    MeteredFlaky.dispatch(1).send()
     start_worker(queues=["metered"])
-    [boom] = eventually(lambda: spans(traced, "process Boom", SpanKind.CONSUMER))
+    [boom] = eventually(lambda: spans(traced, "process MeteredBoom", SpanKind.CONSUMER))
     assert boom.status.status_code == StatusCode.ERROR
     [event] = [e for e in boom.events if e.name == "exception"]
     assert event.attributes["exception.type"] == "RuntimeError" and event.attributes["exception.message"] == "boom"
-    runs = eventually(lambda: len(spans(traced, "process Flaky", SpanKind.CONSUMER)) == 2
-                      and spans(traced, "process Flaky", SpanKind.CONSUMER))
+    runs = eventually(lambda: len(spans(traced, "process MeteredFlaky", SpanKind.CONSUMER)) == 2
+                      and spans(traced, "process MeteredFlaky", SpanKind.CONSUMER))
     first, second = sorted(runs, key=lambda s: s.attributes["fastjobs.job.attempt"])
     assert first.status.status_code == StatusCode.ERROR and second.status.status_code == StatusCode.UNSET
     assert first.parent.span_id == second.parent.span_id  # both attempts: children of the one dispatch
 
 
 def test_a_bulk_dispatch_makes_one_span_for_its_jobs(traced: InMemorySpanExporter, start_worker: Any) -> None:
-    Tick.dispatch_many([1, 2, 3])
-    AsyncTick.dispatch(0).send()
-    [bulk] = spans(traced, "send Tick", SpanKind.PRODUCER)
+    MeteredTick.dispatch_many([1, 2, 3])
+    MeteredAsyncTick.dispatch(0).send()
+    [bulk] = spans(traced, "send MeteredTick", SpanKind.PRODUCER)
     assert bulk.attributes["messaging.batch.message_count"] == 3
     start_worker(queues=["metered"])
-    runs = eventually(lambda: len(spans(traced, "process Tick", SpanKind.CONSUMER)) == 3
-                      and spans(traced, "process Tick", SpanKind.CONSUMER))
+    runs = eventually(lambda: len(spans(traced, "process MeteredTick", SpanKind.CONSUMER)) == 3
+                      and spans(traced, "process MeteredTick", SpanKind.CONSUMER))
     assert {r.parent.span_id for r in runs} == {bulk.context.span_id}
-    [sent] = spans(traced, "send AsyncTick", SpanKind.PRODUCER)
-    [ran] = eventually(lambda: spans(traced, "process AsyncTick", SpanKind.CONSUMER))
+    [sent] = spans(traced, "send MeteredAsyncTick", SpanKind.PRODUCER)
+    [ran] = eventually(lambda: spans(traced, "process MeteredAsyncTick", SpanKind.CONSUMER))
     assert ran.parent.span_id == sent.context.span_id
 
 
 def test_off_no_options_key_and_no_import(redis: Any, prefix: str) -> None:
     assert not tracing.on
-    Tick.dispatch(1).meta({"a": 1}).send()
+    MeteredTick.dispatch(1).meta({"a": 1}).send()
     [record] = waiting_records(redis, prefix, "metered")
     assert b'"meta"' in record and b"trace" not in record
     code = "import sys, fastjobs, fastjobs.worker, fastjobs.metrics; assert 'opentelemetry' not in sys.modules"

@@ -8,14 +8,14 @@ from typing import Any
 import fastjobs
 
 
-class Tick(fastjobs.Job[Any, None]):
+class MeteredTick(fastjobs.Job[Any, None]):
     queue = "metered"
 
     def process(self, payload: Any) -> None:
         return None
 
 
-class Boom(fastjobs.Job[Any, None]):
+class MeteredBoom(fastjobs.Job[Any, None]):
     """Fails for good at its only attempt."""
 
     queue = "metered"
@@ -25,7 +25,7 @@ class Boom(fastjobs.Job[Any, None]):
         raise RuntimeError("boom")
 
 
-class Flaky(fastjobs.Job[Any, str]):
+class MeteredFlaky(fastjobs.Job[Any, str]):
     """Fails its first attempt, then completes."""
 
     queue = "metered"
@@ -38,7 +38,7 @@ class Flaky(fastjobs.Job[Any, str]):
         return "ok"
 
 
-class AsyncTick(fastjobs.Job[Any, int]):
+class MeteredAsyncTick(fastjobs.Job[Any, int]):
     queue = "metered"
 
     async def process(self, payload: Any) -> int:
