@@ -92,3 +92,10 @@ def test_off_no_options_key_and_no_import(redis: Any, prefix: str) -> None:
     assert b'"meta"' in record and b"trace" not in record
     code = "import sys, fastjobs, fastjobs.worker, fastjobs.metrics; assert 'opentelemetry' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tracing_takes_a_bool_and_leaves_the_connection_alone(redis: Any) -> None:
+    before = fastjobs.config.settings()
+    with pytest.raises(TypeError, match="tracing must be True or False"):
+        fastjobs.configure(tracing="yes")  # type: ignore[arg-type]
+    assert fastjobs.configure(tracing=False) == before and not tracing.on

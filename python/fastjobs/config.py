@@ -120,6 +120,8 @@ def configure(
         ).items()
         if v is not None
     }
+    if not changes and tracing is not None:
+        return settings(connection)  # tracing alone: the connection is left as it is
     with _lock:
         current = _connections.get(connection) or (_default() if connection == "default" else Connection())
         new = replace(current, **changes)
