@@ -15,6 +15,7 @@ Quick start::
 and run ``fastjobs worker myapp.jobs --queue emails``.
 """
 
+from . import metrics as metrics  # fastjobs.metrics.render(queues); it imports nothing heavy
 from ._core import __version__
 from .bulk import BulkDispatcher, BulkDispatchError, BulkResult
 from .callbacks import CallbackStatus, verify_callback

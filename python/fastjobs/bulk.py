@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import config, serde
+from . import config, serde, tracing
 from .dispatch import _DEDUP_FIELDS, JobHandle, PendingDispatch
 from .errors import FastJobsError, PayloadValidationError
 from .options import check_dedup_key, check_group_key
@@ -170,7 +170,9 @@ def _template(job_class: type[Job[Any, Any]], options: dict[str, Any]) -> Pendin
     t = PendingDispatch(job_class, None)
     t._sent = 2  # a template of options, never sent: no unsent warning
     for name, value in options.items():
-        if name == "connection":
+        if name == "_trace":  # tracing on: the bulk span's context (_traced)
+            t._trace = value
+        elif name == "connection":
             t.on_connection(value)
         else:
             t.with_(name, value)
@@ -392,14 +394,30 @@ async def _drive_async(gen: Generator[Any, Any, T]) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
+def _traced(job_class: type[Job[Any, Any]], payloads: Iterable[Any], options: dict[str, Any], progress: Progress,
+            chunk_size: int) -> Generator[Any, Any, BulkResult]:
+    """``_run`` inside one PRODUCER span for the whole call (tracing on): every job carries
+    its context."""
+    queue = options.get("queue", job_class.queue)
+    span, options["_trace"] = tracing.producer(job_class.name, queue, len(payloads) if isinstance(payloads, (list, tuple)) else None)
+    try:
+        result = yield from _run(job_class, payloads, options, progress, chunk_size)
+    except BaseException as e:
+        tracing.end(span, error=e)
+        raise
+    span.set_attribute("messaging.batch.message_count", len(result))
+    tracing.end(span)
+    return result
+
+
 def dispatch_many(job_class: type[Job[Any, Any]], payloads: Iterable[Any], *, progress: Progress = None,
                   chunk_size: int = CHUNK, **options: Any) -> BulkResult:
-    return _drive(_run(job_class, payloads, options, progress, chunk_size))
+    return _drive((_traced if tracing.on else _run)(job_class, payloads, options, progress, chunk_size))
 
 
 async def dispatch_many_async(job_class: type[Job[Any, Any]], payloads: Iterable[Any], *, progress: Progress = None,
                               chunk_size: int = CHUNK, **options: Any) -> BulkResult:
-    return await _drive_async(_run(job_class, payloads, options, progress, chunk_size))
+    return await _drive_async((_traced if tracing.on else _run)(job_class, payloads, options, progress, chunk_size))
 
 
 def _prepare(plan: list[tuple[str, str, list[int], list[Any], list[Any]]], size: int) -> list[tuple[str, str, list[int], Any]]:

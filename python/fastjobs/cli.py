@@ -96,6 +96,7 @@ def _worker(args: argparse.Namespace) -> int:
             callback_secret=args.callback_secret,
             callback_attempts=args.callback_attempts,
             callback_backoff=args.callback_backoff,
+            metrics_port=args.metrics_port,
         )
     except ValueError as e:  # an option out of range
         print(f"fastjobs worker: {_flagged(e)}", file=sys.stderr)
@@ -109,7 +110,11 @@ def _worker(args: argparse.Namespace) -> int:
         w._check_connection()  # settings that can never work: exit 1 before "worker started"
     except (FastJobsError, ValueError) as e:
         raise _Refused(e) from None
-    s = w.run()
+    try:
+        s = w.run()
+    except ValueError as e:  # before it started: the metrics port cannot be listened on
+        print(f"fastjobs worker: {_flagged(e)}", file=sys.stderr)
+        return 2
     print(
         f"fastjobs worker: {s.completed} completed, {s.retried} retried, {s.failed} failed, "
         f"{s.handed_back} handed back, {s.stale} stale, {s.cancelled} cancelled in {s.seconds:.1f}s"
@@ -124,7 +129,7 @@ def _flagged(e: ValueError) -> str:
     """A Worker's message, naming the command's flag instead of the parameter."""
     message = str(e)
     for param in ("max_jobs_per_child", "max_memory_per_child", "processes", "start_method", "concurrency", "prefetch",
-                  "lease", "grace", "callback_secret", "callback_attempts", "callback_backoff"):
+                  "lease", "grace", "callback_secret", "callback_attempts", "callback_backoff", "metrics_port"):
         message = re.sub(rf"\b{param}\b", "--" + param.replace("_", "-"), message)
     return message
 
@@ -322,6 +327,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--callback-attempts", type=int, default=5, metavar="N", help="tries per callback (default 5)")
     w.add_argument("--callback-backoff", type=float, default=4.0, metavar="SECONDS",
                    help="wait after a callback's first failed try, doubled after each (default 4)")
+    w.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics (a pool: one endpoint for all its children)")
     w.set_defaults(func=_worker)
 
     e = sub.add_parser("enqueue", help="dispatch one job per line of a JSON-lines file",

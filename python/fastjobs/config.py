@@ -77,6 +77,7 @@ def configure(
     tls_ca_file: str | None = None,
     tls_cert_file: str | None = None,
     tls_key_file: str | None = None,
+    tracing: bool | None = None,
 ) -> Connection:
     """Sets (or updates) the named connection; ``connection="default"`` is the one jobs use
     unless they name another. Settings not given keep their current value. The URL forms are
@@ -90,7 +91,14 @@ def configure(
 
     Nothing connects here; the first operation does, and raises
     :class:`fastjobs.ConnectionError` if Redis cannot be reached within ``connect_timeout``.
+
+    ``tracing=True`` turns OpenTelemetry tracing on for the whole process, every connection
+    (README "Tracing"; needs the ``opentelemetry-api`` package), ``False`` turns it off.
     """
+    if tracing is not None:
+        from . import tracing as _tracing
+
+        _tracing.enable(tracing)
     if connect_timeout is not None:
         connect_timeout = check_seconds(connect_timeout, "connect_timeout", minimum=0.001)
     if response_timeout is not None:
@@ -112,6 +120,8 @@ def configure(
         ).items()
         if v is not None
     }
+    if not changes and tracing is not None:
+        return settings(connection)  # tracing alone: the connection is left as it is
     with _lock:
         current = _connections.get(connection) or (_default() if connection == "default" else Connection())
         new = replace(current, **changes)

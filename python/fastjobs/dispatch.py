@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _core, config, feedback, schemas, serde
+from . import _core, config, feedback, schemas, serde, tracing
 from .callbacks import CallbackStatus, check_callback, parse_status
 from .errors import JobCancelled, JobFailed, UnknownJobError, UnsentDispatchWarning
 from .hooks import hook_name
@@ -74,7 +74,7 @@ class PendingDispatch(Generic[R]):
     once. A builder collected without being sent warns with ``UnsentDispatchWarning``."""
 
     __slots__ = ("job_class", "payload", "_queue", "_delay", "_due_at", "_job_id", "_attempts", "_backoff", "_timeout",
-                 "_priority", "_meta", "_connection", "_dedup", "_group", "_hooks", "_callbacks", "_sent", "__weakref__")
+                 "_priority", "_meta", "_connection", "_dedup", "_group", "_hooks", "_callbacks", "_trace", "_sent", "__weakref__")
 
     def __init__(self, job_class: type[Job[Any, R]], payload: Any) -> None:
         self._sent = _ABANDONED  # until validated: a builder that failed to build must not warn
@@ -102,6 +102,8 @@ class PendingDispatch(Generic[R]):
         self._hooks: dict[str, list[str]] | None = None
         #: callback() / failure_callback(): {"callback": {...}, "failure_callback": {...}}.
         self._callbacks: dict[str, dict[str, Any]] | None = None
+        #: tracing on (tracing.py): the W3C trace context of the dispatch's span (options "trace").
+        self._trace: dict[str, str] | None = None
         self._sent = _UNSENT
 
     # ---- options ----
@@ -334,6 +336,9 @@ class PendingDispatch(Generic[R]):
         if self._callbacks is not None:
             # The worker's engine reads them when it hands the job out (callback.rs).
             opts.update(self._callbacks)
+        if self._trace is not None:
+            # The worker runs the job in a span that is a child of this context (tracing.py).
+            opts["trace"] = self._trace
         return serde.dumps(opts, "options") if opts else None
 
     def _at_us(self) -> int | None:
@@ -362,25 +367,39 @@ class PendingDispatch(Generic[R]):
     def send(self) -> JobHandle[R]:
         """Writes the job to Redis and returns its handle."""
         self._claim()
+        span = None
         try:
+            if tracing.on:
+                span, self._trace = tracing.producer(self.job_class.name, self._queue)
             job = self._job_tuple()
             dedup = None if self._dedup is None else [self._dedup]
             [(job_id, created, deduplicated)] = config.client(self._connection).enqueue(self._queue, [job], dedup=dedup)
-        except BaseException:
+        except BaseException as e:
             self._sent = _ABANDONED  # the caller has the error; sending again is allowed
+            if span is not None:
+                tracing.end(span, error=e)
             raise
+        if span is not None:
+            tracing.end(span, job_id)
         return JobHandle(job_id, self._queue, self._connection, created, deduplicated, job_class=self.job_class)
 
     async def send_async(self) -> JobHandle[R]:
         self._claim()
+        span = None
         try:
+            if tracing.on:
+                span, self._trace = tracing.producer(self.job_class.name, self._queue)
             job = self._job_tuple()
             dedup = None if self._dedup is None else [self._dedup]
             [(job_id, created, deduplicated)] = await config.client(self._connection).enqueue(
                 self._queue, [job], dedup=dedup, asynchronous=True)
-        except BaseException:
+        except BaseException as e:
             self._sent = _ABANDONED
+            if span is not None:
+                tracing.end(span, error=e)
             raise
+        if span is not None:
+            tracing.end(span, job_id)
         return JobHandle(job_id, self._queue, self._connection, created, deduplicated, job_class=self.job_class)
 
     def __await__(self) -> Generator[Any, None, JobHandle[R]]:

@@ -117,6 +117,7 @@ class _Child:
     leaving: str | None = None  # why it said it exits (a recycling), from its last report
     retiring: bool = False  # asked to stop (reload, one child less, the pool's stop): not replaced
     buffer: bytes = b""
+    metrics: dict[str, Any] | None = None  # its last metrics snapshot (metrics.py), with metrics on
     # A spawned child's Popen, kept: dropped while it runs, subprocess would reap it on its own
     # later and this pool's waitpid would never hear of its end.
     proc: subprocess.Popen[bytes] | None = None
@@ -166,6 +167,7 @@ class Pool:
         self.kill_at: float | None = None
         self.watcher: subprocess.Popen[bytes] | None = None
         self._wake: tuple[int, ...] = ()
+        self.metrics_gone: dict[str, Any] = {}  # the children gone: their last metrics, summed
 
     # ---- the parent's loop ----
 
@@ -181,6 +183,7 @@ class Pool:
         """Runs the pool until it is stopped; returns the children's counts summed, and
         ``restarts``: children replaced, by why."""
         started = time.monotonic()
+        served = None
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
@@ -192,6 +195,7 @@ class Pool:
             log.info("pool started: %d process(es), %s, pid %d", self.target, self.start_method, os.getpid())
             if self.reload:
                 self._start_watcher()
+            served = self._serve_metrics()
             for _ in range(self.target):
                 self._start_child()
             while self.children or (not self.stopping and self.restarts):
@@ -201,6 +205,9 @@ class Pool:
                 self._kill_late()
                 self._wait(wake_r)
         finally:
+            if served is not None:
+                served.shutdown()
+                served.server_close()
             signal.set_wakeup_fd(old_fd)
             for s, h in old.items():
                 signal.signal(s, h)
@@ -214,6 +221,24 @@ class Pool:
         totals["seconds"] = time.monotonic() - started
         totals["restarts"] = dict(self.why)
         return totals
+
+    def _serve_metrics(self) -> Any:
+        """``metrics_port``: one endpoint for every child, served from this process."""
+        port = self.spec.get("metrics_port")
+        if port is None:
+            return None
+        from . import metrics
+
+        info = metrics.worker_info(f"pool-{os.getpid()}", list(self.spec["queues"]), self.spec["concurrency"], self.target)
+        return metrics.serve(port, lambda: metrics.render_worker(self.metrics_snapshot(), dict(info, processes=self.target)))
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """The children's metrics summed: the latest report of each running child, and the
+        last ones of the children gone."""
+        from .metrics import merge
+
+        live = [c.metrics for c in list(self.children.values()) if c.metrics]
+        return merge([self.metrics_gone, *live])
 
     def stop(self) -> None:
         """A graceful stop, as SIGTERM (thread-safe)."""
@@ -384,6 +409,7 @@ class Pool:
                     continue
                 c.stats = report.get("stats", c.stats)
                 c.leaving = report.get("leaving", c.leaving)
+                c.metrics = report.get("metrics", c.metrics)
 
     def _reap(self) -> None:
         while True:
@@ -406,6 +432,10 @@ class Pool:
                 if c.status_fd >= 0:
                     os.close(c.status_fd)
                 self.stats.update(c.stats)
+                if c.metrics:
+                    from .metrics import merge
+
+                    self.metrics_gone = merge([self.metrics_gone, dict(c.metrics, queues={}, running=0)])
                 self._gone(c, os.waitstatus_to_exitcode(status))
 
     def _gone(self, c: _Child, code: int) -> None:
@@ -615,6 +645,7 @@ def _child_main(spec: dict[str, Any], status_fd: int, make_worker: Callable[...,
         _worker_id=spec["worker_id"],
         _max_jobs=spec["max_jobs"],
         middleware=_middleware(spec.get("middleware")),
+        _metrics=None if spec.get("metrics_port") is None else "sample" if spec["number"] == 1 else "record",
     )
     reporter = _Reporter(w, status_fd, spec)
     w._on_tick = reporter.tick
@@ -686,6 +717,7 @@ class _Reporter:
         self.w, self.fd, self.spec = w, fd, spec
         self.max_memory: float | None = spec["max_memory_mb"]
         self.over: float | None = None
+        self.pending = b""
         os.set_blocking(fd, False)
 
     def tick(self) -> None:
@@ -715,11 +747,24 @@ class _Reporter:
         s = self.w.engine.stats()
         stats = {"completed": s["completed"], "retried": s["retried"], "failed": s["failed"], "handed_back": s["released"],
                  "stale": s["stale"], "cancelled": s["cancelled"]}
-        line = json.dumps({"stats": stats, "leaving": leaving}).encode() + b"\n"
+        report: dict[str, Any] = {"stats": stats, "leaving": leaving}
+        if self.w._recorder is not None:
+            report["metrics"] = self.w.metrics_snapshot()
+        line = json.dumps(report).encode() + b"\n"
+        if self.pending:  # the rest of a line the pipe took in part (one past PIPE_BUF: metrics)
+            self._write(self.pending)
+            if self.pending:
+                return  # the parent reads the next one (the counts are totals)
+        self._write(line)
+
+    def _write(self, data: bytes) -> None:
         try:
-            os.write(self.fd, line)
-        except (BlockingIOError, BrokenPipeError):
-            pass  # the parent reads the next one
+            n = os.write(self.fd, data)
+        except BlockingIOError:
+            n = 0 if data is self.pending else len(data)  # a whole new line not taken: dropped
+        except BrokenPipeError:
+            n = len(data)
+        self.pending = data[n:]
 
 
 def spawned(make_worker: Callable[..., Any]) -> None:

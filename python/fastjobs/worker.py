@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from . import _core, config, hooks, serde
+from . import _core, config, hooks, serde, tracing
 from . import chain as chains
 from . import flow as flows
 from ._eager import start_eagerly
@@ -191,8 +191,10 @@ class Worker:
         callback_secret: str | bytes | None = None,
         callback_attempts: int = 5,
         callback_backoff: float = 4.0,
+        metrics_port: int | None = None,
         _worker_id: str | None = None,
         _max_jobs: int | None = None,
+        _metrics: str | None = None,
     ) -> None:
         weights: list[int] | None = None
         if isinstance(queues, str):
@@ -208,6 +210,11 @@ class Worker:
         lease = check_seconds(lease, "lease", minimum=0.3)
         grace = check_seconds(grace, "grace")
         secret, callback_attempts, callback_backoff = _callback_settings(callback_secret, callback_attempts, callback_backoff)
+        if metrics_port is not None:
+            from .metrics import check_port
+
+            metrics_port = check_port(metrics_port)
+        self.metrics_port = metrics_port
         self.queues = list(queues)
         self.connection = connection
         self.concurrency = concurrency
@@ -223,7 +230,7 @@ class Worker:
                         connection=connection, prefetch=prefetch, lease=lease, grace=grace, scheduler=scheduler,
                         jobs=None if jobs is None else list(self.jobs), middleware=hooks.middleware_names(own),
                         callback_attempts=callback_attempts, callback_backoff=callback_backoff,
-                        callback_secret=None if secret is None else secret.hex())
+                        callback_secret=None if secret is None else secret.hex(), metrics_port=metrics_port)
             self._pool = _pool(spec, self.jobs, processes, max_jobs_per_child, max_memory_per_child, start_method, grace, reload)
             return
         if max_jobs_per_child is not None or max_memory_per_child is not None:
@@ -262,6 +269,18 @@ class Worker:
         self._own_middleware = own
         #: Every middleware, the process's then this worker's, taken when the worker starts.
         self._middleware = hooks.snapshot(own)
+        # Metrics (metrics.py): "serve" (metrics_port), "sample" (a pool's child #1: records and
+        # reads the queues' depths), "record" (another child), or None (off: nothing wrapped).
+        self._metrics_mode = "serve" if metrics_port is not None else _metrics
+        self._recorder: Any = None
+        self._fates: dict[int, str | None] | None = None  # handle -> outcome other than completed
+        self._traced = False  # tracing on when it started (tracing.py): jobs run in spans
+        if self._metrics_mode is not None:
+            from .metrics import Recorder, instrument
+
+            self._recorder = Recorder()
+            self._fates = self._recorder.fates
+            instrument(self, self._recorder)
 
     # ---- running one job ----
 
@@ -272,6 +291,8 @@ class Worker:
         when no hook follows (cancelled, handed back)."""
         engine = self.engine
         made = job[_ATTEMPT] + 1
+        if self._traced:
+            tracing.failed(exc)
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         kind = f"{type(exc).__module__}.{type(exc).__qualname__}" if type(exc).__module__ != "builtins" else type(exc).__qualname__
         if isinstance(exc, (JobCancelled, asyncio.CancelledError)) or engine.is_cancelled(job[_HANDLE]):
@@ -285,6 +306,8 @@ class Worker:
                 log.error("job %s: its backoff option cannot be read (%s); the class's backoff applies", job[_ID], e)
                 delay = cls.retry_delay(made)
             engine.retry(job[_HANDLE], delay, kind, str(exc), tb)
+            if self._fates is not None:
+                self._fates[job[_HANDLE]] = "retried"
             log.info("job %s (%s) failed attempt %d/%d, retrying in %.3fs: %r", job[_ID], job[_NAME], made, job[_MAX], delay, exc)
             return "retry", (exc, delay)
         else:
@@ -294,8 +317,12 @@ class Worker:
                 except Exception as e:  # noqa: BLE001 - the workflow must hear of it: the job runs again later
                     log.error("job %s: could not tell its workflow it failed (%s); handing it back to run again", job[_ID], e)
                     engine.release_handles([job[_HANDLE]])
+                    if self._fates is not None:
+                        self._fates[job[_HANDLE]] = None
                     return None
             engine.fail(job[_HANDLE], kind, str(exc), tb)
+            if self._fates is not None:
+                self._fates[job[_HANDLE]] = "failed"
             log.warning("job %s (%s) failed for good after %d attempt(s): %r", job[_ID], job[_NAME], made, exc)
             return "failure", (exc,)
 
@@ -309,8 +336,12 @@ class Worker:
             except Exception as e:  # noqa: BLE001 - the workflow must hear of it: the job runs again later
                 log.error("job %s: could not tell its workflow it was cancelled (%s); handing it back", job[_ID], e)
                 self.engine.release_handles([job[_HANDLE]])
+                if self._fates is not None:
+                    self._fates[job[_HANDLE]] = None
                 return
         self.engine.cancel(job[_HANDLE])
+        if self._fates is not None:
+            self._fates[job[_HANDLE]] = "cancelled"
         log.info("job %s (%s) cancelled: %s", job[_ID], job[_NAME], message)
 
     # ---- workflows: a job of a JobChain or JobFlow (its options say which) ----
@@ -330,6 +361,8 @@ class Worker:
         except Exception as e:  # noqa: BLE001
             log.error("could not settle %d flow job(s) (%s); handing them back to run again", len(settle), e)
             self.engine.release_handles([h for h, _f, _d in settle])
+            if self._fates is not None:
+                self._fates.update((h, None) for h, _f, _d in settle)
             return False
         for handle, _f, data in settle:
             self.engine.complete(handle, data)
@@ -364,11 +397,15 @@ class Worker:
         self.engine.fail(job[_HANDLE], "DecodeError",
                          f"the options of job {job[_ID]} on queue {job[_QUEUE]!r} are not a JSON object ({len(raw)} bytes)")
         log.error("job %s: its options are not a JSON object; failed", job[_ID])
+        if self._fates is not None:
+            self._fates[job[_HANDLE]] = "failed"
         return False, None
 
     def _unknown(self, job: tuple[Any, ...]) -> None:
         self.engine.fail(job[_HANDLE], "UnknownJob", f"no job named {job[_NAME]!r} is registered in this worker (workers run registered jobs only)")
         log.error("job %s names %r, which no module loaded by this worker registers", job[_ID], job[_NAME])
+        if self._fates is not None:
+            self._fates[job[_HANDLE]] = "failed"
 
     def _run_sync(self, jobs: list[tuple[Any, ...]]) -> None:
         """Runs a batch in this thread. The hot path: per job one dict lookup, one JSON
@@ -692,6 +729,10 @@ class Worker:
         self._async_only = bool(self.jobs) and all(cls._is_async for cls in self.jobs.values())
         if self.scheduler:
             self._register_periodic()
+        served = self._start_metrics()
+        if tracing.on and not self._traced:  # on (configure(tracing=True)), maybe by the job modules
+            self._traced = True
+            tracing.instrument(self)
         self.engine.start(scheduler=self.scheduler)
         if self._async_only:
             self._async_puller = asyncio.run_coroutine_threadsafe(self._async_pull(), self._ensure_loop())
@@ -711,6 +752,8 @@ class Worker:
                     self._on_tick()
         finally:
             self._shutdown()
+            for end in served:
+                end()
         self._report()
         s = self.engine.stats()
         summary = WorkerSummary(s["completed"], s["retried"], s["failed"], s["released"], time.monotonic() - started, s["stale"],
@@ -718,6 +761,28 @@ class Worker:
         log.info("worker stopped: %d completed, %d retried, %d failed, %d handed back, %d stale, %d cancelled",
                  summary.completed, summary.retried, summary.failed, summary.handed_back, summary.stale, summary.cancelled)
         return summary
+
+    def _start_metrics(self) -> list[Callable[[], None]]:
+        """Metrics on: the queue sampler and (``metrics_port``) the endpoint; what ends them."""
+        if self._metrics_mode not in ("serve", "sample"):
+            return []
+        from . import metrics
+
+        sampler = metrics.Sampler(self._recorder, self.queues, self.connection)
+        ends: list[Callable[[], None]] = [sampler.stop]
+        if self.metrics_port is not None:
+            info = metrics.worker_info(self.engine.worker_id, self.queues, self.concurrency, 1)
+            server = metrics.serve(self.metrics_port, lambda: metrics.render_worker(self.metrics_snapshot(), info))
+            ends += [server.shutdown, server.server_close]
+        sampler.start()
+        return ends
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """This worker's metrics (``metrics.Recorder.snapshot`` and the engine's counters)."""
+        snap: dict[str, Any] = self._recorder.snapshot()
+        s = self.engine.stats()
+        snap.update(stale=s["stale"], lost_leases=s["lost_leases"], handed_back=s["released"])
+        return snap
 
     def _report(self) -> None:
         """Logs the last Redis trouble the engine met since the last call (it keeps retrying)."""
