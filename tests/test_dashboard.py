@@ -394,6 +394,7 @@ def test_pages_in_a_browser(served: str, jobs: dict[str, str]) -> None:
         browser.call("Page.navigate", session=True, url=served + f"#/job/dash-ok/{jobs['completed']}")
         eventually(lambda: browser.js("document.getElementById('job-state') && document.getElementById('job-state').textContent") == "completed")
         assert "nearly there" in browser.js("document.getElementById('logs').textContent")
+        assert browser.js("document.querySelector('.progress > div').style.width") == "50%"  # styled through the CSSOM, as the CSP wants
         assert '"echo"' in browser.js("document.getElementById('result').textContent")
     finally:
         browser.close()

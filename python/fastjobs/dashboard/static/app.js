@@ -11,6 +11,7 @@ function h(tag, attrs, ...children) {
     if (v === null || v === undefined || v === false) continue;
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else if (k === "className") el.className = v;
+    else if (k === "style") Object.assign(el.style, v); // through the CSSOM: the CSP refuses style attributes
     else el.setAttribute(k, v === true ? "" : String(v));
   }
   for (const c of children.flat()) {
@@ -110,7 +111,7 @@ async function viewQueue(main, name) {
       button("Delete", `queues/${enc(name)}/jobs/${enc(j.id)}/delete`, { danger: true, confirm: `Delete job ${j.id}?` }))));
   fill(main, 
     h("h1", {}, "Queue ", q.name, " ", q.paused ? h("span", { className: "badge paused" }, "paused") : null),
-    h("p", {}, Object.entries(q.counts).map(([k, v]) => h("span", { className: "badge", style: "margin-right:6px" }, `${k} ${v}`))),
+    h("p", {}, Object.entries(q.counts).map(([k, v]) => h("span", { className: "badge", style: { marginRight: "6px" } }, `${k} ${v}`))),
     h("div", { className: "toolbar" },
       q.paused ? button("Resume", `queues/${enc(name)}/resume`) : button("Pause", `queues/${enc(name)}/pause`),
       failed.jobs.length ? button("Retry all", `queues/${enc(name)}/failed/retry`, { name: "retry-all" }) : null,
@@ -146,7 +147,7 @@ function chart(title, points, series) {
     svg.append(path);
   }
   return h("div", { className: "chart" }, h("strong", {}, title), " ",
-    h("span", { className: "legend" }, series.map((s) => h("span", { style: `color:${s.color}` }, "■ " + s.label))), svg);
+    h("span", { className: "legend" }, series.map((s) => h("span", { style: { color: s.color } }, "■ " + s.label))), svg);
 }
 
 async function viewThroughput(main) {
@@ -195,7 +196,7 @@ async function viewJob(main, queue, id) {
     ["attempt", job.attempt === null ? "—" : `${job.attempt} of ${job.max_attempts}`],
     ["priority", job.priority ?? "—"],
     ["enqueued", fmtTime(job.enqueued_at)],
-    ["progress", p ? h("span", {}, h("span", { className: "progress" }, h("div", { style: `width:${Math.round(p.value * 100)}%` })), ` ${Math.round(p.value * 100)}%`) : "—"],
+    ["progress", p ? h("span", {}, h("span", { className: "progress" }, h("div", { style: { width: `${Math.round(p.value * 100)}%` } })), ` ${Math.round(p.value * 100)}%`) : "—"],
   ];
   fill(main, 
     h("h1", {}, "Job ", id),
@@ -204,7 +205,8 @@ async function viewJob(main, queue, id) {
       TERMINAL.has(job.state) ? null : button("Cancel", `queues/${enc(queue)}/jobs/${enc(id)}/cancel`, { danger: true, confirm: `Cancel job ${id}?` }),
       job.state === "failed" ? button("Retry", `queues/${enc(queue)}/jobs/${enc(id)}/retry`) : null,
       job.state !== "active" ? button("Delete", `queues/${enc(queue)}/jobs/${enc(id)}/delete`, { danger: true, confirm: `Delete job ${id}?` }) : null),
-    h("h2", {}, "Payload"), h("pre", { id: "payload" }, json(job.payload)),
+    h("h2", {}, "Payload"), job.payload === null && TERMINAL.has(job.state) && job.state !== "failed" ?
+      h("p", { className: "muted" }, "Not kept once the job finished.") : h("pre", { id: "payload" }, json(job.payload)),
     Object.keys(job.options || {}).length ? [h("h2", {}, "Options and meta"), h("pre", { id: "options" }, json(job.options))] : null,
     job.state === "completed" ? [h("h2", {}, "Result"), h("pre", { id: "result" }, json(job.result))] : null,
     job.error ? [h("h2", {}, "Error"), h("div", { className: "error" }, `${job.error.type}: ${job.error.message}`),
