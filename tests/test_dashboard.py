@@ -25,7 +25,7 @@ import pytest
 import fastjobs
 from fastjobs.dashboard import Dashboard, app
 
-from .apps.dashboard_jobs import DashBoom, DashChatty
+from .apps.dashboard_jobs import DashBoom, DashChatty, DashLong
 from .conftest import ROOT, RedisServer, eventually, free_port
 
 TOKEN = "s3cret-token-for-tests"
@@ -196,6 +196,27 @@ async def test_actions(dash: Dashboard, jobs: dict[str, str]) -> None:
     return None
 
 
+async def test_a_running_job_live_and_cancelled(dash: Dashboard, start_worker: Any) -> None:
+    """A running job's page shows its progress and log while it runs; cancel stops it."""
+    handle = DashLong.dispatch({"n": 1}).send()
+    start_worker(queues=["dash-long"])
+    url = f"/api/queues/dash-long/jobs/{handle.id}"
+    async with client(dash) as c:
+        for _ in range(750):
+            seen = (await c.get(url)).json()
+            if seen["job"]["state"] == "active" and seen["logs"]:
+                break
+            await asyncio.sleep(0.02)
+        assert seen["job"]["state"] == "active" and seen["job"]["progress"]["value"] == 0.25
+        assert [line["message"] for line in seen["logs"]] == ["started"]
+        # a running job cannot be deleted: a conflict, not a server error
+        assert (await c.post(f"{url}/delete", headers=BEARER)).status_code == 409
+        r = await c.post(f"{url}/cancel", headers=BEARER)
+        assert r.json() == {"cancelled": handle.id, "was": "active"}
+        eventually(lambda: handle.status() == "cancelled")
+        assert (await c.get(url)).json()["job"]["state"] == "cancelled"
+
+
 async def test_retry_all_and_purge(dash: Dashboard, start_worker: Any) -> None:
     q = fastjobs.Queue("dash-fail")
     for i in range(3):
@@ -236,6 +257,27 @@ async def test_unknown_things_are_404(dash: Dashboard, jobs: dict[str, str]) -> 
             assert r.headers["content-type"] == "application/json" and r.json()["error"]
         assert (await c.post("/api/queues", headers=BEARER)).status_code == 405
         assert (await c.get("/api/queues/dash-ok/failed?limit=0")).status_code == 400
+
+
+async def test_workers_page_uses_the_registry_when_there_is_one(dash: Dashboard, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fastjobs.workers() is read when the package has it (a registry another change adds)."""
+    seen: list[str] = []
+
+    def workers(*, connection: str = "default") -> list[dict[str, Any]]:
+        seen.append(connection)
+        return [{"id": "w1", "queues": ["dash-ok"], "running": 2}]
+
+    monkeypatch.setattr(fastjobs, "workers", workers, raising=False)
+    async with client(dash) as c:
+        assert (await c.get("/api/workers")).json() == {"available": True, "workers": [{"id": "w1", "queues": ["dash-ok"], "running": 2}]}
+    assert seen == ["default"]
+
+
+def test_command_refuses_a_short_token(capsys: pytest.CaptureFixture[str]) -> None:
+    from fastjobs import cli
+
+    assert cli.main(["dashboard", "--token", "short", "--port", str(free_port())]) == 1
+    assert "at least 8 characters" in capsys.readouterr().err
 
 
 async def test_mounted_under_a_prefix() -> None:

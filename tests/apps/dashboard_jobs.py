@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import fastjobs
@@ -26,3 +27,19 @@ class DashChatty(fastjobs.Job[Any, dict]):
         self.log("working on it", level="info", n=1)
         self.log("nearly there", level="warning")
         return {"echo": payload}
+
+
+class DashLong(fastjobs.Job[Any, str]):
+    """Reports a quarter done and a log line, then works in small steps until cancelled (at
+    most a minute)."""
+
+    queue = "dash-long"
+
+    def process(self, payload: Any) -> str:
+        self.progress(0.25, step="started")
+        self.log("started")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            self.check_cancelled()
+            time.sleep(0.01)
+        return "finished"
