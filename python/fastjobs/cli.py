@@ -1,5 +1,6 @@
 """The ``fastjobs`` command: ``fastjobs worker MODULE... --queue Q --concurrency N``,
-``fastjobs enqueue MODULE:JOB --from FILE.jsonl`` and ``fastjobs schedule list|remove KEY|clear``."""
+``fastjobs enqueue MODULE:JOB --from FILE.jsonl``, ``fastjobs schedule list|remove KEY|clear`` and
+``fastjobs dashboard`` (the web dashboard, fastjobs/dashboard/)."""
 
 from __future__ import annotations
 

@@ -116,6 +116,9 @@ class Dashboard:
             response = await self._handle(request)
         except HTTPError as e:
             response = json_response({"error": e.message}, e.status)
+        except Exception as e:  # noqa: BLE001 - a fault of ours still answers in JSON, and is logged
+            log.exception("fastjobs dashboard: %s %s failed", scope.get("method"), scope.get("path"))
+            response = json_response({"error": f"{type(e).__name__}: {e}"}, 500)
         await response.send(send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
