@@ -15,12 +15,16 @@ $(PY):
 	python3 -m venv $(VENV)
 
 .PHONY: deps
-deps: $(PY) ## install what is missing: redis-server and openssl (Debian), Python packages, crates
+deps: $(PY) ## install what is missing: redis-server, openssl and chromium (Debian), Python packages, crates
 	@command -v redis-server >/dev/null && command -v openssl >/dev/null || { \
 	  echo "installing redis-server and openssl (Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl >/dev/null; }
-	@$(PIP) install -q --disable-pip-version-check "maturin>=1.9.4,<2" "orjson>=3.8" "pytest>=7" "pytest-asyncio>=0.23" "pytest-timeout>=2" "hypothesis>=6" "numpy>=1.24" "watchfiles>=0.21" "fastapi>=0.110" "httpx>=0.27" "pydantic>=2" "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20"
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (Debian package; tests/test_dashboard.py drives it headless)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@$(PIP) install -q --disable-pip-version-check "maturin>=1.9.4,<2" "orjson>=3.8" "pytest>=7" "pytest-asyncio>=0.23" "pytest-timeout>=2" "hypothesis>=6" "numpy>=1.24" "watchfiles>=0.21" "fastapi>=0.110" "httpx>=0.27" "pydantic>=2" "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20" "uvicorn>=0.30"
 	@cargo fetch -q
 
 .PHONY: build

@@ -1,5 +1,6 @@
 """The ``fastjobs`` command: ``fastjobs worker MODULE... --queue Q --concurrency N``,
-``fastjobs enqueue MODULE:JOB --from FILE.jsonl`` and ``fastjobs schedule list|remove KEY|clear``."""
+``fastjobs enqueue MODULE:JOB --from FILE.jsonl``, ``fastjobs schedule list|remove KEY|clear`` and
+``fastjobs dashboard`` (the web dashboard, fastjobs/dashboard/)."""
 
 from __future__ import annotations
 
@@ -294,6 +295,34 @@ def _events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        print("fastjobs dashboard: uvicorn is not installed: pip install 'fastjobs[dashboard]'", file=sys.stderr)
+        return 2
+    import secrets
+
+    from .dashboard import TOKEN_ENV, app
+
+    _connect(args)
+    try:
+        config.client().check_connection()
+    except (FastJobsError, ValueError) as e:
+        raise _Refused(e) from None
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if token is None and not args.read_only:
+        token = secrets.token_urlsafe(18)
+        print(f"fastjobs dashboard: no --token or ${TOKEN_ENV}: actions need this one: {token}", file=sys.stderr)
+    try:
+        dashboard = app(token=token, read_only=args.read_only)
+    except ValueError as e:
+        raise _Refused(e) from None
+    print(f"fastjobs dashboard: http://{args.host}:{args.port}/" + (" (read-only)" if args.read_only else ""), file=sys.stderr)
+    uvicorn.run(dashboard, host=args.host, port=args.port, log_level="warning", lifespan="on")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastjobs", description="fastjobs: background jobs with a Rust engine on Redis")
     p.add_argument("--version", action="version", version=f"fastjobs {__version__}")
@@ -371,6 +400,17 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
     v.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
     v.set_defaults(func=_events)
+
+    d = sub.add_parser("dashboard", help="serve the web dashboard (needs uvicorn: fastjobs[dashboard])",
+                       description="Serve the web dashboard: queues, throughput, failed jobs, schedules, jobs and workers.")
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    d.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    d.add_argument("--read-only", action="store_true", help="hide and refuse every action (retry, delete, purge, pause, resume, cancel)")
+    d.add_argument("--token", default=None,
+                   help="token the actions need (default: $FASTJOBS_DASHBOARD_TOKEN, which ps does not show; else a random one, printed)")
+    d.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
+    d.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
+    d.set_defaults(func=_dashboard)
     return p
 
 
