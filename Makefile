@@ -54,6 +54,16 @@ lint: build lint-deps ## cargo fmt --check, clippy -D warnings, ruff, mypy --str
 	$(PY) -m mypy.stubtest fastjobs._core
 	$(PY) -m tests.readme_types
 
+.PHONY: wheel
+wheel: build ## the abi3 manylinux wheel and the sdist, into target/wheels
+	rm -rf target/wheels
+	$(VENV)/bin/maturin build --release -i $(PY) -o target/wheels
+	$(VENV)/bin/maturin sdist -o target/wheels
+
+.PHONY: wheel-check
+wheel-check: wheel ## install the wheel into a fresh virtualenv without cargo and run the quick start against it
+	$(PY) tests/wheel_check.py target/wheels
+
 .PHONY: demo
 demo: build ## dispatch 100,000 jobs, drain them with a worker, print counts, rates and latency
 	$(PY) benches/demo.py
