@@ -24,7 +24,7 @@ deps: $(PY) ## install what is missing: redis-server, openssl and chromium (Debi
 	  echo "installing chromium (Debian package; tests/test_dashboard.py drives it headless)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
-	@$(PIP) install -q --disable-pip-version-check "maturin>=1.9.4,<2" "orjson>=3.8" "pytest>=7" "pytest-asyncio>=0.23" "pytest-timeout>=2" "hypothesis>=6" "numpy>=1.24" "watchfiles>=0.21" "fastapi>=0.110" "httpx>=0.27" "pydantic>=2" "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20" "uvicorn>=0.30"
+	@$(PIP) install -q --disable-pip-version-check "maturin>=1.9.4,<2" "orjson>=3.8" "pytest>=7" "pytest-asyncio>=0.23" "pytest-timeout>=2" "hypothesis>=6" "numpy>=1.24" "watchfiles>=0.21" "fastapi>=0.110" "httpx>=0.27" "pydantic>=2" "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20" "uvicorn>=0.30" "django>=4.2"
 	@cargo fetch -q
 
 .PHONY: build
