@@ -615,7 +615,9 @@ def _child_main(spec: dict[str, Any], status_fd: int, make_worker: Callable[...,
         _worker_id=spec["worker_id"],
         _max_jobs=spec["max_jobs"],
         middleware=_middleware(spec.get("middleware")),
+        registry_interval=spec.get("registry_interval", 5.0),
     )
+    w._pool_parent = spec["parent"]
     reporter = _Reporter(w, status_fd, spec)
     w._on_tick = reporter.tick
 
