@@ -43,10 +43,12 @@ from .feedback import LogLine, Progress
 from .flow import FlowHandle, FlowNode, JobFlow
 from .hooks import hook, middleware, registered_hooks
 from .job import FunctionJob, Job, job, registry
+from .jsonlog import JsonFormatter, setup_logging
 from .options import Backoff, parse_duration
 from .queue import FailedJob, Queue, QueueLimits
 from .schedule import JobScheduler, ScheduleInfo, periodic
 from .worker import Worker, WorkerSummary
+from .worker_registry import WorkerInfo, workers
 
 __all__ = [
     "__version__",
@@ -77,6 +79,7 @@ __all__ = [
     "JobInfo",
     "JobScheduler",
     "JobTimeoutError",
+    "JsonFormatter",
     "LogLine",
     "PayloadValidationError",
     "PendingDispatch",
@@ -91,6 +94,7 @@ __all__ = [
     "UnknownQueueError",
     "UnsentDispatchWarning",
     "Worker",
+    "WorkerInfo",
     "WorkerSummary",
     "configure",
     "hook",
@@ -100,5 +104,7 @@ __all__ = [
     "periodic",
     "registered_hooks",
     "registry",
+    "setup_logging",
     "verify_callback",
+    "workers",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 from . import serde
 from .errors import FastJobsError, JobStateError, UnknownJobError, UnknownQueueError
 from .queue import FailedJob, Queue, QueueLimits
-from .workers import WorkerInfo, workers
+from .worker_registry import WorkerInfo, workers
 
 __all__ = ["COMMANDS"]
 

@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__, config, serde
 from .errors import AuthenticationError, FastJobsError
@@ -280,8 +280,15 @@ def _events(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line on stderr (pointing at ``--help``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastjobs", description="fastjobs: background jobs with a Rust engine on Redis")
+    p = _Parser(prog="fastjobs", description="fastjobs: background jobs with a Rust engine on Redis")
     p.add_argument("--version", action="version", version=f"fastjobs {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("worker", help="run jobs from queues", description="Run the jobs the MODULES register.")

@@ -32,7 +32,7 @@ from ._eager import start_eagerly
 from .errors import JobCancelled, JobTimeoutError
 from .job import Job, registry
 from .options import backoff_from_json, check_seconds
-from .workers import DEFAULT_INTERVAL, Registration
+from .worker_registry import DEFAULT_INTERVAL, Registration
 
 if TYPE_CHECKING:
     from .pool import Pool
