@@ -4,6 +4,7 @@ processes against the test Redis and real workers; the worker registry; JSON log
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -165,13 +166,19 @@ def test_a_killed_worker_is_shown_gone_and_a_pool_lists_its_children(cli: Any, s
     assert [w["pid"] for w in gone] == [killed.proc.pid]
     assert "gone" in cli("workers").stdout
 
-    pool = spawn_worker("-q", "ops", "-p", "2", "--registry-interval", "0.2", modules=MODULES)
-    children = eventually(lambda: [w for w in fastjobs.workers() if w.alive and w.pool == pool.proc.pid and len(
-        [c for c in fastjobs.workers() if c.alive]) == 2])
-    assert len({w.pid for w in children}) == 2
+    # Spawned children log JSON as their pool does, and each keeps an entry naming the pool.
+    pool = spawn_worker("-q", "ops", "-p", "2", "--start-method", "spawn", "--log-format", "json", "--registry-interval", "0.2",
+                        modules=MODULES)
+    children = eventually(lambda: [w for w in fastjobs.workers() if w.alive and w.pool == pool.proc.pid][1:] and
+                          [w for w in fastjobs.workers() if w.alive])
+    assert len({w.pid for w in children}) == 2 and {w.pool for w in children} == {pool.proc.pid}
+    assert {w.id for w in asyncio.run(fastjobs.workers_async(queue="ops"))} == {w.id for w in fastjobs.workers()}
     pool.proc.send_signal(signal.SIGTERM)
-    pool.output()
+    out = pool.output()
     assert [w.pid for w in fastjobs.workers()] == [killed.proc.pid]  # only the killed one, gone
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len([r for r in records if r["message"].startswith("worker started")]) == 2
+    assert not [line for line in out.splitlines() if " INFO fastjobs" in line]  # no text lines from the children
 
 
 def test_worker_start_checks(cli: Any, spawn_worker: Any) -> None:

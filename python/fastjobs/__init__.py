@@ -48,7 +48,7 @@ from .options import Backoff, parse_duration
 from .queue import FailedJob, Queue, QueueLimits
 from .schedule import JobScheduler, ScheduleInfo, periodic
 from .worker import Worker, WorkerSummary
-from .worker_registry import WorkerInfo, workers
+from .worker_registry import WorkerInfo, workers, workers_async
 
 __all__ = [
     "__version__",
@@ -107,4 +107,5 @@ __all__ = [
     "setup_logging",
     "verify_callback",
     "workers",
+    "workers_async",
 ]

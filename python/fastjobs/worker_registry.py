@@ -17,7 +17,7 @@ from typing import Any
 from . import config, serde
 from ._core import __version__
 
-__all__ = ["WorkerInfo", "workers", "DEFAULT_INTERVAL", "GONE_AFTER", "PRUNE_AFTER"]
+__all__ = ["WorkerInfo", "workers", "workers_async", "DEFAULT_INTERVAL", "GONE_AFTER", "PRUNE_AFTER"]
 
 #: Seconds between two writes of a worker's entry (``Worker(registry_interval=...)``).
 DEFAULT_INTERVAL = 5.0
@@ -83,21 +83,35 @@ def _info(worker_id: str, raw: bytes, now: float) -> WorkerInfo | None:
         return None
 
 
-def workers(*, connection: str = "default", queue: str | None = None) -> list[WorkerInfo]:
-    """The workers of the connection's registry, live ones first, then by host and pid; with
-    ``queue``, only those consuming it. Entries of workers long gone are deleted on the way."""
-    client = config.client(connection)
+def _sorted(rows: list[tuple[str, bytes]], queue: str | None) -> tuple[list[WorkerInfo], list[str]]:
+    """The entries to show (live ones first, then by host and pid) and the ids to delete."""
     now = time.time()
     out, prune = [], []
-    for worker_id, raw in client.workers_read():
+    for worker_id, raw in rows:
         info = _info(worker_id, raw, now)
         if info is None or now - info.last_seen.timestamp() > PRUNE_AFTER * info.interval:
             prune.append(worker_id)
         elif queue is None or queue in info.queues:
             out.append(info)
+    return sorted(out, key=lambda w: (not w.alive, w.host, w.pid, w.id)), prune
+
+
+def workers(*, connection: str = "default", queue: str | None = None) -> list[WorkerInfo]:
+    """The workers of the connection's registry, live ones first, then by host and pid; with
+    ``queue``, only those consuming it. Entries of workers long gone are deleted on the way."""
+    client = config.client(connection)
+    out, prune = _sorted(client.workers_read(), queue)
     if prune:
         client.workers_remove(prune)
-    return sorted(out, key=lambda w: (not w.alive, w.host, w.pid, w.id))
+    return out
+
+
+async def workers_async(*, connection: str = "default", queue: str | None = None) -> list[WorkerInfo]:
+    client = config.client(connection)
+    out, prune = _sorted(await client.workers_read(asynchronous=True), queue)
+    if prune:
+        await client.workers_remove(prune, asynchronous=True)
+    return out
 
 
 class Registration:
