@@ -724,11 +724,11 @@ class Worker:
                  self.queues, self.concurrency, sorted(self.jobs))
         registration = self._registration = Registration(self.client, self.engine.worker_id, self.queues, self.concurrency,
                                                          self._registry_interval, self._pool_parent)
-        registration.refresh(self.engine.stats())
+        registration.refresh(self.engine.stats)
         try:
             while not self._stop.wait(0.5 if self._on_tick is None else REPORT_EVERY):
                 self._report()
-                registration.refresh(self.engine.stats())
+                registration.refresh(self.engine.stats)
                 if self._on_tick is not None:
                     self._on_tick()
         finally:

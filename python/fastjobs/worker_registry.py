@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -130,11 +131,14 @@ class Registration:
         self._next = 0.0
         self._samples: deque[tuple[float, int, int]] = deque()
 
-    def refresh(self, stats: dict[str, int]) -> None:
+    def refresh(self, read_stats: Callable[[], dict[str, int]]) -> None:
+        """Writes the entry if an interval passed since the last write (``read_stats`` is
+        called then only: the engine's ``stats``)."""
         now = time.monotonic()
         if now < self._next:
             return
         self._next = now + self.interval
+        stats = read_stats()
         completed, failed = stats.get("completed", 0), stats.get("failed", 0)
         self._samples.append((now, completed, failed))
         while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW:
