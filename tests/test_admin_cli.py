@@ -17,7 +17,7 @@ import pytest
 
 import fastjobs
 from fastjobs import Queue
-from tests.apps.admin_jobs import Boom, Work
+from tests.apps.admin_jobs import OpsBoom, OpsWork
 from tests.conftest import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +47,8 @@ def refused(result: subprocess.CompletedProcess[str], status: int, text: str) ->
 
 
 def test_a_queue_worked_by_a_worker_is_listed_inspected_and_its_failed_jobs_handled(cli: Any, spawn_worker: Any) -> None:
-    done = [Work.dispatch(i).send() for i in range(3)]
-    bad = [Boom.dispatch(i).send() for i in range(2)]
+    done = [OpsWork.dispatch(i).send() for i in range(3)]
+    bad = [OpsBoom.dispatch(i).send() for i in range(2)]
     worker = spawn_worker("-q", "ops", "--registry-interval", "0.2", "--log-format", "json", modules=MODULES)
     eventually(lambda: Queue("ops").counts()["failed"] == 2 and Queue("ops").counts()["completed"] == 3)
 
@@ -72,7 +72,7 @@ def test_a_queue_worked_by_a_worker_is_listed_inspected_and_its_failed_jobs_hand
 
     listed = as_json(cli("failed", "ops", "--json"))
     assert sorted(f["id"] for f in listed) == sorted(h.id for h in bad)
-    assert {(f["name"], f["error_type"]) for f in listed} == {("Boom", "ValueError")}
+    assert {(f["name"], f["error_type"]) for f in listed} == {("OpsBoom", "ValueError")}
     assert {f["error_message"] for f in listed} == {"boom 0", "boom 1"}
     assert len(as_json(cli("failed", "ops", "--json", "--limit", "1"))) == 1
     assert bad[0].id in cli("failed", "ops").stdout
@@ -103,7 +103,7 @@ def test_a_queue_worked_by_a_worker_is_listed_inspected_and_its_failed_jobs_hand
     assert entry["pid"] == worker.proc.pid and entry["queues"] == ["ops"] and entry["concurrency"] == 1 and entry["alive"]
     assert entry["host"] and entry["version"] == fastjobs.__version__ and entry["pool"] is None
     before = entry["completed"]
-    Work.dispatch("more").send()
+    OpsWork.dispatch("more").send()
     eventually(lambda: fastjobs.workers()[0].completed == before + 1)
     assert fastjobs.workers(queue="elsewhere") == []
     assert str(worker.proc.pid) in cli("workers").stdout
@@ -122,14 +122,14 @@ def test_a_queue_worked_by_a_worker_is_listed_inspected_and_its_failed_jobs_hand
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
     (failure,) = [r for r in records if r.get("job_id") == bad[1].id and "failed for good" in r["message"]][:1]
-    assert failure["job_name"] == "Boom" and failure["queue"] == "ops" and failure["level"] == "WARNING"
+    assert failure["job_name"] == "OpsBoom" and failure["queue"] == "ops" and failure["level"] == "WARNING"
     started = [r for r in records if r["message"].startswith("worker started")]
     assert started and "job_id" not in started[0]
 
 
 def test_controls_of_a_queue_without_a_worker(cli: Any) -> None:
-    waiting = [Work.dispatch(i).send() for i in range(3)]
-    delayed = Work.dispatch("later").delay(600).send()
+    waiting = [OpsWork.dispatch(i).send() for i in range(3)]
+    delayed = OpsWork.dispatch("later").delay(600).send()
 
     assert "paused" in cli("pause", "ops").stdout
     assert "was paused already" in cli("pause", "ops").stdout
@@ -150,7 +150,7 @@ def test_controls_of_a_queue_without_a_worker(cli: Any) -> None:
     emptied = cli("empty", "ops", stdin="y\n")
     assert emptied.returncode == 0 and "cancelled 3 job(s)" in emptied.stdout
     assert delayed.status() == "cancelled" and Queue("ops").counts()["waiting"] == 0
-    Work.dispatch("again").send()
+    OpsWork.dispatch("again").send()
     assert "cancelled 1 job(s)" in cli("empty", "ops", "--yes").stdout
     refused(cli("empty", "nope", "--yes"), 1, "no queue 'nope'")
     refused(cli("purge", "nope"), 1, "no queue 'nope'")
@@ -188,7 +188,7 @@ def test_worker_start_checks(cli: Any, spawn_worker: Any) -> None:
     assert cli("worker", *MODULES, "--registry-interval", "0").returncode == 2
     elsewhere = spawn_worker("-q", "elsewhere", modules=MODULES)
     out = elsewhere.wait_for("worker started")
-    assert "Boom -> ops, Work -> ops" in out
+    assert "OpsBoom -> ops, OpsWork -> ops" in out
     assert "redis://127.0.0.1" in out and "queues ['elsewhere']" in out
     elsewhere.proc.send_signal(signal.SIGTERM)
     elsewhere.output()

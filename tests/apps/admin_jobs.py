@@ -7,14 +7,14 @@ from typing import Any
 import fastjobs
 
 
-class Work(fastjobs.Job[Any, Any]):
+class OpsWork(fastjobs.Job[Any, Any]):
     queue = "ops"
 
     def process(self, payload: Any) -> Any:
         return payload
 
 
-class Boom(fastjobs.Job[Any, None]):
+class OpsBoom(fastjobs.Job[Any, None]):
     queue = "ops"
     attempts = 1
 
