@@ -63,7 +63,7 @@ def test_a_queue_worked_by_a_worker_is_listed_inspected_and_its_failed_jobs_hand
     inspected = as_json(cli("inspect", "ops", "--json", "--sample", "0.1"))
     assert inspected["name"] == "ops" and inspected["counts"]["failed"] == 2
     assert inspected["limits"] == {"rate": 50, "per": 1.0, "concurrency": None}
-    assert set(inspected["rates"]) == {"completed", "failed"}
+    assert set(inspected["rates"]) == {"completed", "failed"} and set(inspected["worker_rates"]) == {"completed", "failed"}
     assert [w["pid"] for w in inspected["workers"]] == [worker.proc.pid]
     text = cli("inspect", "ops", "--sample", "0")
     assert text.returncode == 0 and "limits 50/1s" in text.stdout and str(worker.proc.pid) in text.stdout

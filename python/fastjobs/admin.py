@@ -114,7 +114,10 @@ def inspect(args: argparse.Namespace) -> int:
         rates = None
     summary = _summary(queue)
     consumers = workers(queue=queue.name)
-    data = dict(summary, rates=rates, workers=[w.as_dict() for w in consumers])
+    live = [w for w in consumers if w.alive]
+    # The workers' own rates over their last minute, over all the queues each consumes.
+    worker_rates = {"completed": sum(w.completed_rate for w in live), "failed": sum(w.failed_rate for w in live)}
+    data = dict(summary, rates=rates, worker_rates=worker_rates, workers=[w.as_dict() for w in consumers])
 
     def text() -> None:
         print(f"queue {queue.name}" + ("  (paused)" if summary["paused"] else ""))
@@ -122,6 +125,8 @@ def inspect(args: argparse.Namespace) -> int:
         print(f"limits {_limits_text(queue.limits())}; per group {_limits_text(queue.group_limits())}")
         if rates is not None:
             print(f"rates {rates['completed']:.1f} completed/s, {rates['failed']:.1f} failed/s (over {args.sample:g}s)")
+        print(f"its {len(live)} live worker(s): {worker_rates['completed']:.1f} completed/s, {worker_rates['failed']:.1f} failed/s "
+              "over their last minute (all their queues)")
         _workers_text(consumers)
 
     return _out(args, data, text)
