@@ -162,6 +162,12 @@ pub fn queue_registry(prefix: &str) -> String {
     format!("{prefix}:queues")
 }
 
+/// The worker registry (`<prefix>:workers`): a hash of worker id -> JSON entry that each
+/// running worker refreshes every few seconds and deletes on a clean stop (`fastjobs.workers()`).
+pub fn worker_registry(prefix: &str) -> String {
+    format!("{prefix}:workers")
+}
+
 /// The key names of the schedule book (JobScheduler). They share the hash tag `{schedules}`,
 /// so every schedule script is single-slot; firing a tick writes to a queue in a second,
 /// idempotent step (the tick's job id is deterministic).

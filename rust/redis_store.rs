@@ -1193,6 +1193,19 @@ impl Store for RedisStore {
         Ok(out)
     }
 
+    async fn hash_del(&self, key: &str, fields: Vec<String>) -> Result<u64> {
+        if fields.is_empty() {
+            return Ok(0);
+        }
+        let mut c = redis::cmd("HDEL");
+        c.arg(key).arg(&fields);
+        let v: Value = self.conn.query(&c).await?;
+        Ok(match v {
+            Value::Int(n) => n.max(0) as u64,
+            _ => 0,
+        })
+    }
+
     async fn ping(&self) -> Result<()> {
         self.conn.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
     }

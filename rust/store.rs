@@ -490,5 +490,7 @@ pub trait Store: Send + Sync + 'static {
     fn flow_settle(&self, calls: Vec<([String; 2], Vec<Vec<u8>>)>) -> impl Future<Output = Result<Vec<Vec<Vec<u8>>>>> + Send;
     /// Every field of a hash (a flow node's children's results).
     fn hash_all(&self, key: &str) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send;
+    /// Deletes fields of a hash (the worker registry's gone entries); returns how many were there.
+    fn hash_del(&self, key: &str, fields: Vec<String>) -> impl Future<Output = Result<u64>> + Send;
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 }

@@ -44,10 +44,12 @@ from .feedback import LogLine, Progress
 from .flow import FlowHandle, FlowNode, JobFlow
 from .hooks import hook, middleware, registered_hooks
 from .job import FunctionJob, Job, job, registry
+from .jsonlog import JsonFormatter, setup_logging
 from .options import Backoff, parse_duration
 from .queue import FailedJob, Queue, QueueLimits
 from .schedule import JobScheduler, ScheduleInfo, periodic
 from .worker import Worker, WorkerSummary
+from .worker_registry import WorkerInfo, workers, workers_async
 
 __all__ = [
     "__version__",
@@ -78,6 +80,7 @@ __all__ = [
     "JobInfo",
     "JobScheduler",
     "JobTimeoutError",
+    "JsonFormatter",
     "LogLine",
     "PayloadValidationError",
     "PendingDispatch",
@@ -92,6 +95,7 @@ __all__ = [
     "UnknownQueueError",
     "UnsentDispatchWarning",
     "Worker",
+    "WorkerInfo",
     "WorkerSummary",
     "configure",
     "hook",
@@ -101,5 +105,8 @@ __all__ = [
     "periodic",
     "registered_hooks",
     "registry",
+    "setup_logging",
     "verify_callback",
+    "workers",
+    "workers_async",
 ]

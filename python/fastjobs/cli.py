@@ -1,6 +1,8 @@
 """The ``fastjobs`` command: ``fastjobs worker MODULE... --queue Q --concurrency N``,
-``fastjobs enqueue MODULE:JOB --from FILE.jsonl``, ``fastjobs schedule list|remove KEY|clear`` and
-``fastjobs dashboard`` (the web dashboard, fastjobs/dashboard/)."""
+``fastjobs enqueue MODULE:JOB --from FILE.jsonl``, ``fastjobs schedule list|remove KEY|clear``,
+``fastjobs events QUEUE``, ``fastjobs dashboard`` (the web dashboard, fastjobs/dashboard/) and the
+operator's commands of admin.py (queues, inspect, workers, failed, retry, delete, purge, empty,
+pause, resume, cancel, job)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__, config, serde
 from .errors import AuthenticationError, FastJobsError
@@ -98,6 +100,7 @@ def _worker(args: argparse.Namespace) -> int:
             callback_attempts=args.callback_attempts,
             callback_backoff=args.callback_backoff,
             metrics_port=args.metrics_port,
+            registry_interval=args.registry_interval,
         )
     except ValueError as e:  # an option out of range
         print(f"fastjobs worker: {_flagged(e)}", file=sys.stderr)
@@ -107,6 +110,10 @@ def _worker(args: argparse.Namespace) -> int:
     if not w.jobs:
         print(f"fastjobs: the modules {args.modules} register no job", file=sys.stderr)
         return 2
+    if not {cls.queue for cls in w.jobs.values()} & set(w.queues):
+        logging.getLogger("fastjobs.worker").warning(
+            "no registered job routes to the consumed queues %s: jobs go to %s (add -q for their queues)", w.queues,
+            ", ".join(f"{name} -> {cls.queue}" for name, cls in sorted(w.jobs.items())))
     try:
         w._check_connection()  # settings that can never work: exit 1 before "worker started"
     except (FastJobsError, ValueError) as e:
@@ -130,7 +137,8 @@ def _flagged(e: ValueError) -> str:
     """A Worker's message, naming the command's flag instead of the parameter."""
     message = str(e)
     for param in ("max_jobs_per_child", "max_memory_per_child", "processes", "start_method", "concurrency", "prefetch",
-                  "lease", "grace", "callback_secret", "callback_attempts", "callback_backoff", "metrics_port"):
+                  "lease", "grace", "callback_secret", "callback_attempts", "callback_backoff", "metrics_port",
+                  "registry_interval"):
         message = re.sub(rf"\b{param}\b", "--" + param.replace("_", "-"), message)
     return message
 
@@ -254,27 +262,11 @@ def _schedule(args: argparse.Namespace) -> int:
     return 0
 
 
-def _job(args: argparse.Namespace) -> int:
-    from .dispatch import JobHandle
+def _admin(args: argparse.Namespace) -> int:
+    from . import admin
 
     _connect(args)
-    handle: JobHandle[Any] = JobHandle(args.id, args.queue)
-    info = handle.info()
-    if info.state == "unknown":
-        print(f"fastjobs job: no job {args.id!r} on queue {args.queue!r} (never dispatched, or expired)", file=sys.stderr)
-        return 1
-    print(f"{info.id}  {info.state}  queue {info.queue}" + (f"  {info.name}" if info.name else "")
-          + (f"  attempt {info.attempt}/{info.max_attempts}" if info.attempt is not None else ""))
-    if info.progress is not None:
-        print(f"progress {info.progress.value:.0%} {serde.dumps(info.progress.data).decode()}  at {info.progress.at:%Y-%m-%d %H:%M:%S}")
-    if info.state == "completed":
-        print(f"result {serde.dumps(info.result).decode()}")
-    if info.error:
-        print(f"error {info.error.get('type')}: {info.error.get('message')}")
-    for line in handle.logs(limit=args.logs):
-        data = f" {serde.dumps(line.data).decode()}" if line.data else ""
-        print(f"{line.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f"  {line.level:<7}  {line.message}{data}")
-    return 0
+    return admin.run(admin.COMMANDS[args.command], args)
 
 
 def _events(args: argparse.Namespace) -> int:
@@ -323,8 +315,15 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line on stderr (pointing at ``--help``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastjobs", description="fastjobs: background jobs with a Rust engine on Redis")
+    p = _Parser(prog="fastjobs", description="fastjobs: background jobs with a Rust engine on Redis")
     p.add_argument("--version", action="version", version=f"fastjobs {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("worker", help="run jobs from queues", description="Run the jobs the MODULES register.")
@@ -340,7 +339,11 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
     w.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
     w.add_argument("--no-scheduler", action="store_true", help="do not promote delayed jobs or reap leases in this process")
-    w.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    w.add_argument("--log-level", type=_log_level, default="INFO", help="logging level: DEBUG, INFO (default), WARNING, ERROR")
+    w.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="text lines (default), or one JSON object per line (time, level, logger, message, job_id, job_name, queue)")
+    w.add_argument("--registry-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds between two refreshes of the worker's entry in the worker registry (default 5)")
     w.add_argument("-p", "--processes", type=_processes, default=None, metavar="N|auto",
                    help="run a pool of N worker processes (auto: one per usable core), each with --concurrency threads")
     w.add_argument("--max-jobs-per-child", type=_at_least_one, default=None, metavar="N",
@@ -382,14 +385,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
     s.set_defaults(func=_schedule)
 
-    j = sub.add_parser("job", help="one job's state, progress and log lines",
-                       description="Print the state of job ID on QUEUE, its last progress, its result or error, and its log lines.")
-    j.add_argument("queue", metavar="QUEUE")
-    j.add_argument("id", metavar="ID")
+    j = _command(sub, "job", "one job's state, progress and log lines",
+                 "Print the state of job ID on QUEUE, its last progress, its result or error, and its log lines.", "queue", "id")
     j.add_argument("--logs", type=int, default=100, metavar="N", help="log lines shown, oldest first (default 100)")
-    j.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
-    j.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
-    j.set_defaults(func=_job)
+    _admin_commands(sub)
 
     v = sub.add_parser("events", help="follow a queue's events (Queue.set_events)",
                        description="Print QUEUE's events as they happen, one line per job and change.")
@@ -414,10 +413,64 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _command(sub: Any, name: str, help: str, description: str, *positional: str, json: bool = True) -> argparse.ArgumentParser:
+    """An operator's command (admin.py): its positional QUEUE/ID, --json, --url and --prefix."""
+    c: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)
+    for p in positional:
+        c.add_argument(p, metavar=p.upper())
+    if json:
+        c.add_argument("--json", action="store_true", help="print one JSON document")
+    c.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
+    c.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
+    c.set_defaults(func=_admin)
+    return c
+
+
+def _admin_commands(sub: Any) -> None:
+    _command(sub, "queues", "every queue with its counts, paused, limits", "List every known queue with its jobs per state.")
+    i = _command(sub, "inspect", "one queue: counts, limits, rates, workers",
+                 "Show QUEUE's jobs per state, whether it is paused, its limits, its completed and failed jobs per second "
+                 "(the counters sampled --sample seconds apart) and the workers consuming it.", "queue")
+    i.add_argument("--sample", type=float, default=1.0, metavar="SECONDS",
+                   help="seconds between the two samples of the rates (default 1; 0: no rates)")
+    w = _command(sub, "workers", "live workers (the worker registry)",
+                 "List the workers of the registry: host, pid, queues, concurrency, started, last seen, jobs done; "
+                 "workers not seen for three refresh intervals are shown gone.")
+    w.add_argument("-q", "--queue", default=None, help="only the workers consuming this queue")
+    f = _command(sub, "failed", "a queue's failed jobs, or one's traceback",
+                 "List QUEUE's failed jobs, oldest first (id, name, when, error), or with --show ID one's traceback.", "queue")
+    f.add_argument("--limit", type=_at_least_one, default=100, metavar="N", help="jobs listed (default 100)")
+    f.add_argument("--show", default=None, metavar="ID", help="print this failed job's error and traceback")
+    r = _command(sub, "retry", "retry a failed job, or every one (--all)",
+                 "Put failed job ID (or with --all every failed job) of QUEUE back in the queue, attempts reset.", "queue",
+                 json=False)
+    r.add_argument("id", metavar="ID", nargs="?", default=None)
+    r.add_argument("--all", action="store_true", help="every failed job of the queue")
+    _command(sub, "delete", "delete a job that is not running (Queue.remove)",
+             "Delete every trace of job ID of QUEUE (waiting, delayed, failed or completed).", "queue", "id", json=False)
+    _command(sub, "purge", "delete a queue's failed jobs", "Delete every failed job of QUEUE.", "queue", json=False)
+    e = _command(sub, "empty", "cancel a queue's waiting and delayed jobs",
+                 "Cancel every waiting and delayed job of QUEUE (asks first unless --yes).", "queue", json=False)
+    e.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _command(sub, "pause", "workers stop taking jobs from a queue", "Pause QUEUE: workers take none of its jobs until resumed.",
+             "queue", json=False)
+    _command(sub, "resume", "workers take jobs from a paused queue again", "Resume QUEUE.", "queue", json=False)
+    _command(sub, "cancel", "cancel a job", "Cancel job ID of QUEUE: a waiting or delayed one at once, a running one's "
+             "worker is asked to stop it.", "queue", "id", json=False)
+
+
+def _log_level(value: str) -> str:
+    name = value.upper()
+    if name not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise argparse.ArgumentTypeError(f"must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {value!r}")
+    return name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from .jsonlog import setup_logging
+
     args = parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "INFO")).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text"))
     try:
         return int(args.func(args))
     except (_Refused, AuthenticationError) as e:

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import config
+from .jsonlog import JsonFormatter, setup_logging
 
 __all__ = ["usable_cores", "Pool"]
 
@@ -375,6 +376,7 @@ class Pool:
             spec["connections"] = {name: asdict(c) for name, c in config.configured().items()}
             spec["path"] = sys.path
             spec["log_level"] = logging.getLogger("fastjobs").getEffectiveLevel()
+            spec["log_json"] = any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
             env = dict(os.environ)
             secret = spec.pop("callback_secret", None)
             if secret is not None:  # in the environment, not on the command line (ps shows that)
@@ -646,7 +648,9 @@ def _child_main(spec: dict[str, Any], status_fd: int, make_worker: Callable[...,
         _max_jobs=spec["max_jobs"],
         middleware=_middleware(spec.get("middleware")),
         _metrics=None if spec.get("metrics_port") is None else "sample" if spec["number"] == 1 else "record",
+        registry_interval=spec.get("registry_interval", 5.0),
     )
+    w._pool_parent = spec["parent"]
     reporter = _Reporter(w, status_fd, spec)
     w._on_tick = reporter.tick
 
@@ -774,7 +778,7 @@ def spawned(make_worker: Callable[..., Any]) -> None:
     spec = json.loads(sys.argv[1])
     status_fd = int(sys.argv[2])
     sys.path[:] = spec["path"]
-    logging.basicConfig(level=spec["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(spec["log_level"], "json" if spec.get("log_json") else "text")
     for name, settings in spec["connections"].items():
         config.configure(connection=name, **settings)
     for name in spec["modules"]:

@@ -32,6 +32,7 @@ from ._eager import start_eagerly
 from .errors import JobCancelled, JobTimeoutError
 from .job import Job, registry
 from .options import backoff_from_json, check_seconds
+from .worker_registry import DEFAULT_INTERVAL, Registration
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -55,9 +56,15 @@ def _in_workflow(opts: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     return opts is not None and ("chain" in opts or "flow" in opts)
 
 
-def _log_redelivered(job_id: str) -> None:
+def _about(job: tuple[Any, ...]) -> dict[str, Any]:
+    """The ``extra=`` of a log record about a job: fields of its JSON line (jsonlog.py)."""
+    return {"job_id": job[_ID], "job_name": job[_NAME], "queue": job[_QUEUE]}
+
+
+def _log_redelivered(job_id: str, name: str, queue: str) -> None:
     # Before the handler runs: if it kills this worker too, the line is out already.
-    log.warning("job %s runs again: the worker that held it died while it may have been running it", job_id)
+    log.warning("job %s runs again: the worker that held it died while it may have been running it", job_id,
+                extra={"job_id": job_id, "job_name": name, "queue": queue})
 
 
 @dataclass
@@ -169,6 +176,9 @@ class Worker:
     tried ``callback_attempts`` times, the first wait ``callback_backoff`` seconds and doubled
     after each failed try. A stop waits up to ``min(grace, 10)`` seconds for callbacks still
     being tried.
+
+    The worker keeps an entry in the worker registry (``fastjobs.workers()``, the ``fastjobs
+    workers`` command), rewritten every ``registry_interval`` seconds and deleted when it stops.
     """
 
     def __init__(
@@ -192,6 +202,7 @@ class Worker:
         callback_attempts: int = 5,
         callback_backoff: float = 4.0,
         metrics_port: int | None = None,
+        registry_interval: float = DEFAULT_INTERVAL,
         _worker_id: str | None = None,
         _max_jobs: int | None = None,
         _metrics: str | None = None,
@@ -209,6 +220,7 @@ class Worker:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         lease = check_seconds(lease, "lease", minimum=0.3)
         grace = check_seconds(grace, "grace")
+        registry_interval = check_seconds(registry_interval, "registry_interval", minimum=0.1)
         secret, callback_attempts, callback_backoff = _callback_settings(callback_secret, callback_attempts, callback_backoff)
         if metrics_port is not None:
             from .metrics import check_port
@@ -230,7 +242,8 @@ class Worker:
                         connection=connection, prefetch=prefetch, lease=lease, grace=grace, scheduler=scheduler,
                         jobs=None if jobs is None else list(self.jobs), middleware=hooks.middleware_names(own),
                         callback_attempts=callback_attempts, callback_backoff=callback_backoff,
-                        callback_secret=None if secret is None else secret.hex(), metrics_port=metrics_port)
+                        callback_secret=None if secret is None else secret.hex(), metrics_port=metrics_port,
+                        registry_interval=registry_interval)
             self._pool = _pool(spec, self.jobs, processes, max_jobs_per_child, max_memory_per_child, start_method, grace, reload)
             return
         if max_jobs_per_child is not None or max_memory_per_child is not None:
@@ -266,6 +279,9 @@ class Worker:
         self._cancels: threading.Thread | None = None
         self._signals = 0
         self._on_tick: Callable[[], None] | None = None  # a pool child's reporter (pool.py)
+        self._registry_interval = registry_interval
+        self._pool_parent: int | None = None  # the pid of the pool that runs this worker (pool.py)
+        self._registration: Registration | None = None
         self._own_middleware = own
         #: Every middleware, the process's then this worker's, taken when the worker starts.
         self._middleware = hooks.snapshot(own)
@@ -303,19 +319,22 @@ class Worker:
             try:
                 delay = cls.retry_delay(made, backoff_from_json(spec) if spec else None)
             except (TypeError, ValueError, KeyError) as e:  # a backoff option fastjobs did not write
-                log.error("job %s: its backoff option cannot be read (%s); the class's backoff applies", job[_ID], e)
+                log.error("job %s: its backoff option cannot be read (%s); the class's backoff applies", job[_ID], e,
+                          extra=_about(job))
                 delay = cls.retry_delay(made)
             engine.retry(job[_HANDLE], delay, kind, str(exc), tb)
             if self._fates is not None:
                 self._fates[job[_HANDLE]] = "retried"
-            log.info("job %s (%s) failed attempt %d/%d, retrying in %.3fs: %r", job[_ID], job[_NAME], made, job[_MAX], delay, exc)
+            log.info("job %s (%s) failed attempt %d/%d, retrying in %.3fs: %r", job[_ID], job[_NAME], made, job[_MAX], delay, exc,
+                     extra=_about(job))
             return "retry", (exc, delay)
         else:
             if _in_workflow(opts):
                 try:
                     self._workflow_failed(opts, job[_ID], job[_NAME], {"type": kind, "message": str(exc), "traceback": tb})
                 except Exception as e:  # noqa: BLE001 - the workflow must hear of it: the job runs again later
-                    log.error("job %s: could not tell its workflow it failed (%s); handing it back to run again", job[_ID], e)
+                    log.error("job %s: could not tell its workflow it failed (%s); handing it back to run again", job[_ID], e,
+                              extra=_about(job))
                     engine.release_handles([job[_HANDLE]])
                     if self._fates is not None:
                         self._fates[job[_HANDLE]] = None
@@ -323,7 +342,7 @@ class Worker:
             engine.fail(job[_HANDLE], kind, str(exc), tb)
             if self._fates is not None:
                 self._fates[job[_HANDLE]] = "failed"
-            log.warning("job %s (%s) failed for good after %d attempt(s): %r", job[_ID], job[_NAME], made, exc)
+            log.warning("job %s (%s) failed for good after %d attempt(s): %r", job[_ID], job[_NAME], made, exc, extra=_about(job))
             return "failure", (exc,)
 
     def _cancelled(self, job: tuple[Any, ...], opts: dict[str, Any] | None, message: str) -> None:
@@ -334,7 +353,7 @@ class Worker:
             try:
                 self._workflow_failed(opts, job[_ID], job[_NAME], {"type": "fastjobs.errors.JobCancelled", "message": message, "traceback": ""})
             except Exception as e:  # noqa: BLE001 - the workflow must hear of it: the job runs again later
-                log.error("job %s: could not tell its workflow it was cancelled (%s); handing it back", job[_ID], e)
+                log.error("job %s: could not tell its workflow it was cancelled (%s); handing it back", job[_ID], e, extra=_about(job))
                 self.engine.release_handles([job[_HANDLE]])
                 if self._fates is not None:
                     self._fates[job[_HANDLE]] = None
@@ -342,7 +361,7 @@ class Worker:
         self.engine.cancel(job[_HANDLE])
         if self._fates is not None:
             self._fates[job[_HANDLE]] = "cancelled"
-        log.info("job %s (%s) cancelled: %s", job[_ID], job[_NAME], message)
+        log.info("job %s (%s) cancelled: %s", job[_ID], job[_NAME], message, extra=_about(job))
 
     # ---- workflows: a job of a JobChain or JobFlow (its options say which) ----
 
@@ -396,14 +415,14 @@ class Worker:
             return True, opts
         self.engine.fail(job[_HANDLE], "DecodeError",
                          f"the options of job {job[_ID]} on queue {job[_QUEUE]!r} are not a JSON object ({len(raw)} bytes)")
-        log.error("job %s: its options are not a JSON object; failed", job[_ID])
+        log.error("job %s: its options are not a JSON object; failed", job[_ID], extra=_about(job))
         if self._fates is not None:
             self._fates[job[_HANDLE]] = "failed"
         return False, None
 
     def _unknown(self, job: tuple[Any, ...]) -> None:
         self.engine.fail(job[_HANDLE], "UnknownJob", f"no job named {job[_NAME]!r} is registered in this worker (workers run registered jobs only)")
-        log.error("job %s names %r, which no module loaded by this worker registers", job[_ID], job[_NAME])
+        log.error("job %s names %r, which no module loaded by this worker registers", job[_ID], job[_NAME], extra=_about(job))
         if self._fates is not None:
             self._fates[job[_HANDLE]] = "failed"
 
@@ -450,7 +469,7 @@ class Worker:
                         inst.__dict__["group"] = opts["group"]
                     if redelivered:
                         inst.__dict__["redelivered"] = True
-                        _log_redelivered(job_id)
+                        _log_redelivered(job_id, cls.name, queue)
                     flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path
                     if flowing:
                         self._enter_workflow(inst, opts)  # type: ignore[arg-type]
@@ -589,7 +608,7 @@ class Worker:
             if opts is not None and "group" in opts:
                 inst.__dict__["group"] = opts["group"]
             if redelivered:
-                _log_redelivered(job_id)
+                _log_redelivered(job_id, cls.name, queue)
             flowing = opts is not None and ("chain" in opts or "flow" in opts)  # _in_workflow, inlined: hot path
             if flowing:  # a few round trips on the loop, for workflow jobs only
                 self._enter_workflow(inst, opts)  # type: ignore[arg-type]
@@ -745,15 +764,20 @@ class Worker:
         self._cancels.start()
         log.info("worker started: %s prefix %r, queues %s, concurrency %d, jobs %s", self.client.url, self.client.prefix,
                  self.queues, self.concurrency, sorted(self.jobs))
+        registration = self._registration = Registration(self.client, self.engine.worker_id, self.queues, self.concurrency,
+                                                         self._registry_interval, self._pool_parent)
+        registration.refresh(self.engine.stats)
         try:
             while not self._stop.wait(0.5 if self._on_tick is None else REPORT_EVERY):
                 self._report()
+                registration.refresh(self.engine.stats)
                 if self._on_tick is not None:
                     self._on_tick()
         finally:
             self._shutdown()
             for end in served:
                 end()
+            registration.remove()
         self._report()
         s = self.engine.stats()
         summary = WorkerSummary(s["completed"], s["retried"], s["failed"], s["released"], time.monotonic() - started, s["stale"],

@@ -825,6 +825,36 @@ impl Client {
         })
     }
 
+    /// Writes this worker's entry in the worker registry (`<prefix>:workers`, field `worker`).
+    #[pyo3(signature = (worker, entry, *, asynchronous = false))]
+    fn worker_put(&self, py: Python<'_>, worker: String, entry: Vec<u8>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let key = crate::keys::worker_registry(&self.settings.prefix);
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.hash_set(&key, vec![(worker, entry)], None).await }, |py, _| Ok(py.None()))
+    }
+
+    /// Every entry of the worker registry: [(worker id, JSON bytes)].
+    #[pyo3(signature = (*, asynchronous = false))]
+    fn workers_read(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let key = crate::keys::worker_registry(&self.settings.prefix);
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.hash_all(&key).await }, |py, v: Vec<(String, Vec<u8>)>| {
+            let out = PyList::empty(py);
+            for (k, b) in v {
+                out.append((k, PyBytes::new(py, &b)))?;
+            }
+            Ok(out.into_any().unbind())
+        })
+    }
+
+    /// Deletes entries of the worker registry (a stopped worker's, gone ones); returns how many were there.
+    #[pyo3(signature = (workers, *, asynchronous = false))]
+    fn workers_remove(&self, py: Python<'_>, workers: Vec<String>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let key = crate::keys::worker_registry(&self.settings.prefix);
+        let store = self.store.clone();
+        call(py, asynchronous, async move { store.hash_del(&key, workers).await }, int_obj)
+    }
+
     /// Seconds results are kept (the chains' bookkeeping lives as long).
     #[getter]
     fn result_ttl(&self) -> f64 {
