@@ -14,7 +14,7 @@ from fastjobs import Queue
 from fastjobs.testing import fake, inline
 
 
-class Greet(fastjobs.Job[dict[str, str], str]):
+class FakedGreet(fastjobs.Job[dict[str, str], str]):
     queue = "greetings"
 
     def process(self, payload: dict[str, str]) -> str:
@@ -23,7 +23,7 @@ class Greet(fastjobs.Job[dict[str, str], str]):
         return f"hello {payload['name']}"
 
 
-class AsyncGreet(fastjobs.Job[str, str]):
+class FakedAsyncGreet(fastjobs.Job[str, str]):
     queue = "greetings"
 
     async def process(self, name: str) -> str:
@@ -37,7 +37,7 @@ class Point:
     y: int
 
 
-class Plot(fastjobs.Job[Point, int]):
+class FakedPlot(fastjobs.Job[Point, int]):
     queue = "greetings"
 
     def process(self, p: Point) -> int:
@@ -46,42 +46,42 @@ class Plot(fastjobs.Job[Point, int]):
 
 def signup(name: str) -> fastjobs.JobHandle[str]:
     """Code under test: it dispatches."""
-    return Greet.dispatch({"name": name}).delay(30).meta({"from": "signup"}).send()
+    return FakedGreet.dispatch({"name": name}).delay(30).meta({"from": "signup"}).send()
 
 
 def test_fake_records_and_sends_nothing(redis: Any, prefix: str) -> None:
     with fake() as jobs:
         handle = signup("ada")
-        Greet.dispatch_many([{"name": "bob"}, {"name": "eve"}], queue="other")
+        FakedGreet.dispatch_many([{"name": "bob"}, {"name": "eve"}], queue="other")
         assert handle.status() == "waiting"
         with pytest.raises(RuntimeError, match="was faked, not run"):
             handle.wait_result()
-    jobs.assert_dispatched(Greet, count=3)
-    jobs.assert_dispatched(Greet, where=lambda d: d.payload == {"name": "ada"} and d.delay == 30 and d.options["meta"] == {"from": "signup"})
-    jobs.assert_dispatched(Greet, count=2, where=lambda d: d.queue == "other")
-    jobs.assert_not_dispatched(AsyncGreet)
-    with pytest.raises(AssertionError, match="AsyncGreet was not dispatched"):
-        jobs.assert_dispatched(AsyncGreet)
+    jobs.assert_dispatched(FakedGreet, count=3)
+    jobs.assert_dispatched(FakedGreet, where=lambda d: d.payload == {"name": "ada"} and d.delay == 30 and d.options["meta"] == {"from": "signup"})
+    jobs.assert_dispatched(FakedGreet, count=2, where=lambda d: d.queue == "other")
+    jobs.assert_not_dispatched(FakedAsyncGreet)
+    with pytest.raises(AssertionError, match="FakedAsyncGreet was not dispatched"):
+        jobs.assert_dispatched(FakedAsyncGreet)
     with pytest.raises(AssertionError, match="dispatched 3 time"):
-        jobs.assert_dispatched(Greet, count=1)
+        jobs.assert_dispatched(FakedGreet, count=1)
     with pytest.raises(AssertionError, match="jobs were dispatched"):
         jobs.assert_nothing_dispatched()
     assert redis("KEYS", f"{prefix}:*") == []  # nothing reached Redis
-    assert jobs.run(Greet) == ["hello ada", "hello bob", "hello eve"]
+    assert jobs.run(FakedGreet) == ["hello ada", "hello bob", "hello eve"]
     assert handle.wait_result() == "hello ada" and handle.status() == "completed"
 
 
 def test_inline_runs_each_job_at_once_with_its_result_or_error() -> None:
     with inline() as jobs:
-        assert Greet.dispatch({"name": "ada"}).wait_result() == "hello ada"
-        failed = Greet.dispatch({"name": "nobody"}).send()
+        assert FakedGreet.dispatch({"name": "ada"}).wait_result() == "hello ada"
+        failed = FakedGreet.dispatch({"name": "nobody"}).send()
         assert failed.status() == "failed"
         with pytest.raises(ValueError, match="nobody to greet"):
             failed.wait_result()
-        assert Plot.dispatch(Point(3, 4)).send().wait_result() == 12
+        assert FakedPlot.dispatch(Point(3, 4)).send().wait_result() == 12
 
         async def from_a_loop() -> str:
-            handle = await AsyncGreet.dispatch("bob")
+            handle = await FakedAsyncGreet.dispatch("bob")
             return str(await handle.wait_result_async())
 
         assert asyncio.run(from_a_loop()) == "hi bob"
@@ -92,9 +92,9 @@ def test_payloads_are_checked_as_a_real_dispatch_checks_them() -> None:
     with fake() as jobs:
         bad: Any = {"x": 1, "y": "two"}
         with pytest.raises(fastjobs.PayloadValidationError, match=r"payload\.y: expected int, got str"):
-            Plot.dispatch(bad).send()
+            FakedPlot.dispatch(bad).send()
         with pytest.raises(TypeError):
-            Greet.dispatch({"name": object()}).send()  # type: ignore[dict-item]
+            FakedGreet.dispatch({"name": object()}).send()  # type: ignore[dict-item]
     jobs.assert_nothing_dispatched()
 
 
@@ -102,6 +102,6 @@ def test_the_real_dispatch_is_back_after_the_block(start_worker: Any) -> None:
     with fake():
         pass
     start_worker(queues=["greetings"])
-    h = Greet.dispatch({"name": "real"}).send()
+    h = FakedGreet.dispatch({"name": "real"}).send()
     assert type(h) is fastjobs.JobHandle and h.wait_result(timeout=10) == "hello real"
     assert Queue("greetings").counts()["completed"] == 1
