@@ -5,6 +5,7 @@
 use crate::conn::{Settings, SyncConn};
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
+use crate::redis_store::bytes;
 use redis::Value;
 use std::time::Duration;
 
@@ -61,14 +62,6 @@ fn bad(v: &Value) -> Error {
     Error::Store(format!("unexpected reply from Redis for the events stream: {v:?}"))
 }
 
-fn text(v: Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
-        _ => None,
-    }
-}
-
 /// The entries of an XRANGE-shaped reply: [[id, [field, value, ...]], ...].
 fn entries(v: Value) -> Result<Vec<Entry>> {
     let Value::Array(items) = v else { return if v == Value::Nil { Ok(vec![]) } else { Err(bad(&v)) } };
@@ -78,12 +71,12 @@ fn entries(v: Value) -> Result<Vec<Entry>> {
         let mut pair = pair.into_iter();
         let id = pair
             .next()
-            .and_then(text)
+            .and_then(bytes)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .ok_or_else(|| Error::Store("an events entry without an id".into()))?;
         let flat: Vec<Vec<u8>> = match pair.next() {
-            Some(Value::Array(f)) => f.into_iter().filter_map(text).collect(),
-            Some(Value::Map(m)) => m.into_iter().flat_map(|(k, v)| [text(k), text(v)]).flatten().collect(),
+            Some(Value::Array(f)) => f.into_iter().filter_map(bytes).collect(),
+            Some(Value::Map(m)) => m.into_iter().flat_map(|(k, v)| [bytes(k), bytes(v)]).flatten().collect(),
             _ => vec![],
         };
         let fields = flat.chunks_exact(2).map(|kv| (String::from_utf8_lossy(&kv[0]).into_owned(), kv[1].clone())).collect();

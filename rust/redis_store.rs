@@ -43,7 +43,8 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
-fn bytes(v: Value) -> Option<Vec<u8>> {
+/// A string reply's bytes (also the events reader's, events.rs).
+pub(crate) fn bytes(v: Value) -> Option<Vec<u8>> {
     match v {
         Value::BulkString(b) => Some(b),
         Value::SimpleString(s) => Some(s.into_bytes()),

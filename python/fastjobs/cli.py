@@ -390,14 +390,11 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("--logs", type=int, default=100, metavar="N", help="log lines shown, oldest first (default 100)")
     _admin_commands(sub)
 
-    v = sub.add_parser("events", help="follow a queue's events (Queue.set_events)",
-                       description="Print QUEUE's events as they happen, one line per job and change.")
-    v.add_argument("queue", metavar="QUEUE")
+    v = _command(sub, "events", "follow a queue's events (Queue.set_events)",
+                 "Print QUEUE's events as they happen, one line per job and change.", "queue", json=False)
     v.add_argument("--since", default="$", help="'$' new events only (default), '0' every event kept, or an event id to resume after")
     v.add_argument("--timeout", type=float, default=None, help="stop after this many seconds without an event (default: never)")
     v.add_argument("--json", action="store_true", help="one JSON object per line")
-    v.add_argument("--url", default=None, help="Redis URL (default: $FASTJOBS_URL or redis://127.0.0.1:6379/0)")
-    v.add_argument("--prefix", default=None, help="key prefix (default: $FASTJOBS_PREFIX or fj)")
     v.set_defaults(func=_events)
 
     d = sub.add_parser("dashboard", help="serve the web dashboard (needs uvicorn: fastjobs[dashboard])",

@@ -120,32 +120,28 @@ class JobTimeoutError(FastJobsError, builtins.TimeoutError):
     """Raised inside a handler that ran past its ``timeout``; the attempt fails with it."""
 
 
-class PayloadValidationError(FastJobsError, ValueError):
+class _SchemaError(FastJobsError, ValueError):
+    """A value that does not fit its declared type: ``job`` and ``path`` name where."""
+
+    def __init__(self, message: str, job: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.job = job
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.job, self.path))
+
+
+class PayloadValidationError(_SchemaError):
     """A payload does not fit the type its job declares (a pydantic model, a dataclass or a
     TypedDict): raised at dispatch, before anything is written. The message names the job and
     the field (``Export: payload.items[2].sku: expected str, got int``); ``job`` and ``path``
     hold them."""
 
-    def __init__(self, message: str, job: str | None = None, path: str | None = None) -> None:
-        super().__init__(message)
-        self.job = job
-        self.path = path
 
-    def __reduce__(self) -> Any:
-        return (type(self), (str(self), self.job, self.path))
-
-
-class ResultValidationError(FastJobsError, ValueError):
+class ResultValidationError(_SchemaError):
     """A handler's result does not fit the result type its job declares: the attempt fails
     with it (in the worker). ``job`` and ``path`` as in ``PayloadValidationError``."""
-
-    def __init__(self, message: str, job: str | None = None, path: str | None = None) -> None:
-        super().__init__(message)
-        self.job = job
-        self.path = path
-
-    def __reduce__(self) -> Any:
-        return (type(self), (str(self), self.job, self.path))
 
 
 class UnsentDispatchWarning(RuntimeWarning):

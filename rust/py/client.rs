@@ -816,13 +816,7 @@ impl Client {
         let base = crate::keys::book_key(&self.settings.prefix, &format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
         let key = format!("{base}:results:{node}");
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_all(&key).await }, |py, v: Vec<(String, Vec<u8>)>| {
-            let out = PyList::empty(py);
-            for (k, b) in v {
-                out.append((k, PyBytes::new(py, &b)))?;
-            }
-            Ok(out.into_any().unbind())
-        })
+        call(py, asynchronous, async move { store.hash_all(&key).await }, pairs_list)
     }
 
     /// Writes this worker's entry in the worker registry (`<prefix>:workers`, field `worker`).
@@ -838,13 +832,7 @@ impl Client {
     fn workers_read(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let key = crate::keys::worker_registry(&self.settings.prefix);
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_all(&key).await }, |py, v: Vec<(String, Vec<u8>)>| {
-            let out = PyList::empty(py);
-            for (k, b) in v {
-                out.append((k, PyBytes::new(py, &b)))?;
-            }
-            Ok(out.into_any().unbind())
-        })
+        call(py, asynchronous, async move { store.hash_all(&key).await }, pairs_list)
     }
 
     /// Deletes entries of the worker registry (a stopped worker's, gone ones); returns how many were there.
@@ -911,4 +899,13 @@ impl PreparedBatch {
         };
         call(py, asynchronous, fut, |py, v: Option<bool>| Ok(v.into_pyobject(py)?.to_owned().into_any().unbind()))
     }
+}
+
+/// A hash's fields as Python's [(field, bytes)].
+fn pairs_list(py: Python<'_>, v: Vec<(String, Vec<u8>)>) -> PyResult<Py<PyAny>> {
+    let out = PyList::empty(py);
+    for (k, b) in v {
+        out.append((k, PyBytes::new(py, &b)))?;
+    }
+    Ok(out.into_any().unbind())
 }
