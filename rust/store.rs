@@ -2,6 +2,9 @@
 //! this trait only, so a second backend (an embedded in-process store, a SQL database) can be
 //! added without touching them. `redis_store.rs` is the Redis implementation.
 
+#[cfg(test)]
+pub mod conformance;
+
 use crate::error::Result;
 use crate::keys::QueueKeys;
 pub use crate::schedules::ScheduleEntry;
