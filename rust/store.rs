@@ -4,6 +4,7 @@
 
 #[cfg(test)]
 pub mod conformance;
+pub mod memory;
 
 use crate::error::Result;
 use crate::keys::QueueKeys;

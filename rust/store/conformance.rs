@@ -1021,6 +1021,7 @@ mod tests {
     use super::run_all;
     use crate::conn::Settings;
     use crate::redis_store::RedisStore;
+    use crate::store::memory::MemoryStore;
     use std::net::TcpListener;
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
@@ -1084,5 +1085,10 @@ mod tests {
         let url = format!("redis://127.0.0.1:{}/0", server.port);
         let failures = run_all(&|prefix: &str| RedisStore::new(&Settings::new(&url, prefix)?)).await;
         report("RedisStore", failures);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_store_conforms() {
+        report("MemoryStore", run_all(&|_prefix: &str| Ok(MemoryStore::new())).await);
     }
 }
