@@ -7,12 +7,12 @@
 use super::bridge::call;
 use super::errors::to_py;
 use super::payloads::serialize_list;
-use crate::bulk::{prepare_payloads, BulkSpec, Chunk};
-use crate::codec::{IdGen, IdRange};
 use crate::error::{Error, Result};
-use crate::keys::QueueKeys;
-use crate::redis_store::{PackedChunk, RedisStore};
+use crate::record::{IdGen, IdRange};
 use crate::runtime::runtime;
+use crate::store::chunk::{prepare_payloads, BulkSpec, Chunk};
+use crate::store::redis::keys::QueueKeys;
+use crate::store::redis::{PackedChunk, RedisStore};
 use crate::store::Store;
 use pyo3::prelude::*;
 use pyo3::types::PyList;

@@ -4,14 +4,14 @@
 use super::bridge::call;
 use super::bulk::BulkWriter;
 use super::inbox::ClientCoalescer;
-use crate::bulk::BulkSpec;
-use crate::coalesce::{Answer, Coalescer, Dispatch};
-use crate::codec::{check_caller_id, check_fields, options_group, pack_into, Header, IdGen, Record};
-use crate::conn::Settings;
+use crate::engine::coalesce::{Answer, Coalescer, Dispatch};
 use crate::error::{Error, Result};
-use crate::events::MAX_KEEP;
-use crate::keys::QueueKeys;
-use crate::redis_store::RedisStore;
+use crate::record::{check_caller_id, check_fields, options_group, pack_into, Header, IdGen, Record};
+use crate::store::chunk::BulkSpec;
+use crate::store::redis::conn::Settings;
+use crate::store::redis::events::MAX_KEEP;
+use crate::store::redis::keys::QueueKeys;
+use crate::store::redis::RedisStore;
 use crate::store::{
     CancelReply, Counts, Dedup, DedupMode, FailedJob, Feedback, Limits, NewJob, Status, Store, Watermark, Written, SMALL_BATCH,
 };
@@ -264,7 +264,7 @@ fn failed_list(py: Python<'_>, jobs: Vec<FailedJob>) -> PyResult<Py<PyAny>> {
 
 /// The limits `Queue.set_limits` / `set_group_limits` checked: `rate` jobs per `per` seconds.
 fn limits_of(rate: Option<u64>, per: Option<f64>, concurrency: Option<u64>) -> PyResult<Limits> {
-    let period = per.map(|s| crate::conn::seconds("per", s, 0.001)).transpose().map_err(super::errors::to_py)?;
+    let period = per.map(|s| crate::store::redis::conn::seconds("per", s, 0.001)).transpose().map_err(super::errors::to_py)?;
     Ok(Limits { rate: rate.zip(period), concurrency })
 }
 
@@ -299,13 +299,13 @@ impl Client {
         tls_cert_file: Option<String>,
         tls_key_file: Option<String>,
     ) -> PyResult<Client> {
-        let within = |name: &str, v: f64, min: f64| crate::conn::seconds(name, v, min).map_err(super::errors::to_py);
+        let within = |name: &str, v: f64, min: f64| crate::store::redis::conn::seconds(name, v, min).map_err(super::errors::to_py);
         let mut settings = Settings::new(url, prefix).map_err(super::errors::to_py)?;
         settings.connect_timeout = within("connect_timeout", connect_timeout, 0.001)?;
         settings.response_timeout = within("response_timeout", response_timeout, 0.001)?;
         // At least 1 ms: it goes to Redis in ms, where 0 is refused.
         settings.result_ttl = within("result_ttl", result_ttl, 0.001)?.max(Duration::from_millis(1));
-        settings.tls = crate::conn::Tls { ca_file: tls_ca_file, cert_file: tls_cert_file, key_file: tls_key_file };
+        settings.tls = crate::store::redis::conn::Tls { ca_file: tls_ca_file, cert_file: tls_cert_file, key_file: tls_key_file };
         let store = Arc::new(RedisStore::new(&settings).map_err(super::errors::to_py)?);
         Ok(Client {
             coalescer: Arc::new(Coalescer::new(store.clone())),
@@ -329,7 +329,7 @@ impl Client {
     /// permissions), `StoreError` (a database index the server does not have),
     /// `ConnectionError` (a host name that does not exist).
     fn check_connection(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        let conn = crate::conn::SyncConn::new(&self.settings).map_err(super::errors::to_py)?;
+        let conn = crate::store::redis::conn::SyncConn::new(&self.settings).map_err(super::errors::to_py)?;
         match py.detach(|| conn.check()) {
             Ok(trouble) => Ok(trouble.map(|e| e.to_string())),
             Err(e) => Err(super::errors::to_py(e)),
@@ -496,7 +496,7 @@ impl Client {
     #[pyo3(signature = (queue, id, timeout = None, *, asynchronous = false))]
     fn wait_result(&self, py: Python<'_>, queue: &str, id: String, timeout: Option<f64>, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let timeout = timeout.map(|t| crate::conn::seconds("timeout", t, 0.0)).transpose().map_err(super::errors::to_py)?;
+        let timeout = timeout.map(|t| crate::store::redis::conn::seconds("timeout", t, 0.0)).transpose().map_err(super::errors::to_py)?;
         let store = self.store.clone();
         call(py, asynchronous, async move { store.wait_result(q, id, timeout).await }, |py, s: Option<Status>| match s {
             Some(s) => status_tuple(py, s),
@@ -747,12 +747,12 @@ impl Client {
         Ok(BulkWriter::new(self.store.clone(), q, spec, self.ids.clone(), window))
     }
 
-    /// Fields of a workflow's hash (`chain:<id>` or `flow:<id>`): [bytes or None].
+    /// Fields of a workflow's record (`chain:<id>` or `flow:<id>`): [bytes or None].
     #[pyo3(signature = (book, fields, *, asynchronous = false))]
-    fn book_get(&self, py: Python<'_>, book: &str, fields: Vec<String>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let key = crate::keys::book_key(&self.settings.prefix, book).map_err(super::errors::to_py)?;
+    fn book_get(&self, py: Python<'_>, book: String, fields: Vec<String>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        crate::store::check_book(&book).map_err(super::errors::to_py)?;
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_get(&key, fields).await }, |py, v: Vec<Option<Vec<u8>>>| {
+        call(py, asynchronous, async move { store.book_get(&book, fields).await }, |py, v: Vec<Option<Vec<u8>>>| {
             let out = PyList::empty(py);
             for b in v {
                 out.append(bytes_or_none(py, b))?;
@@ -761,48 +761,47 @@ impl Client {
         })
     }
 
-    /// Sets fields of a workflow's hash; `ttl` (seconds) sets its expiry.
+    /// Sets fields of a workflow's record; `ttl` (seconds) sets its expiry.
     #[pyo3(signature = (book, fields, ttl = None, *, asynchronous = false))]
     fn book_set(
         &self,
         py: Python<'_>,
-        book: &str,
+        book: String,
         fields: Vec<(String, Vec<u8>)>,
         ttl: Option<f64>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let key = crate::keys::book_key(&self.settings.prefix, book).map_err(super::errors::to_py)?;
+        crate::store::check_book(&book).map_err(super::errors::to_py)?;
         let ttl = ttl.filter(|t| t.is_finite() && *t > 0.0).map(Duration::from_secs_f64);
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_set(&key, fields, ttl).await }, |py, _| Ok(py.None()))
+        call(py, asynchronous, async move { store.book_set(&book, fields, ttl).await }, |py, _| Ok(py.None()))
     }
 
-    /// Flow children finished for good (flow_settle.lua), settled in one round trip: `items`
-    /// are (flow id, child node, parent node, 'c'|'f', child job id, JSON kept, policy); returns
+    /// Flow children finished for good, settled together (`Store::flow_settle`): `items` are
+    /// (flow id, child node, parent node, 'c'|'f', child job id, JSON kept, policy); returns
     /// per item [b"wait"], [b"release", spec] or [b"fail", error].
     #[pyo3(signature = (items, *, asynchronous = false))]
     fn flow_settle(&self, py: Python<'_>, items: Vec<FlowSettleItem>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let mut calls = Vec::with_capacity(items.len());
+        let mut settles = Vec::with_capacity(items.len());
         for (flow_id, child, parent, outcome, job_id, data, policy) in items {
-            let base = crate::keys::book_key(&self.settings.prefix, &format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
-            let keys = [base.clone(), format!("{base}:results:{parent}")];
-            let args = vec![
-                child.to_string().into_bytes(),
-                parent.to_string().into_bytes(),
-                outcome.into_bytes(),
-                job_id.into_bytes(),
-                data,
-                policy.into_bytes(),
-            ];
-            calls.push((keys, args));
+            crate::store::check_book(&format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
+            let policy = crate::store::ChildPolicy::parse(&policy).map_err(super::errors::to_py)?;
+            settles.push(crate::store::FlowSettle { flow_id, child, parent, failed: outcome == "f", job_id, data, policy });
         }
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.flow_settle(calls).await }, |py, v: Vec<Vec<Vec<u8>>>| {
+        call(py, asynchronous, async move { store.flow_settle(settles).await }, |py, v: Vec<crate::store::FlowSettled>| {
+            use crate::store::FlowSettled;
             let out = PyList::empty(py);
             for answer in v {
+                let (kind, data): (&[u8], Option<Vec<u8>>) = match answer {
+                    FlowSettled::Wait => (b"wait", None),
+                    FlowSettled::Release(d) => (b"release", d),
+                    FlowSettled::Fail(d) => (b"fail", d),
+                };
                 let a = PyList::empty(py);
-                for b in answer {
-                    a.append(PyBytes::new(py, &b))?;
+                a.append(PyBytes::new(py, kind))?;
+                if let Some(d) = data {
+                    a.append(PyBytes::new(py, &d))?;
                 }
                 out.append(a)?;
             }
@@ -812,35 +811,31 @@ impl Client {
 
     /// What a flow node's children left for it: [(child job id, JSON)].
     #[pyo3(signature = (flow_id, node, *, asynchronous = false))]
-    fn flow_results(&self, py: Python<'_>, flow_id: &str, node: u32, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let base = crate::keys::book_key(&self.settings.prefix, &format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
-        let key = format!("{base}:results:{node}");
+    fn flow_results(&self, py: Python<'_>, flow_id: String, node: u32, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        crate::store::check_book(&format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_all(&key).await }, pairs_list)
+        call(py, asynchronous, async move { store.flow_results(&flow_id, node).await }, pairs_list)
     }
 
-    /// Writes this worker's entry in the worker registry (`<prefix>:workers`, field `worker`).
+    /// Writes this worker's entry in the registry of workers.
     #[pyo3(signature = (worker, entry, *, asynchronous = false))]
     fn worker_put(&self, py: Python<'_>, worker: String, entry: Vec<u8>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let key = crate::keys::worker_registry(&self.settings.prefix);
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_set(&key, vec![(worker, entry)], None).await }, |py, _| Ok(py.None()))
+        call(py, asynchronous, async move { store.worker_put(worker, entry).await }, |py, _| Ok(py.None()))
     }
 
-    /// Every entry of the worker registry: [(worker id, JSON bytes)].
+    /// Every entry of the registry of workers: [(worker id, JSON bytes)].
     #[pyo3(signature = (*, asynchronous = false))]
     fn workers_read(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let key = crate::keys::worker_registry(&self.settings.prefix);
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_all(&key).await }, pairs_list)
+        call(py, asynchronous, async move { store.workers_read().await }, pairs_list)
     }
 
-    /// Deletes entries of the worker registry (a stopped worker's, gone ones); returns how many were there.
+    /// Deletes entries of the registry of workers (a stopped worker's, gone ones); returns how many were there.
     #[pyo3(signature = (workers, *, asynchronous = false))]
     fn workers_remove(&self, py: Python<'_>, workers: Vec<String>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let key = crate::keys::worker_registry(&self.settings.prefix);
         let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_del(&key, workers).await }, int_obj)
+        call(py, asynchronous, async move { store.workers_remove(workers).await }, int_obj)
     }
 
     /// Seconds results are kept (the chains' bookkeeping lives as long).

@@ -5,12 +5,12 @@
 use super::bridge::block;
 use super::client::Client;
 use super::errors::to_py;
-use crate::callback::CallbackConfig;
+use crate::engine::callback::CallbackConfig;
+use crate::engine::worker::{error_json, Engine, Outcome, WorkerConfig};
 use crate::error::Error;
-use crate::keys::QueueKeys;
-use crate::redis_store::RedisStore;
 use crate::runtime::runtime;
-use crate::worker::{error_json, Engine, Outcome, WorkerConfig};
+use crate::store::redis::keys::QueueKeys;
+use crate::store::redis::RedisStore;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::collections::HashMap;
@@ -83,10 +83,10 @@ impl WorkerEngine {
                 return Err(pyo3::exceptions::PyValueError::new_err("weights: one per queue, each at least 1"));
             }
         }
-        if !(lease.is_finite() && (0.3..=crate::conn::MAX_SECONDS).contains(&lease)) {
+        if !(lease.is_finite() && (0.3..=crate::store::redis::conn::MAX_SECONDS).contains(&lease)) {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "lease must be between 0.3 seconds and 100 years ({} seconds), got {lease} seconds",
-                crate::conn::MAX_SECONDS
+                crate::store::redis::conn::MAX_SECONDS
             )));
         }
         if prefetch == Some(0) || concurrency < 1 {
@@ -134,11 +134,10 @@ impl WorkerEngine {
         if scheduler {
             for q in e.queues() {
                 let eng = e.clone();
-                tasks.push(rt.spawn(crate::scheduler::run(e.store().clone(), q.clone(), move |err| eng.note_error(err))));
+                tasks.push(rt.spawn(crate::engine::scheduler::run(e.store().clone(), q.clone(), move |err| eng.note_error(err))));
             }
             let eng = e.clone();
-            let prefix = e.store().settings().prefix.clone();
-            tasks.push(rt.spawn(crate::schedules::drive(e.store().clone(), prefix, move |err| eng.note_error(err))));
+            tasks.push(rt.spawn(crate::engine::schedules::drive(e.store().clone(), move |err| eng.note_error(err))));
         }
     }
 

@@ -3,35 +3,22 @@
 //! tests at the end run the whole suite against RedisStore (the reference, on a real
 //! redis-server) and MemoryStore.
 //!
-//! Queues are made by `queue(name)` under the prefix the runner gives each function, and
-//! the workflow records and the worker registry go through `book_get`, `book_set`,
-//! `flow_settle`, `flow_results`, `worker_put`, `workers_read` and `workers_remove` below:
-//! the domain operations the contract is moving to, written today over its hash operations.
+//! Each function gets a store of its own (a fresh key prefix for a shared server).
 
-use crate::bulk::{prepare_payloads, BulkSpec};
-use crate::codec::{pack_into, Header, IdGen, Record};
 use crate::error::{Error, Result};
-use crate::keys::QueueKeys;
+use crate::record::{pack_into, Header, IdGen, Record};
+use crate::store::chunk::{prepare_payloads, BulkSpec};
 use crate::store::*;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-tokio::task_local! {
-    /// The key prefix of the function running: its queues, books and registries.
-    static PREFIX: String;
-}
-
 /// A lease long enough never to expire during a test.
 const LEASE: Duration = Duration::from_secs(60);
 
-fn prefix() -> String {
-    PREFIX.with(|p| p.clone())
-}
-
-/// The handle of queue `name` (what `Store::queue` will make).
-pub fn queue(name: &str) -> Arc<QueueKeys> {
-    Arc::new(QueueKeys::new(&prefix(), name).expect("a valid queue name"))
+/// The handle of queue `name`.
+fn queue<S: Store>(s: &S, name: &str) -> Arc<S::Queue> {
+    s.queue(name).expect("a valid queue name")
 }
 
 fn now_ms() -> i64 {
@@ -73,7 +60,7 @@ impl Producer {
             .map(|i| {
                 let id = range.id(i);
                 let record = record(&id, "task", spec.priority, spec.attempts, spec.options, spec.payload);
-                let group = crate::codec::options_group(spec.options).expect("valid options");
+                let group = crate::record::options_group(spec.options).expect("valid options");
                 NewJob { id, custom_id: false, delay_us: spec.delay_ms * 1000, at_us: None, record, dedup: None, group }
             })
             .collect();
@@ -81,7 +68,7 @@ impl Producer {
     }
 
     /// Writes `n` jobs; returns their ids.
-    async fn send<S: Store>(&mut self, s: &S, q: &QueueKeys, n: usize, spec: Spec<'_>) -> Vec<String> {
+    async fn send<S: Store>(&mut self, s: &S, q: &S::Queue, n: usize, spec: Spec<'_>) -> Vec<String> {
         let (jobs, mark) = self.jobs(n, spec);
         let written = s.enqueue(q, &jobs, Some(&mark)).await.expect("enqueue");
         assert_eq!(written, vec![Written::New; n]);
@@ -92,7 +79,7 @@ impl Producer {
 /// A job under a caller-chosen id.
 fn custom(id: &str, spec: Spec<'_>) -> NewJob {
     let record = record(id, "task", spec.priority, spec.attempts, spec.options, spec.payload);
-    let group = crate::codec::options_group(spec.options).expect("valid options");
+    let group = crate::record::options_group(spec.options).expect("valid options");
     NewJob { id: id.into(), custom_id: true, delay_us: spec.delay_ms * 1000, at_us: None, record, dedup: None, group }
 }
 
@@ -101,7 +88,7 @@ fn not_idle(lease: Duration) -> Idle<'static> {
 }
 
 /// Leases up to `max` jobs under `token`; they must be there.
-async fn take<S: Store>(s: &S, q: &QueueKeys, token: &str, max: usize) -> Vec<Vec<u8>> {
+async fn take<S: Store>(s: &S, q: &S::Queue, token: &str, max: usize) -> Vec<Vec<u8>> {
     match s.reserve(q, token, max, &not_idle(LEASE)).await.expect("reserve") {
         Reserved::Jobs(j) => j,
         other => panic!("expected jobs, got {other:?}"),
@@ -109,7 +96,7 @@ async fn take<S: Store>(s: &S, q: &QueueKeys, token: &str, max: usize) -> Vec<Ve
 }
 
 /// Reserves and expects nothing leased.
-async fn none_ready<S: Store>(s: &S, q: &QueueKeys, token: &str) {
+async fn none_ready<S: Store>(s: &S, q: &S::Queue, token: &str) {
     match s.reserve(q, token, 10, &not_idle(LEASE)).await.expect("reserve") {
         Reserved::Empty | Reserved::Idle { .. } => {}
         other => panic!("expected nothing ready, got {other:?}"),
@@ -125,7 +112,7 @@ fn ids_of(recs: &[Vec<u8>]) -> Vec<String> {
 }
 
 fn entry(id: &str, kind: AckKind) -> AckEntry {
-    let custom_id = !crate::codec::is_generated_id(id);
+    let custom_id = !crate::record::is_generated_id(id);
     AckEntry { id: id.as_bytes().to_vec(), custom_id, retried: false, kind, dedup: None, group: None }
 }
 
@@ -133,12 +120,12 @@ fn done(id: &str) -> AckEntry {
     entry(id, AckKind::Completed { result: None })
 }
 
-async fn ack<S: Store>(s: &S, q: &Arc<QueueKeys>, token: &str, entries: Vec<AckEntry>) -> AckOutcome {
-    let a = LeaseAck { queue: q.clone(), token: token.into(), entries };
+async fn ack<S: Store>(s: &S, q: &Arc<S::Queue>, token: &str, entries: Vec<AckEntry>) -> AckOutcome {
+    let a: LeaseAck<S::Queue> = LeaseAck { queue: q.clone(), token: token.into(), entries };
     s.ack(&[a]).await.expect("ack").remove(0)
 }
 
-async fn state<S: Store>(s: &S, q: &QueueKeys, id: &str) -> State {
+async fn state<S: Store>(s: &S, q: &S::Queue, id: &str) -> State {
     s.status(q, id).await.expect("status").state
 }
 
@@ -152,98 +139,11 @@ async fn pass(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-// ---- The domain operations for workflows and workers, over the hash operations today. ----
-
-/// How a flow child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Completed,
-    Failed,
-}
-
-/// One flow child that finished for good (flow_settle.lua's arguments).
-#[derive(Debug, Clone)]
-pub struct FlowSettle {
-    pub flow_id: String,
-    pub child: u32,
-    pub parent: u32,
-    pub outcome: Outcome,
-    pub job_id: String,
-    pub data: Vec<u8>,
-    /// fail_parent, ignore or continue_parent.
-    pub policy: String,
-}
-
-/// What the parent of a settled child must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FlowAnswer {
-    Wait,
-    Release(Vec<u8>),
-    Fail(Vec<u8>),
-}
-
-fn book_key(book: &str) -> String {
-    crate::keys::book_key(&prefix(), book).expect("a valid book name")
-}
-
-pub async fn book_get<S: Store>(s: &S, book: &str, fields: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-    s.hash_get(&book_key(book), fields.iter().map(|f| f.to_string()).collect()).await
-}
-
-pub async fn book_set<S: Store>(s: &S, book: &str, fields: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-    s.hash_set(&book_key(book), fields.iter().map(|(f, v)| (f.to_string(), v.to_vec())).collect(), ttl).await
-}
-
-pub async fn flow_settle<S: Store>(s: &S, items: &[FlowSettle]) -> Result<Vec<FlowAnswer>> {
-    let calls = items
-        .iter()
-        .map(|i| {
-            let base = book_key(&format!("flow:{}", i.flow_id));
-            let outcome = if i.outcome == Outcome::Completed { "c" } else { "f" };
-            let args = vec![
-                i.child.to_string().into_bytes(),
-                i.parent.to_string().into_bytes(),
-                outcome.as_bytes().to_vec(),
-                i.job_id.as_bytes().to_vec(),
-                i.data.clone(),
-                i.policy.as_bytes().to_vec(),
-            ];
-            ([base.clone(), format!("{base}:results:{}", i.parent)], args)
-        })
-        .collect();
-    s.flow_settle(calls)
-        .await?
-        .into_iter()
-        .map(|a| match a.first().map(Vec::as_slice) {
-            Some(b"wait") => Ok(FlowAnswer::Wait),
-            Some(b"release") => Ok(FlowAnswer::Release(a.get(1).cloned().unwrap_or_default())),
-            Some(b"fail") => Ok(FlowAnswer::Fail(a.get(1).cloned().unwrap_or_default())),
-            _ => Err(Error::Store(format!("unexpected flow settle answer {a:?}"))),
-        })
-        .collect()
-}
-
-pub async fn flow_results<S: Store>(s: &S, flow_id: &str, node: u32) -> Result<Vec<(String, Vec<u8>)>> {
-    s.hash_all(&format!("{}:results:{node}", book_key(&format!("flow:{flow_id}")))).await
-}
-
-pub async fn worker_put<S: Store>(s: &S, worker: &str, entry: &[u8]) -> Result<()> {
-    s.hash_set(&crate::keys::worker_registry(&prefix()), vec![(worker.to_string(), entry.to_vec())], None).await
-}
-
-pub async fn workers_read<S: Store>(s: &S) -> Result<Vec<(String, Vec<u8>)>> {
-    s.hash_all(&crate::keys::worker_registry(&prefix())).await
-}
-
-pub async fn workers_remove<S: Store>(s: &S, workers: &[&str]) -> Result<u64> {
-    s.hash_del(&crate::keys::worker_registry(&prefix()), workers.iter().map(|w| w.to_string()).collect()).await
-}
-
 // ---- The contract. ----
 
 /// A job's life: waiting, active, completed; the counts follow it.
 pub async fn enqueue_reserve_complete<S: Store>(s: &S) {
-    let q = queue("life");
+    let q = queue(s, "life");
     let mut p = Producer::new();
     let ids = p.send(s, &q, 3, PLAIN).await;
     assert_eq!(state(s, &q, &ids[0]).await, State::Waiting);
@@ -269,7 +169,7 @@ pub async fn enqueue_reserve_complete<S: Store>(s: &S) {
 
 /// A failed attempt runs again (after its delay, keeping its error), then fails for good.
 pub async fn retry_then_fail<S: Store>(s: &S) {
-    let q = queue("retry");
+    let q = queue(s, "retry");
     let mut p = Producer::new();
     let id = p.send(s, &q, 1, Spec { attempts: 3, ..PLAIN }).await.remove(0);
     let rec = take(s, &q, "w1.1", 1).await.remove(0);
@@ -302,7 +202,7 @@ pub async fn retry_then_fail<S: Store>(s: &S) {
 
 /// A handler that gave up after a cancel request: the job is cancelled, not run again.
 pub async fn cancelled_ack<S: Store>(s: &S) {
-    let q = queue("cx");
+    let q = queue(s, "cx");
     let id = Producer::new().send(s, &q, 1, PLAIN).await.remove(0);
     take(s, &q, "w1.1", 1).await;
     assert_eq!(ack(s, &q, "w1.1", vec![entry(&id, AckKind::Cancelled)]).await, AckOutcome { cancelled: 1, ..Default::default() });
@@ -315,7 +215,7 @@ pub async fn cancelled_ack<S: Store>(s: &S) {
 /// A lease that expired is reaped by `tick`: its job goes back (an orphan, attempts kept),
 /// the late acknowledgement is refused, and the stall is counted.
 pub async fn lease_refused_after_reap<S: Store>(s: &S) {
-    let q = queue("reap");
+    let q = queue(s, "reap");
     let id = Producer::new().send(s, &q, 1, Spec { attempts: 3, ..PLAIN }).await.remove(0);
     let Reserved::Jobs(_) = s.reserve(&q, "w1.1", 1, &not_idle(Duration::from_millis(1))).await.unwrap() else { panic!("no job") };
     pass(30).await;
@@ -333,7 +233,7 @@ pub async fn lease_refused_after_reap<S: Store>(s: &S) {
 
 /// An orphan whose start was recorded counts its run when reaped; out of attempts it fails.
 pub async fn reaped_started_orphan_fails<S: Store>(s: &S) {
-    let q = queue("orphan");
+    let q = queue(s, "orphan");
     let id = Producer::new().send(s, &q, 1, PLAIN).await.remove(0);
     let short = not_idle(Duration::from_millis(1));
     let Reserved::Jobs(_) = s.reserve(&q, "w1.1", 1, &short).await.unwrap() else { panic!("no job") };
@@ -351,7 +251,7 @@ pub async fn reaped_started_orphan_fails<S: Store>(s: &S) {
 
 /// `extend` keeps live leases, names the reaped ones, and passes on cancel requests.
 pub async fn extend_keeps_and_reports_lost<S: Store>(s: &S) {
-    let q = queue("ext");
+    let q = queue(s, "ext");
     let ids = Producer::new().send(s, &q, 2, PLAIN).await;
     let Reserved::Jobs(_) = s.reserve(&q, "w1.1", 1, &not_idle(Duration::from_millis(1))).await.unwrap() else { panic!("no job") };
     take(s, &q, "w2.1", 1).await;
@@ -372,7 +272,7 @@ pub async fn extend_keeps_and_reports_lost<S: Store>(s: &S) {
 
 /// Released jobs go back to the head of the queue in order; `start` needs the lease.
 pub async fn release_and_start<S: Store>(s: &S) {
-    let q = queue("rel");
+    let q = queue(s, "rel");
     let ids = Producer::new().send(s, &q, 3, PLAIN).await;
     take(s, &q, "w1.1", 2).await;
     assert!(s.start(&q, "w1.1", ids[0].as_bytes()).await.unwrap());
@@ -388,7 +288,7 @@ pub async fn release_and_start<S: Store>(s: &S) {
 
 /// A delayed job is not leased before its time; `tick` promotes it once it is due.
 pub async fn delayed_until_due<S: Store>(s: &S) {
-    let q = queue("later");
+    let q = queue(s, "later");
     let mut p = Producer::new();
     let far = p.send(s, &q, 1, Spec { delay_ms: 3_600_000, ..PLAIN }).await.remove(0);
     assert_eq!(state(s, &q, &far).await, State::Delayed);
@@ -410,7 +310,7 @@ pub async fn delayed_until_due<S: Store>(s: &S) {
 
 /// Higher priorities are leased first, dispatch order within one.
 pub async fn priorities_higher_first<S: Store>(s: &S) {
-    let q = queue("prio");
+    let q = queue(s, "prio");
     let mut p = Producer::new();
     let a = p.send(s, &q, 1, PLAIN).await.remove(0);
     let b = p.send(s, &q, 1, Spec { priority: 5, ..PLAIN }).await.remove(0);
@@ -422,7 +322,7 @@ pub async fn priorities_higher_first<S: Store>(s: &S) {
 
 /// A caller-chosen id is taken once, while its job is known; removing the job frees it.
 pub async fn caller_chosen_ids<S: Store>(s: &S) {
-    let q = queue("ids");
+    let q = queue(s, "ids");
     let job = custom("order-1", PLAIN);
     assert_eq!(s.enqueue(&q, std::slice::from_ref(&job), None).await.unwrap(), vec![Written::New]);
     assert_eq!(s.enqueue(&q, std::slice::from_ref(&job), None).await.unwrap(), vec![Written::Exists]);
@@ -448,7 +348,7 @@ fn with_dedup(mut j: NewJob, key: &str, mode: DedupMode) -> NewJob {
 
 /// Deduplication: a key held for a time, until its job settles, or debounced.
 pub async fn deduplication<S: Store>(s: &S) {
-    let q = queue("dedup");
+    let q = queue(s, "dedup");
     let mut p = Producer::new();
     let (jobs, mark) = p.jobs(2, PLAIN);
     let jobs: Vec<NewJob> = jobs.into_iter().map(|j| with_dedup(j, "k-ttl", DedupMode::Ttl(60_000))).collect();
@@ -502,7 +402,7 @@ fn bulk_spec(n: usize, delay_us: u64) -> (BulkSpec, Vec<u8>, Vec<(usize, usize)>
 
 /// Bulk chunks: packed, written, known written; a chunk written twice writes once.
 pub async fn bulk_chunks<S: Store>(s: &S) {
-    let q = queue("bulk");
+    let q = queue(s, "bulk");
     let mut ids = IdGen::default();
     for (n, delay_us) in [(SMALL_BATCH + 8, 0), (5, 0), (3, 3_600_000_000)] {
         let (spec, buf, spans) = bulk_spec(n, delay_us);
@@ -527,7 +427,7 @@ pub async fn bulk_chunks<S: Store>(s: &S) {
 
 /// A coalescer's parts: each written in one step, one answer per part.
 pub async fn enqueue_parts<S: Store>(s: &Arc<S>) {
-    let (a, b) = (queue("parts-a"), queue("parts-b"));
+    let (a, b) = (queue(&**s, "parts-a"), queue(&**s, "parts-b"));
     let mut p = Producer::new();
     let (ja, ma) = p.jobs(2, PLAIN);
     let (jb, mb) = p.jobs(1, PLAIN);
@@ -536,9 +436,9 @@ pub async fn enqueue_parts<S: Store>(s: &Arc<S>) {
     let (qa, qb) = (a.clone(), b.clone());
     let answers = tokio::task::spawn_blocking(move || {
         let parts = [
-            Part { q: &qa, jobs: &ja, mark: Some(&ma) },
-            Part { q: &qb, jobs: &jb, mark: Some(&mb) },
-            Part { q: &qb, jobs: &jc, mark: None },
+            Part { q: &*qa, jobs: &ja, mark: Some(&ma) },
+            Part { q: &*qb, jobs: &jb, mark: Some(&mb) },
+            Part { q: &*qb, jobs: &jc, mark: None },
         ];
         store.enqueue_parts_blocking(&parts)
     })
@@ -555,7 +455,7 @@ pub async fn enqueue_parts<S: Store>(s: &Arc<S>) {
 
 /// Jobs that failed for good: listed oldest first, retried (attempts reset), purged.
 pub async fn failed_list_retry_purge<S: Store>(s: &S) {
-    let q = queue("failed");
+    let q = queue(s, "failed");
     let ids = Producer::new().send(s, &q, 3, PLAIN).await;
     let fail_all = |recs: Vec<Vec<u8>>| {
         recs.iter()
@@ -586,7 +486,7 @@ pub async fn failed_list_retry_purge<S: Store>(s: &S) {
 
 /// Cancel and remove, in every state a job can be in.
 pub async fn cancel_and_remove<S: Store>(s: &S) {
-    let q = queue("cancel");
+    let q = queue(s, "cancel");
     let mut p = Producer::new();
     let ids = p.send(s, &q, 3, PLAIN).await;
     let late = p.send(s, &q, 1, Spec { delay_ms: 3_600_000, ..PLAIN }).await.remove(0);
@@ -625,7 +525,7 @@ pub async fn cancel_and_remove<S: Store>(s: &S) {
 /// Emptying a queue page by page cancels waiting and delayed jobs, and returns the records
 /// of those with options.
 pub async fn empty_pages<S: Store>(s: &S) {
-    let q = queue("empty");
+    let q = queue(s, "empty");
     let mut p = Producer::new();
     let ids = p.send(s, &q, 2, PLAIN).await;
     p.send(s, &q, 1, Spec { options: br#"{"timeout":3}"#, ..PLAIN }).await;
@@ -643,7 +543,7 @@ pub async fn empty_pages<S: Store>(s: &S) {
 
 /// Obliterate: every trace of the queue goes, and its name leaves the registry.
 pub async fn obliterate_queue<S: Store>(s: &S) {
-    let q = queue("gone");
+    let q = queue(s, "gone");
     let mut p = Producer::new();
     p.send(s, &q, 3, PLAIN).await;
     p.send(s, &q, 1, Spec { delay_ms: 3_600_000, ..PLAIN }).await;
@@ -657,8 +557,8 @@ pub async fn obliterate_queue<S: Store>(s: &S) {
 
 /// Pause and resume: a paused queue leases nothing; dispatch goes on.
 pub async fn pause_resume<S: Store>(s: &S) {
-    let q = queue("pause");
-    match s.pause(&queue("never-used")).await {
+    let q = queue(s, "pause");
+    match s.pause(&queue(s, "never-used")).await {
         Err(Error::UnknownQueue(m)) => assert!(m.contains("never-used"), "{m}"),
         other => panic!("expected UnknownQueue, got {other:?}"),
     }
@@ -679,7 +579,7 @@ pub async fn pause_resume<S: Store>(s: &S) {
 
 /// Queue limits: a rate per window and a concurrency, across workers.
 pub async fn limits<S: Store>(s: &S) {
-    let q = queue("limits");
+    let q = queue(s, "limits");
     let mut p = Producer::new();
     let ids = p.send(s, &q, 5, PLAIN).await;
     let rate = Limits { rate: Some((2, Duration::from_secs(60))), concurrency: None };
@@ -704,7 +604,7 @@ pub async fn limits<S: Store>(s: &S) {
 
 /// Groups take turns and each has its own limits.
 pub async fn groups<S: Store>(s: &S) {
-    let q = queue("groups");
+    let q = queue(s, "groups");
     let mut p = Producer::new();
     let a = p.send(s, &q, 2, Spec { options: br#"{"group":"a"}"#, ..PLAIN }).await;
     let b = p.send(s, &q, 2, Spec { options: br#"{"group":"b"}"#, ..PLAIN }).await;
@@ -760,7 +660,7 @@ pub async fn schedules<S: Store>(s: &S) {
 
 /// Waiting for a result: it arrives when the job settles; a timeout answers None.
 pub async fn wait_result<S: Store>(s: &Arc<S>) {
-    let q = queue("wait");
+    let q = queue(&**s, "wait");
     let id = Producer::new().send(&**s, &q, 1, PLAIN).await.remove(0);
     assert!(s.wait_result(q.clone(), id.clone(), Some(Duration::from_millis(20))).await.unwrap().is_none());
     let store = s.clone();
@@ -775,58 +675,67 @@ pub async fn wait_result<S: Store>(s: &Arc<S>) {
     assert_eq!(st.state, State::Unknown);
 }
 
+fn fields(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+    pairs.iter().map(|(f, v)| (f.to_string(), v.to_vec())).collect()
+}
+
+fn names(fields: &[&str]) -> Vec<String> {
+    fields.iter().map(|f| f.to_string()).collect()
+}
+
 /// A workflow's bookkeeping record and a flow node's settlement, counted once per child.
 pub async fn workflow_records<S: Store>(s: &S) {
-    book_set(s, "chain:c1", &[("next", b"2"), ("spec", b"{}")], Some(Duration::from_secs(60))).await.unwrap();
-    let got = book_get(s, "chain:c1", &["next", "missing", "spec"]).await.unwrap();
+    s.book_set("chain:c1", fields(&[("next", b"2"), ("spec", b"{}")]), Some(Duration::from_secs(60))).await.unwrap();
+    let got = s.book_get("chain:c1", names(&["next", "missing", "spec"])).await.unwrap();
     assert_eq!(got, vec![Some(b"2".to_vec()), None, Some(b"{}".to_vec())]);
-    book_set(s, "chain:c1", &[("next", b"3")], None).await.unwrap();
-    assert_eq!(book_get(s, "chain:c1", &["next"]).await.unwrap(), vec![Some(b"3".to_vec())]);
-    assert_eq!(book_get(s, "chain:c2", &["next"]).await.unwrap(), vec![None]);
+    s.book_set("chain:c1", fields(&[("next", b"3")]), None).await.unwrap();
+    assert_eq!(s.book_get("chain:c1", names(&["next"])).await.unwrap(), vec![Some(b"3".to_vec())]);
+    assert_eq!(s.book_get("chain:c2", names(&["next"])).await.unwrap(), vec![None]);
+    assert!(matches!(s.book_get("queue:x", names(&["next"])).await, Err(Error::Invalid(_))), "a book is a chain's or a flow's");
     // A node with two children: released by the second, whatever the repeats.
-    book_set(s, "flow:f1", &[("pending:1", b"2"), ("spec:1", b"SPEC")], None).await.unwrap();
-    let child = |child: u32, outcome: Outcome, policy: &str| FlowSettle {
+    s.book_set("flow:f1", fields(&[("pending:1", b"2"), ("spec:1", b"SPEC")]), None).await.unwrap();
+    let child = |child: u32, failed: bool, policy: ChildPolicy| FlowSettle {
         flow_id: "f1".into(),
         child,
         parent: 1,
-        outcome,
+        failed,
         job_id: format!("job{child}"),
         data: format!("{{\"n\":{child}}}").into_bytes(),
-        policy: policy.into(),
+        policy,
     };
-    let c2 = child(2, Outcome::Completed, "fail_parent");
-    assert_eq!(flow_settle(s, &[c2.clone(), c2]).await.unwrap(), vec![FlowAnswer::Wait, FlowAnswer::Wait]);
-    let c3 = child(3, Outcome::Failed, "ignore");
-    assert_eq!(flow_settle(s, &[c3]).await.unwrap(), vec![FlowAnswer::Release(b"SPEC".to_vec())]);
-    let mut results = flow_results(s, "f1", 1).await.unwrap();
+    let c2 = child(2, false, ChildPolicy::FailParent);
+    assert_eq!(s.flow_settle(vec![c2.clone(), c2]).await.unwrap(), vec![FlowSettled::Wait, FlowSettled::Wait]);
+    let c3 = child(3, true, ChildPolicy::Ignore);
+    assert_eq!(s.flow_settle(vec![c3]).await.unwrap(), vec![FlowSettled::Release(Some(b"SPEC".to_vec()))]);
+    let mut results = s.flow_results("f1", 1).await.unwrap();
     results.sort();
     assert_eq!(results, vec![("job2".into(), b"{\"n\":2}".to_vec()), ("job3".into(), b"{\"n\":3}".to_vec())]);
     // A failure under fail_parent fails the parent, and says so on every repeat.
-    book_set(s, "flow:f2", &[("pending:1", b"2"), ("spec:1", b"SPEC")], None).await.unwrap();
-    let bad = FlowSettle { flow_id: "f2".into(), ..child(4, Outcome::Failed, "fail_parent") };
-    let answers = flow_settle(s, &[bad.clone(), bad]).await.unwrap();
-    assert_eq!(answers, vec![FlowAnswer::Fail(b"{\"n\":4}".to_vec()); 2]);
-    let skip = FlowSettle { flow_id: "f3".into(), parent: 7, ..child(5, Outcome::Failed, "continue_parent") };
-    book_set(s, "flow:f3", &[("pending:7", b"1"), ("spec:7", b"P7")], None).await.unwrap();
-    assert_eq!(flow_settle(s, &[skip]).await.unwrap(), vec![FlowAnswer::Release(b"P7".to_vec())]);
-    assert!(flow_results(s, "f3", 7).await.unwrap().is_empty(), "continue_parent leaves no result");
+    s.book_set("flow:f2", fields(&[("pending:1", b"2"), ("spec:1", b"SPEC")]), None).await.unwrap();
+    let bad = FlowSettle { flow_id: "f2".into(), ..child(4, true, ChildPolicy::FailParent) };
+    let answers = s.flow_settle(vec![bad.clone(), bad]).await.unwrap();
+    assert_eq!(answers, vec![FlowSettled::Fail(Some(b"{\"n\":4}".to_vec())); 2]);
+    let skip = FlowSettle { flow_id: "f3".into(), parent: 7, ..child(5, true, ChildPolicy::ContinueParent) };
+    s.book_set("flow:f3", fields(&[("pending:7", b"1"), ("spec:7", b"P7")]), None).await.unwrap();
+    assert_eq!(s.flow_settle(vec![skip]).await.unwrap(), vec![FlowSettled::Release(Some(b"P7".to_vec()))]);
+    assert!(s.flow_results("f3", 7).await.unwrap().is_empty(), "continue_parent leaves no result");
 }
 
 /// The worker registry: entries written, read and removed.
 pub async fn worker_registry<S: Store>(s: &S) {
-    worker_put(s, "host-1", b"{\"a\":1}").await.unwrap();
-    worker_put(s, "host-2", b"{\"a\":2}").await.unwrap();
-    worker_put(s, "host-1", b"{\"a\":3}").await.unwrap();
-    let mut all = workers_read(s).await.unwrap();
+    s.worker_put("host-1".into(), b"{\"a\":1}".to_vec()).await.unwrap();
+    s.worker_put("host-2".into(), b"{\"a\":2}".to_vec()).await.unwrap();
+    s.worker_put("host-1".into(), b"{\"a\":3}".to_vec()).await.unwrap();
+    let mut all = s.workers_read().await.unwrap();
     all.sort();
     assert_eq!(all, vec![("host-1".into(), b"{\"a\":3}".to_vec()), ("host-2".into(), b"{\"a\":2}".to_vec())]);
-    assert_eq!(workers_remove(s, &["host-1", "nobody"]).await.unwrap(), 1);
-    assert_eq!(workers_read(s).await.unwrap().len(), 1);
+    assert_eq!(s.workers_remove(names(&["host-1", "nobody"])).await.unwrap(), 1);
+    assert_eq!(s.workers_read().await.unwrap().len(), 1);
 }
 
 /// Progress replaces, log lines append; both carry the store's time.
 pub async fn progress_and_logs<S: Store>(s: &S) {
-    let q = queue("feedback");
+    let q = queue(s, "feedback");
     let id = Producer::new().send(s, &q, 1, PLAIN).await.remove(0);
     let ttl = Duration::from_secs(60);
     assert_eq!(s.progress(&q, &id).await.unwrap(), None);
@@ -853,7 +762,7 @@ pub async fn progress_and_logs<S: Store>(s: &S) {
 
 /// A callback's record: fields replaced, read back, shown by `info`.
 pub async fn callback_records<S: Store>(s: &S) {
-    let q = queue("callback");
+    let q = queue(s, "callback");
     let id = Producer::new().send(s, &q, 1, PLAIN).await.remove(0);
     assert!(s.callback_status(&q, &id).await.unwrap().is_empty());
     s.callback_record(&q, &id, vec![("state", b"pending".to_vec()), ("attempts", b"0".to_vec())]).await.unwrap();
@@ -868,14 +777,14 @@ pub async fn callback_records<S: Store>(s: &S) {
 pub async fn queues_registry<S: Store>(s: &S) {
     s.register_queues(&["zeta", "alpha"]).await.unwrap();
     s.register_queues(&["alpha"]).await.unwrap();
-    Producer::new().send(s, &queue("mid"), 1, PLAIN).await;
+    Producer::new().send(s, &queue(s, "mid"), 1, PLAIN).await;
     assert_eq!(s.queues().await.unwrap(), vec!["alpha".to_string(), "mid".into(), "zeta".into()]);
     s.ping().await.unwrap();
 }
 
 /// The events switch: on with a length kept, off.
 pub async fn events_switch<S: Store>(s: &S) {
-    let q = queue("events");
+    let q = queue(s, "events");
     assert_eq!(s.events_keep(&q).await.unwrap(), None);
     s.set_events(&q, Some(100)).await.unwrap();
     assert_eq!(s.events_keep(&q).await.unwrap(), Some(100));
@@ -886,7 +795,7 @@ pub async fn events_switch<S: Store>(s: &S) {
 
 /// A dead worker's leases end at once; the next tick reaps them.
 pub async fn expire_dead_worker<S: Store>(s: &S) {
-    let q = queue("expire");
+    let q = queue(s, "expire");
     let ids = Producer::new().send(s, &q, 3, PLAIN).await;
     take(s, &q, "dead.1", 2).await;
     take(s, &q, "alive.1", 1).await;
@@ -903,7 +812,7 @@ pub async fn expire_dead_worker<S: Store>(s: &S) {
 /// A blocked worker hears of new work: a job handed to it, or a wake-up after which a
 /// reserve finds the job. A nudge or `leave` ends its wait.
 pub async fn wait_for_work<S: Store>(s: &Arc<S>) {
-    let q = queue("wake");
+    let q = queue(&**s, "wake");
     let idle = Idle { worker: "w7", previous: None, register: true, lease: LEASE };
     match s.reserve(&q, "w7.1", 10, &idle).await.unwrap() {
         Reserved::Idle { .. } | Reserved::Empty => {}
@@ -937,12 +846,12 @@ where
     F: FnOnce(Arc<S>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let prefix = format!("c{}{}", name.len(), &crate::codec::IdGen::default().take(1).producer);
+    let prefix = format!("c{}{}", name.len(), &crate::record::IdGen::default().take(1).producer);
     let store = match make(&prefix) {
         Ok(s) => Arc::new(s),
         Err(e) => return Some(format!("{name}: the store could not be made: {e}")),
     };
-    let task = tokio::spawn(PREFIX.scope(prefix, f(store)));
+    let task = tokio::spawn(f(store));
     match tokio::time::timeout(Duration::from_secs(120), task).await {
         Ok(Ok(())) => None,
         Ok(Err(e)) => {
@@ -1019,9 +928,9 @@ pub async fn run_all<S: Store>(make: &dyn Fn(&str) -> Result<S>) -> Vec<String> 
 #[cfg(test)]
 mod tests {
     use super::run_all;
-    use crate::conn::Settings;
-    use crate::redis_store::RedisStore;
     use crate::store::memory::MemoryStore;
+    use crate::store::redis::conn::Settings;
+    use crate::store::redis::RedisStore;
     use std::net::TcpListener;
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! What the memory store keeps beside queues: schedules (sched_*.lua), workflow records
 //! (chains' and flows' bookkeeping, flow_settle.lua) and the worker registry.
 
-use crate::store::{DueSchedules, ScheduleEntry, ScheduleWrite};
+use crate::store::{ChildPolicy, DueSchedules, FlowSettle, FlowSettled, ScheduleEntry, ScheduleWrite};
 use std::collections::HashMap;
 
 #[derive(Default)]
@@ -115,42 +115,14 @@ struct Book {
     expires_ms: Option<i64>,
 }
 
-/// How a flow child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Completed,
-    Failed,
-}
-
-/// One flow child that finished for good.
-#[derive(Debug, Clone)]
-pub struct FlowItem {
-    pub flow_id: String,
-    pub child: String,
-    pub parent: String,
-    pub outcome: Outcome,
-    pub job_id: String,
-    pub data: Vec<u8>,
-    /// fail_parent, ignore or continue_parent.
-    pub policy: String,
-}
-
-/// What the parent of a settled child must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FlowAnswer {
-    Wait,
-    Release(Vec<u8>),
-    Fail(Vec<u8>),
-}
-
 /// Field, value pairs (a flow node's results: child job id, what it left).
 type Fields = Vec<(String, Vec<u8>)>;
 
 #[derive(Default)]
 pub struct Books {
     books: HashMap<String, Book>,
-    /// (flow book, node) -> child job id -> what it left for the node.
-    results: HashMap<(String, String), Fields>,
+    /// (flow book, node) -> (child job id, what it left for the node).
+    results: HashMap<(String, u32), Fields>,
     workers: HashMap<String, Vec<u8>>,
 }
 
@@ -168,10 +140,6 @@ impl Books {
         fields.iter().map(|f| b.and_then(|b| b.fields.get(f).cloned())).collect()
     }
 
-    pub fn book_all(&mut self, book: &str, now_ms: i64) -> Vec<(String, Vec<u8>)> {
-        self.live(book, now_ms).map(|b| b.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
-    }
-
     pub fn book_set(&mut self, book: &str, fields: Vec<(String, Vec<u8>)>, ttl_ms: Option<i64>, now_ms: i64) {
         self.live(book, now_ms);
         let b = self.books.entry(book.to_string()).or_default();
@@ -181,13 +149,8 @@ impl Books {
         }
     }
 
-    pub fn book_del(&mut self, book: &str, fields: &[String], now_ms: i64) -> u64 {
-        let Some(b) = self.live(book, now_ms) else { return 0 };
-        fields.iter().filter(|f| b.fields.remove(*f).is_some()).count() as u64
-    }
-
     /// flow_settle.lua: a child counted once however often it is reported.
-    pub fn flow_settle(&mut self, i: &FlowItem, now_ms: i64) -> FlowAnswer {
+    pub fn flow_settle(&mut self, i: &FlowSettle, now_ms: i64) -> FlowSettled {
         let book = format!("flow:{}", i.flow_id);
         self.live(&book, now_ms);
         let b = self.books.entry(book.clone()).or_default();
@@ -195,16 +158,16 @@ impl Books {
         let (state_f, error_f, pending_f) = (format!("state:{}", i.parent), format!("error:{}", i.parent), format!("pending:{}", i.parent));
         let settled = format!("settled:{}", i.child);
         if !f.contains_key(&settled) {
-            let failed = i.outcome == Outcome::Failed;
+            let failed = i.failed;
             f.insert(settled, if failed { b"f".to_vec() } else { b"c".to_vec() });
-            if failed && i.policy == "fail_parent" {
+            if failed && i.policy == ChildPolicy::FailParent {
                 if f.get(&state_f).map(Vec::as_slice) != Some(b"failed") {
                     f.insert(state_f.clone(), b"failed".to_vec());
                     f.insert(error_f.clone(), i.data.clone());
                 }
             } else {
-                if !(failed && i.policy == "continue_parent") {
-                    let results = self.results.entry((book.clone(), i.parent.clone())).or_default();
+                if !(failed && i.policy == ChildPolicy::ContinueParent) {
+                    let results = self.results.entry((book.clone(), i.parent)).or_default();
                     match results.iter_mut().find(|(k, _)| *k == i.job_id) {
                         Some(slot) => slot.1 = i.data.clone(),
                         None => results.push((i.job_id.clone(), i.data.clone())),
@@ -215,21 +178,21 @@ impl Books {
             }
         }
         if f.get(&state_f).map(Vec::as_slice) == Some(b"failed") {
-            return FlowAnswer::Fail(f.get(&error_f).cloned().unwrap_or_default());
+            return FlowSettled::Fail(f.get(&error_f).cloned());
         }
         let pending = f.get(&pending_f).and_then(|p| std::str::from_utf8(p).ok()?.parse::<i64>().ok()).unwrap_or(1);
         if pending > 0 {
-            return FlowAnswer::Wait;
+            return FlowSettled::Wait;
         }
         if f.get(&state_f).map(Vec::as_slice) != Some(b"released") {
             f.insert(state_f, b"released".to_vec());
-            f.insert(format!("released_by:{}", i.parent), i.child.as_bytes().to_vec());
+            f.insert(format!("released_by:{}", i.parent), i.child.to_string().into_bytes());
         }
-        FlowAnswer::Release(f.get(&format!("spec:{}", i.parent)).cloned().unwrap_or_default())
+        FlowSettled::Release(f.get(&format!("spec:{}", i.parent)).cloned())
     }
 
-    pub fn flow_results(&self, flow_id: &str, node: &str) -> Vec<(String, Vec<u8>)> {
-        self.results.get(&(format!("flow:{flow_id}"), node.to_string())).cloned().unwrap_or_default()
+    pub fn flow_results(&self, flow_id: &str, node: u32) -> Vec<(String, Vec<u8>)> {
+        self.results.get(&(format!("flow:{flow_id}"), node)).cloned().unwrap_or_default()
     }
 
     pub fn worker_put(&mut self, worker: String, entry: Vec<u8>) {

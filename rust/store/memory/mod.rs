@@ -11,12 +11,10 @@ mod books;
 mod queue;
 mod record;
 
-pub use books::{FlowAnswer, FlowItem, Outcome};
 pub use queue::Event;
 
-use crate::bulk::Chunk;
 use crate::error::{Error, Result};
-use crate::keys::{validate_queue_name, QueueKeys};
+use crate::store::chunk::Chunk;
 use crate::store::*;
 use books::{Books, Schedules};
 use queue::{Clock, Queue};
@@ -78,29 +76,16 @@ fn now() -> (i64, i64) {
     (us, us / 1000)
 }
 
-/// The workflow records and the worker registry as the hash operations name them today
-/// (`keys::book_key`, `keys::worker_registry`): the memory store keeps no other hashes.
-enum HashKey {
-    Book(String),
-    FlowResults(String, String),
-    Workers,
+/// A queue of the memory store: its name (the state lives in the store, by name).
+#[derive(Debug, Clone)]
+pub struct MemoryQueue {
+    name: String,
 }
 
-fn hash_key(key: &str) -> Result<HashKey> {
-    if let (Some(open), Some(close)) = (key.find('{'), key.rfind('}')) {
-        let book = &key[open + 1..close];
-        match &key[close + 1..] {
-            "" => return Ok(HashKey::Book(book.to_string())),
-            rest => {
-                if let (Some(node), Some(flow)) = (rest.strip_prefix(":results:"), book.strip_prefix("flow:")) {
-                    return Ok(HashKey::FlowResults(flow.to_string(), node.to_string()));
-                }
-            }
-        }
-    } else if key.ends_with(":workers") {
-        return Ok(HashKey::Workers);
+impl QueueHandle for MemoryQueue {
+    fn name(&self) -> &str {
+        &self.name
     }
-    Err(Error::Invalid(format!("{key:?} names neither a workflow record nor the worker registry: the memory store keeps no other records")))
 }
 
 impl Default for MemoryStore {
@@ -139,7 +124,7 @@ impl MemoryStore {
 
     /// Runs `f` on queue `q`'s state (made on first use), then wakes whoever may have work
     /// or a result now.
-    fn with_queue<T>(&self, q: &QueueKeys, f: impl FnOnce(&mut Queue, Clock) -> T) -> T {
+    fn with_queue<T>(&self, q: &MemoryQueue, f: impl FnOnce(&mut Queue, Clock) -> T) -> T {
         let c = self.clock();
         let out = {
             let mut inner = self.lock();
@@ -150,7 +135,7 @@ impl MemoryStore {
     }
 
     /// Reads queue `q`'s state (a queue never used reads as empty).
-    fn read_queue<T>(&self, q: &QueueKeys, f: impl FnOnce(&Queue, Clock) -> T) -> T {
+    fn read_queue<T>(&self, q: &MemoryQueue, f: impl FnOnce(&Queue, Clock) -> T) -> T {
         let c = self.clock();
         let inner = self.lock();
         match inner.queues.get(&q.name) {
@@ -174,7 +159,7 @@ impl MemoryStore {
     }
 
     /// `UnknownQueue` unless something dispatched to the queue or consumed it.
-    fn known_queue(&self, q: &QueueKeys) -> Result<()> {
+    fn known_queue(&self, q: &MemoryQueue) -> Result<()> {
         let inner = self.lock();
         if inner.registry.contains(&q.name) {
             return Ok(());
@@ -184,7 +169,7 @@ impl MemoryStore {
         Err(Error::UnknownQueue(format!("no job was ever dispatched to queue '{}' and no worker consumes it (queues: {listed})", q.name)))
     }
 
-    fn enqueue_now(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Vec<Written> {
+    fn enqueue_now(&self, q: &MemoryQueue, jobs: &[NewJob], mark: Option<&Watermark>) -> Vec<Written> {
         if jobs.is_empty() {
             return vec![];
         }
@@ -193,64 +178,9 @@ impl MemoryStore {
     }
 
     /// The events the queue's ring holds, oldest first (while `set_events` has it on).
-    pub fn events(&self, q: &QueueKeys) -> Vec<Event> {
+    pub fn events(&self, q: &MemoryQueue) -> Vec<Event> {
         self.read_queue(q, |queue, _| queue.events.iter().cloned().collect())
     }
-
-    // ---- The domain operations for workflows and workers (the contract's next shape). ----
-
-    pub fn book_get(&self, book: &str, fields: &[String]) -> Vec<Option<Vec<u8>>> {
-        let c = self.clock();
-        self.lock().books.book_get(book, fields, c.now_ms)
-    }
-
-    pub fn book_set(&self, book: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) {
-        let c = self.clock();
-        self.lock().books.book_set(book, fields, ttl.map(|t| t.as_millis() as i64), c.now_ms)
-    }
-
-    pub fn flow_settle_items(&self, items: &[FlowItem]) -> Vec<FlowAnswer> {
-        let c = self.clock();
-        let mut inner = self.lock();
-        items.iter().map(|i| inner.books.flow_settle(i, c.now_ms)).collect()
-    }
-
-    pub fn flow_results(&self, flow_id: &str, node: &str) -> Vec<(String, Vec<u8>)> {
-        self.lock().books.flow_results(flow_id, node)
-    }
-
-    pub fn worker_put(&self, worker: String, entry: Vec<u8>) {
-        self.lock().books.worker_put(worker, entry)
-    }
-
-    pub fn workers_read(&self) -> Vec<(String, Vec<u8>)> {
-        self.lock().books.workers_read()
-    }
-
-    pub fn workers_remove(&self, workers: &[String]) -> u64 {
-        self.lock().books.workers_remove(workers)
-    }
-}
-
-/// flow_settle.lua's arguments as a typed item.
-fn flow_item(keys: &[String; 2], args: &[Vec<u8>]) -> Result<FlowItem> {
-    let HashKey::Book(book) = hash_key(&keys[0])? else { return Err(Error::Invalid(format!("{:?} is not a flow record", keys[0]))) };
-    let flow_id = book.strip_prefix("flow:").ok_or_else(|| Error::Invalid(format!("{book:?} is not a flow record")))?.to_string();
-    let arg = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
-    let outcome = match arg(2).as_str() {
-        "c" => Outcome::Completed,
-        "f" => Outcome::Failed,
-        other => return Err(Error::Invalid(format!("a flow child's outcome is 'c' or 'f', got {other:?}"))),
-    };
-    Ok(FlowItem {
-        flow_id,
-        child: arg(0),
-        parent: arg(1),
-        outcome,
-        job_id: arg(3),
-        data: args.get(4).cloned().unwrap_or_default(),
-        policy: arg(5),
-    })
 }
 
 fn check_feedback(entry: &[u8]) -> Result<()> {
@@ -267,26 +197,32 @@ fn check_feedback(entry: &[u8]) -> Result<()> {
 }
 
 impl Store for MemoryStore {
+    type Queue = MemoryQueue;
     type Packed = (Vec<NewJob>, Watermark);
 
-    async fn enqueue(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<Written>> {
+    fn queue(&self, name: &str) -> Result<Arc<MemoryQueue>> {
+        validate_queue_name(name)?;
+        Ok(Arc::new(MemoryQueue { name: name.to_string() }))
+    }
+
+    async fn enqueue(&self, q: &MemoryQueue, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<Written>> {
         Ok(self.enqueue_now(q, jobs, mark))
     }
 
-    fn pack_chunk(&self, _q: &QueueKeys, chunk: &Chunk) -> Self::Packed {
+    fn pack_chunk(&self, _q: &MemoryQueue, chunk: &Chunk) -> Self::Packed {
         chunk.pack()
     }
 
-    async fn write_chunk(&self, q: &QueueKeys, packed: &Self::Packed) -> Result<()> {
+    async fn write_chunk(&self, q: &MemoryQueue, packed: &Self::Packed) -> Result<()> {
         self.enqueue_now(q, &packed.0, Some(&packed.1));
         Ok(())
     }
 
-    async fn chunks_written(&self, q: &QueueKeys, chunks: &[(String, u64)]) -> Result<Vec<bool>> {
+    async fn chunks_written(&self, q: &MemoryQueue, chunks: &[(String, u64)]) -> Result<Vec<bool>> {
         Ok(self.read_queue(q, |queue, _| chunks.iter().map(|(p, first)| queue.chunk_written(p, *first)).collect()))
     }
 
-    fn enqueue_parts_blocking(&self, parts: &[Part<'_>]) -> Result<Vec<Result<Vec<Written>>>> {
+    fn enqueue_parts_blocking(&self, parts: &[Part<'_, MemoryQueue>]) -> Result<Vec<Result<Vec<Written>>>> {
         Ok(parts
             .iter()
             .map(|p| match p.mark {
@@ -298,25 +234,25 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn reserve(&self, q: &QueueKeys, token: &str, max: usize, idle: &Idle<'_>) -> Result<Reserved> {
+    async fn reserve(&self, q: &MemoryQueue, token: &str, max: usize, idle: &Idle<'_>) -> Result<Reserved> {
         let lease_ms = idle.lease.as_millis() as i64;
         Ok(self.with_queue(q, |queue, c| queue.reserve(token, max, lease_ms, c.now_ms)))
     }
 
-    async fn ack(&self, acks: &[LeaseAck]) -> Result<Vec<AckOutcome>> {
+    async fn ack(&self, acks: &[LeaseAck<MemoryQueue>]) -> Result<Vec<AckOutcome>> {
         Ok(acks.iter().map(|a| self.with_queue(&a.queue, |queue, c| queue.ack(a, c))).collect())
     }
 
-    async fn start(&self, q: &QueueKeys, token: &str, id: &[u8]) -> Result<bool> {
+    async fn start(&self, q: &MemoryQueue, token: &str, id: &[u8]) -> Result<bool> {
         let id = String::from_utf8_lossy(id);
         Ok(self.with_queue(q, |queue, c| queue.start(token, &id, c.now_ms)))
     }
 
-    async fn release(&self, q: &QueueKeys, token: &str, ids: &[Vec<u8>]) -> Result<u64> {
+    async fn release(&self, q: &MemoryQueue, token: &str, ids: &[Vec<u8>]) -> Result<u64> {
         Ok(self.with_queue(q, |queue, _| queue.release(token, ids)))
     }
 
-    async fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> Result<Extended> {
+    async fn extend(&self, leases: &[(Arc<MemoryQueue>, Vec<String>)], lease: Duration) -> Result<Extended> {
         let mut out = Extended::default();
         for (i, (q, tokens)) in leases.iter().enumerate() {
             let (lost, cancel) = self.with_queue(q, |queue, c| queue.extend(tokens, c.now_ms + lease.as_millis() as i64));
@@ -326,15 +262,15 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    async fn expire_worker(&self, q: &QueueKeys, worker: &str, most: usize) -> Result<Expired> {
+    async fn expire_worker(&self, q: &MemoryQueue, worker: &str, most: usize) -> Result<Expired> {
         Ok(self.with_queue(q, |queue, _| queue.expire_worker(worker, most)))
     }
 
-    async fn tick(&self, q: &QueueKeys, limit: usize) -> Result<Tick> {
+    async fn tick(&self, q: &MemoryQueue, limit: usize) -> Result<Tick> {
         Ok(self.with_queue(q, |queue, c| queue.tick(limit.max(1), c)))
     }
 
-    fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Option<Handed>> {
+    fn wait_for_work(&self, queues: &[Arc<MemoryQueue>], worker: &str, timeout: Duration) -> Result<Option<Handed>> {
         let deadline = Instant::now() + timeout;
         let mut inner = self.lock();
         loop {
@@ -353,58 +289,58 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn nudge(&self, q: &QueueKeys, worker: &str) -> Result<()> {
+    async fn nudge(&self, q: &MemoryQueue, worker: &str) -> Result<()> {
         self.with_queue(q, |queue, _| queue.nudged.insert(worker.to_string()));
         Ok(())
     }
 
-    async fn leave(&self, q: &QueueKeys, worker: &str, _slot: Option<&str>) -> Result<u64> {
+    async fn leave(&self, q: &MemoryQueue, worker: &str, _slot: Option<&str>) -> Result<u64> {
         // Nothing is handed over here: only the stop marker, which ends the worker's wait.
         self.with_queue(q, |queue, _| queue.nudged.insert(worker.to_string()));
         Ok(0)
     }
 
-    async fn status(&self, q: &QueueKeys, id: &str) -> Result<Status> {
+    async fn status(&self, q: &MemoryQueue, id: &str) -> Result<Status> {
         Ok(self.read_queue(q, |queue, c| queue.status(id, false, c.now_ms)))
     }
 
-    async fn info(&self, q: &QueueKeys, id: &str) -> Result<Status> {
+    async fn info(&self, q: &MemoryQueue, id: &str) -> Result<Status> {
         Ok(self.read_queue(q, |queue, c| queue.status(id, true, c.now_ms)))
     }
 
-    async fn feedback(&self, q: &QueueKeys, id: &str, kind: Feedback, entry: &[u8], ttl: Duration) -> Result<i64> {
+    async fn feedback(&self, q: &MemoryQueue, id: &str, kind: Feedback, entry: &[u8], ttl: Duration) -> Result<i64> {
         check_feedback(entry)?;
         let ttl_ms = ttl.as_millis().max(1000) as i64;
         Ok(self.with_queue(q, |queue, c| queue.feedback(id, kind, entry, ttl_ms, c.now_ms)))
     }
 
-    async fn set_events(&self, q: &QueueKeys, keep: Option<u64>) -> Result<()> {
+    async fn set_events(&self, q: &MemoryQueue, keep: Option<u64>) -> Result<()> {
         self.with_queue(q, |queue, _| queue.set_events(keep));
         Ok(())
     }
 
-    async fn events_keep(&self, q: &QueueKeys) -> Result<Option<u64>> {
+    async fn events_keep(&self, q: &MemoryQueue) -> Result<Option<u64>> {
         Ok(self.read_queue(q, |queue, _| queue.events_keep))
     }
 
-    async fn progress(&self, q: &QueueKeys, id: &str) -> Result<Option<Vec<u8>>> {
+    async fn progress(&self, q: &MemoryQueue, id: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.read_queue(q, |queue, c| queue.progress(id, c.now_ms)))
     }
 
-    async fn logs(&self, q: &QueueKeys, id: &str, start: usize, limit: usize) -> Result<Vec<Vec<u8>>> {
+    async fn logs(&self, q: &MemoryQueue, id: &str, start: usize, limit: usize) -> Result<Vec<Vec<u8>>> {
         Ok(self.read_queue(q, |queue, c| queue.logs(id, start, limit, c.now_ms)))
     }
 
-    async fn callback_record(&self, q: &QueueKeys, id: &str, fields: Vec<(&'static str, Vec<u8>)>) -> Result<()> {
+    async fn callback_record(&self, q: &MemoryQueue, id: &str, fields: Vec<(&'static str, Vec<u8>)>) -> Result<()> {
         self.with_queue(q, |queue, c| queue.callback_record(id, fields, c.now_ms + c.result_ttl_ms, c.now_ms));
         Ok(())
     }
 
-    async fn callback_status(&self, q: &QueueKeys, id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    async fn callback_status(&self, q: &MemoryQueue, id: &str) -> Result<Vec<(String, Vec<u8>)>> {
         Ok(self.read_queue(q, |queue, c| queue.callback_status(id, c.now_ms)))
     }
 
-    async fn wait_result(&self, q: Arc<QueueKeys>, id: String, timeout: Option<Duration>) -> Result<Option<Status>> {
+    async fn wait_result(&self, q: Arc<MemoryQueue>, id: String, timeout: Option<Duration>) -> Result<Option<Status>> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         loop {
             let settled = self.settled.notified();
@@ -425,11 +361,11 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn counts(&self, q: &QueueKeys) -> Result<Counts> {
+    async fn counts(&self, q: &MemoryQueue) -> Result<Counts> {
         Ok(self.read_queue(q, |queue, _| queue.counts()))
     }
 
-    async fn pause(&self, q: &QueueKeys) -> Result<bool> {
+    async fn pause(&self, q: &MemoryQueue) -> Result<bool> {
         self.known_queue(q)?;
         Ok(self.with_queue(q, |queue, _| {
             let was_running = !queue.paused;
@@ -440,7 +376,7 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn resume(&self, q: &QueueKeys) -> Result<bool> {
+    async fn resume(&self, q: &MemoryQueue) -> Result<bool> {
         self.known_queue(q)?;
         Ok(self.with_queue(q, |queue, _| {
             let was_paused = queue.paused;
@@ -451,7 +387,7 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn control_signal(&self, q: &QueueKeys) -> Result<Arc<tokio::sync::Notify>> {
+    async fn control_signal(&self, q: &MemoryQueue) -> Result<Arc<tokio::sync::Notify>> {
         Ok(self.with_queue(q, |queue, _| queue.control.clone()))
     }
 
@@ -464,11 +400,11 @@ impl Store for MemoryStore {
         Ok(self.lock().registry.iter().cloned().collect())
     }
 
-    async fn cancel(&self, q: &QueueKeys, id: &str, remove: bool) -> Result<CancelReply> {
+    async fn cancel(&self, q: &MemoryQueue, id: &str, remove: bool) -> Result<CancelReply> {
         Ok(self.with_queue(q, |queue, _| queue.cancel(id, remove)))
     }
 
-    async fn set_limits(&self, q: &QueueKeys, limits: &Limits) -> Result<()> {
+    async fn set_limits(&self, q: &MemoryQueue, limits: &Limits) -> Result<()> {
         self.known_queue(q)?;
         self.with_queue(q, |queue, _| {
             queue.set_limits(limits);
@@ -477,11 +413,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn limits(&self, q: &QueueKeys) -> Result<Limits> {
+    async fn limits(&self, q: &MemoryQueue) -> Result<Limits> {
         Ok(self.read_queue(q, |queue, _| queue.limits))
     }
 
-    async fn set_group_limits(&self, q: &QueueKeys, limits: &Limits) -> Result<()> {
+    async fn set_group_limits(&self, q: &MemoryQueue, limits: &Limits) -> Result<()> {
         self.known_queue(q)?;
         self.with_queue(q, |queue, _| {
             queue.group_limits = *limits;
@@ -491,19 +427,19 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn group_limits(&self, q: &QueueKeys) -> Result<Limits> {
+    async fn group_limits(&self, q: &MemoryQueue) -> Result<Limits> {
         Ok(self.read_queue(q, |queue, _| queue.group_limits))
     }
 
-    async fn retry_job(&self, q: &QueueKeys, id: &str) -> Result<bool> {
+    async fn retry_job(&self, q: &MemoryQueue, id: &str) -> Result<bool> {
         Ok(self.with_queue(q, |queue, _| queue.retry_job(id)))
     }
 
-    async fn empty_page(&self, q: &QueueKeys, max: usize) -> Result<(u64, Vec<Vec<u8>>)> {
+    async fn empty_page(&self, q: &MemoryQueue, max: usize) -> Result<(u64, Vec<Vec<u8>>)> {
         Ok(self.with_queue(q, |queue, _| queue.empty_page(max)))
     }
 
-    async fn obliterate(&self, q: &QueueKeys) -> Result<u64> {
+    async fn obliterate(&self, q: &MemoryQueue) -> Result<u64> {
         let gone = {
             let mut inner = self.lock();
             inner.registry.remove(&q.name);
@@ -513,19 +449,19 @@ impl Store for MemoryStore {
         Ok(gone.map(|queue| queue.size()).unwrap_or(0))
     }
 
-    async fn failed_list(&self, q: &QueueKeys, limit: usize) -> Result<Vec<FailedJob>> {
+    async fn failed_list(&self, q: &MemoryQueue, limit: usize) -> Result<Vec<FailedJob>> {
         Ok(self.read_queue(q, |queue, _| queue.failed_list(limit.max(1))))
     }
 
-    async fn failed_retry(&self, q: &QueueKeys) -> Result<u64> {
+    async fn failed_retry(&self, q: &MemoryQueue) -> Result<u64> {
         Ok(self.with_queue(q, |queue, _| queue.failed_retry()))
     }
 
-    async fn failed_purge(&self, q: &QueueKeys) -> Result<u64> {
+    async fn failed_purge(&self, q: &MemoryQueue) -> Result<u64> {
         Ok(self.with_queue(q, |queue, _| queue.failed_purge()))
     }
 
-    async fn schedule_signal(&self, q: &QueueKeys) -> Result<Arc<tokio::sync::Notify>> {
+    async fn schedule_signal(&self, q: &MemoryQueue) -> Result<Arc<tokio::sync::Notify>> {
         Ok(self.with_queue(q, |queue, _| queue.sched.clone()))
     }
 
@@ -559,62 +495,44 @@ impl Store for MemoryStore {
         Ok(self.schedules_changed.clone())
     }
 
-    async fn hash_get(&self, key: &str, fields: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
-        match hash_key(key)? {
-            HashKey::Book(book) => Ok(self.book_get(&book, &fields)),
-            HashKey::Workers => {
-                let all: HashMap<String, Vec<u8>> = self.workers_read().into_iter().collect();
-                Ok(fields.iter().map(|f| all.get(f).cloned()).collect())
-            }
-            HashKey::FlowResults(flow, node) => {
-                let all: HashMap<String, Vec<u8>> = self.flow_results(&flow, &node).into_iter().collect();
-                Ok(fields.iter().map(|f| all.get(f).cloned()).collect())
-            }
-        }
+    async fn book_get(&self, book: &str, fields: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
+        check_book(book)?;
+        let c = self.clock();
+        Ok(self.lock().books.book_get(book, &fields, c.now_ms))
     }
 
-    async fn hash_set(&self, key: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
-        match hash_key(key)? {
-            HashKey::Book(book) => self.book_set(&book, fields, ttl),
-            HashKey::Workers => fields.into_iter().for_each(|(w, e)| self.worker_put(w, e)),
-            HashKey::FlowResults(..) => return Err(Error::Invalid("a flow node's results are written by flow_settle only".into())),
-        }
+    async fn book_set(&self, book: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+        check_book(book)?;
+        let c = self.clock();
+        self.lock().books.book_set(book, fields, ttl.map(|t| t.as_millis() as i64), c.now_ms);
         Ok(())
     }
 
-    async fn flow_settle(&self, calls: Vec<([String; 2], Vec<Vec<u8>>)>) -> Result<Vec<Vec<Vec<u8>>>> {
-        let items = calls.iter().map(|(keys, args)| flow_item(keys, args)).collect::<Result<Vec<_>>>()?;
-        Ok(self
-            .flow_settle_items(&items)
-            .into_iter()
-            .map(|a| match a {
-                FlowAnswer::Wait => vec![b"wait".to_vec()],
-                FlowAnswer::Release(spec) => vec![b"release".to_vec(), spec],
-                FlowAnswer::Fail(error) => vec![b"fail".to_vec(), error],
-            })
-            .collect())
+    async fn flow_settle(&self, items: Vec<FlowSettle>) -> Result<Vec<FlowSettled>> {
+        for i in &items {
+            check_book(&format!("flow:{}", i.flow_id))?;
+        }
+        let c = self.clock();
+        let mut inner = self.lock();
+        Ok(items.iter().map(|i| inner.books.flow_settle(i, c.now_ms)).collect())
     }
 
-    async fn hash_all(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        match hash_key(key)? {
-            HashKey::Book(book) => {
-                let c = self.clock();
-                Ok(self.lock().books.book_all(&book, c.now_ms))
-            }
-            HashKey::Workers => Ok(self.workers_read()),
-            HashKey::FlowResults(flow, node) => Ok(self.flow_results(&flow, &node)),
-        }
+    async fn flow_results(&self, flow_id: &str, node: u32) -> Result<Vec<(String, Vec<u8>)>> {
+        check_book(&format!("flow:{flow_id}"))?;
+        Ok(self.lock().books.flow_results(flow_id, node))
     }
 
-    async fn hash_del(&self, key: &str, fields: Vec<String>) -> Result<u64> {
-        match hash_key(key)? {
-            HashKey::Workers => Ok(self.workers_remove(&fields)),
-            HashKey::Book(book) => {
-                let c = self.clock();
-                Ok(self.lock().books.book_del(&book, &fields, c.now_ms))
-            }
-            HashKey::FlowResults(..) => Err(Error::Invalid("a flow node's results are written by flow_settle only".into())),
-        }
+    async fn worker_put(&self, worker: String, entry: Vec<u8>) -> Result<()> {
+        self.lock().books.worker_put(worker, entry);
+        Ok(())
+    }
+
+    async fn workers_read(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(self.lock().books.workers_read())
+    }
+
+    async fn workers_remove(&self, workers: Vec<String>) -> Result<u64> {
+        Ok(self.lock().books.workers_remove(&workers))
     }
 
     async fn ping(&self) -> Result<()> {

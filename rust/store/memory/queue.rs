@@ -2,7 +2,7 @@
 //! equivalent of one Redis script (rust/lua/), applied under the store's lock.
 
 use super::record as rec;
-use crate::codec::{is_generated_id, PRODUCER_LEN};
+use crate::record::{is_generated_id, PRODUCER_LEN};
 use crate::store::*;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -334,7 +334,7 @@ impl Queue {
             _ => {
                 if let Some(held) = held {
                     let waiting =
-                        self.jobs.get(&held).is_some_and(|old| old.first() == Some(&crate::codec::RECORD) && rec::attempt(old) == 0);
+                        self.jobs.get(&held).is_some_and(|old| old.first() == Some(&crate::record::RECORD) && rec::attempt(old) == 0);
                     if waiting && self.due.contains_key(&held) {
                         let replaced = rec::with_id(r, &held);
                         self.delay(held.clone(), replaced, due_us);
@@ -600,7 +600,7 @@ impl Queue {
     }
 
     /// ack.lua for one lease.
-    pub fn ack(&mut self, a: &LeaseAck, c: Clock) -> AckOutcome {
+    pub fn ack<Q>(&mut self, a: &LeaseAck<Q>, c: Clock) -> AckOutcome {
         let mut out = AckOutcome::default();
         let reaped = self.reaped.contains(&a.token);
         let mut pushed = false;
@@ -814,7 +814,7 @@ impl Queue {
                 match since {
                     Some(since) if attempt >= max => {
                         let err = lease_expired(&worker, attempt, max, since, self.errors.get(&id));
-                        self.fail(&id, rec::with_attempt(&r, attempt, crate::codec::RECORD), err, c.now_ms);
+                        self.fail(&id, rec::with_attempt(&r, attempt, crate::record::RECORD), err, c.now_ms);
                         self.release_dedup_of(&r, &id);
                         self.emit("failed", vec![id]);
                     }
@@ -911,12 +911,12 @@ impl Queue {
     /// Takes one waiting job out of the ready or group lists by id.
     fn remove_ready(&mut self, id: &str) -> Option<Vec<u8>> {
         for list in self.ready.iter_mut().rev() {
-            if let Some(at) = list.iter().position(|r| crate::codec::Record::peek_id(r) == id.as_bytes()) {
+            if let Some(at) = list.iter().position(|r| crate::record::Record::peek_id(r) == id.as_bytes()) {
                 return list.remove(at);
             }
         }
         for list in self.groups.values_mut() {
-            if let Some(at) = list.iter().position(|r| crate::codec::Record::peek_id(r) == id.as_bytes()) {
+            if let Some(at) = list.iter().position(|r| crate::record::Record::peek_id(r) == id.as_bytes()) {
                 let r = list.remove(at);
                 self.grouped -= 1;
                 self.ring_tidy();

@@ -1,7 +1,7 @@
 //! Reading and rewriting packed records (codec.rs) as the Redis scripts do (common.lua):
 //! readers never fail on a damaged record, a missing byte reads as 0.
 
-use crate::codec::{Record, ORPHAN, RECORD};
+use crate::record::{Record, ORPHAN, RECORD};
 
 pub fn id(rec: &[u8]) -> String {
     String::from_utf8_lossy(Record::peek_id(rec)).into_owned()

@@ -3,8 +3,8 @@
 //! local waiters by job id. If that connection breaks, every waiter is told to look again
 //! (it re-reads the job's state), so no result is missed.
 
-use crate::conn::Settings;
 use crate::error::{Error, Result};
+use crate::store::redis::conn::Settings;
 use crate::store::State;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;

@@ -2,7 +2,7 @@
 //! calls by SHA with the NOSCRIPT fallback.
 
 use crate::error::{Error, Result};
-use crate::scripts::{is_noscript, scripts};
+use crate::store::redis::scripts::{is_noscript, scripts};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, Pipeline, Value};
 use std::fmt;
@@ -46,7 +46,7 @@ pub struct Tls {
 
 impl Settings {
     pub fn new(url: &str, prefix: &str) -> Result<Settings> {
-        crate::keys::validate_prefix(prefix)?;
+        crate::store::redis::keys::validate_prefix(prefix)?;
         redis::Client::open(url).map_err(|e| Error::Invalid(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
         if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") || url.starts_with("redis+unix://"))
         {
