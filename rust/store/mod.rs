@@ -3,6 +3,9 @@
 //! added without touching them. `store/redis/mod.rs` is the Redis implementation.
 
 pub mod chunk;
+#[cfg(test)]
+pub mod conformance;
+pub mod memory;
 pub mod redis;
 pub mod settings;
 
