@@ -66,9 +66,16 @@ pub fn store_name(url: &str) -> Result<&str> {
 /// The store a `memory://` URL names, made on first use: every client and worker of the
 /// process that opens the same URL shares it.
 pub fn open(url: &str) -> Result<Arc<MemoryStore>> {
-    let name = store_name(url)?;
+    open_with(&Settings::new(url, "fj")?)
+}
+
+/// The store of `settings.url` and `settings.prefix` (as the Redis store keeps prefixes
+/// apart), made on first use with `settings.result_ttl`.
+pub fn open_with(settings: &Settings) -> Result<Arc<MemoryStore>> {
+    let name = store_name(&settings.url)?;
     let mut stores = registry().lock().unwrap_or_else(|e| e.into_inner());
-    Ok(stores.entry(name.to_string()).or_insert_with(|| Arc::new(MemoryStore::new())).clone())
+    let key = format!("{name}\n{}", settings.prefix);
+    Ok(stores.entry(key).or_insert_with(|| Arc::new(MemoryStore::new().with_result_ttl(settings.result_ttl))).clone())
 }
 
 fn now() -> (i64, i64) {
