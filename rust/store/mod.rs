@@ -7,6 +7,9 @@ pub mod chunk;
 pub mod conformance;
 pub mod memory;
 pub mod redis;
+pub mod settings;
+
+pub use settings::Settings;
 
 pub use crate::engine::schedules::ScheduleEntry;
 use crate::error::{Error, Result};
@@ -29,6 +32,12 @@ pub fn validate_queue_name(name: &str) -> Result<()> {
 /// What the engine knows of a queue handle (`Store::Queue`): its name.
 pub trait QueueHandle: Send + Sync + 'static {
     fn name(&self) -> &str;
+}
+
+/// Key prefixes follow the same alphabet as queue names.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    validate_queue_name(prefix)
+        .map_err(|_| Error::Invalid(format!("invalid key prefix {prefix:?}: use 1 to 100 letters, digits, '-', '_', '.' or ':'")))
 }
 
 /// Workflow records are named `chain:<id>` or `flow:<id>`, the id alphanumeric.
@@ -546,6 +555,21 @@ pub trait Store: Send + Sync + 'static {
     fn register_queues(&self, names: &[&str]) -> impl Future<Output = Result<()>> + Send;
     /// Every queue's name, sorted.
     fn queues(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// `UnknownQueue` unless the queue was dispatched to or consumed (it is in `queues`): a
+    /// control naming a misspelt queue must not succeed in silence.
+    fn known_queue(&self, q: &Self::Queue) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            let names = self.queues().await?;
+            if names.iter().any(|n| n == q.name()) {
+                return Ok(());
+            }
+            let listed = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
+            Err(Error::UnknownQueue(format!(
+                "no job was ever dispatched to queue '{}' and no worker consumes it (queues: {listed})",
+                q.name()
+            )))
+        }
+    }
     /// Cancels one job (`remove` false: a waiting or delayed job goes and is marked
     /// cancelled; a running one's worker is asked to stop it) or removes it (`remove` true:
     /// every trace of a job that is not running; a caller-chosen id is free again).

@@ -5,12 +5,6 @@
 
 use crate::error::{Error, Result};
 
-/// Key prefixes follow the same alphabet as queue names.
-pub fn validate_prefix(prefix: &str) -> Result<()> {
-    crate::store::validate_queue_name(prefix)
-        .map_err(|_| Error::Invalid(format!("invalid key prefix {prefix:?}: use 1 to 100 letters, digits, '-', '_', '.' or ':'")))
-}
-
 /// The key names of one queue.
 #[derive(Debug, Clone)]
 pub struct QueueKeys {

@@ -270,6 +270,7 @@ fn runs_of(mut seqs: Vec<(&[u8], u64)>) -> Vec<(&[u8], u64, u64)> {
 
 impl RedisStore {
     pub fn new(settings: &Settings) -> Result<RedisStore> {
+        conn::check_url(&settings.url)?;
         Ok(RedisStore {
             conn: Conn::new(settings)?,
             popper: SyncConn::new(settings)?,
@@ -450,22 +451,6 @@ impl RedisStore {
             },
             other => Err(bad_reply(&format!("a bulk write of {} jobs", wire.jobs), &other)),
         }
-    }
-
-    /// `UnknownQueue` unless the queue is in the registry (something dispatched to it or
-    /// consumed it): a control naming a misspelt queue must not succeed in silence.
-    pub(crate) async fn known_queue(&self, q: &QueueKeys) -> Result<()> {
-        if self.registered.lock().unwrap().contains(&q.name) {
-            return Ok(());
-        }
-        let registry = keys::queue_registry(&self.settings().prefix);
-        let known: Value = self.conn.query(::redis::cmd("SISMEMBER").arg(&registry).arg(&q.name)).await?;
-        if int(&known) == Some(1) {
-            return Ok(());
-        }
-        let names = self.queues().await?;
-        let listed = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
-        Err(Error::UnknownQueue(format!("no job was ever dispatched to queue '{}' and no worker consumes it (queues: {listed})", q.name)))
     }
 
     /// limit.lua: replaces the limits hash `hash` (the queue's, or its groups'), deletes the
@@ -983,6 +968,22 @@ impl Store for RedisStore {
         self.conn.query::<Value>(::redis::cmd("SADD").arg(keys::queue_registry(&self.settings().prefix)).arg(&new)).await?;
         self.registered.lock().unwrap().extend(new.iter().map(|n| n.to_string()));
         Ok(())
+    }
+
+    /// `UnknownQueue` unless the queue is in the registry (something dispatched to it or
+    /// consumed it): a control naming a misspelt queue must not succeed in silence.
+    async fn known_queue(&self, q: &QueueKeys) -> Result<()> {
+        if self.registered.lock().unwrap().contains(&q.name) {
+            return Ok(());
+        }
+        let registry = keys::queue_registry(&self.settings().prefix);
+        let known: Value = self.conn.query(::redis::cmd("SISMEMBER").arg(&registry).arg(&q.name)).await?;
+        if int(&known) == Some(1) {
+            return Ok(());
+        }
+        let names = self.queues().await?;
+        let listed = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
+        Err(Error::UnknownQueue(format!("no job was ever dispatched to queue '{}' and no worker consumes it (queues: {listed})", q.name)))
     }
 
     async fn queues(&self) -> Result<Vec<String>> {

@@ -52,7 +52,7 @@ impl Notifier {
 
     async fn connect(&self) -> Result<PubSubSink> {
         let url = self.settings.masked_url();
-        let client = self.settings.client()?;
+        let client = crate::store::redis::conn::redis_client(&self.settings)?;
         let ps = tokio::time::timeout(self.settings.connect_timeout, client.get_async_pubsub())
             .await
             .map_err(|_| {
