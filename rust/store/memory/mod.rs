@@ -165,17 +165,6 @@ impl MemoryStore {
         }
     }
 
-    /// `UnknownQueue` unless something dispatched to the queue or consumed it.
-    fn known_queue(&self, q: &MemoryQueue) -> Result<()> {
-        let inner = self.lock();
-        if inner.registry.contains(&q.name) {
-            return Ok(());
-        }
-        let names: Vec<&str> = inner.registry.iter().map(String::as_str).collect();
-        let listed = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
-        Err(Error::UnknownQueue(format!("no job was ever dispatched to queue '{}' and no worker consumes it (queues: {listed})", q.name)))
-    }
-
     fn enqueue_now(&self, q: &MemoryQueue, jobs: &[NewJob], mark: Option<&Watermark>) -> Vec<Written> {
         if jobs.is_empty() {
             return vec![];
@@ -373,7 +362,7 @@ impl Store for MemoryStore {
     }
 
     async fn pause(&self, q: &MemoryQueue) -> Result<bool> {
-        self.known_queue(q)?;
+        self.known_queue(q).await?;
         Ok(self.with_queue(q, |queue, _| {
             let was_running = !queue.paused;
             queue.paused = true;
@@ -384,7 +373,7 @@ impl Store for MemoryStore {
     }
 
     async fn resume(&self, q: &MemoryQueue) -> Result<bool> {
-        self.known_queue(q)?;
+        self.known_queue(q).await?;
         Ok(self.with_queue(q, |queue, _| {
             let was_paused = queue.paused;
             queue.paused = false;
@@ -412,7 +401,7 @@ impl Store for MemoryStore {
     }
 
     async fn set_limits(&self, q: &MemoryQueue, limits: &Limits) -> Result<()> {
-        self.known_queue(q)?;
+        self.known_queue(q).await?;
         self.with_queue(q, |queue, _| {
             queue.set_limits(limits);
             queue.control.notify_waiters();
@@ -425,7 +414,7 @@ impl Store for MemoryStore {
     }
 
     async fn set_group_limits(&self, q: &MemoryQueue, limits: &Limits) -> Result<()> {
-        self.known_queue(q)?;
+        self.known_queue(q).await?;
         self.with_queue(q, |queue, _| {
             queue.group_limits = *limits;
             queue.set_limits(&queue.limits.clone());
