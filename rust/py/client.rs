@@ -118,10 +118,7 @@ fn open_store(settings: &Settings) -> Result<Backend> {
         }
         return Ok(Backend::Memory(Stored::new(crate::store::memory::open_with(settings)?)));
     }
-    Err(Error::Invalid(format!(
-        "invalid store URL {}: use redis://, rediss:// or unix://",
-        crate::store::settings::mask_url(url)
-    )))
+    Err(Error::Invalid(format!("invalid store URL {}: use redis://, rediss:// or unix://", crate::store::settings::mask_url(url))))
 }
 
 impl Client {
