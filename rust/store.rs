@@ -3,6 +3,8 @@
 //! added without touching them. `redis_store.rs` is the Redis implementation.
 
 use crate::error::Result;
+
+pub mod postgres;
 use crate::keys::QueueKeys;
 pub use crate::schedules::ScheduleEntry;
 use std::future::Future;

@@ -1,0 +1,322 @@
+//! PgStore against a real server (testserver.rs): `cargo test --lib postgres`.
+
+use super::testserver::{database, store};
+use super::*;
+use crate::codec::Record;
+
+fn queue(name: &str) -> Arc<QueueKeys> {
+    Arc::new(QueueKeys::new("fj", name).unwrap())
+}
+
+fn record(id: &str, priority: u8, max_attempts: u16) -> Vec<u8> {
+    Record { attempt: 0, max_attempts, priority, id: id.into(), name: "task".into(), enqueued_ms: 1, options: vec![], payload: b"[]".to_vec() }
+        .pack()
+}
+
+fn job(id: &str, priority: u8) -> NewJob {
+    NewJob { id: id.into(), custom_id: false, delay_us: 0, at_us: None, record: record(id, priority, 3), dedup: None, group: None }
+}
+
+fn idle(lease: Duration) -> Idle<'static> {
+    Idle { worker: "w1", previous: None, register: true, lease }
+}
+
+async fn reserve(s: &PgStore, q: &QueueKeys, token: &str, max: usize) -> Vec<String> {
+    match s.reserve(q, token, max, &idle(Duration::from_secs(60))).await.unwrap() {
+        Reserved::Jobs(recs) => recs.iter().map(|r| Record::unpack(r).unwrap().id).collect(),
+        _ => vec![],
+    }
+}
+
+fn entry(id: &str, kind: AckKind) -> AckEntry {
+    AckEntry { id: id.as_bytes().to_vec(), custom_id: false, retried: false, kind, dedup: None, group: None }
+}
+
+async fn ack(s: &PgStore, q: &Arc<QueueKeys>, token: &str, entries: Vec<AckEntry>) -> AckOutcome {
+    s.ack(&[LeaseAck { queue: q.clone(), token: token.into(), entries }]).await.unwrap()[0]
+}
+
+#[tokio::test]
+async fn a_database_without_the_schema_and_bad_urls_get_typed_errors() {
+    let Some(url) = database().await else { return };
+    let bare = url.rsplit_once('/').unwrap().0.to_string() + "/postgres";
+    let e = PgStore::connect(&bare, Duration::from_secs(1)).await.err().unwrap();
+    assert!(matches!(&e, Error::Store(m) if m.contains("fastjobs db init")), "{e:?}");
+    let e = PgStore::connect("redis://localhost/0", Duration::from_secs(1)).await.err().unwrap();
+    assert!(matches!(&e, Error::Invalid(m) if m.contains("not a PostgreSQL URL")), "{e:?}");
+    let e = PgStore::connect("postgresql://u:secret@127.0.0.1:1/x", Duration::from_secs(1)).await.err().unwrap();
+    assert!(matches!(&e, Error::Connection(m) if m.contains("cannot reach") && !m.contains("secret")), "{e:?}");
+    // Applying the schema again changes nothing.
+    assert_eq!(PgStore::init_schema(&url).await.unwrap(), Vec::<i32>::new());
+}
+
+#[tokio::test]
+async fn jobs_are_leased_by_priority_then_order_and_complete() {
+    let Some(s) = store().await else { return };
+    let q = queue("life");
+    let jobs = [job("aaaaaaaaaa-1", 0), job("aaaaaaaaaa-2", 5), job("aaaaaaaaaa-3", 0), job("aaaaaaaaaa-4", 5)];
+    assert_eq!(s.enqueue(&q, &jobs, None).await.unwrap(), vec![Written::New; 4]);
+    assert_eq!(s.status(&q, "aaaaaaaaaa-1").await.unwrap().state, State::Waiting);
+    assert_eq!(reserve(&s, &q, "w1.1", 3).await, ["aaaaaaaaaa-2", "aaaaaaaaaa-4", "aaaaaaaaaa-1"]);
+    let c = s.counts(&q).await.unwrap();
+    assert_eq!((c.waiting, c.active), (1, 3));
+    let done = AckKind::Completed { result: Some(b"{\"x\":1}".to_vec()) };
+    let out = ack(&s, &q, "w1.1", vec![entry("aaaaaaaaaa-2", done), entry("aaaaaaaaaa-4", AckKind::Completed { result: None })]).await;
+    assert_eq!((out.completed, out.refused), (2, 0));
+    let st = s.status(&q, "aaaaaaaaaa-2").await.unwrap();
+    assert_eq!((st.state, st.data.as_deref()), (State::Completed, Some(&b"{\"x\":1}"[..])));
+    assert_eq!(s.status(&q, "aaaaaaaaaa-4").await.unwrap().data.as_deref(), Some(&b"null"[..]));
+    assert_eq!(s.status(&q, "aaaaaaaaaa-9").await.unwrap().state, State::Unknown);
+    // An acknowledgement sent again (its first answer lost) counts the same, doing nothing twice.
+    let again = ack(&s, &q, "w1.1", vec![entry("aaaaaaaaaa-2", AckKind::Completed { result: None })]).await;
+    assert_eq!((again.completed, again.refused), (1, 0));
+    assert_eq!(s.counts(&q).await.unwrap().completed, 2);
+    assert_eq!(s.queues().await.unwrap(), ["life"]);
+}
+
+#[tokio::test]
+async fn a_caller_chosen_id_is_taken_once() {
+    let Some(s) = store().await else { return };
+    let q = queue("ids");
+    let mut j = job("order-1", 0);
+    j.custom_id = true;
+    assert_eq!(s.enqueue(&q, &[j.clone()], None).await.unwrap(), [Written::New]);
+    assert_eq!(s.enqueue(&q, &[j.clone()], None).await.unwrap(), [Written::Exists]);
+    reserve(&s, &q, "w1.1", 1).await;
+    ack(&s, &q, "w1.1", vec![entry("order-1", AckKind::Completed { result: None })]).await;
+    // Completed, the id stays taken; removed, it is free again.
+    assert_eq!(s.enqueue(&q, &[j.clone()], None).await.unwrap(), [Written::Exists]);
+    assert!(s.cancel(&q, "order-1", true).await.unwrap().done);
+    assert_eq!(s.enqueue(&q, &[j], None).await.unwrap(), [Written::New]);
+}
+
+#[tokio::test]
+async fn delayed_jobs_wait_for_tick_and_retries_and_failures_settle() {
+    let Some(s) = store().await else { return };
+    let q = queue("later");
+    let mut far = job("aaaaaaaaaa-1", 0);
+    far.delay_us = 3_600_000_000;
+    let mut soon = job("aaaaaaaaaa-2", 0);
+    soon.delay_us = 1;
+    s.enqueue(&q, &[far, soon], None).await.unwrap();
+    assert_eq!(s.status(&q, "aaaaaaaaaa-1").await.unwrap().state, State::Delayed);
+    let t = s.tick(&q, 100).await.unwrap();
+    assert_eq!(t.promoted, 1);
+    assert!(t.next_due_us.unwrap() > t.now_us);
+    assert_eq!(reserve(&s, &q, "w1.1", 10).await, ["aaaaaaaaaa-2"]);
+    let retry = AckKind::Retry { delay_ms: 0, record: Record::with_attempt(&record("aaaaaaaaaa-2", 0, 3), 1), error: b"{\"e\":1}".to_vec() };
+    assert_eq!(ack(&s, &q, "w1.1", vec![entry("aaaaaaaaaa-2", retry)]).await.retried, 1);
+    assert_eq!(reserve(&s, &q, "w1.2", 10).await, ["aaaaaaaaaa-2"]);
+    let fail = AckKind::Failed { error: b"{\"e\":2}".to_vec(), record: Record::with_attempt(&record("aaaaaaaaaa-2", 0, 3), 3) };
+    assert_eq!(ack(&s, &q, "w1.2", vec![entry("aaaaaaaaaa-2", fail)]).await.failed, 1);
+    let failed = s.failed_list(&q, 10).await.unwrap();
+    assert_eq!((failed.len(), failed[0].error.as_deref()), (1, Some(&b"{\"e\":2}"[..])));
+    assert!(s.retry_job(&q, "aaaaaaaaaa-2").await.unwrap());
+    let back = reserve(&s, &q, "w1.3", 10).await;
+    assert_eq!(back, ["aaaaaaaaaa-2"]);
+    let c = s.counts(&q).await.unwrap();
+    assert_eq!((c.retried, c.failed, c.delayed, c.active), (1, 0, 1, 1));
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_reaped_and_its_late_acknowledgement_refused() {
+    let Some(s) = store().await else { return };
+    let q = queue("reap");
+    s.enqueue(&q, &[job("aaaaaaaaaa-1", 0), job("aaaaaaaaaa-2", 0)], None).await.unwrap();
+    let Reserved::Jobs(_) = s.reserve(&q, "w1.1", 2, &idle(Duration::ZERO)).await.unwrap() else { panic!() };
+    assert!(s.start(&q, "w1.1", b"aaaaaaaaaa-1").await.unwrap());
+    assert_eq!(s.tick(&q, 100).await.unwrap().reaped, 2);
+    let ext = s.extend(&[(q.clone(), vec!["w1.1".into()])], Duration::from_secs(60)).await.unwrap();
+    assert_eq!(ext.lost, ["w1.1"]);
+    let out = ack(&s, &q, "w1.1", vec![entry("aaaaaaaaaa-1", AckKind::Completed { result: None })]).await;
+    assert_eq!((out.completed, out.refused), (0, 1));
+    // Back at the head as orphans, the started one with its run counted.
+    let Reserved::Jobs(recs) = s.reserve(&q, "w2.1", 2, &idle(Duration::from_secs(60))).await.unwrap() else { panic!() };
+    let r: Vec<Record> = recs.iter().map(|r| Record::unpack(r).unwrap()).collect();
+    assert!(recs.iter().all(|r| Record::is_orphan(r)));
+    assert_eq!((r[0].id.as_str(), r[0].attempt, r[1].attempt), ("aaaaaaaaaa-1", 1, 0));
+    assert_eq!(s.counts(&q).await.unwrap().stalled, 2);
+}
+
+#[tokio::test]
+async fn released_jobs_go_back_to_the_head_in_order() {
+    let Some(s) = store().await else { return };
+    let q = queue("rel");
+    s.enqueue(&q, &[job("aaaaaaaaaa-1", 0), job("aaaaaaaaaa-2", 0), job("aaaaaaaaaa-3", 0)], None).await.unwrap();
+    assert_eq!(reserve(&s, &q, "w1.1", 2).await.len(), 2);
+    assert_eq!(s.release(&q, "w1.1", &[b"aaaaaaaaaa-1".to_vec(), b"aaaaaaaaaa-2".to_vec()]).await.unwrap(), 2);
+    assert_eq!(reserve(&s, &q, "w1.2", 3).await, ["aaaaaaaaaa-1", "aaaaaaaaaa-2", "aaaaaaaaaa-3"]);
+}
+
+#[tokio::test]
+async fn a_waiter_hears_the_result_and_an_idle_worker_a_new_job() {
+    let Some(s) = store().await else { return };
+    let s = Arc::new(s);
+    let q = queue("wake");
+    s.enqueue(&q, &[job("aaaaaaaaaa-1", 0)], None).await.unwrap();
+    let waiter = tokio::spawn({
+        let (s, q) = (s.clone(), q.clone());
+        async move { s.wait_result(q, "aaaaaaaaaa-1".into(), None).await }
+    });
+    reserve(&s, &q, "w1.1", 1).await;
+    // The waiter is registered before the job ends (else its answer was final at once).
+    while s.query("SELECT 1 FROM fastjobs.waiters", &[]).await.unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    ack(&s, &q, "w1.1", vec![entry("aaaaaaaaaa-1", AckKind::Completed { result: Some(b"7".to_vec()) })]).await;
+    let st = waiter.await.unwrap().unwrap().unwrap();
+    assert_eq!((st.state, st.data.as_deref()), (State::Completed, Some(&b"7"[..])));
+    // Nothing ready: the worker goes idle, and a dispatch wakes its wait.
+    assert!(matches!(s.reserve(&q, "w1.2", 1, &idle(Duration::from_secs(60))).await.unwrap(), Reserved::Idle { new_slot: true }));
+    let waiting = std::thread::spawn({
+        let (s, q) = (s.clone(), q.clone());
+        move || s.wait_for_work(&[q], "w1", Duration::from_secs(3600))
+    });
+    s.enqueue(&q, &[job("aaaaaaaaaa-2", 0)], None).await.unwrap();
+    assert!(tokio::task::spawn_blocking(move || waiting.join().unwrap()).await.unwrap().unwrap().is_none());
+    // Timed out: None.
+    let none = s.wait_result(q.clone(), "aaaaaaaaaa-2".into(), Some(Duration::from_millis(1))).await.unwrap();
+    assert!(none.is_none());
+}
+
+#[tokio::test]
+async fn a_job_enqueued_in_a_callers_transaction_exists_once_it_commits() {
+    let Some(url) = database().await else { return };
+    let s = PgStore::connect(&url, Duration::from_secs(60)).await.unwrap();
+    let q = queue("tx");
+    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let rec = record("order-7", 0, 1);
+    let tx = client.transaction().await.unwrap();
+    let ok: bool = tx.query_one("SELECT fastjobs.enqueue('tx', 'order-7', $1)", &[&rec]).await.unwrap().get(0);
+    assert!(ok);
+    tx.rollback().await.unwrap();
+    assert_eq!(s.status(&q, "order-7").await.unwrap().state, State::Unknown);
+    let tx = client.transaction().await.unwrap();
+    tx.execute("SELECT fastjobs.enqueue('tx', 'order-7', $1)", &[&rec]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(reserve(&s, &q, "w1.1", 5).await, ["order-7"]);
+}
+
+#[tokio::test]
+async fn pause_cancel_and_remove() {
+    let Some(s) = store().await else { return };
+    let q = queue("ctl");
+    assert!(matches!(s.pause(&queue("nope")).await, Err(Error::UnknownQueue(_))));
+    s.enqueue(&q, &[job("aaaaaaaaaa-1", 0), job("aaaaaaaaaa-2", 0), job("aaaaaaaaaa-3", 0)], None).await.unwrap();
+    assert!(s.pause(&q).await.unwrap());
+    assert!(matches!(s.reserve(&q, "w1.1", 1, &idle(Duration::from_secs(60))).await.unwrap(), Reserved::Paused));
+    assert!(s.counts(&q).await.unwrap().paused);
+    assert!(s.resume(&q).await.unwrap());
+    assert_eq!(reserve(&s, &q, "w1.1", 1).await, ["aaaaaaaaaa-1"]);
+    let c = s.cancel(&q, "aaaaaaaaaa-2", false).await.unwrap();
+    assert_eq!((c.state, c.done), (State::Waiting, true));
+    assert_eq!(s.status(&q, "aaaaaaaaaa-2").await.unwrap().state, State::Cancelled);
+    // A running job: its worker is asked, at its next heartbeat.
+    let c = s.cancel(&q, "aaaaaaaaaa-1", false).await.unwrap();
+    assert_eq!((c.state, c.done), (State::Active, true));
+    assert!(!s.cancel(&q, "aaaaaaaaaa-1", true).await.unwrap().done);
+    let ext = s.extend(&[(q.clone(), vec!["w1.1".into()])], Duration::from_secs(60)).await.unwrap();
+    assert_eq!(ext.cancel, [(0, b"aaaaaaaaaa-1".to_vec())]);
+    assert_eq!(ack(&s, &q, "w1.1", vec![entry("aaaaaaaaaa-1", AckKind::Cancelled)]).await.cancelled, 1);
+    assert_eq!(s.empty_page(&q, 10).await.unwrap().0, 1);
+    let c = s.counts(&q).await.unwrap();
+    assert_eq!((c.waiting, c.cancelled), (0, 3));
+    assert!(s.obliterate(&q).await.unwrap() > 0);
+    assert!(s.queues().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_guarded_chunk_written_again_writes_nothing() {
+    let Some(s) = store().await else { return };
+    let q = queue("bulk");
+    let jobs: Vec<NewJob> = (0..100).map(|i| job(&format!("pppppppppp-{i}"), 0)).collect();
+    let mark = Watermark { producer: "pppppppppp".into(), last_seq: 99, guard: Some(0) };
+    let packed = (jobs, mark);
+    s.write_chunk(&q, &packed).await.unwrap();
+    s.write_chunk(&q, &packed).await.unwrap();
+    assert_eq!(s.counts(&q).await.unwrap().waiting, 100);
+    let asked = [("pppppppppp".to_string(), 0), ("pppppppppp".to_string(), 100)];
+    assert_eq!(s.chunks_written(&q, &asked).await.unwrap(), [true, false]);
+}
+
+#[tokio::test]
+async fn workflow_records_flows_and_the_worker_registry() {
+    let Some(s) = store().await else { return };
+    s.book_set("chain:abc", vec![("step".into(), b"1".to_vec())], Some(Duration::from_secs(60))).await.unwrap();
+    assert_eq!(s.book_get("chain:abc", vec!["step".into(), "x".into()]).await.unwrap(), [Some(b"1".to_vec()), None]);
+    s.book_set("flow:f1", vec![("pending:0".into(), b"2".to_vec()), ("spec:0".into(), b"S".to_vec())], None).await.unwrap();
+    let settle = |child: i64, outcome: &str| FlowSettle {
+        flow_id: "f1".into(),
+        child,
+        parent: 0,
+        outcome: outcome.into(),
+        job_id: format!("j{child}"),
+        data: b"{}".to_vec(),
+        policy: "fail_parent".into(),
+    };
+    assert_eq!(s.flow_settle_items(vec![settle(1, "c"), settle(1, "c")]).await.unwrap(), [vec![b"wait".to_vec()], vec![b"wait".to_vec()]]);
+    assert_eq!(s.flow_settle_items(vec![settle(2, "c")]).await.unwrap(), [vec![b"release".to_vec(), b"S".to_vec()]]);
+    assert_eq!(s.flow_results("f1", 0).await.unwrap().len(), 2);
+    s.worker_put("w1", b"{}").await.unwrap();
+    assert_eq!(s.workers_read().await.unwrap(), [("w1".to_string(), b"{}".to_vec())]);
+    assert_eq!(s.workers_remove(vec!["w1".into(), "w2".into()]).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn schedules_fire_once_per_tick() {
+    let Some(s) = store().await else { return };
+    let w = ScheduleWrite { key: "k".into(), timing: "every 1s".into(), next_ms: 1, anchor_ms: 0, fields: vec![("name".into(), b"task".to_vec())] };
+    assert_eq!(s.schedule_upsert(w.clone()).await.unwrap(), (true, 1));
+    assert_eq!(s.schedule_upsert(w).await.unwrap(), (false, 1));
+    let due = s.schedules_due(10).await.unwrap();
+    assert_eq!((due.head_ms, due.due), (Some(1), vec![("k".to_string(), 1)]));
+    assert!(s.schedule_advance("k", 1, Some(5), "k@1").await.unwrap());
+    assert!(!s.schedule_advance("k", 1, Some(5), "k@1").await.unwrap());
+    let read = s.schedule_read(None).await.unwrap();
+    assert_eq!((read[0].next_ms, read[0].fields["runs"].as_slice(), read[0].fields["name"].as_slice()), (5, &b"1"[..], &b"task"[..]));
+    assert_eq!(s.schedule_remove(Some(vec!["k".into()])).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn progress_logs_and_callback_records() {
+    let Some(s) = store().await else { return };
+    let q = queue("fb");
+    let ttl = Duration::from_secs(60);
+    let at = s.feedback(&q, "j1", Feedback::Progress, b"{\"value\":1}", ttl).await.unwrap();
+    assert_eq!(s.progress(&q, "j1").await.unwrap().unwrap(), format!("{{\"at\":{at},\"value\":1}}").into_bytes());
+    for i in 0..3 {
+        s.feedback(&q, "j1", Feedback::Log, format!("{{\"message\":{i}}}").as_bytes(), ttl).await.unwrap();
+    }
+    assert_eq!(s.logs(&q, "j1", 1, 10).await.unwrap().len(), 2);
+    s.callback_record(&q, "j1", vec![("status", b"200".to_vec())]).await.unwrap();
+    assert_eq!(s.callback_status(&q, "j1").await.unwrap(), [("status".to_string(), b"200".to_vec())]);
+}
+
+#[tokio::test]
+async fn what_is_not_supported_yet_says_so_and_a_lost_connection_is_typed() {
+    let Some(s) = store().await else { return };
+    let q = queue("no");
+    let mut j = job("aaaaaaaaaa-1", 0);
+    j.dedup = Some(Dedup { key: "k".into(), mode: DedupMode::Ttl(10) });
+    let e = s.enqueue(&q, &[j], None).await.unwrap_err();
+    assert!(matches!(&e, Error::Invalid(m) if m.contains("not supported by the PostgreSQL store yet")), "{e:?}");
+    // The server ends every connection of the store: an operation on one fails as a
+    // connection error; the next reopens it.
+    let conns: Vec<_> = futures_util::future::join_all((0..4).map(|_| s.pool.get())).await;
+    s.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()", &[])
+        .await
+        .unwrap();
+    let mut lost = 0;
+    for c in conns {
+        if let Err(e) = c.unwrap().execute("SELECT 1", &[]).await {
+            assert!(matches!(e, Error::Connection(_)), "{e:?}");
+            lost += 1;
+        }
+    }
+    assert!(lost >= 3);
+    for _ in 0..8 {
+        let _ = s.ping().await;
+    }
+    s.ping().await.unwrap();
+}
