@@ -18,7 +18,8 @@ pub(crate) const RESULTS: &str = "fastjobs_results";
 pub(crate) const CONTROL: &str = "fastjobs_control";
 pub(crate) const SCHED: &str = "fastjobs_sched";
 pub(crate) const SCHEDULES: &str = "fastjobs_schedules";
-const CHANNELS: &str = "LISTEN fastjobs_wake; LISTEN fastjobs_results; LISTEN fastjobs_control; LISTEN fastjobs_sched; LISTEN fastjobs_schedules";
+const CHANNELS: &str =
+    "LISTEN fastjobs_wake; LISTEN fastjobs_results; LISTEN fastjobs_control; LISTEN fastjobs_sched; LISTEN fastjobs_schedules";
 
 /// What idle workers wait on (`Store::wait_for_work`, a blocking call): a count of wake-ups
 /// per queue, and the workers nudged.
@@ -107,9 +108,9 @@ impl Signals {
             if w.nudged.remove(worker) {
                 return;
             }
-            let news = queues.iter().any(|q| {
-                w.heard.get(*q).copied().unwrap_or(0) > w.seen.get(&(worker.to_string(), q.to_string())).copied().unwrap_or(0)
-            });
+            let news = queues
+                .iter()
+                .any(|q| w.heard.get(*q).copied().unwrap_or(0) > w.seen.get(&(worker.to_string(), q.to_string())).copied().unwrap_or(0));
             if news {
                 return;
             }

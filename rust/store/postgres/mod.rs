@@ -9,9 +9,9 @@ mod listen;
 mod pool;
 mod schema;
 #[cfg(test)]
-mod testserver;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testserver;
 
 use crate::bulk::Chunk;
 use crate::codec::Record;
@@ -133,7 +133,10 @@ impl PgStore {
         let guard = mark.and_then(|m| m.guard).map(|g| g as i64);
         let producer = mark.map(|m| m.producer.as_str());
         let row = self
-            .one("SELECT fastjobs.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8)", &[&q, &ids, &recs, &customs, &delays, &ats, &producer, &guard])
+            .one(
+                "SELECT fastjobs.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&q, &ids, &recs, &customs, &delays, &ats, &producer, &guard],
+            )
             .await?;
         let written: Option<Vec<bool>> = row.get(0);
         Ok(match written {
@@ -311,33 +314,12 @@ impl Store for PgStore {
         let calls = acks.iter().map(|a| {
             let conn = conn.clone();
             async move {
-                let n = a.entries.len();
-                let (mut kinds, mut ids, mut results, mut delays, mut recs, mut errors) = (
-                    Vec::with_capacity(n),
-                    Vec::with_capacity(n),
-                    Vec::with_capacity(n),
-                    Vec::with_capacity(n),
-                    Vec::with_capacity(n),
-                    Vec::with_capacity(n),
-                );
-                for e in &a.entries {
-                    ids.push(String::from_utf8_lossy(&e.id).into_owned());
-                    let (kind, result, delay, rec, err): (i8, Option<&[u8]>, i64, Option<&[u8]>, Option<&[u8]>) = match &e.kind {
-                        AckKind::Completed { result } => (b'c' as i8, result.as_deref(), 0, None, None),
-                        AckKind::Retry { delay_ms, record, error } => (b'r' as i8, None, *delay_ms as i64, Some(record), Some(error)),
-                        AckKind::Failed { error, record } => (b'f' as i8, None, 0, Some(record), Some(error)),
-                        AckKind::Cancelled => (b'x' as i8, None, 0, None, None),
-                    };
-                    kinds.push(kind);
-                    results.push(result);
-                    delays.push(delay);
-                    recs.push(rec);
-                    errors.push(err);
-                }
+                let c = AckColumns::of(&a.entries);
+                let (kinds, ids, results, delays, recs, errors) = (&c.kinds, &c.ids, &c.results, &c.delays, &c.recs, &c.errors);
                 let row = conn
                     .one(
                         "SELECT fastjobs.ack($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                        &[&a.queue.name, &a.token, &kinds, &ids, &results, &delays, &recs, &errors, &ttl, &mark],
+                        &[&a.queue.name, &a.token, kinds, ids, results, delays, recs, errors, &ttl, &mark],
                     )
                     .await?;
                 let v: Vec<i64> = row.get(0);
@@ -618,7 +600,8 @@ impl Store for PgStore {
     }
 
     async fn cancel(&self, q: &QueueKeys, id: &str, remove: bool) -> Result<CancelReply> {
-        let row = self.one("SELECT state, record, done FROM fastjobs.cancel($1, $2, $3, $4)", &[&q.name, &id, &remove, &MARK_TTL_MS]).await?;
+        let row =
+            self.one("SELECT state, record, done FROM fastjobs.cancel($1, $2, $3, $4)", &[&q.name, &id, &remove, &MARK_TTL_MS]).await?;
         let state: String = row.get(0);
         Ok(CancelReply { state: State::parse(&state), record: row.get(1), done: row.get(2) })
     }
@@ -787,6 +770,39 @@ impl Store for PgStore {
     }
 }
 
+/// One lease's outcomes as the columns `fastjobs.ack` takes (kind 'c', 'r', 'f' or 'x').
+struct AckColumns<'a> {
+    kinds: Vec<i8>,
+    ids: Vec<String>,
+    results: Vec<Option<&'a [u8]>>,
+    delays: Vec<i64>,
+    recs: Vec<Option<&'a [u8]>>,
+    errors: Vec<Option<&'a [u8]>>,
+}
+
+impl<'a> AckColumns<'a> {
+    fn of(entries: &'a [AckEntry]) -> AckColumns<'a> {
+        let mut c = AckColumns { kinds: vec![], ids: vec![], results: vec![], delays: vec![], recs: vec![], errors: vec![] };
+        for e in entries {
+            c.ids.push(String::from_utf8_lossy(&e.id).into_owned());
+            let (kind, result, delay, rec, err) = match &e.kind {
+                AckKind::Completed { result } => (b'c', result.as_deref(), 0, None, None),
+                AckKind::Retry { delay_ms, record, error } => {
+                    (b'r', None, *delay_ms as i64, Some(record.as_slice()), Some(error.as_slice()))
+                }
+                AckKind::Failed { error, record } => (b'f', None, 0, Some(record.as_slice()), Some(error.as_slice())),
+                AckKind::Cancelled => (b'x', None, 0, None, None),
+            };
+            c.kinds.push(kind as i8);
+            c.results.push(result);
+            c.delays.push(delay);
+            c.recs.push(rec);
+            c.errors.push(err);
+        }
+        c
+    }
+}
+
 /// One flow_settle.lua call (keys: the flow's record, the parent's results; args: child,
 /// parent, outcome, job id, data, policy) as the domain item.
 fn flow_item(keys: &[String; 2], args: Vec<Vec<u8>>) -> Result<FlowSettle> {
@@ -795,7 +811,15 @@ fn flow_item(keys: &[String; 2], args: Vec<Vec<u8>>) -> Result<FlowSettle> {
     let [child, parent, outcome, job_id, data, policy]: [Vec<u8>; 6] = args.try_into().map_err(|_| bad())?;
     let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| bad());
     let node = |b: Vec<u8>| text(b)?.parse::<i64>().map_err(|_| bad());
-    Ok(FlowSettle { flow_id, child: node(child)?, parent: node(parent)?, outcome: text(outcome)?, job_id: text(job_id)?, data, policy: text(policy)? })
+    Ok(FlowSettle {
+        flow_id,
+        child: node(child)?,
+        parent: node(parent)?,
+        outcome: text(outcome)?,
+        job_id: text(job_id)?,
+        data,
+        policy: text(policy)?,
+    })
 }
 
 /// A schedule's row as the entry the engine reads: the caller's fields and its bookkeeping.

@@ -45,18 +45,23 @@ pub(crate) async fn init(client: &mut Client, server: &str) -> Result<Vec<i32>> 
 
 /// Ok when the database has the schema this build needs; else a typed error that says what to run.
 pub(crate) async fn check(client: &Client, server: &str) -> Result<()> {
-    let row = client
-        .query_one("SELECT to_regclass('fastjobs.schema_version') IS NOT NULL", &[])
-        .await
-        .map_err(|e| pg_error(e, server))?;
+    let row = client.query_one("SELECT to_regclass('fastjobs.schema_version') IS NOT NULL", &[]).await.map_err(|e| pg_error(e, server))?;
     let version: i32 = if row.get(0) {
-        client.query_one("SELECT coalesce(max(version), 0) FROM fastjobs.schema_version", &[]).await.map_err(|e| pg_error(e, server))?.get(0)
+        client
+            .query_one("SELECT coalesce(max(version), 0) FROM fastjobs.schema_version", &[])
+            .await
+            .map_err(|e| pg_error(e, server))?
+            .get(0)
     } else {
         0
     };
     if version >= current() {
         return Ok(());
     }
-    let what = if version == 0 { "has no fastjobs schema".to_string() } else { format!("has fastjobs schema version {version}, this fastjobs needs {}", current()) };
+    let what = if version == 0 {
+        "has no fastjobs schema".to_string()
+    } else {
+        format!("has fastjobs schema version {version}, this fastjobs needs {}", current())
+    };
     Err(Error::Store(format!("the PostgreSQL database at {server} {what}: run `fastjobs db init`")))
 }

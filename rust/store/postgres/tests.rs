@@ -9,8 +9,17 @@ fn queue(name: &str) -> Arc<QueueKeys> {
 }
 
 fn record(id: &str, priority: u8, max_attempts: u16) -> Vec<u8> {
-    Record { attempt: 0, max_attempts, priority, id: id.into(), name: "task".into(), enqueued_ms: 1, options: vec![], payload: b"[]".to_vec() }
-        .pack()
+    Record {
+        attempt: 0,
+        max_attempts,
+        priority,
+        id: id.into(),
+        name: "task".into(),
+        enqueued_ms: 1,
+        options: vec![],
+        payload: b"[]".to_vec(),
+    }
+    .pack()
 }
 
 fn job(id: &str, priority: u8) -> NewJob {
@@ -104,7 +113,8 @@ async fn delayed_jobs_wait_for_tick_and_retries_and_failures_settle() {
     assert_eq!(t.promoted, 1);
     assert!(t.next_due_us.unwrap() > t.now_us);
     assert_eq!(reserve(&s, &q, "w1.1", 10).await, ["aaaaaaaaaa-2"]);
-    let retry = AckKind::Retry { delay_ms: 0, record: Record::with_attempt(&record("aaaaaaaaaa-2", 0, 3), 1), error: b"{\"e\":1}".to_vec() };
+    let retry =
+        AckKind::Retry { delay_ms: 0, record: Record::with_attempt(&record("aaaaaaaaaa-2", 0, 3), 1), error: b"{\"e\":1}".to_vec() };
     assert_eq!(ack(&s, &q, "w1.1", vec![entry("aaaaaaaaaa-2", retry)]).await.retried, 1);
     assert_eq!(reserve(&s, &q, "w1.2", 10).await, ["aaaaaaaaaa-2"]);
     let fail = AckKind::Failed { error: b"{\"e\":2}".to_vec(), record: Record::with_attempt(&record("aaaaaaaaaa-2", 0, 3), 3) };
@@ -154,11 +164,13 @@ async fn a_waiter_hears_the_result_and_an_idle_worker_a_new_job() {
     let s = Arc::new(s);
     let q = queue("wake");
     s.enqueue(&q, &[job("aaaaaaaaaa-1", 0)], None).await.unwrap();
+    // Leased first: a waiter locks the job's row while it registers, and a reserve passes
+    // over a locked row.
+    assert_eq!(reserve(&s, &q, "w1.1", 1).await.len(), 1);
     let waiter = tokio::spawn({
         let (s, q) = (s.clone(), q.clone());
         async move { s.wait_result(q, "aaaaaaaaaa-1".into(), None).await }
     });
-    reserve(&s, &q, "w1.1", 1).await;
     // The waiter is registered before the job ends (else its answer was final at once).
     while s.query("SELECT 1 FROM fastjobs.waiters", &[]).await.unwrap().is_empty() {
         tokio::task::yield_now().await;
@@ -266,7 +278,13 @@ async fn workflow_records_flows_and_the_worker_registry() {
 #[tokio::test]
 async fn schedules_fire_once_per_tick() {
     let Some(s) = store().await else { return };
-    let w = ScheduleWrite { key: "k".into(), timing: "every 1s".into(), next_ms: 1, anchor_ms: 0, fields: vec![("name".into(), b"task".to_vec())] };
+    let w = ScheduleWrite {
+        key: "k".into(),
+        timing: "every 1s".into(),
+        next_ms: 1,
+        anchor_ms: 0,
+        fields: vec![("name".into(), b"task".to_vec())],
+    };
     assert_eq!(s.schedule_upsert(w.clone()).await.unwrap(), (true, 1));
     assert_eq!(s.schedule_upsert(w).await.unwrap(), (false, 1));
     let due = s.schedules_due(10).await.unwrap();

@@ -472,7 +472,8 @@ END $$;
 
 -- `status`, and a waiter registered when the job has not ended: the job's row is locked
 -- first, so a settlement running now finishes before (the answer is final) or sees the
--- waiter (and notifies it).
+-- waiter (and notifies it). A reserve meanwhile passes over the job (SKIP LOCKED): it is
+-- leased by the next one.
 CREATE OR REPLACE FUNCTION fastjobs.wait(q text, jid text, OUT state text, OUT record bytea, OUT data bytea)
 LANGUAGE plpgsql AS $$
 BEGIN
