@@ -5,7 +5,7 @@
 On a throwaway redis-server, one `fastjobs worker` process (concurrency 1) runs a job that
 `RPUSH`es its start time; this process dispatches one job at a time and waits for that push,
 as W3 does. Redis's SLOWLOG (threshold 0) records the time of every command meanwhile; the
-table gives each script (named from its SHA, as `rust/scripts.rs` builds them) and command:
+table gives each script (named from its SHA, as `rust/store/redis/scripts.rs` builds them) and command:
 calls per job and its p50/p90 in µs. Ends with one JSON line.
 """
 

@@ -3,7 +3,7 @@
     python benches/reserve_cost.py [--rounds 7]
 
 On a throwaway redis-server, 50 queues of 2,000 W1-shaped records (95 bytes, distinct ids)
-are written either one record per element or in runs of 16 (codec.rs), then one EVAL runs
+are written either one record per element or in runs of 16 (record.rs), then one EVAL runs
 what reserve.lua does with them, with the engine's own helpers (common.lua's pop_ready):
 pop 2,000 per queue, then HSET each record under its id into a lease. Its time over the
 records is Redis's cost per record. The two layouts alternate; ends with one JSON line.

@@ -1,24 +1,12 @@
-//! fastjobs' engine: Redis store, worker engine and scheduler, exposed to Python as
+//! fastjobs' engine: the stores, the worker engine and the scheduler, exposed to Python as
 //! `fastjobs._core`. Everything outside `py/` is plain Rust, testable with `cargo test`.
 
-pub mod bulk;
-pub mod callback;
-pub mod coalesce;
-pub mod codec;
-pub mod conn;
 pub mod cron;
+pub mod engine;
 pub mod error;
-pub mod events;
-pub mod keys;
-pub mod loop_conn;
-pub mod notify;
-pub mod redis_store;
+pub mod record;
 pub mod runtime;
-pub mod scheduler;
-pub mod schedules;
-pub mod scripts;
 pub mod store;
-pub mod worker;
 
 mod py;
 
@@ -27,19 +15,19 @@ use pyo3::prelude::*;
 /// Raises ValueError unless `name` is a valid queue name.
 #[pyfunction]
 fn validate_queue_name(name: &str) -> PyResult<()> {
-    keys::validate_queue_name(name).map_err(py::errors::to_py)
+    store::validate_queue_name(name).map_err(py::errors::to_py)
 }
 
 /// Raises ValueError unless `id` can be a caller-chosen job id.
 #[pyfunction]
 fn validate_job_id(id: &str) -> PyResult<()> {
-    codec::check_caller_id(id).map_err(py::errors::to_py)
+    record::check_caller_id(id).map_err(py::errors::to_py)
 }
 
 /// Raises ValueError unless `url` can be a callback's: http or https, with a host.
 #[pyfunction]
 fn check_callback_url(url: &str) -> PyResult<()> {
-    callback::check_url(url).map_err(py::errors::to_py)
+    engine::callback::check_url(url).map_err(py::errors::to_py)
 }
 
 #[pymodule]

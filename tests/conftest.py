@@ -198,7 +198,7 @@ def eventually(check: Any, timeout: float = 15.0, interval: float = 0.02) -> Any
 
 
 def waiting_records(redis: Any, prefix: str, queue: str) -> list[bytes]:
-    """The records of a queue's ready list (priority 0) in order, runs split (codec.rs: byte
+    """The records of a queue's ready list (priority 0) in order, runs split (record.rs: byte
     254, then per record a 2-byte length and the record)."""
     out = []
     for el in redis("LRANGE", f"{prefix}:{{{queue}}}:wait", 0, -1):

@@ -78,7 +78,7 @@ def test_unknown_connection_name() -> None:
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "redis://:x@[::1", "not a url"])
 def test_invalid_url_is_refused_at_configure(url: str) -> None:
-    with pytest.raises(ValueError, match="invalid Redis URL"):
+    with pytest.raises(ValueError, match="invalid (Redis|store) URL"):
         fastjobs.configure(url)
 
 

@@ -81,7 +81,7 @@ def key(prefix: str, queue: str, name: str) -> str:
 
 
 def record_id(rec: bytes) -> str:
-    """The id inside a packed record (codec.rs: byte 6 is the id length, the id follows)."""
+    """The id inside a packed record (record.rs: byte 6 is the id length, the id follows)."""
     return rec[7 : 7 + rec[6]].decode()
 
 

@@ -23,7 +23,7 @@ def key(prefix: str, queue: str, name: str) -> str:
 
 
 def record(job_id: bytes, name: bytes = b"Echo", payload: bytes = b'"x"', priority: int = 0, kind: int = 1) -> bytes:
-    """A job record as codec.rs packs it, so that a test can damage one part of it."""
+    """A job record as record.rs packs it, so that a test can damage one part of it."""
     return (bytes([kind, 0, 0, 0, 1, priority, len(job_id)]) + job_id + bytes([len(name)]) + name + bytes(6) + b"\x00\x00" + payload)
 
 

@@ -1,4 +1,4 @@
-"""Runs: a bulk dispatch writes several records per list element (codec.rs), and every reserve
+"""Runs: a bulk dispatch writes several records per list element (record.rs), and every reserve
 splits them back into records (common.lua pop_wait) — in order, with exact counts, through
 small reserves, hand-overs to idle workers and singles dispatched in between."""
 

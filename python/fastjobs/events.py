@@ -27,7 +27,7 @@ EVENT_TYPES = ("waiting", "delayed", "active", "progress", "retrying", "stalled"
 #: Entries (script calls) a queue's stream keeps by default; each lists many jobs at a drain's pace.
 DEFAULT_KEEP = 10_000
 
-#: The largest keep accepted (rust/events.rs MAX_KEEP).
+#: The largest keep accepted (rust/store/redis/events.rs MAX_KEEP).
 MAX_KEEP = 10_000_000
 
 #: Entries fetched per read.

@@ -4,15 +4,14 @@
 //! at most `window` chunks are on the wire at once, so memory stays flat whatever the number
 //! of jobs.
 
+use super::backend::{map_store, on_store, store_enum, AnyTarget, Target};
 use super::bridge::call;
 use super::errors::to_py;
 use super::payloads::serialize_list;
-use crate::bulk::{prepare_payloads, BulkSpec, Chunk};
-use crate::codec::{IdGen, IdRange};
 use crate::error::{Error, Result};
-use crate::keys::QueueKeys;
-use crate::redis_store::{PackedChunk, RedisStore};
+use crate::record::{IdGen, IdRange};
 use crate::runtime::runtime;
+use crate::store::chunk::{prepare_payloads, BulkSpec, Chunk};
 use crate::store::Store;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -25,22 +24,20 @@ use tokio::task::JoinHandle;
 /// A chunk handed to the store: its ids and its packed bytes, kept until it is known to have
 /// landed (a write whose answer was lost is sent again as it is: the chunk's guard makes
 /// that write nothing if the first one landed).
-#[derive(Clone)]
-struct Sent {
+struct Sent<S: Store> {
     range: IdRange,
-    packed: Arc<PackedChunk>,
+    packed: Arc<S::Packed>,
 }
 
 /// What became of one chunk sent: written, or failed with its bytes kept for `resend` (None
 /// only if packing it panicked: a bug, reported as such).
-type Outcome = (IdRange, Option<Arc<PackedChunk>>, Result<()>);
+type Outcome<S> = (IdRange, Option<Arc<<S as Store>::Packed>>, Result<()>);
 
-#[derive(Default)]
-struct Progress {
-    in_flight: VecDeque<JoinHandle<Outcome>>,
+struct Progress<S: Store> {
+    in_flight: VecDeque<JoinHandle<Outcome<S>>>,
     committed: Vec<IdRange>,
-    /// Chunks whose write failed after it may have reached Redis, not seen to have landed.
-    unknown: Vec<Sent>,
+    /// Chunks whose write failed after it may have reached the store, not seen to have landed.
+    unknown: Vec<Sent<S>>,
     /// Chunks that could not be packed (a bug): never written, never resent.
     broken: Vec<IdRange>,
     count: u64,
@@ -49,37 +46,49 @@ struct Progress {
     last_written: Option<oneshot::Receiver<()>>,
 }
 
+impl<S: Store> Default for Progress<S> {
+    fn default() -> Self {
+        Progress {
+            in_flight: VecDeque::new(),
+            committed: vec![],
+            unknown: vec![],
+            broken: vec![],
+            count: 0,
+            error: None,
+            last_written: None,
+        }
+    }
+}
+
+/// A bulk dispatch's chunks on their way to one store.
+pub struct Bulk<S: Store> {
+    target: Target<S>,
+    /// Chunks validated and being packed on the I/O runtime, not sent yet.
+    staged: Arc<Mutex<VecDeque<Staged<S>>>>,
+    progress: Arc<Mutex<Progress<S>>>,
+}
+
+store_enum!(enum AnyBulk of Bulk);
+
 #[pyclass(module = "fastjobs._core", frozen)]
 pub struct BulkWriter {
-    store: Arc<RedisStore>,
-    queue: Arc<QueueKeys>,
+    bulk: AnyBulk,
     spec: BulkSpec,
     ids: Arc<Mutex<IdGen>>,
-    /// Chunks validated and being packed on the I/O runtime, not sent yet.
-    staged: Arc<Mutex<VecDeque<Staged>>>,
-    progress: Arc<Mutex<Progress>>,
     window: usize,
     /// Bytes per payload of the last chunk: the next chunk's buffer is sized once.
     payload_hint: AtomicUsize,
 }
 
-struct Staged {
+struct Staged<S: Store> {
     range: IdRange,
-    packing: JoinHandle<PackedChunk>,
+    packing: JoinHandle<S::Packed>,
 }
 
 impl BulkWriter {
-    pub fn new(store: Arc<RedisStore>, queue: Arc<QueueKeys>, spec: BulkSpec, ids: Arc<Mutex<IdGen>>, window: usize) -> BulkWriter {
-        BulkWriter {
-            store,
-            queue,
-            spec,
-            ids,
-            staged: Arc::default(),
-            progress: Arc::default(),
-            window: window.max(1),
-            payload_hint: AtomicUsize::new(64),
-        }
+    pub fn new(target: AnyTarget, spec: BulkSpec, ids: Arc<Mutex<IdGen>>, window: usize) -> BulkWriter {
+        let bulk = map_store!(target, AnyTarget => AnyBulk, t => Bulk { target: t, staged: Arc::default(), progress: Arc::default() });
+        BulkWriter { bulk, spec, ids, window: window.max(1), payload_hint: AtomicUsize::new(64) }
     }
 
     /// Packs a staged chunk on the I/O runtime while Python serializes the next one; it is
@@ -87,15 +96,17 @@ impl BulkWriter {
     fn start_packing(&self, chunk: Option<Chunk>) -> usize {
         let Some(c) = chunk else { return 0 };
         let n = c.len();
-        let (store, q, range) = (self.store.clone(), self.queue.clone(), c.range.clone());
-        let packing = runtime().spawn(async move { store.pack_chunk(&q, &c) });
-        self.staged.lock().unwrap().push_back(Staged { range, packing });
+        on_store!(&self.bulk, AnyBulk, b => {
+            let (store, q, range) = (b.target.store.clone(), b.target.queue.clone(), c.range.clone());
+            let packing = runtime().spawn(async move { store.pack_chunk(&q, &c) });
+            b.staged.lock().unwrap().push_back(Staged { range, packing });
+        });
         n
     }
 }
 
 /// Records what became of a chunk sent.
-fn record(p: &mut Progress, (range, packed, r): Outcome) {
+fn record<S: Store>(p: &mut Progress<S>, (range, packed, r): Outcome<S>) {
     match (r, packed) {
         (Ok(()), _) => {
             p.count += range.count;
@@ -113,7 +124,7 @@ fn record(p: &mut Progress, (range, packed, r): Outcome) {
 }
 
 /// Writes one chunk.
-async fn write(store: &RedisStore, q: &QueueKeys, sent: Sent) -> Outcome {
+async fn write<S: Store>(store: &S, q: &S::Queue, sent: Sent<S>) -> Outcome<S> {
     let r = store.write_chunk(q, &sent.packed).await;
     (sent.range, Some(sent.packed), r)
 }
@@ -121,7 +132,7 @@ async fn write(store: &RedisStore, q: &QueueKeys, sent: Sent) -> Outcome {
 /// Waits until at most `window` chunks are on the wire; after a failure, waits for all of
 /// them, then asks the store which of the failed chunks landed after all (so the committed
 /// count is exact), and returns the failure.
-async fn settle(store: Arc<RedisStore>, q: Arc<QueueKeys>, progress: Arc<Mutex<Progress>>, window: usize) -> Result<u64> {
+async fn settle<S: Store>(target: Target<S>, progress: Arc<Mutex<Progress<S>>>, window: usize) -> Result<u64> {
     loop {
         let next = {
             let mut p = progress.lock().unwrap();
@@ -138,7 +149,7 @@ async fn settle(store: Arc<RedisStore>, q: Arc<QueueKeys>, progress: Arc<Mutex<P
     match error {
         None => Ok(progress.lock().unwrap().count),
         Some(e) => {
-            resolve(&store, &q, &progress).await;
+            resolve(&*target.store, &target.queue, &progress).await;
             Err(e)
         }
     }
@@ -146,7 +157,7 @@ async fn settle(store: Arc<RedisStore>, q: Arc<QueueKeys>, progress: Arc<Mutex<P
 
 /// Moves the unknown chunks that did land to the committed ones (one round trip; if Redis
 /// cannot answer now, they stay unknown).
-async fn resolve(store: &RedisStore, q: &QueueKeys, progress: &Mutex<Progress>) {
+async fn resolve<S: Store>(store: &S, q: &S::Queue, progress: &Mutex<Progress<S>>) {
     let keys: Vec<(String, u64)> = progress.lock().unwrap().unknown.iter().map(|s| (s.range.producer.clone(), s.range.first)).collect();
     let Ok(landed) = store.chunks_written(q, &keys).await else { return };
     let mut p = progress.lock().unwrap();
@@ -164,18 +175,14 @@ async fn resolve(store: &RedisStore, q: &QueueKeys, progress: &Mutex<Progress>) 
 /// Writes again what a failed dispatch left: the unknown chunks (guarded: one that landed
 /// writes nothing), then the staged chunks never sent, in order, one at a time. Stops at the
 /// first failure (that chunk is unknown again, the rest stay unsent).
-async fn resend(
-    store: Arc<RedisStore>,
-    q: Arc<QueueKeys>,
-    progress: Arc<Mutex<Progress>>,
-    staged: Arc<Mutex<VecDeque<Staged>>>,
-) -> Result<u64> {
+async fn resend<S: Store>(target: Target<S>, progress: Arc<Mutex<Progress<S>>>, staged: Arc<Mutex<VecDeque<Staged<S>>>>) -> Result<u64> {
+    let (store, q) = (&*target.store, &*target.queue);
     let unknown = {
         let mut p = progress.lock().unwrap();
         p.error = None;
         std::mem::take(&mut p.unknown)
     };
-    let mut todo: VecDeque<Sent> = unknown.into();
+    let mut todo: VecDeque<Sent<S>> = unknown.into();
     loop {
         let sent = match todo.pop_front() {
             Some(s) => s,
@@ -190,7 +197,7 @@ async fn resend(
                 }
             }
         };
-        let outcome = write(&store, &q, sent).await;
+        let outcome = write(store, q, sent).await;
         let failed = outcome.2.as_ref().err().cloned();
         {
             let mut p = progress.lock().unwrap();
@@ -200,7 +207,7 @@ async fn resend(
             }
         }
         if let Some(e) = failed {
-            resolve(&store, &q, &progress).await;
+            resolve(store, q, &progress).await;
             return Err(e);
         }
     }
@@ -248,34 +255,36 @@ impl BulkWriter {
     /// job, and `resend` writes the rest). After a failure nothing more is sent.
     #[pyo3(signature = (*, wait_all = false, asynchronous = false))]
     fn send(&self, py: Python<'_>, wait_all: bool, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let rt = runtime();
-        {
-            let mut p = self.progress.lock().unwrap();
-            if p.error.is_none() {
-                for c in self.staged.lock().unwrap().drain(..) {
-                    let (store, q) = (self.store.clone(), self.queue.clone());
-                    // Chunks are written in the order they were staged: each waits until the
-                    // one before it has been written (or has failed).
-                    let (written, next) = oneshot::channel::<()>();
-                    let before = p.last_written.replace(next);
-                    p.in_flight.push_back(rt.spawn(async move {
-                        let packed = c.packing.await;
-                        if let Some(before) = before {
-                            let _ = before.await;
-                        }
-                        let out = match packed {
-                            Ok(packed) => write(&store, &q, Sent { range: c.range, packed: Arc::new(packed) }).await,
-                            Err(e) => (c.range, None, Err(Error::Store(format!("packing a bulk chunk failed: {e}")))),
-                        };
-                        let _ = written.send(());
-                        out
-                    }));
+        on_store!(&self.bulk, AnyBulk, b => {
+            let rt = runtime();
+            {
+                let mut p = b.progress.lock().unwrap();
+                if p.error.is_none() {
+                    for c in b.staged.lock().unwrap().drain(..) {
+                        let (store, q) = (b.target.store.clone(), b.target.queue.clone());
+                        // Chunks are written in the order they were staged: each waits until the
+                        // one before it has been written (or has failed).
+                        let (written, next) = oneshot::channel::<()>();
+                        let before = p.last_written.replace(next);
+                        p.in_flight.push_back(rt.spawn(async move {
+                            let packed = c.packing.await;
+                            if let Some(before) = before {
+                                let _ = before.await;
+                            }
+                            let out = match packed {
+                                Ok(packed) => write(&*store, &*q, Sent { range: c.range, packed: Arc::new(packed) }).await,
+                                Err(e) => (c.range, None, Err(Error::Store(format!("packing a bulk chunk failed: {e}")))),
+                            };
+                            let _ = written.send(());
+                            out
+                        }));
+                    }
                 }
             }
-        }
-        let window = if wait_all { 0 } else { self.window };
-        let fut = settle(self.store.clone(), self.queue.clone(), self.progress.clone(), window);
-        call(py, asynchronous, fut, |py, n: u64| Ok(n.into_pyobject(py)?.into_any().unbind()))
+            let window = if wait_all { 0 } else { self.window };
+            let fut = settle(b.target.clone(), b.progress.clone(), window);
+            call(py, asynchronous, fut, |py, n: u64| Ok(n.into_pyobject(py)?.into_any().unbind()))
+        })
     }
 
     /// After a failed `send`: writes the unknown chunks again (a chunk that had landed writes
@@ -283,24 +292,28 @@ impl BulkWriter {
     /// taken in all; raises if a write fails again (the ranges then say where it stopped).
     #[pyo3(signature = (*, asynchronous = false))]
     fn resend(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let fut = resend(self.store.clone(), self.queue.clone(), self.progress.clone(), self.staged.clone());
-        call(py, asynchronous, fut, |py, n: u64| Ok(n.into_pyobject(py)?.into_any().unbind()))
+        on_store!(&self.bulk, AnyBulk, b => {
+            let fut = resend(b.target.clone(), b.progress.clone(), b.staged.clone());
+            call(py, asynchronous, fut, |py, n: u64| Ok(n.into_pyobject(py)?.into_any().unbind()))
+        })
     }
 
     /// Jobs Redis has taken, as runs of ids: [(producer, first sequence number, count)].
     fn committed_ranges(&self) -> Vec<(String, u64, u64)> {
-        ranges(self.progress.lock().unwrap().committed.iter())
+        on_store!(&self.bulk, AnyBulk, b => ranges(b.progress.lock().unwrap().committed.iter()))
     }
 
     /// Jobs whose write failed after it may have reached Redis, and that were not seen to
     /// have landed: in Redis or not.
     fn unknown_ranges(&self) -> Vec<(String, u64, u64)> {
-        ranges(self.progress.lock().unwrap().unknown.iter().map(|s| &s.range))
+        on_store!(&self.bulk, AnyBulk, b => ranges(b.progress.lock().unwrap().unknown.iter().map(|s| &s.range)))
     }
 
     /// Jobs staged and never sent (a write before them failed).
     fn unsent_ranges(&self) -> Vec<(String, u64, u64)> {
-        let p = self.progress.lock().unwrap();
-        ranges(p.broken.iter().chain(self.staged.lock().unwrap().iter().map(|s| &s.range)))
+        on_store!(&self.bulk, AnyBulk, b => {
+            let p = b.progress.lock().unwrap();
+            ranges(p.broken.iter().chain(b.staged.lock().unwrap().iter().map(|s| &s.range)))
+        })
     }
 }

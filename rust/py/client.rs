@@ -1,26 +1,24 @@
 //! `fastjobs._core.Client`: one connection set per configured Redis, used by producers and
 //! by everything that reads queue state.
 
+use super::backend::{on_store, AnyTarget, Backend, Stored};
 use super::bridge::call;
 use super::bulk::BulkWriter;
-use super::inbox::ClientCoalescer;
-use crate::bulk::BulkSpec;
-use crate::coalesce::{Answer, Coalescer, Dispatch};
-use crate::codec::{check_caller_id, check_fields, options_group, pack_into, Header, IdGen, Record};
-use crate::conn::Settings;
+use crate::engine::coalesce::{Answer, Dispatch};
 use crate::error::{Error, Result};
-use crate::events::MAX_KEEP;
-use crate::keys::QueueKeys;
-use crate::redis_store::RedisStore;
+use crate::record::{check_caller_id, check_fields, options_group, pack_into, Header, IdGen, Record};
+use crate::store::chunk::BulkSpec;
+use crate::store::redis::events::MAX_KEEP;
+use crate::store::redis::RedisStore;
+use crate::store::Settings;
 use crate::store::{
-    CancelReply, Counts, Dedup, DedupMode, FailedJob, Feedback, Limits, NewJob, Status, Store, Watermark, Written, SMALL_BATCH,
+    CancelReply, Counts, Dedup, DedupMode, FailedJob, Feedback, Limits, NewJob, QueueHandle, Status, Store, Watermark, Written, SMALL_BATCH,
 };
 
 /// Jobs cancelled per call of `Queue.empty` (one script call holds Redis a few ms).
 const EMPTY_PAGE: usize = 5_000;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,12 +27,10 @@ const DEFAULT_MAX_PAYLOAD: usize = 512 * 1024;
 
 #[pyclass(module = "fastjobs._core", frozen)]
 pub struct Client {
-    pub(crate) store: Arc<RedisStore>,
-    /// Group commit of small dispatches (coalesce.rs).
-    coalescer: Arc<ClientCoalescer>,
+    /// The store, its queue handles and the group commit of small dispatches.
+    pub(crate) backend: Backend,
     settings: Settings,
     ids: Arc<Mutex<IdGen>>,
-    queues: Mutex<HashMap<String, Arc<QueueKeys>>>,
     max_payload: usize,
 }
 
@@ -96,17 +92,16 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-impl Client {
-    pub(crate) fn queue(&self, name: &str) -> Result<Arc<QueueKeys>> {
-        let mut m = self.queues.lock().unwrap();
-        if let Some(q) = m.get(name) {
-            return Ok(q.clone());
-        }
-        let q = Arc::new(QueueKeys::new(&self.settings.prefix, name)?);
-        m.insert(name.to_string(), q.clone());
-        Ok(q)
+/// The store a URL names.
+fn open_store(settings: &Settings) -> Result<Backend> {
+    let url = settings.url.as_str();
+    if crate::store::redis::conn::is_redis_url(url) {
+        return Ok(Backend::Redis(Stored::new(RedisStore::new(settings)?)));
     }
+    Err(Error::Invalid(format!("invalid store URL {}: use redis://, rediss:// or unix:// (Redis)", crate::store::settings::mask_url(url))))
+}
 
+impl Client {
     /// Validates and packs jobs; nothing is sent when any of them is refused. `guarded`: a
     /// batch of a bulk dispatch, whose generated ids get a guard (`Watermark::guard`).
     fn prepare(
@@ -264,7 +259,7 @@ fn failed_list(py: Python<'_>, jobs: Vec<FailedJob>) -> PyResult<Py<PyAny>> {
 
 /// The limits `Queue.set_limits` / `set_group_limits` checked: `rate` jobs per `per` seconds.
 fn limits_of(rate: Option<u64>, per: Option<f64>, concurrency: Option<u64>) -> PyResult<Limits> {
-    let period = per.map(|s| crate::conn::seconds("per", s, 0.001)).transpose().map_err(super::errors::to_py)?;
+    let period = per.map(|s| crate::store::redis::conn::seconds("per", s, 0.001)).transpose().map_err(super::errors::to_py)?;
     Ok(Limits { rate: rate.zip(period), concurrency })
 }
 
@@ -299,22 +294,15 @@ impl Client {
         tls_cert_file: Option<String>,
         tls_key_file: Option<String>,
     ) -> PyResult<Client> {
-        let within = |name: &str, v: f64, min: f64| crate::conn::seconds(name, v, min).map_err(super::errors::to_py);
+        let within = |name: &str, v: f64, min: f64| crate::store::redis::conn::seconds(name, v, min).map_err(super::errors::to_py);
         let mut settings = Settings::new(url, prefix).map_err(super::errors::to_py)?;
         settings.connect_timeout = within("connect_timeout", connect_timeout, 0.001)?;
         settings.response_timeout = within("response_timeout", response_timeout, 0.001)?;
         // At least 1 ms: it goes to Redis in ms, where 0 is refused.
         settings.result_ttl = within("result_ttl", result_ttl, 0.001)?.max(Duration::from_millis(1));
-        settings.tls = crate::conn::Tls { ca_file: tls_ca_file, cert_file: tls_cert_file, key_file: tls_key_file };
-        let store = Arc::new(RedisStore::new(&settings).map_err(super::errors::to_py)?);
-        Ok(Client {
-            coalescer: Arc::new(Coalescer::new(store.clone())),
-            store,
-            settings,
-            ids: Arc::default(),
-            queues: Mutex::default(),
-            max_payload,
-        })
+        settings.tls = crate::store::redis::conn::Tls { ca_file: tls_ca_file, cert_file: tls_cert_file, key_file: tls_key_file };
+        let backend = open_store(&settings).map_err(super::errors::to_py)?;
+        Ok(Client { backend, settings, ids: Arc::default(), max_payload })
     }
 
     #[getter]
@@ -329,7 +317,7 @@ impl Client {
     /// permissions), `StoreError` (a database index the server does not have),
     /// `ConnectionError` (a host name that does not exist).
     fn check_connection(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        let conn = crate::conn::SyncConn::new(&self.settings).map_err(super::errors::to_py)?;
+        let conn = crate::store::redis::conn::SyncConn::new(&self.settings).map_err(super::errors::to_py)?;
         match py.detach(|| conn.check()) {
             Ok(trouble) => Ok(trouble.map(|e| e.to_string())),
             Err(e) => Err(super::errors::to_py(e)),
@@ -354,40 +342,42 @@ impl Client {
         dedup: Option<Vec<Option<DedupTuple>>>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let (jobs, mark) = self.prepare(jobs, dedup, false).map_err(super::errors::to_py)?;
-        let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-        if !jobs.is_empty() && jobs.len() <= SMALL_BATCH {
-            let dispatch = Dispatch { q, jobs, mark };
-            if asynchronous {
-                // Handed to the engine now: a cancelled await does not stop the write.
-                let (lp, state) = super::inbox::running(py, settle)?;
-                let fut = lp.call_method0("create_future")?;
-                state.get().send(py, &state, &self.coalescer, &self.store, dispatch, (fut.clone().unbind(), ids))?;
-                return Ok(fut.unbind());
-            }
-            // One release of the GIL for the whole wait, unless it lasts: then signals are
-            // checked every 250 ms (Ctrl-C leaves the dispatch to be written all the same).
-            let tick = Duration::from_millis(250);
-            let (mut pending, mut answer) = py.detach(|| {
-                let mut p = self.coalescer.send(dispatch);
-                let a = p.wait(tick);
-                (p, a)
-            });
-            loop {
-                if let Some(answer) = answer {
-                    return settle(py, ids, answer);
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let (jobs, mark) = self.prepare(jobs, dedup, false).map_err(super::errors::to_py)?;
+            let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+            if !jobs.is_empty() && jobs.len() <= SMALL_BATCH {
+                let dispatch = Dispatch { q, jobs, mark };
+                if asynchronous {
+                    // Handed to the engine now: a cancelled await does not stop the write.
+                    let (lp, state) = super::inbox::running(py, settle)?;
+                    let fut = lp.call_method0("create_future")?;
+                    state.get().send(py, &state, &b.coalescer, &b.store, dispatch, (fut.clone().unbind(), ids))?;
+                    return Ok(fut.unbind());
                 }
-                py.check_signals()?;
-                answer = py.detach(|| pending.wait(tick));
+                // One release of the GIL for the whole wait, unless it lasts: then signals are
+                // checked every 250 ms (Ctrl-C leaves the dispatch to be written all the same).
+                let tick = Duration::from_millis(250);
+                let (mut pending, mut answer) = py.detach(|| {
+                    let mut p = b.coalescer.send(dispatch);
+                    let a = p.wait(tick);
+                    (p, a)
+                });
+                loop {
+                    if let Some(answer) = answer {
+                        return settle(py, ids, answer);
+                    }
+                    py.check_signals()?;
+                    answer = py.detach(|| pending.wait(tick));
+                }
             }
-        }
-        let store = self.store.clone();
-        let fut = async move {
-            let written = store.enqueue(&q, &jobs, mark.as_ref()).await?;
-            Ok(written_tuples(ids, written))
-        };
-        call(py, asynchronous, fut, |py, v: Vec<(String, bool, bool)>| Ok(v.into_pyobject(py)?.into_any().unbind()))
+            let store = b.store.clone();
+            let fut = async move {
+                let written = store.enqueue(&q, &jobs, mark.as_ref()).await?;
+                Ok(written_tuples(ids, written))
+            };
+            call(py, asynchronous, fut, |py, v: Vec<(String, bool, bool)>| Ok(v.into_pyobject(py)?.into_any().unbind()))
+        })
     }
 
     /// Validates and packs jobs for `queue` and gives them their ids now, without writing:
@@ -395,28 +385,30 @@ impl Client {
     /// answer was lost (its guard makes a second write of a batch that landed write nothing).
     #[pyo3(signature = (queue, jobs, *, dedup = None))]
     fn prepare_batch(&self, queue: &str, jobs: Vec<JobTuple>, dedup: Option<Vec<Option<DedupTuple>>>) -> PyResult<PreparedBatch> {
-        let queue = self.queue(queue).map_err(super::errors::to_py)?;
+        let target = self.backend.target(queue).map_err(super::errors::to_py)?;
         let (jobs, mark) = self.prepare(jobs, dedup, true).map_err(super::errors::to_py)?;
-        Ok(PreparedBatch { store: self.store.clone(), queue, jobs: Arc::new(jobs), mark: mark.map(Arc::new) })
+        Ok(PreparedBatch { target, jobs: Arc::new(jobs), mark: mark.map(Arc::new) })
     }
 
     /// (state, record tuple or None, result/error JSON or None); with `progress`, a fourth
     /// item: the job's last progress JSON or None (the same one script call).
     #[pyo3(signature = (queue, id, *, progress = false, asynchronous = false))]
     fn status(&self, py: Python<'_>, queue: &str, id: String, progress: bool, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        if progress {
-            return call(py, asynchronous, async move { store.info(&q, &id).await }, |py, s: Status| {
-                let rec = record_tuple(py, s.record)?;
-                let cb = fields_dict(py, s.callback)?;
-                Ok((s.state.as_str(), rec, bytes_or_none(py, s.data), bytes_or_none(py, s.progress), cb)
-                    .into_pyobject(py)?
-                    .into_any()
-                    .unbind())
-            });
-        }
-        call(py, asynchronous, async move { store.status(&q, &id).await }, status_tuple)
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            if progress {
+                return call(py, asynchronous, async move { store.info(&q, &id).await }, |py, s: Status| {
+                    let rec = record_tuple(py, s.record)?;
+                    let cb = fields_dict(py, s.callback)?;
+                    Ok((s.state.as_str(), rec, bytes_or_none(py, s.data), bytes_or_none(py, s.progress), cb)
+                        .into_pyobject(py)?
+                        .into_any()
+                        .unbind())
+                });
+            }
+            call(py, asynchronous, async move { store.status(&q, &id).await }, status_tuple)
+        })
     }
 
     /// Records a running job's progress (`kind` "progress": replaces the last) or a log line
@@ -425,61 +417,73 @@ impl Client {
     /// after each write.
     #[pyo3(signature = (queue, id, kind, entry, *, asynchronous = false))]
     fn feedback(&self, py: Python<'_>, queue: &str, id: String, kind: &str, entry: Vec<u8>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let kind = match kind {
-            "progress" => Feedback::Progress,
-            "log" => Feedback::Log,
-            _ => return Err(pyo3::exceptions::PyValueError::new_err(format!("kind must be 'progress' or 'log', got {kind:?}"))),
-        };
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        let ttl = self.settings.result_ttl.max(FEEDBACK_MIN_TTL);
-        call(py, asynchronous, async move { store.feedback(&q, &id, kind, &entry, ttl).await }, |py, at: i64| {
-            Ok(at.into_pyobject(py)?.into_any().unbind())
+        on_store!(&self.backend, Backend, b => {
+            let kind = match kind {
+                "progress" => Feedback::Progress,
+                "log" => Feedback::Log,
+                _ => return Err(pyo3::exceptions::PyValueError::new_err(format!("kind must be 'progress' or 'log', got {kind:?}"))),
+            };
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            let ttl = self.settings.result_ttl.max(FEEDBACK_MIN_TTL);
+            call(py, asynchronous, async move { store.feedback(&q, &id, kind, &entry, ttl).await }, |py, at: i64| {
+                Ok(at.into_pyobject(py)?.into_any().unbind())
+            })
         })
     }
 
     /// Switches the queue's events stream on (keeping about `keep` entries) or off (None).
     #[pyo3(signature = (queue, keep, *, asynchronous = false))]
     fn set_events(&self, py: Python<'_>, queue: &str, keep: Option<u64>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        if let Some(n) = keep.filter(|n| *n == 0 || *n > MAX_KEEP) {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!("keep must be 1 to {MAX_KEEP} entries, got {n}")));
-        }
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.set_events(&q, keep).await }, |py, ()| Ok(py.None()))
+        on_store!(&self.backend, Backend, b => {
+            if let Some(n) = keep.filter(|n| *n == 0 || *n > MAX_KEEP) {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!("keep must be 1 to {MAX_KEEP} entries, got {n}")));
+            }
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.set_events(&q, keep).await }, |py, ()| Ok(py.None()))
+        })
     }
 
     /// How many entries the queue's events stream keeps, or None when it is off.
     #[pyo3(signature = (queue, *, asynchronous = false))]
     fn events_keep(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.events_keep(&q).await }, |py, n: Option<u64>| {
-            Ok(n.into_pyobject(py)?.into_any().unbind())
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.events_keep(&q).await }, |py, n: Option<u64>| {
+                Ok(n.into_pyobject(py)?.into_any().unbind())
+            })
         })
     }
 
     /// A reader of the queue's events stream, on a connection of its own.
     fn event_reader(&self, queue: &str) -> PyResult<super::events::EventReader> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        super::events::EventReader::new(&self.settings, &q)
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            super::events::EventReader::new(&self.settings, &q)
+        })
     }
 
     /// A job's last progress JSON (with `"at"`), or None.
     #[pyo3(signature = (queue, id, *, asynchronous = false))]
     fn progress(&self, py: Python<'_>, queue: &str, id: String, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.progress(&q, &id).await }, |py, b| Ok(bytes_or_none(py, b)))
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.progress(&q, &id).await }, |py, b| Ok(bytes_or_none(py, b)))
+        })
     }
 
     /// A job's log lines `start` to `start + limit - 1` (JSON each, with `"at"`), oldest first.
     #[pyo3(signature = (queue, id, start = 0, limit = 100, *, asynchronous = false))]
     fn logs(&self, py: Python<'_>, queue: &str, id: String, start: usize, limit: usize, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.logs(&q, &id, start, limit).await }, |py, lines: Vec<Vec<u8>>| {
-            Ok(PyList::new(py, lines.iter().map(|l| PyBytes::new(py, l)))?.into_any().unbind())
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.logs(&q, &id, start, limit).await }, |py, lines: Vec<Vec<u8>>| {
+                Ok(PyList::new(py, lines.iter().map(|l| PyBytes::new(py, l)))?.into_any().unbind())
+            })
         })
     }
 
@@ -487,52 +491,64 @@ impl Client {
     /// url, attempts, code, error, at), None when it recorded nothing.
     #[pyo3(signature = (queue, id, *, asynchronous = false))]
     fn callback_status(&self, py: Python<'_>, queue: &str, id: String, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.callback_status(&q, &id).await }, fields_dict)
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.callback_status(&q, &id).await }, fields_dict)
+        })
     }
 
     /// Waits for the job to finish: (state, record, data), or None when `timeout` passed.
     #[pyo3(signature = (queue, id, timeout = None, *, asynchronous = false))]
     fn wait_result(&self, py: Python<'_>, queue: &str, id: String, timeout: Option<f64>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let timeout = timeout.map(|t| crate::conn::seconds("timeout", t, 0.0)).transpose().map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.wait_result(q, id, timeout).await }, |py, s: Option<Status>| match s {
-            Some(s) => status_tuple(py, s),
-            None => Ok(py.None()),
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let timeout = timeout.map(|t| crate::store::redis::conn::seconds("timeout", t, 0.0)).transpose().map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.wait_result(q, id, timeout).await }, |py, s: Option<Status>| match s {
+                Some(s) => status_tuple(py, s),
+                None => Ok(py.None()),
+            })
         })
     }
 
     #[pyo3(signature = (queue, *, asynchronous = false))]
     fn counts(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.counts(&q).await }, counts_dict)
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.counts(&q).await }, counts_dict)
+        })
     }
 
     /// [(id, record tuple or None, error JSON or None, failed_at_ms)], oldest first.
     #[pyo3(signature = (queue, limit = 100, *, asynchronous = false))]
     fn failed_list(&self, py: Python<'_>, queue: &str, limit: usize, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.failed_list(&q, limit).await }, failed_list)
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.failed_list(&q, limit).await }, failed_list)
+        })
     }
 
     /// Workers stop taking jobs from the queue; True if it was running.
     #[pyo3(signature = (queue, *, asynchronous = false))]
     fn pause(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.pause(&q).await }, bool_obj)
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.pause(&q).await }, bool_obj)
+        })
     }
 
     /// The queue runs again; True if it was paused.
     #[pyo3(signature = (queue, *, asynchronous = false))]
     fn resume(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.resume(&q).await }, bool_obj)
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.resume(&q).await }, bool_obj)
+        })
     }
 
     /// Ends now the leases `worker` (a dead worker process) held in `queues`, and reaps them:
@@ -540,101 +556,111 @@ impl Client {
     /// queues where it held any. Pool supervisors call it when a child died.
     #[pyo3(signature = (queues, worker, *, most = 20))]
     fn expire_worker(&self, py: Python<'_>, queues: Vec<String>, worker: String, most: usize) -> PyResult<Py<PyAny>> {
-        let qs: Vec<Arc<QueueKeys>> = queues.iter().map(|q| self.queue(q)).collect::<Result<_>>().map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        let found = call(
-            py,
-            false,
-            async move {
-                let mut out = Vec::new();
-                for q in qs {
-                    let e = store.expire_worker(&q, &worker, most).await?;
-                    if e.leases == 0 {
-                        continue;
+        on_store!(&self.backend, Backend, b => {
+            let qs: Vec<Arc<_>> = queues.iter().map(|q| b.queue(q)).collect::<Result<_>>().map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            let found = call(
+                py,
+                false,
+                async move {
+                    let mut out = Vec::new();
+                    for q in qs {
+                        let e = store.expire_worker(&q, &worker, most).await?;
+                        if e.leases == 0 {
+                            continue;
+                        }
+                        while store.tick(&q, 1000).await?.reaped >= 1000 {}
+                        out.push((q.name().to_string(), e.held, e.ids, e.started));
                     }
-                    while store.tick(&q, 1000).await?.reaped >= 1000 {}
-                    out.push((q.name.clone(), e.held, e.ids, e.started));
-                }
-                Ok(out)
-            },
-            |py, out: Vec<(String, u64, Vec<String>, Vec<String>)>| Ok(out.into_pyobject(py)?.into_any().unbind()),
-        )?;
-        Ok(found)
+                    Ok(out)
+                },
+                |py, out: Vec<(String, u64, Vec<String>, Vec<String>)>| Ok(out.into_pyobject(py)?.into_any().unbind()),
+            )?;
+            Ok(found)
+        })
     }
 
     /// Cancels (or with `remove`, deletes) one job: (state it was in, record tuple or None,
     /// done). Not done: a finished job (cancel) or a running one (remove).
     #[pyo3(signature = (queue, id, *, remove = false, asynchronous = false))]
     fn cancel(&self, py: Python<'_>, queue: &str, id: String, remove: bool, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.cancel(&q, &id, remove).await }, |py, r: CancelReply| {
-            let rec = record_tuple(py, r.record)?;
-            Ok((r.state.as_str(), rec, r.done).into_pyobject(py)?.into_any().unbind())
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.cancel(&q, &id, remove).await }, |py, r: CancelReply| {
+                let rec = record_tuple(py, r.record)?;
+                Ok((r.state.as_str(), rec, r.done).into_pyobject(py)?.into_any().unbind())
+            })
         })
     }
 
     /// Puts one failed job back in its queue, attempts reset; False if it is not failed.
     #[pyo3(signature = (queue, id, *, asynchronous = false))]
     fn retry_job(&self, py: Python<'_>, queue: &str, id: String, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.retry_job(&q, &id).await }, bool_obj)
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.retry_job(&q, &id).await }, bool_obj)
+        })
     }
 
     /// Cancels every waiting and delayed job of the queue, page by page: (how many, [(id,
     /// name, options JSON)] of those that carry options).
     #[pyo3(signature = (queue, *, asynchronous = false))]
     fn empty(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(
-            py,
-            asynchronous,
-            async move {
-                store.known_queue(&q).await?;
-                let (mut total, mut with_options) = (0, vec![]);
-                loop {
-                    let (n, recs) = store.empty_page(&q, EMPTY_PAGE).await?;
-                    total += n;
-                    with_options.extend(recs);
-                    if n < EMPTY_PAGE as u64 {
-                        return Ok((total, with_options));
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(
+                py,
+                asynchronous,
+                async move {
+                    store.known_queue(&q).await?;
+                    let (mut total, mut with_options) = (0, vec![]);
+                    loop {
+                        let (n, recs) = store.empty_page(&q, EMPTY_PAGE).await?;
+                        total += n;
+                        with_options.extend(recs);
+                        if n < EMPTY_PAGE as u64 {
+                            return Ok((total, with_options));
+                        }
                     }
-                }
-            },
-            |py, (n, recs): (u64, Vec<Vec<u8>>)| {
-                let opts: Vec<(String, String, Py<PyBytes>)> = recs
-                    .iter()
-                    .filter_map(|raw| Record::unpack(raw).ok())
-                    .map(|r| (r.id, r.name, PyBytes::new(py, &r.options).unbind()))
-                    .collect();
-                Ok((n, opts).into_pyobject(py)?.into_any().unbind())
-            },
-        )
+                },
+                |py, (n, recs): (u64, Vec<Vec<u8>>)| {
+                    let opts: Vec<(String, String, Py<PyBytes>)> = recs
+                        .iter()
+                        .filter_map(|raw| Record::unpack(raw).ok())
+                        .map(|r| (r.id, r.name, PyBytes::new(py, &r.options).unbind()))
+                        .collect();
+                    Ok((n, opts).into_pyobject(py)?.into_any().unbind())
+                },
+            )
+        })
     }
 
     /// Deletes every key of the queue; refuses while jobs run unless `force`.
     #[pyo3(signature = (queue, *, force = false, asynchronous = false))]
     fn obliterate(&self, py: Python<'_>, queue: &str, force: bool, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(
-            py,
-            asynchronous,
-            async move {
-                store.known_queue(&q).await?;
-                let active = store.counts(&q).await?.active;
-                if active > 0 && !force {
-                    return Err(crate::error::Error::Invalid(format!(
-                        "queue '{}' has {active} running job(s): obliterating it would lose their outcomes; stop its workers, or pass force=True",
-                        q.name
-                    )));
-                }
-                store.obliterate(&q).await
-            },
-            int_obj,
-        )
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(
+                py,
+                asynchronous,
+                async move {
+                    store.known_queue(&q).await?;
+                    let active = store.counts(&q).await?.active;
+                    if active > 0 && !force {
+                        return Err(crate::error::Error::Invalid(format!(
+                            "queue '{}' has {active} running job(s): obliterating it would lose their outcomes; stop its workers, or pass force=True",
+                            q.name
+                        )));
+                    }
+                    store.obliterate(&q).await
+                },
+                int_obj,
+            )
+        })
     }
 
     /// Replaces the queue's limits: `rate` jobs per `per` seconds and/or `concurrency` jobs
@@ -649,18 +675,22 @@ impl Client {
         concurrency: Option<u64>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let limits = limits_of(rate, per, concurrency)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.set_limits(&q, &limits).await }, |py, ()| Ok(py.None()))
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let limits = limits_of(rate, per, concurrency)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.set_limits(&q, &limits).await }, |py, ()| Ok(py.None()))
+        })
     }
 
     /// (rate, per seconds, concurrency), None where there is no such limit.
     #[pyo3(signature = (queue, *, asynchronous = false))]
     fn limits(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.limits(&q).await }, limits_tuple)
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.limits(&q).await }, limits_tuple)
+        })
     }
 
     /// Replaces the limits each group of the queue has: `rate` jobs per `per` seconds and/or
@@ -676,39 +706,49 @@ impl Client {
         concurrency: Option<u64>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let limits = limits_of(rate, per, concurrency)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.set_group_limits(&q, &limits).await }, |py, ()| Ok(py.None()))
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let limits = limits_of(rate, per, concurrency)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.set_group_limits(&q, &limits).await }, |py, ()| Ok(py.None()))
+        })
     }
 
     /// (rate, per seconds, concurrency) of every group, None where there is no such limit.
     #[pyo3(signature = (queue, *, asynchronous = false))]
     fn group_limits(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.group_limits(&q).await }, limits_tuple)
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.group_limits(&q).await }, limits_tuple)
+        })
     }
 
     /// Every queue's name (dispatched to or consumed at least once), sorted.
     #[pyo3(signature = (*, asynchronous = false))]
     fn queues(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.queues().await }, |py, v: Vec<String>| Ok(v.into_pyobject(py)?.into_any().unbind()))
+        on_store!(&self.backend, Backend, b => {
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.queues().await }, |py, v: Vec<String>| Ok(v.into_pyobject(py)?.into_any().unbind()))
+        })
     }
 
     #[pyo3(signature = (queue, *, asynchronous = false))]
     fn failed_retry(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.failed_retry(&q).await }, int_obj)
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.failed_retry(&q).await }, int_obj)
+        })
     }
 
     #[pyo3(signature = (queue, *, asynchronous = false))]
     fn failed_purge(&self, py: Python<'_>, queue: &str, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.failed_purge(&q).await }, int_obj)
+        on_store!(&self.backend, Backend, b => {
+            let q = b.queue(queue).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.failed_purge(&q).await }, int_obj)
+        })
     }
 
     /// A writer for one bulk dispatch of `name` jobs to `queue`, all with the same options.
@@ -725,7 +765,7 @@ impl Client {
         at_us: Option<u64>,
         window: usize,
     ) -> PyResult<BulkWriter> {
-        let q = self.queue(queue).map_err(super::errors::to_py)?;
+        let target = self.backend.target(queue).map_err(super::errors::to_py)?;
         let options = options.unwrap_or_default();
         check_fields("x", &name, &options).map_err(super::errors::to_py)?;
         // The raw bulk write goes to the ready list: grouped jobs take `prepare_batch`.
@@ -744,103 +784,112 @@ impl Client {
             max_payload: self.max_payload,
             enqueued_ms: now_ms(),
         };
-        Ok(BulkWriter::new(self.store.clone(), q, spec, self.ids.clone(), window))
+        Ok(BulkWriter::new(target, spec, self.ids.clone(), window))
     }
 
-    /// Fields of a workflow's hash (`chain:<id>` or `flow:<id>`): [bytes or None].
+    /// Fields of a workflow's record (`chain:<id>` or `flow:<id>`): [bytes or None].
     #[pyo3(signature = (book, fields, *, asynchronous = false))]
-    fn book_get(&self, py: Python<'_>, book: &str, fields: Vec<String>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let key = crate::keys::book_key(&self.settings.prefix, book).map_err(super::errors::to_py)?;
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_get(&key, fields).await }, |py, v: Vec<Option<Vec<u8>>>| {
-            let out = PyList::empty(py);
-            for b in v {
-                out.append(bytes_or_none(py, b))?;
-            }
-            Ok(out.into_any().unbind())
+    fn book_get(&self, py: Python<'_>, book: String, fields: Vec<String>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        on_store!(&self.backend, Backend, b => {
+            crate::store::check_book(&book).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.book_get(&book, fields).await }, |py, v: Vec<Option<Vec<u8>>>| {
+                let out = PyList::empty(py);
+                for b in v {
+                    out.append(bytes_or_none(py, b))?;
+                }
+                Ok(out.into_any().unbind())
+            })
         })
     }
 
-    /// Sets fields of a workflow's hash; `ttl` (seconds) sets its expiry.
+    /// Sets fields of a workflow's record; `ttl` (seconds) sets its expiry.
     #[pyo3(signature = (book, fields, ttl = None, *, asynchronous = false))]
     fn book_set(
         &self,
         py: Python<'_>,
-        book: &str,
+        book: String,
         fields: Vec<(String, Vec<u8>)>,
         ttl: Option<f64>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let key = crate::keys::book_key(&self.settings.prefix, book).map_err(super::errors::to_py)?;
-        let ttl = ttl.filter(|t| t.is_finite() && *t > 0.0).map(Duration::from_secs_f64);
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_set(&key, fields, ttl).await }, |py, _| Ok(py.None()))
+        on_store!(&self.backend, Backend, b => {
+            crate::store::check_book(&book).map_err(super::errors::to_py)?;
+            let ttl = ttl.filter(|t| t.is_finite() && *t > 0.0).map(Duration::from_secs_f64);
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.book_set(&book, fields, ttl).await }, |py, _| Ok(py.None()))
+        })
     }
 
-    /// Flow children finished for good (flow_settle.lua), settled in one round trip: `items`
-    /// are (flow id, child node, parent node, 'c'|'f', child job id, JSON kept, policy); returns
+    /// Flow children finished for good, settled together (`Store::flow_settle`): `items` are
+    /// (flow id, child node, parent node, 'c'|'f', child job id, JSON kept, policy); returns
     /// per item [b"wait"], [b"release", spec] or [b"fail", error].
     #[pyo3(signature = (items, *, asynchronous = false))]
     fn flow_settle(&self, py: Python<'_>, items: Vec<FlowSettleItem>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let mut calls = Vec::with_capacity(items.len());
-        for (flow_id, child, parent, outcome, job_id, data, policy) in items {
-            let base = crate::keys::book_key(&self.settings.prefix, &format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
-            let keys = [base.clone(), format!("{base}:results:{parent}")];
-            let args = vec![
-                child.to_string().into_bytes(),
-                parent.to_string().into_bytes(),
-                outcome.into_bytes(),
-                job_id.into_bytes(),
-                data,
-                policy.into_bytes(),
-            ];
-            calls.push((keys, args));
-        }
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.flow_settle(calls).await }, |py, v: Vec<Vec<Vec<u8>>>| {
-            let out = PyList::empty(py);
-            for answer in v {
-                let a = PyList::empty(py);
-                for b in answer {
-                    a.append(PyBytes::new(py, &b))?;
-                }
-                out.append(a)?;
+        on_store!(&self.backend, Backend, b => {
+            let mut settles = Vec::with_capacity(items.len());
+            for (flow_id, child, parent, outcome, job_id, data, policy) in items {
+                crate::store::check_book(&format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
+                let policy = crate::store::ChildPolicy::parse(&policy).map_err(super::errors::to_py)?;
+                settles.push(crate::store::FlowSettle { flow_id, child, parent, failed: outcome == "f", job_id, data, policy });
             }
-            Ok(out.into_any().unbind())
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.flow_settle(settles).await }, |py, v: Vec<crate::store::FlowSettled>| {
+                use crate::store::FlowSettled;
+                let out = PyList::empty(py);
+                for answer in v {
+                    let (kind, data): (&[u8], Option<Vec<u8>>) = match answer {
+                        FlowSettled::Wait => (b"wait", None),
+                        FlowSettled::Release(d) => (b"release", d),
+                        FlowSettled::Fail(d) => (b"fail", d),
+                    };
+                    let a = PyList::empty(py);
+                    a.append(PyBytes::new(py, kind))?;
+                    if let Some(d) = data {
+                        a.append(PyBytes::new(py, &d))?;
+                    }
+                    out.append(a)?;
+                }
+                Ok(out.into_any().unbind())
+            })
         })
     }
 
     /// What a flow node's children left for it: [(child job id, JSON)].
     #[pyo3(signature = (flow_id, node, *, asynchronous = false))]
-    fn flow_results(&self, py: Python<'_>, flow_id: &str, node: u32, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let base = crate::keys::book_key(&self.settings.prefix, &format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
-        let key = format!("{base}:results:{node}");
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_all(&key).await }, pairs_list)
+    fn flow_results(&self, py: Python<'_>, flow_id: String, node: u32, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        on_store!(&self.backend, Backend, b => {
+            crate::store::check_book(&format!("flow:{flow_id}")).map_err(super::errors::to_py)?;
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.flow_results(&flow_id, node).await }, pairs_list)
+        })
     }
 
-    /// Writes this worker's entry in the worker registry (`<prefix>:workers`, field `worker`).
+    /// Writes this worker's entry in the registry of workers.
     #[pyo3(signature = (worker, entry, *, asynchronous = false))]
     fn worker_put(&self, py: Python<'_>, worker: String, entry: Vec<u8>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let key = crate::keys::worker_registry(&self.settings.prefix);
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_set(&key, vec![(worker, entry)], None).await }, |py, _| Ok(py.None()))
+        on_store!(&self.backend, Backend, b => {
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.worker_put(worker, entry).await }, |py, _| Ok(py.None()))
+        })
     }
 
-    /// Every entry of the worker registry: [(worker id, JSON bytes)].
+    /// Every entry of the registry of workers: [(worker id, JSON bytes)].
     #[pyo3(signature = (*, asynchronous = false))]
     fn workers_read(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let key = crate::keys::worker_registry(&self.settings.prefix);
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_all(&key).await }, pairs_list)
+        on_store!(&self.backend, Backend, b => {
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.workers_read().await }, pairs_list)
+        })
     }
 
-    /// Deletes entries of the worker registry (a stopped worker's, gone ones); returns how many were there.
+    /// Deletes entries of the registry of workers (a stopped worker's, gone ones); returns how many were there.
     #[pyo3(signature = (workers, *, asynchronous = false))]
     fn workers_remove(&self, py: Python<'_>, workers: Vec<String>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let key = crate::keys::worker_registry(&self.settings.prefix);
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.hash_del(&key, workers).await }, int_obj)
+        on_store!(&self.backend, Backend, b => {
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.workers_remove(workers).await }, int_obj)
+        })
     }
 
     /// Seconds results are kept (the chains' bookkeeping lives as long).
@@ -851,8 +900,10 @@ impl Client {
 
     #[pyo3(signature = (*, asynchronous = false))]
     fn ping(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.ping().await }, |py, _| Ok(py.None()))
+        on_store!(&self.backend, Backend, b => {
+            let store = b.store.clone();
+            call(py, asynchronous, async move { store.ping().await }, |py, _| Ok(py.None()))
+        })
     }
 }
 
@@ -860,8 +911,7 @@ impl Client {
 /// (again after a failure, safely: see `Watermark::guard`).
 #[pyclass(module = "fastjobs._core", frozen)]
 pub struct PreparedBatch {
-    store: Arc<RedisStore>,
-    queue: Arc<QueueKeys>,
+    target: AnyTarget,
     jobs: Arc<Vec<NewJob>>,
     mark: Option<Arc<Watermark>>,
 }
@@ -877,27 +927,32 @@ impl PreparedBatch {
     /// does (a batch written already by an earlier try answers created for every job).
     #[pyo3(signature = (*, asynchronous = false))]
     fn send(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let (store, q, jobs, mark) = (self.store.clone(), self.queue.clone(), self.jobs.clone(), self.mark.clone());
-        let fut = async move {
-            let written = store.enqueue(&q, &jobs, mark.as_deref()).await?;
-            Ok(written_tuples(jobs.iter().map(|j| j.id.clone()).collect(), written))
-        };
-        call(py, asynchronous, fut, |py, v: Vec<(String, bool, bool)>| Ok(v.into_pyobject(py)?.into_any().unbind()))
+        let (jobs, mark) = (self.jobs.clone(), self.mark.clone());
+        on_store!(&self.target, AnyTarget, t => {
+            let (store, q) = (t.store.clone(), t.queue.clone());
+            let fut = async move {
+                let written = store.enqueue(&q, &jobs, mark.as_deref()).await?;
+                Ok(written_tuples(jobs.iter().map(|j| j.id.clone()).collect(), written))
+            };
+            call(py, asynchronous, fut, |py, v: Vec<(String, bool, bool)>| Ok(v.into_pyobject(py)?.into_any().unbind()))
+        })
     }
 
     /// Whether the batch was written: True or False for a batch with generated ids (its
     /// guard), None for one whose ids were all chosen by the caller (they protect themselves).
     #[pyo3(signature = (*, asynchronous = false))]
     fn written(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let (store, q) = (self.store.clone(), self.queue.clone());
         let guard = self.mark.as_ref().and_then(|m| m.guard.map(|g| (m.producer.clone(), g)));
-        let fut = async move {
-            match guard {
-                Some(g) => Ok(store.chunks_written(&q, &[g]).await?.first().copied()),
-                None => Ok(None),
-            }
-        };
-        call(py, asynchronous, fut, |py, v: Option<bool>| Ok(v.into_pyobject(py)?.to_owned().into_any().unbind()))
+        on_store!(&self.target, AnyTarget, t => {
+            let (store, q) = (t.store.clone(), t.queue.clone());
+            let fut = async move {
+                match guard {
+                    Some(g) => Ok(store.chunks_written(&q, &[g]).await?.first().copied()),
+                    None => Ok(None),
+                }
+            };
+            call(py, asynchronous, fut, |py, v: Option<bool>| Ok(v.into_pyobject(py)?.to_owned().into_any().unbind()))
+        })
     }
 }
 

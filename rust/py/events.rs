@@ -1,9 +1,9 @@
 //! `EventReader`: the Python face of a queue's events stream reader (events.rs).
 
 use super::errors::to_py;
-use crate::conn::Settings;
-use crate::events;
-use crate::keys::QueueKeys;
+use crate::store::redis::events;
+use crate::store::redis::keys::QueueKeys;
+use crate::store::Settings;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::time::Duration;

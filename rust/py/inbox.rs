@@ -10,11 +10,12 @@
 //!   `call_soon_threadsafe` would take the GIL from the loop and wake it once per dispatch.)
 
 use super::errors::to_py;
-use crate::coalesce::{lock, Answer, Coalescer, Dispatch, Inbox};
-use crate::conn::Stream;
+use crate::engine::coalesce::{lock, Answer, Coalescer, Dispatch, Inbox};
 use crate::error::{Error, Result};
-use crate::loop_conn::{Done, LoopConn};
-use crate::redis_store::RedisStore;
+use crate::store::redis::conn::Stream;
+use crate::store::redis::keys::QueueKeys;
+use crate::store::redis::loop_conn::{Done, LoopConn};
+use crate::store::redis::RedisStore;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use std::cell::RefCell;
@@ -134,7 +135,7 @@ impl LoopState {
         me: &Bound<'_, LoopState>,
         coalescer: &Arc<ClientCoalescer>,
         store: &Arc<RedisStore>,
-        dispatch: Dispatch,
+        dispatch: Dispatch<QueueKeys>,
         token: Token,
     ) -> PyResult<()> {
         let key = client_key(coalescer);

@@ -1,6 +1,7 @@
 //! The only code that touches pyo3: Python classes over the engine, the sync/async bridge
 //! and the error mapping.
 
+pub mod backend;
 pub mod bridge;
 pub mod bulk;
 pub mod client;

@@ -1,22 +1,21 @@
 //! `fastjobs._core.Schedules`: the schedule book of one client (JobScheduler's engine), and
 //! `cron_next` for validating patterns and showing upcoming runs.
 
+use super::backend::{on_store, AnyStore};
 use super::bridge::call;
 use super::client::{now_ms, Client};
 use super::errors::to_py;
 use crate::cron::Cron;
-use crate::keys::validate_schedule_key;
-use crate::redis_store::RedisStore;
-use crate::schedules::{Rule, ScheduleEntry, Timing};
+use crate::engine::schedules::{Rule, ScheduleEntry, Timing};
+use crate::store::redis::keys::validate_schedule_key;
 use crate::store::{ScheduleWrite, Store};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
-use std::sync::Arc;
 
 #[pyclass(module = "fastjobs._core", frozen)]
 pub struct Schedules {
-    store: Arc<RedisStore>,
+    store: AnyStore,
 }
 
 fn cron(pattern: &str, tz: &str) -> PyResult<Cron> {
@@ -61,7 +60,7 @@ fn signature(
 impl Schedules {
     #[new]
     fn new(client: &Client) -> Schedules {
-        Schedules { store: client.store.clone() }
+        Schedules { store: client.backend.shared() }
     }
 
     /// Creates or updates the schedule `key`: returns (created, next run ms). `fields` are the
@@ -117,17 +116,21 @@ impl Schedules {
         add("limit", limit.map(|v| v.to_string()));
         add("immediately", immediately.then(|| "1".to_string()));
         let w = ScheduleWrite { key, timing: sig, next_ms, anchor_ms, fields };
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.schedule_upsert(w).await }, |py, v: (bool, i64)| {
-            Ok(v.into_pyobject(py)?.into_any().unbind())
+        on_store!(&self.store, AnyStore, store => {
+            let store = store.clone();
+            call(py, asynchronous, async move { store.schedule_upsert(w).await }, |py, v: (bool, i64)| {
+                Ok(v.into_pyobject(py)?.into_any().unbind())
+            })
         })
     }
 
     /// [(key, next run ms, {field: bytes})] of the named schedules that exist, or of all.
     #[pyo3(signature = (keys = None, *, asynchronous = false))]
     fn read(&self, py: Python<'_>, keys: Option<Vec<String>>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.schedule_read(keys).await }, entries)
+        on_store!(&self.store, AnyStore, store => {
+            let store = store.clone();
+            call(py, asynchronous, async move { store.schedule_read(keys).await }, entries)
+        })
     }
 
     /// Removes the named schedules, or every schedule; returns how many existed.
@@ -136,8 +139,10 @@ impl Schedules {
         if keys.as_ref().is_some_and(|k| k.is_empty()) {
             return Ok(0u64.into_pyobject(py)?.into_any().unbind());
         }
-        let store = self.store.clone();
-        call(py, asynchronous, async move { store.schedule_remove(keys).await }, |py, n: u64| Ok(n.into_pyobject(py)?.into_any().unbind()))
+        on_store!(&self.store, AnyStore, store => {
+            let store = store.clone();
+            call(py, asynchronous, async move { store.schedule_remove(keys).await }, |py, n: u64| Ok(n.into_pyobject(py)?.into_any().unbind()))
+        })
     }
 }
 

@@ -11,17 +11,15 @@ mod schema;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod testserver;
+pub(crate) mod testserver;
 
-use crate::bulk::Chunk;
-use crate::codec::Record;
 use crate::error::{Error, Result};
-use crate::keys::QueueKeys;
+use crate::record::Record;
+use crate::store::chunk::Chunk;
 use crate::store::*;
 use listen::{Signals, CONTROL, RESULTS, SCHED, SCHEDULES};
 use pool::{parse_url, Pool};
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
@@ -48,32 +46,16 @@ impl Drop for PgStore {
     }
 }
 
-/// A bookkeeping record's name from the key the engine passes today (`keys::book_key`:
-/// `<prefix>:{chain:<id>}`), and the node of a flow's results key (`…:results:<node>`).
-fn book_of(key: &str) -> Option<(&str, Option<i64>)> {
-    let open = key.find('{')?;
-    let close = key[open..].find('}')? + open;
-    let book = &key[open + 1..close];
-    let node = key[close + 1..].strip_prefix(":results:").and_then(|n| n.parse().ok());
-    Some((book, node))
+/// A queue of the PostgreSQL store: its name is its key in every table.
+#[derive(Debug)]
+pub struct PgQueue {
+    name: String,
 }
 
-/// Whether a key names the worker registry (`keys::worker_registry`).
-fn is_registry(key: &str) -> bool {
-    key.ends_with(":workers") && !key.contains('{')
-}
-
-/// A flow child that finished for good (flow_settle.lua's arguments).
-pub struct FlowSettle {
-    pub flow_id: String,
-    pub child: i64,
-    pub parent: i64,
-    /// 'c' completed, 'f' failed.
-    pub outcome: String,
-    pub job_id: String,
-    pub data: Vec<u8>,
-    /// fail_parent | ignore | continue_parent
-    pub policy: String,
+impl QueueHandle for PgQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl PgStore {
@@ -151,105 +133,14 @@ impl PgStore {
         Ok(Status { state: State::parse(&state), record: row.get(1), data: row.get(2), progress: None, callback: vec![] })
     }
 
-    /// Fields of a workflow's bookkeeping record ("chain:<id>" or "flow:<id>"); None for a
-    /// missing field or record (or one past its time to live).
-    pub async fn book_get(&self, book: &str, fields: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
-        let rows = self
-            .query(
-                "SELECT f.field, f.value FROM fastjobs.book_fields f JOIN fastjobs.books b USING (book)
-                 WHERE f.book = $1 AND f.field = ANY($2) AND (b.expires_ms IS NULL OR b.expires_ms > fastjobs.now_us() / 1000)",
-                &[&book, &fields],
-            )
-            .await?;
-        let found: HashMap<String, Vec<u8>> = rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
-        Ok(fields.iter().map(|f| found.get(f).cloned()).collect())
-    }
-
-    /// Sets fields of a workflow's bookkeeping record, and its time to live when given.
-    pub async fn book_set(&self, book: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
-        let (names, values): (Vec<String>, Vec<Vec<u8>>) = fields.into_iter().unzip();
-        let ttl_ms = ttl.map(|t| t.as_millis().max(1) as i64);
-        self.execute(
-            "WITH b AS (INSERT INTO fastjobs.books VALUES ($1, fastjobs.now_us() / 1000 + $4)
-                        ON CONFLICT (book) DO UPDATE SET expires_ms = coalesce(fastjobs.now_us() / 1000 + $4, fastjobs.books.expires_ms)
-                        RETURNING book)
-             INSERT INTO fastjobs.book_fields SELECT b.book, f.field, f.value FROM b, unnest($2::text[], $3::bytea[]) AS f(field, value)
-             ON CONFLICT (book, field) DO UPDATE SET value = excluded.value",
-            &[&book, &names, &values, &ttl_ms],
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// Flow children finished for good, settled in one statement each (flow_settle.lua's
-    /// semantics, in migrations/003_flows.sql); per item its answer: [b"wait"],
-    /// [b"release", parent spec] or [b"fail", error].
-    pub async fn flow_settle_items(&self, items: Vec<FlowSettle>) -> Result<Vec<Vec<Vec<u8>>>> {
-        let conn = self.pool.get().await?;
-        let calls = items.iter().map(|i| {
-            let book = format!("flow:{}", i.flow_id);
-            let conn = conn.clone();
-            async move {
-                let row = conn
-                    .one(
-                        "SELECT fastjobs.flow_settle($1, $2, $3, $4, $5, $6, $7)",
-                        &[&book, &i.child, &i.parent, &i.outcome, &i.job_id, &i.data, &i.policy],
-                    )
-                    .await?;
-                let answer: Vec<Option<Vec<u8>>> = row.get(0);
-                Ok::<_, Error>(answer.into_iter().map(Option::unwrap_or_default).collect())
-            }
-        });
-        futures_util::future::try_join_all(calls).await
-    }
-
-    /// What a flow node's children left for it: (child job id, JSON).
-    pub async fn flow_results(&self, flow_id: &str, node: i64) -> Result<Vec<(String, Vec<u8>)>> {
-        let book = format!("flow:{flow_id}");
-        let rows = self.query("SELECT job_id, data FROM fastjobs.flow_results WHERE flow = $1 AND node = $2", &[&book, &node]).await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
-    /// Writes a worker's entry in the worker registry.
-    pub async fn worker_put(&self, worker: &str, entry: &[u8]) -> Result<()> {
-        self.execute(
-            "INSERT INTO fastjobs.workers VALUES ($1, $2) ON CONFLICT (worker) DO UPDATE SET entry = excluded.entry",
-            &[&worker, &entry],
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// Every entry of the worker registry.
-    pub async fn workers_read(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let rows = self.query("SELECT worker, entry FROM fastjobs.workers ORDER BY worker", &[]).await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
-    /// Deletes entries of the worker registry; returns how many were there.
-    pub async fn workers_remove(&self, workers: Vec<String>) -> Result<u64> {
-        self.execute("DELETE FROM fastjobs.workers WHERE worker = ANY($1)", &[&workers]).await
-    }
-
-    /// `UnknownQueue` unless something dispatched to or consumed the queue.
-    async fn known_queue(&self, q: &str) -> Result<()> {
-        let rows = self.query("SELECT 1 FROM fastjobs.queues WHERE name = $1", &[&q]).await?;
-        if !rows.is_empty() {
-            return Ok(());
-        }
-        let names = self.queues().await?;
-        let listed = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
-        Err(Error::UnknownQueue(format!("no job was ever dispatched to queue '{q}' and no worker consumes it (queues: {listed})")))
-    }
-
-    async fn set_paused(&self, q: &str, paused: bool) -> Result<bool> {
+    async fn set_paused(&self, q: &PgQueue, paused: bool) -> Result<bool> {
         self.known_queue(q).await?;
         let row = self
             .one(
                 "WITH old AS (SELECT paused FROM fastjobs.queues WHERE name = $1 FOR UPDATE),
                       upd AS (UPDATE fastjobs.queues SET paused = $2 WHERE name = $1)
                  SELECT (SELECT paused FROM old) IS DISTINCT FROM $2, pg_notify('fastjobs_control', $1)::text",
-                &[&q, &paused],
+                &[&q.name, &paused],
             )
             .await?;
         Ok(row.get(0))
@@ -257,21 +148,38 @@ impl PgStore {
 }
 
 impl Store for PgStore {
+    type Queue = PgQueue;
     type Packed = (Vec<NewJob>, Watermark);
 
-    async fn enqueue(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<Written>> {
+    fn queue(&self, name: &str) -> Result<Arc<PgQueue>> {
+        validate_queue_name(name)?;
+        Ok(Arc::new(PgQueue { name: name.to_string() }))
+    }
+
+    /// `UnknownQueue` unless something dispatched to or consumed the queue.
+    async fn known_queue(&self, q: &PgQueue) -> Result<()> {
+        let rows = self.query("SELECT 1 FROM fastjobs.queues WHERE name = $1", &[&q.name]).await?;
+        if !rows.is_empty() {
+            return Ok(());
+        }
+        let names = self.queues().await?;
+        let listed = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
+        Err(Error::UnknownQueue(format!("no job was ever dispatched to queue '{}' and no worker consumes it (queues: {listed})", q.name)))
+    }
+
+    async fn enqueue(&self, q: &PgQueue, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<Written>> {
         self.write_jobs(&q.name, jobs, mark).await
     }
 
-    fn pack_chunk(&self, _q: &QueueKeys, chunk: &Chunk) -> Self::Packed {
+    fn pack_chunk(&self, _q: &PgQueue, chunk: &Chunk) -> Self::Packed {
         chunk.pack()
     }
 
-    async fn write_chunk(&self, q: &QueueKeys, packed: &Self::Packed) -> Result<()> {
+    async fn write_chunk(&self, q: &PgQueue, packed: &Self::Packed) -> Result<()> {
         self.write_jobs(&q.name, &packed.0, Some(&packed.1)).await.map(|_| ())
     }
 
-    async fn chunks_written(&self, q: &QueueKeys, chunks: &[(String, u64)]) -> Result<Vec<bool>> {
+    async fn chunks_written(&self, q: &PgQueue, chunks: &[(String, u64)]) -> Result<Vec<bool>> {
         let producers: Vec<&str> = chunks.iter().map(|c| c.0.as_str()).collect();
         let firsts: Vec<i64> = chunks.iter().map(|c| c.1 as i64).collect();
         let row = self
@@ -284,7 +192,7 @@ impl Store for PgStore {
         Ok(row.get(0))
     }
 
-    fn enqueue_parts_blocking(&self, parts: &[Part<'_>]) -> Result<Vec<Result<Vec<Written>>>> {
+    fn enqueue_parts_blocking(&self, parts: &[Part<'_, PgQueue>]) -> Result<Vec<Result<Vec<Written>>>> {
         let write = async {
             let calls = parts.iter().map(|p| self.write_jobs(&p.q.name, p.jobs, p.mark));
             futures_util::future::join_all(calls).await
@@ -292,7 +200,7 @@ impl Store for PgStore {
         Ok(crate::runtime::runtime().block_on(write))
     }
 
-    async fn reserve(&self, q: &QueueKeys, token: &str, max: usize, idle: &Idle<'_>) -> Result<Reserved> {
+    async fn reserve(&self, q: &PgQueue, token: &str, max: usize, idle: &Idle<'_>) -> Result<Reserved> {
         self.signals.looking(idle.worker, &q.name);
         if max == 0 {
             return Ok(Reserved::Empty);
@@ -308,7 +216,7 @@ impl Store for PgStore {
         })
     }
 
-    async fn ack(&self, acks: &[LeaseAck]) -> Result<Vec<AckOutcome>> {
+    async fn ack(&self, acks: &[LeaseAck<PgQueue>]) -> Result<Vec<AckOutcome>> {
         let conn = self.pool.get().await?;
         let (ttl, mark) = (self.result_ttl_ms(), MARK_TTL_MS);
         let calls = acks.iter().map(|a| {
@@ -330,7 +238,7 @@ impl Store for PgStore {
         futures_util::future::try_join_all(calls).await
     }
 
-    async fn start(&self, q: &QueueKeys, token: &str, id: &[u8]) -> Result<bool> {
+    async fn start(&self, q: &PgQueue, token: &str, id: &[u8]) -> Result<bool> {
         let id = String::from_utf8_lossy(id);
         let n = self
             .execute(
@@ -341,13 +249,13 @@ impl Store for PgStore {
         Ok(n == 1)
     }
 
-    async fn release(&self, q: &QueueKeys, token: &str, ids: &[Vec<u8>]) -> Result<u64> {
+    async fn release(&self, q: &PgQueue, token: &str, ids: &[Vec<u8>]) -> Result<u64> {
         let ids: Vec<String> = ids.iter().map(|i| String::from_utf8_lossy(i).into_owned()).collect();
         let row = self.one("SELECT fastjobs.release($1, $2, $3, $4)", &[&q.name, &token, &ids, &MARK_TTL_MS]).await?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 
-    async fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> Result<Extended> {
+    async fn extend(&self, leases: &[(Arc<PgQueue>, Vec<String>)], lease: Duration) -> Result<Extended> {
         let mut out = Extended::default();
         let lease_ms = lease.as_millis() as i64;
         for (i, (q, tokens)) in leases.iter().enumerate() {
@@ -378,7 +286,7 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    async fn expire_worker(&self, q: &QueueKeys, worker: &str, most: usize) -> Result<Expired> {
+    async fn expire_worker(&self, q: &PgQueue, worker: &str, most: usize) -> Result<Expired> {
         let pattern = format!("{}.%", worker.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         let row = self
             .one(
@@ -393,7 +301,7 @@ impl Store for PgStore {
         Ok(Expired { leases: row.get::<_, i64>(0) as u64, held: row.get::<_, i64>(1) as u64, ids: row.get(2), started: row.get(3) })
     }
 
-    async fn tick(&self, q: &QueueKeys, limit: usize) -> Result<Tick> {
+    async fn tick(&self, q: &PgQueue, limit: usize) -> Result<Tick> {
         let row = self.one("SELECT fastjobs.tick($1, $2, $3)", &[&q.name, &(limit.max(1) as i32), &MARK_TTL_MS]).await?;
         let v: Vec<i64> = row.get(0);
         let opt = |x: i64| if x < 0 { None } else { Some(x) };
@@ -407,35 +315,35 @@ impl Store for PgStore {
         })
     }
 
-    fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Option<Handed>> {
+    fn wait_for_work(&self, queues: &[Arc<PgQueue>], worker: &str, timeout: Duration) -> Result<Option<Handed>> {
         let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
         self.signals.wait(&names, worker, timeout);
         Ok(None)
     }
 
-    async fn nudge(&self, _q: &QueueKeys, worker: &str) -> Result<()> {
+    async fn nudge(&self, _q: &PgQueue, worker: &str) -> Result<()> {
         self.signals.nudge(worker);
         Ok(())
     }
 
-    async fn leave(&self, _q: &QueueKeys, worker: &str, _slot: Option<&str>) -> Result<u64> {
+    async fn leave(&self, _q: &PgQueue, worker: &str, _slot: Option<&str>) -> Result<u64> {
         // No job is ever handed to an idle worker here: nothing to put back.
         self.signals.nudge(worker);
         Ok(0)
     }
 
-    async fn status(&self, q: &QueueKeys, id: &str) -> Result<Status> {
+    async fn status(&self, q: &PgQueue, id: &str) -> Result<Status> {
         self.status_row("SELECT state, record, data FROM fastjobs.status($1, $2)", &q.name, id).await
     }
 
-    async fn info(&self, q: &QueueKeys, id: &str) -> Result<Status> {
+    async fn info(&self, q: &PgQueue, id: &str) -> Result<Status> {
         let mut s = self.status(q, id).await?;
         s.progress = self.progress(q, id).await?;
         s.callback = self.callback_status(q, id).await?;
         Ok(s)
     }
 
-    async fn feedback(&self, q: &QueueKeys, id: &str, kind: Feedback, entry: &[u8], ttl: Duration) -> Result<i64> {
+    async fn feedback(&self, q: &PgQueue, id: &str, kind: Feedback, entry: &[u8], ttl: Duration) -> Result<i64> {
         if entry.len() > MAX_FEEDBACK_BYTES || entry.first() != Some(&b'{') {
             return Err(Error::Invalid(format!("a progress or log entry is a JSON object of at most {MAX_FEEDBACK_BYTES} bytes")));
         }
@@ -465,18 +373,18 @@ impl Store for PgStore {
         Ok(row.get(0))
     }
 
-    async fn set_events(&self, _q: &QueueKeys, keep: Option<u64>) -> Result<()> {
+    async fn set_events(&self, _q: &PgQueue, keep: Option<u64>) -> Result<()> {
         match keep {
             None => Ok(()),
             Some(_) => Err(unsupported("the events stream")),
         }
     }
 
-    async fn events_keep(&self, _q: &QueueKeys) -> Result<Option<u64>> {
+    async fn events_keep(&self, _q: &PgQueue) -> Result<Option<u64>> {
         Ok(None)
     }
 
-    async fn progress(&self, q: &QueueKeys, id: &str) -> Result<Option<Vec<u8>>> {
+    async fn progress(&self, q: &PgQueue, id: &str) -> Result<Option<Vec<u8>>> {
         let rows = self
             .query(
                 "SELECT entry FROM fastjobs.progress WHERE queue = $1 AND id = $2 AND expires_ms > fastjobs.now_us() / 1000",
@@ -486,7 +394,7 @@ impl Store for PgStore {
         Ok(rows.first().map(|r| r.get(0)))
     }
 
-    async fn logs(&self, q: &QueueKeys, id: &str, start: usize, limit: usize) -> Result<Vec<Vec<u8>>> {
+    async fn logs(&self, q: &PgQueue, id: &str, start: usize, limit: usize) -> Result<Vec<Vec<u8>>> {
         let rows = self
             .query(
                 "SELECT entry FROM fastjobs.logs WHERE queue = $1 AND id = $2 AND expires_ms > fastjobs.now_us() / 1000
@@ -497,7 +405,7 @@ impl Store for PgStore {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
-    async fn callback_record(&self, q: &QueueKeys, id: &str, fields: Vec<(&'static str, Vec<u8>)>) -> Result<()> {
+    async fn callback_record(&self, q: &PgQueue, id: &str, fields: Vec<(&'static str, Vec<u8>)>) -> Result<()> {
         let (names, values): (Vec<&str>, Vec<Vec<u8>>) = fields.into_iter().unzip();
         let ttl = self.result_ttl_ms();
         self.execute(
@@ -510,7 +418,7 @@ impl Store for PgStore {
         .map(|_| ())
     }
 
-    async fn callback_status(&self, q: &QueueKeys, id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    async fn callback_status(&self, q: &PgQueue, id: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let rows = self
             .query(
                 "SELECT field, value FROM fastjobs.callbacks WHERE queue = $1 AND id = $2 AND expires_ms > fastjobs.now_us() / 1000 ORDER BY field",
@@ -520,7 +428,7 @@ impl Store for PgStore {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    async fn wait_result(&self, q: Arc<QueueKeys>, id: String, timeout: Option<Duration>) -> Result<Option<Status>> {
+    async fn wait_result(&self, q: Arc<PgQueue>, id: String, timeout: Option<Duration>) -> Result<Option<Status>> {
         let payload = format!("{}\n{id}", q.name);
         let signal = self.signals.signal(RESULTS, &payload);
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -551,7 +459,7 @@ impl Store for PgStore {
         outcome
     }
 
-    async fn counts(&self, q: &QueueKeys) -> Result<Counts> {
+    async fn counts(&self, q: &PgQueue) -> Result<Counts> {
         let row = self
             .one(
                 "SELECT count(*) FILTER (WHERE j.state = 'w'), count(*) FILTER (WHERE j.state = 'd'),
@@ -577,15 +485,15 @@ impl Store for PgStore {
         })
     }
 
-    async fn pause(&self, q: &QueueKeys) -> Result<bool> {
-        self.set_paused(&q.name, true).await
+    async fn pause(&self, q: &PgQueue) -> Result<bool> {
+        self.set_paused(q, true).await
     }
 
-    async fn resume(&self, q: &QueueKeys) -> Result<bool> {
-        self.set_paused(&q.name, false).await
+    async fn resume(&self, q: &PgQueue) -> Result<bool> {
+        self.set_paused(q, false).await
     }
 
-    async fn control_signal(&self, q: &QueueKeys) -> Result<Arc<tokio::sync::Notify>> {
+    async fn control_signal(&self, q: &PgQueue) -> Result<Arc<tokio::sync::Notify>> {
         Ok(self.signals.signal(CONTROL, &q.name))
     }
 
@@ -599,41 +507,41 @@ impl Store for PgStore {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
-    async fn cancel(&self, q: &QueueKeys, id: &str, remove: bool) -> Result<CancelReply> {
+    async fn cancel(&self, q: &PgQueue, id: &str, remove: bool) -> Result<CancelReply> {
         let row =
             self.one("SELECT state, record, done FROM fastjobs.cancel($1, $2, $3, $4)", &[&q.name, &id, &remove, &MARK_TTL_MS]).await?;
         let state: String = row.get(0);
         Ok(CancelReply { state: State::parse(&state), record: row.get(1), done: row.get(2) })
     }
 
-    async fn set_limits(&self, _q: &QueueKeys, limits: &Limits) -> Result<()> {
+    async fn set_limits(&self, _q: &PgQueue, limits: &Limits) -> Result<()> {
         if *limits == Limits::default() {
             return Ok(());
         }
         Err(unsupported("a queue limit"))
     }
 
-    async fn limits(&self, _q: &QueueKeys) -> Result<Limits> {
+    async fn limits(&self, _q: &PgQueue) -> Result<Limits> {
         Ok(Limits::default())
     }
 
-    async fn set_group_limits(&self, _q: &QueueKeys, limits: &Limits) -> Result<()> {
+    async fn set_group_limits(&self, _q: &PgQueue, limits: &Limits) -> Result<()> {
         if *limits == Limits::default() {
             return Ok(());
         }
         Err(unsupported("a group limit"))
     }
 
-    async fn group_limits(&self, _q: &QueueKeys) -> Result<Limits> {
+    async fn group_limits(&self, _q: &PgQueue) -> Result<Limits> {
         Ok(Limits::default())
     }
 
-    async fn retry_job(&self, q: &QueueKeys, id: &str) -> Result<bool> {
+    async fn retry_job(&self, q: &PgQueue, id: &str) -> Result<bool> {
         let row = self.one("SELECT fastjobs.failed_retry($1, $2)", &[&q.name, &id]).await?;
         Ok(row.get::<_, i64>(0) == 1)
     }
 
-    async fn empty_page(&self, q: &QueueKeys, max: usize) -> Result<(u64, Vec<Vec<u8>>)> {
+    async fn empty_page(&self, q: &PgQueue, max: usize) -> Result<(u64, Vec<Vec<u8>>)> {
         let row = self.one("SELECT fastjobs.empty_page($1, $2, $3)", &[&q.name, &(max as i32), &MARK_TTL_MS]).await?;
         let recs: Vec<Vec<u8>> = row.get(0);
         let n = recs.len() as u64;
@@ -642,12 +550,12 @@ impl Store for PgStore {
         Ok((n, with_options))
     }
 
-    async fn obliterate(&self, q: &QueueKeys) -> Result<u64> {
+    async fn obliterate(&self, q: &PgQueue) -> Result<u64> {
         let row = self.one("SELECT fastjobs.obliterate($1)", &[&q.name]).await?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 
-    async fn failed_list(&self, q: &QueueKeys, limit: usize) -> Result<Vec<FailedJob>> {
+    async fn failed_list(&self, q: &PgQueue, limit: usize) -> Result<Vec<FailedJob>> {
         let rows = self
             .query(
                 "SELECT id, record, error, failed_ms FROM fastjobs.jobs WHERE queue = $1 AND state = 'f' ORDER BY failed_ms, id LIMIT $2",
@@ -657,16 +565,16 @@ impl Store for PgStore {
         Ok(rows.into_iter().map(|r| FailedJob { id: r.get(0), record: r.get(1), error: r.get(2), failed_at_ms: r.get(3) }).collect())
     }
 
-    async fn failed_retry(&self, q: &QueueKeys) -> Result<u64> {
+    async fn failed_retry(&self, q: &PgQueue) -> Result<u64> {
         let row = self.one("SELECT fastjobs.failed_retry($1)", &[&q.name]).await?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 
-    async fn failed_purge(&self, q: &QueueKeys) -> Result<u64> {
+    async fn failed_purge(&self, q: &PgQueue) -> Result<u64> {
         self.execute("DELETE FROM fastjobs.jobs WHERE queue = $1 AND state = 'f'", &[&q.name]).await
     }
 
-    async fn schedule_signal(&self, q: &QueueKeys) -> Result<Arc<tokio::sync::Notify>> {
+    async fn schedule_signal(&self, q: &PgQueue) -> Result<Arc<tokio::sync::Notify>> {
         Ok(self.signals.signal(SCHED, &q.name))
     }
 
@@ -720,49 +628,95 @@ impl Store for PgStore {
         Ok(self.signals.signal(SCHEDULES, ""))
     }
 
-    // The five operations below take Redis key names today; they route to the domain
-    // operations above (book_get, book_set, flow_settle_items, flow_results, worker_*).
-
-    async fn hash_get(&self, key: &str, fields: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
-        match book_of(key) {
-            Some((book, None)) => self.book_get(book, fields).await,
-            _ => Err(Error::Invalid(format!("no bookkeeping record is named by {key:?}"))),
-        }
+    /// Fields of a workflow's bookkeeping record ("chain:<id>" or "flow:<id>"); None for a
+    /// missing field or record (or one past its time to live).
+    async fn book_get(&self, book: &str, fields: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
+        check_book(book)?;
+        let rows = self
+            .query(
+                "SELECT f.field, f.value FROM fastjobs.book_fields f JOIN fastjobs.books b USING (book)
+                 WHERE f.book = $1 AND f.field = ANY($2) AND (b.expires_ms IS NULL OR b.expires_ms > fastjobs.now_us() / 1000)",
+                &[&book, &fields],
+            )
+            .await?;
+        let found: HashMap<String, Vec<u8>> = rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(fields.iter().map(|f| found.get(f).cloned()).collect())
     }
 
-    async fn hash_set(&self, key: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
-        if is_registry(key) {
-            for (worker, entry) in &fields {
-                self.worker_put(worker, entry).await?;
+    /// Sets fields of a workflow's bookkeeping record, and its time to live when given.
+    async fn book_set(&self, book: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+        check_book(book)?;
+        let (names, values): (Vec<String>, Vec<Vec<u8>>) = fields.into_iter().unzip();
+        let ttl_ms = ttl.map(|t| t.as_millis().max(1) as i64);
+        self.execute(
+            "WITH b AS (INSERT INTO fastjobs.books VALUES ($1, fastjobs.now_us() / 1000 + $4)
+                        ON CONFLICT (book) DO UPDATE SET expires_ms = coalesce(fastjobs.now_us() / 1000 + $4, fastjobs.books.expires_ms)
+                        RETURNING book)
+             INSERT INTO fastjobs.book_fields SELECT b.book, f.field, f.value FROM b, unnest($2::text[], $3::bytea[]) AS f(field, value)
+             ON CONFLICT (book, field) DO UPDATE SET value = excluded.value",
+            &[&book, &names, &values, &ttl_ms],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn flow_settle(&self, items: Vec<FlowSettle>) -> Result<Vec<FlowSettled>> {
+        for i in &items {
+            check_book(&format!("flow:{}", i.flow_id))?;
+        }
+        let conn = self.pool.get().await?;
+        let calls = items.iter().map(|i| {
+            let book = format!("flow:{}", i.flow_id);
+            let conn = conn.clone();
+            async move {
+                let (child, parent) = (i64::from(i.child), i64::from(i.parent));
+                let outcome = if i.failed { "f" } else { "c" };
+                let row = conn
+                    .one(
+                        "SELECT fastjobs.flow_settle($1, $2, $3, $4, $5, $6, $7)",
+                        &[&book, &child, &parent, &outcome, &i.job_id, &i.data, &i.policy.as_str()],
+                    )
+                    .await?;
+                let answer: Vec<Option<Vec<u8>>> = row.get(0);
+                let mut a = answer.into_iter();
+                let what = a.next().flatten().unwrap_or_default();
+                Ok::<_, Error>(match what.as_slice() {
+                    b"release" => FlowSettled::Release(a.next().flatten()),
+                    b"fail" => FlowSettled::Fail(a.next().flatten()),
+                    _ => FlowSettled::Wait,
+                })
             }
-            return Ok(());
-        }
-        match book_of(key) {
-            Some((book, None)) => self.book_set(book, fields, ttl).await,
-            _ => Err(Error::Invalid(format!("no bookkeeping record is named by {key:?}"))),
-        }
+        });
+        futures_util::future::try_join_all(calls).await
     }
 
-    fn flow_settle(&self, calls: Vec<([String; 2], Vec<Vec<u8>>)>) -> impl Future<Output = Result<Vec<Vec<Vec<u8>>>>> + Send {
-        let items: Result<Vec<FlowSettle>> = calls.into_iter().map(|(keys, args)| flow_item(&keys, args)).collect();
-        async move { self.flow_settle_items(items?).await }
+    /// What a flow node's children left for it: (child job id, JSON).
+    async fn flow_results(&self, flow_id: &str, node: u32) -> Result<Vec<(String, Vec<u8>)>> {
+        let book = format!("flow:{flow_id}");
+        let rows =
+            self.query("SELECT job_id, data FROM fastjobs.flow_results WHERE flow = $1 AND node = $2", &[&book, &i64::from(node)]).await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    async fn hash_all(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        if is_registry(key) {
-            return self.workers_read().await;
-        }
-        match book_of(key) {
-            Some((book, Some(node))) => self.flow_results(book.strip_prefix("flow:").unwrap_or(book), node).await,
-            _ => Err(Error::Invalid(format!("no flow results are named by {key:?}"))),
-        }
+    /// Writes a worker's entry in the worker registry.
+    async fn worker_put(&self, worker: String, entry: Vec<u8>) -> Result<()> {
+        self.execute(
+            "INSERT INTO fastjobs.workers VALUES ($1, $2) ON CONFLICT (worker) DO UPDATE SET entry = excluded.entry",
+            &[&worker, &entry],
+        )
+        .await
+        .map(|_| ())
     }
 
-    async fn hash_del(&self, key: &str, fields: Vec<String>) -> Result<u64> {
-        if is_registry(key) {
-            return self.workers_remove(fields).await;
-        }
-        Err(Error::Invalid(format!("no worker registry is named by {key:?}")))
+    /// Every entry of the worker registry.
+    async fn workers_read(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let rows = self.query("SELECT worker, entry FROM fastjobs.workers ORDER BY worker", &[]).await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Deletes entries of the worker registry; returns how many were there.
+    async fn workers_remove(&self, workers: Vec<String>) -> Result<u64> {
+        self.execute("DELETE FROM fastjobs.workers WHERE worker = ANY($1)", &[&workers]).await
     }
 
     async fn ping(&self) -> Result<()> {
@@ -801,25 +755,6 @@ impl<'a> AckColumns<'a> {
         }
         c
     }
-}
-
-/// One flow_settle.lua call (keys: the flow's record, the parent's results; args: child,
-/// parent, outcome, job id, data, policy) as the domain item.
-fn flow_item(keys: &[String; 2], args: Vec<Vec<u8>>) -> Result<FlowSettle> {
-    let bad = || Error::Invalid(format!("not a flow settlement: {keys:?}"));
-    let flow_id = book_of(&keys[0]).and_then(|(b, _)| b.strip_prefix("flow:")).ok_or_else(bad)?.to_string();
-    let [child, parent, outcome, job_id, data, policy]: [Vec<u8>; 6] = args.try_into().map_err(|_| bad())?;
-    let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| bad());
-    let node = |b: Vec<u8>| text(b)?.parse::<i64>().map_err(|_| bad());
-    Ok(FlowSettle {
-        flow_id,
-        child: node(child)?,
-        parent: node(parent)?,
-        outcome: text(outcome)?,
-        job_id: text(job_id)?,
-        data,
-        policy: text(policy)?,
-    })
 }
 
 /// A schedule's row as the entry the engine reads: the caller's fields and its bookkeeping.

@@ -2,10 +2,10 @@
 
 use super::testserver::{database, store};
 use super::*;
-use crate::codec::Record;
+use crate::record::Record;
 
-fn queue(name: &str) -> Arc<QueueKeys> {
-    Arc::new(QueueKeys::new("fj", name).unwrap())
+fn queue(name: &str) -> Arc<PgQueue> {
+    Arc::new(PgQueue { name: name.into() })
 }
 
 fn record(id: &str, priority: u8, max_attempts: u16) -> Vec<u8> {
@@ -30,7 +30,7 @@ fn idle(lease: Duration) -> Idle<'static> {
     Idle { worker: "w1", previous: None, register: true, lease }
 }
 
-async fn reserve(s: &PgStore, q: &QueueKeys, token: &str, max: usize) -> Vec<String> {
+async fn reserve(s: &PgStore, q: &PgQueue, token: &str, max: usize) -> Vec<String> {
     match s.reserve(q, token, max, &idle(Duration::from_secs(60))).await.unwrap() {
         Reserved::Jobs(recs) => recs.iter().map(|r| Record::unpack(r).unwrap().id).collect(),
         _ => vec![],
@@ -41,7 +41,7 @@ fn entry(id: &str, kind: AckKind) -> AckEntry {
     AckEntry { id: id.as_bytes().to_vec(), custom_id: false, retried: false, kind, dedup: None, group: None }
 }
 
-async fn ack(s: &PgStore, q: &Arc<QueueKeys>, token: &str, entries: Vec<AckEntry>) -> AckOutcome {
+async fn ack(s: &PgStore, q: &Arc<PgQueue>, token: &str, entries: Vec<AckEntry>) -> AckOutcome {
     s.ack(&[LeaseAck { queue: q.clone(), token: token.into(), entries }]).await.unwrap()[0]
 }
 
@@ -258,19 +258,19 @@ async fn workflow_records_flows_and_the_worker_registry() {
     s.book_set("chain:abc", vec![("step".into(), b"1".to_vec())], Some(Duration::from_secs(60))).await.unwrap();
     assert_eq!(s.book_get("chain:abc", vec!["step".into(), "x".into()]).await.unwrap(), [Some(b"1".to_vec()), None]);
     s.book_set("flow:f1", vec![("pending:0".into(), b"2".to_vec()), ("spec:0".into(), b"S".to_vec())], None).await.unwrap();
-    let settle = |child: i64, outcome: &str| FlowSettle {
+    let settle = |child: u32| FlowSettle {
         flow_id: "f1".into(),
         child,
         parent: 0,
-        outcome: outcome.into(),
+        failed: false,
         job_id: format!("j{child}"),
         data: b"{}".to_vec(),
-        policy: "fail_parent".into(),
+        policy: ChildPolicy::FailParent,
     };
-    assert_eq!(s.flow_settle_items(vec![settle(1, "c"), settle(1, "c")]).await.unwrap(), [vec![b"wait".to_vec()], vec![b"wait".to_vec()]]);
-    assert_eq!(s.flow_settle_items(vec![settle(2, "c")]).await.unwrap(), [vec![b"release".to_vec(), b"S".to_vec()]]);
+    assert_eq!(s.flow_settle(vec![settle(1), settle(1)]).await.unwrap(), [FlowSettled::Wait, FlowSettled::Wait]);
+    assert_eq!(s.flow_settle(vec![settle(2)]).await.unwrap(), [FlowSettled::Release(Some(b"S".to_vec()))]);
     assert_eq!(s.flow_results("f1", 0).await.unwrap().len(), 2);
-    s.worker_put("w1", b"{}").await.unwrap();
+    s.worker_put("w1".into(), b"{}".to_vec()).await.unwrap();
     assert_eq!(s.workers_read().await.unwrap(), [("w1".to_string(), b"{}".to_vec())]);
     assert_eq!(s.workers_remove(vec!["w1".into(), "w2".into()]).await.unwrap(), 1);
 }

@@ -1,17 +1,113 @@
 //! The store behind the engine. Callers (the Python layer, the worker, the scheduler) use
 //! this trait only, so a second backend (an embedded in-process store, a SQL database) can be
-//! added without touching them. `redis_store.rs` is the Redis implementation.
+//! added without touching them. `store/redis/mod.rs` is the Redis implementation.
 
-use crate::error::Result;
-
+pub mod chunk;
+#[cfg(test)]
+pub mod conformance;
+pub mod memory;
 pub mod postgres;
-use crate::keys::QueueKeys;
-pub use crate::schedules::ScheduleEntry;
+pub mod redis;
+pub mod settings;
+
+pub use settings::Settings;
+
+pub use crate::engine::schedules::ScheduleEntry;
+use crate::error::{Error, Result};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A job to write. `record` is packed (codec.rs) and carries the id.
+/// Queue names: 1 to 100 characters of letters, digits and `-_.:`. Every store keeps to it: braces
+/// would break Redis's hash tags, spaces and control characters its key names.
+pub fn validate_queue_name(name: &str) -> Result<()> {
+    let ok =
+        !name.is_empty() && name.len() <= 100 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("invalid queue name {name:?}: use 1 to 100 letters, digits, '-', '_', '.' or ':'")))
+    }
+}
+
+/// What the engine knows of a queue handle (`Store::Queue`): its name.
+pub trait QueueHandle: Send + Sync + 'static {
+    fn name(&self) -> &str;
+}
+
+/// Key prefixes follow the same alphabet as queue names.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    validate_queue_name(prefix)
+        .map_err(|_| Error::Invalid(format!("invalid key prefix {prefix:?}: use 1 to 100 letters, digits, '-', '_', '.' or ':'")))
+}
+
+/// Workflow records are named `chain:<id>` or `flow:<id>`, the id alphanumeric.
+pub fn check_book(book: &str) -> Result<()> {
+    let ok = book.len() <= 120
+        && matches!(book.split_once(':'), Some(("chain" | "flow", id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("invalid workflow id {book:?}")))
+    }
+}
+
+/// What a flow's child does to its parent when it fails for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildPolicy {
+    /// The parent fails without running.
+    FailParent,
+    /// The parent runs; the child's error is among its children's results.
+    Ignore,
+    /// The parent runs; the child leaves no result.
+    ContinueParent,
+}
+
+impl ChildPolicy {
+    pub fn parse(s: &str) -> Result<ChildPolicy> {
+        match s {
+            "fail_parent" => Ok(ChildPolicy::FailParent),
+            "ignore" => Ok(ChildPolicy::Ignore),
+            "continue_parent" => Ok(ChildPolicy::ContinueParent),
+            _ => Err(Error::Invalid(format!("invalid child policy {s:?}: use fail_parent, ignore or continue_parent"))),
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChildPolicy::FailParent => "fail_parent",
+            ChildPolicy::Ignore => "ignore",
+            ChildPolicy::ContinueParent => "continue_parent",
+        }
+    }
+}
+
+/// A flow's child finished for good (`Store::flow_settle`): counted once into its parent's
+/// pending children, its result kept for the parent unless its policy says otherwise.
+#[derive(Debug, Clone)]
+pub struct FlowSettle {
+    pub flow_id: String,
+    pub child: u32,
+    pub parent: u32,
+    /// Failed for good (else completed).
+    pub failed: bool,
+    pub job_id: String,
+    /// JSON kept for the parent: {"name", "result"|"error"}.
+    pub data: Vec<u8>,
+    pub policy: ChildPolicy,
+}
+
+/// What the parent of a settled child must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowSettled {
+    /// Children are still pending.
+    Wait,
+    /// Every child settled: enqueue the parent (its spec, JSON, as the flow's record holds it).
+    Release(Option<Vec<u8>>),
+    /// A child failed it (the error JSON): it fails without running.
+    Fail(Option<Vec<u8>>),
+}
+
+/// A job to write. `record` is packed (record.rs) and carries the id.
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: String,
@@ -25,7 +121,7 @@ pub struct NewJob {
     pub record: Vec<u8>,
     /// A deduplication key (one mark per key and queue): see `DedupMode`.
     pub dedup: Option<Dedup>,
-    /// The group the record's options name (`codec::options_group`): the job waits in its
+    /// The group the record's options name (`record::options_group`): the job waits in its
     /// group's list, so it goes through the general script, never the raw bulk write.
     pub group: Option<String>,
 }
@@ -64,8 +160,8 @@ pub enum Written {
 }
 
 /// One dispatch's jobs for `Store::enqueue_parts_blocking`.
-pub struct Part<'a> {
-    pub q: &'a QueueKeys,
+pub struct Part<'a, Q> {
+    pub q: &'a Q,
     pub jobs: &'a [NewJob],
     pub mark: Option<&'a Watermark>,
 }
@@ -113,11 +209,17 @@ pub struct AckEntry {
 }
 
 /// One lease's settled jobs.
-#[derive(Debug, Clone)]
-pub struct LeaseAck {
-    pub queue: Arc<QueueKeys>,
+#[derive(Debug)]
+pub struct LeaseAck<Q> {
+    pub queue: Arc<Q>,
     pub token: String,
     pub entries: Vec<AckEntry>,
+}
+
+impl<Q> Clone for LeaseAck<Q> {
+    fn clone(&self) -> Self {
+        LeaseAck { queue: self.queue.clone(), token: self.token.clone(), entries: self.entries.clone() }
+    }
 }
 
 /// What the store took of one lease's outcomes.
@@ -355,121 +457,146 @@ pub struct Handed {
 }
 
 pub trait Store: Send + Sync + 'static {
+    /// A queue as this store addresses it (its key names, its row id...), made once per name
+    /// by `queue` and passed back to every operation on the queue.
+    type Queue: QueueHandle;
+    /// The handle of the queue `name` (a valid queue name: `validate_queue_name`).
+    fn queue(&self, name: &str) -> Result<Arc<Self::Queue>>;
     /// A bulk chunk packed for this store (`pack_chunk`).
     type Packed: Send + 'static;
     /// Writes jobs atomically. Returns, per job, what was done (`Written`).
     /// A guarded chunk (`Watermark::guard`) that was written already writes nothing and
     /// answers `New` for every job (they were written, by the earlier try).
-    fn enqueue(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> impl Future<Output = Result<Vec<Written>>> + Send;
+    fn enqueue(&self, q: &Self::Queue, jobs: &[NewJob], mark: Option<&Watermark>) -> impl Future<Output = Result<Vec<Written>>> + Send;
     /// One chunk of a bulk dispatch made ready to write: its records packed into the
     /// commands (CPU only, so it can run while the caller stages the next chunks).
-    fn pack_chunk(&self, q: &QueueKeys, chunk: &crate::bulk::Chunk) -> Self::Packed;
+    fn pack_chunk(&self, q: &Self::Queue, chunk: &crate::store::chunk::Chunk) -> Self::Packed;
     /// Writes a packed chunk (`enqueue` of its jobs; a chunk is always guarded, so writing
     /// it again after a lost answer is safe).
-    fn write_chunk(&self, q: &QueueKeys, packed: &Self::Packed) -> impl Future<Output = Result<()>> + Send;
+    fn write_chunk(&self, q: &Self::Queue, packed: &Self::Packed) -> impl Future<Output = Result<()>> + Send;
     /// Whether guarded chunks, given as (producer, first sequence number), were written.
-    fn chunks_written(&self, q: &QueueKeys, chunks: &[(String, u64)]) -> impl Future<Output = Result<Vec<bool>>> + Send;
+    fn chunks_written(&self, q: &Self::Queue, chunks: &[(String, u64)]) -> impl Future<Output = Result<Vec<bool>>> + Send;
     /// Writes the dispatches a coalescer gathered (coalesce.rs) on the calling thread, in one
     /// round trip: each part's jobs in one atomic step (parts of one queue may share it), an
     /// answer per part. Err when the round trip failed (every part's answer is unknown then).
     /// A guarded part (`Watermark::guard`) is not accepted here.
-    fn enqueue_parts_blocking(&self, parts: &[Part<'_>]) -> Result<Vec<Result<Vec<Written>>>>;
+    fn enqueue_parts_blocking(&self, parts: &[Part<'_, Self::Queue>]) -> Result<Vec<Result<Vec<Written>>>>;
     /// Leases up to `max` ready jobs under `token`, their packed records in order. Jobs
     /// handed to this worker and not yet taken come first; with none at all and
     /// `idle.register`, the worker is idle: a new slot under `token` (`idle.slot(token)`) or
     /// its previous one.
-    fn reserve(&self, q: &QueueKeys, token: &str, max: usize, idle: &Idle<'_>) -> impl Future<Output = Result<Reserved>> + Send;
+    fn reserve(&self, q: &Self::Queue, token: &str, max: usize, idle: &Idle<'_>) -> impl Future<Output = Result<Reserved>> + Send;
     /// Settles jobs of several leases in one round trip; one outcome per lease.
-    fn ack(&self, acks: &[LeaseAck]) -> impl Future<Output = Result<Vec<AckOutcome>>> + Send;
-    /// Records that a handler is about to start an orphaned job (`codec::ORPHAN`) of the lease
+    fn ack(&self, acks: &[LeaseAck<Self::Queue>]) -> impl Future<Output = Result<Vec<AckOutcome>>> + Send;
+    /// Records that a handler is about to start an orphaned job (`record::ORPHAN`) of the lease
     /// `token`, before it runs, so that the reaper counts this run if the worker dies too.
     /// False when the lease no longer holds the job (reaped: another worker's now).
-    fn start(&self, q: &QueueKeys, token: &str, id: &[u8]) -> impl Future<Output = Result<bool>> + Send;
+    fn start(&self, q: &Self::Queue, token: &str, id: &[u8]) -> impl Future<Output = Result<bool>> + Send;
     /// Puts unstarted leased jobs back at the head of their queue, in order.
-    fn release(&self, q: &QueueKeys, token: &str, ids: &[Vec<u8>]) -> impl Future<Output = Result<u64>> + Send;
+    fn release(&self, q: &Self::Queue, token: &str, ids: &[Vec<u8>]) -> impl Future<Output = Result<u64>> + Send;
     /// Extends leases; returns the tokens that were lost (reaped) and the jobs of the others
     /// somebody asked to cancel.
-    fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> impl Future<Output = Result<Extended>> + Send;
+    fn extend(&self, leases: &[(Arc<Self::Queue>, Vec<String>)], lease: Duration) -> impl Future<Output = Result<Extended>> + Send;
     /// Ends now the leases of `worker`, a worker known to be dead (its supervisor saw its
     /// process exit): the next `tick` reaps them. Also drops its idle slots.
-    fn expire_worker(&self, q: &QueueKeys, worker: &str, most: usize) -> impl Future<Output = Result<Expired>> + Send;
+    fn expire_worker(&self, q: &Self::Queue, worker: &str, most: usize) -> impl Future<Output = Result<Expired>> + Send;
     /// Promotes due delayed jobs and reaps expired leases.
-    fn tick(&self, q: &QueueKeys, limit: usize) -> impl Future<Output = Result<Tick>> + Send;
+    fn tick(&self, q: &Self::Queue, limit: usize) -> impl Future<Output = Result<Tick>> + Send;
     /// Blocks the calling thread (not a runtime thread) until a job is handed to `worker`
     /// (returned), one of the queues may have ready jobs (a wake-up marker), an empty marker
     /// arrives on its inbox (leave.lua's stop, or a `nudge`), or `timeout` passes (None for
     /// the last three).
-    fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Option<Handed>>;
+    fn wait_for_work(&self, queues: &[Arc<Self::Queue>], worker: &str, timeout: Duration) -> Result<Option<Handed>>;
     /// Ends `worker`'s blocked pop at once with an empty marker on its inbox in `q` (the one
     /// leave.lua leaves); one that arrives after the pop ended only makes the next pop return
     /// early, and a reserve taking the inbox back drops it.
-    fn nudge(&self, q: &QueueKeys, worker: &str) -> impl Future<Output = Result<()>> + Send;
+    fn nudge(&self, q: &Self::Queue, worker: &str) -> impl Future<Output = Result<()>> + Send;
     /// Ends a worker's idle slot in `q` (when it has one) and puts the jobs handed to it but
     /// not taken back at the head of the queue; then wakes the worker's blocked pop.
-    fn leave(&self, q: &QueueKeys, worker: &str, slot: Option<&str>) -> impl Future<Output = Result<u64>> + Send;
-    fn status(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<Status>> + Send;
+    fn leave(&self, q: &Self::Queue, worker: &str, slot: Option<&str>) -> impl Future<Output = Result<u64>> + Send;
+    fn status(&self, q: &Self::Queue, id: &str) -> impl Future<Output = Result<Status>> + Send;
     /// `status` and the job's last progress.
-    fn info(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<Status>> + Send;
+    fn info(&self, q: &Self::Queue, id: &str) -> impl Future<Output = Result<Status>> + Send;
     /// Records a running job's progress or log line (`entry`: a JSON object, without its
     /// time); the key lives `ttl` after this write. Returns the time written (ms, the store's
     /// clock).
-    fn feedback(&self, q: &QueueKeys, id: &str, kind: Feedback, entry: &[u8], ttl: Duration) -> impl Future<Output = Result<i64>> + Send;
+    fn feedback(&self, q: &Self::Queue, id: &str, kind: Feedback, entry: &[u8], ttl: Duration) -> impl Future<Output = Result<i64>> + Send;
     /// Switches the queue's events stream on, keeping about `keep` entries (each one batch of
     /// events), or off (None): the stream already written stays readable until it is trimmed
     /// or the queue obliterated.
-    fn set_events(&self, q: &QueueKeys, keep: Option<u64>) -> impl Future<Output = Result<()>> + Send;
+    fn set_events(&self, q: &Self::Queue, keep: Option<u64>) -> impl Future<Output = Result<()>> + Send;
     /// How many entries the queue's events stream keeps, or None when it is off.
-    fn events_keep(&self, q: &QueueKeys) -> impl Future<Output = Result<Option<u64>>> + Send;
+    fn events_keep(&self, q: &Self::Queue) -> impl Future<Output = Result<Option<u64>>> + Send;
     /// A job's last progress (JSON with its time), or None.
-    fn progress(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    fn progress(&self, q: &Self::Queue, id: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
     /// A job's log lines `start` to `start + limit - 1`, oldest first (JSON with their times).
-    fn logs(&self, q: &QueueKeys, id: &str, start: usize, limit: usize) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
+    fn logs(&self, q: &Self::Queue, id: &str, start: usize, limit: usize) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
     /// Records how a job's callback went (`keys::QueueKeys::callback`): replaces the fields
     /// given; the hash lives as long as results.
-    fn callback_record(&self, q: &QueueKeys, id: &str, fields: Vec<(&'static str, Vec<u8>)>) -> impl Future<Output = Result<()>> + Send;
+    fn callback_record(&self, q: &Self::Queue, id: &str, fields: Vec<(&'static str, Vec<u8>)>) -> impl Future<Output = Result<()>> + Send;
     /// The fields `callback_record` wrote for a job, none when it has no record.
-    fn callback_status(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send;
+    fn callback_status(&self, q: &Self::Queue, id: &str) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send;
     /// Waits for a job to complete or fail for good; Ok(None) when `timeout` passed first.
-    fn wait_result(&self, q: Arc<QueueKeys>, id: String, timeout: Option<Duration>) -> impl Future<Output = Result<Option<Status>>> + Send;
-    fn counts(&self, q: &QueueKeys) -> impl Future<Output = Result<Counts>> + Send;
+    fn wait_result(
+        &self,
+        q: Arc<Self::Queue>,
+        id: String,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<Option<Status>>> + Send;
+    fn counts(&self, q: &Self::Queue) -> impl Future<Output = Result<Counts>> + Send;
     /// Workers stop taking jobs from `q` (reserve answers `Reserved::Paused`; they hand back
     /// what they prefetched); running jobs finish; dispatch goes on. True if it was running.
-    fn pause(&self, q: &QueueKeys) -> impl Future<Output = Result<bool>> + Send;
+    fn pause(&self, q: &Self::Queue) -> impl Future<Output = Result<bool>> + Send;
     /// `q` runs again; true if it was paused.
-    fn resume(&self, q: &QueueKeys) -> impl Future<Output = Result<bool>> + Send;
+    fn resume(&self, q: &Self::Queue) -> impl Future<Output = Result<bool>> + Send;
     /// A signal notified when `q` was paused or resumed (a hint, as `schedule_signal`).
-    fn control_signal(&self, q: &QueueKeys) -> impl Future<Output = Result<Arc<tokio::sync::Notify>>> + Send;
+    fn control_signal(&self, q: &Self::Queue) -> impl Future<Output = Result<Arc<tokio::sync::Notify>>> + Send;
     /// Adds queues to the registry (`keys::queue_registry`); a no-op for those this process
     /// registered already.
     fn register_queues(&self, names: &[&str]) -> impl Future<Output = Result<()>> + Send;
     /// Every queue's name, sorted.
     fn queues(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// `UnknownQueue` unless the queue was dispatched to or consumed (it is in `queues`): a
+    /// control naming a misspelt queue must not succeed in silence.
+    fn known_queue(&self, q: &Self::Queue) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            let names = self.queues().await?;
+            if names.iter().any(|n| n == q.name()) {
+                return Ok(());
+            }
+            let listed = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
+            Err(Error::UnknownQueue(format!(
+                "no job was ever dispatched to queue '{}' and no worker consumes it (queues: {listed})",
+                q.name()
+            )))
+        }
+    }
     /// Cancels one job (`remove` false: a waiting or delayed job goes and is marked
     /// cancelled; a running one's worker is asked to stop it) or removes it (`remove` true:
     /// every trace of a job that is not running; a caller-chosen id is free again).
-    fn cancel(&self, q: &QueueKeys, id: &str, remove: bool) -> impl Future<Output = Result<CancelReply>> + Send;
+    fn cancel(&self, q: &Self::Queue, id: &str, remove: bool) -> impl Future<Output = Result<CancelReply>> + Send;
     /// Replaces the queue's limits (none: no limit); its workers hear of it at once.
-    fn set_limits(&self, q: &QueueKeys, limits: &Limits) -> impl Future<Output = Result<()>> + Send;
-    fn limits(&self, q: &QueueKeys) -> impl Future<Output = Result<Limits>> + Send;
+    fn set_limits(&self, q: &Self::Queue, limits: &Limits) -> impl Future<Output = Result<()>> + Send;
+    fn limits(&self, q: &Self::Queue) -> impl Future<Output = Result<Limits>> + Send;
     /// Replaces the limits every group of the queue has (each group its own window and count
     /// of leased jobs); its workers hear of it at once.
-    fn set_group_limits(&self, q: &QueueKeys, limits: &Limits) -> impl Future<Output = Result<()>> + Send;
-    fn group_limits(&self, q: &QueueKeys) -> impl Future<Output = Result<Limits>> + Send;
+    fn set_group_limits(&self, q: &Self::Queue, limits: &Limits) -> impl Future<Output = Result<()>> + Send;
+    fn group_limits(&self, q: &Self::Queue) -> impl Future<Output = Result<Limits>> + Send;
     /// Puts one failed job back in its queue, attempts reset; false if it is not failed.
-    fn retry_job(&self, q: &QueueKeys, id: &str) -> impl Future<Output = Result<bool>> + Send;
+    fn retry_job(&self, q: &Self::Queue, id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Cancels up to `max` waiting and delayed jobs (highest priority and earliest due first);
     /// returns how many. Called until it returns fewer than `max`: Redis is never held long.
     /// Also returns the records of those that carry options (chain and flow steps among them).
-    fn empty_page(&self, q: &QueueKeys, max: usize) -> impl Future<Output = Result<(u64, Vec<Vec<u8>>)>> + Send;
+    fn empty_page(&self, q: &Self::Queue, max: usize) -> impl Future<Output = Result<(u64, Vec<Vec<u8>>)>> + Send;
     /// Deletes every key of the queue and drops it from the registry; returns how many keys.
-    fn obliterate(&self, q: &QueueKeys) -> impl Future<Output = Result<u64>> + Send;
-    fn failed_list(&self, q: &QueueKeys, limit: usize) -> impl Future<Output = Result<Vec<FailedJob>>> + Send;
-    fn failed_retry(&self, q: &QueueKeys) -> impl Future<Output = Result<u64>> + Send;
-    fn failed_purge(&self, q: &QueueKeys) -> impl Future<Output = Result<u64>> + Send;
+    fn obliterate(&self, q: &Self::Queue) -> impl Future<Output = Result<u64>> + Send;
+    fn failed_list(&self, q: &Self::Queue, limit: usize) -> impl Future<Output = Result<Vec<FailedJob>>> + Send;
+    fn failed_retry(&self, q: &Self::Queue) -> impl Future<Output = Result<u64>> + Send;
+    fn failed_purge(&self, q: &Self::Queue) -> impl Future<Output = Result<u64>> + Send;
     /// A signal notified when a job of `q` fell due earlier than its schedulers knew (a hint
     /// only: it may also fire spuriously). Call it before reading the schedule, and again on
     /// each round: it re-subscribes after a broken connection.
-    fn schedule_signal(&self, q: &QueueKeys) -> impl Future<Output = Result<Arc<tokio::sync::Notify>>> + Send;
+    fn schedule_signal(&self, q: &Self::Queue) -> impl Future<Output = Result<Arc<tokio::sync::Notify>>> + Send;
     /// Creates or updates a schedule; returns (created, next run ms).
     fn schedule_upsert(&self, w: ScheduleWrite) -> impl Future<Output = Result<(bool, i64)>> + Send;
     /// The named schedules that exist, or every schedule (None), in next-run order.
@@ -483,16 +610,21 @@ pub trait Store: Send + Sync + 'static {
     fn schedule_advance(&self, key: &str, tick_ms: i64, next_ms: Option<i64>, job_id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Notified when a schedule was added or retimed (a hint, as `schedule_signal`).
     fn schedules_signal(&self) -> impl Future<Output = Result<Arc<tokio::sync::Notify>>> + Send;
-    /// Reads fields of a bookkeeping hash (chains); None for a missing field.
-    fn hash_get(&self, key: &str, fields: Vec<String>) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
-    /// Sets fields of a bookkeeping hash, and its time to live when given.
-    fn hash_set(&self, key: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> impl Future<Output = Result<()>> + Send;
-    /// Flow children finished for good: one flow_settle.lua call each (keys, args), all in
-    /// one round trip. Returns each script's answer.
-    fn flow_settle(&self, calls: Vec<([String; 2], Vec<Vec<u8>>)>) -> impl Future<Output = Result<Vec<Vec<Vec<u8>>>>> + Send;
-    /// Every field of a hash (a flow node's children's results).
-    fn hash_all(&self, key: &str) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send;
-    /// Deletes fields of a hash (the worker registry's gone entries); returns how many were there.
-    fn hash_del(&self, key: &str, fields: Vec<String>) -> impl Future<Output = Result<u64>> + Send;
+    /// Fields of a workflow's record (`book`: `chain:<id>` or `flow:<id>`, `check_book`); None
+    /// for a field it does not have.
+    fn book_get(&self, book: &str, fields: Vec<String>) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
+    /// Sets fields of a workflow's record; with `ttl`, the whole record goes that long after now.
+    fn book_set(&self, book: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> impl Future<Output = Result<()>> + Send;
+    /// Flow children finished for good, each settled into its parent atomically (`FlowSettle`);
+    /// one answer each, the same however often a child is reported.
+    fn flow_settle(&self, items: Vec<FlowSettle>) -> impl Future<Output = Result<Vec<FlowSettled>>> + Send;
+    /// What the children of a flow's node left for it: (child job id, JSON).
+    fn flow_results(&self, flow_id: &str, node: u32) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send;
+    /// Writes a worker's entry (JSON) in the registry of workers, replacing its last one.
+    fn worker_put(&self, worker: String, entry: Vec<u8>) -> impl Future<Output = Result<()>> + Send;
+    /// Every entry of the registry of workers: (worker id, JSON).
+    fn workers_read(&self) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send;
+    /// Deletes entries of the registry of workers; returns how many were there.
+    fn workers_remove(&self, workers: Vec<String>) -> impl Future<Output = Result<u64>> + Send;
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 }

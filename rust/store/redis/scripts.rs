@@ -1,4 +1,4 @@
-//! The Lua registry: one file per atomic operation under `rust/lua/`, embedded at build time
+//! The Lua registry: one file per atomic operation under `rust/store/redis/lua/`, embedded at build time
 //! behind the shared helpers of `lua/includes/common.lua`, and called by SHA (conn.rs loads
 //! them on connect and again after a NOSCRIPT answer).
 

@@ -3,8 +3,8 @@
 //! ids, and (on the I/O runtime) packs one record per payload. Writing the chunks is the
 //! store's ordinary enqueue.
 
-use crate::codec::{pack_into, packed_len, run_bounds, Header, IdGen, IdRange, Record, PRODUCER_LEN};
 use crate::error::{Error, Result};
+use crate::record::{pack_into, packed_len, run_bounds, Header, IdGen, IdRange, Record, PRODUCER_LEN};
 use crate::store::{NewJob, Watermark};
 
 /// What every job of one bulk dispatch shares.
@@ -47,13 +47,13 @@ impl Chunk {
         Watermark { producer: self.range.producer.clone(), last_seq: self.range.last_seq(), guard: Some(self.range.first) }
     }
 
-    /// Its ids as one run for the events stream (redis_store.rs `id_runs`'s shape).
+    /// Its ids as one run for the events stream (store/redis/mod.rs `id_runs`'s shape).
     pub fn id_runs(&self) -> String {
         let name = serde_json::to_string(&self.spec.name).unwrap_or_else(|_| "null".into());
         format!("[[\"{}\",{},{},{name}]]", self.range.producer, self.range.first, self.len())
     }
 
-    /// The chunk's records cut into list elements (`codec::run_bounds`), sized by the longest
+    /// The chunk's records cut into list elements (`record::run_bounds`), sized by the longest
     /// id a record can have.
     pub fn run_bounds(&self) -> Vec<usize> {
         let fixed = packed_len("", &self.spec.name, &self.spec.options, b"") + PRODUCER_LEN + 1 + 8;
@@ -144,7 +144,7 @@ pub fn prepare_payloads(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Record;
+    use crate::record::Record;
 
     #[test]
     fn packs_one_record_per_payload_with_consecutive_ids() {

@@ -10,17 +10,18 @@
 //! the dispatch thread: the dispatches of a call Redis answered NOSCRIPT (they did not run;
 //! that path loads the scripts), and those still waiting when the connection broke.
 
-use crate::coalesce::{Answer, Dispatch};
-use crate::conn::Stream;
+use crate::engine::coalesce::{Answer, Dispatch};
 use crate::error::Error;
-use crate::redis_store::{PartsPlan, RedisStore};
+use crate::store::redis::conn::Stream;
+use crate::store::redis::keys::QueueKeys;
+use crate::store::redis::{PartsPlan, RedisStore};
 use crate::store::Part;
 use redis::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Flight<T> {
-    requests: Vec<(Dispatch, T)>,
+    requests: Vec<(Dispatch<QueueKeys>, T)>,
     plan: PartsPlan,
     expected: usize,
     replies: Vec<Value>,
@@ -32,7 +33,7 @@ pub struct Done<T> {
     /// Answers for their callers.
     pub answers: Vec<(T, Answer)>,
     /// Dispatches to send another way (see the module's comment).
-    pub hand_back: Vec<(Dispatch, T)>,
+    pub hand_back: Vec<(Dispatch<QueueKeys>, T)>,
     /// The connection is unusable: drop it (its in-flight dispatches are answered with the
     /// error, the waiting ones handed back).
     pub broken: bool,
@@ -51,7 +52,7 @@ pub struct LoopConn<T> {
     out: Vec<u8>,
     input: Vec<u8>,
     flight: Option<Flight<T>>,
-    waiting: Vec<(Dispatch, T)>,
+    waiting: Vec<(Dispatch<QueueKeys>, T)>,
 }
 
 impl<T> LoopConn<T> {
@@ -73,7 +74,7 @@ impl<T> LoopConn<T> {
     }
 
     /// A dispatch: written now when nothing is in flight, else with the next batch.
-    pub fn send(&mut self, dispatch: Dispatch, token: T) -> Done<T> {
+    pub fn send(&mut self, dispatch: Dispatch<QueueKeys>, token: T) -> Done<T> {
         if self.flight.is_some() {
             self.waiting.push((dispatch, token));
             return Done::default();
@@ -81,8 +82,8 @@ impl<T> LoopConn<T> {
         self.start(vec![(dispatch, token)])
     }
 
-    fn start(&mut self, requests: Vec<(Dispatch, T)>) -> Done<T> {
-        let parts: Vec<Part<'_>> = requests.iter().map(|(d, _)| d.part()).collect();
+    fn start(&mut self, requests: Vec<(Dispatch<QueueKeys>, T)>) -> Done<T> {
+        let parts: Vec<Part<'_, QueueKeys>> = requests.iter().map(|(d, _)| d.part()).collect();
         let (cmds, plan) = self.store.plan_parts(&parts);
         drop(parts);
         for c in &cmds {

@@ -2,133 +2,46 @@
 //! calls by SHA with the NOSCRIPT fallback.
 
 use crate::error::{Error, Result};
-use crate::scripts::{is_noscript, scripts};
+use crate::store::redis::scripts::{is_noscript, scripts};
+pub use crate::store::settings::{mask_url, seconds, Settings, Tls, MAX_SECONDS};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, Pipeline, Value};
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// The longest duration the engine takes anywhere (timeouts, ttls, leases): 100 years, in
-/// seconds. Python checks the same limit (`options.MAX_DURATION`) with friendlier messages.
-pub const MAX_SECONDS: f64 = 3_155_760_000.0;
-
-/// Seconds as a `Duration`, refused (not a panic) when NaN, infinite, under `min` or over
-/// 100 years.
-pub fn seconds(name: &str, v: f64, min: f64) -> Result<Duration> {
-    if v.is_finite() && v >= min && v <= MAX_SECONDS {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        let got = if v.is_finite() && v.abs() < 1e15 { format!("{v}") } else { format!("{v:e}") };
-        Err(Error::Invalid(format!("{name} must be between {min} seconds and 100 years ({MAX_SECONDS} seconds), got {got} seconds")))
-    }
+/// The Redis URL schemes: `redis://`, `rediss://` (TLS), `unix://` and `redis+unix://`.
+pub fn is_redis_url(url: &str) -> bool {
+    ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| url.starts_with(p))
 }
 
-#[derive(Clone)]
-pub struct Settings {
-    pub url: String,
-    pub prefix: String,
-    pub connect_timeout: Duration,
-    pub response_timeout: Duration,
-    /// How long a stored return value lives.
-    pub result_ttl: Duration,
-    /// For `rediss://`: PEM files of a private CA and of a client certificate and key (mTLS).
-    pub tls: Tls,
+/// Refuses a URL redis-rs cannot read.
+pub fn check_url(url: &str) -> Result<()> {
+    redis::Client::open(url).map_err(|e| Error::Invalid(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
+    Ok(())
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct Tls {
-    pub ca_file: Option<String>,
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
-}
-
-impl Settings {
-    pub fn new(url: &str, prefix: &str) -> Result<Settings> {
-        crate::keys::validate_prefix(prefix)?;
-        redis::Client::open(url).map_err(|e| Error::Invalid(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
-        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") || url.starts_with("redis+unix://"))
-        {
-            return Err(Error::Invalid(format!("invalid Redis URL {}: use redis://, rediss:// or unix://", mask_url(url))));
-        }
-        Ok(Settings {
-            url: url.to_string(),
-            prefix: prefix.to_string(),
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(30),
-            result_ttl: Duration::from_secs(24 * 3600),
-            tls: Tls::default(),
-        })
+/// A redis-rs client for these settings, with their TLS files when any are set.
+pub fn redis_client(settings: &Settings) -> Result<redis::Client> {
+    let s = settings;
+    static CRYPTO: std::sync::Once = std::sync::Once::new();
+    CRYPTO.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    let bad = |e: redis::RedisError| Error::Invalid(format!("invalid Redis URL {}: {e}", s.masked_url()));
+    let t = &s.tls;
+    if t.ca_file.is_none() && t.cert_file.is_none() && t.key_file.is_none() {
+        return redis::Client::open(s.url.as_str()).map_err(bad);
     }
-
-    /// A redis-rs client for these settings, with their TLS files when any are set.
-    pub fn client(&self) -> Result<redis::Client> {
-        static CRYPTO: std::sync::Once = std::sync::Once::new();
-        CRYPTO.call_once(|| {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
-        let bad = |e: redis::RedisError| Error::Invalid(format!("invalid Redis URL {}: {e}", self.masked_url()));
-        let t = &self.tls;
-        if t.ca_file.is_none() && t.cert_file.is_none() && t.key_file.is_none() {
-            return redis::Client::open(self.url.as_str()).map_err(bad);
-        }
-        let read = |what: &str, path: &str| {
-            std::fs::read(path).map_err(|e| Error::Invalid(format!("cannot read the TLS {what} file {path:?}: {e}")))
-        };
-        let client_tls = match (&t.cert_file, &t.key_file) {
-            (Some(c), Some(k)) => Some(redis::ClientTlsConfig { client_cert: read("certificate", c)?, client_key: read("key", k)? }),
-            (None, None) => None,
-            _ => return Err(Error::Invalid("a TLS client certificate needs both tls_cert_file and tls_key_file".into())),
-        };
-        let root_cert = t.ca_file.as_deref().map(|p| read("CA", p)).transpose()?;
-        redis::Client::build_with_tls(self.url.as_str(), redis::TlsCertificates { client_tls, root_cert }).map_err(bad)
-    }
-
-    /// The URL with its password replaced by `***`, for messages.
-    pub fn masked_url(&self) -> String {
-        mask_url(&self.url)
-    }
-}
-
-/// Debug shows the masked URL: settings may end up in a log line.
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("url", &self.masked_url())
-            .field("prefix", &self.prefix)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
-            .field("result_ttl", &self.result_ttl)
-            .field("tls", &self.tls)
-            .finish()
-    }
-}
-
-/// The URL with its password replaced by `***` (the user name stays): the password of
-/// `redis://user:password@host`, and the `pass`/`password` parameter of
-/// `unix:///path?user=u&pass=password`.
-pub fn mask_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            let secret = |k: &str| k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password");
-            if u.query_pairs().any(|(k, _)| secret(&k)) {
-                let pairs: Vec<(String, String)> = u
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let v = if secret(&k) { "***".to_string() } else { v.into_owned() };
-                        (k.into_owned(), v)
-                    })
-                    .collect();
-                u.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            u.to_string()
-        }
-        Err(_) => "<unparsable URL>".to_string(),
-    }
+    let read =
+        |what: &str, path: &str| std::fs::read(path).map_err(|e| Error::Invalid(format!("cannot read the TLS {what} file {path:?}: {e}")));
+    let client_tls = match (&t.cert_file, &t.key_file) {
+        (Some(c), Some(k)) => Some(redis::ClientTlsConfig { client_cert: read("certificate", c)?, client_key: read("key", k)? }),
+        (None, None) => None,
+        _ => return Err(Error::Invalid("a TLS client certificate needs both tls_cert_file and tls_key_file".into())),
+    };
+    let root_cert = t.ca_file.as_deref().map(|p| read("CA", p)).transpose()?;
+    redis::Client::build_with_tls(s.url.as_str(), redis::TlsCertificates { client_tls, root_cert }).map_err(bad)
 }
 
 /// One multiplexed connection, opened on first use and reopened after it broke.
@@ -141,7 +54,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(settings: &Settings) -> Result<Conn> {
-        Ok(Conn { settings: settings.clone(), client: settings.client()?, current: Mutex::new(None) })
+        Ok(Conn { settings: settings.clone(), client: redis_client(settings)?, current: Mutex::new(None) })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -423,7 +336,7 @@ const STALE_AFTER: Duration = Duration::from_secs(1);
 
 impl SyncConn {
     pub fn new(settings: &Settings) -> Result<SyncConn> {
-        let info = settings.client()?.get_connection_info().clone();
+        let info = redis_client(settings)?.get_connection_info().clone();
         let r = info.redis_settings();
         let login = Login {
             username: r.username().map(str::to_string),

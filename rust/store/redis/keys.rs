@@ -5,24 +5,6 @@
 
 use crate::error::{Error, Result};
 
-/// Queue names: 1 to 100 characters of letters, digits and `-_.:`. Braces would break the
-/// hash tag, spaces and control characters the key names.
-pub fn validate_queue_name(name: &str) -> Result<()> {
-    let ok =
-        !name.is_empty() && name.len() <= 100 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!("invalid queue name {name:?}: use 1 to 100 letters, digits, '-', '_', '.' or ':'")))
-    }
-}
-
-/// Key prefixes follow the same alphabet as queue names.
-pub fn validate_prefix(prefix: &str) -> Result<()> {
-    validate_queue_name(prefix)
-        .map_err(|_| Error::Invalid(format!("invalid key prefix {prefix:?}: use 1 to 100 letters, digits, '-', '_', '.' or ':'")))
-}
-
 /// The key names of one queue.
 #[derive(Debug, Clone)]
 pub struct QueueKeys {
@@ -32,7 +14,7 @@ pub struct QueueKeys {
     pub wait: String,
     /// Priority levels that have a ready list of their own (`wait:<p>`).
     pub prios: String,
-    /// Records held in runs beyond one per element of `wait` (see codec.rs, common.lua).
+    /// Records held in runs beyond one per element of `wait` (see record.rs, common.lua).
     pub runs: String,
     pub wake: String,
     /// zset: idle workers' slots (`<worker>|<token>|<lease ms>`) -> when they registered.
@@ -65,7 +47,7 @@ pub struct QueueKeys {
 
 impl QueueKeys {
     pub fn new(prefix: &str, queue: &str) -> Result<QueueKeys> {
-        validate_queue_name(queue)?;
+        crate::store::validate_queue_name(queue)?;
         let base = format!("{prefix}:{{{queue}}}");
         let k = |s: &str| format!("{base}:{s}");
         Ok(QueueKeys {
@@ -207,11 +189,7 @@ impl ScheduleKeys {
 /// own hash tag, since a workflow's jobs may live on several queues; a flow's results hashes
 /// (`…:results:<node>`) share it.
 pub fn book_key(prefix: &str, book: &str) -> Result<String> {
-    let ok = book.len() <= 120
-        && matches!(book.split_once(':'), Some(("chain" | "flow", id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()));
-    if !ok {
-        return Err(Error::Invalid(format!("invalid workflow id {book:?}")));
-    }
+    crate::store::check_book(book)?;
     Ok(format!("{prefix}:{{{book}}}"))
 }
 

@@ -2,10 +2,10 @@
 //! scripts (common.lua `emit`), read here on a connection of the reader's own, because a
 //! blocking XREAD would hold up every command behind it on a shared connection.
 
-use crate::conn::{Settings, SyncConn};
 use crate::error::{Error, Result};
-use crate::keys::QueueKeys;
-use crate::redis_store::bytes;
+use crate::store::redis::bytes;
+use crate::store::redis::conn::{Settings, SyncConn};
+use crate::store::redis::keys::QueueKeys;
 use redis::Value;
 use std::time::Duration;
 

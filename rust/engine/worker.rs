@@ -5,12 +5,11 @@
 //! Python threads take jobs with `next_jobs` and report each outcome with `settle`; both
 //! are cheap, in-memory calls. All network work happens on the I/O runtime's tasks.
 
-use crate::callback::{CallbackConfig, Deliverer, Post, Targets};
-use crate::codec::{is_generated_id, Record};
+use crate::engine::callback::{CallbackConfig, Deliverer, Post, Targets};
 use crate::error::{Error, Result};
-use crate::keys::QueueKeys;
+use crate::record::{is_generated_id, Record};
 use crate::runtime::runtime;
-use crate::store::{AckEntry, AckKind, Handed, Idle, LeaseAck, Reserved, Store};
+use crate::store::{AckEntry, AckKind, Handed, Idle, LeaseAck, QueueHandle, Reserved, Store};
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,7 +54,7 @@ struct Pending {
     queue: usize,
     raw: Vec<u8>,
     id: Vec<u8>,
-    /// An orphan (codec::ORPHAN): handed out alone, its start recorded first.
+    /// An orphan (record::ORPHAN): handed out alone, its start recorded first.
     orphan: bool,
     /// The deduplication key this job holds until it settles, read from its options when it
     /// is handed out (`settle_keys`); None for every job without one.
@@ -142,7 +141,7 @@ pub struct Stats {
 
 pub struct Engine<S: Store> {
     store: Arc<S>,
-    queues: Vec<Arc<QueueKeys>>,
+    queues: Vec<Arc<S::Queue>>,
     cfg: WorkerConfig,
     buffer: Mutex<Buffer>,
     ready_cv: Condvar,
@@ -153,7 +152,7 @@ pub struct Engine<S: Store> {
     /// Handed to Python, not settled yet: handle -> job.
     running: Mutex<HashMap<u64, Pending>>,
     /// Settled jobs to acknowledge: (lease, entry, the callback to post once it landed).
-    acks: Mutex<Vec<Settled>>,
+    acks: Mutex<Vec<Settled<S::Queue>>>,
     ack_ready: Notify,
     acks_idle: Notify,
     /// The acknowledger holds a batch it has not finished sending.
@@ -195,7 +194,7 @@ pub struct Engine<S: Store> {
     pub callbacks: Arc<Deliverer<S>>,
 }
 
-type Settled = (u64, AckEntry, Option<Box<Post>>);
+type Settled<Q> = (u64, AckEntry, Option<Box<Post<Q>>>);
 
 /// One blocking wait for work; an idle worker then reserves again (and renews its slot).
 const WAIT: Duration = Duration::from_secs(1);
@@ -206,7 +205,7 @@ fn new_token() -> String {
 }
 
 impl<S: Store> Engine<S> {
-    pub fn new(store: Arc<S>, queues: Vec<Arc<QueueKeys>>, cfg: WorkerConfig) -> Arc<Engine<S>> {
+    pub fn new(store: Arc<S>, queues: Vec<Arc<S::Queue>>, cfg: WorkerConfig) -> Arc<Engine<S>> {
         let queues_len = queues.len();
         let worker_id = cfg.worker_id.clone().unwrap_or_else(new_token);
         let callbacks = Arc::new(Deliverer::new(store.clone(), cfg.callbacks.clone()));
@@ -248,7 +247,7 @@ impl<S: Store> Engine<S> {
         })
     }
 
-    pub fn queues(&self) -> &[Arc<QueueKeys>] {
+    pub fn queues(&self) -> &[Arc<S::Queue>] {
         &self.queues
     }
 
@@ -500,7 +499,7 @@ impl<S: Store> Engine<S> {
     /// reserves again (`control`) and the heartbeat collects cancel requests (`cancel_check`).
     /// Subscribed again after a broken connection.
     pub async fn control_loop(self: Arc<Self>) {
-        let names: Vec<&str> = self.queues.iter().map(|q| q.name.as_str()).collect();
+        let names: Vec<&str> = self.queues.iter().map(|q| q.name()).collect();
         while let Err(e) = self.store.register_queues(&names).await {
             self.note_error(&e);
             tokio::time::sleep(WAIT).await;
@@ -716,7 +715,7 @@ impl<S: Store> Engine<S> {
             && self.buffer.lock().unwrap().solo.as_ref().is_some_and(|(l, i)| *l == lease && i.as_slice() == id)
     }
 
-    /// Records that an orphan is about to start (see `codec::ORPHAN`). False when it must not
+    /// Records that an orphan is about to start (see `record::ORPHAN`). False when it must not
     /// run: its lease was reaped (it is another worker's now: dropped), or the store could not
     /// be reached (it goes back to the front of the buffer, to be tried again).
     fn record_start(&self, p: &Pending) -> bool {
@@ -760,7 +759,7 @@ impl<S: Store> Engine<S> {
                     // Most records carry no options: nothing to read.
                     if !record.options.is_empty() {
                         (p.dedup, p.group) = settle_keys(&record.options);
-                        p.callbacks = crate::callback::targets(&record.options);
+                        p.callbacks = crate::engine::callback::targets(&record.options);
                         if p.callbacks.is_some() {
                             p.name.clone_from(&record.name);
                         }
@@ -769,7 +768,7 @@ impl<S: Store> Engine<S> {
                     running.insert(handle, p);
                 }
                 Err(e) => {
-                    let message = format!("a job record of queue {:?} could not be decoded: {e}", self.queues[p.queue].name);
+                    let message = format!("a job record of queue {:?} could not be decoded: {e}", self.queues[p.queue].name());
                     let error = error_json("DecodeError", &message, "");
                     let entry = AckEntry {
                         id: p.id,
@@ -818,7 +817,7 @@ impl<S: Store> Engine<S> {
 
     /// The callback a job's outcome is posted to (completed, else failed for good), if its
     /// options name one for it.
-    fn post(&self, p: &Pending, completed: bool, attempts: u16, data: impl FnOnce() -> Option<Vec<u8>>) -> Option<Box<Post>> {
+    fn post(&self, p: &Pending, completed: bool, attempts: u16, data: impl FnOnce() -> Option<Vec<u8>>) -> Option<Box<Post<S::Queue>>> {
         let t = p.callbacks.as_deref()?;
         let target = if completed { t.completed.clone() } else { t.failed.clone() }?;
         let data = data();
@@ -875,7 +874,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// An outcome to acknowledge, and the callback to post once it landed.
-    fn push_ack_posting(&self, lease: u64, e: AckEntry, post: Option<Box<Post>>) {
+    fn push_ack_posting(&self, lease: u64, e: AckEntry, post: Option<Box<Post<S::Queue>>>) {
         let mut a = self.acks.lock().unwrap();
         a.push((lease, e, post));
         if a.len() == 1 {
@@ -889,7 +888,7 @@ impl<S: Store> Engine<S> {
         loop {
             // Take the batch and mark it in flight under one lock, so drain_acks never sees
             // neither.
-            let batch: Vec<Settled> = {
+            let batch: Vec<Settled<S::Queue>> = {
                 let mut a = self.acks.lock().unwrap();
                 self.flushing.store(!a.is_empty(), Ordering::Release);
                 std::mem::take(&mut *a)
@@ -903,10 +902,10 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    async fn flush(&self, batch: Vec<Settled>) {
+    async fn flush(&self, batch: Vec<Settled<S::Queue>>) {
         let n = batch.len() as u64;
-        let mut by_lease: Vec<(u64, LeaseAck)> = vec![];
-        let mut posts: Vec<(u64, Box<Post>)> = vec![];
+        let mut by_lease: Vec<(u64, LeaseAck<S::Queue>)> = vec![];
+        let mut posts: Vec<(u64, Box<Post<S::Queue>>)> = vec![];
         // The outcome of the orphan running alone: the others may run once it has landed.
         let solo = batch.iter().any(|(lease, e, _)| self.is_solo(*lease, &e.id));
         {
@@ -929,7 +928,7 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
-        let acks: Vec<LeaseAck> = by_lease.iter().map(|(_, a)| a.clone()).collect();
+        let acks: Vec<LeaseAck<S::Queue>> = by_lease.iter().map(|(_, a)| a.clone()).collect();
         let mut backoff = Duration::from_millis(50);
         // A settled job is never dropped: retry until the store takes it (or refuses it as
         // stale). Redis applies each lease's script whole or not at all.
@@ -948,7 +947,7 @@ impl<S: Store> Engine<S> {
         // (its jobs run again elsewhere, and that run posts), so none of it is posted.
         let refused: Vec<u64> = by_lease.iter().zip(&outcomes).filter(|(_, o)| o.refused > 0).map(|((l, _), _)| *l).collect();
         if !posts.is_empty() {
-            let at = crate::callback::now_ms();
+            let at = crate::engine::callback::now_ms();
             for (lease, post) in posts {
                 if !refused.contains(&lease) {
                     self.callbacks.spawn(*post, at);
@@ -1011,7 +1010,7 @@ impl<S: Store> Engine<S> {
                 _ = self.stop.notified() => {}
                 _ = self.cancel_check.notified() => {}
             }
-            let mut per_queue: Vec<(Arc<QueueKeys>, Vec<String>)> = self.queues.iter().map(|q| (q.clone(), vec![])).collect();
+            let mut per_queue: Vec<(Arc<S::Queue>, Vec<String>)> = self.queues.iter().map(|q| (q.clone(), vec![])).collect();
             for l in self.leases.lock().unwrap().values() {
                 per_queue[l.queue].1.push(l.token.clone());
             }

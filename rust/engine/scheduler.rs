@@ -4,7 +4,6 @@
 //! exactly the due jobs and reaps expired leases in one idempotent script. Any number of
 //! workers may run it for the same queue. It runs until its task is aborted.
 
-use crate::keys::QueueKeys;
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,7 @@ const BATCH: usize = 1000;
 /// to ~2 ms after its deadline, so longer waits end this far early and re-check.
 const FINE: Duration = Duration::from_millis(4);
 
-pub async fn run<S: Store>(store: Arc<S>, q: Arc<QueueKeys>, on_error: impl Fn(&crate::error::Error)) {
+pub async fn run<S: Store>(store: Arc<S>, q: Arc<S::Queue>, on_error: impl Fn(&crate::error::Error)) {
     let mut backoff = Duration::from_millis(50);
     loop {
         // Listen before reading the head, so a wake-up between the two is not lost (a

@@ -1,13 +1,13 @@
 -- push: append ready records to a queue: a few jobs, or records with priorities (the bulk
 -- path for records all of priority 0 is a raw RPUSH plus mark.lua in one MULTI/EXEC: see
--- redis_store.rs); one job meeting an idle worker is handed to it directly.
+-- store/redis/mod.rs); one job meeting an idle worker is handed to it directly.
 -- KEYS[1] wait list   KEYS[2] wake list   KEYS[3] producer high-water-mark string
 -- KEYS[4] the producer's sent-chunks bitmap (a placeholder key when there is no guard)
 -- ARGV[1] queue key base ("fj:{q}")
 -- ARGV[2] highest sequence number among the records (the producer's high-water mark)
 -- ARGV[3] ttl of the high-water mark, seconds
 -- ARGV[4] a bulk chunk's first sequence number (its guard, common.lua chunk_sent), or -1
--- ARGV[5..] packed job records (see codec.rs), already carrying their ids
+-- ARGV[5..] packed job records (see record.rs), already carrying their ids
 -- Returns the number of records pushed, or -1 when the guarded chunk was written already.
 local base = ARGV[1]
 if chunk_sent(KEYS[4], ARGV[4], ARGV[3]) then return -1 end

@@ -8,10 +8,9 @@
 //! the schedule on only if the tick is still its next run (sched_advance.lua). A crash between
 //! the steps leaves the tick pending; the next driver enqueues nothing new and moves it on.
 
-use crate::codec::{check_fields, pack_into, Header};
 use crate::cron::Cron;
 use crate::error::{Error, Result};
-use crate::keys::QueueKeys;
+use crate::record::{check_fields, pack_into, Header};
 use crate::store::{NewJob, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -126,7 +125,7 @@ impl ScheduleEntry {
         let payload = self.fields.get("payload").map(Vec::as_slice).unwrap_or(b"null");
         let mut record = Vec::new();
         pack_into(&mut record, header, &id, name, now_ms.max(0) as u64, options, payload);
-        let group = crate::codec::options_group(options)?;
+        let group = crate::record::options_group(options)?;
         Ok((
             self.required("queue")?.to_string(),
             NewJob { id: id.clone(), custom_id: true, delay_us: 0, at_us: None, record, dedup: None, group },
@@ -141,8 +140,8 @@ const PUT_ASIDE: Duration = Duration::from_secs(3600);
 const BATCH: usize = 100;
 
 /// Fires due ticks until the task is aborted. One per worker process.
-pub async fn drive<S: Store>(store: Arc<S>, prefix: String, on_error: impl Fn(&Error)) {
-    let mut queues: HashMap<String, Arc<QueueKeys>> = HashMap::new();
+pub async fn drive<S: Store>(store: Arc<S>, on_error: impl Fn(&Error)) {
+    let mut queues: HashMap<String, Arc<S::Queue>> = HashMap::new();
     let mut backoff = Duration::from_millis(50);
     loop {
         // Listen before reading, so a change published between the two is not missed.
@@ -158,7 +157,7 @@ pub async fn drive<S: Store>(store: Arc<S>, prefix: String, on_error: impl Fn(&E
             Ok(due) => {
                 let mut failed = false;
                 for (key, tick) in &due.due {
-                    match fire(&*store, &prefix, &mut queues, key, *tick, due.now_ms).await {
+                    match fire(&*store, &mut queues, key, *tick, due.now_ms).await {
                         Ok(()) => {}
                         // Its stored definition cannot be read (written by something else):
                         // put aside for an hour rather than failing every round, and said.
@@ -204,14 +203,7 @@ pub async fn drive<S: Store>(store: Arc<S>, prefix: String, on_error: impl Fn(&E
     }
 }
 
-async fn fire<S: Store>(
-    store: &S,
-    prefix: &str,
-    queues: &mut HashMap<String, Arc<QueueKeys>>,
-    key: &str,
-    tick: i64,
-    now: i64,
-) -> Result<()> {
+async fn fire<S: Store>(store: &S, queues: &mut HashMap<String, Arc<S::Queue>>, key: &str, tick: i64, now: i64) -> Result<()> {
     let Some(entry) = store.schedule_read(Some(vec![key.to_string()])).await?.pop() else {
         return Ok(()); // removed meanwhile
     };
@@ -225,7 +217,7 @@ async fn fire<S: Store>(
     let q = match queues.get(&queue) {
         Some(q) => q.clone(),
         None => {
-            let q = Arc::new(QueueKeys::new(prefix, &queue)?);
+            let q = store.queue(&queue)?;
             queues.insert(queue, q.clone());
             q
         }

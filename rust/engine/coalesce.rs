@@ -15,7 +15,6 @@
 //! answers of an event loop go to its `Inbox`, which wakes the loop once per batch.
 
 use crate::error::Result;
-use crate::keys::QueueKeys;
 use crate::store::{NewJob, Part, Store, Watermark, Written};
 use std::io::{Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -28,16 +27,16 @@ use std::time::Duration;
 pub type Answer = Result<Vec<Written>>;
 
 /// The jobs of one dispatch (prepared: ids given, records packed), written in one atomic step.
-pub struct Dispatch {
-    pub q: Arc<QueueKeys>,
+pub struct Dispatch<Q> {
+    pub q: Arc<Q>,
     pub jobs: Vec<NewJob>,
     /// Never a guarded chunk: those are written on their own (bulk.rs).
     pub mark: Option<Watermark>,
 }
 
-impl Dispatch {
+impl<Q> Dispatch<Q> {
     /// As the store writes it.
-    pub fn part(&self) -> Part<'_> {
+    pub fn part(&self) -> Part<'_, Q> {
         Part { q: &self.q, jobs: &self.jobs, mark: self.mark.as_ref() }
     }
 }
@@ -133,13 +132,13 @@ enum Reply<T> {
     Loop(Arc<Inbox<T>>, T),
 }
 
-struct Request<T> {
-    dispatch: Dispatch,
+struct Request<Q, T> {
+    dispatch: Dispatch<Q>,
     reply: Reply<T>,
 }
 
-struct State<T> {
-    pending: Vec<Request<T>>,
+struct State<Q, T> {
+    pending: Vec<Request<Q, T>>,
     /// A batch is being written (by a caller's thread or the dispatch thread); while it is,
     /// new dispatches only join `pending`.
     writing: bool,
@@ -149,9 +148,9 @@ struct State<T> {
     closed: bool,
 }
 
-struct Shared<S, T> {
+struct Shared<S: Store, T> {
     store: Arc<S>,
-    state: Mutex<State<T>>,
+    state: Mutex<State<S::Queue, T>>,
     turn: Condvar,
 }
 
@@ -168,7 +167,7 @@ impl<S: Store, T: Send + 'static> Coalescer<S, T> {
 
     /// A dispatch from a thread that may block: written now on this thread when nothing is
     /// in flight, else joins the next batch (`Pending::wait` for its answer).
-    pub fn send(&self, dispatch: Dispatch) -> Pending {
+    pub fn send(&self, dispatch: Dispatch<S::Queue>) -> Pending {
         let waiter = Arc::new(Waiter { answer: Mutex::new(None), given: Condvar::new() });
         let mut st = lock(&self.shared.state);
         st.pending.push(Request { dispatch, reply: Reply::Thread(waiter.clone()) });
@@ -193,7 +192,7 @@ impl<S: Store, T: Send + 'static> Coalescer<S, T> {
 
     /// A dispatch from an event loop (must not block): written by the dispatch thread, its
     /// answer put in `inbox` with `token`.
-    pub fn send_async(&self, dispatch: Dispatch, inbox: &Arc<Inbox<T>>, token: T) {
+    pub fn send_async(&self, dispatch: Dispatch<S::Queue>, inbox: &Arc<Inbox<T>>, token: T) {
         let mut st = lock(&self.shared.state);
         st.pending.push(Request { dispatch, reply: Reply::Loop(inbox.clone(), token) });
         if !st.writing {
@@ -202,7 +201,7 @@ impl<S: Store, T: Send + 'static> Coalescer<S, T> {
         }
     }
 
-    fn wake_thread(&self, st: &mut State<T>) {
+    fn wake_thread(&self, st: &mut State<S::Queue, T>) {
         st.thread_turn = true;
         if !st.thread_started {
             st.thread_started = true;
@@ -249,9 +248,9 @@ fn dispatch_thread<S: Store, T: Send + 'static>(shared: Arc<Shared<S, T>>) {
 
 /// Writes a batch in one round trip and gives each dispatch its answer; each event loop
 /// with answers is woken once, after all of them are in its inbox.
-fn write_batch<S: Store, T>(store: &S, batch: Vec<Request<T>>) {
+fn write_batch<S: Store, T>(store: &S, batch: Vec<Request<S::Queue, T>>) {
     let answers = {
-        let parts: Vec<Part<'_>> = batch.iter().map(|r| r.dispatch.part()).collect();
+        let parts: Vec<Part<'_, S::Queue>> = batch.iter().map(|r| r.dispatch.part()).collect();
         match store.enqueue_parts_blocking(&parts) {
             Ok(a) => a,
             Err(e) => vec![Err(e); parts.len()],

@@ -1,12 +1,12 @@
 -- Shared helpers, prepended to every script at build time (scripts.rs).
--- Record header offsets (1-based, see codec.rs): 1 kind, 2-3 attempt, 4-5 max attempts,
+-- Record header offsets (1-based, see record.rs): 1 kind, 2-3 attempt, 4-5 max attempts,
 -- 6 priority, 7 id length n, 8.. id, 8+n name length m, then the name, 6 bytes enqueued at,
 -- 2 bytes options length k, the options, the payload.
 local rcall = redis.call
 -- Locals, not global lookups: these run once per record on a drain's hot path.
 local sbyte, ssub = string.byte, string.sub
 
--- First byte of a list element (codec.rs): a job record; the same job orphaned (the worker
+-- First byte of a list element (record.rs): a job record; the same job orphaned (the worker
 -- that held it died while it may have been running it: its next run goes alone, its start
 -- recorded first, see start.lua and tick.lua); a run of records.
 local RECORD, ORPHAN, RUN = 1, 2, 254
@@ -242,7 +242,7 @@ local function fail_undecodable(base, rec, now, why)
   bump(base .. ':stats', 'failed', 1)
 end
 
--- Whether `id` is a generated id `<producer:10 alphanumerics>-<seq: 1-8 digits>` (codec.rs
+-- Whether `id` is a generated id `<producer:10 alphanumerics>-<seq: 1-8 digits>` (record.rs
 -- is_generated_id), for scripts that are not told.
 local function is_generated(id)
   return string.match(id, '^%w%w%w%w%w%w%w%w%w%w%-%d+$') ~= nil and #id <= 19
@@ -268,7 +268,7 @@ local CANCEL_ASK_S = 604800
 
 -- Settles a job that had not started (handed back, reaped, or taken from an inbox) as
 -- cancelled, because somebody asked (cancel_ask): marked, its waiters told, counted.
-local CANCELLED_TTL_S = 2592000 -- as the completion marks (redis_store.rs MARK_TTL_SECS)
+local CANCELLED_TTL_S = 2592000 -- as the completion marks (store/redis/mod.rs MARK_TTL_SECS)
 local function cancel_unstarted(base, id, rec)
   mark_cancelled(base, id, not is_generated(id), CANCELLED_TTL_S)
   release_dedup_of(base, rec, id)
@@ -353,7 +353,7 @@ local function push_ready(base, recs, head)
   end
 end
 
--- A list element of `<base>:wait` is a record or a run of records (codec.rs): the byte RUN,
+-- A list element of `<base>:wait` is a record or a run of records (record.rs): the byte RUN,
 -- then per record its length (2 bytes, big-endian) and its bytes. A bulk dispatch writes runs
 -- because Redis's cost is per element more than per byte. `<base>:runs` counts the records in
 -- runs beyond one per element, so the ready count stays a few O(1) calls. It means nothing

@@ -3,8 +3,8 @@
 //! local waiters by job id. If that connection breaks, every waiter is told to look again
 //! (it re-reads the job's state), so no result is missed.
 
-use crate::conn::Settings;
 use crate::error::{Error, Result};
+use crate::store::redis::conn::Settings;
 use crate::store::State;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
@@ -52,7 +52,7 @@ impl Notifier {
 
     async fn connect(&self) -> Result<PubSubSink> {
         let url = self.settings.masked_url();
-        let client = self.settings.client()?;
+        let client = crate::store::redis::conn::redis_client(&self.settings)?;
         let ps = tokio::time::timeout(self.settings.connect_timeout, client.get_async_pubsub())
             .await
             .map_err(|_| {

@@ -10,9 +10,8 @@
 //! other answer (redirects are not followed) fails at once. How it went is recorded on the
 //! job (`Store::callback_record`).
 
-use crate::keys::QueueKeys;
 use crate::runtime::runtime;
-use crate::store::Store;
+use crate::store::{QueueHandle, Store};
 use rand::Rng;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -101,9 +100,9 @@ pub fn targets(options: &[u8]) -> Option<Box<Targets>> {
 
 /// One outcome to post.
 #[derive(Debug)]
-pub struct Post {
+pub struct Post<Q> {
     pub target: Target,
-    pub queue: Arc<QueueKeys>,
+    pub queue: Arc<Q>,
     pub job_id: String,
     pub name: String,
     /// Completed (else failed for good).
@@ -115,7 +114,7 @@ pub struct Post {
     pub meta: Option<serde_json::Value>,
 }
 
-impl Post {
+impl<Q: QueueHandle> Post<Q> {
     /// What is posted: `{"job_id", "queue", "name", "state", "attempts", "result" or "error":
     /// {"type", "message"}, "meta", "at"}` (`at`: when the outcome was acknowledged, ms since
     /// the epoch).
@@ -124,7 +123,7 @@ impl Post {
         let parsed = self.data.as_deref().map(|d| serde_json::from_slice::<Value>(d).unwrap_or_else(|_| String::from_utf8_lossy(d).into()));
         let mut body = json!({
             "job_id": self.job_id,
-            "queue": self.queue.name,
+            "queue": self.queue.name(),
             "name": self.name,
             "state": if self.completed { "completed" } else { "failed" },
             "attempts": self.attempts,
@@ -226,7 +225,7 @@ impl<S: Store> Deliverer<S> {
     }
 
     /// Posts `post` on a task of the I/O runtime; `at_ms` is when its outcome was acknowledged.
-    pub fn spawn(self: &Arc<Self>, post: Post, at_ms: u64) {
+    pub fn spawn(self: &Arc<Self>, post: Post<S::Queue>, at_ms: u64) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let me = self.clone();
         runtime().spawn(async move {
@@ -294,7 +293,7 @@ impl<S: Store> Deliverer<S> {
         }
     }
 
-    async fn deliver(&self, post: Post, at_ms: u64) {
+    async fn deliver(&self, post: Post<S::Queue>, at_ms: u64) {
         let body = post.body(at_ms);
         let mut abandon = self.abandon.subscribe();
         let mut last: (Option<u16>, String) = (None, String::new());
@@ -342,13 +341,13 @@ impl<S: Store> Deliverer<S> {
         }
     }
 
-    async fn give_up(&self, post: &Post, tries: u32, code: Option<u16>, error: String) {
+    async fn give_up(&self, post: &Post<S::Queue>, tries: u32, code: Option<u16>, error: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         self.note(format!(
             "the {} callback of job {} (queue {:?}) to {} was not delivered after {tries} tr{}: {error}",
             post.event(),
             post.job_id,
-            post.queue.name,
+            post.queue.name(),
             post.target.url,
             if tries == 1 { "y" } else { "ies" }
         ));
@@ -361,7 +360,7 @@ impl<S: Store> Deliverer<S> {
         full / 2 + full.mul_f64(rand::rng().random::<f64>() / 2.0)
     }
 
-    async fn try_once(&self, post: &Post, body: &[u8]) -> Try {
+    async fn try_once(&self, post: &Post<S::Queue>, body: &[u8]) -> Try {
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return Try::Refused(None, e),
@@ -402,7 +401,7 @@ impl<S: Store> Deliverer<S> {
         }
     }
 
-    async fn record(&self, post: &Post, state: &str, tries: u32, code: Option<u16>, error: &str) {
+    async fn record(&self, post: &Post<S::Queue>, state: &str, tries: u32, code: Option<u16>, error: &str) {
         let fields: Vec<(&'static str, Vec<u8>)> = vec![
             ("state", state.into()),
             ("event", post.event().into()),
@@ -470,7 +469,7 @@ mod tests {
 
     #[test]
     fn bodies_carry_the_outcome() {
-        let q = Arc::new(QueueKeys::new("fj", "q").unwrap());
+        let q = Arc::new(crate::store::redis::keys::QueueKeys::new("fj", "q").unwrap());
         let target = Target { url: "http://x".into(), headers: vec![] };
         let mut p = Post {
             target,
@@ -489,7 +488,7 @@ mod tests {
                                          "result": {"n": 12345678901234u64}, "meta": null, "at": 7})
         );
         p.completed = false;
-        p.data = Some(crate::worker::error_json("ValueError", "bad", "Traceback..."));
+        p.data = Some(crate::engine::worker::error_json("ValueError", "bad", "Traceback..."));
         let v: serde_json::Value = serde_json::from_slice(&p.body(7)).unwrap();
         assert_eq!(v["error"], serde_json::json!({"type": "ValueError", "message": "bad"}));
         assert!(v.get("result").is_none());

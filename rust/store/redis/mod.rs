@@ -1,15 +1,26 @@
-//! The Redis store: every state change is one Lua script (rust/lua/), hot paths batch many
+//! The Redis store: every state change is one Lua script (lua/), hot paths batch many
 //! jobs per call, and several calls share a round trip where they can.
 
-use crate::bulk::Chunk;
-use crate::codec::{is_generated_id, run_bounds, PRODUCER_LEN, RUN, RUN_BYTES};
-use crate::conn::{Conn, Settings, SyncConn};
+pub mod conn;
+pub mod events;
+pub mod keys;
+pub mod loop_conn;
+pub mod notify;
+pub mod scripts;
+
 use crate::error::{Error, Result};
-use crate::keys::{self, QueueKeys, ScheduleKeys};
-use crate::notify::Notifier;
-use crate::scripts::scripts;
-use crate::store::*;
-use redis::Value;
+use crate::record::{is_generated_id, run_bounds, PRODUCER_LEN, RUN, RUN_BYTES};
+use crate::store::chunk::Chunk;
+use crate::store::{
+    AckEntry, AckKind, AckOutcome, CancelReply, Counts, DedupMode, DueSchedules, Expired, Extended, FailedJob, Feedback, FlowSettle,
+    FlowSettled, Handed, Idle, LeaseAck, Limits, NewJob, Part, QueueHandle, Reserved, ScheduleEntry, ScheduleWrite, State, Status, Store,
+    Tick, Watermark, Written, MAX_FEEDBACK_BYTES, MAX_LOG_LINES, SMALL_BATCH,
+};
+use ::redis::Value;
+use conn::{Conn, Settings, SyncConn};
+use keys::{QueueKeys, ScheduleKeys};
+use notify::Notifier;
+use scripts::scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,7 +127,7 @@ fn bulk_wire(
 }
 
 /// Frames one list element of the bulk path: the record `pack` writes (given `frame`) when
-/// it writes one, else a run of them (codec.rs), built in `scratch` to learn its length.
+/// it writes one, else a run of them (record.rs), built in `scratch` to learn its length.
 fn frame_element(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
@@ -174,7 +185,7 @@ fn id_runs<'a>(jobs: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
     out
 }
 
-/// The id and the name of a packed record (codec.rs), for `id_runs`.
+/// The id and the name of a packed record (record.rs), for `id_runs`.
 fn record_id_name(record: &[u8]) -> (&str, &[u8]) {
     let n = record.get(6).copied().unwrap_or(0) as usize;
     let id = record.get(7..7 + n).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
@@ -259,6 +270,7 @@ fn runs_of(mut seqs: Vec<(&[u8], u64)>) -> Vec<(&[u8], u64, u64)> {
 
 impl RedisStore {
     pub fn new(settings: &Settings) -> Result<RedisStore> {
+        conn::check_url(&settings.url)?;
         Ok(RedisStore {
             conn: Conn::new(settings)?,
             popper: SyncConn::new(settings)?,
@@ -297,7 +309,7 @@ impl RedisStore {
 
     /// An enqueue as one script call: push.lua for jobs due now with generated ids (`true`:
     /// its answer is a count), else enqueue.lua (an answer per job).
-    fn enqueue_script(&self, q: &QueueKeys, jobs: &[&NewJob], mark: Option<&Watermark>) -> (redis::Cmd, bool) {
+    fn enqueue_script(&self, q: &QueueKeys, jobs: &[&NewJob], mark: Option<&Watermark>) -> (::redis::Cmd, bool) {
         let producer = mark.map(|m| m.producer.as_str()).unwrap_or("-");
         let hwm_key = q.hwm(producer);
         // A placeholder key of the queue when there is no guard (no call touches it then).
@@ -345,14 +357,14 @@ impl RedisStore {
 
     /// A connection of its own for an event loop's dispatches (loop_conn.rs), or None
     /// where the URL needs redis-rs (TLS, RESP3).
-    pub fn open_stream(&self) -> Result<Option<crate::conn::Stream>> {
+    pub fn open_stream(&self) -> Result<Option<crate::store::redis::conn::Stream>> {
         self.direct.open_stream()
     }
 
     /// The script calls that write a batch of dispatches: one per queue and script,
     /// push.lua for the parts whose jobs are all plain (due now, generated ids), enqueue.lua
     /// for the others, after an `SADD` of the queues this process never registered.
-    pub(crate) fn plan_parts(&self, parts: &[Part<'_>]) -> (Vec<redis::Cmd>, PartsPlan) {
+    pub(crate) fn plan_parts(&self, parts: &[Part<'_, QueueKeys>]) -> (Vec<::redis::Cmd>, PartsPlan) {
         let mut calls: Vec<(&QueueKeys, bool, Vec<usize>)> = Vec::new();
         for (i, p) in parts.iter().enumerate() {
             debug_assert!(p.mark.is_none_or(|m| m.guard.is_none()), "a guarded chunk is written on its own");
@@ -373,7 +385,7 @@ impl RedisStore {
         }
         let mut cmds = Vec::with_capacity(calls.len() + 1);
         if !new_queues.is_empty() {
-            cmds.push(redis::cmd("SADD").arg(keys::queue_registry(&self.settings().prefix)).arg(&new_queues).to_owned());
+            cmds.push(::redis::cmd("SADD").arg(keys::queue_registry(&self.settings().prefix)).arg(&new_queues).to_owned());
         }
         for (q, _, members) in &calls {
             let jobs: Vec<&NewJob> = members.iter().flat_map(|&i| parts[i].jobs).collect();
@@ -441,22 +453,6 @@ impl RedisStore {
         }
     }
 
-    /// `UnknownQueue` unless the queue is in the registry (something dispatched to it or
-    /// consumed it): a control naming a misspelt queue must not succeed in silence.
-    pub(crate) async fn known_queue(&self, q: &QueueKeys) -> Result<()> {
-        if self.registered.lock().unwrap().contains(&q.name) {
-            return Ok(());
-        }
-        let registry = keys::queue_registry(&self.settings().prefix);
-        let known: Value = self.conn.query(redis::cmd("SISMEMBER").arg(&registry).arg(&q.name)).await?;
-        if int(&known) == Some(1) {
-            return Ok(());
-        }
-        let names = self.queues().await?;
-        let listed = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
-        Err(Error::UnknownQueue(format!("no job was ever dispatched to queue '{}' and no worker consumes it (queues: {listed})", q.name)))
-    }
-
     /// limit.lua: replaces the limits hash `hash` (the queue's, or its groups'), deletes the
     /// window count `window`, wakes the queue and tells its workers.
     async fn write_limits(&self, q: &QueueKeys, hash: &str, window: &str, limits: &Limits) -> Result<()> {
@@ -475,10 +471,25 @@ impl RedisStore {
     }
 
     async fn read_limits(&self, hash: &str) -> Result<Limits> {
-        let v: Value = self.conn.query(redis::cmd("HMGET").arg(hash).arg("max").arg("period").arg("concurrency")).await?;
+        let v: Value = self.conn.query(::redis::cmd("HMGET").arg(hash).arg("max").arg("period").arg("concurrency")).await?;
         let a = array(v).unwrap_or_default();
         let n = |i: usize| a.get(i).cloned().and_then(bytes).and_then(|b| String::from_utf8_lossy(&b).parse::<u64>().ok());
         Ok(Limits { rate: n(0).zip(n(1)).map(|(max, ms)| (max, Duration::from_millis(ms))), concurrency: n(2) })
+    }
+
+    /// Every field of a hash, as (name, value).
+    async fn hash_all(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut c = ::redis::cmd("HGETALL");
+        c.arg(key);
+        let v: Value = self.conn.query(&c).await?;
+        let mut out = Vec::new();
+        let mut it = array(v).unwrap_or_default().into_iter();
+        while let (Some(k), Some(val)) = (it.next(), it.next()) {
+            if let (Some(k), Some(val)) = (bytes(k), bytes(val)) {
+                out.push((String::from_utf8_lossy(&k).into_owned(), val));
+            }
+        }
+        Ok(out)
     }
 
     async fn failed_op(&self, q: &QueueKeys, op: &str, limit: usize) -> Result<Value> {
@@ -488,7 +499,19 @@ impl RedisStore {
     }
 }
 
+impl QueueHandle for QueueKeys {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 impl Store for RedisStore {
+    type Queue = QueueKeys;
+
+    fn queue(&self, name: &str) -> Result<Arc<QueueKeys>> {
+        QueueKeys::new(&self.settings().prefix, name).map(Arc::new)
+    }
+
     async fn enqueue(&self, q: &QueueKeys, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<Written>> {
         if jobs.is_empty() {
             return Ok(vec![]);
@@ -549,7 +572,7 @@ impl Store for RedisStore {
         if chunks.is_empty() {
             return Ok(vec![]);
         }
-        let mut p = redis::pipe();
+        let mut p = ::redis::pipe();
         for (producer, first) in chunks {
             p.cmd("GETBIT").arg(q.sent(producer)).arg(*first);
         }
@@ -557,7 +580,7 @@ impl Store for RedisStore {
         replies.iter().map(|v| int(v).map(|b| b == 1).ok_or_else(|| bad_reply("chunks written", v))).collect()
     }
 
-    fn enqueue_parts_blocking(&self, parts: &[Part<'_>]) -> Result<Vec<Result<Vec<Written>>>> {
+    fn enqueue_parts_blocking(&self, parts: &[Part<'_, QueueKeys>]) -> Result<Vec<Result<Vec<Written>>>> {
         let (cmds, plan) = self.plan_parts(parts);
         let replies = self.direct.pipeline(&cmds, self.settings().response_timeout)?;
         // The pipeline ran again what NOSCRIPT refused: every part has its answer.
@@ -604,15 +627,15 @@ impl Store for RedisStore {
         // No ttl: the worker pops or takes back its inbox within a second, and the reaper
         // deletes a dead worker's inbox with its lease (a nudge follows a reserve that leased
         // jobs in `q`).
-        self.conn.query::<()>(redis::cmd("RPUSH").arg(q.inbox(worker)).arg(&[0u8][..])).await
+        self.conn.query::<()>(::redis::cmd("RPUSH").arg(q.inbox(worker)).arg(&[0u8][..])).await
     }
 
-    async fn ack(&self, acks: &[LeaseAck]) -> Result<Vec<AckOutcome>> {
+    async fn ack(&self, acks: &[LeaseAck<QueueKeys>]) -> Result<Vec<AckOutcome>> {
         if acks.is_empty() {
             return Ok(vec![]);
         }
         let s = &scripts().ack;
-        let mut p = redis::pipe();
+        let mut p = ::redis::pipe();
         let ttl_ms = self.settings().result_ttl.as_millis() as u64;
         for a in acks {
             let q = &a.queue;
@@ -697,7 +720,7 @@ impl Store for RedisStore {
     }
 
     async fn extend(&self, leases: &[(Arc<QueueKeys>, Vec<String>)], lease: Duration) -> Result<Extended> {
-        let mut p = redis::pipe();
+        let mut p = ::redis::pipe();
         let mut sent = vec![];
         for (i, (q, tokens)) in leases.iter().enumerate() {
             if tokens.is_empty() {
@@ -766,7 +789,7 @@ impl Store for RedisStore {
     fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Option<Handed>> {
         // Inboxes first: BLPOP takes from the first non-empty list it is given.
         let inboxes: Vec<String> = queues.iter().map(|q| q.inbox(worker)).collect();
-        let mut c = redis::cmd("BLPOP");
+        let mut c = ::redis::cmd("BLPOP");
         c.arg(&inboxes);
         for q in queues {
             c.arg(&q.wake);
@@ -824,19 +847,19 @@ impl Store for RedisStore {
 
     async fn set_events(&self, q: &QueueKeys, keep: Option<u64>) -> Result<()> {
         match keep {
-            Some(n) => self.conn.query::<Value>(redis::cmd("SET").arg(q.events_on()).arg(n)).await?,
-            None => self.conn.query::<Value>(redis::cmd("DEL").arg(q.events_on())).await?,
+            Some(n) => self.conn.query::<Value>(::redis::cmd("SET").arg(q.events_on()).arg(n)).await?,
+            None => self.conn.query::<Value>(::redis::cmd("DEL").arg(q.events_on())).await?,
         };
         Ok(())
     }
 
     async fn events_keep(&self, q: &QueueKeys) -> Result<Option<u64>> {
-        let v: Value = self.conn.query(redis::cmd("GET").arg(q.events_on())).await?;
+        let v: Value = self.conn.query(::redis::cmd("GET").arg(q.events_on())).await?;
         Ok(bytes(v).and_then(|b| String::from_utf8_lossy(&b).parse().ok()))
     }
 
     async fn progress(&self, q: &QueueKeys, id: &str) -> Result<Option<Vec<u8>>> {
-        let v: Value = self.conn.query(redis::cmd("GET").arg(q.progress(id))).await?;
+        let v: Value = self.conn.query(::redis::cmd("GET").arg(q.progress(id))).await?;
         Ok(bytes(v))
     }
 
@@ -845,13 +868,13 @@ impl Store for RedisStore {
             return Ok(vec![]);
         }
         let stop = start.saturating_add(limit - 1).min(i64::MAX as usize);
-        let v: Value = self.conn.query(redis::cmd("LRANGE").arg(q.logs(id)).arg(start.min(i64::MAX as usize)).arg(stop)).await?;
+        let v: Value = self.conn.query(::redis::cmd("LRANGE").arg(q.logs(id)).arg(start.min(i64::MAX as usize)).arg(stop)).await?;
         Ok(array(v).unwrap_or_default().into_iter().filter_map(bytes).collect())
     }
 
     async fn callback_record(&self, q: &QueueKeys, id: &str, fields: Vec<(&'static str, Vec<u8>)>) -> Result<()> {
         let key = q.callback(id);
-        let mut p = redis::pipe();
+        let mut p = ::redis::pipe();
         p.atomic();
         let c = p.cmd("HSET").arg(&key);
         for (f, v) in &fields {
@@ -942,13 +965,29 @@ impl Store for RedisStore {
         if new.is_empty() {
             return Ok(());
         }
-        self.conn.query::<Value>(redis::cmd("SADD").arg(keys::queue_registry(&self.settings().prefix)).arg(&new)).await?;
+        self.conn.query::<Value>(::redis::cmd("SADD").arg(keys::queue_registry(&self.settings().prefix)).arg(&new)).await?;
         self.registered.lock().unwrap().extend(new.iter().map(|n| n.to_string()));
         Ok(())
     }
 
+    /// `UnknownQueue` unless the queue is in the registry (something dispatched to it or
+    /// consumed it): a control naming a misspelt queue must not succeed in silence.
+    async fn known_queue(&self, q: &QueueKeys) -> Result<()> {
+        if self.registered.lock().unwrap().contains(&q.name) {
+            return Ok(());
+        }
+        let registry = keys::queue_registry(&self.settings().prefix);
+        let known: Value = self.conn.query(::redis::cmd("SISMEMBER").arg(&registry).arg(&q.name)).await?;
+        if int(&known) == Some(1) {
+            return Ok(());
+        }
+        let names = self.queues().await?;
+        let listed = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
+        Err(Error::UnknownQueue(format!("no job was ever dispatched to queue '{}' and no worker consumes it (queues: {listed})", q.name)))
+    }
+
     async fn queues(&self) -> Result<Vec<String>> {
-        let v: Value = self.conn.query(redis::cmd("SMEMBERS").arg(keys::queue_registry(&self.settings().prefix))).await?;
+        let v: Value = self.conn.query(::redis::cmd("SMEMBERS").arg(keys::queue_registry(&self.settings().prefix))).await?;
         let mut out: Vec<String> =
             array(v).unwrap_or_default().into_iter().filter_map(bytes).map(|b| String::from_utf8_lossy(&b).into_owned()).collect();
         out.sort();
@@ -1012,12 +1051,12 @@ impl Store for RedisStore {
         let mut deleted = 0u64;
         loop {
             let v: Value =
-                self.conn.query(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{pattern}:*")).arg("COUNT").arg(1000)).await?;
+                self.conn.query(::redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{pattern}:*")).arg("COUNT").arg(1000)).await?;
             let mut a = array(v.clone()).ok_or_else(|| bad_reply("scan", &v))?.into_iter();
             let next = a.next().and_then(bytes).and_then(|b| String::from_utf8_lossy(&b).parse::<u64>().ok());
             let keys: Vec<Vec<u8>> = a.next().and_then(array).unwrap_or_default().into_iter().filter_map(bytes).collect();
             if !keys.is_empty() {
-                let n: Value = self.conn.query(redis::cmd("UNLINK").arg(&keys)).await?;
+                let n: Value = self.conn.query(::redis::cmd("UNLINK").arg(&keys)).await?;
                 deleted += int(&n).unwrap_or(0) as u64;
             }
             match next {
@@ -1026,7 +1065,7 @@ impl Store for RedisStore {
                 None => return Err(bad_reply("scan", &v)),
             }
         }
-        self.conn.query::<Value>(redis::cmd("SREM").arg(keys::queue_registry(&self.settings().prefix)).arg(&q.name)).await?;
+        self.conn.query::<Value>(::redis::cmd("SREM").arg(keys::queue_registry(&self.settings().prefix)).arg(&q.name)).await?;
         self.registered.lock().unwrap().remove(&q.name);
         Ok(deleted)
     }
@@ -1132,74 +1171,84 @@ impl Store for RedisStore {
         self.notifier.signal(&self.sched.channel).await
     }
 
-    async fn hash_get(&self, key: &str, fields: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
+    async fn book_get(&self, book: &str, fields: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
+        let key = keys::book_key(&self.settings().prefix, book)?;
         if fields.is_empty() {
             return Ok(vec![]);
         }
-        let mut c = redis::cmd("HMGET");
+        let mut c = ::redis::cmd("HMGET");
         c.arg(key).arg(&fields);
         let v: Value = self.conn.query(&c).await?;
         Ok(array(v).unwrap_or_default().into_iter().map(bytes).collect())
     }
 
-    async fn hash_set(&self, key: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
-        let mut p = redis::pipe();
+    async fn book_set(&self, book: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+        let key = keys::book_key(&self.settings().prefix, book)?;
+        let mut p = ::redis::pipe();
         p.atomic();
         if !fields.is_empty() {
-            let c = p.cmd("HSET").arg(key);
+            let c = p.cmd("HSET").arg(&key);
             for (f, v) in &fields {
                 c.arg(f).arg(v);
             }
             c.ignore();
         }
         if let Some(ttl) = ttl {
-            p.cmd("PEXPIRE").arg(key).arg(ttl.as_millis().max(1) as u64).ignore();
+            p.cmd("PEXPIRE").arg(&key).arg(ttl.as_millis().max(1) as u64).ignore();
         }
         self.conn.pipeline(&p).await.map(|_| ())
     }
 
-    async fn flow_settle(&self, calls: Vec<([String; 2], Vec<Vec<u8>>)>) -> Result<Vec<Vec<Vec<u8>>>> {
-        if calls.is_empty() {
+    async fn flow_settle(&self, items: Vec<FlowSettle>) -> Result<Vec<FlowSettled>> {
+        if items.is_empty() {
             return Ok(vec![]);
         }
-        let mut p = redis::pipe();
-        for (keys, args) in &calls {
-            let mut c = scripts().flow_settle.evalsha(&[&keys[0], &keys[1]]);
-            for a in args {
-                c.arg(a);
-            }
+        let mut p = ::redis::pipe();
+        for it in &items {
+            let base = keys::book_key(&self.settings().prefix, &format!("flow:{}", it.flow_id))?;
+            let results = format!("{base}:results:{}", it.parent);
+            let mut c = scripts().flow_settle.evalsha(&[&base, &results]);
+            c.arg(it.child).arg(it.parent).arg(if it.failed { "f" } else { "c" }).arg(&it.job_id).arg(&it.data).arg(it.policy.as_str());
             p.add_command(c);
         }
-        let mut out = Vec::with_capacity(calls.len());
+        let mut out = Vec::with_capacity(items.len());
         for v in self.conn.pipeline(&p).await? {
             if let Some(e) = server_error(&v) {
                 return Err(e);
             }
-            out.push(array(v).unwrap_or_default().into_iter().map(|x| bytes(x).unwrap_or_default()).collect());
+            let mut answer = array(v).unwrap_or_default().into_iter().map(bytes);
+            let kind = answer.next().flatten().unwrap_or_default();
+            let data = answer.next().flatten();
+            out.push(match &kind[..] {
+                b"release" => FlowSettled::Release(data),
+                b"fail" => FlowSettled::Fail(data),
+                _ => FlowSettled::Wait,
+            });
         }
         Ok(out)
     }
 
-    async fn hash_all(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut c = redis::cmd("HGETALL");
-        c.arg(key);
-        let v: Value = self.conn.query(&c).await?;
-        let mut out = Vec::new();
-        let mut it = array(v).unwrap_or_default().into_iter();
-        while let (Some(k), Some(val)) = (it.next(), it.next()) {
-            if let (Some(k), Some(val)) = (bytes(k), bytes(val)) {
-                out.push((String::from_utf8_lossy(&k).into_owned(), val));
-            }
-        }
-        Ok(out)
+    async fn flow_results(&self, flow_id: &str, node: u32) -> Result<Vec<(String, Vec<u8>)>> {
+        let base = keys::book_key(&self.settings().prefix, &format!("flow:{flow_id}"))?;
+        self.hash_all(&format!("{base}:results:{node}")).await
     }
 
-    async fn hash_del(&self, key: &str, fields: Vec<String>) -> Result<u64> {
-        if fields.is_empty() {
+    async fn worker_put(&self, worker: String, entry: Vec<u8>) -> Result<()> {
+        let mut c = ::redis::cmd("HSET");
+        c.arg(keys::worker_registry(&self.settings().prefix)).arg(worker).arg(entry);
+        self.conn.query::<()>(&c).await
+    }
+
+    async fn workers_read(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.hash_all(&keys::worker_registry(&self.settings().prefix)).await
+    }
+
+    async fn workers_remove(&self, workers: Vec<String>) -> Result<u64> {
+        if workers.is_empty() {
             return Ok(0);
         }
-        let mut c = redis::cmd("HDEL");
-        c.arg(key).arg(&fields);
+        let mut c = ::redis::cmd("HDEL");
+        c.arg(keys::worker_registry(&self.settings().prefix)).arg(&workers);
         let v: Value = self.conn.query(&c).await?;
         Ok(match v {
             Value::Int(n) => n.max(0) as u64,
@@ -1208,7 +1257,7 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.conn.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
+        self.conn.query::<Value>(&::redis::cmd("PING")).await.map(|_| ())
     }
 }
 

@@ -1,0 +1,105 @@
+//! The stores a Python object can stand on. Each holder of a store (a client, a worker engine,
+//! a bulk writer) is generic over `Store` and wrapped in an enum with one variant per store,
+//! so every store's code is compiled for it: a call pays one `match`, never a virtual call.
+//! A new store is one variant in `store_enum!` and one arm in `on_store!` and `map_store!`.
+
+use crate::engine::coalesce::Coalescer;
+use crate::error::Result;
+use crate::store::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Declares `enum $name { Redis($holder<RedisStore>), ... }`: one variant per store.
+macro_rules! store_enum {
+    ($(#[$m:meta])* $vis:vis enum $name:ident of $holder:ident) => {
+        $(#[$m])*
+        $vis enum $name {
+            Redis($holder<crate::store::redis::RedisStore>),
+        }
+    };
+}
+
+/// Runs `$body` with `$x` bound to the holder inside `$e` (an enum of `store_enum!`),
+/// whatever its store: the body is compiled once per store.
+macro_rules! on_store {
+    ($e:expr, $name:ident, $x:ident => $body:expr) => {
+        match $e {
+            $name::Redis($x) => $body,
+        }
+    };
+}
+
+/// As `on_store!`, with the body's value wrapped in the same store's variant of enum `$to`.
+macro_rules! map_store {
+    ($e:expr, $name:ident => $to:ident, $x:ident => $body:expr) => {
+        match $e {
+            $name::Redis($x) => $to::Redis($body),
+        }
+    };
+}
+
+pub(crate) use {map_store, on_store, store_enum};
+
+/// A client's store, with what it keeps per store: its queue handles (made once per name)
+/// and the group commit of its small dispatches.
+pub struct Stored<S: Store> {
+    pub store: Arc<S>,
+    pub coalescer: Arc<Coalescer<S, super::inbox::Token>>,
+    queues: Mutex<HashMap<String, Arc<S::Queue>>>,
+}
+
+impl<S: Store> Stored<S> {
+    pub fn new(store: S) -> Stored<S> {
+        let store = Arc::new(store);
+        Stored { coalescer: Arc::new(Coalescer::new(store.clone())), store, queues: Mutex::default() }
+    }
+
+    /// The handle of queue `name`, made on first use.
+    pub fn queue(&self, name: &str) -> Result<Arc<S::Queue>> {
+        let mut m = self.queues.lock().unwrap();
+        if let Some(q) = m.get(name) {
+            return Ok(q.clone());
+        }
+        let q = self.store.queue(name)?;
+        m.insert(name.to_string(), q.clone());
+        Ok(q)
+    }
+}
+
+store_enum!(
+    /// The store of a `Client`.
+    pub enum Backend of Stored
+);
+
+/// A store and one of its queues: what a bulk writer or a prepared batch writes to.
+pub struct Target<S: Store> {
+    pub store: Arc<S>,
+    pub queue: Arc<S::Queue>,
+}
+
+impl<S: Store> Clone for Target<S> {
+    fn clone(&self) -> Self {
+        Target { store: self.store.clone(), queue: self.queue.clone() }
+    }
+}
+
+store_enum!(
+    /// The store and queue of a bulk writer or a prepared batch.
+    pub enum AnyTarget of Target
+);
+
+store_enum!(
+    /// A store shared by its client and what reads through it (the schedule book).
+    pub enum AnyStore of Arc
+);
+
+impl Backend {
+    pub fn shared(&self) -> AnyStore {
+        map_store!(self, Backend => AnyStore, b => b.store.clone())
+    }
+
+    /// The target of queue `name`.
+    pub fn target(&self, name: &str) -> Result<AnyTarget> {
+        Ok(map_store!(self, Backend => AnyTarget, b => Target { store: b.store.clone(), queue: b.queue(name)? }))
+    }
+}
