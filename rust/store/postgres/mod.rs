@@ -2,8 +2,7 @@
 //! every state change one statement calling a function of the schema (migrations/*.sql, the
 //! counterparts of rust/lua/*.lua), wake-ups over LISTEN/NOTIFY (listen.rs).
 //!
-//! Not supported yet (a typed error says so): deduplication keys, groups, queue and group
-//! limits, the events stream.
+//! Not supported yet (a typed error says so): groups and their limits, the events stream.
 
 mod listen;
 mod pool;
@@ -44,6 +43,26 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
     }
+}
+
+/// The deduplication keys of a write and their modes (`fastjobs.dedup_hold`), or NULLs when
+/// no job has one (the set-based path).
+fn dedup_columns(jobs: &[NewJob]) -> (Option<Vec<Option<&str>>>, Option<Vec<Option<String>>>) {
+    if jobs.iter().all(|j| j.dedup.is_none()) {
+        return (None, None);
+    }
+    let keys = jobs.iter().map(|j| j.dedup.as_ref().map(|d| d.key.as_str())).collect();
+    let modes = jobs
+        .iter()
+        .map(|j| {
+            j.dedup.as_ref().map(|d| match d.mode {
+                DedupMode::Ttl(ms) => format!("t{ms}"),
+                DedupMode::UntilSettled => "u".to_string(),
+                DedupMode::Debounce => "d".to_string(),
+            })
+        })
+        .collect();
+    (Some(keys), Some(modes))
 }
 
 /// A queue of the PostgreSQL store: its name is its key in every table.
@@ -101,9 +120,6 @@ impl PgStore {
     /// Writes jobs of one queue in one statement (guarded: a chunk written already writes
     /// nothing and answers `New` for each).
     async fn write_jobs(&self, q: &str, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<Written>> {
-        if let Some(j) = jobs.iter().find(|j| j.dedup.is_some()) {
-            return Err(unsupported(&format!("deduplication (job {})", j.id)));
-        }
         if let Some(j) = jobs.iter().find(|j| j.group.is_some()) {
             return Err(unsupported(&format!("a group (job {})", j.id)));
         }
@@ -114,16 +130,25 @@ impl PgStore {
         let ats: Vec<Option<i64>> = jobs.iter().map(|j| j.at_us.map(|a| a as i64)).collect();
         let guard = mark.and_then(|m| m.guard).map(|g| g as i64);
         let producer = mark.map(|m| m.producer.as_str());
+        let (dkeys, dmodes) = dedup_columns(jobs);
+        let ttl = self.result_ttl_ms().max(MARK_TTL_MS);
         let row = self
             .one(
-                "SELECT fastjobs.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[&q, &ids, &recs, &customs, &delays, &ats, &producer, &guard],
+                "SELECT fastjobs.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                &[&q, &ids, &recs, &customs, &delays, &ats, &producer, &guard, &dkeys, &dmodes, &ttl],
             )
             .await?;
-        let written: Option<Vec<bool>> = row.get(0);
+        let written: Option<Vec<String>> = row.get(0);
         Ok(match written {
             None => vec![Written::New; jobs.len()],
-            Some(w) => w.into_iter().map(|ok| if ok { Written::New } else { Written::Exists }).collect(),
+            Some(w) => w
+                .into_iter()
+                .map(|a| match a.as_bytes().first() {
+                    Some(b'n') => Written::New,
+                    Some(b'd') => Written::Deduplicated(a[1..].to_string()),
+                    _ => Written::Exists,
+                })
+                .collect(),
         })
     }
 
@@ -206,13 +231,15 @@ impl Store for PgStore {
             return Ok(Reserved::Empty);
         }
         let lease_ms = idle.lease.as_millis() as i64;
-        let row = self.one("SELECT fastjobs.reserve($1, $2, $3, $4)", &[&q.name, &token, &(max as i32), &lease_ms]).await?;
-        let recs: Option<Vec<Vec<u8>>> = row.get(0);
-        Ok(match recs {
-            None => Reserved::Paused,
-            Some(r) if !r.is_empty() => Reserved::Jobs(r),
-            Some(_) if idle.register && !idle.worker.is_empty() => Reserved::Idle { new_slot: idle.previous.is_none() },
-            Some(_) => Reserved::Empty,
+        let row =
+            self.one("SELECT recs, wait_ms FROM fastjobs.reserve($1, $2, $3, $4)", &[&q.name, &token, &(max as i32), &lease_ms]).await?;
+        let (recs, wait_ms): (Option<Vec<Vec<u8>>>, Option<i64>) = (row.get(0), row.get(1));
+        Ok(match (recs, wait_ms) {
+            (None, _) => Reserved::Paused,
+            (Some(_), Some(ms)) => Reserved::Limited { retry_in: (ms >= 0).then(|| Duration::from_millis(ms as u64)) },
+            (Some(r), None) if !r.is_empty() => Reserved::Jobs(r),
+            (Some(_), None) if idle.register && !idle.worker.is_empty() => Reserved::Idle { new_slot: idle.previous.is_none() },
+            (Some(_), None) => Reserved::Empty,
         })
     }
 
@@ -514,15 +541,20 @@ impl Store for PgStore {
         Ok(CancelReply { state: State::parse(&state), record: row.get(1), done: row.get(2) })
     }
 
-    async fn set_limits(&self, _q: &PgQueue, limits: &Limits) -> Result<()> {
-        if *limits == Limits::default() {
-            return Ok(());
-        }
-        Err(unsupported("a queue limit"))
+    async fn set_limits(&self, q: &PgQueue, limits: &Limits) -> Result<()> {
+        self.known_queue(q).await?;
+        let rate_max = limits.rate.map(|(n, _)| n as i64);
+        let period = limits.rate.map(|(_, p)| p.as_millis().max(1) as i64);
+        let conc = limits.concurrency.map(|c| c as i64);
+        self.execute("SELECT fastjobs.set_limits($1, $2, $3, $4)", &[&q.name, &rate_max, &period, &conc]).await.map(|_| ())
     }
 
-    async fn limits(&self, _q: &PgQueue) -> Result<Limits> {
-        Ok(Limits::default())
+    async fn limits(&self, q: &PgQueue) -> Result<Limits> {
+        let rows = self.query("SELECT rate_max, rate_period_ms, concurrency FROM fastjobs.queues WHERE name = $1", &[&q.name]).await?;
+        let Some(r) = rows.first() else { return Ok(Limits::default()) };
+        let (rate_max, period, conc): (Option<i64>, Option<i64>, Option<i64>) = (r.get(0), r.get(1), r.get(2));
+        let rate = rate_max.zip(period).map(|(n, p)| (n as u64, Duration::from_millis(p as u64)));
+        Ok(Limits { rate, concurrency: conc.map(|c| c as u64) })
     }
 
     async fn set_group_limits(&self, _q: &PgQueue, limits: &Limits) -> Result<()> {

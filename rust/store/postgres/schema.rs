@@ -11,6 +11,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/001_jobs.sql")),
     (2, include_str!("migrations/002_schedules.sql")),
     (3, include_str!("migrations/003_flows.sql")),
+    (4, include_str!("migrations/004_limits_dedup.sql")),
 ];
 
 /// The version this build needs.

@@ -316,7 +316,7 @@ async fn what_is_not_supported_yet_says_so_and_a_lost_connection_is_typed() {
     let Some(s) = store().await else { return };
     let q = queue("no");
     let mut j = job("aaaaaaaaaa-1", 0);
-    j.dedup = Some(Dedup { key: "k".into(), mode: DedupMode::Ttl(10) });
+    j.group = Some("tenant-1".into());
     let e = s.enqueue(&q, &[j], None).await.unwrap_err();
     assert!(matches!(&e, Error::Invalid(m) if m.contains("not supported by the PostgreSQL store yet")), "{e:?}");
     // The server ends every connection of the store: an operation on one fails as a
