@@ -45,9 +45,12 @@ impl Drop for PgStore {
     }
 }
 
+/// An array argument that may be NULL, of elements that may be NULL.
+type Column<T> = Option<Vec<Option<T>>>;
+
 /// The deduplication keys of a write and their modes (`fastjobs.dedup_hold`), or NULLs when
 /// no job has one (the set-based path).
-fn dedup_columns(jobs: &[NewJob]) -> (Option<Vec<Option<&str>>>, Option<Vec<Option<String>>>) {
+fn dedup_columns(jobs: &[NewJob]) -> (Column<&str>, Column<String>) {
     if jobs.iter().all(|j| j.dedup.is_none()) {
         return (None, None);
     }
