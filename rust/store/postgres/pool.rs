@@ -105,7 +105,7 @@ pub(crate) async fn connect(config: &Config, server: &Arc<str>) -> Result<Client
 }
 
 pub(crate) struct Pool {
-    config: Config,
+    pub config: Config,
     pub server: Arc<str>,
     slots: Vec<Mutex<Option<Arc<Conn>>>>,
     next: AtomicUsize,

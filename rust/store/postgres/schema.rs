@@ -12,6 +12,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("migrations/002_schedules.sql")),
     (3, include_str!("migrations/003_flows.sql")),
     (4, include_str!("migrations/004_limits_dedup.sql")),
+    (5, include_str!("migrations/005_bulk_copy.sql")),
 ];
 
 /// The version this build needs.

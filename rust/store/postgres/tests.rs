@@ -338,3 +338,53 @@ async fn what_is_not_supported_yet_says_so_and_a_lost_connection_is_typed() {
     }
     s.ping().await.unwrap();
 }
+
+/// Bulk chunks: the multi-row INSERT ... SELECT unnest that `write_chunk` sends, against a
+/// binary COPY into a staging table and one INSERT ... SELECT from it (the guard row in the
+/// same transaction). A measurement, not an assertion: `cargo test --lib bulk_write_paths --
+/// --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn bulk_write_paths() {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    let Some(url) = database().await else { return };
+    let s = PgStore::connect(&url, Duration::from_secs(60)).await.unwrap();
+    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    const N: usize = 20_000;
+    let jobs = |p: &str| -> Vec<NewJob> { (0..N).map(|i| job(&format!("{p}-{i}"), 0)).collect() };
+    for round in 0..3 {
+        let q = queue(&format!("unnest{round}"));
+        let chunk = jobs(&format!("u{round}aaaaaaaa"));
+        let t = std::time::Instant::now();
+        let mark = Watermark { producer: format!("u{round}aaaaaaaa"), last_seq: N as u64, guard: Some(0) };
+        s.write_chunk(&q, &(chunk, mark)).await.unwrap();
+        let unnest = t.elapsed();
+
+        let chunk = jobs(&format!("c{round}aaaaaaaa"));
+        let t = std::time::Instant::now();
+        let tx = client.transaction().await.unwrap();
+        tx.batch_execute("CREATE TEMP TABLE staging (id text, record bytea) ON COMMIT DROP").await.unwrap();
+        tx.execute("INSERT INTO fastjobs.chunks VALUES ($1, $2, 0, 0)", &[&format!("copy{round}"), &format!("c{round}aaaaaaaa")])
+            .await
+            .unwrap();
+        let sink = tx.copy_in("COPY staging (id, record) FROM STDIN BINARY").await.unwrap();
+        let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::BYTEA]);
+        futures_util::pin_mut!(writer);
+        for j in &chunk {
+            writer.as_mut().write(&[&j.id, &j.record]).await.unwrap();
+        }
+        writer.finish().await.unwrap();
+        tx.execute(
+            "INSERT INTO fastjobs.jobs (queue, id, state, priority, seq, record)
+             SELECT $1, id, 'w', fastjobs.record_priority(record), nextval('fastjobs.job_seq'), record FROM staging",
+            &[&format!("copy{round}")],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let copy = t.elapsed();
+        eprintln!("{N} jobs: INSERT ... SELECT unnest {unnest:?}, binary COPY + INSERT ... SELECT {copy:?}");
+    }
+}
