@@ -37,6 +37,8 @@ pub struct PgStore {
     signals: Arc<Signals>,
     listener: tokio::task::JoinHandle<()>,
     result_ttl: Duration,
+    /// When each queue's rows past their time were last deleted (`fastjobs.housekeep`).
+    swept: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     /// The bulk path's connection (binary COPY in a transaction of its own), one chunk at a time.
     bulk: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
@@ -95,7 +97,7 @@ impl PgStore {
         let listener = tokio::spawn(listen::listen(config, signals.clone(), ready.clone()));
         // Listening before the first operation, so that no wake-up it causes is missed.
         let _ = tokio::time::timeout(Duration::from_secs(10), ready.notified()).await;
-        Ok(PgStore { pool, signals, listener, result_ttl, bulk: tokio::sync::Mutex::default() })
+        Ok(PgStore { pool, signals, listener, result_ttl, swept: Default::default(), bulk: Default::default() })
     }
 
     /// Creates or upgrades the schema (`fastjobs db init`); returns the versions applied.
@@ -196,6 +198,23 @@ impl PgStore {
         let (delay, at) = (jobs[0].delay_us as i64, jobs[0].at_us.map(|a| a as i64));
         tx.execute("SELECT fastjobs.enqueue_staged($1, $2, $3)", &[&q, &delay, &at]).await.map_err(err)?;
         tx.commit().await.map_err(err)
+    }
+
+    /// Deletes a page of the queue's rows past their time, at most once a minute per queue.
+    async fn housekeep(&self, q: &PgQueue, limit: usize) -> Result<()> {
+        let due = {
+            let mut swept = self.swept.lock().unwrap();
+            let now = std::time::Instant::now();
+            let due = swept.get(&q.name).is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
+            if due {
+                swept.insert(q.name.clone(), now);
+            }
+            due
+        };
+        if due {
+            self.execute("SELECT fastjobs.housekeep($1, $2)", &[&q.name, &(limit.max(1) as i32)]).await?;
+        }
+        Ok(())
     }
 
     async fn status_row(&self, sql: &'static str, q: &str, id: &str) -> Result<Status> {
@@ -387,6 +406,7 @@ impl Store for PgStore {
 
     async fn tick(&self, q: &PgQueue, limit: usize) -> Result<Tick> {
         let row = self.one("SELECT fastjobs.tick($1, $2, $3)", &[&q.name, &(limit.max(1) as i32), &MARK_TTL_MS]).await?;
+        self.housekeep(q, limit).await?;
         let v: Vec<i64> = row.get(0);
         let opt = |x: i64| if x < 0 { None } else { Some(x) };
         Ok(Tick {

@@ -13,6 +13,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("migrations/003_flows.sql")),
     (4, include_str!("migrations/004_limits_dedup.sql")),
     (5, include_str!("migrations/005_bulk_copy.sql")),
+    (6, include_str!("migrations/006_housekeeping.sql")),
 ];
 
 /// The version this build needs.

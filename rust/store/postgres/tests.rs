@@ -388,3 +388,16 @@ async fn bulk_write_paths() {
         eprintln!("{N} jobs: INSERT ... SELECT unnest {unnest:?}, binary COPY + INSERT ... SELECT {copy:?}");
     }
 }
+
+#[tokio::test]
+async fn rows_past_their_time_go_after_a_tick() {
+    let Some(s) = store().await else { return };
+    let q = queue("sweep");
+    s.feedback(&q, "j1", Feedback::Progress, b"{\"value\":1}", Duration::from_secs(60)).await.unwrap();
+    s.execute("INSERT INTO fastjobs.progress VALUES ('sweep', 'old', '{}', 0)", &[]).await.unwrap();
+    s.execute("INSERT INTO fastjobs.books VALUES ('chain:old', 0)", &[]).await.unwrap();
+    s.tick(&q, 100).await.unwrap();
+    let left: Vec<String> = s.query("SELECT id FROM fastjobs.progress", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(left, ["j1"]);
+    assert!(s.query("SELECT 1 FROM fastjobs.books", &[]).await.unwrap().is_empty());
+}
