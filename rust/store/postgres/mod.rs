@@ -2,7 +2,7 @@
 //! every state change one statement calling a function of the schema (migrations/*.sql, the
 //! counterparts of rust/lua/*.lua), wake-ups over LISTEN/NOTIFY (listen.rs).
 //!
-//! Not supported yet (a typed error says so): groups and their limits, the events stream.
+//! Not supported yet (a typed error says so): the events stream.
 
 mod listen;
 mod pool;
@@ -72,6 +72,13 @@ fn dedup_columns(jobs: &[NewJob]) -> (Column<&str>, Column<String>) {
     (Some(keys), Some(modes))
 }
 
+/// Limits as the schema's columns: jobs per window, window ms, concurrency (NULL: none).
+fn limit_columns(limits: &Limits) -> (Option<i64>, Option<i64>, Option<i64>) {
+    let rate_max = limits.rate.map(|(n, _)| n as i64);
+    let period = limits.rate.map(|(_, p)| p.as_millis().max(1) as i64);
+    (rate_max, period, limits.concurrency.map(|c| c as i64))
+}
+
 /// A queue of the PostgreSQL store: its name is its key in every table.
 #[derive(Debug)]
 pub struct PgQueue {
@@ -127,9 +134,6 @@ impl PgStore {
     /// Writes jobs of one queue in one statement (guarded: a chunk written already writes
     /// nothing and answers `New` for each).
     async fn write_jobs(&self, q: &str, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<Written>> {
-        if let Some(j) = jobs.iter().find(|j| j.group.is_some()) {
-            return Err(unsupported(&format!("a group (job {})", j.id)));
-        }
         let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
         let recs: Vec<&[u8]> = jobs.iter().map(|j| j.record.as_slice()).collect();
         let customs: Vec<bool> = jobs.iter().map(|j| j.custom_id).collect();
@@ -138,11 +142,12 @@ impl PgStore {
         let guard = mark.and_then(|m| m.guard).map(|g| g as i64);
         let producer = mark.map(|m| m.producer.as_str());
         let (dkeys, dmodes) = dedup_columns(jobs);
+        let grps: Column<&str> = jobs.iter().any(|j| j.group.is_some()).then(|| jobs.iter().map(|j| j.group.as_deref()).collect());
         let ttl = self.result_ttl_ms().max(MARK_TTL_MS);
         let row = self
             .one(
-                "SELECT fastjobs.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                &[&q, &ids, &recs, &customs, &delays, &ats, &producer, &guard, &dkeys, &dmodes, &ttl],
+                "SELECT fastjobs.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                &[&q, &ids, &recs, &customs, &delays, &ats, &producer, &guard, &dkeys, &dmodes, &ttl, &grps],
             )
             .await?;
         let written: Option<Vec<String>> = row.get(0);
@@ -215,6 +220,16 @@ impl PgStore {
             self.execute("SELECT fastjobs.housekeep($1, $2)", &[&q.name, &(limit.max(1) as i32)]).await?;
         }
         Ok(())
+    }
+
+    /// A queue's limits, or its groups', as `sql` selects them (jobs per window, window ms,
+    /// concurrency).
+    async fn read_limits(&self, sql: &'static str, q: &PgQueue) -> Result<Limits> {
+        let rows = self.query(sql, &[&q.name]).await?;
+        let Some(r) = rows.first() else { return Ok(Limits::default()) };
+        let (rate_max, period, conc): (Option<i64>, Option<i64>, Option<i64>) = (r.get(0), r.get(1), r.get(2));
+        let rate = rate_max.zip(period).map(|(n, p)| (n as u64, Duration::from_millis(p as u64)));
+        Ok(Limits { rate, concurrency: conc.map(|c| c as u64) })
     }
 
     async fn status_row(&self, sql: &'static str, q: &str, id: &str) -> Result<Status> {
@@ -620,29 +635,22 @@ impl Store for PgStore {
 
     async fn set_limits(&self, q: &PgQueue, limits: &Limits) -> Result<()> {
         self.known_queue(q).await?;
-        let rate_max = limits.rate.map(|(n, _)| n as i64);
-        let period = limits.rate.map(|(_, p)| p.as_millis().max(1) as i64);
-        let conc = limits.concurrency.map(|c| c as i64);
+        let (rate_max, period, conc) = limit_columns(limits);
         self.execute("SELECT fastjobs.set_limits($1, $2, $3, $4)", &[&q.name, &rate_max, &period, &conc]).await.map(|_| ())
     }
 
     async fn limits(&self, q: &PgQueue) -> Result<Limits> {
-        let rows = self.query("SELECT rate_max, rate_period_ms, concurrency FROM fastjobs.queues WHERE name = $1", &[&q.name]).await?;
-        let Some(r) = rows.first() else { return Ok(Limits::default()) };
-        let (rate_max, period, conc): (Option<i64>, Option<i64>, Option<i64>) = (r.get(0), r.get(1), r.get(2));
-        let rate = rate_max.zip(period).map(|(n, p)| (n as u64, Duration::from_millis(p as u64)));
-        Ok(Limits { rate, concurrency: conc.map(|c| c as u64) })
+        self.read_limits("SELECT rate_max, rate_period_ms, concurrency FROM fastjobs.queues WHERE name = $1", q).await
     }
 
-    async fn set_group_limits(&self, _q: &PgQueue, limits: &Limits) -> Result<()> {
-        if *limits == Limits::default() {
-            return Ok(());
-        }
-        Err(unsupported("a group limit"))
+    async fn set_group_limits(&self, q: &PgQueue, limits: &Limits) -> Result<()> {
+        self.known_queue(q).await?;
+        let (rate_max, period, conc) = limit_columns(limits);
+        self.execute("SELECT fastjobs.set_group_limits($1, $2, $3, $4)", &[&q.name, &rate_max, &period, &conc]).await.map(|_| ())
     }
 
-    async fn group_limits(&self, _q: &PgQueue) -> Result<Limits> {
-        Ok(Limits::default())
+    async fn group_limits(&self, q: &PgQueue) -> Result<Limits> {
+        self.read_limits("SELECT g_rate_max, g_rate_period_ms, g_concurrency FROM fastjobs.queues WHERE name = $1", q).await
     }
 
     async fn retry_job(&self, q: &PgQueue, id: &str) -> Result<bool> {

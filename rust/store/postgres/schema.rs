@@ -14,6 +14,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("migrations/004_limits_dedup.sql")),
     (5, include_str!("migrations/005_bulk_copy.sql")),
     (6, include_str!("migrations/006_housekeeping.sql")),
+    (7, include_str!("migrations/007_groups.sql")),
 ];
 
 /// The version this build needs.

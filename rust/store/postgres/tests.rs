@@ -315,9 +315,7 @@ async fn progress_logs_and_callback_records() {
 async fn what_is_not_supported_yet_says_so_and_a_lost_connection_is_typed() {
     let Some(s) = store().await else { return };
     let q = queue("no");
-    let mut j = job("aaaaaaaaaa-1", 0);
-    j.group = Some("tenant-1".into());
-    let e = s.enqueue(&q, &[j], None).await.unwrap_err();
+    let e = s.set_events(&q, Some(100)).await.unwrap_err();
     assert!(matches!(&e, Error::Invalid(m) if m.contains("not supported by the PostgreSQL store yet")), "{e:?}");
     // The server ends every connection of the store: an operation on one fails as a
     // connection error; the next reopens it.
@@ -400,4 +398,25 @@ async fn rows_past_their_time_go_after_a_tick() {
     let left: Vec<String> = s.query("SELECT id FROM fastjobs.progress", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(left, ["j1"]);
     assert!(s.query("SELECT 1 FROM fastjobs.books", &[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn groups_take_turns_under_their_rate_limit() {
+    let Some(s) = store().await else { return };
+    let q = queue("grp");
+    let grouped = |id: &str, g: &str| NewJob { group: Some(g.into()), ..job(id, 0) };
+    let jobs = [grouped("aaaaaaaaaa-1", "a"), grouped("aaaaaaaaaa-2", "a"), grouped("aaaaaaaaaa-3", "b")];
+    s.enqueue(&q, &jobs, None).await.unwrap();
+    let every = Limits { rate: Some((1, Duration::from_secs(60))), concurrency: None };
+    s.set_group_limits(&q, &every).await.unwrap();
+    assert_eq!(s.group_limits(&q).await.unwrap(), every);
+    let mut got = reserve(&s, &q, "w1.1", 10).await;
+    got.sort();
+    assert_eq!(got, ["aaaaaaaaaa-1", "aaaaaaaaaa-3"]);
+    match s.reserve(&q, "w1.2", 10, &idle(Duration::from_secs(60))).await.unwrap() {
+        Reserved::Limited { retry_in: Some(d) } => assert!(d <= Duration::from_secs(60)),
+        other => panic!("expected the groups' rate limit, got {other:?}"),
+    }
+    s.set_group_limits(&q, &Limits::default()).await.unwrap();
+    assert_eq!(reserve(&s, &q, "w1.3", 10).await, ["aaaaaaaaaa-2"]);
 }
