@@ -420,3 +420,15 @@ async fn groups_take_turns_under_their_rate_limit() {
     s.set_group_limits(&q, &Limits::default()).await.unwrap();
     assert_eq!(reserve(&s, &q, "w1.3", 10).await, ["aaaaaaaaaa-2"]);
 }
+
+#[tokio::test]
+async fn the_turn_of_groups_carries_over_from_one_reserve_to_the_next() {
+    let Some(s) = store().await else { return };
+    let q = queue("turns");
+    let grouped = |id: &str, g: &str| NewJob { group: Some(g.into()), ..job(id, 0) };
+    let jobs = [grouped("aaaaaaaaaa-1", "a"), grouped("aaaaaaaaaa-2", "a"), grouped("aaaaaaaaaa-3", "b"), grouped("aaaaaaaaaa-4", "b")];
+    s.enqueue(&q, &jobs, None).await.unwrap();
+    assert_eq!(reserve(&s, &q, "w1.1", 1).await, ["aaaaaaaaaa-1"]);
+    assert_eq!(reserve(&s, &q, "w1.2", 1).await, ["aaaaaaaaaa-3"], "b's turn after a's");
+    assert_eq!(reserve(&s, &q, "w1.3", 1).await, ["aaaaaaaaaa-2"]);
+}

@@ -16,6 +16,15 @@ CREATE TABLE IF NOT EXISTS fastjobs.gwindows (
   used bigint NOT NULL,
   PRIMARY KEY (queue, grp)
 );
+-- When each member of a queue (a group, '' for the ungrouped jobs) was last served: a reserve
+-- starts with the members served least recently, so turns carry over from one to the next.
+CREATE SEQUENCE IF NOT EXISTS fastjobs.turn_seq;
+CREATE TABLE IF NOT EXISTS fastjobs.gturns (
+  queue text NOT NULL,
+  grp text NOT NULL,
+  turn bigint NOT NULL,
+  PRIMARY KEY (queue, grp)
+);
 
 -- Replaces the limits every group of queue `q` has (NULL: none); its workers hear of it.
 CREATE OR REPLACE FUNCTION fastjobs.set_group_limits(q text, rmax bigint, period_ms bigint, conc bigint) RETURNS void
@@ -27,8 +36,8 @@ $$;
 
 -- Leases up to `want` ready jobs of `q` (which has grouped jobs ready) under `tok`, the
 -- groups in turns: the first job of each member, then the second of each, ...; a group gets
--- no more than its limits allow now. The members start with the one served least recently
--- (`gwindows`' order is not kept: the ungrouped first, then groups by name). `wait_ms` when
+-- no more than its limits allow now. The members served least recently come first (`gturns`;
+-- never served: first, the ungrouped before groups by name). `wait_ms` when
 -- nothing could be leased because every group with jobs is at its limits and nothing
 -- ungrouped is ready: ms until the earliest group window ends, or -1 (concurrency).
 -- Grouped reserves of a queue take turns (a lock of its row), so counts hold.
@@ -48,12 +57,13 @@ BEGIN
                  coalesce(qu.g_rate_max - coalesce((SELECT w.used FROM fastjobs.gwindows w WHERE w.queue = q AND w.grp = m.grp), 0), want)) AS n
     FROM members m
   ), candidates AS (
-    SELECT c.id, c.grp, c.priority, c.seq, c.rn FROM (
+    SELECT c.id, c.grp, c.priority, c.seq, c.rn, coalesce(t.turn, 0) AS turn FROM (
       SELECT j.id, j.grp, j.priority, j.seq, row_number() OVER (PARTITION BY j.grp ORDER BY j.priority DESC, j.seq) AS rn
       FROM fastjobs.jobs j WHERE j.queue = q AND j.state = 'w'
     ) c LEFT JOIN allowance a ON a.grp = c.grp
+    LEFT JOIN fastjobs.gturns t ON t.queue = q AND t.grp = coalesce(c.grp, '')
     WHERE c.rn <= want AND (c.grp IS NULL OR c.rn <= a.n)
-    ORDER BY c.rn, c.grp NULLS FIRST LIMIT want
+    ORDER BY c.rn, turn, c.grp NULLS FIRST LIMIT want
   ), picked AS (
     SELECT j.id FROM fastjobs.jobs j JOIN candidates c ON j.queue = q AND j.id = c.id FOR UPDATE OF j SKIP LOCKED
   ), leased AS (
@@ -61,7 +71,15 @@ BEGIN
     FROM picked WHERE j.queue = q AND j.id = picked.id
     RETURNING j.id, j.record, j.grp
   )
-  SELECT array_agg(l.record ORDER BY c.rn, c.grp NULLS FIRST) INTO recs
+  , served AS (
+    INSERT INTO fastjobs.gturns (queue, grp, turn)
+    SELECT q, m.member, nextval('fastjobs.turn_seq') FROM (
+      SELECT coalesce(c.grp, '') AS member, min(c.rn) AS rn, min(c.turn) AS turn FROM leased l JOIN candidates c ON c.id = l.id
+      GROUP BY coalesce(c.grp, '') ORDER BY min(c.rn), min(c.turn), coalesce(c.grp, '')
+    ) m
+    ON CONFLICT (queue, grp) DO UPDATE SET turn = excluded.turn
+  )
+  SELECT array_agg(l.record ORDER BY c.rn, c.turn, c.grp NULLS FIRST) INTO recs
   FROM leased l JOIN candidates c ON c.id = l.id;
   IF recs IS NULL THEN
     recs := '{}';
@@ -263,4 +281,21 @@ BEGIN
   END IF;
   IF later THEN PERFORM pg_notify('fastjobs_sched', q); END IF;
   RETURN ARRAY[c, r, f, refused, x];
+END $$;
+
+-- obliterate of version 1, with the rows of version 4 and 7 (deduplication keys, groups).
+CREATE OR REPLACE FUNCTION fastjobs.obliterate(q text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+  total bigint := 0;
+  n bigint;
+  t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['jobs', 'leases', 'reaped', 'results', 'waiters', 'chunks', 'progress', 'logs', 'callbacks',
+                           'dedup', 'gwindows', 'gturns'] LOOP
+    EXECUTE format('DELETE FROM fastjobs.%I WHERE queue = $1', t) USING q;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    total := total + n;
+  END LOOP;
+  DELETE FROM fastjobs.queues WHERE name = q;
+  RETURN total;
 END $$;
