@@ -2,7 +2,8 @@
 //! every state change one statement calling a function of the schema (migrations/*.sql, the
 //! counterparts of rust/lua/*.lua), wake-ups over LISTEN/NOTIFY (listen.rs).
 //!
-//! Not supported yet (a typed error says so): the events stream.
+//! The events stream is written (migrations/008_events.sql) and read by `events_read`; the
+//! Python reader reads Redis streams only so far.
 
 mod listen;
 mod pool;
@@ -26,11 +27,6 @@ use tokio_postgres::types::ToSql;
 /// How long a job's end is remembered (its status, a caller-chosen id kept from reuse), as
 /// the Redis store's completion marks.
 const MARK_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
-
-/// The error for what this store does not do yet.
-fn unsupported(what: &str) -> Error {
-    Error::Invalid(format!("{what} is not supported by the PostgreSQL store yet"))
-}
 
 pub struct PgStore {
     pool: Pool,
@@ -70,6 +66,24 @@ fn dedup_columns(jobs: &[NewJob]) -> (Column<&str>, Column<String>) {
         })
         .collect();
     (Some(keys), Some(modes))
+}
+
+/// Events kept when a queue's stream is switched on without a number (as the other stores).
+const EVENTS_KEEP: u64 = 10_000;
+
+/// One entry of a queue's events stream (`PgStore::events_read`): a kind of change and the
+/// jobs it happened to, with per job (where known) its name, attempt, due time (µs) and the
+/// result or error JSON.
+#[derive(Debug, Clone)]
+pub struct EventEntry {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub ids: Vec<String>,
+    pub names: Option<Vec<Option<String>>>,
+    pub attempts: Option<Vec<Option<i32>>>,
+    pub due_us: Option<Vec<Option<i64>>>,
+    pub data: Option<Vec<Option<Vec<u8>>>>,
 }
 
 /// Limits as the schema's columns: jobs per window, window ms, concurrency (NULL: none).
@@ -217,7 +231,7 @@ impl PgStore {
             due
         };
         if due {
-            self.execute("SELECT fastjobs.housekeep($1, $2)", &[&q.name, &(limit.max(1) as i32)]).await?;
+            self.execute("SELECT fastjobs.housekeep($1, $2), fastjobs.events_trim($1)", &[&q.name, &(limit.max(1) as i32)]).await?;
         }
         Ok(())
     }
@@ -230,6 +244,31 @@ impl PgStore {
         let (rate_max, period, conc): (Option<i64>, Option<i64>, Option<i64>) = (r.get(0), r.get(1), r.get(2));
         let rate = rate_max.zip(period).map(|(n, p)| (n as u64, Duration::from_millis(p as u64)));
         Ok(Limits { rate, concurrency: conc.map(|c| c as u64) })
+    }
+
+    /// Up to `limit` entries of a queue's events stream after `after` (0: from the oldest kept),
+    /// oldest first: one per statement and kind of change, listing its jobs.
+    pub async fn events_read(&self, q: &PgQueue, after: i64, limit: usize) -> Result<Vec<EventEntry>> {
+        let rows = self
+            .query(
+                "SELECT seq, at_ms, kind, ids, names, attempts, due_us, data FROM fastjobs.events
+                 WHERE queue = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&q.name, &after, &(limit as i64)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| EventEntry {
+                seq: r.get(0),
+                at_ms: r.get(1),
+                kind: r.get(2),
+                ids: r.get(3),
+                names: r.get(4),
+                attempts: r.get(5),
+                due_us: r.get(6),
+                data: r.get(7),
+            })
+            .collect())
     }
 
     async fn status_row(&self, sql: &'static str, q: &str, id: &str) -> Result<Status> {
@@ -492,15 +531,14 @@ impl Store for PgStore {
         Ok(row.get(0))
     }
 
-    async fn set_events(&self, _q: &PgQueue, keep: Option<u64>) -> Result<()> {
-        match keep {
-            None => Ok(()),
-            Some(_) => Err(unsupported("the events stream")),
-        }
+    async fn set_events(&self, q: &PgQueue, keep: Option<u64>) -> Result<()> {
+        let keep = keep.map(|k| if k == 0 { EVENTS_KEEP } else { k } as i64);
+        self.execute("SELECT fastjobs.set_events($1, $2)", &[&q.name, &keep]).await.map(|_| ())
     }
 
-    async fn events_keep(&self, _q: &PgQueue) -> Result<Option<u64>> {
-        Ok(None)
+    async fn events_keep(&self, q: &PgQueue) -> Result<Option<u64>> {
+        let rows = self.query("SELECT events_keep FROM fastjobs.queues WHERE name = $1", &[&q.name]).await?;
+        Ok(rows.first().and_then(|r| r.get::<_, Option<i64>>(0)).map(|k| k as u64))
     }
 
     async fn progress(&self, q: &PgQueue, id: &str) -> Result<Option<Vec<u8>>> {

@@ -15,6 +15,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (5, include_str!("migrations/005_bulk_copy.sql")),
     (6, include_str!("migrations/006_housekeeping.sql")),
     (7, include_str!("migrations/007_groups.sql")),
+    (8, include_str!("migrations/008_events.sql")),
 ];
 
 /// The version this build needs.

@@ -312,11 +312,8 @@ async fn progress_logs_and_callback_records() {
 }
 
 #[tokio::test]
-async fn what_is_not_supported_yet_says_so_and_a_lost_connection_is_typed() {
+async fn a_lost_connection_is_typed_and_reopened() {
     let Some(s) = store().await else { return };
-    let q = queue("no");
-    let e = s.set_events(&q, Some(100)).await.unwrap_err();
-    assert!(matches!(&e, Error::Invalid(m) if m.contains("not supported by the PostgreSQL store yet")), "{e:?}");
     // The server ends every connection of the store: an operation on one fails as a
     // connection error; the next reopens it.
     let conns: Vec<_> = futures_util::future::join_all((0..4).map(|_| s.pool.get())).await;
@@ -431,4 +428,31 @@ async fn the_turn_of_groups_carries_over_from_one_reserve_to_the_next() {
     assert_eq!(reserve(&s, &q, "w1.1", 1).await, ["aaaaaaaaaa-1"]);
     assert_eq!(reserve(&s, &q, "w1.2", 1).await, ["aaaaaaaaaa-3"], "b's turn after a's");
     assert_eq!(reserve(&s, &q, "w1.3", 1).await, ["aaaaaaaaaa-2"]);
+}
+
+#[tokio::test]
+async fn the_events_stream_tells_every_change_once_switched_on() {
+    let Some(s) = store().await else { return };
+    let q = queue("ev");
+    s.set_events(&q, Some(100)).await.unwrap();
+    let mut later = job("aaaaaaaaaa-3", 0);
+    later.delay_us = 3_600_000_000;
+    s.enqueue(&q, &[job("aaaaaaaaaa-1", 0), job("aaaaaaaaaa-2", 0), later], None).await.unwrap();
+    reserve(&s, &q, "w1.1", 2).await;
+    let retry = AckKind::Retry { delay_ms: 0, record: Record::with_attempt(&record("aaaaaaaaaa-2", 0, 3), 1), error: b"{}".to_vec() };
+    ack(&s, &q, "w1.1", vec![entry("aaaaaaaaaa-1", AckKind::Completed { result: Some(b"5".to_vec()) }), entry("aaaaaaaaaa-2", retry)])
+        .await;
+    s.cancel(&q, "aaaaaaaaaa-3", true).await.unwrap();
+    let got = s.events_read(&q, 0, 100).await.unwrap();
+    let mut kinds: Vec<(&str, usize)> = got.iter().map(|e| (e.kind.as_str(), e.ids.len())).collect();
+    // In the order of the statements; the kinds of one statement (the acknowledgement's) in any.
+    kinds[3..5].sort();
+    assert_eq!(kinds, [("waiting", 2), ("delayed", 1), ("active", 2), ("completed", 1), ("retrying", 1), ("removed", 1)]);
+    assert_eq!(got[0].names.as_ref().unwrap()[0].as_deref(), Some("task"));
+    let completed = got.iter().find(|e| e.kind == "completed").unwrap();
+    assert_eq!(completed.data.as_ref().unwrap()[0].as_deref(), Some(&b"5"[..]));
+    s.set_events(&q, None).await.unwrap();
+    assert_eq!(s.events_keep(&q).await.unwrap(), None);
+    s.enqueue(&q, &[job("aaaaaaaaaa-4", 0)], None).await.unwrap();
+    assert_eq!(s.events_read(&q, got.last().unwrap().seq, 100).await.unwrap().len(), 0, "off: nothing more");
 }
