@@ -32,7 +32,11 @@ pub(crate) fn parse_url(url: &str) -> Result<Config> {
     if !scheme_ok {
         return Err(Error::Invalid(format!("not a PostgreSQL URL: {} (use postgresql://user:password@host:port/database)", mask_url(url))));
     }
-    url.parse::<Config>().map_err(|e| Error::Invalid(format!("invalid PostgreSQL URL {}: {e}", mask_url(url))))
+    let config = url.parse::<Config>().map_err(|e| Error::Invalid(format!("invalid PostgreSQL URL {}: {e}", mask_url(url))))?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(Error::Invalid(format!("TLS (sslmode=require in {}) is not supported by the PostgreSQL store yet", mask_url(url))));
+    }
+    Ok(config)
 }
 
 /// A tokio-postgres error as the engine's: the schema missing, the server away, or an error

@@ -53,6 +53,8 @@ async fn a_database_without_the_schema_and_bad_urls_get_typed_errors() {
     assert!(matches!(&e, Error::Store(m) if m.contains("fastjobs db init")), "{e:?}");
     let e = PgStore::connect("redis://localhost/0", Duration::from_secs(1)).await.err().unwrap();
     assert!(matches!(&e, Error::Invalid(m) if m.contains("not a PostgreSQL URL")), "{e:?}");
+    let e = PgStore::connect("postgresql://u:secret@127.0.0.1:1/x?sslmode=require", Duration::from_secs(1)).await.err().unwrap();
+    assert!(matches!(&e, Error::Invalid(m) if m.contains("TLS") && !m.contains("secret")), "{e:?}");
     let e = PgStore::connect("postgresql://u:secret@127.0.0.1:1/x", Duration::from_secs(1)).await.err().unwrap();
     assert!(matches!(&e, Error::Connection(m) if m.contains("cannot reach") && !m.contains("secret")), "{e:?}");
     // Applying the schema again changes nothing.
@@ -455,4 +457,31 @@ async fn the_events_stream_tells_every_change_once_switched_on() {
     assert_eq!(s.events_keep(&q).await.unwrap(), None);
     s.enqueue(&q, &[job("aaaaaaaaaa-4", 0)], None).await.unwrap();
     assert_eq!(s.events_read(&q, got.last().unwrap().seq, 100).await.unwrap().len(), 0, "off: nothing more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_ups_go_on_after_the_listening_connection_is_cut() {
+    let Some(s) = store().await else { return };
+    let s = Arc::new(s);
+    let q = queue("relisten");
+    let listening = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' AND state = 'idle'";
+    s.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'", &[])
+        .await
+        .unwrap();
+    // Reopened by the store (its own statements fail once on the cut connections, if at all).
+    loop {
+        if let Ok(rows) = s.query(listening, &[]).await {
+            if rows[0].get::<_, i64>(0) == 1 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(s.reserve(&q, "w1.1", 1, &idle(Duration::from_secs(60))).await.unwrap(), Reserved::Idle { .. }));
+    let waiting = std::thread::spawn({
+        let (s, q) = (s.clone(), q.clone());
+        move || s.wait_for_work(&[q], "w1", Duration::from_secs(3600))
+    });
+    s.enqueue(&q, &[job("aaaaaaaaaa-1", 0)], None).await.unwrap();
+    assert!(tokio::task::spawn_blocking(move || waiting.join().unwrap()).await.unwrap().unwrap().is_none());
 }
