@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE / "peers"))
 
 from run import Redis, fastjobs_worker  # noqa: E402
 
-LUA = HERE.parent / "rust" / "lua"
+LUA = HERE.parent / "rust" / "store" / "redis" / "lua"
 
 JOBS = """
 import os, time

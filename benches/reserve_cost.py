@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
 from run import Redis
 
-COMMON = (Path(__file__).resolve().parent.parent / "rust" / "lua" / "includes" / "common.lua").read_text()
+COMMON = (Path(__file__).resolve().parent.parent / "rust" / "store" / "redis" / "lua" / "includes" / "common.lua").read_text()
 QUEUES, PER_QUEUE, RUN = 50, 2000, 16
 
 RESERVE = COMMON + """

@@ -167,7 +167,8 @@ def test_remove_deletes_a_job_that_is_not_running_and_refuses_a_running_one(star
     assert q.remove("done-1") == "completed"
     assert done.status() == "unknown"
     running = Patient.dispatch({"seconds": 30}).send()
-    eventually(lambda: running.status() == "active")
+    # Started, not only leased: a leased job not yet started is dropped, not cancelled by its handler.
+    eventually(lambda: running.status() == "active" and stamps(redis, prefix))
     with pytest.raises(fastjobs.JobStateError, match="is running") as e:
         q.remove(running.id)
     assert e.value.state == "active"

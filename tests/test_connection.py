@@ -78,8 +78,14 @@ def test_unknown_connection_name() -> None:
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "redis://:x@[::1", "not a url"])
 def test_invalid_url_is_refused_at_configure(url: str) -> None:
-    with pytest.raises(ValueError, match="invalid (Redis|store) URL"):
+    with pytest.raises(ValueError, match=r"invalid (Redis|store) URL"):
         fastjobs.configure(url)
+
+
+def test_the_unfinished_in_process_store_is_refused_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FASTJOBS_UNFINISHED_STORES", raising=False)
+    with pytest.raises(ValueError, match=r"in-process store .* is not finished in this version: use redis://"):
+        fastjobs.configure("memory://", connection="elsewhere")
 
 
 def test_invalid_prefix_is_refused() -> None:

@@ -72,7 +72,7 @@ def test_the_high_water_mark_is_raised_never_lowered(redis: Any, prefix: str) ->
     producer, seq = first.split("-")
     mark = f"{prefix}:{{default}}:hwm:{producer}"
     assert int(redis("GET", mark)) == int(seq) and redis("TTL", mark) > 29 * 24 * 3600
-    common = (Path(__file__).parent.parent / "rust" / "lua" / "includes" / "common.lua").read_text()
+    common = (Path(__file__).parent.parent / "rust" / "store" / "redis" / "lua" / "includes" / "common.lua").read_text()
     raise_mark = common + "\nraise_mark(KEYS[1], ARGV[1], ARGV[2])\nreturn redis.call('GET', KEYS[1])"
     assert int(redis("EVAL", raise_mark, 1, mark, int(seq) + 5, 100)) == int(seq) + 5
     assert int(redis("EVAL", raise_mark, 1, mark, int(seq), 200)) == int(seq) + 5  # late: kept

@@ -3,9 +3,12 @@
 //! so every store's code is compiled for it: a call pays one `match`, never a virtual call.
 //! A new store is one variant in `store_enum!` and one arm in `on_store!` and `map_store!`.
 
-use crate::engine::coalesce::Coalescer;
-use crate::error::Result;
-use crate::store::Store;
+use crate::engine::coalesce::{Coalescer, Dispatch};
+use crate::error::{Error, Result};
+use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
+use crate::store::{Settings, Store};
+use pyo3::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +18,7 @@ macro_rules! store_enum {
         $(#[$m])*
         $vis enum $name {
             Redis($holder<crate::store::redis::RedisStore>),
+            Memory($holder<crate::store::memory::MemoryStore>),
         }
     };
 }
@@ -25,6 +29,7 @@ macro_rules! on_store {
     ($e:expr, $name:ident, $x:ident => $body:expr) => {
         match $e {
             $name::Redis($x) => $body,
+            $name::Memory($x) => $body,
         }
     };
 }
@@ -34,6 +39,7 @@ macro_rules! map_store {
     ($e:expr, $name:ident => $to:ident, $x:ident => $body:expr) => {
         match $e {
             $name::Redis($x) => $to::Redis($body),
+            $name::Memory($x) => $to::Memory($body),
         }
     };
 }
@@ -42,15 +48,14 @@ pub(crate) use {map_store, on_store, store_enum};
 
 /// A client's store, with what it keeps per store: its queue handles (made once per name)
 /// and the group commit of its small dispatches.
-pub struct Stored<S: Store> {
+pub struct Stored<S: PyStore> {
     pub store: Arc<S>,
     pub coalescer: Arc<Coalescer<S, super::inbox::Token>>,
     queues: Mutex<HashMap<String, Arc<S::Queue>>>,
 }
 
-impl<S: Store> Stored<S> {
-    pub fn new(store: S) -> Stored<S> {
-        let store = Arc::new(store);
+impl<S: PyStore> Stored<S> {
+    pub fn new(store: Arc<S>) -> Stored<S> {
         Stored { coalescer: Arc::new(Coalescer::new(store.clone())), store, queues: Mutex::default() }
     }
 
@@ -101,5 +106,60 @@ impl Backend {
     /// The target of queue `name`.
     pub fn target(&self, name: &str) -> Result<AnyTarget> {
         Ok(map_store!(self, Backend => AnyTarget, b => Target { store: b.store.clone(), queue: b.queue(name)? }))
+    }
+}
+
+/// What the Python layer does per store beyond the contract: paths that only one store has.
+pub trait PyStore: Store + Sized {
+    /// An asynchronous small dispatch written on the running event loop's own connection
+    /// (`py::inbox`); the dispatch comes back when this store has no such path (it then
+    /// goes through the I/O runtime).
+    fn on_loop(
+        _py: Python<'_>,
+        _stored: &Stored<Self>,
+        dispatch: Dispatch<Self::Queue>,
+        _ids: Vec<String>,
+    ) -> PyResult<std::result::Result<Py<PyAny>, Dispatch<Self::Queue>>> {
+        Ok(Err(dispatch))
+    }
+
+    /// Opens a connection of its own, as a worker does before it starts: None when that
+    /// worked, the reason when the store cannot be reached now; Err when it never will.
+    fn check_connection(settings: &Settings) -> Result<Option<Error>>;
+
+    /// A reader of a queue's events stream.
+    fn event_reader(settings: &Settings, q: &Self::Queue) -> PyResult<super::events::EventReader>;
+}
+
+impl PyStore for RedisStore {
+    fn on_loop(
+        py: Python<'_>,
+        stored: &Stored<Self>,
+        dispatch: Dispatch<Self::Queue>,
+        ids: Vec<String>,
+    ) -> PyResult<std::result::Result<Py<PyAny>, Dispatch<Self::Queue>>> {
+        // Handed to the engine now: a cancelled await does not stop the write.
+        let (lp, state) = super::inbox::running(py, super::client::settle)?;
+        let fut = lp.call_method0("create_future")?;
+        state.get().send(py, &state, &stored.coalescer, &stored.store, dispatch, (fut.clone().unbind(), ids))?;
+        Ok(Ok(fut.unbind()))
+    }
+
+    fn check_connection(settings: &Settings) -> Result<Option<Error>> {
+        crate::store::redis::conn::SyncConn::new(settings)?.check()
+    }
+
+    fn event_reader(settings: &Settings, q: &Self::Queue) -> PyResult<super::events::EventReader> {
+        super::events::EventReader::new(settings, q)
+    }
+}
+
+impl PyStore for MemoryStore {
+    fn check_connection(_: &Settings) -> Result<Option<Error>> {
+        Ok(None)
+    }
+
+    fn event_reader(_: &Settings, _: &Self::Queue) -> PyResult<super::events::EventReader> {
+        Err(super::errors::to_py(Error::Invalid("the events stream is not available on the memory store yet: use Redis".into())))
     }
 }

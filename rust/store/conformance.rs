@@ -809,6 +809,22 @@ pub async fn expire_dead_worker<S: Store>(s: &S) {
     assert_eq!(state(s, &q, &ids[0]).await, State::Failed);
 }
 
+/// What is not a job record is failed as undecodable when met, never leased.
+pub async fn undecodable_failed<S: Store>(s: &S) {
+    let q = queue(s, "garbage");
+    let mut p = Producer::new();
+    let (mut jobs, mark) = p.jobs(1, PLAIN);
+    jobs[0].record = b"\x09not a record".to_vec();
+    s.enqueue(&q, &jobs, Some(&mark)).await.unwrap();
+    let good = p.send(s, &q, 1, PLAIN).await.remove(0);
+    assert_eq!(ids_of(&take(s, &q, "w1.1", 10).await), vec![good]);
+    let failed = s.failed_list(&q, 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].id.starts_with(crate::record::UNDECODABLE_PREFIX), "{}", failed[0].id);
+    assert_eq!(failed[0].record.as_deref(), Some(&b"\x09not a record"[..]));
+    assert!(!s.retry_job(&q, &failed[0].id).await.unwrap(), "it would only fail again");
+}
+
 /// A blocked worker hears of new work: a job handed to it, or a wake-up after which a
 /// reserve finds the job. A nudge or `leave` ends its wait.
 pub async fn wait_for_work<S: Store>(s: &Arc<S>) {
@@ -919,6 +935,7 @@ pub async fn run_all<S: Store>(make: &dyn Fn(&str) -> Result<S>) -> Vec<String> 
         queues_registry,
         events_switch,
         expire_dead_worker,
+        undecodable_failed,
     );
     run_shared!(enqueue_parts, wait_result, wait_for_work);
     eprintln!("store conformance: {ran} functions run, {} failed", failures.len());

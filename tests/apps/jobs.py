@@ -49,7 +49,9 @@ def _stamps() -> tuple[Any, str]:
     from tests.resp import Redis
 
     s = fastjobs.config.settings()
-    return Redis(urlparse(s.url).port or 6379), f"{s.prefix}:test:stamps"
+    # The session's Redis, whatever store the jobs run on (conftest sets it).
+    url = os.environ.get("FASTJOBS_TEST_REDIS_URL", s.url)
+    return Redis(urlparse(url).port or 6379), f"{s.prefix}:test:stamps"
 
 
 class Stamp(fastjobs.Job[Any, None]):

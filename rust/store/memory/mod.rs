@@ -66,9 +66,16 @@ pub fn store_name(url: &str) -> Result<&str> {
 /// The store a `memory://` URL names, made on first use: every client and worker of the
 /// process that opens the same URL shares it.
 pub fn open(url: &str) -> Result<Arc<MemoryStore>> {
-    let name = store_name(url)?;
+    open_with(&Settings::new(url, "fj")?)
+}
+
+/// The store of `settings.url` and `settings.prefix` (as the Redis store keeps prefixes
+/// apart), made on first use with `settings.result_ttl`.
+pub fn open_with(settings: &Settings) -> Result<Arc<MemoryStore>> {
+    let name = store_name(&settings.url)?;
     let mut stores = registry().lock().unwrap_or_else(|e| e.into_inner());
-    Ok(stores.entry(name.to_string()).or_insert_with(|| Arc::new(MemoryStore::new())).clone())
+    let key = format!("{name}\n{}", settings.prefix);
+    Ok(stores.entry(key).or_insert_with(|| Arc::new(MemoryStore::new().with_result_ttl(settings.result_ttl))).clone())
 }
 
 fn now() -> (i64, i64) {
@@ -156,17 +163,6 @@ impl MemoryStore {
                 inner.registry.insert(n.to_string());
             }
         }
-    }
-
-    /// `UnknownQueue` unless something dispatched to the queue or consumed it.
-    fn known_queue(&self, q: &MemoryQueue) -> Result<()> {
-        let inner = self.lock();
-        if inner.registry.contains(&q.name) {
-            return Ok(());
-        }
-        let names: Vec<&str> = inner.registry.iter().map(String::as_str).collect();
-        let listed = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
-        Err(Error::UnknownQueue(format!("no job was ever dispatched to queue '{}' and no worker consumes it (queues: {listed})", q.name)))
     }
 
     fn enqueue_now(&self, q: &MemoryQueue, jobs: &[NewJob], mark: Option<&Watermark>) -> Vec<Written> {
@@ -366,7 +362,7 @@ impl Store for MemoryStore {
     }
 
     async fn pause(&self, q: &MemoryQueue) -> Result<bool> {
-        self.known_queue(q)?;
+        self.known_queue(q).await?;
         Ok(self.with_queue(q, |queue, _| {
             let was_running = !queue.paused;
             queue.paused = true;
@@ -377,7 +373,7 @@ impl Store for MemoryStore {
     }
 
     async fn resume(&self, q: &MemoryQueue) -> Result<bool> {
-        self.known_queue(q)?;
+        self.known_queue(q).await?;
         Ok(self.with_queue(q, |queue, _| {
             let was_paused = queue.paused;
             queue.paused = false;
@@ -405,7 +401,7 @@ impl Store for MemoryStore {
     }
 
     async fn set_limits(&self, q: &MemoryQueue, limits: &Limits) -> Result<()> {
-        self.known_queue(q)?;
+        self.known_queue(q).await?;
         self.with_queue(q, |queue, _| {
             queue.set_limits(limits);
             queue.control.notify_waiters();
@@ -418,7 +414,7 @@ impl Store for MemoryStore {
     }
 
     async fn set_group_limits(&self, q: &MemoryQueue, limits: &Limits) -> Result<()> {
-        self.known_queue(q)?;
+        self.known_queue(q).await?;
         self.with_queue(q, |queue, _| {
             queue.group_limits = *limits;
             queue.set_limits(&queue.limits.clone());

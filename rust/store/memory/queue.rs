@@ -108,6 +108,7 @@ pub struct Queue {
     failed: BTreeSet<(i64, u64, String)>,
     failed_at: HashMap<String, (i64, u64)>,
     failed_seq: u64,
+    undecodable: u64,
     errors: HashMap<String, Vec<u8>>,
     pub leases: HashMap<String, Lease>,
     reaped: HashSet<String>,
@@ -291,6 +292,19 @@ impl Queue {
         }
         self.failed.insert((now_ms, self.failed_seq, id.to_string()));
         self.stats.failed += 1;
+    }
+
+    /// common.lua fail_undecodable: what is not a job record is failed at once under a new id,
+    /// kept whole for inspection, never leased.
+    fn fail_undecodable(&mut self, r: Vec<u8>, now_ms: i64) {
+        self.undecodable += 1;
+        let id = format!("{}{}", crate::record::UNDECODABLE_PREFIX, self.undecodable);
+        let error = serde_json::json!({
+            "type": "DecodeError",
+            "message": format!("an element of this queue is not a job record fastjobs can read ({} bytes)", r.len()),
+            "traceback": "",
+        });
+        self.fail(&id, r, serde_json::to_vec(&error).unwrap_or_default(), now_ms);
     }
 
     fn unfail(&mut self, id: &str) -> Option<Vec<u8>> {
@@ -553,9 +567,11 @@ impl Queue {
         lease.deadline_ms = now_ms + lease_ms;
         let mut recs = Vec::with_capacity(popped);
         let mut per_group: HashMap<String, u64> = HashMap::new();
+        let mut undecodable = Vec::new();
         for (r, g) in taken {
             if !rec::leasable(&r) {
-                continue; // not a job record: dropped (the Redis store fails it as undecodable)
+                undecodable.push(r);
+                continue;
             }
             let id = rec::id(&r);
             if lease.get(&id).is_some() {
@@ -569,6 +585,9 @@ impl Queue {
         }
         if lease.jobs.is_empty() {
             self.leases.remove(token);
+        }
+        for r in undecodable {
+            self.fail_undecodable(r, now_ms);
         }
         let n = recs.len() as u64;
         if let Some(period) = window.filter(|_| n > 0) {
@@ -587,6 +606,10 @@ impl Queue {
                     }
                 }
             }
+        }
+        if recs.is_empty() {
+            self.wake();
+            return Reserved::Empty;
         }
         if self.events_keep.is_some() {
             let ids = recs.iter().map(|r| rec::id(r)).collect();

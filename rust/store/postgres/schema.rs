@@ -16,6 +16,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("migrations/006_housekeeping.sql")),
     (7, include_str!("migrations/007_groups.sql")),
     (8, include_str!("migrations/008_events.sql")),
+    (9, include_str!("migrations/009_undecodable.sql")),
 ];
 
 /// The version this build needs.
