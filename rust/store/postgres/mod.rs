@@ -5,6 +5,9 @@
 //! The events stream is written (migrations/008_events.sql) and read by `events_read`; the
 //! Python reader reads Redis streams only so far.
 
+mod bulk;
+mod columns;
+mod events;
 mod listen;
 mod pool;
 mod schema;
@@ -17,6 +20,9 @@ use crate::error::{Error, Result};
 use crate::record::{options_group, Record};
 use crate::store::chunk::Chunk;
 use crate::store::*;
+use columns::{dedup_columns, limit_columns, schedule_entry, AckColumns, Column};
+pub use events::EventEntry;
+use events::EVENTS_KEEP;
 use listen::{Signals, CONTROL, RESULTS, SCHED, SCHEDULES};
 use pool::{parse_url, Pool};
 use std::collections::HashMap;
@@ -43,54 +49,6 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
     }
-}
-
-/// An array argument that may be NULL, of elements that may be NULL.
-type Column<T> = Option<Vec<Option<T>>>;
-
-/// The deduplication keys of a write and their modes (`fastjobs.dedup_hold`), or NULLs when
-/// no job has one (the set-based path).
-fn dedup_columns(jobs: &[NewJob]) -> (Column<&str>, Column<String>) {
-    if jobs.iter().all(|j| j.dedup.is_none()) {
-        return (None, None);
-    }
-    let keys = jobs.iter().map(|j| j.dedup.as_ref().map(|d| d.key.as_str())).collect();
-    let modes = jobs
-        .iter()
-        .map(|j| {
-            j.dedup.as_ref().map(|d| match d.mode {
-                DedupMode::Ttl(ms) => format!("t{ms}"),
-                DedupMode::UntilSettled => "u".to_string(),
-                DedupMode::Debounce => "d".to_string(),
-            })
-        })
-        .collect();
-    (Some(keys), Some(modes))
-}
-
-/// Events kept when a queue's stream is switched on without a number (as the other stores).
-const EVENTS_KEEP: u64 = 10_000;
-
-/// One entry of a queue's events stream (`PgStore::events_read`): a kind of change and the
-/// jobs it happened to, with per job (where known) its name, attempt, due time (µs) and the
-/// result or error JSON.
-#[derive(Debug, Clone)]
-pub struct EventEntry {
-    pub seq: i64,
-    pub at_ms: i64,
-    pub kind: String,
-    pub ids: Vec<String>,
-    pub names: Option<Vec<Option<String>>>,
-    pub attempts: Option<Vec<Option<i32>>>,
-    pub due_us: Option<Vec<Option<i64>>>,
-    pub data: Option<Vec<Option<Vec<u8>>>>,
-}
-
-/// Limits as the schema's columns: jobs per window, window ms, concurrency (NULL: none).
-fn limit_columns(limits: &Limits) -> (Option<i64>, Option<i64>, Option<i64>) {
-    let rate_max = limits.rate.map(|(n, _)| n as i64);
-    let period = limits.rate.map(|(_, p)| p.as_millis().max(1) as i64);
-    (rate_max, period, limits.concurrency.map(|c| c as i64))
 }
 
 /// A queue of the PostgreSQL store: its name is its key in every table.
@@ -178,47 +136,6 @@ impl PgStore {
         })
     }
 
-    /// Writes a guarded chunk of generated ids: the guard row, a binary COPY of its ids and
-    /// records into the connection's staging table and `fastjobs.enqueue_staged`, in one
-    /// transaction (faster than the multi-row INSERT of `write_jobs`: tests.rs bulk_write_paths).
-    async fn copy_chunk(&self, q: &str, jobs: &[NewJob], mark: &Watermark, guard: u64) -> Result<()> {
-        use tokio_postgres::binary_copy::BinaryCopyInWriter;
-        use tokio_postgres::types::Type;
-        let err = |e| pool::pg_error(e, &self.pool.server);
-        let mut slot = self.bulk.lock().await;
-        if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            let client = pool::connect(&self.pool.config, &self.pool.server).await?;
-            client
-                .batch_execute("CREATE TEMP TABLE IF NOT EXISTS fastjobs_staging (ord bigint, id text, record bytea) ON COMMIT DELETE ROWS")
-                .await
-                .map_err(err)?;
-            *slot = Some(client);
-        }
-        let client = slot.as_mut().expect("connected above");
-        let tx = client.transaction().await.map_err(err)?;
-        let fresh = tx
-            .execute(
-                "INSERT INTO fastjobs.chunks VALUES ($1, $2, $3, fastjobs.now_us() / 1000) ON CONFLICT DO NOTHING",
-                &[&q, &mark.producer, &(guard as i64)],
-            )
-            .await
-            .map_err(err)?;
-        if fresh == 0 {
-            // Written by an earlier try whose answer was lost.
-            return Ok(());
-        }
-        let sink = tx.copy_in("COPY fastjobs_staging (ord, id, record) FROM STDIN BINARY").await.map_err(err)?;
-        let writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::TEXT, Type::BYTEA]);
-        futures_util::pin_mut!(writer);
-        for (i, j) in jobs.iter().enumerate() {
-            writer.as_mut().write(&[&(i as i64), &j.id, &j.record]).await.map_err(err)?;
-        }
-        writer.finish().await.map_err(err)?;
-        let (delay, at) = (jobs[0].delay_us as i64, jobs[0].at_us.map(|a| a as i64));
-        tx.execute("SELECT fastjobs.enqueue_staged($1, $2, $3)", &[&q, &delay, &at]).await.map_err(err)?;
-        tx.commit().await.map_err(err)
-    }
-
     /// Deletes a page of the queue's rows past their time, at most once a minute per queue.
     async fn housekeep(&self, q: &PgQueue, limit: usize) -> Result<()> {
         let due = {
@@ -244,31 +161,6 @@ impl PgStore {
         let (rate_max, period, conc): (Option<i64>, Option<i64>, Option<i64>) = (r.get(0), r.get(1), r.get(2));
         let rate = rate_max.zip(period).map(|(n, p)| (n as u64, Duration::from_millis(p as u64)));
         Ok(Limits { rate, concurrency: conc.map(|c| c as u64) })
-    }
-
-    /// Up to `limit` entries of a queue's events stream after `after` (0: from the oldest kept),
-    /// oldest first: one per statement and kind of change, listing its jobs.
-    pub async fn events_read(&self, q: &PgQueue, after: i64, limit: usize) -> Result<Vec<EventEntry>> {
-        let rows = self
-            .query(
-                "SELECT seq, at_ms, kind, ids, names, attempts, due_us, data FROM fastjobs.events
-                 WHERE queue = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                &[&q.name, &after, &(limit as i64)],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| EventEntry {
-                seq: r.get(0),
-                at_ms: r.get(1),
-                kind: r.get(2),
-                ids: r.get(3),
-                names: r.get(4),
-                attempts: r.get(5),
-                due_us: r.get(6),
-                data: r.get(7),
-            })
-            .collect())
     }
 
     async fn status_row(&self, sql: &'static str, q: &str, id: &str) -> Result<Status> {
@@ -877,56 +769,4 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<()> {
         self.execute("SELECT 1", &[]).await.map(|_| ())
     }
-}
-
-/// One lease's outcomes as the columns `fastjobs.ack` takes (kind 'c', 'r', 'f' or 'x').
-struct AckColumns<'a> {
-    kinds: Vec<i8>,
-    ids: Vec<String>,
-    results: Vec<Option<&'a [u8]>>,
-    delays: Vec<i64>,
-    recs: Vec<Option<&'a [u8]>>,
-    errors: Vec<Option<&'a [u8]>>,
-}
-
-impl<'a> AckColumns<'a> {
-    fn of(entries: &'a [AckEntry]) -> AckColumns<'a> {
-        let mut c = AckColumns { kinds: vec![], ids: vec![], results: vec![], delays: vec![], recs: vec![], errors: vec![] };
-        for e in entries {
-            c.ids.push(String::from_utf8_lossy(&e.id).into_owned());
-            let (kind, result, delay, rec, err) = match &e.kind {
-                AckKind::Completed { result } => (b'c', result.as_deref(), 0, None, None),
-                AckKind::Retry { delay_ms, record, error } => {
-                    (b'r', None, *delay_ms as i64, Some(record.as_slice()), Some(error.as_slice()))
-                }
-                AckKind::Failed { error, record } => (b'f', None, 0, Some(record.as_slice()), Some(error.as_slice())),
-                AckKind::Cancelled => (b'x', None, 0, None, None),
-            };
-            c.kinds.push(kind as i8);
-            c.results.push(result);
-            c.delays.push(delay);
-            c.recs.push(rec);
-            c.errors.push(err);
-        }
-        c
-    }
-}
-
-/// A schedule's row as the entry the engine reads: the caller's fields and its bookkeeping.
-fn schedule_entry(r: tokio_postgres::Row) -> ScheduleEntry {
-    let mut fields: HashMap<String, Vec<u8>> = HashMap::new();
-    let names: Vec<String> = r.get(9);
-    let vals: Vec<Vec<u8>> = r.get(10);
-    fields.extend(names.into_iter().zip(vals));
-    fields.insert("timing".into(), r.get::<_, String>(2).into_bytes());
-    for (i, name) in [(3, "anchor_ms"), (4, "created_ms"), (5, "updated_ms"), (6, "runs")] {
-        fields.insert(name.into(), r.get::<_, i64>(i).to_string().into_bytes());
-    }
-    if let Some(last) = r.get::<_, Option<i64>>(7) {
-        fields.insert("last_run_ms".into(), last.to_string().into_bytes());
-    }
-    if let Some(job) = r.get::<_, Option<String>>(8) {
-        fields.insert("last_job_id".into(), job.into_bytes());
-    }
-    ScheduleEntry { key: r.get(0), next_ms: r.get(1), fields }
 }
