@@ -19,8 +19,12 @@ start)
   [ "$(id -u)" = 0 ] && chown postgres "$dir"
   as_owner initdb -D "$dir/data" -A trust -U postgres -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
   as_owner pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
-  # Stopped when the test process is gone, however it ended.
-  ( while kill -0 "$owner" 2>/dev/null; do sleep 1; done; as_owner pg_ctl -D "$dir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$dir" ) </dev/null >/dev/null 2>&1 &
+  # Stopped when the test process is gone, however it ended: the watcher runs in a session of
+  # its own, so a signal to the test's process group (a timeout) does not end it first.
+  bin=$(dirname "$(command -v pg_ctl)")
+  setsid sh -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$2/pg_ctl" -D "$3/data" -m immediate stop; else "$2/pg_ctl" -D "$3/data" -m immediate stop; fi
+    rm -rf "$3"' watcher "$owner" "$bin" "$dir" </dev/null >/dev/null 2>&1 &
   ;;
 stop)
   as_owner pg_ctl -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
