@@ -15,11 +15,15 @@ $(PY):
 	python3 -m venv $(VENV)
 
 .PHONY: deps
-deps: $(PY) ## install what is missing: redis-server, openssl and chromium (Debian), Python packages, crates
+deps: $(PY) ## install what is missing: redis-server, openssl, postgresql and chromium (Debian), Python packages, crates
 	@command -v redis-server >/dev/null && command -v openssl >/dev/null || { \
 	  echo "installing redis-server and openssl (Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  echo "installing postgresql (Debian package; the PostgreSQL store's tests start their own server)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 	@command -v chromium >/dev/null || { \
 	  echo "installing chromium (Debian package; tests/test_dashboard.py drives it headless)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

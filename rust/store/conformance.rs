@@ -1014,6 +1014,24 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_store_conforms() {
+        use crate::store::postgres::PgStore;
+        // A fresh database per function (a PostgreSQL server from the store's own tests).
+        if crate::store::postgres::testserver::database().await.is_none() {
+            return;
+        }
+        let make = |_prefix: &str| {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    let url = crate::store::postgres::testserver::database().await.expect("a PostgreSQL server");
+                    PgStore::connect(&url, Duration::from_secs(3600)).await
+                })
+            })
+        };
+        report("PgStore", run_all(&make).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn memory_store_conforms() {
         report("MemoryStore", run_all(&|_prefix: &str| Ok(MemoryStore::new())).await);
     }

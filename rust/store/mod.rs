@@ -6,6 +6,7 @@ pub mod chunk;
 #[cfg(test)]
 pub mod conformance;
 pub mod memory;
+pub mod postgres;
 pub mod redis;
 pub mod settings;
 

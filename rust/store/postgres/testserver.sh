@@ -1,0 +1,35 @@
+#!/bin/sh
+# A throwaway PostgreSQL server for fastjobs' tests (the Rust tests and tests/conftest.py).
+#   testserver.sh start DIR PORT OWNER_PID   initdb into DIR (trust auth, fsync off), start on
+#                                            127.0.0.1:PORT with its socket in DIR; stopped
+#                                            when OWNER_PID exits
+#   testserver.sh stop DIR
+# Prints nothing on success. Exit 3: the server binaries are missing.
+set -e
+bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -n "$bindir" ] && PATH="$bindir:$PATH"
+command -v initdb >/dev/null && command -v pg_ctl >/dev/null || { echo "PostgreSQL server binaries (initdb, pg_ctl) not found: make deps installs Debian's postgresql" >&2; exit 3; }
+# initdb refuses to run as root: then the package's postgres user runs the server.
+as_owner() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+dir=$2
+case $1 in
+start)
+  port=$3 owner=$4
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres "$dir"
+  as_owner initdb -D "$dir/data" -A trust -U postgres -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+  as_owner pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+  # Stopped when the test process is gone, however it ended: the watcher runs in a session of
+  # its own, so a signal to the test's process group (a timeout) does not end it first.
+  bin=$(dirname "$(command -v pg_ctl)")
+  setsid sh -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$2/pg_ctl" -D "$3/data" -m immediate stop; else "$2/pg_ctl" -D "$3/data" -m immediate stop; fi
+    rm -rf "$3"' watcher "$owner" "$bin" "$dir" </dev/null >/dev/null 2>&1 &
+  ;;
+stop)
+  as_owner pg_ctl -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+  ;;
+*)
+  echo "usage: $0 start DIR PORT OWNER_PID | stop DIR" >&2; exit 2
+  ;;
+esac
