@@ -43,10 +43,15 @@ MEMORY_TESTS := tests/test_memory_store.py tests/test_worker.py tests/test_delay
 	tests/test_callbacks.py tests/test_timeouts.py tests/test_schemas.py tests/test_schedule.py
 
 .PHONY: test
-test: build ## build, then run cargo test (the store contract on Redis and in memory) and pytest (on Redis, then again in memory)
+test: build ## build, then run cargo test (the store contract on every store) and pytest (on Redis, and again in memory)
 	cargo test --release -q
-	$(PY) -m pytest -q
-	FASTJOBS_TEST_STORE=memory $(PY) -m pytest -q -p no:cacheprovider $(MEMORY_TESTS)
+	@# The in-memory run mostly waits (its jobs sleep), so it goes beside the Redis run; its
+	@# output follows that run's.
+	@FASTJOBS_TEST_STORE=memory $(PY) -m pytest -q -p no:cacheprovider $(MEMORY_TESTS) > target/memory-tests.log 2>&1 & memory=$$!; \
+	$(PY) -m pytest -q; redis=$$?; \
+	wait $$memory; mem=$$?; \
+	echo "== the same tests on the in-process store (FASTJOBS_TEST_STORE=memory):"; cat target/memory-tests.log; \
+	test $$redis = 0 && test $$mem = 0
 
 .PHONY: chaos
 chaos: build ## the long fault runs of tests/chaos (kills, a poison job, Redis restarts, network cuts, a zombie) and their figures
