@@ -35,10 +35,18 @@ deps: $(PY) ## install what is missing: redis-server, openssl, postgresql and ch
 build: deps ## build the extension in release mode into the virtualenv
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop --release -q
 
+# The tests that run again on the in-process store (FASTJOBS_TEST_STORE=memory): a job's
+# whole life, through the public API, on a second store; those marked redis_only are left out.
+MEMORY_TESTS := tests/test_memory_store.py tests/test_worker.py tests/test_delays.py tests/test_chain.py \
+	tests/test_flow.py tests/test_dedup.py tests/test_bulk.py tests/test_results.py tests/test_cancel.py \
+	tests/test_queue_limits.py tests/test_groups.py tests/test_progress.py tests/test_hooks.py \
+	tests/test_callbacks.py tests/test_timeouts.py tests/test_schemas.py tests/test_schedule.py
+
 .PHONY: test
-test: build ## build, then run cargo test and pytest (tests start their own redis-server)
+test: build ## build, then run cargo test (the store contract on Redis and in memory) and pytest (on Redis, then again in memory)
 	cargo test --release -q
 	$(PY) -m pytest -q
+	FASTJOBS_TEST_STORE=memory $(PY) -m pytest -q -p no:cacheprovider $(MEMORY_TESTS)
 
 .PHONY: chaos
 chaos: build ## the long fault runs of tests/chaos (kills, a poison job, Redis restarts, network cuts, a zombie) and their figures

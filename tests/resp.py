@@ -14,8 +14,8 @@ class Redis:
     def command(self, *args: Any) -> Any:
         with socket.create_connection(self.addr, timeout=5) as s:
             s.sendall(self._encode(args))
-            f = s.makefile("rb")
-            return self._read(f)
+            with s.makefile("rb") as f:
+                return self._read(f)
 
     __call__ = command
 

@@ -49,6 +49,7 @@ def test_dispatch_many_from_a_list(start_worker: Any) -> None:
     eventually(lambda: Queue("squares").counts()["completed"] == 25_000, timeout=30)
 
 
+@pytest.mark.redis_only
 def test_dispatch_many_from_a_generator(redis: Any, prefix: str) -> None:
     def payloads() -> Iterator[dict]:
         for i in range(12_345):
@@ -122,6 +123,7 @@ def _random_value(rng: random.Random, depth: int = 0) -> Any:
     return {_random_value(rng, 3) if False else f"k{i}\"é": _random_value(rng, depth + 1) for i in range(rng.randrange(4))}
 
 
+@pytest.mark.redis_only
 def test_bulk_payloads_are_stored_byte_for_byte_as_one_dispatch_serializes_them(redis: Any, prefix: str) -> None:
     # The engine serializes plain JSON types itself and hands anything else to serde.dumps
     # (orjson): either way the bytes must be what a single dispatch would store.
@@ -232,6 +234,7 @@ def test_bulk_dispatcher_mixed_classes_queues_and_options(face: Any, start_worke
     assert face.wait(handles[0]) == 9 and face.wait(handles[3]) == 16 and face.wait(handles[1]) == "a"
 
 
+@pytest.mark.redis_only
 def test_bulk_dispatcher_many_plain_jobs_go_in_order(face: Any, redis: Any, prefix: str) -> None:
     # Over 32 plain jobs of one queue take the raw bulk write, from a sync caller's thread
     # and from the I/O runtime alike; they land in the list in the order given.
@@ -269,6 +272,7 @@ def run_cli(redis_server: RedisServer, prefix: str, *args: str, stdin: str = "")
                           cwd=str(ROOT), input=stdin, timeout=60)
 
 
+@pytest.mark.redis_only
 def test_enqueue_cli(tmp_path: Path, redis_server: RedisServer, prefix: str) -> None:
     f = tmp_path / "jobs.jsonl"
     f.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(5000)) + "\n")
@@ -278,6 +282,7 @@ def test_enqueue_cli(tmp_path: Path, redis_server: RedisServer, prefix: str) -> 
     assert Queue("cli").size() == 5000
 
 
+@pytest.mark.redis_only
 def test_enqueue_cli_reports_a_malformed_line(tmp_path: Path, redis_server: RedisServer, prefix: str) -> None:
     f = tmp_path / "jobs.jsonl"
     lines = [json.dumps({"i": i}) for i in range(2500)]
@@ -290,6 +295,7 @@ def test_enqueue_cli_reports_a_malformed_line(tmp_path: Path, redis_server: Redi
     assert Queue().size() == 2000
 
 
+@pytest.mark.redis_only
 def test_enqueue_cli_errors(tmp_path: Path, redis_server: RedisServer, prefix: str) -> None:
     assert run_cli(redis_server, prefix, "enqueue", "tests.apps.jobs", "--from", "x").returncode == 2
     out = run_cli(redis_server, prefix, "enqueue", "tests.apps.jobs:Nope", "--from", "x")

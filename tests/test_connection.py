@@ -82,12 +82,6 @@ def test_invalid_url_is_refused_at_configure(url: str) -> None:
         fastjobs.configure(url)
 
 
-def test_the_unfinished_in_process_store_is_refused_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("FASTJOBS_UNFINISHED_STORES", raising=False)
-    with pytest.raises(ValueError, match=r"in-process store .* is not finished in this version: use redis://"):
-        fastjobs.configure("memory://", connection="elsewhere")
-
-
 def test_invalid_prefix_is_refused() -> None:
     with pytest.raises(ValueError, match="invalid key prefix"):
         fastjobs.configure(prefix="has space")

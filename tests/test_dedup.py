@@ -121,6 +121,7 @@ def test_ttl_expiry_accepts_the_key_again(face: Any, start_worker: Any) -> None:
     assert sorted(p["n"] for _, p in runs()) == [0, 2]
 
 
+@pytest.mark.redis_only
 def test_ttl_marks_live_in_the_queue_of_the_dispatch(redis: Any, prefix: str) -> None:
     a = Seen.dispatch({}).deduplicate("k", ttl=30).send()
     b = Seen.dispatch({}).on_queue("elsewhere").deduplicate("k", ttl=30).send()
@@ -178,6 +179,7 @@ def test_until_completed_releases_only_its_own_mark(redis: Any, prefix: str, sta
     assert redis("GET", f"{prefix}:{{dedup}}:dedup:mine") == b"another-job"
 
 
+@pytest.mark.redis_only
 def test_a_mark_that_is_not_a_string_neither_stops_a_dispatch_nor_an_ack(redis: Any, prefix: str, start_worker: Any) -> None:
     mark = f"{prefix}:{{dedup}}:dedup:odd"
     h = Seen.dispatch({}).deduplicate("odd").send()

@@ -8,6 +8,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
+
 import fastjobs
 
 from .apps.jobs import Stamp, stamps
@@ -57,6 +59,7 @@ def test_delays_through_bulk_paths_and_at_in_the_past(start_worker: Any, redis: 
     eventually(lambda: len(stamps(redis, prefix)) == 5)
 
 
+@pytest.mark.redis_only
 def test_a_delay_of_years_is_kept(redis: Redis, prefix: str) -> None:
     h = Stamp.dispatch(None).delay(timedelta(days=3 * 365)).send()
     assert h.status() == "delayed"

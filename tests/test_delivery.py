@@ -164,6 +164,7 @@ engine.close()
 """
 
 
+@pytest.mark.redis_only
 @pytest.mark.timeout(60)
 def test_stale_token_acknowledgement_is_refused(redis_server: RedisServer, prefix: str, start_worker: Any) -> None:
     h = Echo.dispatch({"run": "real"}).on_queue("zombie").attempts(2).send()
@@ -219,6 +220,7 @@ engine.close()
 """
 
 
+@pytest.mark.redis_only
 @pytest.mark.timeout(60)
 def test_zombie_does_not_run_prefetched_jobs_of_its_reaped_lease(redis_server: RedisServer, prefix: str, start_worker: Any) -> None:
     handles = [Echo.dispatch({"n": i}).on_queue("zombie").attempts(2).send() for i in range(2)]

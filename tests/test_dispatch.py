@@ -64,6 +64,7 @@ def test_ids_are_distinct_and_status_of_unknown_ids(face: Any) -> None:
     assert face.get_job(q, fake) is None
 
 
+@pytest.mark.redis_only
 def test_the_high_water_mark_is_raised_never_lowered(redis: Any, prefix: str) -> None:
     # Every dispatch raises its producer's mark (common.lua raise_mark), which tells a waiting
     # job from one never dispatched. Sends from several threads may land out of order: a late

@@ -22,6 +22,9 @@ from fastjobs import Event, Queue
 from .apps.jobs import Echo, Sleep
 from .conftest import ROOT, eventually
 
+# The events stream is the Redis store's for now.
+pytestmark = pytest.mark.redis_only
+
 #: Per test: the handler waits on it while the test watches its progress event.
 GATES: dict[str, threading.Event] = {}
 

@@ -33,6 +33,7 @@ def most_at_once(runs: list[tuple[str, int, float, float]]) -> int:
     return most
 
 
+@pytest.mark.redis_only
 def test_a_flooding_group_does_not_hold_up_a_small_one(start_worker: Any, redis: Any, prefix: str) -> None:
     q = Queue("groups")
     Span.dispatch_many([{"g": "A"}] * 10_000, group="A")  # the flood, first
@@ -124,6 +125,7 @@ def test_an_idle_worker_is_not_handed_a_grouped_job_past_its_limit(start_worker:
     assert runs[1][0] == "-"  # not held up behind the group
 
 
+@pytest.mark.redis_only
 def test_grouped_jobs_are_counted_paused_cancelled_removed_and_emptied(start_worker: Any, redis: Any,
                                                                        prefix: str) -> None:
     q = Queue("groups")
@@ -231,6 +233,7 @@ def test_bad_groups_and_group_limits_are_typed_errors() -> None:
     assert q.counts()["waiting"] == 2
 
 
+@pytest.mark.redis_only
 def test_grouped_builders_in_bulk_async_limits_and_the_raw_bulk_path_kept_for_the_rest(start_worker: Any, redis: Any,
                                                                                        prefix: str) -> None:
     import asyncio
@@ -256,6 +259,7 @@ def test_grouped_builders_in_bulk_async_limits_and_the_raw_bulk_path_kept_for_th
     assert redis("HLEN", key(prefix, "gactive")) == 0
 
 
+@pytest.mark.redis_only
 def test_a_chain_step_with_a_group_waits_in_its_group(start_worker: Any, redis: Any, prefix: str) -> None:
     chain = fastjobs.JobChain([Span.dispatch({"g": "A"}).group("A"), Span.dispatch({"g": "A"}).group("A")])
     handle = chain.dispatch()

@@ -10,12 +10,17 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from fastjobs import Queue
 
 from .apps.jobs import Echo, Noop, Sleep, Stamp, stamps
 from .conftest import eventually
 from .resp import Redis
 from .test_delivery import JOBS, record_attempt, record_id, summary
+
+# Hand-over to an idle worker is the Redis store's.
+pytestmark = pytest.mark.redis_only
 
 
 def idle_slots(redis: Redis, prefix: str, queue: str) -> list[str]:

@@ -95,6 +95,7 @@ def base(prefix: str) -> str:
     return f"{prefix}:{{exports}}"
 
 
+@pytest.mark.redis_only
 def test_progress_and_logs_read_while_the_job_runs(start_worker: Any, prefix: str, redis: Any) -> None:
     GATES["run"] = threading.Event()
     start_worker(queues=["exports"])
@@ -151,6 +152,7 @@ def test_async_handler_and_async_reads(start_worker: Any) -> None:
     asyncio.run(read())
 
 
+@pytest.mark.redis_only
 def test_logs_keep_the_newest_lines(start_worker: Any, prefix: str, redis: Any) -> None:
     start_worker(queues=["exports"])
     n = MAX_LOG_LINES + 30

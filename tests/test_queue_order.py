@@ -38,6 +38,7 @@ def test_weighted_order_serves_queues_by_weight(start_worker: Any, redis: Any, p
     w.stop()
 
 
+@pytest.mark.redis_only
 def test_weighted_order_from_the_command_line(spawn_worker: Any, redis: Any, prefix: str) -> None:
     heavy = set(Stamp.dispatch_many(list(range(1_000)), queue="heavy"))
     Stamp.dispatch_many(list(range(1_000)), queue="light")

@@ -112,6 +112,7 @@ class FarBackoff(fastjobs.Job[Any, None]):
         raise RuntimeError("again later")
 
 
+@pytest.mark.redis_only
 def test_backoff_delays_computed_while_failing_are_capped_at_100_years(start_worker: Any, redis: Any, prefix: str) -> None:
     assert Backoff.exponential(1, max_delay=None, jitter=False).seconds(5000) == MAX_DURATION
     assert FarBackoff.retry_delay(1) == MAX_DURATION

@@ -119,6 +119,7 @@ def test_wait_result_on_the_builder(start_worker: Any) -> None:
     assert asyncio.run(go()) == "y"
 
 
+@pytest.mark.redis_only
 def test_result_ttl_expires(start_worker: Any, redis: Any, prefix: str) -> None:
     fastjobs.configure(result_ttl=0.5)
     start_worker()

@@ -7,11 +7,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from fastjobs import Queue, _core, config
 
 from .apps.jobs import Echo, Stamp, stamps
 from .conftest import eventually, waiting_records
 from .test_delivery import key, record_id
+
+# Runs are how the Redis store packs bulk jobs.
+pytestmark = pytest.mark.redis_only
 
 
 def test_bulk_dispatch_writes_runs_and_counts_every_job(redis: Any, prefix: str) -> None:

@@ -164,6 +164,7 @@ def test_tick_jobs_carry_the_schedule_options(start_worker: Any) -> None:
     assert handle.wait_result(timeout=10) == {"x": 1}
 
 
+@pytest.mark.redis_only
 def test_periodic_declarations_register_when_a_worker_starts(start_worker: Any, redis: Redis, prefix: str) -> None:
     assert "app-heartbeat" in fastjobs.schedule.periodic_schedules()
     assert not JobScheduler.exists("app-heartbeat")
@@ -186,6 +187,7 @@ def test_periodic_declaration_errors_surface_at_import() -> None:
         fastjobs.periodic()
 
 
+@pytest.mark.redis_only
 def test_cli_lists_and_removes_schedules(redis_server: RedisServer, prefix: str) -> None:
     JobScheduler.schedule(key="nightly", job=Echo, repeat={"pattern": "@daily", "tz": "Asia/Tokyo"})
     JobScheduler.schedule(key="often", job=Echo, repeat={"every": "5m"})

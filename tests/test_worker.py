@@ -194,6 +194,7 @@ def test_unknown_job_name_fails_and_worker_carries_on(start_worker: Any) -> None
     assert Record.dispatch("after").send().wait_result(timeout=10) is None
 
 
+@pytest.mark.redis_only
 def test_undecodable_record_fails_and_worker_carries_on(start_worker: Any, redis: Any, prefix: str) -> None:
     redis("RPUSH", f"{prefix}:{{default}}:wait", b"\x09garbage")
     start_worker()

@@ -176,6 +176,16 @@ def client(connection: str = "default") -> _core.Client:
         return made
 
 
+def forget(connection: str, previous: Connection | None = None) -> None:
+    """Puts ``connection`` back as it was (``previous``), or unset when it was not configured."""
+    with _lock:
+        if previous is None:
+            _connections.pop(connection, None)
+        else:
+            _connections[connection] = previous
+        _clients.pop(connection, None)
+
+
 def reset() -> None:
     """Forgets every configured connection (tests use it between cases)."""
     with _lock:

@@ -13,7 +13,9 @@ and put them back after: code outside them, and every worker, is untouched and p
 Payloads go through the job's checks and JSON as a real dispatch's do (a typed payload is
 validated, a bad one raises as it would). Covered: ``.send()``, ``await``, ``send_async()``,
 ``wait_result()``, ``dispatch_many`` (which returns the handles, a list, under them); chains,
-flows, ``BulkDispatcher`` and schedules still need Redis.
+flows, ``BulkDispatcher`` and schedules need a store: ``memory()`` gives the whole of
+fastjobs in this process (the ``memory://`` store), and ``drain()`` runs a worker here until
+the queues are idle.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,7 +36,7 @@ from .dispatch import JobHandle, PendingDispatch
 if TYPE_CHECKING:
     from .job import Job
 
-__all__ = ["Dispatched", "FakeQueue", "fake", "inline"]
+__all__ = ["Dispatched", "FakeQueue", "drain", "fake", "inline", "memory"]
 
 _ids = itertools.count(1)
 
@@ -208,3 +213,51 @@ def inline() -> contextlib.AbstractContextManager[FakeQueue]:
     """Runs each dispatched job at once, in this process, for the ``with`` block: its handle's
     ``wait_result()`` returns the result (or raises the job's error)."""
     return _patched(FakeQueue(run_now=True))
+
+
+@contextlib.contextmanager
+def memory(connection: str = "default") -> Iterator[str]:
+    """Points ``connection`` at a fresh in-process store (``memory://<fresh name>``) for the
+    ``with`` block, and back at what it was after. Everything works on it (workers in this
+    process, chains, flows, schedules, bulk dispatch, the queue controls); nothing leaves the
+    process. Yields the store's URL."""
+    from . import config
+
+    url = f"memory://t{uuid.uuid4().hex[:16]}"
+    before = config.configured().get(connection)
+    config.configure(url, connection=connection)
+    try:
+        yield url
+    finally:
+        config.forget(connection, before)
+
+
+def drain(*queues: str, timeout: float = 30.0, delayed: bool = True, connection: str = "default", **worker: Any) -> Any:
+    """Runs a worker on ``queues`` (default: ``"default"``) in a thread of this process until
+    none of them has a job waiting, running or (with ``delayed``, the default) delayed, such
+    as a retry waiting out its backoff; then stops it and returns its ``WorkerSummary``.
+    Raises ``TimeoutError`` after ``timeout`` seconds. ``delayed=False`` leaves delayed jobs
+    (ones due much later). ``worker`` passes options to ``Worker``. Made for the
+    ``memory://`` store (``memory()``), and works on any."""
+    from .queue import Queue
+    from .worker import Worker
+
+    names = list(queues) or ["default"]
+    w = Worker(queues=names, connection=connection, **worker)
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(w.run(install_signals=False)), daemon=True)
+    thread.start()
+    qs = [Queue(n, connection=connection) for n in names]
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            counts = [q.counts() for q in qs]
+            if all(c["waiting"] == 0 and c["active"] == 0 and (c["delayed"] == 0 or not delayed) for c in counts):
+                break
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise TimeoutError(f"queues {names} still had jobs after {timeout} seconds: {counts}")
+            time.sleep(0.005)
+    finally:
+        w.stop()
+        thread.join(timeout)
+    return out[0] if out else None

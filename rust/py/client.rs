@@ -107,18 +107,13 @@ fn open_store(settings: &Settings) -> Result<Backend> {
     if crate::store::redis::conn::is_redis_url(url) {
         return Ok(Backend::Redis(Stored::new(Arc::new(RedisStore::new(settings)?))));
     }
-    // The in-process store passes the store contract's suite but not yet the whole Python
-    // suite: it opens only where that suite runs on it (FASTJOBS_UNFINISHED_STORES=1).
     if url.starts_with("memory://") {
-        if std::env::var_os("FASTJOBS_UNFINISHED_STORES").is_none_or(|v| v != "1") {
-            return Err(Error::Invalid(format!(
-                "the in-process store ({}) is not finished in this version: use redis://",
-                crate::store::settings::mask_url(url)
-            )));
-        }
         return Ok(Backend::Memory(Stored::new(crate::store::memory::open_with(settings)?)));
     }
-    Err(Error::Invalid(format!("invalid store URL {}: use redis://, rediss:// or unix://", crate::store::settings::mask_url(url))))
+    Err(Error::Invalid(format!(
+        "invalid store URL {}: use redis://, rediss:// or unix:// (Redis), or memory:// (in process)",
+        crate::store::settings::mask_url(url)
+    )))
 }
 
 impl Client {
