@@ -27,8 +27,11 @@ const CHANNELS: &str =
 struct Wakes {
     /// Queue -> wake-ups heard.
     heard: HashMap<String, u64>,
-    /// (worker, queue) -> the count when that worker last looked at the queue (its reserve).
-    seen: HashMap<(String, String), u64>,
+    /// Times the listening connection was (re)opened: wake-ups may have been lost before.
+    epoch: u64,
+    /// (worker, queue) -> the count and the epoch when that worker last looked at the queue
+    /// (its reserve).
+    seen: HashMap<(String, String), (u64, u64)>,
     nudged: HashSet<String>,
 }
 
@@ -80,17 +83,14 @@ impl Signals {
             n.notify_waiters();
             n.notify_one();
         }
-        let mut w = self.wakes.lock().unwrap();
-        for v in w.heard.values_mut() {
-            *v += 1;
-        }
+        self.wakes.lock().unwrap().epoch += 1;
         self.woken.notify_all();
     }
 
     /// A reserve of `worker` in `queue` begins: wake-ups before it are not news to its wait.
     pub fn looking(&self, worker: &str, queue: &str) {
         let mut w = self.wakes.lock().unwrap();
-        let now = w.heard.get(queue).copied().unwrap_or(0);
+        let now = (w.heard.get(queue).copied().unwrap_or(0), w.epoch);
         w.seen.insert((worker.to_string(), queue.to_string()), now);
     }
 
@@ -108,9 +108,10 @@ impl Signals {
             if w.nudged.remove(worker) {
                 return;
             }
-            let news = queues
-                .iter()
-                .any(|q| w.heard.get(*q).copied().unwrap_or(0) > w.seen.get(&(worker.to_string(), q.to_string())).copied().unwrap_or(0));
+            let news = queues.iter().any(|q| {
+                let (count, epoch) = w.seen.get(&(worker.to_string(), q.to_string())).copied().unwrap_or((0, 0));
+                w.heard.get(*q).copied().unwrap_or(0) > count || w.epoch > epoch
+            });
             if news {
                 return;
             }

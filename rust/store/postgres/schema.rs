@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (7, include_str!("migrations/007_groups.sql")),
     (8, include_str!("migrations/008_events.sql")),
     (9, include_str!("migrations/009_undecodable.sql")),
+    (10, include_str!("migrations/010_record.sql")),
 ];
 
 /// The version this build needs.

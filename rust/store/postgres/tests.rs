@@ -210,6 +210,19 @@ async fn a_job_enqueued_in_a_callers_transaction_exists_once_it_commits() {
     tx.execute("SELECT fastjobs.enqueue('tx', 'order-7', $1)", &[&rec]).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(reserve(&s, &q, "w1.1", 5).await, ["order-7"]);
+    // A record built in SQL is the engine's record.
+    let tx = client.transaction().await.unwrap();
+    tx.execute("SELECT fastjobs.enqueue('tx', 'order-8', fastjobs.record('order-8', 'receipt', '[1]', '{\"k\":1}', 3, 2))", &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let Reserved::Jobs(recs) = s.reserve(&q, "w1.2", 5, &idle(Duration::from_secs(60))).await.unwrap() else { panic!() };
+    let r = Record::unpack(&recs[0]).unwrap();
+    assert_eq!((r.id.as_str(), r.name.as_str(), r.max_attempts, r.priority), ("order-8", "receipt", 3, 2));
+    assert_eq!((r.options.as_slice(), r.payload.as_slice(), r.attempt), (&b"{\"k\":1}"[..], &b"[1]"[..], 0));
+    assert!(r.enqueued_ms > 0);
+    let e = client.execute("SELECT fastjobs.record('', 'x', '[]')", &[]).await.unwrap_err();
+    assert!(e.as_db_error().unwrap().message().contains("1 to 255 bytes"), "{e:?}");
 }
 
 #[tokio::test]
@@ -464,16 +477,14 @@ async fn wake_ups_go_on_after_the_listening_connection_is_cut() {
     let Some(s) = store().await else { return };
     let s = Arc::new(s);
     let q = queue("relisten");
-    let listening = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' AND state = 'idle'";
-    s.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'", &[])
-        .await
-        .unwrap();
-    // Reopened by the store (its own statements fail once on the cut connections, if at all).
+    let listener = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' AND state = 'idle'";
+    let old: i32 = s.one(listener, &[]).await.unwrap().get(0);
+    s.execute("SELECT pg_terminate_backend($1)", &[&old]).await.unwrap();
+    // Reopened by the store, listening again.
     loop {
-        if let Ok(rows) = s.query(listening, &[]).await {
-            if rows[0].get::<_, i64>(0) == 1 {
-                break;
-            }
+        let pids: Vec<i32> = s.query(listener, &[]).await.map(|rows| rows.iter().map(|r| r.get(0)).collect()).unwrap_or_default();
+        if !pids.is_empty() && !pids.contains(&old) {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
