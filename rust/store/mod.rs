@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod memory;
 pub mod redis;
 pub mod settings;
+pub mod sqlite;
 
 pub use settings::Settings;
 

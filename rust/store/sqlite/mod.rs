@@ -1,0 +1,690 @@
+//! The SQLite store (`sqlite:///path/to/file.db`): durable and embedded, for one machine. One
+//! database file shared by several processes (producers and workers), each operation one
+//! transaction (`BEGIN IMMEDIATE` for writes, so concurrent processes queue on the busy
+//! timeout rather than fail), with the semantics of the Redis scripts (rust/store/redis/lua/).
+//!
+//! rusqlite is synchronous: every operation runs on tokio's blocking pool over the store's one
+//! connection (behind a mutex), never on a runtime thread. Wake-ups within a process use a
+//! condvar and `Notify`s as the memory store does; across processes SQLite has no notification,
+//! so blocked workers and result waiters poll every `POLL` (the cross-process latency),
+//! reading `PRAGMA data_version` first so that an unchanged database costs almost nothing.
+
+mod books;
+mod queue;
+mod record;
+
+use crate::error::{Error, Result};
+use crate::store::chunk::Chunk;
+use crate::store::*;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The schema this build writes and reads (`fastjobs_meta.schema_version`).
+const SCHEMA_VERSION: i64 = 1;
+const SCHEMA: &str = include_str!("schema.sql");
+/// How often a blocked worker or result waiter looks for changes made by other processes.
+pub const POLL: Duration = Duration::from_millis(50);
+/// How long a write waits for another process's transaction before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long caller-chosen ids and deduplication marks outlive a job at least (as MemoryStore's).
+const MARK_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// The time bounds an operation works with: the store's clock and its settings.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    pub now_us: i64,
+    pub now_ms: i64,
+    pub result_ttl_ms: i64,
+    pub mark_ttl_ms: i64,
+}
+
+/// What one operation asks the store to wake once it committed.
+#[derive(Default)]
+pub struct Wake {
+    /// Ready jobs may wait, or a worker was nudged (`wait_for_work`).
+    pub work: bool,
+    /// The queue was paused, resumed or a running job was asked to cancel (`control_signal`).
+    pub control: bool,
+    /// A delayed job may fall due earlier than its schedulers knew (`schedule_signal`).
+    pub sched: bool,
+}
+
+/// A queue of the SQLite store: its name, the key of its rows.
+#[derive(Debug, Clone)]
+pub struct SqliteQueue {
+    name: String,
+}
+
+impl QueueHandle for SqliteQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The signals of one queue in this process.
+#[derive(Default)]
+struct Signals {
+    control: Arc<tokio::sync::Notify>,
+    sched: Arc<tokio::sync::Notify>,
+}
+
+/// What the blocking pool and the caller's threads share: the connection and the wake-ups.
+struct Db {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    /// Bumped on every commit of this process that may wake a blocked worker.
+    generation: Mutex<u64>,
+    work: Condvar,
+    settled: tokio::sync::Notify,
+    signals: Mutex<HashMap<String, Signals>>,
+    schedules_changed: Arc<tokio::sync::Notify>,
+    result_ttl: Duration,
+}
+
+pub struct SqliteStore {
+    db: Arc<Db>,
+}
+
+/// The file a `sqlite://` URL names (`sqlite:///abs/path.db`, `sqlite://relative.db`).
+pub fn store_path(url: &str) -> Result<PathBuf> {
+    match url.strip_prefix("sqlite://") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => Err(Error::Invalid(format!("invalid SQLite store URL {url:?}: use sqlite:///path/to/file.db"))),
+    }
+}
+
+fn now() -> (i64, i64) {
+    let us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+    (us, us / 1000)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn not_supported(what: &str) -> Error {
+    Error::Invalid(format!("{what} is not supported by the SQLite store yet"))
+}
+
+impl Db {
+    fn fail(&self, e: rusqlite::Error) -> Error {
+        match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+                Error::Invalid(format!("{} is not a fastjobs database: {e}", self.path.display()))
+            }
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            {
+                Error::Timeout(format!("SQLite database {} stayed locked by another process: {e}", self.path.display()))
+            }
+            e => Error::Store(format!("SQLite database {}: {e}", self.path.display())),
+        }
+    }
+
+    fn clock(&self) -> Clock {
+        let (now_us, now_ms) = now();
+        let result_ttl_ms = self.result_ttl.as_millis() as i64;
+        Clock { now_us, now_ms, result_ttl_ms, mark_ttl_ms: result_ttl_ms.max(MARK_TTL_MS) }
+    }
+
+    /// One transaction: `BEGIN IMMEDIATE` when it writes, so it never fails half way on a lock.
+    fn run<T>(&self, write: bool, f: impl FnOnce(&Transaction<'_>, Clock, &mut Wake) -> rusqlite::Result<T>) -> Result<T> {
+        let mut wake = Wake::default();
+        let out = {
+            let mut conn = lock(&self.conn);
+            let behavior = if write { TransactionBehavior::Immediate } else { TransactionBehavior::Deferred };
+            let tx = conn.transaction_with_behavior(behavior).map_err(|e| self.fail(e))?;
+            let out = f(&tx, self.clock(), &mut wake).map_err(|e| self.fail(e))?;
+            tx.commit().map_err(|e| self.fail(e))?;
+            out
+        };
+        if write {
+            self.changed(wake, None);
+        }
+        Ok(out)
+    }
+
+    /// Wakes what a committed write may concern in this process.
+    fn changed(&self, wake: Wake, queue: Option<&str>) {
+        if wake.work {
+            *lock(&self.generation) += 1;
+            self.work.notify_all();
+        }
+        self.settled.notify_waiters();
+        if wake.control || wake.sched {
+            let signals = lock(&self.signals);
+            let all: Vec<&Signals> = match queue {
+                Some(q) => signals.get(q).into_iter().collect(),
+                None => signals.values().collect(),
+            };
+            for s in all {
+                if wake.control {
+                    s.control.notify_waiters();
+                }
+                if wake.sched {
+                    s.sched.notify_waiters();
+                }
+            }
+        }
+    }
+
+    fn data_version(&self) -> Result<i64> {
+        lock(&self.conn).query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(|e| self.fail(e))
+    }
+}
+
+/// Opens (creating when missing) the database and its schema; refuses a file that is not one.
+fn open_connection(path: &Path) -> Result<Connection> {
+    let shown = path.display();
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| Error::Store(format!("cannot open SQLite database {shown}: {e}")))?;
+    let not_ours = |e: rusqlite::Error| Error::Invalid(format!("{shown} is not a fastjobs database: {e}"));
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(not_ours)?;
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).map_err(not_ours)?;
+    let has_meta: bool = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'fastjobs_meta'", [], |r| r.get::<_, i64>(0))
+        .map_err(not_ours)?
+        > 0;
+    if tables > 0 && !has_meta {
+        return Err(Error::Invalid(format!("{shown} is a SQLite database but not a fastjobs one (it has other tables)")));
+    }
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+        .map_err(|e| Error::Store(format!("SQLite database {shown}: WAL mode: {e}")))?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(|e| Error::Store(format!("SQLite database {shown}: {e}")))?;
+    let schema = |e: rusqlite::Error| Error::Store(format!("SQLite database {shown}: creating the fastjobs schema: {e}"));
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO fastjobs_meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+    ))
+    .map_err(schema)?;
+    let version: String =
+        conn.query_row("SELECT value FROM fastjobs_meta WHERE key = 'schema_version'", [], |r| r.get(0)).map_err(schema)?;
+    if version != SCHEMA_VERSION.to_string() {
+        return Err(Error::Invalid(format!(
+            "{shown} holds fastjobs schema version {version}; this fastjobs reads version {SCHEMA_VERSION}"
+        )));
+    }
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// The store of the database file at `path`, made (with its schema) when missing.
+    pub fn open(path: impl AsRef<Path>, result_ttl: Duration) -> Result<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        let conn = open_connection(&path)?;
+        Ok(SqliteStore {
+            db: Arc::new(Db {
+                path,
+                conn: Mutex::new(conn),
+                generation: Mutex::new(0),
+                work: Condvar::new(),
+                settled: tokio::sync::Notify::new(),
+                signals: Mutex::default(),
+                schedules_changed: Arc::default(),
+                result_ttl,
+            }),
+        })
+    }
+
+    /// The store a `sqlite://` URL names, with `settings.result_ttl`.
+    pub fn open_with(settings: &Settings) -> Result<SqliteStore> {
+        SqliteStore::open(store_path(&settings.url)?, settings.result_ttl)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.db.path
+    }
+
+    /// Runs `f` in one transaction on the blocking pool.
+    async fn call<T: Send + 'static>(
+        &self,
+        write: bool,
+        f: impl FnOnce(&Transaction<'_>, Clock, &mut Wake) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.run(write, f))
+            .await
+            .map_err(|e| Error::Store(format!("SQLite store: an operation did not finish: {e}")))?
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>, Clock, &mut Wake) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.call(true, f).await
+    }
+
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Transaction<'_>, Clock) -> rusqlite::Result<T> + Send + 'static) -> Result<T> {
+        self.call(false, move |tx, c, _| f(tx, c)).await
+    }
+
+    fn signals<T>(&self, q: &SqliteQueue, f: impl FnOnce(&Signals) -> T) -> T {
+        f(lock(&self.db.signals).entry(q.name.clone()).or_default())
+    }
+
+    fn enqueue_blocking(&self, q: &SqliteQueue, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<Written>> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        self.db.run(true, |tx, c, w| queue::enqueue(tx, &q.name, jobs, mark, c, w))
+    }
+}
+
+fn check_feedback(entry: &[u8]) -> Result<()> {
+    if entry.first() != Some(&b'{') || entry.len() < 3 {
+        return Err(Error::Invalid("a progress or log entry is a JSON object".into()));
+    }
+    if entry.len() > MAX_FEEDBACK_BYTES + 256 {
+        return Err(Error::Invalid(format!(
+            "a progress or log entry takes at most {MAX_FEEDBACK_BYTES} bytes of JSON, got {}",
+            entry.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    type Queue = SqliteQueue;
+    type Packed = (Vec<NewJob>, Watermark);
+
+    fn queue(&self, name: &str) -> Result<Arc<SqliteQueue>> {
+        validate_queue_name(name)?;
+        Ok(Arc::new(SqliteQueue { name: name.to_string() }))
+    }
+
+    async fn enqueue(&self, q: &SqliteQueue, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<Written>> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        let (name, jobs, mark) = (q.name.clone(), jobs.to_vec(), mark.cloned());
+        self.write(move |tx, c, w| queue::enqueue(tx, &name, &jobs, mark.as_ref(), c, w)).await
+    }
+
+    fn pack_chunk(&self, _q: &SqliteQueue, chunk: &Chunk) -> Self::Packed {
+        chunk.pack()
+    }
+
+    async fn write_chunk(&self, q: &SqliteQueue, packed: &Self::Packed) -> Result<()> {
+        let (name, jobs, mark) = (q.name.clone(), packed.0.clone(), packed.1.clone());
+        self.write(move |tx, c, w| queue::enqueue(tx, &name, &jobs, Some(&mark), c, w).map(|_| ())).await
+    }
+
+    async fn chunks_written(&self, q: &SqliteQueue, chunks: &[(String, u64)]) -> Result<Vec<bool>> {
+        let (name, chunks) = (q.name.clone(), chunks.to_vec());
+        self.read(move |tx, _| queue::chunks_written(tx, &name, &chunks)).await
+    }
+
+    fn enqueue_parts_blocking(&self, parts: &[Part<'_, SqliteQueue>]) -> Result<Vec<Result<Vec<Written>>>> {
+        parts
+            .iter()
+            .map(|p| match p.mark {
+                Some(m) if m.guard.is_some() => {
+                    Ok(Err(Error::Invalid("a guarded chunk is written on its own, not with other dispatches".into())))
+                }
+                mark => self.enqueue_blocking(p.q, p.jobs, mark).map(Ok),
+            })
+            .collect()
+    }
+
+    async fn reserve(&self, q: &SqliteQueue, token: &str, max: usize, idle: &Idle<'_>) -> Result<Reserved> {
+        let (name, token, lease_ms) = (q.name.clone(), token.to_string(), idle.lease.as_millis() as i64);
+        self.write(move |tx, c, w| queue::reserve(tx, &name, &token, max, lease_ms, c, w)).await
+    }
+
+    async fn ack(&self, acks: &[LeaseAck<SqliteQueue>]) -> Result<Vec<AckOutcome>> {
+        let acks: Vec<(String, String, Vec<AckEntry>)> =
+            acks.iter().map(|a| (a.queue.name.clone(), a.token.clone(), a.entries.clone())).collect();
+        self.write(move |tx, c, w| acks.iter().map(|(name, token, entries)| queue::ack(tx, name, token, entries, c, w)).collect()).await
+    }
+
+    async fn start(&self, q: &SqliteQueue, token: &str, id: &[u8]) -> Result<bool> {
+        let (name, token, id) = (q.name.clone(), token.to_string(), String::from_utf8_lossy(id).into_owned());
+        self.write(move |tx, c, _| queue::start(tx, &name, &token, &id, c)).await
+    }
+
+    async fn release(&self, q: &SqliteQueue, token: &str, ids: &[Vec<u8>]) -> Result<u64> {
+        let (name, token, ids) = (q.name.clone(), token.to_string(), ids.to_vec());
+        self.write(move |tx, _, w| queue::release(tx, &name, &token, &ids, w)).await
+    }
+
+    async fn extend(&self, leases: &[(Arc<SqliteQueue>, Vec<String>)], lease: Duration) -> Result<Extended> {
+        let leases: Vec<(String, Vec<String>)> = leases.iter().map(|(q, t)| (q.name.clone(), t.clone())).collect();
+        let lease_ms = lease.as_millis() as i64;
+        self.write(move |tx, c, _| {
+            let mut out = Extended::default();
+            for (i, (name, tokens)) in leases.iter().enumerate() {
+                let (lost, cancel) = queue::extend(tx, name, tokens, c.now_ms + lease_ms)?;
+                out.lost.extend(lost);
+                out.cancel.extend(cancel.into_iter().map(|id| (i, id)));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn expire_worker(&self, q: &SqliteQueue, worker: &str, most: usize) -> Result<Expired> {
+        let (name, worker) = (q.name.clone(), worker.to_string());
+        self.write(move |tx, _, _| queue::expire_worker(tx, &name, &worker, most)).await
+    }
+
+    async fn tick(&self, q: &SqliteQueue, limit: usize) -> Result<Tick> {
+        let name = q.name.clone();
+        self.write(move |tx, c, w| queue::tick(tx, &name, limit.max(1), c, w)).await
+    }
+
+    fn wait_for_work(&self, queues: &[Arc<SqliteQueue>], worker: &str, timeout: Duration) -> Result<Option<Handed>> {
+        let names: Vec<String> = queues.iter().map(|q| q.name.clone()).collect();
+        let deadline = Instant::now() + timeout;
+        let mut seen: Option<(u64, i64)> = None;
+        loop {
+            let now_seen = (*lock(&self.db.generation), self.db.data_version()?);
+            if seen != Some(now_seen) {
+                seen = Some(now_seen);
+                if self.db.run(true, |tx, _, _| queue::has_work(tx, &names, worker))? {
+                    return Ok(None);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let generation = lock(&self.db.generation);
+            if *generation == now_seen.0 {
+                drop(self.db.work.wait_timeout(generation, left.min(POLL)).unwrap_or_else(|e| e.into_inner()));
+            }
+        }
+    }
+
+    async fn nudge(&self, q: &SqliteQueue, worker: &str) -> Result<()> {
+        let (name, worker) = (q.name.clone(), worker.to_string());
+        self.write(move |tx, _, w| queue::nudge(tx, &name, &worker, w)).await
+    }
+
+    async fn leave(&self, q: &SqliteQueue, worker: &str, _slot: Option<&str>) -> Result<u64> {
+        // Nothing is handed over here: only the stop marker, which ends the worker's wait.
+        self.nudge(q, worker).await?;
+        Ok(0)
+    }
+
+    async fn status(&self, q: &SqliteQueue, id: &str) -> Result<Status> {
+        let (name, id) = (q.name.clone(), id.to_string());
+        self.read(move |tx, c| queue::status(tx, &name, &id, false, c)).await
+    }
+
+    async fn info(&self, q: &SqliteQueue, id: &str) -> Result<Status> {
+        let (name, id) = (q.name.clone(), id.to_string());
+        self.read(move |tx, c| queue::status(tx, &name, &id, true, c)).await
+    }
+
+    async fn feedback(&self, q: &SqliteQueue, id: &str, kind: Feedback, entry: &[u8], ttl: Duration) -> Result<i64> {
+        check_feedback(entry)?;
+        let ttl_ms = ttl.as_millis().max(1000) as i64;
+        let (name, id, entry) = (q.name.clone(), id.to_string(), entry.to_vec());
+        self.write(move |tx, c, _| queue::feedback(tx, &name, &id, kind, &entry, ttl_ms, c)).await
+    }
+
+    async fn set_events(&self, q: &SqliteQueue, keep: Option<u64>) -> Result<()> {
+        let name = q.name.clone();
+        self.write(move |tx, _, _| queue::set_events(tx, &name, keep)).await
+    }
+
+    async fn events_keep(&self, q: &SqliteQueue) -> Result<Option<u64>> {
+        let name = q.name.clone();
+        self.read(move |tx, _| queue::events_keep(tx, &name)).await
+    }
+
+    async fn progress(&self, q: &SqliteQueue, id: &str) -> Result<Option<Vec<u8>>> {
+        let (name, id) = (q.name.clone(), id.to_string());
+        self.read(move |tx, c| queue::progress(tx, &name, &id, c)).await
+    }
+
+    async fn logs(&self, q: &SqliteQueue, id: &str, start: usize, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let (name, id) = (q.name.clone(), id.to_string());
+        self.read(move |tx, c| queue::logs(tx, &name, &id, start, limit, c)).await
+    }
+
+    async fn callback_record(&self, q: &SqliteQueue, id: &str, fields: Vec<(&'static str, Vec<u8>)>) -> Result<()> {
+        let (name, id) = (q.name.clone(), id.to_string());
+        self.write(move |tx, c, _| queue::callback_record(tx, &name, &id, fields, c)).await
+    }
+
+    async fn callback_status(&self, q: &SqliteQueue, id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let (name, id) = (q.name.clone(), id.to_string());
+        self.read(move |tx, c| queue::callback_status(tx, &name, &id, c)).await
+    }
+
+    async fn wait_result(&self, q: Arc<SqliteQueue>, id: String, timeout: Option<Duration>) -> Result<Option<Status>> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let settled = self.db.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let st = self.status(&q, &id).await?;
+            if st.state.is_final() || st.state == State::Unknown {
+                return Ok(Some(st));
+            }
+            // Settled here: notified; settled by another process: seen on the next poll.
+            let poll = tokio::time::Instant::now() + POLL;
+            let until = deadline.map_or(poll, |d| d.min(poll));
+            let _ = tokio::time::timeout_at(until, settled).await;
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn counts(&self, q: &SqliteQueue) -> Result<Counts> {
+        let name = q.name.clone();
+        self.read(move |tx, _| queue::counts(tx, &name)).await
+    }
+
+    async fn pause(&self, q: &SqliteQueue) -> Result<bool> {
+        self.known_queue(q).await?;
+        let name = q.name.clone();
+        let was = self.write(move |tx, _, w| queue::set_paused(tx, &name, true, w)).await?;
+        self.signals(q, |s| s.control.notify_waiters());
+        Ok(!was)
+    }
+
+    async fn resume(&self, q: &SqliteQueue) -> Result<bool> {
+        self.known_queue(q).await?;
+        let name = q.name.clone();
+        let was = self.write(move |tx, _, w| queue::set_paused(tx, &name, false, w)).await?;
+        self.signals(q, |s| s.control.notify_waiters());
+        Ok(was)
+    }
+
+    async fn control_signal(&self, q: &SqliteQueue) -> Result<Arc<tokio::sync::Notify>> {
+        Ok(self.signals(q, |s| s.control.clone()))
+    }
+
+    async fn register_queues(&self, names: &[&str]) -> Result<()> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        self.write(move |tx, _, _| queue::register(tx, &names)).await
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        self.read(|tx, _| queue::registered(tx)).await
+    }
+
+    async fn cancel(&self, q: &SqliteQueue, id: &str, remove: bool) -> Result<CancelReply> {
+        let (name, id) = (q.name.clone(), id.to_string());
+        let reply = self.write(move |tx, c, w| queue::cancel(tx, &name, &id, remove, c, w)).await?;
+        if reply.state == State::Active && reply.done {
+            self.signals(q, |s| s.control.notify_waiters());
+        }
+        Ok(reply)
+    }
+
+    async fn set_limits(&self, q: &SqliteQueue, limits: &Limits) -> Result<()> {
+        self.known_queue(q).await?;
+        let (name, limits) = (q.name.clone(), *limits);
+        self.write(move |tx, _, w| queue::set_limits(tx, &name, &limits, w)).await?;
+        self.signals(q, |s| s.control.notify_waiters());
+        Ok(())
+    }
+
+    async fn limits(&self, q: &SqliteQueue) -> Result<Limits> {
+        let name = q.name.clone();
+        self.read(move |tx, _| queue::limits(tx, &name)).await
+    }
+
+    async fn set_group_limits(&self, _q: &SqliteQueue, _limits: &Limits) -> Result<()> {
+        Err(not_supported("limits per group"))
+    }
+
+    async fn group_limits(&self, _q: &SqliteQueue) -> Result<Limits> {
+        Ok(Limits::default())
+    }
+
+    async fn retry_job(&self, q: &SqliteQueue, id: &str) -> Result<bool> {
+        let (name, id) = (q.name.clone(), id.to_string());
+        self.write(move |tx, _, w| queue::retry_job(tx, &name, &id, w)).await
+    }
+
+    async fn empty_page(&self, q: &SqliteQueue, max: usize) -> Result<(u64, Vec<Vec<u8>>)> {
+        let name = q.name.clone();
+        self.write(move |tx, _, _| queue::empty_page(tx, &name, max)).await
+    }
+
+    async fn obliterate(&self, q: &SqliteQueue) -> Result<u64> {
+        let name = q.name.clone();
+        self.write(move |tx, _, w| queue::obliterate(tx, &name, w)).await
+    }
+
+    async fn failed_list(&self, q: &SqliteQueue, limit: usize) -> Result<Vec<FailedJob>> {
+        let name = q.name.clone();
+        self.read(move |tx, _| queue::failed_list(tx, &name, limit.max(1))).await
+    }
+
+    async fn failed_retry(&self, q: &SqliteQueue) -> Result<u64> {
+        let name = q.name.clone();
+        self.write(move |tx, _, w| queue::failed_retry(tx, &name, w)).await
+    }
+
+    async fn failed_purge(&self, q: &SqliteQueue) -> Result<u64> {
+        let name = q.name.clone();
+        self.write(move |tx, _, _| queue::failed_purge(tx, &name)).await
+    }
+
+    async fn schedule_signal(&self, q: &SqliteQueue) -> Result<Arc<tokio::sync::Notify>> {
+        Ok(self.signals(q, |s| s.sched.clone()))
+    }
+
+    async fn schedule_upsert(&self, w: ScheduleWrite) -> Result<(bool, i64)> {
+        let (created, next, retimed) = self.write(move |tx, c, _| books::schedule_upsert(tx, w, c)).await?;
+        if retimed {
+            self.db.schedules_changed.notify_waiters();
+        }
+        Ok((created, next))
+    }
+
+    async fn schedule_read(&self, keys: Option<Vec<String>>) -> Result<Vec<ScheduleEntry>> {
+        self.read(move |tx, _| books::schedule_read(tx, keys)).await
+    }
+
+    async fn schedule_remove(&self, keys: Option<Vec<String>>) -> Result<u64> {
+        self.write(move |tx, _, _| books::schedule_remove(tx, keys)).await
+    }
+
+    async fn schedules_due(&self, limit: usize) -> Result<DueSchedules> {
+        self.read(move |tx, c| books::schedules_due(tx, limit, c)).await
+    }
+
+    async fn schedule_advance(&self, key: &str, tick_ms: i64, next_ms: Option<i64>, job_id: &str) -> Result<bool> {
+        let (key, job_id) = (key.to_string(), job_id.to_string());
+        self.write(move |tx, _, _| books::schedule_advance(tx, &key, tick_ms, next_ms, &job_id)).await
+    }
+
+    async fn schedules_signal(&self) -> Result<Arc<tokio::sync::Notify>> {
+        Ok(self.db.schedules_changed.clone())
+    }
+
+    async fn book_get(&self, book: &str, fields: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
+        check_book(book)?;
+        let book = book.to_string();
+        self.read(move |tx, c| books::book_get(tx, &book, &fields, c)).await
+    }
+
+    async fn book_set(&self, book: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+        check_book(book)?;
+        let book = book.to_string();
+        self.write(move |tx, c, _| books::book_set(tx, &book, fields, ttl.map(|t| t.as_millis() as i64), c)).await
+    }
+
+    async fn flow_settle(&self, items: Vec<FlowSettle>) -> Result<Vec<FlowSettled>> {
+        for i in &items {
+            check_book(&format!("flow:{}", i.flow_id))?;
+        }
+        self.write(move |tx, c, _| items.iter().map(|i| books::flow_settle(tx, i, c)).collect()).await
+    }
+
+    async fn flow_results(&self, flow_id: &str, node: u32) -> Result<Vec<(String, Vec<u8>)>> {
+        check_book(&format!("flow:{flow_id}"))?;
+        let book = format!("flow:{flow_id}");
+        self.read(move |tx, _| books::flow_results(tx, &book, node)).await
+    }
+
+    async fn worker_put(&self, worker: String, entry: Vec<u8>) -> Result<()> {
+        self.write(move |tx, _, _| books::worker_put(tx, &worker, &entry)).await
+    }
+
+    async fn workers_read(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.read(|tx, _| books::workers_read(tx)).await
+    }
+
+    async fn workers_remove(&self, workers: Vec<String>) -> Result<u64> {
+        self.write(move |tx, _, _| books::workers_remove(tx, &workers)).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|tx, _| tx.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fastjobs-sqlite-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn urls_name_files() {
+        assert_eq!(store_path("sqlite:///tmp/a.db").unwrap(), PathBuf::from("/tmp/a.db"));
+        assert_eq!(store_path("sqlite://a.db").unwrap(), PathBuf::from("a.db"));
+        assert!(matches!(store_path("sqlite://"), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_fastjobs_database() {
+        let dir = temp("refuse");
+        let junk = dir.join("junk.db");
+        std::fs::write(&junk, vec![7u8; 4096]).unwrap();
+        match SqliteStore::open(&junk, Duration::from_secs(60)) {
+            Err(Error::Invalid(m)) => assert!(m.contains("junk.db") && m.contains("not a fastjobs database"), "{m}"),
+            other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
+        }
+        let other = dir.join("other.db");
+        Connection::open(&other).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+        match SqliteStore::open(&other, Duration::from_secs(60)) {
+            Err(Error::Invalid(m)) => assert!(m.contains("other.db") && m.contains("not a fastjobs one"), "{m}"),
+            other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
+        }
+        match SqliteStore::open(dir.join("missing-dir").join("x.db"), Duration::from_secs(60)) {
+            Err(Error::Store(m)) => assert!(m.contains("x.db"), "{m}"),
+            other => panic!("expected Store, got {:?}", other.map(|_| ())),
+        }
+        let ours = dir.join("ours.db");
+        drop(SqliteStore::open(&ours, Duration::from_secs(60)).unwrap());
+        SqliteStore::open(&ours, Duration::from_secs(60)).expect("a fastjobs database opens again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
