@@ -105,10 +105,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn not_supported(what: &str) -> Error {
-    Error::Invalid(format!("{what} is not supported by the SQLite store yet"))
-}
-
 impl Db {
     fn fail(&self, e: rusqlite::Error) -> Error {
         match e {
@@ -532,12 +528,17 @@ impl Store for SqliteStore {
         self.read(move |tx, _| queue::limits(tx, &name)).await
     }
 
-    async fn set_group_limits(&self, _q: &SqliteQueue, _limits: &Limits) -> Result<()> {
-        Err(not_supported("limits per group"))
+    async fn set_group_limits(&self, q: &SqliteQueue, limits: &Limits) -> Result<()> {
+        self.known_queue(q).await?;
+        let (name, limits) = (q.name.clone(), *limits);
+        self.write(move |tx, _, w| queue::set_group_limits(tx, &name, &limits, w)).await?;
+        self.signals(q, |s| s.control.notify_waiters());
+        Ok(())
     }
 
-    async fn group_limits(&self, _q: &SqliteQueue) -> Result<Limits> {
-        Ok(Limits::default())
+    async fn group_limits(&self, q: &SqliteQueue) -> Result<Limits> {
+        let name = q.name.clone();
+        self.read(move |tx, _| queue::group_limits(tx, &name)).await
     }
 
     async fn retry_job(&self, q: &SqliteQueue, id: &str) -> Result<bool> {

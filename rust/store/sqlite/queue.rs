@@ -63,18 +63,36 @@ fn wake(tx: &Transaction<'_>, q: &str, w: &mut Wake) -> Sql<()> {
 /// Makes a row waiting at the tail or head of its priority's order.
 fn make_ready(tx: &Transaction<'_>, q: &str, rowid: i64, record: &[u8], head: bool) -> Sql<()> {
     let ord = place(tx, q, head)?;
+    let grp = rec::group(record);
+    if let Some(g) = &grp {
+        join_ring(tx, q, g)?;
+    }
     tx.prepare_cached(
-        "UPDATE jobs SET state = 'waiting', priority = ?2, ord = ?3, record = ?4, due_us = NULL, token = NULL, started_ms = NULL,
-         cancel = 0, failed_ms = NULL WHERE rowid = ?1",
+        "UPDATE jobs SET state = 'waiting', priority = ?2, ord = ?3, record = ?4, grp = ?5, due_us = NULL, token = NULL,
+         started_ms = NULL, cancel = 0, failed_ms = NULL WHERE rowid = ?1",
     )?
-    .execute(params![rowid, rec::priority(record) as i64, ord, record])?;
+    .execute(params![rowid, rec::priority(record) as i64, ord, record, grp])?;
+    Ok(())
+}
+
+/// A group with jobs waiting takes turns with the others (and with the ungrouped jobs, '').
+fn join_ring(tx: &Transaction<'_>, q: &str, g: &str) -> Sql<()> {
+    let mut join = tx.prepare_cached("INSERT OR IGNORE INTO groups (queue, grp, turn) VALUES (?1, ?2, ?3)")?;
+    for member in ["", g] {
+        let turn = place(tx, q, false)?;
+        join.execute(params![q, member, turn])?;
+    }
     Ok(())
 }
 
 fn insert(tx: &Transaction<'_>, q: &str, id: &str, state: &str, record: &[u8], due_us: Option<i64>) -> Sql<i64> {
     let ord = if state == "waiting" { place(tx, q, false)? } else { 0 };
-    tx.prepare_cached("INSERT INTO jobs (queue, id, state, priority, ord, due_us, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
-        .execute(params![q, id, state, rec::priority(record) as i64, ord, due_us, record])?;
+    let grp = rec::group(record);
+    if let Some(g) = grp.as_deref().filter(|_| state == "waiting") {
+        join_ring(tx, q, g)?;
+    }
+    tx.prepare_cached("INSERT INTO jobs (queue, id, state, priority, ord, due_us, record, grp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+        .execute(params![q, id, state, rec::priority(record) as i64, ord, due_us, record, grp])?;
     Ok(tx.last_insert_rowid())
 }
 
@@ -249,11 +267,32 @@ pub fn chunks_written(tx: &Transaction<'_>, q: &str, chunks: &[(String, u64)]) -
     chunks.iter().map(|(p, first)| stmt.query_row(params![q, p, *first as i64], |r| r.get(0))).collect()
 }
 
-/// The queue's limits and rate window (used, ends ms).
+/// The queue's limits.
 fn read_limits(tx: &Transaction<'_>, q: &str) -> Sql<Limits> {
     let text: Option<String> =
         tx.prepare_cached("SELECT limits FROM queues WHERE name = ?1")?.query_row([q], |r| r.get(0)).optional()?.flatten();
     Ok(text.as_deref().map(decode_limits).unwrap_or_default())
+}
+
+/// The limits each group of the queue has.
+fn read_group_limits(tx: &Transaction<'_>, q: &str) -> Sql<Limits> {
+    let text: Option<String> =
+        tx.prepare_cached("SELECT group_limits FROM queues WHERE name = ?1")?.query_row([q], |r| r.get(0)).optional()?.flatten();
+    Ok(text.as_deref().map(decode_limits).unwrap_or_default())
+}
+
+pub fn set_group_limits(tx: &Transaction<'_>, q: &str, limits: &Limits, w: &mut Wake) -> Sql<()> {
+    ensure(tx, q)?;
+    let text = (*limits != Limits::default()).then(|| encode_limits(limits, (0, 0)));
+    tx.prepare_cached("UPDATE queues SET group_limits = ?2 WHERE name = ?1")?.execute(params![q, text])?;
+    // New limits start their windows afresh.
+    tx.prepare_cached("UPDATE groups SET window_used = 0, window_end_ms = 0 WHERE queue = ?1")?.execute([q])?;
+    w.control = true;
+    wake(tx, q, w)
+}
+
+pub fn group_limits(tx: &Transaction<'_>, q: &str) -> Sql<Limits> {
+    read_group_limits(tx, q)
 }
 
 /// Limits as `rate_max rate_ms window_used window_end_ms concurrency` (-1: none).
@@ -284,7 +323,160 @@ fn active_count(tx: &Transaction<'_>, q: &str) -> Sql<u64> {
         .map(|n| n as u64)
 }
 
-/// reserve.lua: up to `max` ready jobs leased under `token`, highest priority first.
+/// How many ring members one reserve looks at beyond the jobs it wants (reserve.lua).
+const GROUP_SCAN: usize = 1000;
+
+/// When a member passed over at its limit may be leased again: Some(ms until its window
+/// ends), or None (a settled job frees it); the outer None: no member was at its limit.
+type ComeBack = Option<Option<i64>>;
+/// Records served from the ring, each with its group (None: ungrouped).
+type Served = Vec<(Option<String>, Vec<u8>)>;
+
+/// Takes up to `n` waiting jobs of one ring member (None: the ungrouped jobs, by priority;
+/// a group: in its order) and leases them under `token`; what is not a job record is failed.
+/// Returns how many left the list and the records leased.
+fn pop(tx: &Transaction<'_>, q: &str, member: Option<&str>, n: usize, token: &str, c: Clock) -> Sql<(usize, Vec<Vec<u8>>)> {
+    let rows: Vec<Row> = match member {
+        None => tx
+            .prepare_cached(
+                "SELECT rowid, id, record FROM jobs WHERE queue = ?1 AND state = 'waiting' AND grp IS NULL ORDER BY priority DESC, ord LIMIT ?2",
+            )?
+            .query_map(params![q, n as i64], |r| Ok(Row { rowid: r.get(0)?, id: r.get(1)?, record: r.get(2)? }))?
+            .collect::<Sql<_>>()?,
+        Some(g) => tx
+            .prepare_cached("SELECT rowid, id, record FROM jobs WHERE queue = ?1 AND state = 'waiting' AND grp = ?2 ORDER BY ord LIMIT ?3")?
+            .query_map(params![q, g, n as i64], |r| Ok(Row { rowid: r.get(0)?, id: r.get(1)?, record: r.get(2)? }))?
+            .collect::<Sql<_>>()?,
+    };
+    let popped = rows.len();
+    let mut recs = Vec::with_capacity(popped);
+    let mut lease = tx.prepare_cached("UPDATE jobs SET state = 'active', token = ?2, started_ms = NULL, cancel = 0 WHERE rowid = ?1")?;
+    let mut held =
+        tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND token = ?2 AND id = ?3 AND state = 'active')")?;
+    for row in rows {
+        if !rec::leasable(&row.record) {
+            fail_undecodable(tx, q, &row, c.now_ms)?;
+            continue;
+        }
+        if held.query_row(params![q, token, row.id], |r| r.get::<_, bool>(0))? {
+            // The lease holds a job of that id already: this copy goes.
+            delete(tx, row.rowid)?;
+            continue;
+        }
+        lease.execute(params![row.rowid, token])?;
+        recs.push(row.record);
+    }
+    Ok((popped, recs))
+}
+
+/// What a group may be leased now, and when it may be again when that is nothing.
+fn group_allowance(tx: &Transaction<'_>, q: &str, g: &str, gl: &Limits, now_ms: i64) -> Sql<(usize, ComeBack)> {
+    let mut a = usize::MAX;
+    if let Some(conc) = gl.concurrency {
+        let held: i64 = tx
+            .prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'active' AND grp = ?2")?
+            .query_row(params![q, g], |r| r.get(0))?;
+        if held as u64 >= conc {
+            return Ok((0, Some(None)));
+        }
+        a = (conc - held as u64) as usize;
+    }
+    if let Some((max, _)) = gl.rate {
+        let (used, ends): (i64, i64) = tx
+            .prepare_cached("SELECT window_used, window_end_ms FROM groups WHERE queue = ?1 AND grp = ?2")?
+            .query_row(params![q, g], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .unwrap_or((0, 0));
+        let used = if ends > now_ms { used as u64 } else { 0 };
+        if used >= max {
+            return Ok((0, Some(Some(ends - now_ms))));
+        }
+        a = a.min((max - used) as usize);
+    }
+    Ok((a, None))
+}
+
+/// reserve.lua's turns: the members at the head of the ring share `want` jobs, each up to its
+/// group's limits; those served go to the back. Returns (member, record) in turn order.
+fn serve_groups(tx: &Transaction<'_>, q: &str, want: usize, token: &str, c: Clock) -> Sql<(Served, ComeBack)> {
+    let gl = read_group_limits(tx, q)?;
+    let heads: Vec<Option<String>> = tx
+        .prepare_cached(
+            "SELECT g.grp FROM groups g WHERE g.queue = ?1 AND EXISTS (SELECT 1 FROM jobs j WHERE j.queue = ?1 AND j.state = 'waiting'
+             AND ((g.grp = '' AND j.grp IS NULL) OR j.grp = g.grp)) ORDER BY g.turn, g.grp LIMIT ?2",
+        )?
+        .query_map(params![q, (want + GROUP_SCAN) as i64], |r| r.get::<_, String>(0))?
+        .map(|g| g.map(|g| (!g.is_empty()).then_some(g)))
+        .collect::<Sql<_>>()?;
+    let mut lists: Vec<Vec<Vec<u8>>> = vec![Vec::new(); heads.len()];
+    let mut cap: Vec<Option<usize>> = vec![None; heads.len()];
+    let mut limited: ComeBack = None;
+    let mut active: Vec<usize> = (0..heads.len()).collect();
+    let (mut left, mut last) = (want, 0);
+    while left > 0 && !active.is_empty() {
+        let share = (left / active.len()).max(1);
+        let mut keep = Vec::new();
+        for &i in &active {
+            if left == 0 {
+                break;
+            }
+            last = last.max(i + 1);
+            if cap[i].is_none() {
+                let (a, wait) = match &heads[i] {
+                    None => (usize::MAX, None),
+                    Some(g) => group_allowance(tx, q, g, &gl, c.now_ms)?,
+                };
+                cap[i] = Some(a);
+                if let Some(w) = wait {
+                    let replace = match (limited, w) {
+                        (None | Some(None), _) => true,
+                        (Some(Some(cur)), Some(new)) => new > 0 && new < cur,
+                        (Some(Some(_)), None) => false,
+                    };
+                    if replace {
+                        limited = Some(w);
+                    }
+                }
+            }
+            let take = share.min(cap[i].unwrap_or(0)).min(left);
+            if take == 0 {
+                continue;
+            }
+            let (n, got) = pop(tx, q, heads[i].as_deref(), take, token, c)?;
+            lists[i].extend(got);
+            cap[i] = cap[i].map(|c| c.saturating_sub(n));
+            left -= n;
+            if n == take && cap[i].unwrap_or(0) > 0 {
+                keep.push(i);
+            }
+        }
+        active = keep;
+    }
+    let mut back = tx.prepare_cached("UPDATE groups SET turn = ?3 WHERE queue = ?1 AND grp = ?2")?;
+    for member in &heads[..last] {
+        let turn = place(tx, q, false)?;
+        back.execute(params![q, member.as_deref().unwrap_or(""), turn])?;
+    }
+    let mut out = Vec::new();
+    let mut at = vec![0usize; lists.len()];
+    loop {
+        let mut any = false;
+        for (i, list) in lists.iter_mut().enumerate() {
+            if at[i] < list.len() {
+                out.push((heads[i].clone(), std::mem::take(&mut list[at[i]])));
+                at[i] += 1;
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    Ok((out, limited))
+}
+
+/// reserve.lua: up to `max` ready jobs leased under `token`, highest priority first, groups
+/// taking turns.
 pub fn reserve(tx: &Transaction<'_>, q: &str, token: &str, max: usize, lease_ms: i64, c: Clock, w: &mut Wake) -> Sql<Reserved> {
     if paused(tx, q)? {
         return Ok(Reserved::Paused);
@@ -310,29 +502,20 @@ pub fn reserve(tx: &Transaction<'_>, q: &str, token: &str, max: usize, lease_ms:
         want = want.min((most - used) as usize);
         window = Some((used, ends));
     }
-    let rows: Vec<Row> = tx
-        .prepare_cached("SELECT rowid, id, record FROM jobs WHERE queue = ?1 AND state = 'waiting' ORDER BY priority DESC, ord LIMIT ?2")?
-        .query_map(params![q, want as i64], |r| Ok(Row { rowid: r.get(0)?, id: r.get(1)?, record: r.get(2)? }))?
-        .collect::<Sql<_>>()?;
-    let popped = rows.len();
-    let mut recs = Vec::with_capacity(popped);
-    let mut lease = tx.prepare_cached("UPDATE jobs SET state = 'active', token = ?2, started_ms = NULL, cancel = 0 WHERE rowid = ?1")?;
-    let mut held =
-        tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND token = ?2 AND id = ?3 AND state = 'active')")?;
-    for row in rows {
-        if !rec::leasable(&row.record) {
-            fail_undecodable(tx, q, &row, c.now_ms)?;
-            continue;
+    let grouped: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 'waiting' AND grp IS NOT NULL)")?
+        .query_row([q], |r| r.get(0))?;
+    let (popped, served, limited) = if want > 0 && grouped {
+        let (served, limited) = serve_groups(tx, q, want, token, c)?;
+        (served.len(), served, limited)
+    } else {
+        let (popped, recs) = pop(tx, q, None, want, token, c)?;
+        (popped, recs.into_iter().map(|r| (None, r)).collect(), None)
+    };
+    if served.is_empty() {
+        if let Some(retry) = limited {
+            return Ok(Reserved::Limited { retry_in: retry.map(|ms| std::time::Duration::from_millis(ms.max(1) as u64)) });
         }
-        if held.query_row(params![q, token, row.id], |r| r.get::<_, bool>(0))? {
-            // The lease holds a job of that id already: this copy goes.
-            delete(tx, row.rowid)?;
-            continue;
-        }
-        lease.execute(params![row.rowid, token])?;
-        recs.push(row.record);
-    }
-    if recs.is_empty() {
         if popped > 0 {
             wake(tx, q, w)?;
         }
@@ -342,15 +525,28 @@ pub fn reserve(tx: &Transaction<'_>, q: &str, token: &str, max: usize, lease_ms:
         "INSERT INTO leases (queue, token, deadline_ms) VALUES (?1, ?2, ?3) ON CONFLICT (queue, token) DO UPDATE SET deadline_ms = ?3",
     )?
     .execute(params![q, token, c.now_ms + lease_ms])?;
+    let n = served.len() as i64;
     if let (Some((used, ends)), Some((_, period))) = (window, limits.rate) {
-        let n = recs.len() as u64;
-        let w = if ends > c.now_ms { (used as i64 + n as i64, ends) } else { (n as i64, c.now_ms + period.as_millis() as i64) };
+        let w = if ends > c.now_ms { (used as i64 + n, ends) } else { (n, c.now_ms + period.as_millis() as i64) };
         tx.prepare_cached("UPDATE queues SET limits = ?2 WHERE name = ?1")?.execute(params![q, encode_limits(&limits, w)])?;
+    }
+    if let Some((_, period)) = read_group_limits(tx, q)?.rate {
+        let mut per_group: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        for g in served.iter().filter_map(|(g, _)| g.as_deref()) {
+            *per_group.entry(g).or_default() += 1;
+        }
+        let mut count = tx.prepare_cached(
+            "UPDATE groups SET window_used = CASE WHEN window_end_ms > ?3 THEN window_used + ?4 ELSE ?4 END,
+             window_end_ms = CASE WHEN window_end_ms > ?3 THEN window_end_ms ELSE ?3 + ?5 END WHERE queue = ?1 AND grp = ?2",
+        )?;
+        for (g, k) in per_group {
+            count.execute(params![q, g, c.now_ms, k, period.as_millis() as i64])?;
+        }
     }
     if popped >= want {
         wake(tx, q, w)?;
     }
-    Ok(Reserved::Jobs(recs))
+    Ok(Reserved::Jobs(served.into_iter().map(|(_, r)| r).collect()))
 }
 
 fn drop_lease_if_empty(tx: &Transaction<'_>, q: &str, token: &str) -> Sql<()> {
@@ -372,7 +568,7 @@ pub fn ack(tx: &Transaction<'_>, q: &str, token: &str, entries: &[AckEntry], c: 
     let reaped = was_reaped(tx, q, token)?;
     let mut get =
         tx.prepare_cached("SELECT rowid, id, record FROM jobs WHERE queue = ?1 AND token = ?2 AND id = ?3 AND state = 'active' LIMIT 1")?;
-    let mut pushed = false;
+    let (mut pushed, mut freed) = (false, false);
     for e in entries {
         let id = String::from_utf8_lossy(&e.id).into_owned();
         let held = get.query_row(params![q, token, id], |r| Ok(Row { rowid: r.get(0)?, id: r.get(1)?, record: r.get(2)? })).optional()?;
@@ -386,6 +582,7 @@ pub fn ack(tx: &Transaction<'_>, q: &str, token: &str, entries: &[AckEntry], c: 
             }
             continue;
         };
+        freed |= e.group.is_some() || rec::group(&held.record).is_some();
         match &e.kind {
             AckKind::Completed { result } => {
                 delete(tx, held.rowid)?;
@@ -445,7 +642,7 @@ pub fn ack(tx: &Transaction<'_>, q: &str, token: &str, entries: &[AckEntry], c: 
     }
     drop_lease_if_empty(tx, q, token)?;
     let settled = out.completed + out.retried + out.failed + out.cancelled > 0;
-    if pushed || (settled && read_limits(tx, q)? != Limits::default()) {
+    if pushed || (settled && read_limits(tx, q)? != Limits::default()) || (freed && read_group_limits(tx, q)? != Limits::default()) {
         wake(tx, q, w)?;
     }
     Ok(out)

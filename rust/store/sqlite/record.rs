@@ -56,6 +56,11 @@ fn option_text(rec: &[u8], field: &str) -> Option<String> {
     v.get(field)?.as_str().filter(|s| !s.is_empty()).map(str::to_string)
 }
 
+/// The group the record's options name.
+pub fn group(rec: &[u8]) -> Option<String> {
+    option_text(rec, "group")
+}
+
 /// The deduplication key the record's options say its job holds until it settles.
 pub fn dedup(rec: &[u8]) -> Option<String> {
     option_text(rec, "dedup")

@@ -22,12 +22,14 @@ CREATE TABLE IF NOT EXISTS queues (
 
 -- Jobs the store holds: waiting, delayed, active (leased under token) or failed.
 -- ord orders waiting jobs of one priority: tail pushes count up, head pushes count down.
+-- grp: the group its options name (NULL: none); a group's jobs wait in ord order alone.
 CREATE TABLE IF NOT EXISTS jobs (
     queue TEXT NOT NULL,
     id TEXT NOT NULL,
     state TEXT NOT NULL,
     priority INTEGER NOT NULL DEFAULT 0,
     ord INTEGER NOT NULL DEFAULT 0,
+    grp TEXT,
     due_us INTEGER,
     token TEXT,
     started_ms INTEGER,
@@ -38,9 +40,21 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_id ON jobs (queue, id);
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, ord) WHERE state = 'waiting';
+CREATE INDEX IF NOT EXISTS jobs_grouped ON jobs (queue, grp, ord) WHERE state = 'waiting' AND grp IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs (queue, due_us) WHERE state = 'delayed';
 CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (queue, token) WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS jobs_failed ON jobs (queue, failed_ms) WHERE state = 'failed';
+
+-- Groups with jobs waiting take turns (lowest turn first; '' is the ungrouped jobs); each
+-- group has its own rate window.
+CREATE TABLE IF NOT EXISTS groups (
+    queue TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    window_used INTEGER NOT NULL DEFAULT 0,
+    window_end_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, grp)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS leases (
     queue TEXT NOT NULL,
