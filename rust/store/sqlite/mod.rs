@@ -6,8 +6,9 @@
 //! rusqlite is synchronous: every operation runs on tokio's blocking pool over the store's one
 //! connection (behind a mutex), never on a runtime thread. Wake-ups within a process use a
 //! condvar and `Notify`s as the memory store does; across processes SQLite has no notification,
-//! so blocked workers and result waiters poll every `POLL` (the cross-process latency),
-//! reading `PRAGMA data_version` first so that an unchanged database costs almost nothing.
+//! so one thread per store reads `PRAGMA data_version` every `POLL` (the cross-process
+//! latency) and wakes them all when another process committed: an unchanged database costs
+//! one pragma per poll.
 
 mod books;
 mod queue;
@@ -172,6 +173,28 @@ impl Db {
     }
 }
 
+/// Wakes this process's waiters and signals when another process committed: SQLite tells no
+/// one, so a thread reads `PRAGMA data_version` every `POLL` (it changes only on other
+/// connections' commits). It ends with the store.
+fn watch(db: &Arc<Db>) -> Result<()> {
+    let weak = Arc::downgrade(db);
+    let mut last = db.data_version()?;
+    std::thread::Builder::new()
+        .name("fastjobs-sqlite-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(POLL);
+            let Some(db) = weak.upgrade() else { return };
+            let Ok(now) = db.data_version() else { continue };
+            if now != last {
+                last = now;
+                db.changed(Wake { work: true, control: true, sched: true }, None);
+                db.schedules_changed.notify_waiters();
+            }
+        })
+        .map_err(|e| Error::Store(format!("SQLite store: cannot start its watch thread: {e}")))?;
+    Ok(())
+}
+
 /// Opens (creating when missing) the database and its schema; refuses a file that is not one.
 fn open_connection(path: &Path) -> Result<Connection> {
     let shown = path.display();
@@ -210,7 +233,7 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>, result_ttl: Duration) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path)?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             db: Arc::new(Db {
                 path,
                 conn: Mutex::new(conn),
@@ -221,7 +244,9 @@ impl SqliteStore {
                 schedules_changed: Arc::default(),
                 result_ttl,
             }),
-        })
+        };
+        watch(&store.db)?;
+        Ok(store)
     }
 
     /// The store a `sqlite://` URL names, with `settings.result_ttl`.
@@ -686,6 +711,64 @@ mod tests {
         let ours = dir.join("ours.db");
         drop(SqliteStore::open(&ours, Duration::from_secs(60)).unwrap());
         SqliteStore::open(&ours, Duration::from_secs(60)).expect("a fastjobs database opens again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn job(id: &str) -> NewJob {
+        let mut record = Vec::new();
+        let header = crate::record::Header { attempt: 0, max_attempts: 1, priority: 0 };
+        crate::record::pack_into(&mut record, header, id, "task", 0, b"", b"null");
+        NewJob { id: id.into(), custom_id: true, delay_us: 0, at_us: None, record, dedup: None, group: None }
+    }
+
+    /// Two stores on one file, as two processes share it: each hears of the other's writes
+    /// within a few polls (a blocked worker, a result waiter, a control signal).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_share_one_file() {
+        let dir = temp("shared");
+        let ttl = Duration::from_secs(60);
+        let producer = Arc::new(SqliteStore::open(dir.join("jobs.db"), ttl).unwrap());
+        let worker = Arc::new(SqliteStore::open(dir.join("jobs.db"), ttl).unwrap());
+        let (pq, wq) = (producer.queue("shared").unwrap(), worker.queue("shared").unwrap());
+        producer.register_queues(&["shared"]).await.unwrap();
+
+        let (w, queues) = (worker.clone(), vec![wq.clone()]);
+        let waiter = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            w.wait_for_work(&queues, "w1", Duration::from_secs(20)).map(|h| (h.is_none(), started.elapsed()))
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(producer.enqueue(&pq, &[job("one")], None).await.unwrap(), vec![Written::New]);
+        let (nothing_handed, waited) = waiter.await.unwrap().unwrap();
+        assert!(nothing_handed && waited < Duration::from_secs(5), "woken by the other store's write after {waited:?}");
+
+        let idle = Idle { worker: "w1", previous: None, register: false, lease: Duration::from_secs(30) };
+        let Reserved::Jobs(recs) = worker.reserve(&wq, "w1.1", 10, &idle).await.unwrap() else { panic!("the job is ready") };
+        assert_eq!(recs.len(), 1);
+        let result = producer.wait_result(pq.clone(), "one".into(), Some(Duration::from_secs(20)));
+        let entry = AckEntry {
+            id: b"one".to_vec(),
+            custom_id: true,
+            retried: false,
+            kind: AckKind::Completed { result: Some(b"42".to_vec()) },
+            dedup: None,
+            group: None,
+        };
+        let ack = LeaseAck { queue: wq.clone(), token: "w1.1".into(), entries: vec![entry] };
+        let (st, acked) = tokio::join!(result, async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            worker.ack(&[ack]).await
+        });
+        assert_eq!(acked.unwrap()[0].completed, 1);
+        let st = st.unwrap().expect("the result within the timeout");
+        assert_eq!((st.state, st.data.as_deref()), (State::Completed, Some(&b"42"[..])));
+
+        let control = worker.control_signal(&wq).await.unwrap();
+        let notified = control.notified();
+        assert!(producer.pause(&pq).await.unwrap());
+        tokio::time::timeout(Duration::from_secs(5), notified).await.expect("the pause is heard by the other store");
+        assert!(worker.counts(&wq).await.unwrap().paused);
+        drop((producer, worker));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

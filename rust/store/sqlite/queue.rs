@@ -784,12 +784,26 @@ pub fn tick(tx: &Transaction<'_>, q: &str, limit: usize, c: Clock, w: &mut Wake)
         tx.prepare_cached("INSERT OR IGNORE INTO reaped (queue, token) VALUES (?1, ?2)")?.execute(params![q, token])?;
     }
     bump(tx, q, "stalled", reaped)?;
+    sweep(tx, q, limit, c)?;
     wake(tx, q, w)?;
     let next_due_us: Option<i64> =
         tx.prepare_cached("SELECT min(due_us) FROM jobs WHERE queue = ?1 AND state = 'delayed'")?.query_row([q], |r| r.get(0))?;
     let next_lease_deadline_ms: Option<i64> =
         tx.prepare_cached("SELECT min(deadline_ms) FROM leases WHERE queue = ?1")?.query_row([q], |r| r.get(0))?;
     Ok(Tick { promoted: due.len() as u64, reaped, now_ms: c.now_ms, now_us: c.now_us, next_due_us, next_lease_deadline_ms })
+}
+
+/// Deletes up to `limit` rows per table whose time is up (results, deduplication marks,
+/// progress, log lines, callback records): reads skip them already, this keeps the file small.
+fn sweep(tx: &Transaction<'_>, q: &str, limit: usize, c: Clock) -> Sql<()> {
+    for (table, key) in [("results", "id"), ("dedup", "key"), ("progress", "id"), ("logs", "rowid"), ("callbacks", "rowid")] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE queue = ?1 AND ({key}) IN
+             (SELECT {key} FROM {table} WHERE queue = ?1 AND expires_ms <= ?2 ORDER BY expires_ms LIMIT ?3)"
+        );
+        tx.prepare_cached(&sql)?.execute(params![q, c.now_ms, limit as i64])?;
+    }
+    Ok(())
 }
 
 /// tick.lua's error for a job whose worker died while it ran its last attempt.

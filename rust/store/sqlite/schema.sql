@@ -73,16 +73,22 @@ CREATE TABLE IF NOT EXISTS watermarks (queue TEXT NOT NULL, producer TEXT NOT NU
 CREATE TABLE IF NOT EXISTS chunks (queue TEXT NOT NULL, producer TEXT NOT NULL, first INTEGER NOT NULL, PRIMARY KEY (queue, producer, first)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS results (queue TEXT NOT NULL, id TEXT NOT NULL, value BLOB NOT NULL, expires_ms INTEGER NOT NULL, PRIMARY KEY (queue, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dedup (queue TEXT NOT NULL, key TEXT NOT NULL, holder TEXT NOT NULL, expires_ms INTEGER NOT NULL, PRIMARY KEY (queue, key)) WITHOUT ROWID;
+-- What lives until expires_ms is swept by tick (rust/store/sqlite/queue.rs sweep).
+CREATE INDEX IF NOT EXISTS results_expiry ON results (queue, expires_ms);
+CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (queue, expires_ms);
 -- Workers whose blocked wait ends at once (nudge, leave).
 CREATE TABLE IF NOT EXISTS nudges (queue TEXT NOT NULL, worker TEXT NOT NULL, PRIMARY KEY (queue, worker)) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS progress (queue TEXT NOT NULL, id TEXT NOT NULL, value BLOB NOT NULL, expires_ms INTEGER NOT NULL, PRIMARY KEY (queue, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS logs (queue TEXT NOT NULL, id TEXT NOT NULL, line BLOB NOT NULL, expires_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS logs_id ON logs (queue, id);
+CREATE INDEX IF NOT EXISTS progress_expiry ON progress (queue, expires_ms);
+CREATE INDEX IF NOT EXISTS logs_expiry ON logs (queue, expires_ms);
 CREATE TABLE IF NOT EXISTS callbacks (
     queue TEXT NOT NULL, id TEXT NOT NULL, field TEXT NOT NULL, value BLOB NOT NULL, expires_ms INTEGER NOT NULL,
     PRIMARY KEY (queue, id, field)
 );
+CREATE INDEX IF NOT EXISTS callbacks_expiry ON callbacks (queue, expires_ms);
 
 CREATE TABLE IF NOT EXISTS schedules (key TEXT PRIMARY KEY, next_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS schedules_next ON schedules (next_ms, key);
