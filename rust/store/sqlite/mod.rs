@@ -368,7 +368,7 @@ impl Store for SqliteStore {
 
     async fn release(&self, q: &SqliteQueue, token: &str, ids: &[Vec<u8>]) -> Result<u64> {
         let (name, token, ids) = (q.name.clone(), token.to_string(), ids.to_vec());
-        self.write(move |tx, _, w| queue::release(tx, &name, &token, &ids, w)).await
+        self.write(move |tx, c, w| queue::release(tx, &name, &token, &ids, c, w)).await
     }
 
     async fn extend(&self, leases: &[(Arc<SqliteQueue>, Vec<String>)], lease: Duration) -> Result<Extended> {
@@ -573,7 +573,7 @@ impl Store for SqliteStore {
 
     async fn empty_page(&self, q: &SqliteQueue, max: usize) -> Result<(u64, Vec<Vec<u8>>)> {
         let name = q.name.clone();
-        self.write(move |tx, _, _| queue::empty_page(tx, &name, max)).await
+        self.write(move |tx, c, _| queue::empty_page(tx, &name, max, c)).await
     }
 
     async fn obliterate(&self, q: &SqliteQueue) -> Result<u64> {

@@ -108,9 +108,13 @@ fn delete(tx: &Transaction<'_>, rowid: i64) -> Sql<()> {
     Ok(())
 }
 
-fn set_mark(tx: &Transaction<'_>, q: &str, id: &str, state: &str) -> Sql<()> {
-    tx.prepare_cached("INSERT INTO marks (queue, id, state) VALUES (?1, ?2, ?3) ON CONFLICT (queue, id) DO UPDATE SET state = ?3")?
-        .execute(params![q, id, state])?;
+/// What an id is known as once its job is gone, for the marks' lifetime (as Redis's marks).
+fn set_mark(tx: &Transaction<'_>, q: &str, id: &str, state: &str, c: Clock) -> Sql<()> {
+    tx.prepare_cached(
+        "INSERT INTO marks (queue, id, state, expires_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (queue, id) DO UPDATE SET state = ?3, expires_ms = ?4",
+    )?
+    .execute(params![q, id, state, c.now_ms + c.mark_ttl_ms])?;
     Ok(())
 }
 
@@ -127,9 +131,9 @@ fn release_dedup_of(tx: &Transaction<'_>, q: &str, r: &[u8], id: &str) -> Sql<()
 }
 
 /// common.lua cancel_unstarted: a job that had not started, settled as cancelled.
-fn cancel_unstarted(tx: &Transaction<'_>, q: &str, row: &Row) -> Sql<()> {
+fn cancel_unstarted(tx: &Transaction<'_>, q: &str, row: &Row, c: Clock) -> Sql<()> {
     delete(tx, row.rowid)?;
-    set_mark(tx, q, &row.id, "cancelled")?;
+    set_mark(tx, q, &row.id, "cancelled", c)?;
     release_dedup_of(tx, q, &row.record, &row.id)?;
     bump(tx, q, "cancelled", 1)
 }
@@ -233,8 +237,13 @@ pub fn enqueue(tx: &Transaction<'_>, q: &str, jobs: &[NewJob], mark: Option<&Wat
             }
         }
         if j.custom_id {
-            let taken =
-                tx.prepare_cached("INSERT OR IGNORE INTO marks (queue, id, state) VALUES (?1, ?2, 'taken')")?.execute(params![q, j.id])?;
+            // A mark whose time is up no longer holds the id.
+            tx.prepare_cached("DELETE FROM marks WHERE queue = ?1 AND id = ?2 AND expires_ms <= ?3")?
+                .execute(params![q, j.id, c.now_ms])?;
+            let keep_ms = c.mark_ttl_ms + (due_us / 1000 - c.now_ms).max(0);
+            let taken = tx
+                .prepare_cached("INSERT OR IGNORE INTO marks (queue, id, state, expires_ms) VALUES (?1, ?2, 'taken', ?3)")?
+                .execute(params![q, j.id, c.now_ms + keep_ms])?;
             if taken == 0 {
                 out.push(Written::Exists);
                 continue;
@@ -251,10 +260,10 @@ pub fn enqueue(tx: &Transaction<'_>, q: &str, jobs: &[NewJob], mark: Option<&Wat
     }
     if let Some(m) = mark {
         tx.prepare_cached(
-            "INSERT INTO watermarks (queue, producer, last_seq) VALUES (?1, ?2, ?3)
-             ON CONFLICT (queue, producer) DO UPDATE SET last_seq = max(last_seq, ?3)",
+            "INSERT INTO watermarks (queue, producer, last_seq, expires_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (queue, producer) DO UPDATE SET last_seq = max(last_seq, ?3), expires_ms = ?4",
         )?
-        .execute(params![q, m.producer, m.last_seq as i64])?;
+        .execute(params![q, m.producer, m.last_seq as i64, c.now_ms + c.mark_ttl_ms])?;
     }
     if any_ready {
         wake(tx, q, w)?;
@@ -586,7 +595,7 @@ pub fn ack(tx: &Transaction<'_>, q: &str, token: &str, entries: &[AckEntry], c: 
         match &e.kind {
             AckKind::Completed { result } => {
                 delete(tx, held.rowid)?;
-                set_mark(tx, q, &id, "completed")?;
+                set_mark(tx, q, &id, "completed", c)?;
                 if let Some(key) = &e.dedup {
                     release_dedup(tx, q, &String::from_utf8_lossy(key), &id)?;
                 }
@@ -633,7 +642,7 @@ pub fn ack(tx: &Transaction<'_>, q: &str, token: &str, entries: &[AckEntry], c: 
             }
             AckKind::Cancelled => {
                 delete(tx, held.rowid)?;
-                set_mark(tx, q, &id, "cancelled")?;
+                set_mark(tx, q, &id, "cancelled", c)?;
                 release_dedup_of(tx, q, &held.record, &id)?;
                 bump(tx, q, "cancelled", 1)?;
                 out.cancelled += 1;
@@ -667,7 +676,7 @@ fn lease_rows(tx: &Transaction<'_>, q: &str, token: &str) -> Sql<Vec<(Row, Optio
     .collect()
 }
 
-pub fn release(tx: &Transaction<'_>, q: &str, token: &str, ids: &[Vec<u8>], w: &mut Wake) -> Sql<u64> {
+pub fn release(tx: &Transaction<'_>, q: &str, token: &str, ids: &[Vec<u8>], c: Clock, w: &mut Wake) -> Sql<u64> {
     let mut back = Vec::new();
     let mut get = tx.prepare_cached(
         "SELECT rowid, id, record, cancel FROM jobs WHERE queue = ?1 AND token = ?2 AND id = ?3 AND state = 'active' LIMIT 1",
@@ -680,7 +689,7 @@ pub fn release(tx: &Transaction<'_>, q: &str, token: &str, ids: &[Vec<u8>], w: &
             })
             .optional()?;
         match found {
-            Some((row, true)) => cancel_unstarted(tx, q, &row)?,
+            Some((row, true)) => cancel_unstarted(tx, q, &row, c)?,
             Some((row, false)) => back.push(row),
             None => {}
         }
@@ -757,7 +766,7 @@ pub fn tick(tx: &Transaction<'_>, q: &str, limit: usize, c: Clock, w: &mut Wake)
         for (row, started, cancel) in lease_rows(tx, q, &token)? {
             reaped += 1;
             if cancel {
-                cancel_unstarted(tx, q, &row)?;
+                cancel_unstarted(tx, q, &row, c)?;
                 continue;
             }
             let (mut attempt, max) = (rec::attempt(&row.record), rec::max_attempts(&row.record));
@@ -796,7 +805,15 @@ pub fn tick(tx: &Transaction<'_>, q: &str, limit: usize, c: Clock, w: &mut Wake)
 /// Deletes up to `limit` rows per table whose time is up (results, deduplication marks,
 /// progress, log lines, callback records): reads skip them already, this keeps the file small.
 fn sweep(tx: &Transaction<'_>, q: &str, limit: usize, c: Clock) -> Sql<()> {
-    for (table, key) in [("results", "id"), ("dedup", "key"), ("progress", "id"), ("logs", "rowid"), ("callbacks", "rowid")] {
+    for (table, key) in [
+        ("results", "id"),
+        ("dedup", "key"),
+        ("progress", "id"),
+        ("logs", "rowid"),
+        ("callbacks", "rowid"),
+        ("marks", "id"),
+        ("watermarks", "producer"),
+    ] {
         let sql = format!(
             "DELETE FROM {table} WHERE queue = ?1 AND ({key}) IN
              (SELECT {key} FROM {table} WHERE queue = ?1 AND expires_ms <= ?2 ORDER BY expires_ms LIMIT ?3)"
@@ -862,7 +879,7 @@ pub fn status(tx: &Transaction<'_>, q: &str, id: &str, info: bool, c: Clock) -> 
             "active" => (State::Active, Some(r), None),
             _ => (State::Waiting, None, None),
         },
-        None => match finished(tx, q, id)? {
+        None => match finished(tx, q, id, c)? {
             State::Completed => (State::Completed, None, Some(timed(tx, "results", q, id, c.now_ms)?.unwrap_or_else(|| b"null".to_vec()))),
             s => (s, None, None),
         },
@@ -873,9 +890,11 @@ pub fn status(tx: &Transaction<'_>, q: &str, id: &str, info: bool, c: Clock) -> 
 }
 
 /// Where a job no longer held is: completed, cancelled, waiting (known, not finished) or unknown.
-fn finished(tx: &Transaction<'_>, q: &str, id: &str) -> Sql<State> {
-    let mark: Option<String> =
-        tx.prepare_cached("SELECT state FROM marks WHERE queue = ?1 AND id = ?2")?.query_row(params![q, id], |r| r.get(0)).optional()?;
+fn finished(tx: &Transaction<'_>, q: &str, id: &str, c: Clock) -> Sql<State> {
+    let mark: Option<String> = tx
+        .prepare_cached("SELECT state FROM marks WHERE queue = ?1 AND id = ?2 AND expires_ms > ?3")?
+        .query_row(params![q, id, c.now_ms], |r| r.get(0))
+        .optional()?;
     match mark.as_deref() {
         Some("completed") => return Ok(State::Completed),
         Some("cancelled") => return Ok(State::Cancelled),
@@ -887,8 +906,8 @@ fn finished(tx: &Transaction<'_>, q: &str, id: &str) -> Sql<State> {
     }
     let (producer, seq) = (&id[..PRODUCER_LEN], id[PRODUCER_LEN + 1..].parse::<i64>().unwrap_or(0));
     let hwm: Option<i64> = tx
-        .prepare_cached("SELECT last_seq FROM watermarks WHERE queue = ?1 AND producer = ?2")?
-        .query_row(params![q, producer], |r| r.get(0))
+        .prepare_cached("SELECT last_seq FROM watermarks WHERE queue = ?1 AND producer = ?2 AND expires_ms > ?3")?
+        .query_row(params![q, producer, c.now_ms], |r| r.get(0))
         .optional()?;
     Ok(match hwm {
         Some(h) if seq <= h => State::Waiting,
@@ -959,9 +978,9 @@ fn forget_traces(tx: &Transaction<'_>, q: &str, id: &str) -> Sql<()> {
 }
 
 /// A removed job's id: a caller-chosen one is free again, a generated one reads cancelled.
-fn forget(tx: &Transaction<'_>, q: &str, id: &str) -> Sql<()> {
+fn forget(tx: &Transaction<'_>, q: &str, id: &str, c: Clock) -> Sql<()> {
     if is_generated_id(id) {
-        set_mark(tx, q, id, "cancelled")
+        set_mark(tx, q, id, "cancelled", c)
     } else {
         tx.prepare_cached("DELETE FROM marks WHERE queue = ?1 AND id = ?2")?.execute(params![q, id])?;
         Ok(())
@@ -969,23 +988,23 @@ fn forget(tx: &Transaction<'_>, q: &str, id: &str) -> Sql<()> {
 }
 
 /// cancel.lua's `gone`: a job that will not run any more.
-fn gone(tx: &Transaction<'_>, q: &str, state: State, row: Row, remove: bool) -> Sql<CancelReply> {
+fn gone(tx: &Transaction<'_>, q: &str, state: State, row: Row, remove: bool, c: Clock) -> Sql<CancelReply> {
     delete(tx, row.rowid)?;
     release_dedup_of(tx, q, &row.record, &row.id)?;
     if !remove {
-        set_mark(tx, q, &row.id, "cancelled")?;
+        set_mark(tx, q, &row.id, "cancelled", c)?;
         bump(tx, q, "cancelled", 1)?;
     } else {
-        forget(tx, q, &row.id)?;
+        forget(tx, q, &row.id, c)?;
         forget_traces(tx, q, &row.id)?;
     }
     Ok(CancelReply { state, record: Some(row.record), done: true })
 }
 
 /// cancel.lua.
-pub fn cancel(tx: &Transaction<'_>, q: &str, id: &str, remove: bool, _c: Clock, w: &mut Wake) -> Sql<CancelReply> {
+pub fn cancel(tx: &Transaction<'_>, q: &str, id: &str, remove: bool, c: Clock, w: &mut Wake) -> Sql<CancelReply> {
     if let Some(row) = find(tx, q, id, "delayed")? {
-        return gone(tx, q, State::Delayed, row, remove);
+        return gone(tx, q, State::Delayed, row, remove, c);
     }
     if let Some(row) = find(tx, q, id, "failed")? {
         if !remove {
@@ -996,7 +1015,7 @@ pub fn cancel(tx: &Transaction<'_>, q: &str, id: &str, remove: bool, _c: Clock, 
         for table in ["progress", "logs", "callbacks"] {
             tx.prepare_cached(&format!("DELETE FROM {table} WHERE queue = ?1 AND id = ?2"))?.execute(params![q, id])?;
         }
-        forget(tx, q, id)?;
+        forget(tx, q, id, c)?;
         return Ok(CancelReply { state: State::Failed, record: Some(row.record), done: true });
     }
     if let Some(row) = find(tx, q, id, "active")? {
@@ -1007,9 +1026,9 @@ pub fn cancel(tx: &Transaction<'_>, q: &str, id: &str, remove: bool, _c: Clock, 
         return Ok(CancelReply { state: State::Active, record: Some(row.record), done: !remove });
     }
     if let Some(row) = find(tx, q, id, "waiting")? {
-        return gone(tx, q, State::Waiting, row, remove);
+        return gone(tx, q, State::Waiting, row, remove, c);
     }
-    let state = match finished(tx, q, id)? {
+    let state = match finished(tx, q, id, c)? {
         State::Waiting => State::Unknown,
         s => s,
     };
@@ -1049,7 +1068,7 @@ pub fn retry_job(tx: &Transaction<'_>, q: &str, id: &str, w: &mut Wake) -> Sql<b
 }
 
 /// empty.lua: cancels up to `max` waiting, then delayed, jobs.
-pub fn empty_page(tx: &Transaction<'_>, q: &str, max: usize) -> Sql<(u64, Vec<Vec<u8>>)> {
+pub fn empty_page(tx: &Transaction<'_>, q: &str, max: usize, c: Clock) -> Sql<(u64, Vec<Vec<u8>>)> {
     let rows: Vec<Row> = tx
         .prepare_cached(
             "SELECT rowid, id, record FROM (
@@ -1064,7 +1083,7 @@ pub fn empty_page(tx: &Transaction<'_>, q: &str, max: usize) -> Sql<(u64, Vec<Ve
     let mut with_options = Vec::new();
     for row in rows {
         delete(tx, row.rowid)?;
-        set_mark(tx, q, &row.id, "cancelled")?;
+        set_mark(tx, q, &row.id, "cancelled", c)?;
         release_dedup_of(tx, q, &row.record, &row.id)?;
         if !rec::options(&row.record).is_empty() {
             with_options.push(row.record);

@@ -66,10 +66,19 @@ CREATE INDEX IF NOT EXISTS leases_deadline ON leases (queue, deadline_ms);
 -- Leases the reaper ended: their worker's late acks are refused, its heartbeat told.
 CREATE TABLE IF NOT EXISTS reaped (queue TEXT NOT NULL, token TEXT NOT NULL, PRIMARY KEY (queue, token)) WITHOUT ROWID;
 
--- What a job no longer held is known as: taken (a caller-chosen id), completed, cancelled.
-CREATE TABLE IF NOT EXISTS marks (queue TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (queue, id)) WITHOUT ROWID;
--- The highest sequence number of generated ids each producer wrote.
-CREATE TABLE IF NOT EXISTS watermarks (queue TEXT NOT NULL, producer TEXT NOT NULL, last_seq INTEGER NOT NULL, PRIMARY KEY (queue, producer)) WITHOUT ROWID;
+-- What a job no longer held is known as: taken (a caller-chosen id), completed, cancelled;
+-- kept 30 days at least (the result TTL when longer), as the Redis store's marks.
+CREATE TABLE IF NOT EXISTS marks (
+    queue TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (queue, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS marks_expiry ON marks (queue, expires_ms);
+-- The highest sequence number of generated ids each producer wrote (as long as marks).
+CREATE TABLE IF NOT EXISTS watermarks (
+    queue TEXT NOT NULL, producer TEXT NOT NULL, last_seq INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (queue, producer)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS watermarks_expiry ON watermarks (queue, expires_ms);
 CREATE TABLE IF NOT EXISTS chunks (queue TEXT NOT NULL, producer TEXT NOT NULL, first INTEGER NOT NULL, PRIMARY KEY (queue, producer, first)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS results (queue TEXT NOT NULL, id TEXT NOT NULL, value BLOB NOT NULL, expires_ms INTEGER NOT NULL, PRIMARY KEY (queue, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dedup (queue TEXT NOT NULL, key TEXT NOT NULL, holder TEXT NOT NULL, expires_ms INTEGER NOT NULL, PRIMARY KEY (queue, key)) WITHOUT ROWID;
