@@ -11,8 +11,11 @@
 //! one pragma per poll.
 
 mod books;
+mod control;
+mod feedback;
 mod queue;
 mod record;
+mod reserve;
 
 use crate::error::{Error, Result};
 use crate::store::chunk::Chunk;
@@ -352,7 +355,7 @@ impl Store for SqliteStore {
 
     async fn reserve(&self, q: &SqliteQueue, token: &str, max: usize, idle: &Idle<'_>) -> Result<Reserved> {
         let (name, token, lease_ms) = (q.name.clone(), token.to_string(), idle.lease.as_millis() as i64);
-        self.write(move |tx, c, w| queue::reserve(tx, &name, &token, max, lease_ms, c, w)).await
+        self.write(move |tx, c, w| reserve::reserve(tx, &name, &token, max, lease_ms, c, w)).await
     }
 
     async fn ack(&self, acks: &[LeaseAck<SqliteQueue>]) -> Result<Vec<AckOutcome>> {
@@ -432,49 +435,49 @@ impl Store for SqliteStore {
 
     async fn status(&self, q: &SqliteQueue, id: &str) -> Result<Status> {
         let (name, id) = (q.name.clone(), id.to_string());
-        self.read(move |tx, c| queue::status(tx, &name, &id, false, c)).await
+        self.read(move |tx, c| control::status(tx, &name, &id, false, c)).await
     }
 
     async fn info(&self, q: &SqliteQueue, id: &str) -> Result<Status> {
         let (name, id) = (q.name.clone(), id.to_string());
-        self.read(move |tx, c| queue::status(tx, &name, &id, true, c)).await
+        self.read(move |tx, c| control::status(tx, &name, &id, true, c)).await
     }
 
     async fn feedback(&self, q: &SqliteQueue, id: &str, kind: Feedback, entry: &[u8], ttl: Duration) -> Result<i64> {
         check_feedback(entry)?;
         let ttl_ms = ttl.as_millis().max(1000) as i64;
         let (name, id, entry) = (q.name.clone(), id.to_string(), entry.to_vec());
-        self.write(move |tx, c, _| queue::feedback(tx, &name, &id, kind, &entry, ttl_ms, c)).await
+        self.write(move |tx, c, _| feedback::feedback(tx, &name, &id, kind, &entry, ttl_ms, c)).await
     }
 
     async fn set_events(&self, q: &SqliteQueue, keep: Option<u64>) -> Result<()> {
         let name = q.name.clone();
-        self.write(move |tx, _, _| queue::set_events(tx, &name, keep)).await
+        self.write(move |tx, _, _| feedback::set_events(tx, &name, keep)).await
     }
 
     async fn events_keep(&self, q: &SqliteQueue) -> Result<Option<u64>> {
         let name = q.name.clone();
-        self.read(move |tx, _| queue::events_keep(tx, &name)).await
+        self.read(move |tx, _| feedback::events_keep(tx, &name)).await
     }
 
     async fn progress(&self, q: &SqliteQueue, id: &str) -> Result<Option<Vec<u8>>> {
         let (name, id) = (q.name.clone(), id.to_string());
-        self.read(move |tx, c| queue::progress(tx, &name, &id, c)).await
+        self.read(move |tx, c| feedback::progress(tx, &name, &id, c)).await
     }
 
     async fn logs(&self, q: &SqliteQueue, id: &str, start: usize, limit: usize) -> Result<Vec<Vec<u8>>> {
         let (name, id) = (q.name.clone(), id.to_string());
-        self.read(move |tx, c| queue::logs(tx, &name, &id, start, limit, c)).await
+        self.read(move |tx, c| feedback::logs(tx, &name, &id, start, limit, c)).await
     }
 
     async fn callback_record(&self, q: &SqliteQueue, id: &str, fields: Vec<(&'static str, Vec<u8>)>) -> Result<()> {
         let (name, id) = (q.name.clone(), id.to_string());
-        self.write(move |tx, c, _| queue::callback_record(tx, &name, &id, fields, c)).await
+        self.write(move |tx, c, _| feedback::callback_record(tx, &name, &id, fields, c)).await
     }
 
     async fn callback_status(&self, q: &SqliteQueue, id: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let (name, id) = (q.name.clone(), id.to_string());
-        self.read(move |tx, c| queue::callback_status(tx, &name, &id, c)).await
+        self.read(move |tx, c| feedback::callback_status(tx, &name, &id, c)).await
     }
 
     async fn wait_result(&self, q: Arc<SqliteQueue>, id: String, timeout: Option<Duration>) -> Result<Option<Status>> {
@@ -499,13 +502,13 @@ impl Store for SqliteStore {
 
     async fn counts(&self, q: &SqliteQueue) -> Result<Counts> {
         let name = q.name.clone();
-        self.read(move |tx, _| queue::counts(tx, &name)).await
+        self.read(move |tx, _| control::counts(tx, &name)).await
     }
 
     async fn pause(&self, q: &SqliteQueue) -> Result<bool> {
         self.known_queue(q).await?;
         let name = q.name.clone();
-        let was = self.write(move |tx, _, w| queue::set_paused(tx, &name, true, w)).await?;
+        let was = self.write(move |tx, _, w| control::set_paused(tx, &name, true, w)).await?;
         self.signals(q, |s| s.control.notify_waiters());
         Ok(!was)
     }
@@ -513,7 +516,7 @@ impl Store for SqliteStore {
     async fn resume(&self, q: &SqliteQueue) -> Result<bool> {
         self.known_queue(q).await?;
         let name = q.name.clone();
-        let was = self.write(move |tx, _, w| queue::set_paused(tx, &name, false, w)).await?;
+        let was = self.write(move |tx, _, w| control::set_paused(tx, &name, false, w)).await?;
         self.signals(q, |s| s.control.notify_waiters());
         Ok(was)
     }
@@ -524,16 +527,16 @@ impl Store for SqliteStore {
 
     async fn register_queues(&self, names: &[&str]) -> Result<()> {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        self.write(move |tx, _, _| queue::register(tx, &names)).await
+        self.write(move |tx, _, _| control::register(tx, &names)).await
     }
 
     async fn queues(&self) -> Result<Vec<String>> {
-        self.read(|tx, _| queue::registered(tx)).await
+        self.read(|tx, _| control::registered(tx)).await
     }
 
     async fn cancel(&self, q: &SqliteQueue, id: &str, remove: bool) -> Result<CancelReply> {
         let (name, id) = (q.name.clone(), id.to_string());
-        let reply = self.write(move |tx, c, w| queue::cancel(tx, &name, &id, remove, c, w)).await?;
+        let reply = self.write(move |tx, c, w| control::cancel(tx, &name, &id, remove, c, w)).await?;
         if reply.state == State::Active && reply.done {
             self.signals(q, |s| s.control.notify_waiters());
         }
@@ -543,57 +546,57 @@ impl Store for SqliteStore {
     async fn set_limits(&self, q: &SqliteQueue, limits: &Limits) -> Result<()> {
         self.known_queue(q).await?;
         let (name, limits) = (q.name.clone(), *limits);
-        self.write(move |tx, _, w| queue::set_limits(tx, &name, &limits, w)).await?;
+        self.write(move |tx, _, w| reserve::set_limits(tx, &name, &limits, w)).await?;
         self.signals(q, |s| s.control.notify_waiters());
         Ok(())
     }
 
     async fn limits(&self, q: &SqliteQueue) -> Result<Limits> {
         let name = q.name.clone();
-        self.read(move |tx, _| queue::limits(tx, &name)).await
+        self.read(move |tx, _| reserve::limits(tx, &name)).await
     }
 
     async fn set_group_limits(&self, q: &SqliteQueue, limits: &Limits) -> Result<()> {
         self.known_queue(q).await?;
         let (name, limits) = (q.name.clone(), *limits);
-        self.write(move |tx, _, w| queue::set_group_limits(tx, &name, &limits, w)).await?;
+        self.write(move |tx, _, w| reserve::set_group_limits(tx, &name, &limits, w)).await?;
         self.signals(q, |s| s.control.notify_waiters());
         Ok(())
     }
 
     async fn group_limits(&self, q: &SqliteQueue) -> Result<Limits> {
         let name = q.name.clone();
-        self.read(move |tx, _| queue::group_limits(tx, &name)).await
+        self.read(move |tx, _| reserve::group_limits(tx, &name)).await
     }
 
     async fn retry_job(&self, q: &SqliteQueue, id: &str) -> Result<bool> {
         let (name, id) = (q.name.clone(), id.to_string());
-        self.write(move |tx, _, w| queue::retry_job(tx, &name, &id, w)).await
+        self.write(move |tx, _, w| control::retry_job(tx, &name, &id, w)).await
     }
 
     async fn empty_page(&self, q: &SqliteQueue, max: usize) -> Result<(u64, Vec<Vec<u8>>)> {
         let name = q.name.clone();
-        self.write(move |tx, c, _| queue::empty_page(tx, &name, max, c)).await
+        self.write(move |tx, c, _| control::empty_page(tx, &name, max, c)).await
     }
 
     async fn obliterate(&self, q: &SqliteQueue) -> Result<u64> {
         let name = q.name.clone();
-        self.write(move |tx, _, w| queue::obliterate(tx, &name, w)).await
+        self.write(move |tx, _, w| control::obliterate(tx, &name, w)).await
     }
 
     async fn failed_list(&self, q: &SqliteQueue, limit: usize) -> Result<Vec<FailedJob>> {
         let name = q.name.clone();
-        self.read(move |tx, _| queue::failed_list(tx, &name, limit.max(1))).await
+        self.read(move |tx, _| control::failed_list(tx, &name, limit.max(1))).await
     }
 
     async fn failed_retry(&self, q: &SqliteQueue) -> Result<u64> {
         let name = q.name.clone();
-        self.write(move |tx, _, w| queue::failed_retry(tx, &name, w)).await
+        self.write(move |tx, _, w| control::failed_retry(tx, &name, w)).await
     }
 
     async fn failed_purge(&self, q: &SqliteQueue) -> Result<u64> {
         let name = q.name.clone();
-        self.write(move |tx, _, _| queue::failed_purge(tx, &name)).await
+        self.write(move |tx, _, _| control::failed_purge(tx, &name)).await
     }
 
     async fn schedule_signal(&self, q: &SqliteQueue) -> Result<Arc<tokio::sync::Notify>> {
