@@ -288,13 +288,6 @@ impl SqliteStore {
     fn signals<T>(&self, q: &SqliteQueue, f: impl FnOnce(&Signals) -> T) -> T {
         f(lock(&self.db.signals).entry(q.name.clone()).or_default())
     }
-
-    fn enqueue_blocking(&self, q: &SqliteQueue, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<Written>> {
-        if jobs.is_empty() {
-            return Ok(vec![]);
-        }
-        self.db.run(true, |tx, c, w| queue::enqueue(tx, &q.name, jobs, mark, c, w))
-    }
 }
 
 fn check_feedback(entry: &[u8]) -> Result<()> {
@@ -342,15 +335,19 @@ impl Store for SqliteStore {
     }
 
     fn enqueue_parts_blocking(&self, parts: &[Part<'_, SqliteQueue>]) -> Result<Vec<Result<Vec<Written>>>> {
-        parts
-            .iter()
-            .map(|p| match p.mark {
-                Some(m) if m.guard.is_some() => {
-                    Ok(Err(Error::Invalid("a guarded chunk is written on its own, not with other dispatches".into())))
-                }
-                mark => self.enqueue_blocking(p.q, p.jobs, mark).map(Ok),
-            })
-            .collect()
+        // Every part in one transaction: one commit for all the dispatches gathered.
+        self.db.run(true, |tx, c, w| {
+            parts
+                .iter()
+                .map(|p| match p.mark {
+                    Some(m) if m.guard.is_some() => {
+                        Ok(Err(Error::Invalid("a guarded chunk is written on its own, not with other dispatches".into())))
+                    }
+                    _ if p.jobs.is_empty() => Ok(Ok(vec![])),
+                    mark => queue::enqueue(tx, &p.q.name, p.jobs, mark, c, w).map(Ok),
+                })
+                .collect()
+        })
     }
 
     async fn reserve(&self, q: &SqliteQueue, token: &str, max: usize, idle: &Idle<'_>) -> Result<Reserved> {
@@ -714,6 +711,28 @@ mod tests {
         let ours = dir.join("ours.db");
         drop(SqliteStore::open(&ours, Duration::from_secs(60)).unwrap());
         SqliteStore::open(&ours, Duration::from_secs(60)).expect("a fastjobs database opens again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// What a store wrote is there for the next one that opens the file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_outlive_the_store() {
+        let dir = temp("durable");
+        let ttl = Duration::from_secs(60);
+        let s = SqliteStore::open(dir.join("jobs.db"), ttl).unwrap();
+        let q = s.queue("kept").unwrap();
+        s.enqueue(&q, &[job("a"), job("b")], None).await.unwrap();
+        let idle = Idle { worker: "w1", previous: None, register: false, lease: Duration::from_secs(30) };
+        let Reserved::Jobs(recs) = s.reserve(&q, "w1.1", 1, &idle).await.unwrap() else { panic!("a job is ready") };
+        assert_eq!(recs.len(), 1);
+        drop(s);
+        let s = SqliteStore::open(dir.join("jobs.db"), ttl).unwrap();
+        let q = s.queue("kept").unwrap();
+        let c = s.counts(&q).await.unwrap();
+        assert_eq!((c.waiting, c.active), (1, 1));
+        assert_eq!(s.status(&q, "a").await.unwrap().state, State::Active);
+        assert_eq!(s.queues().await.unwrap(), vec!["kept".to_string()]);
+        drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
