@@ -100,7 +100,9 @@ pub fn set_paused(tx: &Transaction<'_>, q: &str, pause: bool, w: &mut Wake) -> S
     ensure(tx, q)?;
     tx.prepare_cached("UPDATE queues SET paused = ?2 WHERE name = ?1")?.execute(params![q, pause as i64])?;
     w.control = true;
-    if !pause {
+    if pause {
+        tx.prepare_cached("UPDATE queues SET wake = 0 WHERE name = ?1")?.execute([q])?;
+    } else {
         wake(tx, q, w)?;
     }
     Ok(was)

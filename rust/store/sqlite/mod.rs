@@ -736,6 +736,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A worker held back by a limit waits for the next change: ready jobs it may not take do
+    /// not end its wait again and again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limited_workers_do_not_spin() {
+        let dir = temp("limited");
+        let s = Arc::new(SqliteStore::open(dir.join("jobs.db"), Duration::from_secs(60)).unwrap());
+        let q = s.queue("limited").unwrap();
+        s.enqueue(&q, &[job("a"), job("b")], None).await.unwrap();
+        s.set_limits(&q, &Limits { rate: None, concurrency: Some(1) }).await.unwrap();
+        let idle = Idle { worker: "w1", previous: None, register: false, lease: Duration::from_secs(30) };
+        assert!(matches!(s.reserve(&q, "w1.1", 10, &idle).await.unwrap(), Reserved::Jobs(_)));
+        assert!(matches!(s.reserve(&q, "w1.2", 10, &idle).await.unwrap(), Reserved::Limited { retry_in: None }));
+        let (store, queues) = (s.clone(), vec![q.clone()]);
+        let waited = tokio::task::spawn_blocking(move || {
+            // The first wait may take the wake-up the lease left; the second has nothing to take.
+            store.wait_for_work(&queues, "w1", Duration::from_millis(300)).unwrap();
+            let started = Instant::now();
+            store.wait_for_work(&queues, "w1", Duration::from_millis(300)).unwrap();
+            started.elapsed()
+        })
+        .await
+        .unwrap();
+        assert!(waited >= Duration::from_millis(250), "woken after {waited:?} with nothing it may take");
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     fn job(id: &str) -> NewJob {
         let mut record = Vec::new();
         let header = crate::record::Header { attempt: 0, max_attempts: 1, priority: 0 };

@@ -51,8 +51,11 @@ pub(super) fn any_ready(tx: &Transaction<'_>, q: &str) -> Sql<bool> {
 }
 
 /// common.lua wake: a paused queue wakes nobody.
+/// The queue's wake flag stands for Redis's wake list: one blocked worker takes it, so workers
+/// held back by a limit wait for the next change instead of spinning on ready jobs.
 pub(super) fn wake(tx: &Transaction<'_>, q: &str, w: &mut Wake) -> Sql<()> {
     if !paused(tx, q)? && any_ready(tx, q)? {
+        tx.prepare_cached("UPDATE queues SET wake = 1 WHERE name = ?1")?.execute([q])?;
         w.work = true;
     }
     Ok(())
@@ -554,16 +557,17 @@ fn lease_expired(worker: &str, attempt: u16, max: u16, since: i64, before: Optio
     serde_json::to_vec(&err).unwrap_or_default()
 }
 
-/// Whether a blocked worker should wake: it was nudged (the nudge is taken), or one of the
-/// queues has ready jobs and runs.
+/// Whether a blocked worker should wake: it was nudged, or one of the queues has its wake flag
+/// (either is taken).
 pub fn has_work(tx: &Transaction<'_>, queues: &[String], worker: &str) -> Sql<bool> {
     for q in queues {
         if tx.prepare_cached("DELETE FROM nudges WHERE queue = ?1 AND worker = ?2")?.execute(params![q, worker])? > 0 {
             return Ok(true);
         }
     }
+    let mut take = tx.prepare_cached("UPDATE queues SET wake = 0 WHERE name = ?1 AND wake = 1")?;
     for q in queues {
-        if !paused(tx, q)? && any_ready(tx, q)? {
+        if take.execute([q])? > 0 {
             return Ok(true);
         }
     }
