@@ -99,7 +99,7 @@ pub fn set_paused(tx: &Transaction<'_>, q: &str, pause: bool, w: &mut Wake) -> S
     let was = paused(tx, q)?;
     ensure(tx, q)?;
     tx.prepare_cached("UPDATE queues SET paused = ?2 WHERE name = ?1")?.execute(params![q, pause as i64])?;
-    w.control = true;
+    w.control(q);
     if pause {
         tx.prepare_cached("UPDATE queues SET wake = 0 WHERE name = ?1")?.execute([q])?;
     } else {
@@ -172,7 +172,7 @@ pub fn cancel(tx: &Transaction<'_>, q: &str, id: &str, remove: bool, c: Clock, w
     if let Some(row) = find(tx, q, id, "active")? {
         if !remove {
             tx.prepare_cached("UPDATE jobs SET cancel = 1 WHERE rowid = ?1")?.execute([row.rowid])?;
-            w.control = true;
+            w.control(q);
         }
         return Ok(CancelReply { state: State::Active, record: Some(row.record), done: !remove });
     }

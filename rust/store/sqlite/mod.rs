@@ -50,10 +50,26 @@ pub struct Clock {
 pub struct Wake {
     /// Ready jobs may wait, or a worker was nudged (`wait_for_work`).
     pub work: bool,
-    /// The queue was paused, resumed or a running job was asked to cancel (`control_signal`).
-    pub control: bool,
-    /// A delayed job may fall due earlier than its schedulers knew (`schedule_signal`).
-    pub sched: bool,
+    /// Queues paused, resumed, limited anew, or with a running job asked to cancel (`control_signal`).
+    pub control: Vec<String>,
+    /// Queues with a delayed job that may fall due earlier than their schedulers knew (`schedule_signal`).
+    pub sched: Vec<String>,
+    /// Another process wrote: every signal may concern it.
+    pub all: bool,
+}
+
+impl Wake {
+    pub fn control(&mut self, q: &str) {
+        if !self.control.iter().any(|c| c == q) {
+            self.control.push(q.to_string());
+        }
+    }
+
+    pub fn sched(&mut self, q: &str) {
+        if !self.sched.iter().any(|c| c == q) {
+            self.sched.push(q.to_string());
+        }
+    }
 }
 
 /// A queue of the SQLite store: its name, the key of its rows.
@@ -142,32 +158,31 @@ impl Db {
             out
         };
         if write {
-            self.changed(wake, None);
+            self.changed(wake);
         }
         Ok(out)
     }
 
     /// Wakes what a committed write may concern in this process.
-    fn changed(&self, wake: Wake, queue: Option<&str>) {
+    fn changed(&self, wake: Wake) {
         if wake.work {
             *lock(&self.generation) += 1;
             self.work.notify_all();
         }
         self.settled.notify_waiters();
-        if wake.control || wake.sched {
+        if wake.all || !wake.control.is_empty() || !wake.sched.is_empty() {
             let signals = lock(&self.signals);
-            let all: Vec<&Signals> = match queue {
-                Some(q) => signals.get(q).into_iter().collect(),
-                None => signals.values().collect(),
-            };
-            for s in all {
-                if wake.control {
+            for (q, s) in signals.iter() {
+                if wake.all || wake.control.contains(q) {
                     s.control.notify_waiters();
                 }
-                if wake.sched {
+                if wake.all || wake.sched.contains(q) {
                     s.sched.notify_waiters();
                 }
             }
+        }
+        if wake.all {
+            self.schedules_changed.notify_waiters();
         }
     }
 
@@ -190,8 +205,7 @@ fn watch(db: &Arc<Db>) -> Result<()> {
             let Ok(now) = db.data_version() else { continue };
             if now != last {
                 last = now;
-                db.changed(Wake { work: true, control: true, sched: true }, None);
-                db.schedules_changed.notify_waiters();
+                db.changed(Wake { work: true, all: true, ..Wake::default() });
             }
         })
         .map_err(|e| Error::Store(format!("SQLite store: cannot start its watch thread: {e}")))?;
@@ -505,17 +519,13 @@ impl Store for SqliteStore {
     async fn pause(&self, q: &SqliteQueue) -> Result<bool> {
         self.known_queue(q).await?;
         let name = q.name.clone();
-        let was = self.write(move |tx, _, w| control::set_paused(tx, &name, true, w)).await?;
-        self.signals(q, |s| s.control.notify_waiters());
-        Ok(!was)
+        Ok(!self.write(move |tx, _, w| control::set_paused(tx, &name, true, w)).await?)
     }
 
     async fn resume(&self, q: &SqliteQueue) -> Result<bool> {
         self.known_queue(q).await?;
         let name = q.name.clone();
-        let was = self.write(move |tx, _, w| control::set_paused(tx, &name, false, w)).await?;
-        self.signals(q, |s| s.control.notify_waiters());
-        Ok(was)
+        self.write(move |tx, _, w| control::set_paused(tx, &name, false, w)).await
     }
 
     async fn control_signal(&self, q: &SqliteQueue) -> Result<Arc<tokio::sync::Notify>> {
@@ -533,19 +543,13 @@ impl Store for SqliteStore {
 
     async fn cancel(&self, q: &SqliteQueue, id: &str, remove: bool) -> Result<CancelReply> {
         let (name, id) = (q.name.clone(), id.to_string());
-        let reply = self.write(move |tx, c, w| control::cancel(tx, &name, &id, remove, c, w)).await?;
-        if reply.state == State::Active && reply.done {
-            self.signals(q, |s| s.control.notify_waiters());
-        }
-        Ok(reply)
+        self.write(move |tx, c, w| control::cancel(tx, &name, &id, remove, c, w)).await
     }
 
     async fn set_limits(&self, q: &SqliteQueue, limits: &Limits) -> Result<()> {
         self.known_queue(q).await?;
         let (name, limits) = (q.name.clone(), *limits);
-        self.write(move |tx, _, w| reserve::set_limits(tx, &name, &limits, w)).await?;
-        self.signals(q, |s| s.control.notify_waiters());
-        Ok(())
+        self.write(move |tx, _, w| reserve::set_limits(tx, &name, &limits, w)).await
     }
 
     async fn limits(&self, q: &SqliteQueue) -> Result<Limits> {
@@ -556,9 +560,7 @@ impl Store for SqliteStore {
     async fn set_group_limits(&self, q: &SqliteQueue, limits: &Limits) -> Result<()> {
         self.known_queue(q).await?;
         let (name, limits) = (q.name.clone(), *limits);
-        self.write(move |tx, _, w| reserve::set_group_limits(tx, &name, &limits, w)).await?;
-        self.signals(q, |s| s.control.notify_waiters());
-        Ok(())
+        self.write(move |tx, _, w| reserve::set_group_limits(tx, &name, &limits, w)).await
     }
 
     async fn group_limits(&self, q: &SqliteQueue) -> Result<Limits> {

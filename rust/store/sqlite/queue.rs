@@ -252,7 +252,7 @@ pub fn enqueue(tx: &Transaction<'_>, q: &str, jobs: &[NewJob], mark: Option<&Wat
         }
         if due_us > c.now_us {
             insert(tx, q, &j.id, "delayed", &j.record, Some(due_us))?;
-            w.sched = true;
+            w.sched(q);
         } else {
             insert(tx, q, &j.id, "waiting", &j.record, None)?;
             any_ready = true;
@@ -343,7 +343,7 @@ pub fn ack(tx: &Transaction<'_>, q: &str, token: &str, entries: &[AckEntry], c: 
                         rec::priority(record) as i64,
                         (c.now_ms + *delay_ms as i64) * 1000
                     ])?;
-                    w.sched = true;
+                    w.sched(q);
                 } else {
                     make_ready(tx, q, held.rowid, record, false)?;
                     pushed = true;

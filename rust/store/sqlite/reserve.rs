@@ -27,7 +27,7 @@ pub fn set_group_limits(tx: &Transaction<'_>, q: &str, limits: &Limits, w: &mut 
     tx.prepare_cached("UPDATE queues SET group_limits = ?2 WHERE name = ?1")?.execute(params![q, text])?;
     // New limits start their windows afresh.
     tx.prepare_cached("UPDATE groups SET window_used = 0, window_end_ms = 0 WHERE queue = ?1")?.execute([q])?;
-    w.control = true;
+    w.control(q);
     wake(tx, q, w)
 }
 
@@ -39,7 +39,7 @@ pub fn set_limits(tx: &Transaction<'_>, q: &str, limits: &Limits, w: &mut Wake) 
     ensure(tx, q)?;
     let text = (*limits != Limits::default()).then(|| encode_limits(limits, (0, 0)));
     tx.prepare_cached("UPDATE queues SET limits = ?2 WHERE name = ?1")?.execute(params![q, text])?;
-    w.control = true;
+    w.control(q);
     wake(tx, q, w)
 }
 
