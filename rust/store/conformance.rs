@@ -1025,7 +1025,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fastjobs-conformance-sqlite-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let failures = run_all(&|prefix: &str| SqliteStore::open(dir.join(format!("{prefix}.db")), Duration::from_secs(24 * 3600))).await;
+        let failures =
+            run_all(&|prefix: &str| SqliteStore::open(dir.join(format!("{prefix}.db")), prefix, Duration::from_secs(24 * 3600))).await;
         let _ = std::fs::remove_dir_all(&dir);
         report("SqliteStore", failures);
     }

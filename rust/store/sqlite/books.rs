@@ -8,6 +8,11 @@ use std::collections::HashMap;
 
 type Sql<T> = rusqlite::Result<T>;
 
+/// A key without the store's prefix.
+fn bare(prefix: &str, key: String) -> String {
+    key.strip_prefix(prefix).map(str::to_string).unwrap_or(key)
+}
+
 fn text(v: i64) -> Vec<u8> {
     v.to_string().into_bytes()
 }
@@ -78,25 +83,26 @@ fn entry(tx: &Transaction<'_>, key: &str) -> Sql<Option<ScheduleEntry>> {
     Ok((!fields.is_empty()).then(|| ScheduleEntry { key: key.to_string(), next_ms, fields }))
 }
 
-/// Keys in next-run order (ties by key, as a Redis sorted set).
-fn ordered(tx: &Transaction<'_>, limit: Option<usize>) -> Sql<Vec<(String, i64)>> {
-    tx.prepare_cached("SELECT key, next_ms FROM schedules ORDER BY next_ms, key LIMIT ?1")?
-        .query_map([limit.map_or(-1, |l| l as i64)], |r| Ok((r.get(0)?, r.get(1)?)))?
+/// The prefix's keys in next-run order (ties by key, as a Redis sorted set).
+fn ordered(tx: &Transaction<'_>, prefix: &str, limit: Option<usize>) -> Sql<Vec<(String, i64)>> {
+    tx.prepare_cached("SELECT key, next_ms FROM schedules WHERE substr(key, 1, length(?1)) = ?1 ORDER BY next_ms, key LIMIT ?2")?
+        .query_map(params![prefix, limit.map_or(-1, |l| l as i64)], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect()
 }
 
-pub fn schedule_read(tx: &Transaction<'_>, keys: Option<Vec<String>>) -> Sql<Vec<ScheduleEntry>> {
+pub fn schedule_read(tx: &Transaction<'_>, prefix: &str, keys: Option<Vec<String>>) -> Sql<Vec<ScheduleEntry>> {
     let keys = match keys {
         Some(keys) if !keys.is_empty() => keys,
-        _ => ordered(tx, None)?.into_iter().map(|(k, _)| k).collect(),
+        _ => ordered(tx, prefix, None)?.into_iter().map(|(k, _)| k).collect(),
     };
-    Ok(keys.iter().map(|k| entry(tx, k)).collect::<Sql<Vec<_>>>()?.into_iter().flatten().collect())
+    let entries = keys.iter().map(|k| entry(tx, k)).collect::<Sql<Vec<_>>>()?;
+    Ok(entries.into_iter().flatten().map(|e| ScheduleEntry { key: bare(prefix, e.key), ..e }).collect())
 }
 
-pub fn schedule_remove(tx: &Transaction<'_>, keys: Option<Vec<String>>) -> Sql<u64> {
+pub fn schedule_remove(tx: &Transaction<'_>, prefix: &str, keys: Option<Vec<String>>) -> Sql<u64> {
     let keys = match keys {
         Some(keys) if !keys.is_empty() => keys,
-        _ => ordered(tx, None)?.into_iter().map(|(k, _)| k).collect(),
+        _ => ordered(tx, prefix, None)?.into_iter().map(|(k, _)| k).collect(),
     };
     let mut removed = 0;
     for k in keys {
@@ -106,11 +112,13 @@ pub fn schedule_remove(tx: &Transaction<'_>, keys: Option<Vec<String>>) -> Sql<u
     Ok(removed)
 }
 
-pub fn schedules_due(tx: &Transaction<'_>, limit: usize, c: Clock) -> Sql<DueSchedules> {
-    let head_ms = ordered(tx, Some(1))?.first().map(|(_, at)| *at);
+pub fn schedules_due(tx: &Transaction<'_>, prefix: &str, limit: usize, c: Clock) -> Sql<DueSchedules> {
+    let head_ms = ordered(tx, prefix, Some(1))?.first().map(|(_, at)| *at);
     let due = tx
-        .prepare_cached("SELECT key, next_ms FROM schedules WHERE next_ms <= ?1 ORDER BY next_ms, key LIMIT ?2")?
-        .query_map(params![c.now_ms, limit.max(1) as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .prepare_cached(
+            "SELECT key, next_ms FROM schedules WHERE substr(key, 1, length(?1)) = ?1 AND next_ms <= ?2 ORDER BY next_ms, key LIMIT ?3",
+        )?
+        .query_map(params![prefix, c.now_ms, limit.max(1) as i64], |r| Ok((bare(prefix, r.get(0)?), r.get(1)?)))?
         .collect::<Sql<_>>()?;
     Ok(DueSchedules { now_ms: c.now_ms, head_ms, due })
 }
@@ -179,18 +187,17 @@ pub fn book_set(tx: &Transaction<'_>, book: &str, fields: Vec<(String, Vec<u8>)>
 }
 
 /// flow_settle.lua: a child counted once however often it is reported.
-pub fn flow_settle(tx: &Transaction<'_>, i: &FlowSettle, c: Clock) -> Sql<FlowSettled> {
-    let book = format!("flow:{}", i.flow_id);
-    expire_book(tx, &book, c)?;
+pub fn flow_settle(tx: &Transaction<'_>, book: &str, i: &FlowSettle, c: Clock) -> Sql<FlowSettled> {
+    expire_book(tx, book, c)?;
     let (state_f, error_f, pending_f) = (format!("state:{}", i.parent), format!("error:{}", i.parent), format!("pending:{}", i.parent));
     let settled = format!("settled:{}", i.child);
-    if book_field(tx, &book, &settled)?.is_none() {
+    if book_field(tx, book, &settled)?.is_none() {
         let failed = i.failed;
-        put_book_field(tx, &book, &settled, if failed { b"f" } else { b"c" })?;
+        put_book_field(tx, book, &settled, if failed { b"f" } else { b"c" })?;
         if failed && i.policy == ChildPolicy::FailParent {
-            if book_field(tx, &book, &state_f)?.as_deref() != Some(b"failed") {
-                put_book_field(tx, &book, &state_f, b"failed")?;
-                put_book_field(tx, &book, &error_f, &i.data)?;
+            if book_field(tx, book, &state_f)?.as_deref() != Some(b"failed") {
+                put_book_field(tx, book, &state_f, b"failed")?;
+                put_book_field(tx, book, &error_f, &i.data)?;
             }
         } else {
             if !(failed && i.policy == ChildPolicy::ContinueParent) {
@@ -200,21 +207,21 @@ pub fn flow_settle(tx: &Transaction<'_>, i: &FlowSettle, c: Clock) -> Sql<FlowSe
                 )?
                 .execute(params![book, i.parent, i.job_id, i.data])?;
             }
-            let pending = number(book_field(tx, &book, &pending_f)?.as_ref()).unwrap_or(0);
-            put_book_field(tx, &book, &pending_f, &text(pending - 1))?;
+            let pending = number(book_field(tx, book, &pending_f)?.as_ref()).unwrap_or(0);
+            put_book_field(tx, book, &pending_f, &text(pending - 1))?;
         }
     }
-    if book_field(tx, &book, &state_f)?.as_deref() == Some(b"failed") {
-        return Ok(FlowSettled::Fail(book_field(tx, &book, &error_f)?));
+    if book_field(tx, book, &state_f)?.as_deref() == Some(b"failed") {
+        return Ok(FlowSettled::Fail(book_field(tx, book, &error_f)?));
     }
-    if number(book_field(tx, &book, &pending_f)?.as_ref()).unwrap_or(1) > 0 {
+    if number(book_field(tx, book, &pending_f)?.as_ref()).unwrap_or(1) > 0 {
         return Ok(FlowSettled::Wait);
     }
-    if book_field(tx, &book, &state_f)?.as_deref() != Some(b"released") {
-        put_book_field(tx, &book, &state_f, b"released")?;
-        put_book_field(tx, &book, &format!("released_by:{}", i.parent), i.child.to_string().as_bytes())?;
+    if book_field(tx, book, &state_f)?.as_deref() != Some(b"released") {
+        put_book_field(tx, book, &state_f, b"released")?;
+        put_book_field(tx, book, &format!("released_by:{}", i.parent), i.child.to_string().as_bytes())?;
     }
-    Ok(FlowSettled::Release(book_field(tx, &book, &format!("spec:{}", i.parent))?))
+    Ok(FlowSettled::Release(book_field(tx, book, &format!("spec:{}", i.parent))?))
 }
 
 pub fn flow_results(tx: &Transaction<'_>, book: &str, node: u32) -> Sql<Vec<(String, Vec<u8>)>> {
@@ -229,8 +236,10 @@ pub fn worker_put(tx: &Transaction<'_>, worker: &str, entry: &[u8]) -> Sql<()> {
     Ok(())
 }
 
-pub fn workers_read(tx: &Transaction<'_>) -> Sql<Vec<(String, Vec<u8>)>> {
-    tx.prepare_cached("SELECT worker, entry FROM workers ORDER BY worker")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+pub fn workers_read(tx: &Transaction<'_>, prefix: &str) -> Sql<Vec<(String, Vec<u8>)>> {
+    tx.prepare_cached("SELECT worker, entry FROM workers WHERE substr(worker, 1, length(?1)) = ?1 ORDER BY worker")?
+        .query_map([prefix], |r| Ok((bare(prefix, r.get(0)?), r.get(1)?)))?
+        .collect()
 }
 
 pub fn workers_remove(tx: &Transaction<'_>, workers: &[String]) -> Sql<u64> {

@@ -117,8 +117,12 @@ pub fn register(tx: &Transaction<'_>, names: &[String]) -> Sql<()> {
     Ok(())
 }
 
-pub fn registered(tx: &Transaction<'_>) -> Sql<Vec<String>> {
-    tx.prepare_cached("SELECT name FROM queues WHERE registered = 1 ORDER BY name")?.query_map([], |r| r.get(0))?.collect()
+/// The prefix's registered queues, by name.
+pub fn registered(tx: &Transaction<'_>, prefix: &str) -> Sql<Vec<String>> {
+    tx.prepare_cached("SELECT name FROM queues WHERE registered = 1 AND substr(name, 1, length(?1)) = ?1 ORDER BY name")?
+        .query_map([prefix], |r| r.get::<_, String>(0))?
+        .map(|k| k.map(|k| k[prefix.len()..].to_string()))
+        .collect()
 }
 
 fn forget_traces(tx: &Transaction<'_>, q: &str, id: &str) -> Sql<()> {

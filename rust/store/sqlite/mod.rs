@@ -76,6 +76,8 @@ impl Wake {
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
     name: String,
+    /// The key of its rows: the store's key prefix, a newline, the name.
+    key: String,
 }
 
 impl QueueHandle for SqliteQueue {
@@ -106,6 +108,9 @@ struct Db {
 
 pub struct SqliteStore {
     db: Arc<Db>,
+    /// `<prefix>\n`, first in every key of its rows: two prefixes share a file apart, as on
+    /// one Redis (a newline is in neither a prefix nor a name, so no two keys meet).
+    prefix: String,
 }
 
 /// The file a `sqlite://` URL names (`sqlite:///abs/path.db`, `sqlite://relative.db`).
@@ -246,8 +251,10 @@ fn open_connection(path: &Path) -> Result<Connection> {
 }
 
 impl SqliteStore {
-    /// The store of the database file at `path`, made (with its schema) when missing.
-    pub fn open(path: impl AsRef<Path>, result_ttl: Duration) -> Result<SqliteStore> {
+    /// The store of the database file at `path`, made (with its schema) when missing, for
+    /// key prefix `prefix`.
+    pub fn open(path: impl AsRef<Path>, prefix: &str, result_ttl: Duration) -> Result<SqliteStore> {
+        validate_prefix(prefix)?;
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path)?;
         let store = SqliteStore {
@@ -261,6 +268,7 @@ impl SqliteStore {
                 schedules_changed: Arc::default(),
                 result_ttl,
             }),
+            prefix: format!("{prefix}\n"),
         };
         watch(&store.db)?;
         Ok(store)
@@ -268,12 +276,16 @@ impl SqliteStore {
 
     /// The store a `sqlite://` URL names, with `settings.result_ttl`.
     pub fn open_with(settings: &Settings) -> Result<SqliteStore> {
-        SqliteStore::open(store_path(&settings.url)?, settings.result_ttl)
+        SqliteStore::open(store_path(&settings.url)?, &settings.prefix, settings.result_ttl)
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.db.path
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
     }
 
     /// Runs `f` in one transaction on the blocking pool.
@@ -300,7 +312,7 @@ impl SqliteStore {
     }
 
     fn signals<T>(&self, q: &SqliteQueue, f: impl FnOnce(&Signals) -> T) -> T {
-        f(lock(&self.db.signals).entry(q.name.clone()).or_default())
+        f(lock(&self.db.signals).entry(q.key.clone()).or_default())
     }
 }
 
@@ -323,14 +335,14 @@ impl Store for SqliteStore {
 
     fn queue(&self, name: &str) -> Result<Arc<SqliteQueue>> {
         validate_queue_name(name)?;
-        Ok(Arc::new(SqliteQueue { name: name.to_string() }))
+        Ok(Arc::new(SqliteQueue { name: name.to_string(), key: self.key(name) }))
     }
 
     async fn enqueue(&self, q: &SqliteQueue, jobs: &[NewJob], mark: Option<&Watermark>) -> Result<Vec<Written>> {
         if jobs.is_empty() {
             return Ok(vec![]);
         }
-        let (name, jobs, mark) = (q.name.clone(), jobs.to_vec(), mark.cloned());
+        let (name, jobs, mark) = (q.key.clone(), jobs.to_vec(), mark.cloned());
         self.write(move |tx, c, w| queue::enqueue(tx, &name, &jobs, mark.as_ref(), c, w)).await
     }
 
@@ -339,12 +351,12 @@ impl Store for SqliteStore {
     }
 
     async fn write_chunk(&self, q: &SqliteQueue, packed: &Self::Packed) -> Result<()> {
-        let (name, jobs, mark) = (q.name.clone(), packed.0.clone(), packed.1.clone());
+        let (name, jobs, mark) = (q.key.clone(), packed.0.clone(), packed.1.clone());
         self.write(move |tx, c, w| queue::enqueue(tx, &name, &jobs, Some(&mark), c, w).map(|_| ())).await
     }
 
     async fn chunks_written(&self, q: &SqliteQueue, chunks: &[(String, u64)]) -> Result<Vec<bool>> {
-        let (name, chunks) = (q.name.clone(), chunks.to_vec());
+        let (name, chunks) = (q.key.clone(), chunks.to_vec());
         self.read(move |tx, _| queue::chunks_written(tx, &name, &chunks)).await
     }
 
@@ -358,35 +370,35 @@ impl Store for SqliteStore {
                         Ok(Err(Error::Invalid("a guarded chunk is written on its own, not with other dispatches".into())))
                     }
                     _ if p.jobs.is_empty() => Ok(Ok(vec![])),
-                    mark => queue::enqueue(tx, &p.q.name, p.jobs, mark, c, w).map(Ok),
+                    mark => queue::enqueue(tx, &p.q.key, p.jobs, mark, c, w).map(Ok),
                 })
                 .collect()
         })
     }
 
     async fn reserve(&self, q: &SqliteQueue, token: &str, max: usize, idle: &Idle<'_>) -> Result<Reserved> {
-        let (name, token, lease_ms) = (q.name.clone(), token.to_string(), idle.lease.as_millis() as i64);
+        let (name, token, lease_ms) = (q.key.clone(), token.to_string(), idle.lease.as_millis() as i64);
         self.write(move |tx, c, w| reserve::reserve(tx, &name, &token, max, lease_ms, c, w)).await
     }
 
     async fn ack(&self, acks: &[LeaseAck<SqliteQueue>]) -> Result<Vec<AckOutcome>> {
         let acks: Vec<(String, String, Vec<AckEntry>)> =
-            acks.iter().map(|a| (a.queue.name.clone(), a.token.clone(), a.entries.clone())).collect();
+            acks.iter().map(|a| (a.queue.key.clone(), a.token.clone(), a.entries.clone())).collect();
         self.write(move |tx, c, w| acks.iter().map(|(name, token, entries)| queue::ack(tx, name, token, entries, c, w)).collect()).await
     }
 
     async fn start(&self, q: &SqliteQueue, token: &str, id: &[u8]) -> Result<bool> {
-        let (name, token, id) = (q.name.clone(), token.to_string(), String::from_utf8_lossy(id).into_owned());
+        let (name, token, id) = (q.key.clone(), token.to_string(), String::from_utf8_lossy(id).into_owned());
         self.write(move |tx, c, _| queue::start(tx, &name, &token, &id, c)).await
     }
 
     async fn release(&self, q: &SqliteQueue, token: &str, ids: &[Vec<u8>]) -> Result<u64> {
-        let (name, token, ids) = (q.name.clone(), token.to_string(), ids.to_vec());
+        let (name, token, ids) = (q.key.clone(), token.to_string(), ids.to_vec());
         self.write(move |tx, c, w| queue::release(tx, &name, &token, &ids, c, w)).await
     }
 
     async fn extend(&self, leases: &[(Arc<SqliteQueue>, Vec<String>)], lease: Duration) -> Result<Extended> {
-        let leases: Vec<(String, Vec<String>)> = leases.iter().map(|(q, t)| (q.name.clone(), t.clone())).collect();
+        let leases: Vec<(String, Vec<String>)> = leases.iter().map(|(q, t)| (q.key.clone(), t.clone())).collect();
         let lease_ms = lease.as_millis() as i64;
         self.write(move |tx, c, _| {
             let mut out = Extended::default();
@@ -401,17 +413,17 @@ impl Store for SqliteStore {
     }
 
     async fn expire_worker(&self, q: &SqliteQueue, worker: &str, most: usize) -> Result<Expired> {
-        let (name, worker) = (q.name.clone(), worker.to_string());
+        let (name, worker) = (q.key.clone(), worker.to_string());
         self.write(move |tx, _, _| queue::expire_worker(tx, &name, &worker, most)).await
     }
 
     async fn tick(&self, q: &SqliteQueue, limit: usize) -> Result<Tick> {
-        let name = q.name.clone();
+        let name = q.key.clone();
         self.write(move |tx, c, w| queue::tick(tx, &name, limit.max(1), c, w)).await
     }
 
     fn wait_for_work(&self, queues: &[Arc<SqliteQueue>], worker: &str, timeout: Duration) -> Result<Option<Handed>> {
-        let names: Vec<String> = queues.iter().map(|q| q.name.clone()).collect();
+        let names: Vec<String> = queues.iter().map(|q| q.key.clone()).collect();
         let deadline = Instant::now() + timeout;
         let mut seen: Option<(u64, i64)> = None;
         loop {
@@ -434,7 +446,7 @@ impl Store for SqliteStore {
     }
 
     async fn nudge(&self, q: &SqliteQueue, worker: &str) -> Result<()> {
-        let (name, worker) = (q.name.clone(), worker.to_string());
+        let (name, worker) = (q.key.clone(), worker.to_string());
         self.write(move |tx, _, w| queue::nudge(tx, &name, &worker, w)).await
     }
 
@@ -445,49 +457,49 @@ impl Store for SqliteStore {
     }
 
     async fn status(&self, q: &SqliteQueue, id: &str) -> Result<Status> {
-        let (name, id) = (q.name.clone(), id.to_string());
+        let (name, id) = (q.key.clone(), id.to_string());
         self.read(move |tx, c| control::status(tx, &name, &id, false, c)).await
     }
 
     async fn info(&self, q: &SqliteQueue, id: &str) -> Result<Status> {
-        let (name, id) = (q.name.clone(), id.to_string());
+        let (name, id) = (q.key.clone(), id.to_string());
         self.read(move |tx, c| control::status(tx, &name, &id, true, c)).await
     }
 
     async fn feedback(&self, q: &SqliteQueue, id: &str, kind: Feedback, entry: &[u8], ttl: Duration) -> Result<i64> {
         check_feedback(entry)?;
         let ttl_ms = ttl.as_millis().max(1000) as i64;
-        let (name, id, entry) = (q.name.clone(), id.to_string(), entry.to_vec());
+        let (name, id, entry) = (q.key.clone(), id.to_string(), entry.to_vec());
         self.write(move |tx, c, _| feedback::feedback(tx, &name, &id, kind, &entry, ttl_ms, c)).await
     }
 
     async fn set_events(&self, q: &SqliteQueue, keep: Option<u64>) -> Result<()> {
-        let name = q.name.clone();
+        let name = q.key.clone();
         self.write(move |tx, _, _| feedback::set_events(tx, &name, keep)).await
     }
 
     async fn events_keep(&self, q: &SqliteQueue) -> Result<Option<u64>> {
-        let name = q.name.clone();
+        let name = q.key.clone();
         self.read(move |tx, _| feedback::events_keep(tx, &name)).await
     }
 
     async fn progress(&self, q: &SqliteQueue, id: &str) -> Result<Option<Vec<u8>>> {
-        let (name, id) = (q.name.clone(), id.to_string());
+        let (name, id) = (q.key.clone(), id.to_string());
         self.read(move |tx, c| feedback::progress(tx, &name, &id, c)).await
     }
 
     async fn logs(&self, q: &SqliteQueue, id: &str, start: usize, limit: usize) -> Result<Vec<Vec<u8>>> {
-        let (name, id) = (q.name.clone(), id.to_string());
+        let (name, id) = (q.key.clone(), id.to_string());
         self.read(move |tx, c| feedback::logs(tx, &name, &id, start, limit, c)).await
     }
 
     async fn callback_record(&self, q: &SqliteQueue, id: &str, fields: Vec<(&'static str, Vec<u8>)>) -> Result<()> {
-        let (name, id) = (q.name.clone(), id.to_string());
+        let (name, id) = (q.key.clone(), id.to_string());
         self.write(move |tx, c, _| feedback::callback_record(tx, &name, &id, fields, c)).await
     }
 
     async fn callback_status(&self, q: &SqliteQueue, id: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let (name, id) = (q.name.clone(), id.to_string());
+        let (name, id) = (q.key.clone(), id.to_string());
         self.read(move |tx, c| feedback::callback_status(tx, &name, &id, c)).await
     }
 
@@ -512,19 +524,19 @@ impl Store for SqliteStore {
     }
 
     async fn counts(&self, q: &SqliteQueue) -> Result<Counts> {
-        let name = q.name.clone();
+        let name = q.key.clone();
         self.read(move |tx, _| control::counts(tx, &name)).await
     }
 
     async fn pause(&self, q: &SqliteQueue) -> Result<bool> {
         self.known_queue(q).await?;
-        let name = q.name.clone();
+        let name = q.key.clone();
         Ok(!self.write(move |tx, _, w| control::set_paused(tx, &name, true, w)).await?)
     }
 
     async fn resume(&self, q: &SqliteQueue) -> Result<bool> {
         self.known_queue(q).await?;
-        let name = q.name.clone();
+        let name = q.key.clone();
         self.write(move |tx, _, w| control::set_paused(tx, &name, false, w)).await
     }
 
@@ -533,68 +545,69 @@ impl Store for SqliteStore {
     }
 
     async fn register_queues(&self, names: &[&str]) -> Result<()> {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let names: Vec<String> = names.iter().map(|n| self.key(n)).collect();
         self.write(move |tx, _, _| control::register(tx, &names)).await
     }
 
     async fn queues(&self) -> Result<Vec<String>> {
-        self.read(|tx, _| control::registered(tx)).await
+        let prefix = self.prefix.clone();
+        self.read(move |tx, _| control::registered(tx, &prefix)).await
     }
 
     async fn cancel(&self, q: &SqliteQueue, id: &str, remove: bool) -> Result<CancelReply> {
-        let (name, id) = (q.name.clone(), id.to_string());
+        let (name, id) = (q.key.clone(), id.to_string());
         self.write(move |tx, c, w| control::cancel(tx, &name, &id, remove, c, w)).await
     }
 
     async fn set_limits(&self, q: &SqliteQueue, limits: &Limits) -> Result<()> {
         self.known_queue(q).await?;
-        let (name, limits) = (q.name.clone(), *limits);
+        let (name, limits) = (q.key.clone(), *limits);
         self.write(move |tx, _, w| reserve::set_limits(tx, &name, &limits, w)).await
     }
 
     async fn limits(&self, q: &SqliteQueue) -> Result<Limits> {
-        let name = q.name.clone();
+        let name = q.key.clone();
         self.read(move |tx, _| reserve::limits(tx, &name)).await
     }
 
     async fn set_group_limits(&self, q: &SqliteQueue, limits: &Limits) -> Result<()> {
         self.known_queue(q).await?;
-        let (name, limits) = (q.name.clone(), *limits);
+        let (name, limits) = (q.key.clone(), *limits);
         self.write(move |tx, _, w| reserve::set_group_limits(tx, &name, &limits, w)).await
     }
 
     async fn group_limits(&self, q: &SqliteQueue) -> Result<Limits> {
-        let name = q.name.clone();
+        let name = q.key.clone();
         self.read(move |tx, _| reserve::group_limits(tx, &name)).await
     }
 
     async fn retry_job(&self, q: &SqliteQueue, id: &str) -> Result<bool> {
-        let (name, id) = (q.name.clone(), id.to_string());
+        let (name, id) = (q.key.clone(), id.to_string());
         self.write(move |tx, _, w| control::retry_job(tx, &name, &id, w)).await
     }
 
     async fn empty_page(&self, q: &SqliteQueue, max: usize) -> Result<(u64, Vec<Vec<u8>>)> {
-        let name = q.name.clone();
+        let name = q.key.clone();
         self.write(move |tx, c, _| control::empty_page(tx, &name, max, c)).await
     }
 
     async fn obliterate(&self, q: &SqliteQueue) -> Result<u64> {
-        let name = q.name.clone();
+        let name = q.key.clone();
         self.write(move |tx, _, w| control::obliterate(tx, &name, w)).await
     }
 
     async fn failed_list(&self, q: &SqliteQueue, limit: usize) -> Result<Vec<FailedJob>> {
-        let name = q.name.clone();
+        let name = q.key.clone();
         self.read(move |tx, _| control::failed_list(tx, &name, limit.max(1))).await
     }
 
     async fn failed_retry(&self, q: &SqliteQueue) -> Result<u64> {
-        let name = q.name.clone();
+        let name = q.key.clone();
         self.write(move |tx, _, w| control::failed_retry(tx, &name, w)).await
     }
 
     async fn failed_purge(&self, q: &SqliteQueue) -> Result<u64> {
-        let name = q.name.clone();
+        let name = q.key.clone();
         self.write(move |tx, _, _| control::failed_purge(tx, &name)).await
     }
 
@@ -602,7 +615,8 @@ impl Store for SqliteStore {
         Ok(self.signals(q, |s| s.sched.clone()))
     }
 
-    async fn schedule_upsert(&self, w: ScheduleWrite) -> Result<(bool, i64)> {
+    async fn schedule_upsert(&self, mut w: ScheduleWrite) -> Result<(bool, i64)> {
+        w.key = self.key(&w.key);
         let (created, next, retimed) = self.write(move |tx, c, _| books::schedule_upsert(tx, w, c)).await?;
         if retimed {
             self.db.schedules_changed.notify_waiters();
@@ -611,19 +625,22 @@ impl Store for SqliteStore {
     }
 
     async fn schedule_read(&self, keys: Option<Vec<String>>) -> Result<Vec<ScheduleEntry>> {
-        self.read(move |tx, _| books::schedule_read(tx, keys)).await
+        let (prefix, keys) = (self.prefix.clone(), keys.map(|k| k.iter().map(|k| self.key(k)).collect()));
+        self.read(move |tx, _| books::schedule_read(tx, &prefix, keys)).await
     }
 
     async fn schedule_remove(&self, keys: Option<Vec<String>>) -> Result<u64> {
-        self.write(move |tx, _, _| books::schedule_remove(tx, keys)).await
+        let (prefix, keys) = (self.prefix.clone(), keys.map(|k| k.iter().map(|k| self.key(k)).collect()));
+        self.write(move |tx, _, _| books::schedule_remove(tx, &prefix, keys)).await
     }
 
     async fn schedules_due(&self, limit: usize) -> Result<DueSchedules> {
-        self.read(move |tx, c| books::schedules_due(tx, limit, c)).await
+        let prefix = self.prefix.clone();
+        self.read(move |tx, c| books::schedules_due(tx, &prefix, limit, c)).await
     }
 
     async fn schedule_advance(&self, key: &str, tick_ms: i64, next_ms: Option<i64>, job_id: &str) -> Result<bool> {
-        let (key, job_id) = (key.to_string(), job_id.to_string());
+        let (key, job_id) = (self.key(key), job_id.to_string());
         self.write(move |tx, _, _| books::schedule_advance(tx, &key, tick_ms, next_ms, &job_id)).await
     }
 
@@ -633,13 +650,13 @@ impl Store for SqliteStore {
 
     async fn book_get(&self, book: &str, fields: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
         check_book(book)?;
-        let book = book.to_string();
+        let book = self.key(book);
         self.read(move |tx, c| books::book_get(tx, &book, &fields, c)).await
     }
 
     async fn book_set(&self, book: &str, fields: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
         check_book(book)?;
-        let book = book.to_string();
+        let book = self.key(book);
         self.write(move |tx, c, _| books::book_set(tx, &book, fields, ttl.map(|t| t.as_millis() as i64), c)).await
     }
 
@@ -647,24 +664,28 @@ impl Store for SqliteStore {
         for i in &items {
             check_book(&format!("flow:{}", i.flow_id))?;
         }
-        self.write(move |tx, c, _| items.iter().map(|i| books::flow_settle(tx, i, c)).collect()).await
+        let books: Vec<String> = items.iter().map(|i| self.key(&format!("flow:{}", i.flow_id))).collect();
+        self.write(move |tx, c, _| items.iter().zip(&books).map(|(i, book)| books::flow_settle(tx, book, i, c)).collect()).await
     }
 
     async fn flow_results(&self, flow_id: &str, node: u32) -> Result<Vec<(String, Vec<u8>)>> {
         check_book(&format!("flow:{flow_id}"))?;
-        let book = format!("flow:{flow_id}");
+        let book = self.key(&format!("flow:{flow_id}"));
         self.read(move |tx, _| books::flow_results(tx, &book, node)).await
     }
 
     async fn worker_put(&self, worker: String, entry: Vec<u8>) -> Result<()> {
+        let worker = self.key(&worker);
         self.write(move |tx, _, _| books::worker_put(tx, &worker, &entry)).await
     }
 
     async fn workers_read(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        self.read(|tx, _| books::workers_read(tx)).await
+        let prefix = self.prefix.clone();
+        self.read(move |tx, _| books::workers_read(tx, &prefix)).await
     }
 
     async fn workers_remove(&self, workers: Vec<String>) -> Result<u64> {
+        let workers: Vec<String> = workers.iter().map(|w| self.key(w)).collect();
         self.write(move |tx, _, _| books::workers_remove(tx, &workers)).await
     }
 
@@ -696,23 +717,23 @@ mod tests {
         let dir = temp("refuse");
         let junk = dir.join("junk.db");
         std::fs::write(&junk, vec![7u8; 4096]).unwrap();
-        match SqliteStore::open(&junk, Duration::from_secs(60)) {
+        match SqliteStore::open(&junk, "fj", Duration::from_secs(60)) {
             Err(Error::Invalid(m)) => assert!(m.contains("junk.db") && m.contains("not a fastjobs database"), "{m}"),
             other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
         }
         let other = dir.join("other.db");
         Connection::open(&other).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
-        match SqliteStore::open(&other, Duration::from_secs(60)) {
+        match SqliteStore::open(&other, "fj", Duration::from_secs(60)) {
             Err(Error::Invalid(m)) => assert!(m.contains("other.db") && m.contains("not a fastjobs one"), "{m}"),
             other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
         }
-        match SqliteStore::open(dir.join("missing-dir").join("x.db"), Duration::from_secs(60)) {
+        match SqliteStore::open(dir.join("missing-dir").join("x.db"), "fj", Duration::from_secs(60)) {
             Err(Error::Store(m)) => assert!(m.contains("x.db"), "{m}"),
             other => panic!("expected Store, got {:?}", other.map(|_| ())),
         }
         let ours = dir.join("ours.db");
-        drop(SqliteStore::open(&ours, Duration::from_secs(60)).unwrap());
-        SqliteStore::open(&ours, Duration::from_secs(60)).expect("a fastjobs database opens again");
+        drop(SqliteStore::open(&ours, "fj", Duration::from_secs(60)).unwrap());
+        SqliteStore::open(&ours, "fj", Duration::from_secs(60)).expect("a fastjobs database opens again");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -721,14 +742,14 @@ mod tests {
     async fn jobs_outlive_the_store() {
         let dir = temp("durable");
         let ttl = Duration::from_secs(60);
-        let s = SqliteStore::open(dir.join("jobs.db"), ttl).unwrap();
+        let s = SqliteStore::open(dir.join("jobs.db"), "fj", ttl).unwrap();
         let q = s.queue("kept").unwrap();
         s.enqueue(&q, &[job("a"), job("b")], None).await.unwrap();
         let idle = Idle { worker: "w1", previous: None, register: false, lease: Duration::from_secs(30) };
         let Reserved::Jobs(recs) = s.reserve(&q, "w1.1", 1, &idle).await.unwrap() else { panic!("a job is ready") };
         assert_eq!(recs.len(), 1);
         drop(s);
-        let s = SqliteStore::open(dir.join("jobs.db"), ttl).unwrap();
+        let s = SqliteStore::open(dir.join("jobs.db"), "fj", ttl).unwrap();
         let q = s.queue("kept").unwrap();
         let c = s.counts(&q).await.unwrap();
         assert_eq!((c.waiting, c.active), (1, 1));
@@ -743,7 +764,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn limited_workers_do_not_spin() {
         let dir = temp("limited");
-        let s = Arc::new(SqliteStore::open(dir.join("jobs.db"), Duration::from_secs(60)).unwrap());
+        let s = Arc::new(SqliteStore::open(dir.join("jobs.db"), "fj", Duration::from_secs(60)).unwrap());
         let q = s.queue("limited").unwrap();
         s.enqueue(&q, &[job("a"), job("b")], None).await.unwrap();
         s.set_limits(&q, &Limits { rate: None, concurrency: Some(1) }).await.unwrap();
@@ -765,6 +786,29 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Two key prefixes share a file apart, as on one Redis.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prefixes_keep_apart() {
+        let dir = temp("prefixes");
+        let ttl = Duration::from_secs(60);
+        let a = SqliteStore::open(dir.join("jobs.db"), "a", ttl).unwrap();
+        let b = SqliteStore::open(dir.join("jobs.db"), "b", ttl).unwrap();
+        let (qa, qb) = (a.queue("q").unwrap(), b.queue("q").unwrap());
+        a.enqueue(&qa, &[job("x")], None).await.unwrap();
+        a.worker_put("w1".into(), b"{}".to_vec()).await.unwrap();
+        a.book_set("chain:c1", vec![("k".into(), b"v".to_vec())], None).await.unwrap();
+        assert_eq!(a.queues().await.unwrap(), vec!["q".to_string()]);
+        assert_eq!(a.workers_read().await.unwrap(), vec![("w1".to_string(), b"{}".to_vec())]);
+        assert!(b.queues().await.unwrap().is_empty());
+        assert!(b.workers_read().await.unwrap().is_empty());
+        assert_eq!(b.counts(&qb).await.unwrap().waiting, 0);
+        assert_eq!(b.status(&qb, "x").await.unwrap().state, State::Unknown);
+        assert_eq!(b.book_get("chain:c1", vec!["k".into()]).await.unwrap(), vec![None]);
+        assert_eq!(a.counts(&qa).await.unwrap().waiting, 1);
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     fn job(id: &str) -> NewJob {
         let mut record = Vec::new();
         let header = crate::record::Header { attempt: 0, max_attempts: 1, priority: 0 };
@@ -778,8 +822,8 @@ mod tests {
     async fn processes_share_one_file() {
         let dir = temp("shared");
         let ttl = Duration::from_secs(60);
-        let producer = Arc::new(SqliteStore::open(dir.join("jobs.db"), ttl).unwrap());
-        let worker = Arc::new(SqliteStore::open(dir.join("jobs.db"), ttl).unwrap());
+        let producer = Arc::new(SqliteStore::open(dir.join("jobs.db"), "fj", ttl).unwrap());
+        let worker = Arc::new(SqliteStore::open(dir.join("jobs.db"), "fj", ttl).unwrap());
         let (pq, wq) = (producer.queue("shared").unwrap(), worker.queue("shared").unwrap());
         producer.register_queues(&["shared"]).await.unwrap();
 
