@@ -1,7 +1,8 @@
 //! One queue's job lifecycle in the SQLite store: enqueue, leases (ack, start, release,
 //! extend, expire) and tick, each the SQL equivalent of one Redis script (rust/store/redis/lua/)
 //! and of the memory store's `Queue` method of the same name, run in the caller's
-//! transaction. The helpers here are shared by the store's other queue modules.
+//! transaction. Its small functions on rows (find, delete, marks, wake-ups) serve the store's
+//! other queue modules too.
 
 use super::record as rec;
 use super::reserve::{read_group_limits, read_limits};

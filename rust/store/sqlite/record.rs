@@ -1,5 +1,5 @@
 //! Reading and rewriting packed records (record.rs) as the Redis scripts do (common.lua):
-//! readers never fail on a damaged record, a missing byte reads as 0. The same helpers as the
+//! readers never fail on a damaged record, a missing byte reads as 0. The same functions as the
 //! memory store's, kept beside this store so neither reaches into the other.
 
 use crate::record::{Record, ORPHAN, RECORD};
