@@ -31,6 +31,8 @@ const SCHEMA_VERSION: i64 = 1;
 const SCHEMA: &str = include_str!("schema.sql");
 /// How often a blocked worker or result waiter looks for changes made by other processes.
 pub const POLL: Duration = Duration::from_millis(50);
+/// How often a result waiter reads the job's status without being woken.
+const RECHECK: Duration = Duration::from_secs(1);
 /// How long a write waits for another process's transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long caller-chosen ids and deduplication marks outlive a job at least (as MemoryStore's).
@@ -513,8 +515,9 @@ impl Store for SqliteStore {
             if st.state.is_final() || st.state == State::Unknown {
                 return Ok(Some(st));
             }
-            // Settled here: notified; settled by another process: seen on the next poll.
-            let poll = tokio::time::Instant::now() + POLL;
+            // Notified by this process's writes and, through the watch thread, by other
+            // processes'; the status is read again each second all the same.
+            let poll = tokio::time::Instant::now() + RECHECK;
             let until = deadline.map_or(poll, |d| d.min(poll));
             let _ = tokio::time::timeout_at(until, settled).await;
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
