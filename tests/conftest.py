@@ -147,7 +147,7 @@ def fj(redis_server: RedisServer, prefix: str) -> Iterator[None]:
     """Every test talks to the session's store (Redis unless FASTJOBS_TEST_STORE says
     otherwise) under its own key prefix."""
     config.reset()
-    url = redis_server.url if TEST_STORE == "redis" else f"{TEST_STORE}://"
+    url = {"redis": redis_server.url, "sqlite": f"sqlite:///{tempfile.gettempdir()}/fastjobs-{prefix}.db"}.get(TEST_STORE, f"{TEST_STORE}://")
     fastjobs.configure(url, prefix=prefix)
     yield
     config.reset()

@@ -7,6 +7,7 @@ use crate::engine::coalesce::{Coalescer, Dispatch};
 use crate::error::{Error, Result};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
+use crate::store::sqlite::SqliteStore;
 use crate::store::{Settings, Store};
 use pyo3::prelude::*;
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ macro_rules! store_enum {
         $vis enum $name {
             Redis($holder<crate::store::redis::RedisStore>),
             Memory($holder<crate::store::memory::MemoryStore>),
+            Sqlite($holder<crate::store::sqlite::SqliteStore>),
         }
     };
 }
@@ -30,6 +32,7 @@ macro_rules! on_store {
         match $e {
             $name::Redis($x) => $body,
             $name::Memory($x) => $body,
+            $name::Sqlite($x) => $body,
         }
     };
 }
@@ -40,6 +43,7 @@ macro_rules! map_store {
         match $e {
             $name::Redis($x) => $to::Redis($body),
             $name::Memory($x) => $to::Memory($body),
+            $name::Sqlite($x) => $to::Sqlite($body),
         }
     };
 }
@@ -161,5 +165,16 @@ impl PyStore for MemoryStore {
 
     fn event_reader(_: &Settings, _: &Self::Queue) -> PyResult<super::events::EventReader> {
         Err(super::errors::to_py(Error::Invalid("the events stream is not available on the memory store yet: use Redis".into())))
+    }
+}
+
+impl PyStore for SqliteStore {
+    /// Opening the file (its schema made or checked) is the whole check.
+    fn check_connection(settings: &Settings) -> Result<Option<Error>> {
+        SqliteStore::open_with(settings).map(|_| None)
+    }
+
+    fn event_reader(_: &Settings, _: &Self::Queue) -> PyResult<super::events::EventReader> {
+        Err(super::errors::to_py(Error::Invalid("the events stream is not supported by the SQLite store yet: use Redis".into())))
     }
 }

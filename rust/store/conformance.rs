@@ -948,6 +948,7 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use crate::store::redis::conn::Settings;
     use crate::store::redis::RedisStore;
+    use crate::store::sqlite::SqliteStore;
     use std::net::TcpListener;
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
@@ -1034,5 +1035,17 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn memory_store_conforms() {
         report("MemoryStore", run_all(&|_prefix: &str| Ok(MemoryStore::new())).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_store_conforms() {
+        // A fresh database file per conformance function, in a temp dir removed at the end.
+        let dir = std::env::temp_dir().join(format!("fastjobs-conformance-sqlite-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let failures =
+            run_all(&|prefix: &str| SqliteStore::open(dir.join(format!("{prefix}.db")), prefix, Duration::from_secs(24 * 3600))).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        report("SqliteStore", failures);
     }
 }

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod postgres;
 pub mod redis;
 pub mod settings;
+pub mod sqlite;
 
 pub use settings::Settings;
 
