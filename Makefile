@@ -35,23 +35,26 @@ deps: $(PY) ## install what is missing: redis-server, openssl, postgresql and ch
 build: deps ## build the extension in release mode into the virtualenv
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop --release -q
 
-# The tests that run again on the in-process store (FASTJOBS_TEST_STORE=memory): a job's
-# whole life, through the public API, on a second store; those marked redis_only are left out.
-MEMORY_TESTS := tests/test_memory_store.py tests/test_worker.py tests/test_delays.py tests/test_chain.py \
+# The tests that run again on the in-process store and on SQLite (FASTJOBS_TEST_STORE=memory,
+# =sqlite): a job's whole life, through the public API, on every store; those marked
+# redis_only (and those with a worker in a second process) are left out.
+STORE_TESTS := tests/test_memory_store.py tests/test_worker.py tests/test_delays.py tests/test_chain.py \
 	tests/test_flow.py tests/test_dedup.py tests/test_bulk.py tests/test_results.py tests/test_cancel.py \
 	tests/test_queue_limits.py tests/test_groups.py tests/test_progress.py tests/test_hooks.py \
 	tests/test_callbacks.py tests/test_timeouts.py tests/test_schemas.py tests/test_schedule.py
 
 .PHONY: test
-test: build ## build, then run cargo test (the store contract on every store) and pytest (on Redis, and again in memory)
+test: build ## build, then run cargo test (the store contract on every store) and pytest (on Redis, and again in memory and on SQLite)
 	cargo test --release -q
-	@# The in-memory run mostly waits (its jobs sleep), so it goes beside the Redis run; its
-	@# output follows that run's.
-	@FASTJOBS_TEST_STORE=memory $(PY) -m pytest -q -p no:cacheprovider $(MEMORY_TESTS) > target/memory-tests.log 2>&1 & memory=$$!; \
+	@# The runs on the other stores mostly wait (their jobs sleep), so they go beside the Redis
+	@# run; their output follows that run's.
+	@FASTJOBS_TEST_STORE=memory $(PY) -m pytest -q -p no:cacheprovider $(STORE_TESTS) > target/memory-tests.log 2>&1 & memory=$$!; \
+	FASTJOBS_TEST_STORE=sqlite $(PY) -m pytest -q -p no:cacheprovider $(STORE_TESTS) > target/sqlite-tests.log 2>&1 & sqlite=$$!; \
 	$(PY) -m pytest -q; redis=$$?; \
-	wait $$memory; mem=$$?; \
+	wait $$memory; mem=$$?; wait $$sqlite; sql=$$?; \
 	echo "== the same tests on the in-process store (FASTJOBS_TEST_STORE=memory):"; cat target/memory-tests.log; \
-	test $$redis = 0 && test $$mem = 0
+	echo "== the same tests on SQLite (FASTJOBS_TEST_STORE=sqlite):"; cat target/sqlite-tests.log; \
+	test $$redis = 0 && test $$mem = 0 && test $$sql = 0
 
 .PHONY: chaos
 chaos: build ## the long fault runs of tests/chaos (kills, a poison job, Redis restarts, network cuts, a zombie) and their figures

@@ -119,8 +119,9 @@ def prefix() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
-#: The store the tests run on: FASTJOBS_TEST_STORE=memory runs them on the in-process store
-#: (`make test` runs them so too, the tests marked `redis_only` left out).
+#: The store the tests run on: FASTJOBS_TEST_STORE=memory runs them on the in-process store,
+#: =sqlite on a SQLite file per test (`make test` runs them so too, the tests marked
+#: `redis_only` left out).
 TEST_STORE = os.environ.get("FASTJOBS_TEST_STORE", "redis")
 
 

@@ -110,16 +110,11 @@ fn open_store(settings: &Settings) -> Result<Backend> {
     if url.starts_with("memory://") {
         return Ok(Backend::Memory(Stored::new(crate::store::memory::open_with(settings)?)));
     }
-    // The SQLite store passes the store contract's suite but has not run the Python suite
-    // yet: it opens only where that suite runs on it (FASTJOBS_UNFINISHED_STORES=1).
     if url.starts_with("sqlite://") {
-        if std::env::var_os("FASTJOBS_UNFINISHED_STORES").is_none_or(|v| v != "1") {
-            return Err(Error::Invalid(format!("the SQLite store ({url}) is not finished in this version: use redis:// or memory://")));
-        }
         return Ok(Backend::Sqlite(Stored::new(Arc::new(crate::store::sqlite::SqliteStore::open_with(settings)?))));
     }
     Err(Error::Invalid(format!(
-        "invalid store URL {}: use redis://, rediss:// or unix:// (Redis), or memory:// (in process)",
+        "invalid store URL {}: use redis://, rediss:// or unix:// (Redis), sqlite:///path/to/file.db (SQLite) or memory:// (in process)",
         crate::store::settings::mask_url(url)
     )))
 }

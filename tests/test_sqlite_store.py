@@ -1,0 +1,46 @@
+"""The SQLite store (sqlite:///path.db): one file shared by the processes of one machine, kept
+across restarts, refused with a reason when it cannot serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fastjobs
+from fastjobs import Queue, config
+
+from .apps.jobs import Echo
+
+
+def test_a_worker_process_drains_what_this_process_dispatched(tmp_path: Path, spawn_worker: Any, prefix: str) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    fastjobs.configure(url, prefix=prefix, connection="file")
+    handles = Echo.dispatch_many(list(range(500)), connection="file")
+    single = Echo.dispatch("one").on_connection("file").send()
+    w = spawn_worker("--queue", "default", url=url)
+    assert single.wait_result(timeout=30) == "one"
+    assert handles.handle(499).wait_result(timeout=30) == 499
+    assert Queue(connection="file").counts()["completed"] == 501
+    w.proc.terminate()
+    assert "0 stale" in w.output()
+
+
+def test_jobs_outlive_the_process_that_opened_the_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/kept.db"
+    fastjobs.configure(url, connection="file")
+    h = Echo.dispatch("kept").on_connection("file").send()
+    config.forget("file")
+    fastjobs.configure(url, connection="again")
+    assert Queue(connection="again").counts()["waiting"] == 1
+    assert Queue(connection="again").cancel(h.id) == "waiting"
+
+
+def test_a_file_that_cannot_serve_is_refused_with_its_name(tmp_path: Path) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("not a database, " * 100)
+    with pytest.raises(ValueError, match=r"notes\.txt"):
+        fastjobs.configure(f"sqlite:///{other}", connection="bad")
+    with pytest.raises(fastjobs.FastJobsError, match="missing-dir"):
+        fastjobs.configure(f"sqlite:///{tmp_path}/missing-dir/x.db", connection="bad")
