@@ -207,7 +207,8 @@ def test_empty_cancels_waiting_and_delayed_jobs_page_by_page_and_leaves_running_
     q = Queue("default")
     running = Patient.dispatch({"seconds": 2.0, "ignore": True}).send()
     w = start_worker(queues=["default"], concurrency=1, prefetch=1)
-    eventually(lambda: running.status() == "active")
+    # Started, not only leased: a pause hands back a leased job that has not started.
+    eventually(lambda: running.status() == "active" and stamps(redis, prefix))
     q.pause()  # nothing else starts while the queue fills
     res = Echo.dispatch_many(list(range(12_345)))
     delayed = [Echo.dispatch(i).delay(60).send() for i in range(10)]
