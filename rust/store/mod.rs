@@ -5,6 +5,7 @@
 pub mod chunk;
 #[cfg(test)]
 pub mod conformance;
+pub mod lenient;
 pub mod memory;
 pub mod postgres;
 pub mod redis;

@@ -9,7 +9,7 @@
 
 mod books;
 mod queue;
-mod record;
+use crate::store::lenient as record;
 
 pub use queue::Event;
 

@@ -14,7 +14,7 @@ mod books;
 mod control;
 mod feedback;
 mod queue;
-mod record;
+use crate::store::lenient as record;
 mod reserve;
 
 use crate::error::{Error, Result};

@@ -1,5 +1,6 @@
-//! Reading and rewriting packed records (codec.rs) as the Redis scripts do (common.lua):
-//! readers never fail on a damaged record, a missing byte reads as 0.
+//! Reading and rewriting packed records (record.rs) as the Redis scripts do (common.lua):
+//! readers never fail on a damaged record, a missing byte reads as 0. Shared by the stores that
+//! keep records themselves (memory, SQLite).
 
 use crate::record::{Record, ORPHAN, RECORD};
 
