@@ -80,40 +80,6 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
-PG_STARTER = ROOT / "rust" / "store" / "postgres" / "testserver.sh"
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL server for the session (the starter the Rust tests use):
-    its URL without a database. Skipped, saying why, when the server binaries are missing
-    (`make deps` installs Debian's postgresql), unless CI=true: then it fails."""
-    port = free_port()
-    data = tempfile.mkdtemp(prefix="fastjobs-pg-")
-    run = subprocess.run(["sh", str(PG_STARTER), "start", data, str(port), str(os.getpid())], capture_output=True, text=True)
-    if run.returncode != 0:
-        why = run.stderr.strip() or f"{PG_STARTER} failed"
-        if run.returncode == 3 and os.environ.get("CI") != "true":
-            pytest.skip(why)
-        raise RuntimeError(f"PostgreSQL did not start: {why}")
-    yield f"postgresql://postgres@127.0.0.1:{port}"
-    subprocess.run(["sh", str(PG_STARTER), "stop", data], capture_output=True)
-    shutil.rmtree(data, ignore_errors=True)
-
-
-@pytest.fixture
-def postgres_url(postgres_server: str) -> str:
-    """A fresh database of the session's PostgreSQL server, without the fastjobs schema."""
-    name = "t" + uuid.uuid4().hex[:12]
-    host_port = postgres_server.rsplit("@", 1)[1]
-    host, port = host_port.split(":")
-    createdb = shutil.which("createdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/createdb"))), None)
-    if createdb is None:
-        pytest.skip("createdb (Debian package postgresql-client) is not installed")
-    subprocess.run([str(createdb), "-h", host, "-p", port, "-U", "postgres", name], check=True, capture_output=True)
-    return f"{postgres_server}/{name}"
-
-
 @pytest.fixture
 def prefix() -> str:
     return "t" + uuid.uuid4().hex[:12]

@@ -1,5 +1,5 @@
 //! A PostgreSQL server for the tests, started once per test process by testserver.sh (also
-//! used by tests/conftest.py); each test gets a database of its own with the schema.
+//! ); each test gets a database of its own with the schema.
 
 use super::PgStore;
 use std::path::PathBuf;
