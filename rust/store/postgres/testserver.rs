@@ -1,5 +1,5 @@
-//! A PostgreSQL server for the tests, started once per test process by testserver.sh (also
-//! ); each test gets a database of its own with the schema.
+//! A PostgreSQL server for the tests, started once per test process by testserver.sh; each
+//! test gets a database of its own with the schema.
 
 use super::PgStore;
 use std::path::PathBuf;
