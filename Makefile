@@ -44,8 +44,11 @@ STORE_TESTS := tests/test_memory_store.py tests/test_worker.py tests/test_delays
 	tests/test_callbacks.py tests/test_timeouts.py tests/test_schemas.py tests/test_schedule.py
 
 .PHONY: test
+# cargo test and clippy use the dev profile: compiling the tests with the release profile's
+# fat LTO took longer than running every other step, and cargo alternating with maturin in one
+# profile rebuilds PyO3 and the crate each time (maturin sets PYO3_BUILD_EXTENSION_MODULE).
 test: build ## build, then run cargo test (the store contract on every store) and pytest (on Redis, and again in memory and on SQLite)
-	cargo test --release -q
+	cargo test -q
 	@# The runs on the other stores mostly wait (their jobs sleep), so they go beside the Redis
 	@# run; their output follows that run's.
 	@FASTJOBS_TEST_STORE=memory $(PY) -m pytest -q -p no:cacheprovider $(STORE_TESTS) > target/memory-tests.log 2>&1 & memory=$$!; \
@@ -68,7 +71,7 @@ lint-deps: $(PY) ## install the linters: ruff and mypy into the virtualenv, rust
 .PHONY: lint
 lint: build lint-deps ## cargo fmt --check, clippy -D warnings, ruff, mypy --strict, stubtest, the README's examples under mypy --strict and pyright
 	cargo fmt --check
-	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check
 	$(PY) -m mypy --strict python/fastjobs
 	$(PY) -m mypy.stubtest fastjobs._core

@@ -204,7 +204,8 @@ async def test_a_running_job_live_and_cancelled(dash: Dashboard, start_worker: A
     async with client(dash) as c:
         for _ in range(750):
             seen = (await c.get(url)).json()
-            if seen["job"]["state"] == "active" and seen["logs"]:
+            # progress and the log line are written apart: wait for both
+            if seen["job"]["state"] == "active" and seen["logs"] and seen["job"]["progress"]:
                 break
             await asyncio.sleep(0.02)
         assert seen["job"]["state"] == "active" and seen["job"]["progress"]["value"] == 0.25
