@@ -131,6 +131,8 @@ pub struct Queue {
     progress: HashMap<String, Timed<Vec<u8>>>,
     logs: HashMap<String, Timed<VecDeque<Vec<u8>>>>,
     callbacks: HashMap<String, Timed<Fields>>,
+    /// When the values past their time were last dropped (`sweep`).
+    swept_ms: i64,
     /// Ready jobs may wait: one blocked worker wakes and takes it (the Redis wake list).
     pub wake: bool,
     /// Workers whose blocked wait ends at once (nudge, leave).
@@ -154,6 +156,21 @@ pub struct Clock {
 }
 
 impl Queue {
+    /// Drops the values whose time is up, at most once a minute: reads skip them already;
+    /// this keeps a long-lived process's memory bounded (Redis expires such keys itself).
+    fn sweep(&mut self, now_ms: i64) {
+        if now_ms - self.swept_ms < 60_000 {
+            return;
+        }
+        self.swept_ms = now_ms;
+        self.results.retain(|_, t| t.expires_ms > now_ms);
+        self.dedup.retain(|_, t| t.expires_ms > now_ms);
+        self.group_windows.retain(|_, t| t.expires_ms > now_ms);
+        self.progress.retain(|_, t| t.expires_ms > now_ms);
+        self.logs.retain(|_, t| t.expires_ms > now_ms);
+        self.callbacks.retain(|_, t| t.expires_ms > now_ms);
+    }
+
     fn emit(&mut self, kind: &'static str, ids: Vec<String>) {
         let Some(keep) = self.events_keep else { return };
         if ids.is_empty() {
@@ -852,6 +869,7 @@ impl Queue {
             self.reaped.insert(token);
         }
         self.stats.stalled += reaped;
+        self.sweep(c.now_ms);
         self.wake();
         Tick {
             promoted,
@@ -1191,4 +1209,30 @@ fn lease_expired(worker: &str, attempt: u16, max: u16, since: i64, before: Optio
         err["previous"] = prev;
     }
     serde_json::to_vec(&err).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timed(expires_ms: i64) -> Timed<Vec<u8>> {
+        Timed { value: b"v".to_vec(), expires_ms }
+    }
+
+    #[test]
+    fn sweep_drops_what_is_past_its_time_once_a_minute() {
+        let mut q = Queue::default();
+        q.results.insert("old".into(), timed(1_000));
+        q.results.insert("live".into(), timed(1_000_000));
+        q.progress.insert("old".into(), timed(1_000));
+        q.sweep(61_000);
+        assert_eq!(q.results.keys().collect::<Vec<_>>(), ["live"]);
+        assert!(q.progress.is_empty());
+        // Not again within the minute: what expired meanwhile stays until the next sweep.
+        q.results.insert("later".into(), timed(61_500));
+        q.sweep(62_000);
+        assert!(q.results.contains_key("later"));
+        q.sweep(121_000);
+        assert!(!q.results.contains_key("later") && q.results.contains_key("live"));
+    }
 }
