@@ -53,7 +53,7 @@ test: build ## build, then run cargo test (the store contract on every store) an
 	@# run; their output follows that run's.
 	@FASTJOBS_TEST_STORE=memory $(PY) -m pytest -q -p no:cacheprovider $(STORE_TESTS) > target/memory-tests.log 2>&1 & memory=$$!; \
 	FASTJOBS_TEST_STORE=sqlite $(PY) -m pytest -q -p no:cacheprovider $(STORE_TESTS) > target/sqlite-tests.log 2>&1 & sqlite=$$!; \
-	$(PY) -m pytest -q; redis=$$?; \
+	$(PY) -m pytest -q --durations=10; redis=$$?; \
 	wait $$memory; mem=$$?; wait $$sqlite; sql=$$?; \
 	echo "== the same tests on the in-process store (FASTJOBS_TEST_STORE=memory):"; cat target/memory-tests.log; \
 	echo "== the same tests on SQLite (FASTJOBS_TEST_STORE=sqlite):"; cat target/sqlite-tests.log; \
