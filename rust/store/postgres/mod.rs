@@ -24,7 +24,7 @@ use crate::store::*;
 use columns::{dedup_columns, limit_columns, schedule_entry, AckColumns, Column};
 pub use events::EventEntry;
 use events::EVENTS_KEEP;
-use listen::{Signals, CONTROL, RESULTS, SCHED, SCHEDULES};
+use listen::{Signals, CONTROL, RESULTS, SCHED, SCHEDULES, WAKE};
 use pool::{parse_url, Pool};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,6 +73,7 @@ impl PgStore {
         let pool = Pool::new(config.clone(), pool::mask_url(url));
         let conn = pool.get().await?;
         schema::check(&conn.client, &pool.server).await?;
+        pool.open_all().await?;
         let signals = Arc::new(Signals::default());
         let ready = Arc::new(tokio::sync::Notify::new());
         let listener = tokio::spawn(listen::listen(config, signals.clone(), ready.clone()));
@@ -380,6 +381,10 @@ impl Store for PgStore {
         let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
         self.signals.wait(&names, worker, timeout);
         Ok(None)
+    }
+
+    fn ready_signal(&self, q: &PgQueue) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.signals.signal(WAKE, &q.name))
     }
 
     async fn nudge(&self, _q: &PgQueue, worker: &str) -> Result<()> {

@@ -18,6 +18,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (8, include_str!("migrations/008_events.sql")),
     (9, include_str!("migrations/009_undecodable.sql")),
     (10, include_str!("migrations/010_record.sql")),
+    (11, include_str!("migrations/011_parity.sql")),
 ];
 
 /// The version this build needs.
