@@ -257,3 +257,12 @@ def test_the_readme_postgresql_examples_run(pg_url: str, tmp_path: Any, monkeypa
     finally:
         for b in modules:
             sys.modules.pop(str(b.module), None)
+
+
+def test_the_events_stream_says_it_cannot_be_read_from_python_yet(pg_url: str) -> None:
+    fastjobs.configure(pg_url, connection="pg")
+    q = Queue("default", connection="pg")
+    q.set_events(True)  # written by the schema's triggers
+    assert q.events_keep() == fastjobs.events.DEFAULT_KEEP
+    with pytest.raises(ValueError, match="events stream of a PostgreSQL queue"):
+        next(q.events("0", timeout=0))
