@@ -25,15 +25,20 @@ def test_delayed_jobs_are_promoted_in_due_order(start_worker: Any, redis: Redis,
     start_worker(queues=["stamps"], concurrency=1)
     delays = list(range(20))
     random.Random(7).shuffle(delays)
-    for d in delays:  # dispatched shuffled, due 50 ms apart
-        Stamp.dispatch(d).delay(0.4 + d * 0.05).job_id(f"due:{d:02d}").send()
+    # Dispatched shuffled, due 50 ms apart: at fixed times, since a delay counts from the
+    # write, and a store's first writes (PostgreSQL's: each connection's first call of a
+    # function) can take longer than the 50 ms between two jobs.
+    base = datetime.now(timezone.utc) + timedelta(seconds=0.4)
+    for d in delays:
+        Stamp.dispatch(d).at(base + timedelta(seconds=d * 0.05)).job_id(f"due:{d:02d}").send()
     eventually(lambda: len(stamps(redis, prefix)) == 20)
     assert _order(redis, prefix) == list(range(20))
 
 
 def test_jobs_that_fell_due_without_a_worker_run_oldest_first(start_worker: Any, redis: Redis, prefix: str) -> None:
+    base = datetime.now(timezone.utc) + timedelta(seconds=0.1)  # fixed times: see above
     for d in [5, 1, 4, 2, 3, 0]:
-        Stamp.dispatch(d).delay(0.1 + d * 0.02).job_id(f"old:{d}").send()
+        Stamp.dispatch(d).at(base + timedelta(seconds=d * 0.02)).job_id(f"old:{d}").send()
     time.sleep(0.6)  # all due, nobody running
     assert fastjobs.Queue("stamps").counts()["delayed"] == 6
     start_worker(queues=["stamps"], concurrency=1)

@@ -353,12 +353,22 @@ impl<S: Store> Engine<S> {
             b.handed
         };
         self.ready_cv.notify_one();
+        let ready: Vec<_> = self.queues.iter().filter_map(|q| self.store.ready_signal(q)).collect();
         loop {
             // Armed before the check, so a stop between the two is not missed.
             let stop = self.stop.notified();
             tokio::pin!(stop);
             stop.as_mut().enable();
             let mut control = false;
+            // Every handler busy, none blocked on the store: a store with a ready signal says
+            // itself when jobs come, so the prefetch goes on (Redis hands them to the slot).
+            let popping = self.buffer.lock().unwrap().popping;
+            let ready_now = async {
+                if popping || ready.is_empty() {
+                    return std::future::pending::<()>().await;
+                }
+                futures_util::future::select_all(ready.iter().map(|n| Box::pin(n.notified()))).await;
+            };
             // A rate-limited queue opens its next window then: reserve again at that moment.
             let opens = self.limited_until.lock().unwrap().iter().flatten().min().copied();
             let wait = opens.map_or(WAIT, |t| t.saturating_duration_since(Instant::now()).min(WAIT));
@@ -367,12 +377,13 @@ impl<S: Store> Engine<S> {
                     _ = self.pop_done.notified() => {}
                     _ = tokio::time::sleep(wait) => control = opens.is_some_and(|t| t <= Instant::now()),
                     _ = self.control.notified() => control = true,
+                    _ = ready_now => control = true,
                     _ = stop => {}
                 }
             }
             let mut b = self.buffer.lock().unwrap();
             if control {
-                return; // a queue was resumed (or paused), or a limit's window opened: reserve now
+                return; // a queue was resumed (or paused), a limit's window opened, or jobs came: reserve now
             }
             let stopping = self.stopping.load(Ordering::Acquire);
             if b.handed != seen && !stopping {

@@ -509,6 +509,12 @@ pub trait Store: Send + Sync + 'static {
     /// arrives on its inbox (leave.lua's stop, or a `nudge`), or `timeout` passes (None for
     /// the last three).
     fn wait_for_work(&self, queues: &[Arc<Self::Queue>], worker: &str, timeout: Duration) -> Result<Option<Handed>>;
+    /// A signal notified when `q` may have new ready jobs (a hint), for a worker whose handler
+    /// threads are all busy, so none blocks in `wait_for_work`: its prefetch goes on. None for
+    /// a store that hands new jobs to a worker's registered slot itself (Redis).
+    fn ready_signal(&self, _q: &Self::Queue) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
     /// Ends `worker`'s blocked pop at once with an empty marker on its inbox in `q` (the one
     /// leave.lua leaves); one that arrives after the pop ended only makes the next pop return
     /// early, and a reserve taking the inbox back drops it.

@@ -63,7 +63,7 @@ impl Signals {
             WAKE => {
                 *self.wakes.lock().unwrap().heard.entry(payload.to_string()).or_default() += 1;
                 self.woken.notify_all();
-                return;
+                WAKE // and the busy workers' prefetch (`Store::ready_signal`)
             }
             RESULTS => RESULTS,
             CONTROL => CONTROL,

@@ -15,6 +15,7 @@ mod schema;
 mod tests;
 #[cfg(test)]
 pub(crate) mod testserver;
+mod txn;
 
 use crate::error::{Error, Result};
 use crate::record::{options_group, Record};
@@ -23,12 +24,13 @@ use crate::store::*;
 use columns::{dedup_columns, limit_columns, schedule_entry, AckColumns, Column};
 pub use events::EventEntry;
 use events::EVENTS_KEEP;
-use listen::{Signals, CONTROL, RESULTS, SCHED, SCHEDULES};
+use listen::{Signals, CONTROL, RESULTS, SCHED, SCHEDULES, WAKE};
 use pool::{parse_url, Pool};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
+pub use txn::{EnqueueArgs, ENQUEUE_SQL};
 
 /// How long a job's end is remembered (its status, a caller-chosen id kept from reuse), as
 /// the Redis store's completion marks.
@@ -71,6 +73,7 @@ impl PgStore {
         let pool = Pool::new(config.clone(), pool::mask_url(url));
         let conn = pool.get().await?;
         schema::check(&conn.client, &pool.server).await?;
+        pool.open_all().await?;
         let signals = Arc::new(Signals::default());
         let ready = Arc::new(tokio::sync::Notify::new());
         let listener = tokio::spawn(listen::listen(config, signals.clone(), ready.clone()));
@@ -85,6 +88,15 @@ impl PgStore {
         let server: Arc<str> = pool::mask_url(url).into();
         let mut client = listen::plain(&config, &server).await?;
         schema::init(&mut client, &server).await
+    }
+
+    /// Ok when `url` reaches a database with the schema this build needs; one connection of
+    /// its own, closed after (a worker's check before it starts).
+    pub async fn check(url: &str) -> Result<()> {
+        let config = parse_url(url)?;
+        let server: Arc<str> = pool::mask_url(url).into();
+        let client = listen::plain(&config, &server).await?;
+        schema::check(&client, &server).await
     }
 
     fn result_ttl_ms(&self) -> i64 {
@@ -369,6 +381,10 @@ impl Store for PgStore {
         let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
         self.signals.wait(&names, worker, timeout);
         Ok(None)
+    }
+
+    fn ready_signal(&self, q: &PgQueue) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.signals.signal(WAKE, &q.name))
     }
 
     async fn nudge(&self, _q: &PgQueue, worker: &str) -> Result<()> {

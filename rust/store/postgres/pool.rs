@@ -45,8 +45,8 @@ pub(crate) fn pg_error(e: tokio_postgres::Error, server: &str) -> Error {
     if let Some(db) = e.as_db_error() {
         let code = db.code();
         if [SqlState::UNDEFINED_FUNCTION, SqlState::UNDEFINED_TABLE, SqlState::INVALID_SCHEMA_NAME].contains(code) {
-            return Error::Store(format!(
-                "the PostgreSQL database at {server} has no fastjobs schema, or an older one ({}): run `fastjobs db init`",
+            return Error::Schema(format!(
+                "the PostgreSQL database at {server} has no fastjobs schema, or an older one ({}): run `fastjobs db init URL`",
                 db.message()
             ));
         }
@@ -111,24 +111,37 @@ pub(crate) async fn connect(config: &Config, server: &Arc<str>) -> Result<Client
 pub(crate) struct Pool {
     pub config: Config,
     pub server: Arc<str>,
-    slots: Vec<Mutex<Option<Arc<Conn>>>>,
+    /// Held while a slot's connection is (re)opened: a burst of first uses (a thousand
+    /// dispatches from one event loop) opens one connection per slot, not one per task.
+    slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
     next: AtomicUsize,
 }
 
 impl Pool {
     pub fn new(config: Config, server: String) -> Pool {
-        Pool { config, server: server.into(), slots: (0..CONNECTIONS).map(|_| Mutex::new(None)).collect(), next: AtomicUsize::new(0) }
+        let slots = (0..CONNECTIONS).map(|_| tokio::sync::Mutex::new(None)).collect();
+        Pool { config, server: server.into(), slots, next: AtomicUsize::new(0) }
     }
 
     /// A live connection, in turn.
     pub async fn get(&self) -> Result<Arc<Conn>> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        if let Some(c) = slot.lock().unwrap().as_ref().filter(|c| !c.client.is_closed()) {
+        self.slot(self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()).await
+    }
+
+    /// Opens every slot's connection at once, so that the first operations (a producer's
+    /// first dispatches) do not each wait for a connection of their own.
+    pub async fn open_all(&self) -> Result<()> {
+        futures_util::future::try_join_all((0..self.slots.len()).map(|i| self.slot(i))).await.map(|_| ())
+    }
+
+    async fn slot(&self, i: usize) -> Result<Arc<Conn>> {
+        let mut slot = self.slots[i].lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.client.is_closed()) {
             return Ok(c.clone());
         }
         let client = connect(&self.config, &self.server).await?;
         let conn = Arc::new(Conn { client, prepared: Mutex::default(), server: self.server.clone() });
-        *slot.lock().unwrap() = Some(conn.clone());
+        *slot = Some(conn.clone());
         Ok(conn)
     }
 }
