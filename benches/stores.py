@@ -76,7 +76,7 @@ class BenchNoop(fastjobs.Job[dict, None]):
 }
 
 NOT_APPLICABLE = {
-    ("memory", "generator"): "the store is the producer's own memory: its peak RSS would be the 10M jobs (W4 gives a job's bytes)",
+    ("memory", "generator_10M"): "the store is the producer's own memory: its peak RSS would be the 10M jobs (W4 gives a job's bytes)",
     ("memory", "W5_spread"): "benches/lateness.py runs on Redis only",
     ("sqlite", "W5_spread"): "benches/lateness.py runs on Redis only",
     ("postgres", "W5_spread"): "benches/lateness.py runs on Redis only",
@@ -213,7 +213,7 @@ class PostgresStore(Store):
         url = self.url_of(db)
         if not init:
             return url
-        init = subprocess.run([PY, "-m", "fastjobs", "db", "init", "--url", url], capture_output=True, text=True)
+        init = subprocess.run([PY, "-m", "fastjobs", "db", "init", url], capture_output=True, text=True)
         if init.returncode != 0:
             raise RuntimeError(f"fastjobs db init: {(init.stderr or init.stdout).strip()[-300:]}")
         return url
@@ -428,14 +428,14 @@ def main(store_name: str, quick: bool, only: set[str]) -> int:
         why = NOT_APPLICABLE.get((store_name, key))
         if why:
             figures[key] = {"n/a": why}
-            print(f"{key:<4}n/a on {store_name}: {why}", file=sys.stderr)
+            print(f"{key.split('_')[0]:<4}n/a on {store_name}: {why}", file=sys.stderr)
         return why is not None
 
     try:
         if "W1" in only:
             figures["W1_list"] = r = run_child(store, "W1", 1_000_000 // scale)
             print(f"W1  1M from a list      {r.get('jobs_per_s', 0):>12,.0f} jobs/s {r.get('error', '')}", file=sys.stderr)
-            if not na("generator"):
+            if not na("generator_10M"):
                 figures["generator_10M"] = g = run_child(store, "generator", 10_000_000 // scale)
                 print(f"    10M from a generator {g.get('jobs_per_s', 0):>12,.0f} jobs/s, peak RSS {g.get('peak_rss_mb', 0):.0f} MB "
                       f"{g.get('error', '')}", file=sys.stderr)
@@ -459,7 +459,7 @@ def main(store_name: str, quick: bool, only: set[str]) -> int:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--child", required=True, choices=["W1", "generator", "W2", "W3", "W4", "W5"])
+    ap.add_argument("--child", dest="workload", required=True, choices=["W1", "generator", "W2", "W3", "W4", "W5"])
     ap.add_argument("--store", required=True, choices=sorted(STORES))
     ap.add_argument("--url", required=True)
     ap.add_argument("--n", type=int, default=0)

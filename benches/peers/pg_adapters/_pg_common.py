@@ -39,7 +39,7 @@ _udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
 
 def _open_counter(path: str) -> Any:
-    f = open(path, "r+b")  # noqa: SIM115 - kept open with the mapping
+    f = open(path, "r+b")
     return memoryview(mmap.mmap(f.fileno(), 8)).cast("Q")
 
 
@@ -127,7 +127,7 @@ class Run:
         self.udp.bind(("127.0.0.1", 0))
         self.udp.settimeout(30)
         self.worker: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="pg-bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile(prefix="pg-bench-worker-", suffix=".log", delete=False)
 
     def start_worker(self, workload: str) -> None:
         env = dict(os.environ, BENCH_DSN=self.a.dsn, BENCH_COUNTER=self.counter_path,
@@ -214,7 +214,7 @@ def w3(run: Run, count: int = 1000) -> dict[str, Any]:
         run.peer.dispatch_lat({"i": i, "s": S32})
         try:
             lats.append((float(run.udp.recvfrom(100)[0].split()[1]) - send) * 1000)
-        except socket.timeout:
+        except TimeoutError:
             run.check()
             raise
     return {"p50_ms": round(pct(lats, 0.5), 3), "p99_ms": round(pct(lats, 0.99), 3),

@@ -22,7 +22,7 @@ class FastjobsPgPeer(PgPeer):
     def setup(self, dsn):
         import fastjobs
 
-        subprocess.run([sys.executable, "-m", "fastjobs", "db", "init", "--url", dsn], check=True, stdout=sys.stderr)
+        subprocess.run([sys.executable, "-m", "fastjobs", "db", "init", dsn], check=True, stdout=sys.stderr)
         fastjobs.configure(dsn, prefix="bench")
         import _fastjobs_pg_jobs as jobs
 
