@@ -28,33 +28,35 @@ deps: $(PY) ## install what is missing: redis-server, openssl, postgresql and ch
 	  echo "installing chromium (Debian package; tests/test_dashboard.py drives it headless)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
-	@$(PIP) install -q --disable-pip-version-check "maturin>=1.9.4,<2" "orjson>=3.8" "pytest>=7" "pytest-asyncio>=0.23" "pytest-timeout>=2" "hypothesis>=6" "numpy>=1.24" "watchfiles>=0.21" "fastapi>=0.110" "httpx>=0.27" "pydantic>=2" "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20" "uvicorn>=0.30" "django>=4.2"
+	@$(PIP) install -q --disable-pip-version-check "maturin>=1.9.4,<2" "orjson>=3.8" "pytest>=7" "pytest-asyncio>=0.23" "pytest-timeout>=2" "hypothesis>=6" "numpy>=1.24" "watchfiles>=0.21" "fastapi>=0.110" "httpx>=0.27" "pydantic>=2" "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20" "uvicorn>=0.30" "django>=4.2" "psycopg[binary]>=3.1" "psycopg2-binary>=2.9"
 	@cargo fetch -q
 
 .PHONY: build
 build: deps ## build the extension in release mode into the virtualenv
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop --release -q
 
-# The tests that run again on the in-process store and on SQLite (FASTJOBS_TEST_STORE=memory,
-# =sqlite): a job's whole life, through the public API, on every store; those marked
-# redis_only (and those with a worker in a second process) are left out.
+# The tests that run again on the in-process store, on SQLite and on PostgreSQL
+# (FASTJOBS_TEST_STORE=memory, =sqlite, =postgres): a job's whole life, through the public API,
+# on every store; those marked redis_only (and those with a worker in a second process) are left out.
 STORE_TESTS := tests/test_memory_store.py tests/test_worker.py tests/test_delays.py tests/test_chain.py \
 	tests/test_flow.py tests/test_dedup.py tests/test_bulk.py tests/test_results.py tests/test_cancel.py \
 	tests/test_queue_limits.py tests/test_groups.py tests/test_progress.py tests/test_hooks.py \
 	tests/test_callbacks.py tests/test_timeouts.py tests/test_schemas.py tests/test_schedule.py
 
 .PHONY: test
-test: build ## build, then run cargo test (the store contract on every store) and pytest (on Redis, and again in memory and on SQLite)
+test: build ## build, then run cargo test (the store contract on every store) and pytest (on Redis, and again in memory, on SQLite and on PostgreSQL)
 	cargo test --release -q
 	@# The runs on the other stores mostly wait (their jobs sleep), so they go beside the Redis
 	@# run; their output follows that run's.
 	@FASTJOBS_TEST_STORE=memory $(PY) -m pytest -q -p no:cacheprovider $(STORE_TESTS) > target/memory-tests.log 2>&1 & memory=$$!; \
 	FASTJOBS_TEST_STORE=sqlite $(PY) -m pytest -q -p no:cacheprovider $(STORE_TESTS) > target/sqlite-tests.log 2>&1 & sqlite=$$!; \
+	FASTJOBS_TEST_STORE=postgres $(PY) -m pytest -q -p no:cacheprovider $(STORE_TESTS) > target/postgres-tests.log 2>&1 & postgres=$$!; \
 	$(PY) -m pytest -q; redis=$$?; \
-	wait $$memory; mem=$$?; wait $$sqlite; sql=$$?; \
+	wait $$memory; mem=$$?; wait $$sqlite; sql=$$?; wait $$postgres; pg=$$?; \
 	echo "== the same tests on the in-process store (FASTJOBS_TEST_STORE=memory):"; cat target/memory-tests.log; \
 	echo "== the same tests on SQLite (FASTJOBS_TEST_STORE=sqlite):"; cat target/sqlite-tests.log; \
-	test $$redis = 0 && test $$mem = 0 && test $$sql = 0
+	echo "== the same tests on PostgreSQL (FASTJOBS_TEST_STORE=postgres):"; cat target/postgres-tests.log; \
+	test $$redis = 0 && test $$mem = 0 && test $$sql = 0 && test $$pg = 0
 
 .PHONY: chaos
 chaos: build ## the long fault runs of tests/chaos (kills, a poison job, Redis restarts, network cuts, a zombie) and their figures

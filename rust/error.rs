@@ -26,6 +26,9 @@ pub enum Error {
     Authentication(String),
     /// The caller named a queue nothing ever dispatched to or consumed (a misspelt name?).
     UnknownQueue(String),
+    /// The database lacks the schema this build needs (none, or an older one): `fastjobs db
+    /// init` makes it; retrying without that cannot succeed.
+    Schema(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -39,7 +42,8 @@ impl fmt::Display for Error {
             | Error::Store(m)
             | Error::Closed(m)
             | Error::Authentication(m)
-            | Error::UnknownQueue(m) => f.write_str(m),
+            | Error::UnknownQueue(m)
+            | Error::Schema(m) => f.write_str(m),
         }
     }
 }

@@ -43,6 +43,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::schedules::Schedules>()?;
     m.add_class::<py::events::EventReader>()?;
     m.add_function(wrap_pyfunction!(py::schedules::cron_next, m)?)?;
+    m.add_function(wrap_pyfunction!(py::postgres::init_schema, m)?)?;
     // Internal helpers: set as attributes, so that they stay out of `__all__`.
     m.setattr("_serialize_payloads", wrap_pyfunction!(py::payloads::serialize_payloads, m)?)?;
     m.setattr("_surely_finite", wrap_pyfunction!(py::payloads::surely_finite, m)?)?;

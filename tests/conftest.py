@@ -1,5 +1,6 @@
 """Test fixtures: a real redis-server started for the session on a free port, a fresh key
-prefix per test, and helpers to run workers in threads or in real processes."""
+prefix per test, a throwaway PostgreSQL server with a fresh database per test, and helpers to
+run workers in threads or in real processes."""
 
 from __future__ import annotations
 
@@ -85,9 +86,78 @@ def prefix() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL server (rust/store/postgres/testserver.sh: trust auth, fsync off,
+    stopped when this process ends), the fastjobs schema made once in a template database:
+    each test's database is a copy of it (CREATE DATABASE ... TEMPLATE, a file copy)."""
+
+    TEMPLATE = "fastjobs_template"
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self.port = free_port()
+        self.dir = os.path.join(tempfile.gettempdir(), f"fastjobs-pg-{os.getpid()}-{self.port}")
+        script = ROOT / "rust" / "store" / "postgres" / "testserver.sh"
+        out = subprocess.run(["sh", str(script), "start", self.dir, str(self.port), str(os.getpid())], capture_output=True, text=True)
+        if out.returncode == 3 and os.environ.get("CI") != "true":
+            pytest.skip(f"no PostgreSQL server for the tests: {out.stderr.strip()}")
+        if out.returncode != 0:
+            raise RuntimeError(f"the PostgreSQL test server did not start: {out.stderr.strip()}")
+        self.base = f"postgresql://postgres@127.0.0.1:{self.port}"
+        self.admin = psycopg.connect(f"{self.base}/postgres", autocommit=True)
+        self.admin.execute(f"CREATE DATABASE {self.TEMPLATE}")
+        fastjobs.init_db(f"{self.base}/{self.TEMPLATE}")
+        self.count = 0
+
+    def database(self) -> str:
+        """The URL of a new database with the schema."""
+        import psycopg
+
+        self.count += 1
+        name = f"t{self.count}"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.admin.execute(f"CREATE DATABASE {name} TEMPLATE {self.TEMPLATE}")
+                return f"{self.base}/{name}"
+            except psycopg.errors.ObjectInUse:
+                # The template's last connection (init_db's) is still closing.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def drop(self, url: str) -> None:
+        """Drops a test's database, ending the connections a test left open."""
+        self.admin.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+    def stop(self) -> None:
+        self.admin.close()
+        script = ROOT / "rust" / "store" / "postgres" / "testserver.sh"
+        subprocess.run(["sh", str(script), "stop", self.dir], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """Started on first use: only the runs that reach the PostgreSQL store pay for it."""
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh PostgreSQL database with the fastjobs schema, for this test alone."""
+    url = postgres_server.database()
+    yield url
+    config.reset()  # the clients on it go before the database does
+    postgres_server.drop(url)
+
+
 #: The store the tests run on: FASTJOBS_TEST_STORE=memory runs them on the in-process store,
-#: =sqlite on a SQLite file per test (`make test` runs them so too, the tests marked
-#: `redis_only` left out).
+#: =sqlite on a SQLite file per test, =postgres on a PostgreSQL database per test (`make test`
+#: runs them so too, the tests marked `redis_only` left out).
 TEST_STORE = os.environ.get("FASTJOBS_TEST_STORE", "redis")
 
 
@@ -98,7 +168,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
 
     def redis_only(item: pytest.Item) -> bool:
-        # A worker or command in another process cannot share an in-process store.
+        # A worker or command in another process cannot share an in-process store, and
+        # spawn_worker starts it on the session's Redis (tests/test_postgres_store.py runs one
+        # on PostgreSQL).
         fixtures = getattr(item, "fixturenames", ())
         return item.get_closest_marker("redis_only") is not None or "spawn_worker" in fixtures
 
@@ -110,10 +182,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def fj(redis_server: RedisServer, prefix: str) -> Iterator[None]:
+def fj(request: pytest.FixtureRequest, redis_server: RedisServer, prefix: str) -> Iterator[None]:
     """Every test talks to the session's store (Redis unless FASTJOBS_TEST_STORE says
-    otherwise) under its own key prefix."""
+    otherwise) under its own key prefix; on PostgreSQL, in its own database (the prefix stays
+    the default there; jobs that stamp Redis read the test's from FASTJOBS_TEST_PREFIX)."""
     config.reset()
+    os.environ["FASTJOBS_TEST_PREFIX"] = prefix
+    if TEST_STORE == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.database()
+        fastjobs.configure(url)
+        yield
+        config.reset()
+        server.drop(url)
+        return
     url = {"redis": redis_server.url, "sqlite": f"sqlite:///{tempfile.gettempdir()}/fastjobs-{prefix}.db"}.get(TEST_STORE, f"{TEST_STORE}://")
     fastjobs.configure(url, prefix=prefix)
     yield

@@ -7,6 +7,8 @@ How the README's ```python blocks are used:
   runs its jobs, as ``fastjobs worker NAME`` would;
 - every other block runs, in README order, in one namespace, unless the line before its
   fence is ``<!-- readme-test: skip -->`` (examples that configure another server or block);
+- blocks after ``<!-- readme-test: postgres -->`` (modules and runs) are the PostgreSQL
+  store's: tests/test_postgres_store.py runs them the same way, against its server;
 - a line ``print(...)  # TEXT`` expects ``TEXT`` as a line of that block's output, unless
   TEXT starts with ``e.g.`` or contains ``...``.
 
@@ -29,6 +31,7 @@ import fastjobs
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SKIP = "<!-- readme-test: skip -->"
+POSTGRES = "<!-- readme-test: postgres -->"
 MODULE = re.compile(r"^#\s*([A-Za-z_]\w*)\.py\s*$")
 
 
@@ -37,6 +40,8 @@ class Block:
     line: int  # line number of the first code line in README.md
     code: str
     skip: bool
+    #: A PostgreSQL example: skipped here, run by tests/test_postgres_store.py.
+    postgres: bool = False
 
     @property
     def module(self) -> str | None:
@@ -57,7 +62,7 @@ def python_blocks(text: str) -> list[Block]:
                 j += 1
             if fence in ("```python", "```py"):
                 before = next((lines[k].strip() for k in range(i - 1, -1, -1) if lines[k].strip()), "")
-                blocks.append(Block(start + 1, "\n".join(lines[start:j]) + "\n", before == SKIP))
+                blocks.append(Block(start + 1, "\n".join(lines[start:j]) + "\n", before in (SKIP, POSTGRES), before == POSTGRES))
             i = j + 1
         else:
             i += 1

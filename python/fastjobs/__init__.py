@@ -33,6 +33,7 @@ from .errors import (
     JobTimeoutError,
     PayloadValidationError,
     ResultValidationError,
+    SchemaError,
     StoreError,
     StoreTimeoutError,
     UnknownJobError,
@@ -46,6 +47,7 @@ from .hooks import hook, middleware, registered_hooks
 from .job import FunctionJob, Job, job, registry
 from .jsonlog import JsonFormatter, setup_logging
 from .options import Backoff, parse_duration
+from .postgres import init_db
 from .queue import FailedJob, Queue, QueueLimits
 from .schedule import JobScheduler, ScheduleInfo, periodic
 from .worker import Worker, WorkerSummary
@@ -89,6 +91,7 @@ __all__ = [
     "QueueLimits",
     "ResultValidationError",
     "ScheduleInfo",
+    "SchemaError",
     "StoreError",
     "StoreTimeoutError",
     "UnknownJobError",
@@ -99,6 +102,7 @@ __all__ = [
     "WorkerSummary",
     "configure",
     "hook",
+    "init_db",
     "job",
     "middleware",
     "parse_duration",

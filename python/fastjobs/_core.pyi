@@ -4,7 +4,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, final
 
 __all__ = ["validate_queue_name", "validate_job_id", "check_callback_url", "__version__", "Client", "WorkerEngine", "BulkWriter",
-           "PreparedBatch", "Schedules", "EventReader", "cron_next"]
+           "PreparedBatch", "Schedules", "EventReader", "cron_next", "init_schema"]
 
 __version__: str
 
@@ -93,6 +93,7 @@ class Client:
     def failed_retry(self, queue: str, *, asynchronous: bool = False) -> Any: ...
     def failed_purge(self, queue: str, *, asynchronous: bool = False) -> Any: ...
     def prepare_batch(self, queue: str, jobs: list[_JobTuple], *, dedup: Sequence[_Dedup] | None = None) -> PreparedBatch: ...
+    def enqueue_statement(self, queue: str, job: _JobTuple, *, dedup: _Dedup = None) -> tuple[str, dict[str, Any]]: ...
     def bulk_writer(
         self,
         queue: str,
@@ -170,6 +171,7 @@ class Schedules:
     def remove(self, keys: list[str] | None = None, *, asynchronous: bool = False) -> Any: ...
 
 def cron_next(pattern: str, tz: str = "UTC", after_ms: int | None = None, count: int = 1) -> list[int]: ...
+def init_schema(url: str) -> list[int]: ...
 
 # Internal (underscored, not in __all__): serde.dumps's writer of plain payloads and its check
 # for NaN and infinities; the bulk serializer alone, for its differential test against orjson.

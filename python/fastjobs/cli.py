@@ -1,8 +1,9 @@
 """The ``fastjobs`` command: ``fastjobs worker MODULE... --queue Q --concurrency N``,
 ``fastjobs enqueue MODULE:JOB --from FILE.jsonl``, ``fastjobs schedule list|remove KEY|clear``,
-``fastjobs events QUEUE``, ``fastjobs dashboard`` (the web dashboard, fastjobs/dashboard/) and the
-operator's commands of admin.py (queues, inspect, workers, failed, retry, delete, purge, empty,
-pause, resume, cancel, job)."""
+``fastjobs events QUEUE``, ``fastjobs db init URL`` (the PostgreSQL store's schema),
+``fastjobs dashboard`` (the web dashboard, fastjobs/dashboard/) and the operator's commands of
+admin.py (queues, inspect, workers, failed, retry, delete, purge, empty, pause, resume, cancel,
+job)."""
 
 from __future__ import annotations
 
@@ -287,6 +288,28 @@ def _events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db(args: argparse.Namespace) -> int:
+    from .postgres import init_db
+
+    url = args.url or os.environ.get("FASTJOBS_URL")
+    if not url:
+        print("fastjobs db init: name the database: fastjobs db init postgresql://user@host:5432/dbname "
+              "(or set $FASTJOBS_URL)", file=sys.stderr)
+        return 2
+    try:
+        applied = init_db(url)
+    except (FastJobsError, ValueError) as e:  # its message masks the password
+        raise _Refused(e) from None
+    where = config.mask_url(url)
+    if args.json:
+        print(serde.dumps({"url": where, "applied": applied}).decode())
+    elif applied:
+        print(f"fastjobs db init: {where}: schema versions {', '.join(map(str, applied))} applied")
+    else:
+        print(f"fastjobs db init: {where}: the schema is up to date")
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -396,6 +419,15 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--timeout", type=float, default=None, help="stop after this many seconds without an event (default: never)")
     v.add_argument("--json", action="store_true", help="one JSON object per line")
     v.set_defaults(func=_events)
+
+    db = sub.add_parser("db", help="the PostgreSQL store's schema: fastjobs db init URL",
+                        description="init: create the fastjobs schema in a PostgreSQL database, or upgrade it to this "
+                                    "version's (running it again changes nothing).")
+    db.add_argument("action", choices=["init"])
+    db.add_argument("url", nargs="?", default=None, metavar="URL",
+                    help="postgresql://user[:password]@host[:port]/database (default: $FASTJOBS_URL)")
+    db.add_argument("--json", action="store_true", help="print one JSON document: the URL (password masked) and the versions applied")
+    db.set_defaults(func=_db)
 
     d = sub.add_parser("dashboard", help="serve the web dashboard (needs uvicorn: fastjobs[dashboard])",
                        description="Serve the web dashboard: queues, throughput, failed jobs, schedules, jobs and workers.")

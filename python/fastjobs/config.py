@@ -83,14 +83,19 @@ def configure(
     unless they name another. Settings not given keep their current value. The URL forms are
     ``redis://[user:password@]host[:port][/db]``, ``rediss://`` for TLS (server certificates
     are checked against the system's roots, or ``tls_ca_file``; ``#insecure`` at the end of the
-    URL skips the check) and ``unix:///path/to/redis.sock``.
+    URL skips the check) and ``unix:///path/to/redis.sock``; the other stores'
+    ``postgresql://[user[:password]@]host[:port]/database``, ``sqlite:///path/to/file.db`` and
+    ``memory://``.
 
     ``connect_timeout`` bounds opening a connection (name lookup, TCP, TLS, authentication,
     loading the scripts), ``response_timeout`` each answer to a command (and each write):
     each 0.001 s to 100 years, as ``result_ttl``.
 
-    Nothing connects here; the first operation does, and raises
+    Nothing connects to Redis here; the first operation does, and raises
     :class:`fastjobs.ConnectionError` if Redis cannot be reached within ``connect_timeout``.
+    A ``postgresql://`` (or ``postgres://``) URL is connected to here, and its database's
+    schema checked: :class:`fastjobs.SchemaError` says to run ``fastjobs db init URL``. Its
+    ``prefix`` stays ``"fj"``: one database holds one application's jobs.
 
     ``tracing=True`` turns OpenTelemetry tracing on for the whole process, every connection
     (README "Tracing"; needs the ``opentelemetry-api`` package), ``False`` turns it off.
@@ -125,9 +130,11 @@ def configure(
     with _lock:
         current = _connections.get(connection) or (_default() if connection == "default" else Connection())
         new = replace(current, **changes)
-        _make(new)  # validate before storing: a bad URL or prefix raises ValueError here
+        # Made before storing: a bad URL or prefix raises ValueError here. Kept: a
+        # PostgreSQL client has connected and checked the schema already.
+        made = _make(new)
         _connections[connection] = new
-        _clients.pop(connection, None)
+        _clients[connection] = (os.getpid(), made)
     return new
 
 

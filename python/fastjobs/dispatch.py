@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _core, config, feedback, schemas, serde, tracing
+from . import _core, config, feedback, postgres, schemas, serde, tracing
 from .callbacks import CallbackStatus, check_callback, parse_status
 from .errors import JobCancelled, JobFailed, UnknownJobError, UnsentDispatchWarning
 from .hooks import hook_name
@@ -364,16 +364,25 @@ class PendingDispatch(Generic[R]):
             raise RuntimeError("this dispatch was already sent; build a new one with Job.dispatch()")
         self._sent = _SENT
 
-    def send(self) -> JobHandle[R]:
-        """Writes the job to Redis and returns its handle."""
+    def send(self, *, conn: Any = None) -> JobHandle[R]:
+        """Writes the job to its store and returns its handle. ``conn``: a psycopg (3) or
+        psycopg2 connection or cursor on the job's PostgreSQL database: the job is written in
+        that connection's transaction, so it exists once the application commits and never if
+        it rolls back (its worker is woken at the commit)."""
         self._claim()
         span = None
         try:
+            pg = None if conn is None else postgres.check_conn(conn, asynchronous=False)
             if tracing.on:
                 span, self._trace = tracing.producer(self.job_class.name, self._queue)
             job = self._job_tuple()
-            dedup = None if self._dedup is None else [self._dedup]
-            [(job_id, created, deduplicated)] = config.client(self._connection).enqueue(self._queue, [job], dedup=dedup)
+            client = config.client(self._connection)
+            if pg is None:
+                dedup = None if self._dedup is None else [self._dedup]
+                [(job_id, created, deduplicated)] = client.enqueue(self._queue, [job], dedup=dedup)
+            else:
+                sql, params = client.enqueue_statement(self._queue, job, dedup=self._dedup)
+                job_id, created, deduplicated = postgres.answer(params["id"], postgres.execute(*pg, sql, params))
         except BaseException as e:
             self._sent = _ABANDONED  # the caller has the error; sending again is allowed
             if span is not None:
@@ -383,16 +392,22 @@ class PendingDispatch(Generic[R]):
             tracing.end(span, job_id)
         return JobHandle(job_id, self._queue, self._connection, created, deduplicated, job_class=self.job_class)
 
-    async def send_async(self) -> JobHandle[R]:
+    async def send_async(self, *, conn: Any = None) -> JobHandle[R]:
+        """``send`` for async code; ``conn``: an async psycopg connection or cursor."""
         self._claim()
         span = None
         try:
+            pg = None if conn is None else postgres.check_conn(conn, asynchronous=True)
             if tracing.on:
                 span, self._trace = tracing.producer(self.job_class.name, self._queue)
             job = self._job_tuple()
-            dedup = None if self._dedup is None else [self._dedup]
-            [(job_id, created, deduplicated)] = await config.client(self._connection).enqueue(
-                self._queue, [job], dedup=dedup, asynchronous=True)
+            client = config.client(self._connection)
+            if pg is None:
+                dedup = None if self._dedup is None else [self._dedup]
+                [(job_id, created, deduplicated)] = await client.enqueue(self._queue, [job], dedup=dedup, asynchronous=True)
+            else:
+                sql, params = client.enqueue_statement(self._queue, job, dedup=self._dedup)
+                job_id, created, deduplicated = postgres.answer(params["id"], await postgres.execute_async(pg[1], sql, params))
         except BaseException as e:
             self._sent = _ABANDONED
             if span is not None:

@@ -11,6 +11,7 @@ __all__ = [
     "StoreTimeoutError",
     "AuthenticationError",
     "StoreError",
+    "SchemaError",
     "ClosedError",
     "JobCancelled",
     "JobFailed",
@@ -44,6 +45,12 @@ class AuthenticationError(FastJobsError):
 
 class StoreError(FastJobsError):
     """Redis answered with an error, or with something fastjobs did not expect."""
+
+
+class SchemaError(StoreError):
+    """The PostgreSQL database lacks the fastjobs schema this version needs (none yet, or an
+    older one): ``fastjobs db init URL`` (or ``fastjobs.init_db(url)``) creates or upgrades
+    it. Not retryable until then."""
 
 
 class ClosedError(FastJobsError, RuntimeError):

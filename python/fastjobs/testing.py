@@ -165,12 +165,13 @@ async def _run_async(d: Dispatched) -> None:
 def _patched(fq: FakeQueue) -> Iterator[FakeQueue]:
     from .job import Job
 
-    def send(self: PendingDispatch[Any]) -> JobHandle[Any]:
+    def send(self: PendingDispatch[Any], *, conn: Any = None) -> JobHandle[Any]:
+        # conn= (a PostgreSQL transaction) is not joined: the fake queue records the dispatch.
         handle = fq._record(self).handle
         assert handle is not None
         return handle
 
-    async def send_async(self: PendingDispatch[Any]) -> JobHandle[Any]:
+    async def send_async(self: PendingDispatch[Any], *, conn: Any = None) -> JobHandle[Any]:
         awaited = fq.run_now and self.job_class._is_async  # an async job runs on this loop
         record = fq._record(self, run=not awaited)
         if awaited:

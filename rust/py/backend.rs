@@ -6,6 +6,7 @@
 use crate::engine::coalesce::{Coalescer, Dispatch};
 use crate::error::{Error, Result};
 use crate::store::memory::MemoryStore;
+use crate::store::postgres::PgStore;
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Settings, Store};
@@ -21,6 +22,7 @@ macro_rules! store_enum {
             Redis($holder<crate::store::redis::RedisStore>),
             Memory($holder<crate::store::memory::MemoryStore>),
             Sqlite($holder<crate::store::sqlite::SqliteStore>),
+            Postgres($holder<crate::store::postgres::PgStore>),
         }
     };
 }
@@ -33,6 +35,7 @@ macro_rules! on_store {
             $name::Redis($x) => $body,
             $name::Memory($x) => $body,
             $name::Sqlite($x) => $body,
+            $name::Postgres($x) => $body,
         }
     };
 }
@@ -44,6 +47,7 @@ macro_rules! map_store {
             $name::Redis($x) => $to::Redis($body),
             $name::Memory($x) => $to::Memory($body),
             $name::Sqlite($x) => $to::Sqlite($body),
+            $name::Postgres($x) => $to::Postgres($body),
         }
     };
 }
@@ -176,5 +180,23 @@ impl PyStore for SqliteStore {
 
     fn event_reader(_: &Settings, _: &Self::Queue) -> PyResult<super::events::EventReader> {
         Err(super::errors::to_py(Error::Invalid("the events stream is not supported by the SQLite store yet: use Redis".into())))
+    }
+}
+
+impl PyStore for PgStore {
+    /// A connection of its own and the schema's version checked: a server away may come back
+    /// (the reason); a missing schema or refused credentials never will (the error).
+    fn check_connection(settings: &Settings) -> Result<Option<Error>> {
+        match crate::runtime::runtime().block_on(PgStore::check(&settings.url)) {
+            Ok(()) => Ok(None),
+            Err(e) if e.is_retryable() => Ok(Some(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn event_reader(_: &Settings, _: &Self::Queue) -> PyResult<super::events::EventReader> {
+        Err(super::errors::to_py(Error::Invalid(
+            "the events stream of a PostgreSQL queue is written but cannot be read from Python yet: use Redis".into(),
+        )))
     }
 }

@@ -8,6 +8,7 @@ use crate::engine::coalesce::{Answer, Dispatch};
 use crate::error::{Error, Result};
 use crate::record::{check_caller_id, check_fields, options_group, pack_into, Header, IdGen, Record};
 use crate::store::chunk::BulkSpec;
+use crate::store::postgres::PgStore;
 use crate::store::redis::events::MAX_KEEP;
 use crate::store::redis::RedisStore;
 use crate::store::Settings;
@@ -101,8 +102,12 @@ fn event_reader_of<S: PyStore>(_stored: &Stored<S>, settings: &Settings, q: &S::
     S::event_reader(settings, q)
 }
 
-/// The store a URL names.
-fn open_store(settings: &Settings) -> Result<Backend> {
+/// The prefix a PostgreSQL store takes: its database holds one application's jobs.
+const PG_PREFIX: &str = "fj";
+
+/// The store a URL names; a PostgreSQL store is connected to (and its schema checked) here,
+/// on the I/O runtime, the GIL released.
+fn open_store(py: Python<'_>, settings: &Settings) -> Result<Backend> {
     let url = settings.url.as_str();
     if crate::store::redis::conn::is_redis_url(url) {
         return Ok(Backend::Redis(Stored::new(Arc::new(RedisStore::new(settings)?))));
@@ -113,8 +118,23 @@ fn open_store(settings: &Settings) -> Result<Backend> {
     if url.starts_with("sqlite://") {
         return Ok(Backend::Sqlite(Stored::new(Arc::new(crate::store::sqlite::SqliteStore::open_with(settings)?))));
     }
+    if url.starts_with("postgresql://") || url.starts_with("postgres://") {
+        // One `fastjobs` schema per database: a prefix cannot keep two applications apart
+        // there, so another one is refused rather than mixing their jobs.
+        if settings.prefix != PG_PREFIX {
+            return Err(Error::Invalid(format!(
+                "the PostgreSQL store keeps one application's jobs per database (its fastjobs schema): prefix {:?} cannot \
+                 apply there; leave the prefix at its default {PG_PREFIX:?} and give each application its own database",
+                settings.prefix
+            )));
+        }
+        let (url, ttl) = (url.to_string(), settings.result_ttl);
+        let store = py.detach(|| crate::runtime::runtime().block_on(PgStore::connect(&url, ttl)))?;
+        return Ok(Backend::Postgres(Stored::new(Arc::new(store))));
+    }
     Err(Error::Invalid(format!(
-        "invalid store URL {}: use redis://, rediss:// or unix:// (Redis), sqlite:///path/to/file.db (SQLite) or memory:// (in process)",
+        "invalid store URL {}: use redis://, rediss:// or unix:// (Redis), postgresql:// (PostgreSQL), sqlite:///path/to/file.db \
+         (SQLite) or memory:// (in process)",
         crate::store::settings::mask_url(url)
     )))
 }
@@ -302,6 +322,7 @@ impl Client {
                         max_payload = DEFAULT_MAX_PAYLOAD, tls_ca_file = None, tls_cert_file = None, tls_key_file = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         url: &str,
         prefix: &str,
         connect_timeout: f64,
@@ -319,7 +340,7 @@ impl Client {
         // At least 1 ms: it goes to Redis in ms, where 0 is refused.
         settings.result_ttl = within("result_ttl", result_ttl, 0.001)?.max(Duration::from_millis(1));
         settings.tls = crate::store::redis::conn::Tls { ca_file: tls_ca_file, cert_file: tls_cert_file, key_file: tls_key_file };
-        let backend = open_store(&settings).map_err(super::errors::to_py)?;
+        let backend = open_store(py, &settings).map_err(super::errors::to_py)?;
         Ok(Client { backend, settings, ids: Arc::default(), max_payload })
     }
 
@@ -409,6 +430,43 @@ impl Client {
         let target = self.backend.target(queue).map_err(super::errors::to_py)?;
         let (jobs, mark) = self.prepare(jobs, dedup, true).map_err(super::errors::to_py)?;
         Ok(PreparedBatch { target, jobs: Arc::new(jobs), mark: mark.map(Arc::new) })
+    }
+
+    /// The statement and named arguments that write one job in the caller's own PostgreSQL
+    /// transaction (`send(conn=...)`), the job validated and packed as `enqueue` does; the
+    /// statement's one value is `n` (written), `e` (a job with that id exists) or `d<id>`
+    /// (deduplicated by job `<id>`). Raises ValueError when this client's store is not
+    /// PostgreSQL.
+    #[pyo3(signature = (queue, job, *, dedup = None))]
+    fn enqueue_statement<'py>(
+        &self,
+        py: Python<'py>,
+        queue: &str,
+        job: JobTuple,
+        dedup: Option<DedupTuple>,
+    ) -> PyResult<(&'static str, Bound<'py, PyDict>)> {
+        let Backend::Postgres(b) = &self.backend else {
+            return Err(super::errors::to_py(Error::Invalid(format!(
+                "conn= writes the job with a PostgreSQL connection, in its transaction: the job's fastjobs connection must be \
+                 PostgreSQL too, and it is {}",
+                self.settings.masked_url()
+            ))));
+        };
+        let q = b.queue(queue).map_err(super::errors::to_py)?;
+        let (jobs, _) = self.prepare(vec![job], Some(vec![dedup]), false).map_err(super::errors::to_py)?;
+        let a = b.store.enqueue_args(&q, &jobs[0]);
+        let d = PyDict::new(py);
+        d.set_item("queue", a.queue)?;
+        d.set_item("id", a.id)?;
+        d.set_item("record", PyBytes::new(py, &a.record))?;
+        d.set_item("custom", a.custom)?;
+        d.set_item("delay_us", a.delay_us)?;
+        d.set_item("at_us", a.at_us)?;
+        d.set_item("dedup_keys", a.dedup_keys)?;
+        d.set_item("dedup_modes", a.dedup_modes)?;
+        d.set_item("ttl_ms", a.ttl_ms)?;
+        d.set_item("group", a.group)?;
+        Ok((crate::store::postgres::ENQUEUE_SQL, d))
     }
 
     /// (state, record tuple or None, result/error JSON or None); with `progress`, a fourth

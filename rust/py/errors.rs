@@ -24,6 +24,7 @@ pub fn to_py(e: Error) -> PyErr {
             Error::Closed(_) => "ClosedError",
             Error::Authentication(_) => "AuthenticationError",
             Error::UnknownQueue(_) => "UnknownQueueError",
+            Error::Schema(_) => "SchemaError",
         };
         match class(py, name) {
             Ok(cls) => PyErr::from_type(cls.into_bound(py), msg),

@@ -9,5 +9,6 @@ pub mod errors;
 pub mod events;
 pub mod inbox;
 pub mod payloads;
+pub mod postgres;
 pub mod schedules;
 pub mod worker;

@@ -49,9 +49,10 @@ def _stamps() -> tuple[Any, str]:
     from tests.resp import Redis
 
     s = fastjobs.config.settings()
-    # The session's Redis, whatever store the jobs run on (conftest sets it).
+    # The session's Redis, whatever store the jobs run on (conftest sets it), under the test's
+    # prefix (conftest's too: a PostgreSQL store keeps the default one).
     url = os.environ.get("FASTJOBS_TEST_REDIS_URL", s.url)
-    return Redis(urlparse(url).port or 6379), f"{s.prefix}:test:stamps"
+    return Redis(urlparse(url).port or 6379), f"{os.environ.get('FASTJOBS_TEST_PREFIX', s.prefix)}:test:stamps"
 
 
 class Stamp(fastjobs.Job[Any, None]):

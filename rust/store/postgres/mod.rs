@@ -15,6 +15,7 @@ mod schema;
 mod tests;
 #[cfg(test)]
 pub(crate) mod testserver;
+mod txn;
 
 use crate::error::{Error, Result};
 use crate::record::{options_group, Record};
@@ -29,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
+pub use txn::{EnqueueArgs, ENQUEUE_SQL};
 
 /// How long a job's end is remembered (its status, a caller-chosen id kept from reuse), as
 /// the Redis store's completion marks.
@@ -85,6 +87,15 @@ impl PgStore {
         let server: Arc<str> = pool::mask_url(url).into();
         let mut client = listen::plain(&config, &server).await?;
         schema::init(&mut client, &server).await
+    }
+
+    /// Ok when `url` reaches a database with the schema this build needs; one connection of
+    /// its own, closed after (a worker's check before it starts).
+    pub async fn check(url: &str) -> Result<()> {
+        let config = parse_url(url)?;
+        let server: Arc<str> = pool::mask_url(url).into();
+        let client = listen::plain(&config, &server).await?;
+        schema::check(&client, &server).await
     }
 
     fn result_ttl_ms(&self) -> i64 {

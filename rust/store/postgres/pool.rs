@@ -45,8 +45,8 @@ pub(crate) fn pg_error(e: tokio_postgres::Error, server: &str) -> Error {
     if let Some(db) = e.as_db_error() {
         let code = db.code();
         if [SqlState::UNDEFINED_FUNCTION, SqlState::UNDEFINED_TABLE, SqlState::INVALID_SCHEMA_NAME].contains(code) {
-            return Error::Store(format!(
-                "the PostgreSQL database at {server} has no fastjobs schema, or an older one ({}): run `fastjobs db init`",
+            return Error::Schema(format!(
+                "the PostgreSQL database at {server} has no fastjobs schema, or an older one ({}): run `fastjobs db init URL`",
                 db.message()
             ));
         }

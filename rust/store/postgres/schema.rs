@@ -40,7 +40,7 @@ pub(crate) async fn init(client: &mut Client, server: &str) -> Result<Vec<i32>> 
     let mut applied = vec![];
     for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > have) {
         tx.batch_execute(sql).await.map_err(|e| match pg_error(e, server) {
-            Error::Store(m) => Error::Store(format!("migration {version} of the fastjobs schema failed: {m}")),
+            Error::Store(m) | Error::Schema(m) => Error::Store(format!("migration {version} of the fastjobs schema failed: {m}")),
             other => other,
         })?;
         tx.execute("INSERT INTO fastjobs.schema_version (version) VALUES ($1)", &[version]).await.map_err(err)?;
@@ -70,5 +70,5 @@ pub(crate) async fn check(client: &Client, server: &str) -> Result<()> {
     } else {
         format!("has fastjobs schema version {version}, this fastjobs needs {}", current())
     };
-    Err(Error::Store(format!("the PostgreSQL database at {server} {what}: run `fastjobs db init`")))
+    Err(Error::Schema(format!("the PostgreSQL database at {server} {what}: run `fastjobs db init URL`")))
 }

@@ -50,7 +50,7 @@ async fn a_database_without_the_schema_and_bad_urls_get_typed_errors() {
     let Some(url) = database().await else { return };
     let bare = url.rsplit_once('/').unwrap().0.to_string() + "/postgres";
     let e = PgStore::connect(&bare, Duration::from_secs(1)).await.err().unwrap();
-    assert!(matches!(&e, Error::Store(m) if m.contains("fastjobs db init")), "{e:?}");
+    assert!(matches!(&e, Error::Schema(m) if m.contains("fastjobs db init")), "{e:?}");
     let e = PgStore::connect("redis://localhost/0", Duration::from_secs(1)).await.err().unwrap();
     assert!(matches!(&e, Error::Invalid(m) if m.contains("not a PostgreSQL URL")), "{e:?}");
     let e = PgStore::connect("postgresql://u:secret@127.0.0.1:1/x?sslmode=require", Duration::from_secs(1)).await.err().unwrap();
