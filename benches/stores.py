@@ -46,7 +46,6 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
-PREFIX = "bench"
 
 # One module per handler kind (a worker whose jobs are all async runs them on its event loop),
 # each with the latency and lateness jobs, whose handlers report their start over UDP.
@@ -245,7 +244,7 @@ class Side:
     def __init__(self, url: str, tmp: Path, module: str, concurrency: int, remote: bool) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         if remote:
-            env = dict(os.environ, FASTJOBS_URL=url, FASTJOBS_PREFIX=PREFIX, PYTHONPATH=str(tmp))
+            env = dict(os.environ, FASTJOBS_URL=url, PYTHONPATH=str(tmp))
             self.proc = subprocess.Popen([PY, "-m", "fastjobs", "worker", module, "--queue", "bench", "--concurrency",
                                           str(concurrency), "--log-level", "WARNING"], env=env, cwd=str(tmp),
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -293,7 +292,7 @@ def child(a: argparse.Namespace) -> dict[str, Any]:
 
     import fastjobs
 
-    fastjobs.configure(a.url, prefix=PREFIX)
+    fastjobs.configure(a.url)  # the default prefix: PostgreSQL takes no other
     jobs = __import__(module)
     try:
         if a.workload in ("W1", "generator"):

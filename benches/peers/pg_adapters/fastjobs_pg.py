@@ -23,12 +23,12 @@ class FastjobsPgPeer(PgPeer):
         import fastjobs
 
         subprocess.run([sys.executable, "-m", "fastjobs", "db", "init", dsn], check=True, stdout=sys.stderr)
-        fastjobs.configure(dsn, prefix="bench")
+        fastjobs.configure(dsn)
         import _fastjobs_pg_jobs as jobs
 
         self.version = fastjobs.__version__
         self.jobs = jobs
-        os.environ.update(FASTJOBS_URL=dsn, FASTJOBS_PREFIX="bench")  # the worker's
+        os.environ["FASTJOBS_URL"] = dsn  # the worker's
 
     def enqueue_bulk(self, items):
         self.jobs.BenchNoop.dispatch_many(items)
