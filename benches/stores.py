@@ -226,6 +226,14 @@ class PostgresStore(Store):
     def server_pid(self) -> int | None:
         return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
 
+    def restart(self) -> None:
+        """Restarts the server with the options it had (after an ALTER SYSTEM that needs it)."""
+        pg_ctl = str(Path(self.psql).parent / "pg_ctl")
+        cmd = [pg_ctl, "-D", str(self.dir / "data"), "-w", "-l", str(self.dir / "server.log"), "restart"]
+        if os.getuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
     def stop(self) -> None:
         subprocess.run(["sh", str(self.SCRIPT), "stop", str(self.dir)], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
