@@ -3,10 +3,11 @@ throwaway server with pg_stat_statements loaded (every statement, nested ones to
 statements by total time: calls, ms in all, µs per call, calls and µs per job.
 
     python benches/peers/pg_statements.py [--system fastjobs|pgqueuer|procrastinate] [--workload W2] [--n 20000]
-                                          [--sql FILE]
+                                          [--sql FILE [--sql FILE2]]
 
-``--sql FILE`` (fastjobs): runs FILE in the database after `fastjobs db init`, before the
-workload, to measure a change to the schema's functions without a build.
+``--sql FILE`` (fastjobs, repeatable): runs FILE in the database after `fastjobs db init`,
+before the workload, to measure a change to the schema's functions without a build
+(pg_tries/ holds the ones measured in benches/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main() -> int:
     ap.add_argument("--explain", type=float, default=None, metavar="MS",
                     help="also log the plans (EXPLAIN ANALYZE, nested statements too) of statements slower than MS, "
                     "and print the server log's plans at the end")
-    ap.add_argument("--sql", default=None, help="fastjobs: SQL run after `fastjobs db init`, before the workload")
+    ap.add_argument("--sql", action="append", default=[], help="fastjobs: SQL run after `fastjobs db init`, before the workload")
     a = ap.parse_args()
     server = PostgresStore()
     try:
@@ -53,8 +54,9 @@ def main() -> int:
         server.sql("CREATE EXTENSION pg_stat_statements", db=db)
         if a.sql:
             subprocess.run([str(interpreter("fastjobs")), "-m", "fastjobs", "db", "init", dsn], check=True, stdout=subprocess.DEVNULL)
-            subprocess.run([server.psql, "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "-d", db, "-q",
-                            "-v", "ON_ERROR_STOP=1", "-f", a.sql], check=True)
+            for path in a.sql:
+                subprocess.run([server.psql, "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "-d", db, "-q",
+                                "-v", "ON_ERROR_STOP=1", "-f", path], check=True)
             server.sql("SELECT pg_stat_statements_reset()", db=db)
         cmd = [str(interpreter(a.system)), str(HERE / "pg_adapters" / f"{a.system}_pg.py"), "--dsn", dsn,
                "--workload", a.workload, "--n", str(a.n), "--server-pid", str(server.server_pid())]
