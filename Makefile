@@ -157,7 +157,8 @@ bench-peers: build peers ## the same workloads on fastjobs and every peer, one R
 	$(PY) benches/peers/run.py
 
 .PHONY: bench-peers-pg
-bench-peers-pg: build peers ## fastjobs' PostgreSQL store beside pgqueuer and procrastinate on one PostgreSQL server, ratios table
+bench-peers-pg: build ## fastjobs' PostgreSQL store beside pgqueuer and procrastinate on one PostgreSQL server, ratios table
+	python3 benches/peers/install.py --only pgqueuer,procrastinate
 	$(PY) benches/peers/pg.py $(BENCH_ARGS)
 
 .PHONY: clean
