@@ -177,7 +177,10 @@ class SqliteStore(Store):
         return f"sqlite:///{self.dir}/bench{self.count}.db"
 
     def version(self) -> str:
-        return sqlite3.sqlite_version + " (Python's; fastjobs builds its own)"
+        """The SQLite fastjobs builds in (rusqlite's bundled copy): its crate's version."""
+        lock = (ROOT / "Cargo.lock").read_text().split("\n[[package]]\n")
+        crate = next((p for p in lock if p.startswith('name = "libsqlite3-sys"')), "")
+        return f"bundled by libsqlite3-sys {crate.split('version = ')[1].split()[0].strip(chr(34))}" if crate else "bundled"
 
     def size(self, url: str) -> int:
         path = url.removeprefix("sqlite://")
