@@ -223,7 +223,7 @@ class PostgresStore(Store):
         self.count += 1
         db = f"bench{self.count}"
         if self.count > 1:
-            self.sql(f"DROP DATABASE IF EXISTS bench{self.count - 1}")
+            self.sql(f"DROP DATABASE IF EXISTS bench{self.count - 1} WITH (FORCE)")
         self.sql(f"CREATE DATABASE {db}")
         url = self.url_of(db)
         if not init:
