@@ -41,7 +41,7 @@ build: deps ## build the extension in release mode into the virtualenv
 STORE_TESTS := tests/test_memory_store.py tests/test_worker.py tests/test_delays.py tests/test_chain.py \
 	tests/test_flow.py tests/test_dedup.py tests/test_bulk.py tests/test_results.py tests/test_cancel.py \
 	tests/test_queue_limits.py tests/test_groups.py tests/test_progress.py tests/test_hooks.py \
-	tests/test_callbacks.py tests/test_timeouts.py tests/test_schemas.py tests/test_schedule.py
+	tests/test_callbacks.py tests/test_timeouts.py tests/test_schemas.py tests/test_schedule.py tests/test_events.py
 
 .PHONY: test
 # cargo test and clippy use the dev profile: compiling the tests with the release profile's

@@ -180,6 +180,9 @@ def test_redis_lost_mid_generator_keeps_what_was_committed(prefix: str) -> None:
         def payloads() -> Iterator[int]:
             for i in range(5000):
                 if i == 3000:
+                    # The first two chunks are in Redis before it goes (the writer runs
+                    # behind the generator; on a loaded machine far behind).
+                    eventually(lambda: Queue(connection="fragile").size() >= 2000)
                     server.stop()
                 yield i
 
@@ -189,7 +192,8 @@ def test_redis_lost_mid_generator_keeps_what_was_committed(prefix: str) -> None:
         # Every job taken from the generator (all 5,000: it went on after Redis died) is in one
         # group: the chunks in flight when Redis died may have landed, and Redis cannot be asked.
         assert err.committed + err.unknown.count + err.unsent.count == 5000, err
-        assert err.committed >= 2000
+        # What Redis held is never reported unsent: committed, or unknown when its answer was lost.
+        assert err.committed + err.unknown.count >= 2000
         assert set(err.result).isdisjoint(err.unknown) and set(err.unknown).isdisjoint(err.unsent)
         assert isinstance(err.__cause__, fastjobs.ConnectionError)
     finally:

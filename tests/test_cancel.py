@@ -118,7 +118,8 @@ def test_a_running_async_job_gets_cancelled_error(spawn_worker: Any, redis: Any,
 
 def test_a_cancel_asked_while_the_job_was_prefetched_ends_it_unstarted(start_worker: Any, redis: Any, prefix: str) -> None:
     start_worker(queues=["slow"], concurrency=1, prefetch=20)
-    first = Sleep.dispatch({"seconds": 1.0}).on_queue("slow").send()
+    # Long enough for the busy worker to prefetch `behind` even on a loaded machine.
+    first = Sleep.dispatch({"seconds": 3.0}).on_queue("slow").send()
     behind = Echo.dispatch("behind").on_queue("slow").send()
     eventually(lambda: behind.status() == "active")  # leased into this worker's buffer
     assert behind.cancel() == "active"

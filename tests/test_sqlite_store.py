@@ -44,3 +44,9 @@ def test_a_file_that_cannot_serve_is_refused_with_its_name(tmp_path: Path) -> No
         fastjobs.configure(f"sqlite:///{other}", connection="bad")
     with pytest.raises(fastjobs.FastJobsError, match="missing-dir"):
         fastjobs.configure(f"sqlite:///{tmp_path}/missing-dir/x.db", connection="bad")
+
+
+def test_the_events_stream_is_refused_by_name(tmp_path: Path) -> None:
+    fastjobs.configure(f"sqlite:///{tmp_path}/ev.db", connection="file")
+    with pytest.raises(ValueError, match="events stream is not kept by the SQLite store"):
+        next(Queue(connection="file").events("0", timeout=0))

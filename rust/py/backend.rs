@@ -136,7 +136,7 @@ pub trait PyStore: Store + Sized {
     fn check_connection(settings: &Settings) -> Result<Option<Error>>;
 
     /// A reader of a queue's events stream.
-    fn event_reader(settings: &Settings, q: &Self::Queue) -> PyResult<super::events::EventReader>;
+    fn event_reader(stored: &Stored<Self>, settings: &Settings, q: Arc<Self::Queue>) -> PyResult<super::events::EventReader>;
 }
 
 impl PyStore for RedisStore {
@@ -157,8 +157,9 @@ impl PyStore for RedisStore {
         crate::store::redis::conn::SyncConn::new(settings)?.check()
     }
 
-    fn event_reader(settings: &Settings, q: &Self::Queue) -> PyResult<super::events::EventReader> {
-        super::events::EventReader::new(settings, q)
+    fn event_reader(_: &Stored<Self>, settings: &Settings, q: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {
+        let reader = crate::store::redis::events::EventReader::new(settings, &q).map_err(super::errors::to_py)?;
+        Ok(super::events::EventReader::redis(reader))
     }
 }
 
@@ -167,8 +168,8 @@ impl PyStore for MemoryStore {
         Ok(None)
     }
 
-    fn event_reader(_: &Settings, _: &Self::Queue) -> PyResult<super::events::EventReader> {
-        Err(super::errors::to_py(Error::Invalid("the events stream is not available on the memory store yet: use Redis".into())))
+    fn event_reader(stored: &Stored<Self>, _: &Settings, queue: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {
+        Ok(super::events::EventReader::polled(super::events::MemoryEvents { store: stored.store.clone(), queue }))
     }
 }
 
@@ -178,8 +179,10 @@ impl PyStore for SqliteStore {
         SqliteStore::open_with(settings).map(|_| None)
     }
 
-    fn event_reader(_: &Settings, _: &Self::Queue) -> PyResult<super::events::EventReader> {
-        Err(super::errors::to_py(Error::Invalid("the events stream is not supported by the SQLite store yet: use Redis".into())))
+    fn event_reader(_: &Stored<Self>, _: &Settings, _: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {
+        Err(super::errors::to_py(Error::Invalid(
+            "the events stream is not kept by the SQLite store yet: use Redis, PostgreSQL or memory://".into(),
+        )))
     }
 }
 
@@ -194,9 +197,10 @@ impl PyStore for PgStore {
         }
     }
 
-    fn event_reader(_: &Settings, _: &Self::Queue) -> PyResult<super::events::EventReader> {
+    /// Written by the schema's triggers, not read yet (py/events.rs says why).
+    fn event_reader(_: &Stored<Self>, _: &Settings, _: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {
         Err(super::errors::to_py(Error::Invalid(
-            "the events stream of a PostgreSQL queue is written but cannot be read from Python yet: use Redis".into(),
+            "the events stream of a PostgreSQL queue is written but cannot be read from Python yet: use Redis or memory://".into(),
         )))
     }
 }

@@ -98,8 +98,8 @@ fn check_with<S: PyStore>(_stored: &Stored<S>, settings: &Settings) -> Result<Op
     Ok(S::check_connection(settings)?.map(|e| e.to_string()))
 }
 
-fn event_reader_of<S: PyStore>(_stored: &Stored<S>, settings: &Settings, q: &S::Queue) -> PyResult<super::events::EventReader> {
-    S::event_reader(settings, q)
+fn event_reader_of<S: PyStore>(stored: &Stored<S>, settings: &Settings, q: Arc<S::Queue>) -> PyResult<super::events::EventReader> {
+    S::event_reader(stored, settings, q)
 }
 
 /// The prefix a PostgreSQL store takes: its database holds one application's jobs.
@@ -540,7 +540,7 @@ impl Client {
     fn event_reader(&self, queue: &str) -> PyResult<super::events::EventReader> {
         on_store!(&self.backend, Backend, b => {
             let q = b.queue(queue).map_err(super::errors::to_py)?;
-            event_reader_of(b, &self.settings, &q)
+            event_reader_of(b, &self.settings, q)
         })
     }
 

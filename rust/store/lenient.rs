@@ -8,6 +8,13 @@ pub fn id(rec: &[u8]) -> String {
     String::from_utf8_lossy(Record::peek_id(rec)).into_owned()
 }
 
+/// The job's name ("" when the record is damaged).
+pub fn name(rec: &[u8]) -> &str {
+    let n = rec.get(6).copied().unwrap_or(0) as usize;
+    let m = rec.get(7 + n).copied().unwrap_or(0) as usize;
+    rec.get(8 + n..8 + n + m).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+}
+
 pub fn priority(rec: &[u8]) -> usize {
     let p = rec.get(5).copied().unwrap_or(0) as usize;
     if p > 9 {

@@ -175,7 +175,12 @@ impl MemoryStore {
 
     /// The events the queue's ring holds, oldest first (while `set_events` has it on).
     pub fn events(&self, q: &MemoryQueue) -> Vec<Event> {
-        self.read_queue(q, |queue, _| queue.events.iter().cloned().collect())
+        self.events_after(q, 0, usize::MAX)
+    }
+
+    /// Up to `limit` of the queue's events after number `after`, oldest first.
+    pub fn events_after(&self, q: &MemoryQueue, after: u64, limit: usize) -> Vec<Event> {
+        self.read_queue(q, |queue, _| queue.events.iter().filter(|e| e.seq > after).take(limit).cloned().collect())
     }
 }
 

@@ -57,8 +57,76 @@ struct Timed<T> {
 /// One entry of the events ring: a state change of some jobs.
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// Counts the queue's events from 1: where a reader resumes.
+    pub seq: u64,
+    pub at_ms: i64,
     pub kind: &'static str,
     pub ids: Vec<String>,
+    /// What else the Redis scripts tell (common.lua `emit`): `n` names, `a` attempts, `d` due
+    /// or delay ms, `x` results, errors or progress (JSON lists), `w` the worker.
+    pub fields: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// A JSON list of raw JSON values (`null` for the missing ones).
+fn json_list<'a>(values: impl IntoIterator<Item = Option<&'a [u8]>>) -> Vec<u8> {
+    let mut out = b"[".to_vec();
+    for (k, v) in values.into_iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(v.filter(|v| !v.is_empty()).unwrap_or(b"null"));
+    }
+    out.push(b']');
+    out
+}
+
+/// The `n` field of records' names.
+fn names_field<'a>(recs: impl IntoIterator<Item = &'a [u8]>) -> (&'static str, Vec<u8>) {
+    let names: Vec<&str> = recs.into_iter().map(rec::name).collect();
+    ("n", serde_json::to_vec(&names).unwrap_or_default())
+}
+
+/// The jobs of one kind of outcome of an ack, told in one entry (as ack.lua does).
+struct Told {
+    kind: &'static str,
+    ids: Vec<String>,
+    names: Vec<String>,
+    attempts: Vec<i64>,
+    delays: Vec<i64>,
+    x: Vec<Option<Vec<u8>>>,
+}
+
+impl Told {
+    fn new(kind: &'static str) -> Told {
+        Told { kind, ids: vec![], names: vec![], attempts: vec![], delays: vec![], x: vec![] }
+    }
+
+    fn add(&mut self, id: &str, record: &[u8], attempt: Option<i64>, delay: Option<i64>, x: Option<&[u8]>) {
+        self.ids.push(id.to_string());
+        self.names.push(rec::name(record).to_string());
+        self.attempts.extend(attempt);
+        self.delays.extend(delay);
+        self.x.push(x.map(|x| x.to_vec()));
+    }
+
+    fn fields(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let mut f = vec![("n", serde_json::to_vec(&self.names).unwrap_or_default())];
+        if !self.attempts.is_empty() {
+            f.push(numbers_field("a", self.attempts.iter().copied()));
+        }
+        if !self.delays.is_empty() {
+            f.push(numbers_field("d", self.delays.iter().copied()));
+        }
+        if self.x.iter().any(Option::is_some) {
+            f.push(("x", json_list(self.x.iter().map(|x| x.as_deref()))));
+        }
+        f
+    }
+}
+
+fn numbers_field(key: &'static str, values: impl IntoIterator<Item = i64>) -> (&'static str, Vec<u8>) {
+    let v: Vec<i64> = values.into_iter().collect();
+    (key, serde_json::to_vec(&v).unwrap_or_default())
 }
 
 #[derive(Default)]
@@ -128,6 +196,7 @@ pub struct Queue {
     group_active: HashMap<String, u64>,
     pub events_keep: Option<u64>,
     pub events: VecDeque<Event>,
+    events_seq: u64,
     progress: HashMap<String, Timed<Vec<u8>>>,
     logs: HashMap<String, Timed<VecDeque<Vec<u8>>>>,
     callbacks: HashMap<String, Timed<Fields>>,
@@ -172,11 +241,18 @@ impl Queue {
     }
 
     fn emit(&mut self, kind: &'static str, ids: Vec<String>) {
+        self.emit_with(kind, ids, vec![]);
+    }
+
+    /// One entry of the ring, while it is on.
+    fn emit_with(&mut self, kind: &'static str, ids: Vec<String>, fields: Vec<(&'static str, Vec<u8>)>) {
         let Some(keep) = self.events_keep else { return };
         if ids.is_empty() {
             return;
         }
-        self.events.push_back(Event { kind, ids });
+        self.events_seq += 1;
+        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        self.events.push_back(Event { seq: self.events_seq, at_ms, kind, ids, fields });
         while self.events.len() as u64 > keep.max(1) {
             self.events.pop_front();
         }
@@ -391,6 +467,7 @@ impl Queue {
         let mut out = Vec::with_capacity(jobs.len());
         let mut ready = Vec::new();
         let mut earliest: Option<u64> = None;
+        let mut told_delayed: Vec<(&NewJob, u64)> = Vec::new();
         for j in jobs {
             let due_us = j.at_us.unwrap_or(c.now_us as u64 + j.delay_us);
             if let Some(d) = &j.dedup {
@@ -409,6 +486,9 @@ impl Queue {
             if due_us > c.now_us as u64 {
                 self.delay(j.id.clone(), j.record.clone(), due_us);
                 earliest = Some(earliest.map_or(due_us, |e| e.min(due_us)));
+                if self.events_keep.is_some() {
+                    told_delayed.push((j, due_us));
+                }
             } else {
                 ready.push(j.record.clone());
             }
@@ -420,7 +500,14 @@ impl Queue {
         }
         if self.events_keep.is_some() {
             let ids = ready.iter().map(|r| rec::id(r)).collect();
-            self.emit("waiting", ids);
+            let names = names_field(ready.iter().map(|r| r.as_slice()));
+            self.emit_with("waiting", ids, vec![names]);
+            if !told_delayed.is_empty() {
+                let ids = told_delayed.iter().map(|(j, _)| j.id.clone()).collect();
+                let names = names_field(told_delayed.iter().map(|(j, _)| j.record.as_slice()));
+                let due = numbers_field("d", told_delayed.iter().map(|(_, d)| (*d / 1000) as i64));
+                self.emit_with("delayed", ids, vec![names, due]);
+            }
         }
         self.push_ready(ready, false);
         self.wake();
@@ -630,7 +717,9 @@ impl Queue {
         }
         if self.events_keep.is_some() {
             let ids = recs.iter().map(|r| rec::id(r)).collect();
-            self.emit("active", ids);
+            let attempts = numbers_field("a", recs.iter().map(|r| rec::attempt(r) as i64));
+            let worker = token.split_once('.').map_or(token, |(w, _)| w);
+            self.emit_with("active", ids, vec![("w", worker.as_bytes().to_vec()), attempts]);
         }
         // Pass the wake-up on: another worker should take what is left.
         if popped >= want {
@@ -641,6 +730,8 @@ impl Queue {
 
     /// ack.lua for one lease.
     pub fn ack<Q>(&mut self, a: &LeaseAck<Q>, c: Clock) -> AckOutcome {
+        let telling = self.events_keep.is_some();
+        let mut told = [Told::new("completed"), Told::new("retrying"), Told::new("failed"), Told::new("cancelled")];
         let mut out = AckOutcome::default();
         let reaped = self.reaped.contains(&a.token);
         let mut pushed = false;
@@ -682,7 +773,9 @@ impl Queue {
                     }
                     self.stats.completed += 1;
                     out.completed += 1;
-                    self.emit("completed", vec![id]);
+                    if telling {
+                        told[0].add(&id, &held, None, None, result.as_deref());
+                    }
                 }
                 AckKind::Retry { delay_ms, record, error } => {
                     if !error.is_empty() {
@@ -700,7 +793,10 @@ impl Queue {
                     }
                     self.stats.retried += 1;
                     out.retried += 1;
-                    self.emit("retrying", vec![id]);
+                    if telling {
+                        let attempt = rec::attempt(record).saturating_sub(1) as i64;
+                        told[1].add(&id, record, Some(attempt), Some(*delay_ms as i64), Some(error));
+                    }
                 }
                 AckKind::Failed { error, record } => {
                     if let Some(key) = &e.dedup {
@@ -708,7 +804,9 @@ impl Queue {
                     }
                     self.fail(&id, record.clone(), error.clone(), c.now_ms);
                     out.failed += 1;
-                    self.emit("failed", vec![id]);
+                    if telling {
+                        told[2].add(&id, record, Some(rec::attempt(record).saturating_sub(1) as i64), None, Some(error));
+                    }
                 }
                 AckKind::Cancelled => {
                     if e.retried {
@@ -721,9 +819,15 @@ impl Queue {
                     }
                     self.stats.cancelled += 1;
                     out.cancelled += 1;
-                    self.emit("cancelled", vec![id]);
+                    if telling {
+                        told[3].add(&id, &held, None, None, None);
+                    }
                 }
             }
+        }
+        for t in told.into_iter().filter(|t| !t.ids.is_empty()) {
+            let fields = t.fields();
+            self.emit_with(t.kind, t.ids, fields);
         }
         if self.leases.get(&a.token).is_some_and(|l| l.jobs.is_empty()) {
             self.leases.remove(&a.token);
@@ -1151,8 +1255,9 @@ impl Queue {
         let expires_ms = now_ms + ttl_ms;
         match kind {
             Feedback::Progress => {
+                let told = vec![("x", json_list([Some(line.as_slice())]))];
                 self.progress.insert(id.to_string(), Timed { value: line, expires_ms });
-                self.emit("progress", vec![id.to_string()]);
+                self.emit_with("progress", vec![id.to_string()], told);
             }
             Feedback::Log => {
                 let logs = self.logs.entry(id.to_string()).or_insert(Timed { value: VecDeque::new(), expires_ms });
