@@ -95,6 +95,13 @@ bench: build ## fastjobs against the bench targets (1M enqueue, 10M generator, 1
 	@$(PIP) install -q --disable-pip-version-check "redis[hiredis]>=5"
 	$(PY) benches/bench.py
 
+# BENCH_ARGS=--quick for a smaller try; STORES picks some of them.
+STORES ?= redis memory sqlite postgres
+.PHONY: bench-stores
+bench-stores: build ## benches/bench.py on every store in turn (Redis, in process, SQLite, PostgreSQL): W1-W5 each
+	@$(PIP) install -q --disable-pip-version-check "redis[hiredis]>=5"
+	@for s in $(STORES); do echo "== store $$s"; $(PY) benches/bench.py --store $$s $(BENCH_ARGS) || exit 1; done
+
 .PHONY: bench-lateness
 bench-lateness: build ## lateness of 10,000 delayed jobs due over 10 s among 100,000 far-future ones
 	$(PY) benches/lateness.py
@@ -148,6 +155,11 @@ peers: ## install the peer queues into .venv-peers and the per-peer venvs of ben
 bench-peers: build peers ## the same workloads on fastjobs and every peer, one Redis, ratios table
 	@$(PIP) install -q --disable-pip-version-check "redis[hiredis]>=5"
 	$(PY) benches/peers/run.py
+
+.PHONY: bench-peers-pg
+bench-peers-pg: build ## fastjobs' PostgreSQL store beside pgqueuer and procrastinate on one PostgreSQL server, ratios table
+	python3 benches/peers/install.py --only pgqueuer,procrastinate
+	$(PY) benches/peers/pg.py $(BENCH_ARGS)
 
 .PHONY: clean
 clean: ## remove build outputs and the virtualenv

@@ -1,11 +1,13 @@
-"""fastjobs against the targets of the bench issue, at full size, on a throwaway redis-server.
+"""fastjobs against the bench targets, at full size, on a throwaway redis-server.
 
     python benches/bench.py [--quick]
+    python benches/bench.py --store memory|sqlite|postgres [--quick]   (benches/stores.py)
 
 W1 bulk enqueue of 1,000,000 jobs from a list; peak RSS of a producer dispatching 10,000,000
 jobs from a generator; W2 one worker process draining 1,000,000 no-op jobs (sync and async
 handlers); W3/W4/W5 through the same adapter as the peer comparison; W5+ the lateness of
 10,000 jobs due over 10 s among 100,000 far-future ones (lateness.py). Ends with one JSON line.
+``--store`` runs the same workloads on another store (stores.py says what changes there).
 """
 
 from __future__ import annotations
@@ -157,9 +159,17 @@ def main() -> int:
                     help="W2 (sync, 100,000 jobs) with and without a signed callback per job to a local receiver")
     ap.add_argument("--limited", action="store_true",
                     help="W2 (sync) also with a rate limit and a concurrency limit set high enough never to bind: what checking them costs")
+    ap.add_argument("--store", default="redis", choices=["redis", "memory", "sqlite", "postgres"],
+                    help="the store to measure (default redis; the others: benches/stores.py)")
     args = ap.parse_args()
     scale = 10 if args.quick else 1
     only = set(args.only.upper().split(","))
+    if args.store != "redis":
+        if args.events or args.callbacks or args.limited:
+            ap.error("--events, --callbacks and --limited measure Redis only")
+        import stores
+
+        return stores.main(args.store, args.quick, only)
     redis = Redis()
     import tempfile
 

@@ -1,5 +1,6 @@
 """Installs the peer queues for `make bench-peers`: the shared .venv-peers from
-requirements.txt, and one .venv-peers-<system> per line of venvs.txt:
+requirements.txt, and one .venv-peers-<system> per line of venvs.txt (`--only a,b`: those
+lines alone, for `make bench-peers-pg`):
 
     <system> [python=3.12] <pip requirement> ...
 
@@ -42,13 +43,18 @@ def venv(path: Path, python: str, requirements: list[str]) -> bool:
 
 
 def main() -> int:
-    ok = venv(ROOT / ".venv-peers", interpreter(None) or "python3", ["-r", str(HERE / "requirements.txt")])
-    print(f"{'installed' if ok else 'FAILED'}: .venv-peers ({(HERE / 'requirements.txt').read_text().split()})")
+    # --only pgqueuer,procrastinate: those lines of venvs.txt alone (make bench-peers-pg).
+    only = set(sys.argv[sys.argv.index("--only") + 1].split(",")) if "--only" in sys.argv else None
+    if only is None:
+        ok = venv(ROOT / ".venv-peers", interpreter(None) or "python3", ["-r", str(HERE / "requirements.txt")])
+        print(f"{'installed' if ok else 'FAILED'}: .venv-peers ({(HERE / 'requirements.txt').read_text().split()})")
     for line in (HERE / "venvs.txt").read_text().splitlines():
         words = line.split()
         if not words or words[0].startswith("#"):
             continue
         system, rest = words[0], words[1:]
+        if only is not None and system not in only:
+            continue
         version = None
         if rest and rest[0].startswith("python="):
             version, rest = rest[0].split("=", 1)[1], rest[1:]
