@@ -7,8 +7,8 @@
 --     token's leased jobs (found by jobs_leased) for one row and joined the batch to them by
 --     a nested loop that scanned the whole batch per job, O(batch²) (343 jobs: 117,306 rows
 --     compared, 36 ms). A hash join is O(batch) whatever the estimate.
---   reserve leases the jobs it picked by their primary key (picked ids in an array), not by a
---     join of the picked rows, which was planned as a hash of every job of the queue.
+--   reserve leases the jobs it picked by their row addresses, not by a join of the picked
+--     rows, which was planned as a hash of every job of the queue.
 
 -- The events triggers of version 8 (events_ended: of version 11), each first asking whether
 -- any queue has its stream on.
@@ -161,7 +161,7 @@ BEGIN
   RETURN n;
 END $$;
 
--- reserve of version 9, leasing the picked jobs by their primary key.
+-- reserve of version 9, leasing the picked jobs by their row addresses.
 CREATE OR REPLACE FUNCTION fastjobs.reserve(q text, tok text, n integer, lease_ms bigint, OUT recs bytea[], OUT wait_ms bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -169,7 +169,6 @@ DECLARE
   qu fastjobs.queues;
   want integer := n;
   held bigint;
-  picked text[];
 BEGIN
   SELECT * INTO qu FROM fastjobs.queues WHERE name = q;
   IF qu.paused THEN RETURN; END IF;
@@ -194,13 +193,15 @@ BEGIN
     SELECT g.recs, g.wait_ms INTO recs, wait_ms FROM fastjobs.reserve_groups(q, tok, want) g;
     IF wait_ms IS NOT NULL THEN RETURN; END IF;
   ELSE
-    -- The picked jobs locked first, then leased by their primary key: a join of the picked
-    -- rows to `jobs` was planned as a hash of the queue's every row.
-    picked := ARRAY(SELECT id FROM fastjobs.jobs WHERE queue = q AND state = 'w'
-                    ORDER BY priority DESC, seq LIMIT want FOR UPDATE SKIP LOCKED);
+    -- The picked jobs leased by their row addresses (stable while this transaction holds
+    -- their locks), an array the planner cannot size, so it is always read by addresses: a
+    -- join of the picked rows to `jobs`, or a look-up of their ids, was planned as a scan of
+    -- the queue's every row.
     WITH leased AS (
       UPDATE fastjobs.jobs j SET state = 'a', token = tok, started_ms = NULL, cancel_asked = false
-      WHERE j.queue = q AND j.id = ANY(picked)
+      WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM fastjobs.jobs WHERE queue = q AND state = 'w'
+                               ORDER BY priority DESC, seq LIMIT want FOR UPDATE SKIP LOCKED))
+        AND j.queue = q
       RETURNING j.record, j.priority, j.seq
     )
     SELECT array_agg(record ORDER BY priority DESC, seq) INTO recs FROM leased;
