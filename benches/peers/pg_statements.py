@@ -7,7 +7,7 @@ statements by total time: calls, ms in all, µs per call, calls and µs per job.
 
 ``--sql FILE`` (fastjobs, repeatable): runs FILE in the database after `fastjobs db init`,
 before the workload, to measure a change to the schema's functions without a build
-(pg_tries/ holds the ones measured in benches/RESULTS.md).
+(pg_schema_11.sql: the schema before version 12, measured in benches/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (9, include_str!("migrations/009_undecodable.sql")),
     (10, include_str!("migrations/010_record.sql")),
     (11, include_str!("migrations/011_parity.sql")),
+    (12, include_str!("migrations/012_drain.sql")),
 ];
 
 /// The version this build needs.
