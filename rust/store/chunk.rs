@@ -94,22 +94,40 @@ impl Chunk {
         self.payloads.len()
     }
 
+    /// Each record in a buffer of its own, sized to it (as the in-memory store keeps them).
+    pub fn record_vecs(&self) -> Vec<Vec<u8>> {
+        let spec = &self.spec;
+        let mut out = Vec::with_capacity(self.len());
+        let mut id = format!("{}-", self.range.producer);
+        let prefix = id.len();
+        let mut digits = itoa::Buffer::new();
+        for (k, (s, e)) in self.spans.iter().enumerate() {
+            id.truncate(prefix);
+            id.push_str(digits.format(self.range.first + k as u64));
+            let payload = &self.payloads[*s..*e];
+            let mut record = Vec::with_capacity(packed_len(&id, &spec.name, &spec.options, payload));
+            pack_into(&mut record, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, payload);
+            out.push(record);
+        }
+        out
+    }
+
     /// One job per payload, under the chunk's run of ids (for `enqueue`: delays, priorities).
     pub fn pack(&self) -> (Vec<NewJob>, Watermark) {
         let spec = &self.spec;
-        let mut jobs = Vec::with_capacity(self.spans.len());
-        self.records(0, self.len(), |record| {
-            let id = String::from_utf8_lossy(Record::peek_id(record)).into_owned();
-            jobs.push(NewJob {
-                id,
+        let jobs = self
+            .record_vecs()
+            .into_iter()
+            .map(|record| NewJob {
+                id: String::from_utf8_lossy(Record::peek_id(&record)).into_owned(),
                 custom_id: false,
                 delay_us: spec.delay_us,
                 at_us: spec.at_us,
-                record: record.to_vec(),
+                record,
                 dedup: None,
                 group: None,
-            });
-        });
+            })
+            .collect();
         (jobs, self.watermark())
     }
 }
@@ -169,6 +187,7 @@ mod tests {
         c.records(0, 1, |r| direct.push(r.to_vec()));
         c.records(1, 2, |r| direct.push(r.to_vec()));
         assert_eq!(direct, jobs.iter().map(|j| j.record.clone()).collect::<Vec<_>>());
+        assert_eq!(c.record_vecs(), direct);
         assert!(c.is_plain());
         let long = format!("1\"{}\"", "x".repeat(200)).into_bytes();
         let err = prepare_payloads(&spec, &mut ids, long, vec![(0, 1), (1, 203)], 40).err().unwrap();

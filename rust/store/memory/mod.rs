@@ -83,6 +83,15 @@ fn now() -> (i64, i64) {
     (us, us / 1000)
 }
 
+/// A bulk chunk packed for the memory store (`Store::pack_chunk`).
+pub enum Packed {
+    /// Due now with generated ids (`Chunk::is_plain`): its records alone, each in a buffer of
+    /// its own that the ready list keeps (no job list, no copy when written).
+    Records(Mutex<Vec<Vec<u8>>>, Watermark),
+    /// Delayed or prioritized: the jobs for `enqueue`.
+    Jobs(Vec<NewJob>, Watermark),
+}
+
 /// A queue of the memory store: its name (the state lives in the store, by name).
 #[derive(Debug, Clone)]
 pub struct MemoryQueue {
@@ -165,6 +174,12 @@ impl MemoryStore {
         }
     }
 
+    /// A chunk's records, due now with generated ids: to the ready lists as they are.
+    fn enqueue_records(&self, q: &MemoryQueue, records: Vec<Vec<u8>>, mark: &Watermark) {
+        self.register(&[&q.name]);
+        self.with_queue(q, |queue, _| queue.enqueue_records(records, mark));
+    }
+
     fn enqueue_now(&self, q: &MemoryQueue, jobs: &[NewJob], mark: Option<&Watermark>) -> Vec<Written> {
         if jobs.is_empty() {
             return vec![];
@@ -199,7 +214,7 @@ fn check_feedback(entry: &[u8]) -> Result<()> {
 
 impl Store for MemoryStore {
     type Queue = MemoryQueue;
-    type Packed = (Vec<NewJob>, Watermark);
+    type Packed = Packed;
 
     fn queue(&self, name: &str) -> Result<Arc<MemoryQueue>> {
         validate_queue_name(name)?;
@@ -210,12 +225,27 @@ impl Store for MemoryStore {
         Ok(self.enqueue_now(q, jobs, mark))
     }
 
-    fn pack_chunk(&self, _q: &MemoryQueue, chunk: &Chunk) -> Self::Packed {
-        chunk.pack()
+    fn pack_chunk(&self, _q: &MemoryQueue, chunk: &Chunk) -> Packed {
+        if chunk.is_plain() {
+            Packed::Records(Mutex::new(chunk.record_vecs()), chunk.watermark())
+        } else {
+            let (jobs, mark) = chunk.pack();
+            Packed::Jobs(jobs, mark)
+        }
     }
 
-    async fn write_chunk(&self, q: &MemoryQueue, packed: &Self::Packed) -> Result<()> {
-        self.enqueue_now(q, &packed.0, Some(&packed.1));
+    async fn write_chunk(&self, q: &MemoryQueue, packed: &Packed) -> Result<()> {
+        match packed {
+            Packed::Records(records, mark) => {
+                // Moved out, not copied: written again (never, a write here cannot fail), the
+                // chunk's guard would write nothing anyway.
+                let records = std::mem::take(&mut *records.lock().unwrap_or_else(|e| e.into_inner()));
+                self.enqueue_records(q, records, mark);
+            }
+            Packed::Jobs(jobs, mark) => {
+                self.enqueue_now(q, jobs, Some(mark));
+            }
+        }
         Ok(())
     }
 

@@ -20,23 +20,58 @@ type Served = Vec<(Vec<u8>, Option<String>)>;
 /// ends), or None (a settled job frees it); the outer None: no member was at its limit.
 type ComeBack = Option<Option<i64>>;
 
-/// A lease: its jobs in order, when it ends, the starts recorded and the cancels asked.
+/// A lease: its jobs in order, when it ends, the starts recorded and the cancels asked. A
+/// lease holds up to a reserve's 2,000 jobs, each looked up by id when it is acknowledged:
+/// `at` finds it without a scan, and a job taken leaves a hole in `jobs` (kept in order).
 #[derive(Default)]
 pub struct Lease {
     pub deadline_ms: i64,
-    pub jobs: Vec<(String, Vec<u8>)>,
+    jobs: Vec<Option<Vec<u8>>>,
+    at: HashMap<String, usize>,
     pub started: HashMap<String, i64>,
     pub cancel: HashSet<String>,
 }
 
 impl Lease {
+    /// Adds a job under its id; false when the lease holds it already.
+    fn push(&mut self, id: String, r: Vec<u8>) -> bool {
+        if self.at.contains_key(&id) {
+            return false;
+        }
+        self.at.insert(id, self.jobs.len());
+        self.jobs.push(Some(r));
+        true
+    }
+
     fn take(&mut self, id: &str) -> Option<Vec<u8>> {
-        let at = self.jobs.iter().position(|(i, _)| i == id)?;
-        Some(self.jobs.remove(at).1)
+        let i = self.at.remove(id)?;
+        let r = self.jobs.get_mut(i).and_then(Option::take);
+        if self.at.is_empty() {
+            self.jobs.clear();
+        }
+        r
     }
 
     fn get(&self, id: &str) -> Option<&Vec<u8>> {
-        self.jobs.iter().find(|(i, _)| i == id).map(|(_, r)| r)
+        self.at.get(id).and_then(|i| self.jobs.get(*i)).and_then(Option::as_ref)
+    }
+
+    fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// Its jobs' records, in order.
+    fn records(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.jobs.iter().flatten()
+    }
+
+    /// Its jobs (id, record), in order.
+    fn into_jobs(self) -> impl Iterator<Item = (String, Vec<u8>)> {
+        self.jobs.into_iter().flatten().map(|r| (rec::id(&r), r))
     }
 }
 
@@ -271,7 +306,7 @@ impl Queue {
     }
 
     pub fn active_count(&self) -> u64 {
-        self.leases.values().map(|l| l.jobs.len() as u64).sum()
+        self.leases.values().map(|l| l.len() as u64).sum()
     }
 
     /// common.lua wake: a paused queue wakes nobody.
@@ -517,6 +552,24 @@ impl Queue {
         out
     }
 
+    /// enqueue.lua for a bulk chunk due now with generated ids (`Chunk::is_plain`): what
+    /// `enqueue` does with such jobs, the records taken as they are.
+    pub fn enqueue_records(&mut self, records: Vec<Vec<u8>>, mark: &Watermark) {
+        if let Some(g) = mark.guard {
+            if !self.sent.insert((mark.producer.clone(), g)) {
+                return;
+            }
+        }
+        let h = self.hwm.entry(mark.producer.clone()).or_insert(mark.last_seq);
+        *h = (*h).max(mark.last_seq);
+        if self.events_keep.is_some() {
+            let ids = records.iter().map(|r| rec::id(r)).collect();
+            self.emit("waiting", ids);
+        }
+        self.push_ready(records, false);
+        self.wake();
+    }
+
     pub fn chunk_written(&self, producer: &str, first: u64) -> bool {
         self.sent.contains(&(producer.to_string(), first))
     }
@@ -678,16 +731,15 @@ impl Queue {
                 continue;
             }
             let id = rec::id(&r);
-            if lease.get(&id).is_some() {
+            if !lease.push(id, r.clone()) {
                 continue;
             }
             if let Some(g) = g {
                 *per_group.entry(g).or_default() += 1;
             }
-            lease.jobs.push((id, r.clone()));
             recs.push(r);
         }
-        if lease.jobs.is_empty() {
+        if lease.is_empty() {
             self.leases.remove(token);
         }
         for r in undecodable {
@@ -829,7 +881,7 @@ impl Queue {
             let fields = t.fields();
             self.emit_with(t.kind, t.ids, fields);
         }
-        if self.leases.get(&a.token).is_some_and(|l| l.jobs.is_empty()) {
+        if self.leases.get(&a.token).is_some_and(|l| l.is_empty()) {
             self.leases.remove(&a.token);
         }
         let settled = out.completed + out.retried + out.failed + out.cancelled > 0;
@@ -870,7 +922,7 @@ impl Queue {
                 back.push(r);
             }
         }
-        if self.leases.get(token).is_some_and(|l| l.jobs.is_empty()) {
+        if self.leases.get(token).is_some_and(|l| l.is_empty()) {
             self.leases.remove(token);
         }
         let n = back.len() as u64;
@@ -903,8 +955,8 @@ impl Queue {
             let _ = token;
             x.leases += 1;
             l.deadline_ms = 0;
-            x.held += l.jobs.len() as u64;
-            x.ids.extend(l.jobs.iter().map(|(id, _)| id.clone()).take(most.saturating_sub(x.ids.len())));
+            x.held += l.len() as u64;
+            x.ids.extend(l.records().map(|r| rec::id(r)).take(most.saturating_sub(x.ids.len())));
             x.started.extend(l.started.keys().cloned());
         }
         x
@@ -939,19 +991,20 @@ impl Queue {
         for (_, token) in expired {
             let worker = token.split_once('.').map(|(w, _)| w.to_string()).unwrap_or_else(|| token.clone());
             self.nudged.remove(&worker);
-            let lease = self.leases.remove(&token).unwrap_or_default();
+            let mut lease = self.leases.remove(&token).unwrap_or_default();
             let mut back = Vec::new();
-            for (id, r) in lease.jobs {
+            let (cancel, started) = (std::mem::take(&mut lease.cancel), std::mem::take(&mut lease.started));
+            for (id, r) in lease.into_jobs() {
                 if let Some(g) = rec::group(&r) {
                     self.group_done(&g);
                 }
                 reaped += 1;
-                if lease.cancel.contains(&id) {
+                if cancel.contains(&id) {
                     self.cancel_unstarted(&id, &r);
                     continue;
                 }
                 let (mut attempt, max) = (rec::attempt(&r), rec::max_attempts(&r));
-                let since = lease.started.get(&id).copied();
+                let since = started.get(&id).copied();
                 if since.is_some() {
                     attempt += 1;
                 }
