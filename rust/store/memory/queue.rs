@@ -564,7 +564,8 @@ impl Queue {
         *h = (*h).max(mark.last_seq);
         if self.events_keep.is_some() {
             let ids = records.iter().map(|r| rec::id(r)).collect();
-            self.emit("waiting", ids);
+            let names = names_field(records.iter().map(|r| r.as_slice()));
+            self.emit_with("waiting", ids, vec![names]);
         }
         self.push_ready(records, false);
         self.wake();
