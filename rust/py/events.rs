@@ -113,7 +113,7 @@ pub struct MemoryEvents {
 
 impl EventSource for MemoryEvents {
     fn last_id(&self) -> Result<String> {
-        Ok(self.store.events(&self.queue).last().map_or_else(|| "0-0".into(), |e| format!("{}-{}", e.at_ms, e.seq)))
+        Ok(self.store.last_event(&self.queue).map_or_else(|| "0-0".into(), |(at_ms, seq)| format!("{at_ms}-{seq}")))
     }
 
     fn read(&self, after: &str, count: usize) -> Result<Vec<Entry>> {

@@ -188,14 +188,18 @@ impl MemoryStore {
         self.with_queue(q, |queue, c| queue.enqueue(jobs, mark, c))
     }
 
-    /// The events the queue's ring holds, oldest first (while `set_events` has it on).
-    pub fn events(&self, q: &MemoryQueue) -> Vec<Event> {
-        self.events_after(q, 0, usize::MAX)
+    /// The time (ms) and number of the newest event the queue's ring holds.
+    pub fn last_event(&self, q: &MemoryQueue) -> Option<(i64, u64)> {
+        self.read_queue(q, |queue, _| queue.events.back().map(|e| (e.at_ms, e.seq)))
     }
 
     /// Up to `limit` of the queue's events after number `after`, oldest first.
     pub fn events_after(&self, q: &MemoryQueue, after: u64, limit: usize) -> Vec<Event> {
-        self.read_queue(q, |queue, _| queue.events.iter().filter(|e| e.seq > after).take(limit).cloned().collect())
+        self.read_queue(q, |queue, _| {
+            // Numbers grow along the ring: a reader polling its end skips the rest at once.
+            let start = queue.events.partition_point(|e| e.seq <= after);
+            queue.events.range(start..).take(limit).cloned().collect()
+        })
     }
 }
 
