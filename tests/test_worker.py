@@ -260,6 +260,35 @@ def test_async_none_results_reported_in_batches_all_land_by_a_graceful_stop(star
     assert c["waiting"] == 3000 - ran, (s, c)  # the rest: never reserved, or handed back
 
 
+SYNC_RUNS: collections.Counter = collections.Counter()
+
+
+class SyncTick(fastjobs.Job[int, None]):
+    def process(self, payload: int) -> None:
+        time.sleep(0.001)
+        with LOCK:
+            SYNC_RUNS[payload] += 1
+
+
+def test_a_worker_of_sync_and_async_jobs_runs_each_once_and_loses_none_on_stop(start_worker: Any) -> None:
+    # Pullers hand a batch's async jobs to the loop together and run the sync ones themselves
+    # (worker.py _hand_async); a graceful stop meanwhile must lose none and run none twice.
+    ASYNC_RUNS.clear()
+    SYNC_RUNS.clear()
+    w = start_worker(concurrency=8, jobs=[AsyncTick, SyncTick])
+    for k in range(0, 4000, 500):
+        AsyncTick.dispatch_many(list(range(k, k + 250)))
+        SyncTick.dispatch_many(list(range(k + 250, k + 500)))
+    eventually(lambda: sum(ASYNC_RUNS.values()) >= 200 and sum(SYNC_RUNS.values()) >= 200)
+    s = w.stop()
+    c = Queue("default").counts()
+    ran = sum(ASYNC_RUNS.values()) + sum(SYNC_RUNS.values())
+    assert max(ASYNC_RUNS.values()) == max(SYNC_RUNS.values()) == 1
+    assert not set(ASYNC_RUNS) & set(SYNC_RUNS)
+    assert s.completed == ran == c["completed"] and c["active"] == 0, (s, c)
+    assert c["waiting"] == 4000 - ran, (s, c)
+
+
 class InTask(fastjobs.Job[float, list]):
     """An async handler that needs a running Task (as redis.asyncio and aiohttp do)."""
 

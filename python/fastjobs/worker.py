@@ -272,6 +272,7 @@ class Worker:
         self._async_running = 0  # touched on the loop thread only
         self._async_free: asyncio.Future[None] | None = None
         self._async_only = False
+        self._mixed = False  # sync and async jobs registered: pullers hand async ones over in batches
         self._async_puller: Any | None = None
         self._watchdog: _Watchdog | None = None
         self._async_done: list[int] = []  # completed with None, reported once per loop pass
@@ -538,6 +539,31 @@ class Worker:
             self._async_slots.acquire()
         self._ensure_loop().call_soon_threadsafe(self._launch_all, jobs)
 
+    def _hand_async(self, jobs: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Hands a batch's async jobs to the loop, as many together as there are free slots
+        (one wake-up of the loop, not one per job), and returns the others for this thread to
+        run. Slots taken are handed over before waiting for another: several pullers each
+        holding some while waiting for more would wait for ever."""
+        if self._stopping:
+            return jobs  # _run_sync hands them all back
+        registered, slots = self.jobs, self._async_slots
+        rest: list[tuple[Any, ...]] = []
+        ready: list[tuple[Any, ...]] = []
+        for job in jobs:
+            cls = registered.get(job[_NAME])
+            if cls is None or not cls._is_async:
+                rest.append(job)
+                continue
+            if not slots.acquire(blocking=False):
+                if ready:
+                    self._ensure_loop().call_soon_threadsafe(self._launch_all, ready)
+                    ready = []
+                slots.acquire()
+            ready.append(job)
+        if ready:
+            self._ensure_loop().call_soon_threadsafe(self._launch_all, ready)
+        return rest
+
     def _launch_all(self, jobs: list[tuple[Any, ...]]) -> None:
         loop = asyncio.get_running_loop()
         for job in jobs:
@@ -664,7 +690,9 @@ class Worker:
                         self.stop()
                     continue
                 started = time.perf_counter()
-                self._run_sync(jobs)
+                rest = self._hand_async(jobs) if self._mixed else jobs
+                if rest:
+                    self._run_sync(rest)
                 # Size the next batch to ~5 ms of work: large for quick jobs, 1 for slow ones.
                 per_job = (time.perf_counter() - started) / len(jobs)
                 batch = max(1, min(512, int(0.005 / per_job) if per_job > 0 else 512))
@@ -746,6 +774,7 @@ class Worker:
         self._watchdog = _Watchdog()  # timeouts may also come per dispatch
         self._middleware = hooks.snapshot(self._own_middleware)  # with what the job modules registered since
         self._async_only = bool(self.jobs) and all(cls._is_async for cls in self.jobs.values())
+        self._mixed = not self._async_only and any(cls._is_async for cls in self.jobs.values())
         if self.scheduler:
             self._register_periodic()
         served = self._start_metrics()

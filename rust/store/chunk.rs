@@ -60,22 +60,28 @@ impl Chunk {
         run_bounds(self.len(), |i| fixed + self.spans[i].1 - self.spans[i].0)
     }
 
-    /// Packs records `from..to` one after another into `out`, each after `frame(out, its
-    /// length)` and before `end`: the bulk path frames them as command arguments in place.
-    pub fn pack_records(&self, from: usize, to: usize, out: &mut Vec<u8>, mut frame: impl FnMut(&mut Vec<u8>, usize), end: &[u8]) {
-        let spec = &self.spec;
-        // `<producer>-` once, then only the sequence number per record (itoa: no formatter).
+    /// Calls `f(id, payload)` for jobs `from..to`: `<producer>-` written once, then only the
+    /// sequence number per job (itoa: no formatter).
+    fn each(&self, from: usize, to: usize, mut f: impl FnMut(&str, &[u8])) {
         let mut id = format!("{}-", self.range.producer);
         let prefix = id.len();
         let mut digits = itoa::Buffer::new();
         for (k, (s, e)) in self.spans[from..to].iter().enumerate() {
             id.truncate(prefix);
             id.push_str(digits.format(self.range.first + (from + k) as u64));
-            let payload = &self.payloads[*s..*e];
-            frame(out, packed_len(&id, &spec.name, &spec.options, payload));
-            pack_into(out, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, payload);
-            out.extend_from_slice(end);
+            f(&id, &self.payloads[*s..*e]);
         }
+    }
+
+    /// Packs records `from..to` one after another into `out`, each after `frame(out, its
+    /// length)` and before `end`: the bulk path frames them as command arguments in place.
+    pub fn pack_records(&self, from: usize, to: usize, out: &mut Vec<u8>, mut frame: impl FnMut(&mut Vec<u8>, usize), end: &[u8]) {
+        let spec = &self.spec;
+        self.each(from, to, |id, payload| {
+            frame(out, packed_len(id, &spec.name, &spec.options, payload));
+            pack_into(out, spec.header, id, &spec.name, spec.enqueued_ms, &spec.options, payload);
+            out.extend_from_slice(end);
+        });
     }
 
     /// Records `from..to`, each handed to `out` (packed one after another in one buffer).
@@ -98,17 +104,11 @@ impl Chunk {
     pub fn record_vecs(&self) -> Vec<Vec<u8>> {
         let spec = &self.spec;
         let mut out = Vec::with_capacity(self.len());
-        let mut id = format!("{}-", self.range.producer);
-        let prefix = id.len();
-        let mut digits = itoa::Buffer::new();
-        for (k, (s, e)) in self.spans.iter().enumerate() {
-            id.truncate(prefix);
-            id.push_str(digits.format(self.range.first + k as u64));
-            let payload = &self.payloads[*s..*e];
-            let mut record = Vec::with_capacity(packed_len(&id, &spec.name, &spec.options, payload));
-            pack_into(&mut record, spec.header, &id, &spec.name, spec.enqueued_ms, &spec.options, payload);
+        self.each(0, self.len(), |id, payload| {
+            let mut record = Vec::with_capacity(packed_len(id, &spec.name, &spec.options, payload));
+            pack_into(&mut record, spec.header, id, &spec.name, spec.enqueued_ms, &spec.options, payload);
             out.push(record);
-        }
+        });
         out
     }
 
