@@ -8,7 +8,7 @@ use crate::engine::coalesce::{Answer, Dispatch};
 use crate::error::{Error, Result};
 use crate::record::{check_caller_id, check_fields, options_group, pack_into, Header, IdGen, Record};
 use crate::store::chunk::BulkSpec;
-use crate::store::postgres::PgStore;
+use crate::store::postgres::{PgStore, Timeouts};
 use crate::store::redis::events::MAX_KEEP;
 use crate::store::redis::RedisStore;
 use crate::store::Settings;
@@ -129,7 +129,8 @@ fn open_store(py: Python<'_>, settings: &Settings) -> Result<Backend> {
             )));
         }
         let (url, ttl) = (url.to_string(), settings.result_ttl);
-        let store = py.detach(|| crate::runtime::runtime().block_on(PgStore::connect(&url, ttl)))?;
+        let timeouts = Timeouts { connect: settings.connect_timeout, response: settings.response_timeout };
+        let store = py.detach(|| crate::runtime::runtime().block_on(PgStore::connect_with(&url, ttl, timeouts)))?;
         return Ok(Backend::Postgres(Stored::new(Arc::new(store))));
     }
     Err(Error::Invalid(format!(

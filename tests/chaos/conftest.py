@@ -29,7 +29,7 @@ from ..conftest import ROOT, RedisServer
 from ..resp import Redis
 from .jobs import Run, runs
 from .proxy import Proxy
-from .servers import Fsync, PersistentRedis
+from .servers import Fsync, PersistentPostgres, PersistentRedis
 
 SUMMARY = re.compile(r"fastjobs worker: (\d+) completed, (\d+) retried, (\d+) failed, (\d+) handed back, (\d+) stale, \d+ cancelled in [\d.]+s")
 RUNS_AGAIN = re.compile(r"job (\S+) runs again: the worker that held it died while it may have been running it")
@@ -58,8 +58,9 @@ class Worker:
     lines and the summary line) in a file: thousands of warnings would fill a pipe nobody
     reads and block the worker."""
 
-    def __init__(self, url: str, prefix: str, ledger_port: int, log: Path, args: list[str]) -> None:
-        env = dict(os.environ, FASTJOBS_URL=url, FASTJOBS_PREFIX=prefix, FASTJOBS_CHAOS_LEDGER=str(ledger_port), PYTHONPATH=str(ROOT))
+    def __init__(self, url: str, prefix: str, ledger_port: int, log: Path, args: list[str], store_prefix: str | None = None) -> None:
+        env = dict(os.environ, FASTJOBS_URL=url, FASTJOBS_PREFIX=store_prefix or prefix, FASTJOBS_CHAOS_LEDGER=str(ledger_port),
+                   FASTJOBS_CHAOS_RUNS=prefix, PYTHONPATH=str(ROOT))
         self.log_path = log
         self._out = open(log, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "fastjobs", "worker", "tests.chaos.jobs", *args],
@@ -117,12 +118,14 @@ def ledger(redis_server: RedisServer) -> Redis:
 
 @pytest.fixture
 def workers(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[Any]:
-    """``start(*args, url=...)`` starts a worker process on ``url`` (default: the test run's
-    Redis); ``start.all`` lists every worker started. Teardown kills the ones still running."""
+    """``start(*args, url=..., store_prefix=...)`` starts a worker process on ``url`` (default:
+    the test run's Redis) under ``store_prefix`` (default: the test's prefix, which always
+    names its runs in the ledger); ``start.all`` lists every worker started. Teardown kills
+    the ones still running."""
     started: list[Worker] = []
 
-    def start(*args: str, url: str | None = None) -> Worker:
-        w = Worker(url or redis_server.url, prefix, redis_server.port, tmp_path / f"worker-{len(started)}.log", list(args))
+    def start(*args: str, url: str | None = None, store_prefix: str | None = None) -> Worker:
+        w = Worker(url or redis_server.url, prefix, redis_server.port, tmp_path / f"worker-{len(started)}.log", list(args), store_prefix)
         started.append(w)
         return w
 
@@ -148,6 +151,14 @@ def proxy(redis_server: RedisServer) -> Iterator[Any]:
     yield make
     for p in made:
         p.close()
+
+
+@pytest.fixture
+def durable_postgres() -> Iterator[PersistentPostgres]:
+    """A PersistentPostgres of the test's own (the test run's PostgreSQL is never crashed)."""
+    server = PersistentPostgres()
+    yield server
+    server.remove()
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 where it records each run.
 
 The ledger is a list in the test run's own redis-server (``FASTJOBS_CHAOS_LEDGER`` is its
-port, the key is ``<prefix>:runs``), never the Redis under test: it is neither restarted nor
-behind the proxy, so a run is recorded whatever the fault. Each run appends
+port, the key ``<prefix>:runs`` with the test's prefix, ``FASTJOBS_CHAOS_RUNS``), never the
+store under test: it is neither restarted nor behind the proxy, so a run is recorded whatever
+the fault. Each run appends
 ``<job id> <pid> <redelivered 0|1> <attempt> <tag>`` before the handler does anything else.
 """
 
@@ -26,7 +27,7 @@ class _Ledger(threading.local):
     sock: socket.socket | None = None
 
     def append(self, line: str) -> None:
-        key = f"{os.environ.get('FASTJOBS_PREFIX', 'fj')}:runs".encode()
+        key = f"{os.environ.get('FASTJOBS_CHAOS_RUNS') or os.environ.get('FASTJOBS_PREFIX', 'fj')}:runs".encode()
         value = line.encode()
         msg = b"*3\r\n$5\r\nRPUSH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(value), value)
         for again in (False, True):

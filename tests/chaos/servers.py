@@ -1,8 +1,10 @@
-"""A redis-server whose data survives a restart: an append-only file in a directory of its own,
-on a port it keeps, restarted after a clean shutdown (SIGTERM) or a crash (SIGKILL)."""
+"""Servers whose data survives a restart: a redis-server with an append-only file in a
+directory of its own, on a port it keeps, restarted after a clean shutdown (SIGTERM) or a
+crash (SIGKILL); a PostgreSQL server that commits durably, restarted after a crash."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -10,7 +12,9 @@ import tempfile
 import time
 from typing import Literal
 
-from ..conftest import RedisServer, free_port
+import fastjobs
+
+from ..conftest import ROOT, RedisServer, free_port
 from ..resp import Redis
 
 Fsync = Literal["always", "everysec"]
@@ -82,4 +86,40 @@ class PersistentRedis(RedisServer):
             self.kill(signal.SIGTERM)
 
     def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PersistentPostgres:
+    """A PostgreSQL server of its own (rust/store/postgres/testserver.sh ``durable``: every
+    commit is in the WAL before it is answered) with the fastjobs schema, on a port it keeps.
+    ``restart()`` crashes it (an immediate shutdown: no checkpoint, the next start replays the
+    WAL) and starts it again on the same data."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = os.path.join(tempfile.gettempdir(), f"fastjobs-pg-durable-{os.getpid()}-{self.port}")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.restarts = 0
+        self.start()
+        fastjobs.init_db(self.url)
+
+    def _script(self, *args: str) -> None:
+        out = subprocess.run(["sh", str(ROOT / "rust" / "store" / "postgres" / "testserver.sh"), *args], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"testserver.sh {args[0]}: {out.stderr.strip()}")
+
+    def start(self) -> None:
+        self._script("start", self.dir, str(self.port), str(os.getpid()), "durable")
+
+    def restart(self, down: float = 0.0) -> float:
+        """Crashes the server, keeps it down ``down`` seconds, starts it again; returns the
+        monotonic time at which it answers again (the end of the fault)."""
+        self._script("stop", self.dir)
+        time.sleep(down)
+        self.start()
+        self.restarts += 1
+        return time.monotonic()
+
+    def remove(self) -> None:
+        self._script("stop", self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)

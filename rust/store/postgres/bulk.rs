@@ -1,18 +1,29 @@
 //! The bulk path: a guarded chunk by binary COPY on a connection of its own.
 
 use super::{pool, PgStore};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::*;
+use tokio_postgres::Client;
 
 impl PgStore {
     /// Writes a guarded chunk of generated ids: the guard row, a binary COPY of its ids and
     /// records into the connection's staging table and `fastjobs.enqueue_staged`, in one
-    /// transaction (faster than the multi-row INSERT of `write_jobs`: tests.rs bulk_write_paths).
+    /// transaction (faster than the multi-row INSERT of `write_jobs`: tests.rs bulk_write_paths),
+    /// within the response timeout.
     pub(super) async fn copy_chunk(&self, q: &str, jobs: &[NewJob], mark: &Watermark, guard: u64) -> Result<()> {
+        let mut slot = self.bulk.lock().await;
+        let written = pool::within(self.pool.response, &self.pool.server, self.copy_on(&mut slot, q, jobs, mark, guard)).await;
+        if matches!(written, Err(Error::Timeout(_))) {
+            // Its next answer would be this chunk's: a chunk of its own gets a new connection.
+            *slot = None;
+        }
+        written
+    }
+
+    async fn copy_on(&self, slot: &mut Option<Client>, q: &str, jobs: &[NewJob], mark: &Watermark, guard: u64) -> Result<()> {
         use tokio_postgres::binary_copy::BinaryCopyInWriter;
         use tokio_postgres::types::Type;
         let err = |e| pool::pg_error(e, &self.pool.server);
-        let mut slot = self.bulk.lock().await;
         if slot.as_ref().is_none_or(|c| c.is_closed()) {
             let client = pool::connect(&self.pool.config, &self.pool.server).await?;
             client

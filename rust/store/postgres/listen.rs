@@ -5,7 +5,7 @@
 //! delivered when its transaction commits. Nothing polls: a broken connection is reopened,
 //! and then every signal fires once, so whoever waits looks again.
 
-use super::pool::connect;
+use super::pool::{connect, open};
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
@@ -124,18 +124,31 @@ impl Signals {
     }
 }
 
+/// How often the listening connection is asked for an answer: a network gone quiet tells TCP
+/// nothing, and a connection that only listens would wait on it for ever.
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+
 /// Runs the listening connection until the task is aborted (the store dropped), reopening it
-/// after a break.
-pub(crate) async fn listen(config: Config, signals: Arc<Signals>, ready: Arc<Notify>) {
+/// after a break, or when a probe is not answered within `response`.
+pub(crate) async fn listen(config: Config, response: Duration, signals: Arc<Signals>, ready: Arc<Notify>) {
     loop {
-        if let Ok((client, mut connection)) = config.connect(tokio_postgres::NoTls).await {
+        if let Ok((client, mut connection)) = open(&config, "").await {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            let client = &client;
+            let answered =
+                |sql: &'static str| async move { matches!(tokio::time::timeout(response, client.batch_execute(sql)).await, Ok(Ok(()))) };
             let listening = async {
-                client.batch_execute(CHANNELS).await.ok()?;
+                if !answered(CHANNELS).await {
+                    return;
+                }
                 signals.all();
                 ready.notify_one();
-                std::future::pending::<()>().await;
-                Some(())
+                loop {
+                    tokio::time::sleep(PROBE_EVERY).await;
+                    if !answered("").await {
+                        return;
+                    }
+                }
             };
             let reading = async {
                 while let Some(Ok(m)) = messages.next().await {
@@ -145,8 +158,8 @@ pub(crate) async fn listen(config: Config, signals: Arc<Signals>, ready: Arc<Not
                 }
             };
             tokio::select! {
-                _ = listening => {}
-                _ = reading => {}
+                () = listening => {}
+                () = reading => {}
             }
         }
         signals.all();

@@ -32,6 +32,30 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 pub use txn::{EnqueueArgs, ENQUEUE_SQL};
 
+/// How long connecting and a statement's answer may take (the client's `connect_timeout` and
+/// `response_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response: Duration,
+}
+
+impl Default for Timeouts {
+    /// The client's defaults (`Settings::new`).
+    fn default() -> Timeouts {
+        Timeouts { connect: Duration::from_secs(5), response: Duration::from_secs(30) }
+    }
+}
+
+/// The settings of `url`, with the connect timeout given unless the URL has one.
+fn parse_url_timed(url: &str, timeouts: Timeouts) -> Result<tokio_postgres::Config> {
+    let mut config = parse_url(url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(timeouts.connect);
+    }
+    Ok(config)
+}
+
 /// How long a job's end is remembered (its status, a caller-chosen id kept from reuse), as
 /// the Redis store's completion marks.
 const MARK_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
@@ -67,16 +91,21 @@ impl QueueHandle for PgQueue {
 
 impl PgStore {
     /// Connects to `url` (`postgresql://` or `postgres://`) and checks that the database has
-    /// the schema (`init_schema`); results are kept `result_ttl`.
+    /// the schema (`init_schema`); results are kept `result_ttl`; the default timeouts.
     pub async fn connect(url: &str, result_ttl: Duration) -> Result<PgStore> {
-        let config = parse_url(url)?;
-        let pool = Pool::new(config.clone(), pool::mask_url(url));
+        PgStore::connect_with(url, result_ttl, Timeouts::default()).await
+    }
+
+    /// `connect`, with the timeouts given (a `connect_timeout` in the URL wins).
+    pub async fn connect_with(url: &str, result_ttl: Duration, timeouts: Timeouts) -> Result<PgStore> {
+        let config = parse_url_timed(url, timeouts)?;
+        let pool = Pool::new(config.clone(), pool::mask_url(url), timeouts.response);
         let conn = pool.get().await?;
-        schema::check(&conn.client, &pool.server).await?;
+        pool::within(timeouts.response, &pool.server, schema::check(&conn.client, &pool.server)).await?;
         pool.open_all().await?;
         let signals = Arc::new(Signals::default());
         let ready = Arc::new(tokio::sync::Notify::new());
-        let listener = tokio::spawn(listen::listen(config, signals.clone(), ready.clone()));
+        let listener = tokio::spawn(listen::listen(config, timeouts.response, signals.clone(), ready.clone()));
         // Listening before the first operation, so that no wake-up it causes is missed.
         let _ = tokio::time::timeout(Duration::from_secs(10), ready.notified()).await;
         Ok(PgStore { pool, signals, listener, result_ttl, swept: Default::default(), bulk: Default::default() })
@@ -84,7 +113,7 @@ impl PgStore {
 
     /// Creates or upgrades the schema (`fastjobs db init`); returns the versions applied.
     pub async fn init_schema(url: &str) -> Result<Vec<i32>> {
-        let config = parse_url(url)?;
+        let config = parse_url_timed(url, Timeouts::default())?;
         let server: Arc<str> = pool::mask_url(url).into();
         let mut client = listen::plain(&config, &server).await?;
         schema::init(&mut client, &server).await
@@ -93,7 +122,7 @@ impl PgStore {
     /// Ok when `url` reaches a database with the schema this build needs; one connection of
     /// its own, closed after (a worker's check before it starts).
     pub async fn check(url: &str) -> Result<()> {
-        let config = parse_url(url)?;
+        let config = parse_url_timed(url, Timeouts::default())?;
         let server: Arc<str> = pool::mask_url(url).into();
         let client = listen::plain(&config, &server).await?;
         schema::check(&client, &server).await

@@ -1,18 +1,25 @@
 //! Connections to PostgreSQL: a few clients shared by every task (tokio-postgres pipelines
 //! the queries of concurrent tasks on one connection), each with its prepared statements,
 //! reopened when one breaks. Every operation is one statement (a function of the schema), so
-//! no task ever needs a connection to itself.
+//! no task ever needs a connection to itself. A statement unanswered within the response
+//! timeout fails as `Error::Timeout` and retires its connection: the network may have gone
+//! quiet (nothing tells TCP), and the connection's next answer would be that statement's.
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 /// Connections per store: enough to keep two cores busy, few enough for a server's limit.
 const CONNECTIONS: usize = 4;
+
+/// The connect timeout of a configuration without one (the client's default).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The URL with its password masked, for messages.
 pub(crate) fn mask_url(url: &str) -> String {
@@ -70,37 +77,60 @@ pub(crate) struct Conn {
     pub client: Client,
     prepared: Mutex<HashMap<&'static str, Statement>>,
     server: Arc<str>,
+    response: Duration,
+    /// A statement on it timed out: the pool opens another in its place.
+    retired: AtomicBool,
 }
 
 impl Conn {
+    /// `step` within the response timeout; past it the connection is retired.
+    async fn timed<T>(&self, step: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>) -> Result<T> {
+        within(self.response, &self.server, async { step.await.map_err(|e| pg_error(e, &self.server)) }).await.inspect_err(|e| {
+            if matches!(e, Error::Timeout(_)) {
+                self.retired.store(true, Ordering::Relaxed);
+            }
+        })
+    }
+
     async fn statement(&self, sql: &'static str) -> Result<Statement> {
         if let Some(s) = self.prepared.lock().unwrap().get(sql) {
             return Ok(s.clone());
         }
-        let s = self.client.prepare(sql).await.map_err(|e| pg_error(e, &self.server))?;
+        let s = self.timed(self.client.prepare(sql)).await?;
         self.prepared.lock().unwrap().insert(sql, s.clone());
         Ok(s)
     }
 
     pub async fn query(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let s = self.statement(sql).await?;
-        self.client.query(&s, params).await.map_err(|e| pg_error(e, &self.server))
+        self.timed(self.client.query(&s, params)).await
     }
 
     pub async fn one(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
         let s = self.statement(sql).await?;
-        self.client.query_one(&s, params).await.map_err(|e| pg_error(e, &self.server))
+        self.timed(self.client.query_one(&s, params)).await
     }
 
     pub async fn execute(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let s = self.statement(sql).await?;
-        self.client.execute(&s, params).await.map_err(|e| pg_error(e, &self.server))
+        self.timed(self.client.execute(&s, params)).await
     }
+
+    fn usable(&self) -> bool {
+        !self.client.is_closed() && !self.retired.load(Ordering::Relaxed)
+    }
+}
+
+/// `step`, answered within `limit`, or `Error::Timeout` naming the server.
+pub(crate) async fn within<T>(limit: Duration, server: &str, step: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(limit, step)
+        .await
+        .unwrap_or_else(|_| Err(Error::Timeout(format!("PostgreSQL at {server} did not answer within {limit:?} (response_timeout)"))))
 }
 
 /// Opens one connection, its I/O driven by a task of the current runtime.
 pub(crate) async fn connect(config: &Config, server: &Arc<str>) -> Result<Client> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| pg_error(e, server))?;
+    let (client, connection) = open(config, server).await?;
     tokio::spawn(async move {
         // Its end (an error included) closes the client: the next use reopens it.
         let _ = connection.await;
@@ -108,9 +138,25 @@ pub(crate) async fn connect(config: &Config, server: &Arc<str>) -> Result<Client
     Ok(client)
 }
 
+/// A connection and the future that drives its I/O.
+pub(crate) type Opened = (Client, tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>);
+
+/// `config.connect` within the connect timeout. tokio-postgres bounds only the TCP connect by
+/// it; the handshake after (startup, authentication) would wait for ever on a network gone
+/// quiet.
+pub(crate) async fn open(config: &Config, server: &str) -> Result<Opened> {
+    let limit = config.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    match tokio::time::timeout(limit, config.connect(NoTls)).await {
+        Ok(opened) => opened.map_err(|e| pg_error(e, server)),
+        Err(_) => Err(Error::Connection(format!("cannot reach PostgreSQL at {server}: no connection within {limit:?} (connect_timeout)"))),
+    }
+}
+
 pub(crate) struct Pool {
     pub config: Config,
     pub server: Arc<str>,
+    /// How long a statement may wait for its answer.
+    pub response: Duration,
     /// Held while a slot's connection is (re)opened: a burst of first uses (a thousand
     /// dispatches from one event loop) opens one connection per slot, not one per task.
     slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
@@ -118,9 +164,9 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn new(config: Config, server: String) -> Pool {
+    pub fn new(config: Config, server: String, response: Duration) -> Pool {
         let slots = (0..CONNECTIONS).map(|_| tokio::sync::Mutex::new(None)).collect();
-        Pool { config, server: server.into(), slots, next: AtomicUsize::new(0) }
+        Pool { config, server: server.into(), response, slots, next: AtomicUsize::new(0) }
     }
 
     /// A live connection, in turn.
@@ -136,11 +182,17 @@ impl Pool {
 
     async fn slot(&self, i: usize) -> Result<Arc<Conn>> {
         let mut slot = self.slots[i].lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.client.is_closed()) {
+        if let Some(c) = slot.as_ref().filter(|c| c.usable()) {
             return Ok(c.clone());
         }
         let client = connect(&self.config, &self.server).await?;
-        let conn = Arc::new(Conn { client, prepared: Mutex::default(), server: self.server.clone() });
+        let conn = Arc::new(Conn {
+            client,
+            prepared: Mutex::default(),
+            server: self.server.clone(),
+            response: self.response,
+            retired: AtomicBool::new(false),
+        });
         *slot = Some(conn.clone());
         Ok(conn)
     }

@@ -1,9 +1,14 @@
 #!/bin/sh
 # A throwaway PostgreSQL server for fastjobs' tests (the Rust tests and tests/conftest.py).
-#   testserver.sh start DIR PORT OWNER_PID   initdb into DIR (trust auth, fsync off), start on
+#   testserver.sh start DIR PORT OWNER_PID [durable]
+#                                            initdb into DIR (trust auth, fsync off) unless it
+#                                            holds a server's data already, start on
 #                                            127.0.0.1:PORT with its socket in DIR; stopped
-#                                            when OWNER_PID exits
-#   testserver.sh stop DIR
+#                                            when OWNER_PID exits. `durable`: every commit is
+#                                            in the WAL before it is answered (synchronous
+#                                            commit), so a crash of the server loses none
+#   testserver.sh stop DIR                   a crash (immediate shutdown): no checkpoint, the
+#                                            next start recovers from the WAL
 # Prints nothing on success. Exit 3: the server binaries are missing.
 set -e
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -14,11 +19,16 @@ as_owner() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@";
 dir=$2
 case $1 in
 start)
-  port=$3 owner=$4
+  port=$3 owner=$4 commit=off
+  [ "$5" = durable ] && commit=on
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown postgres "$dir"
-  as_owner initdb -D "$dir/data" -A trust -U postgres -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
-  as_owner pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+  if [ ! -d "$dir/data" ]; then
+    as_owner initdb -D "$dir/data" -A trust -U postgres -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+  fi
+  # fsync off: a crash of the server process keeps what it wrote (the kernel holds it); only
+  # a crash of the machine would lose it.
+  as_owner pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=$commit -c full_page_writes=off -c max_connections=200" start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
   # Stopped when the test process is gone, however it ended: the watcher runs in a session of
   # its own, so a signal to the test's process group (a timeout) does not end it first.
   bin=$(dirname "$(command -v pg_ctl)")
