@@ -3,7 +3,8 @@ from its WAL) while producers dispatch and a worker drains, and the network betw
 dispatch and the server fails part way (tests/chaos/proxy.py). Producers get typed errors
 while the server is away and carry on by themselves, the worker reconnects by itself, every
 dispatch that returned completes, once; a bulk dispatch cut part way raises with every job in
-exactly one group, and ``resend()`` leaves each in the database exactly once; a worker cut off
+exactly one group, and ``resend()`` leaves each in the database exactly once; workers killed
+mid-drain lose nothing; a worker cut off
 past its lease has its late acknowledgements refused while another runs its jobs."""
 
 from __future__ import annotations
@@ -165,3 +166,54 @@ def test_a_worker_cut_off_from_postgresql_past_its_lease_has_its_late_acks_refus
     assert s_cut.stale + s_direct.stale == a.duplicates, (s_cut, s_direct, a.duplicates)
     figures(jobs=total + 1, blackhole_s=hole, lost=0, duplicates=a.duplicates, stale=s_cut.stale + s_direct.stale,
             recovery_s=end - fault_end, rejoined_s=rejoined - fault_end)
+
+
+def sql(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return list(conn.execute(query, args))
+
+
+@sizes(short=(1200, 2), long=(6000, 6))
+def test_workers_killed_mid_drain_on_postgresql_lose_nothing_and_rerun_only_logged_orphans(
+        size: tuple[int, int], durable_postgres: PersistentPostgres, workers: Any, ledger: Redis, prefix: str, figures: Any) -> None:
+    total, kills = size
+    q = "drain"
+    url = durable_postgres.url
+    connect(url, PREFIX)
+    sent = dispatch(q, total, 0.01)
+
+    # As on Redis (test_worker_faults.py): each kill waits until the jobs reaped from the
+    # previous one have run, so that no kill lands on an orphan's run (with attempts=1 it would
+    # fail, as designed).
+    def quiet(dead: set[str]) -> bool:
+        leases = {t for (t,) in sql(url, "SELECT token FROM fastjobs.leases WHERE queue = %s", q)}
+        orphans_running = sql(url, "SELECT count(*) FROM fastjobs.jobs WHERE queue = %s AND started_ms IS NOT NULL", q)[0][0]
+        if leases & dead or orphans_running:
+            return False
+        return sum(r.redelivered for r in runs(ledger, prefix)) == counts(q).get("stalled", -1)
+
+    args = ("--queue", q, "--concurrency", "2", "--lease", "1", "--grace", "30")
+    w = workers(*args, url=url, store_prefix=PREFIX)
+    dead: set[str] = set()
+    restarted = time.monotonic()
+    for k in range(kills):
+        target = total * (k + 1) // (kills + 2)
+        eventually(lambda target=target, dead=dead: counts(q).get("completed", 0) >= target and quiet(dead), timeout=120, interval=0.01)
+        assert w.alive(), w.log()[-3000:]
+        w.kill()
+        assert counts(q)["completed"] < total, "the drain ended before the kill: make the jobs slower"
+        dead = {t for (t,) in sql(url, "SELECT token FROM fastjobs.leases WHERE queue = %s", q)}  # the killed worker's leases
+        w = workers(*args, url=url, store_prefix=PREFIX)
+        restarted = time.monotonic()
+    eventually(lambda: quiet(dead), timeout=120, interval=0.01)
+    rerun = time.monotonic()
+    end = drained(q, total, timeout=300)
+    w.stop()
+
+    a = audit(q, sent, ledger, prefix, workers.all)
+    assert counts(q)["failed"] == 0
+    assert {r.attempt for r in a.runs} == {0}  # with attempts=1: no run was ever counted
+    figures(jobs=total, kills=kills, lost=0, duplicates=a.duplicates, stalled=counts(q)["stalled"],
+            orphans_rerun_s=rerun - restarted, recovery_s=end - restarted)
