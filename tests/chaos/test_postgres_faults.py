@@ -4,8 +4,8 @@ dispatch and the server fails part way (tests/chaos/proxy.py). Producers get typ
 while the server is away and carry on by themselves, the worker reconnects by itself, every
 dispatch that returned completes, once; a bulk dispatch cut part way raises with every job in
 exactly one group, and ``resend()`` leaves each in the database exactly once; workers killed
-mid-drain lose nothing; a worker cut off
-past its lease has its late acknowledgements refused while another runs its jobs."""
+mid-drain lose nothing; a worker cut off past its lease has its late acknowledgements refused
+while another runs its jobs."""
 
 from __future__ import annotations
 
