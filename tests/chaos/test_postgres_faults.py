@@ -21,6 +21,7 @@ from fastjobs import BulkDispatchError
 from ..conftest import eventually
 from ..resp import Redis
 from .conftest import LOST_LEASES, audit, connect, counts, drained, sizes
+from .drain_kills import kill_mid_drain
 from .jobs import Rec, runs
 from .producers import Producer
 from .servers import PersistentPostgres
@@ -179,41 +180,10 @@ def sql(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
 def test_workers_killed_mid_drain_on_postgresql_lose_nothing_and_rerun_only_logged_orphans(
         size: tuple[int, int], durable_postgres: PersistentPostgres, workers: Any, ledger: Redis, prefix: str, figures: Any) -> None:
     total, kills = size
-    q = "drain"
     url = durable_postgres.url
     connect(url, PREFIX)
-    sent = dispatch(q, total, 0.01)
-
-    # As on Redis (test_worker_faults.py): each kill waits until the jobs reaped from the
-    # previous one have run, so that no kill lands on an orphan's run (with attempts=1 it would
-    # fail, as designed).
-    def quiet(dead: set[str]) -> bool:
-        leases = {t for (t,) in sql(url, "SELECT token FROM fastjobs.leases WHERE queue = %s", q)}
-        orphans_running = sql(url, "SELECT count(*) FROM fastjobs.jobs WHERE queue = %s AND started_ms IS NOT NULL", q)[0][0]
-        if leases & dead or orphans_running:
-            return False
-        return sum(r.redelivered for r in runs(ledger, prefix)) == counts(q).get("stalled", -1)
-
-    args = ("--queue", q, "--concurrency", "2", "--lease", "1", "--grace", "30")
-    w = workers(*args, url=url, store_prefix=PREFIX)
-    dead: set[str] = set()
-    restarted = time.monotonic()
-    for k in range(kills):
-        target = total * (k + 1) // (kills + 2)
-        eventually(lambda target=target, dead=dead: counts(q).get("completed", 0) >= target and quiet(dead), timeout=120, interval=0.01)
-        assert w.alive(), w.log()[-3000:]
-        w.kill()
-        assert counts(q)["completed"] < total, "the drain ended before the kill: make the jobs slower"
-        dead = {t for (t,) in sql(url, "SELECT token FROM fastjobs.leases WHERE queue = %s", q)}  # the killed worker's leases
-        w = workers(*args, url=url, store_prefix=PREFIX)
-        restarted = time.monotonic()
-    eventually(lambda: quiet(dead), timeout=120, interval=0.01)
-    rerun = time.monotonic()
-    end = drained(q, total, timeout=300)
-    w.stop()
-
-    a = audit(q, sent, ledger, prefix, workers.all)
-    assert counts(q)["failed"] == 0
-    assert {r.attempt for r in a.runs} == {0}  # with attempts=1: no run was ever counted
-    figures(jobs=total, kills=kills, lost=0, duplicates=a.duplicates, stalled=counts(q)["stalled"],
-            orphans_rerun_s=rerun - restarted, recovery_s=end - restarted)
+    figures(**kill_mid_drain(
+        total, kills, workers, ledger, prefix, url=url, store_prefix=PREFIX,
+        leases=lambda q: {t for (t,) in sql(url, "SELECT token FROM fastjobs.leases WHERE queue = %s", q)},
+        orphans_running=lambda q: bool(sql(url, "SELECT 1 FROM fastjobs.jobs WHERE queue = %s AND started_ms IS NOT NULL", q)),
+    ))

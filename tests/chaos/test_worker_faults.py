@@ -18,7 +18,8 @@ from fastjobs import Queue
 
 from ..conftest import eventually
 from ..resp import Redis
-from .conftest import audit, drained, sizes
+from .conftest import audit, sizes
+from .drain_kills import kill_mid_drain
 from .jobs import Rec, runs
 
 
@@ -33,51 +34,11 @@ def completed(queue: str) -> int:
 def test_workers_killed_mid_drain_lose_nothing_and_rerun_only_logged_orphans(
         size: tuple[int, int], workers: Any, ledger: Redis, redis: Redis, prefix: str, figures: Any) -> None:
     total, kills = size
-    q = "drain"
-    # Single dispatches around a bulk one (runs of up to 16 records per list element, split
-    # by the reserves): a kill may fall inside a run.
-    quarter = total // 4
-    sent = [Rec.dispatch({"tag": f"s{i}", "sleep": 0.01}).on_queue(q).attempts(1).send() for i in range(quarter)]
-    bulk = Rec.dispatch_many([{"tag": f"b{i}", "sleep": 0.01} for i in range(total - 2 * quarter)], queue=q, attempts=1)
-    sent += [bulk.handle(i) for i in range(len(bulk))]
-    sent += [Rec.dispatch({"tag": f"t{i}", "sleep": 0.01}).on_queue(q).attempts(1).send() for i in range(quarter)]
-    assert len(sent) == total
-
-    # A kill that lands while a worker runs an orphan counts that run (the orphan may be what
-    # kills workers: test b), and with attempts=1 the job would fail, as designed. So each
-    # kill waits until the jobs reaped from the previous one have run (an orphan runs alone,
-    # its start recorded in a `started` hash until its outcome lands); any other moment of
-    # the drain is fair game: jobs running, prefetched, in runs, acknowledgements in flight.
-    def quiet(dead: set[str]) -> bool:
-        leases = {t.decode() for t in redis("ZRANGE", f"{prefix}:{{{q}}}:active", 0, -1)}
-        if leases & dead or redis("KEYS", f"{prefix}:{{{q}}}:started:*"):
-            return False
-        reaped = Queue(q).counts()["stalled"]
-        return sum(r.redelivered for r in runs(ledger, prefix)) == reaped
-
-    args = ("--queue", q, "--concurrency", "2", "--lease", "1", "--grace", "30")
-    w = workers(*args)
-    dead: set[str] = set()
-    restarted = time.monotonic()
-    for k in range(kills):
-        target = total * (k + 1) // (kills + 2)  # kill points spread over the drain
-        eventually(lambda target=target, dead=dead: completed(q) >= target and quiet(dead), timeout=120, interval=0.01)
-        assert w.alive(), w.log()[-3000:]
-        w.kill()
-        assert completed(q) < total, "the drain ended before the kill: make the jobs slower"
-        dead = {t.decode() for t in redis("ZRANGE", f"{prefix}:{{{q}}}:active", 0, -1)}  # the killed worker's leases
-        w = workers(*args)
-        restarted = time.monotonic()
-    eventually(lambda: quiet(dead), timeout=120, interval=0.01)
-    rerun = time.monotonic()  # every job the last killed worker held has run again
-    end = drained(q, total, timeout=300)
-    w.stop()
-
-    a = audit(q, sent, ledger, prefix, workers.all)
-    assert Queue(q).counts()["failed"] == 0
-    assert {r.attempt for r in a.runs} == {0}  # with attempts=1: no run was ever counted
-    figures(jobs=total, kills=kills, lost=0, duplicates=a.duplicates, stalled=Queue(q).counts()["stalled"],
-            orphans_rerun_s=rerun - restarted, recovery_s=end - restarted)
+    figures(**kill_mid_drain(
+        total, kills, workers, ledger, prefix,
+        leases=lambda q: {t.decode() for t in redis("ZRANGE", f"{prefix}:{{{q}}}:active", 0, -1)},
+        orphans_running=lambda q: bool(redis("KEYS", f"{prefix}:{{{q}}}:started:*")),
+    ))
 
 
 # ---- b. a job that kills every worker that runs it ----
