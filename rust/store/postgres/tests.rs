@@ -85,6 +85,10 @@ async fn jobs_are_leased_by_priority_then_order_and_complete() {
     assert_eq!(s.queues().await.unwrap(), ["life"]);
 }
 
+async fn rows(s: &PgStore, sql: &'static str) -> i64 {
+    s.one(sql, &[]).await.unwrap().get(0)
+}
+
 #[tokio::test]
 async fn completions_without_a_result_are_bits_that_read_as_rows_did() {
     let Some(s) = store().await else { return };
@@ -97,9 +101,8 @@ async fn completions_without_a_result_are_bits_that_read_as_rows_did() {
     entries.push(entry(&ids[9], AckKind::Completed { result: Some(b"7".to_vec()) }));
     assert_eq!(ack(&s, &q, "w1.1", entries).await.completed, 10);
     // Nine bits over two blocks (1020-1023, 1024-1028), one row for the job with a result.
-    let rows = |sql| async move { s.one(sql, &[]).await.unwrap().get::<_, i64>(0) };
-    assert_eq!(rows("SELECT count(*) FROM fastjobs.done").await, 2);
-    assert_eq!(rows("SELECT count(*) FROM fastjobs.results").await, 1);
+    assert_eq!(rows(&s, "SELECT count(*) FROM fastjobs.done").await, 2);
+    assert_eq!(rows(&s, "SELECT count(*) FROM fastjobs.results").await, 1);
     for id in &ids[..9] {
         let st = s.status(&q, id).await.unwrap();
         assert_eq!((st.state, st.data.as_deref()), (State::Completed, Some(&b"null"[..])), "{id}");
@@ -120,11 +123,11 @@ async fn completions_without_a_result_are_bits_that_read_as_rows_did() {
     s.enqueue(&q, &[job("bbbbbbbbbb-2000", 0)], None).await.unwrap();
     reserve(&s, &q, "w1.2", 1).await;
     ack(&s, &q, "w1.2", vec![entry("bbbbbbbbbb-2000", AckKind::Completed { result: None })]).await;
-    assert_eq!(rows("SELECT count(*) FROM fastjobs.results").await, 1);
+    assert_eq!(rows(&s, "SELECT count(*) FROM fastjobs.results").await, 1);
     assert!(s.events_read(&q, 0, 100).await.unwrap().iter().any(|e| e.kind == "completed"));
     assert_eq!(s.counts(&q).await.unwrap().completed, 11);
     assert!(s.obliterate(&q).await.unwrap() > 0);
-    assert_eq!(rows("SELECT count(*) FROM fastjobs.done").await, 0);
+    assert_eq!(rows(&s, "SELECT count(*) FROM fastjobs.done").await, 0);
 }
 
 #[tokio::test]
@@ -144,7 +147,7 @@ async fn a_version_missing_below_the_highest_is_applied_and_the_later_ones_again
     s.enqueue(&q, &[job("aaaaaaaaaa-1", 0)], None).await.unwrap();
     reserve(&s, &q, "w1.1", 1).await;
     ack(&s, &q, "w1.1", vec![entry("aaaaaaaaaa-1", AckKind::Completed { result: None })]).await;
-    assert_eq!(s.one("SELECT count(*) FROM fastjobs.done", &[]).await.unwrap().get::<_, i64>(0), 1);
+    assert_eq!(rows(&s, "SELECT count(*) FROM fastjobs.done").await, 1);
 }
 
 #[tokio::test]
