@@ -75,7 +75,8 @@ def test_a_database_without_the_schema_says_to_run_db_init(postgres_server: Post
         fastjobs.configure(url, connection="pg")
     assert isinstance(e.value, fastjobs.StoreError)
     applied = fastjobs.init_db(url)
-    assert applied == list(range(1, applied[-1] + 1)) and len(applied) >= 11  # every version, in order
+    # Every version, in order (their numbers may skip one that another line of work holds).
+    assert applied[0] == 1 and applied == sorted(set(applied)) and len(applied) >= 11
     assert fastjobs.init_db(url) == []  # idempotent: nothing left to apply
     fastjobs.configure(url, connection="pg")
     assert Echo.dispatch(1).on_connection("pg").send().status() == "waiting"

@@ -1,5 +1,9 @@
 //! The schema: numbered migrations (migrations/NNN_*.sql), applied in order by
 //! `PgStore::init_schema` (`fastjobs db init`), each in one transaction with its version row.
+//! Versions may land out of order (lines of work numbered apart and merged later): a database
+//! that lacks a version below its highest gets it and every later one again, in order, so the
+//! newest definition of each function stands (a migration only adds or replaces: applying one
+//! twice changes nothing).
 
 use super::pool::pg_error;
 use crate::error::{Error, Result};
@@ -20,6 +24,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("migrations/010_record.sql")),
     (11, include_str!("migrations/011_parity.sql")),
     (12, include_str!("migrations/012_drain.sql")),
+    (14, include_str!("migrations/014_done_bits.sql")),
 ];
 
 /// The version this build needs.
@@ -38,39 +43,44 @@ pub(crate) async fn init(client: &mut Client, server: &str) -> Result<Vec<i32>> 
     )
     .await
     .map_err(err)?;
-    let have: i32 = tx.query_one("SELECT coalesce(max(version), 0) FROM fastjobs.schema_version", &[]).await.map_err(err)?.get(0);
+    let have = applied_versions(&tx, server).await?;
+    let first = MIGRATIONS.iter().position(|m| !have.contains(&m.0)).unwrap_or(MIGRATIONS.len());
     let mut applied = vec![];
-    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > have) {
+    for (version, sql) in &MIGRATIONS[first..] {
         tx.batch_execute(sql).await.map_err(|e| match pg_error(e, server) {
             Error::Store(m) | Error::Schema(m) => Error::Store(format!("migration {version} of the fastjobs schema failed: {m}")),
             other => other,
         })?;
-        tx.execute("INSERT INTO fastjobs.schema_version (version) VALUES ($1)", &[version]).await.map_err(err)?;
-        applied.push(*version);
+        if !have.contains(version) {
+            tx.execute("INSERT INTO fastjobs.schema_version (version) VALUES ($1)", &[version]).await.map_err(err)?;
+            applied.push(*version);
+        }
     }
     tx.commit().await.map_err(err)?;
     Ok(applied)
 }
 
+/// The versions of the schema applied to the database.
+async fn applied_versions(client: &impl tokio_postgres::GenericClient, server: &str) -> Result<Vec<i32>> {
+    let rows = client.query("SELECT version FROM fastjobs.schema_version", &[]).await.map_err(|e| pg_error(e, server))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Ok when the database has the schema this build needs; else a typed error that says what to run.
 pub(crate) async fn check(client: &Client, server: &str) -> Result<()> {
     let row = client.query_one("SELECT to_regclass('fastjobs.schema_version') IS NOT NULL", &[]).await.map_err(|e| pg_error(e, server))?;
-    let version: i32 = if row.get(0) {
-        client
-            .query_one("SELECT coalesce(max(version), 0) FROM fastjobs.schema_version", &[])
-            .await
-            .map_err(|e| pg_error(e, server))?
-            .get(0)
-    } else {
-        0
-    };
-    if version >= current() {
+    let have = if row.get(0) { applied_versions(client, server).await? } else { vec![] };
+    let missing: Vec<String> = MIGRATIONS.iter().filter(|m| !have.contains(&m.0)).map(|m| m.0.to_string()).collect();
+    if missing.is_empty() {
         return Ok(());
     }
+    let version = have.iter().max().copied().unwrap_or(0);
     let what = if version == 0 {
         "has no fastjobs schema".to_string()
-    } else {
+    } else if version < current() {
         format!("has fastjobs schema version {version}, this fastjobs needs {}", current())
+    } else {
+        format!("lacks version {} of the fastjobs schema", missing.join(", "))
     };
     Err(Error::Schema(format!("the PostgreSQL database at {server} {what}: run `fastjobs db init URL`")))
 }

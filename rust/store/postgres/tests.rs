@@ -85,6 +85,71 @@ async fn jobs_are_leased_by_priority_then_order_and_complete() {
     assert_eq!(s.queues().await.unwrap(), ["life"]);
 }
 
+async fn rows(s: &PgStore, sql: &'static str) -> i64 {
+    s.one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn completions_without_a_result_are_bits_that_read_as_rows_did() {
+    let Some(s) = store().await else { return };
+    let q = queue("bits");
+    let ids: Vec<String> = (1020..1030).map(|i| format!("bbbbbbbbbb-{i}")).collect();
+    let jobs: Vec<NewJob> = ids.iter().map(|id| job(id, 0)).collect();
+    s.enqueue(&q, &jobs, None).await.unwrap();
+    assert_eq!(reserve(&s, &q, "w1.1", 10).await.len(), 10);
+    let mut entries: Vec<AckEntry> = ids[..9].iter().map(|id| entry(id, AckKind::Completed { result: None })).collect();
+    entries.push(entry(&ids[9], AckKind::Completed { result: Some(b"7".to_vec()) }));
+    assert_eq!(ack(&s, &q, "w1.1", entries).await.completed, 10);
+    // Nine bits over two blocks (1020-1023, 1024-1028), one row for the job with a result.
+    assert_eq!(rows(&s, "SELECT count(*) FROM fastjobs.done").await, 2);
+    assert_eq!(rows(&s, "SELECT count(*) FROM fastjobs.results").await, 1);
+    for id in &ids[..9] {
+        let st = s.status(&q, id).await.unwrap();
+        assert_eq!((st.state, st.data.as_deref()), (State::Completed, Some(&b"null"[..])), "{id}");
+    }
+    assert_eq!(s.status(&q, &ids[9]).await.unwrap().data.as_deref(), Some(&b"7"[..]));
+    for never in ["bbbbbbbbbb-1019", "bbbbbbbbbb-1030", "bbbbbbbbbb-01020", "cccccccccc-1020"] {
+        assert_eq!(s.status(&q, never).await.unwrap().state, State::Unknown, "{never}");
+    }
+    // Removed, a completed job reads cancelled as before, and its bit is gone.
+    let c = s.cancel(&q, &ids[0], true).await.unwrap();
+    assert_eq!((c.state, c.done), (State::Completed, true));
+    assert_eq!(s.status(&q, &ids[0]).await.unwrap().state, State::Cancelled);
+    s.execute("DELETE FROM fastjobs.results", &[]).await.unwrap();
+    assert_eq!(s.status(&q, &ids[0]).await.unwrap().state, State::Unknown);
+    assert_eq!(s.status(&q, &ids[1]).await.unwrap().state, State::Completed);
+    // With the queue's events on, completions keep their rows (the stream is written from them).
+    s.set_events(&q, Some(100)).await.unwrap();
+    s.enqueue(&q, &[job("bbbbbbbbbb-2000", 0)], None).await.unwrap();
+    reserve(&s, &q, "w1.2", 1).await;
+    ack(&s, &q, "w1.2", vec![entry("bbbbbbbbbb-2000", AckKind::Completed { result: None })]).await;
+    assert_eq!(rows(&s, "SELECT count(*) FROM fastjobs.results").await, 1);
+    assert!(s.events_read(&q, 0, 100).await.unwrap().iter().any(|e| e.kind == "completed"));
+    assert_eq!(s.counts(&q).await.unwrap().completed, 11);
+    assert!(s.obliterate(&q).await.unwrap() > 0);
+    assert_eq!(rows(&s, "SELECT count(*) FROM fastjobs.done").await, 0);
+}
+
+#[tokio::test]
+async fn a_version_missing_below_the_highest_is_applied_and_the_later_ones_again() {
+    let Some(url) = database().await else { return };
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    // As a database of a line of work that had a version before a lower one landed.
+    let missing = schema::MIGRATIONS[schema::MIGRATIONS.len() - 2].0;
+    client.execute("DELETE FROM fastjobs.schema_version WHERE version = $1", &[&missing]).await.unwrap();
+    let e = PgStore::connect(&url, Duration::from_secs(1)).await.err().unwrap();
+    assert!(matches!(&e, Error::Schema(m) if m.contains(&format!("lacks version {missing} "))), "{e:?}");
+    assert_eq!(PgStore::init_schema(&url).await.unwrap(), [missing]);
+    // The newest definitions stand: a completion without a result is a bit (version 14).
+    let s = PgStore::connect(&url, Duration::from_secs(1)).await.unwrap();
+    let q = queue("again");
+    s.enqueue(&q, &[job("aaaaaaaaaa-1", 0)], None).await.unwrap();
+    reserve(&s, &q, "w1.1", 1).await;
+    ack(&s, &q, "w1.1", vec![entry("aaaaaaaaaa-1", AckKind::Completed { result: None })]).await;
+    assert_eq!(rows(&s, "SELECT count(*) FROM fastjobs.done").await, 1);
+}
+
 #[tokio::test]
 async fn a_caller_chosen_id_is_taken_once() {
     let Some(s) = store().await else { return };
