@@ -5,13 +5,13 @@
 //! delivered when its transaction commits. Nothing polls: a broken connection is reopened,
 //! and then every signal fires once, so whoever waits looks again.
 
-use super::pool::connect;
+use super::pool::{connect, Endpoint};
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Config};
+use tokio_postgres::AsyncMessage;
 
 pub(crate) const WAKE: &str = "fastjobs_wake";
 pub(crate) const RESULTS: &str = "fastjobs_results";
@@ -126,9 +126,9 @@ impl Signals {
 
 /// Runs the listening connection until the task is aborted (the store dropped), reopening it
 /// after a break.
-pub(crate) async fn listen(config: Config, signals: Arc<Signals>, ready: Arc<Notify>) {
+pub(crate) async fn listen(endpoint: Endpoint, signals: Arc<Signals>, ready: Arc<Notify>) {
     loop {
-        if let Ok((client, mut connection)) = config.connect(tokio_postgres::NoTls).await {
+        if let Ok((client, mut connection)) = endpoint.open().await {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             let listening = async {
                 client.batch_execute(CHANNELS).await.ok()?;
@@ -155,6 +155,6 @@ pub(crate) async fn listen(config: Config, signals: Arc<Signals>, ready: Arc<Not
 }
 
 /// Opens a plain connection (for `PgStore::init_schema`).
-pub(crate) async fn plain(config: &Config, server: &Arc<str>) -> crate::error::Result<tokio_postgres::Client> {
-    connect(config, server).await
+pub(crate) async fn plain(endpoint: &Endpoint, server: &Arc<str>) -> crate::error::Result<tokio_postgres::Client> {
+    connect(endpoint, server).await
 }

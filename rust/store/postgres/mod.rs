@@ -15,6 +15,7 @@ mod schema;
 mod tests;
 #[cfg(test)]
 pub(crate) mod testserver;
+mod tls;
 mod txn;
 
 use crate::error::{Error, Result};
@@ -69,14 +70,14 @@ impl PgStore {
     /// Connects to `url` (`postgresql://` or `postgres://`) and checks that the database has
     /// the schema (`init_schema`); results are kept `result_ttl`.
     pub async fn connect(url: &str, result_ttl: Duration) -> Result<PgStore> {
-        let config = parse_url(url)?;
-        let pool = Pool::new(config.clone(), pool::mask_url(url));
+        let endpoint = parse_url(url)?;
+        let pool = Pool::new(endpoint.clone(), pool::mask_url(url));
         let conn = pool.get().await?;
         schema::check(&conn.client, &pool.server).await?;
         pool.open_all().await?;
         let signals = Arc::new(Signals::default());
         let ready = Arc::new(tokio::sync::Notify::new());
-        let listener = tokio::spawn(listen::listen(config, signals.clone(), ready.clone()));
+        let listener = tokio::spawn(listen::listen(endpoint, signals.clone(), ready.clone()));
         // Listening before the first operation, so that no wake-up it causes is missed.
         let _ = tokio::time::timeout(Duration::from_secs(10), ready.notified()).await;
         Ok(PgStore { pool, signals, listener, result_ttl, swept: Default::default(), bulk: Default::default() })
@@ -84,18 +85,18 @@ impl PgStore {
 
     /// Creates or upgrades the schema (`fastjobs db init`); returns the versions applied.
     pub async fn init_schema(url: &str) -> Result<Vec<i32>> {
-        let config = parse_url(url)?;
+        let endpoint = parse_url(url)?;
         let server: Arc<str> = pool::mask_url(url).into();
-        let mut client = listen::plain(&config, &server).await?;
+        let mut client = listen::plain(&endpoint, &server).await?;
         schema::init(&mut client, &server).await
     }
 
     /// Ok when `url` reaches a database with the schema this build needs; one connection of
     /// its own, closed after (a worker's check before it starts).
     pub async fn check(url: &str) -> Result<()> {
-        let config = parse_url(url)?;
+        let endpoint = parse_url(url)?;
         let server: Arc<str> = pool::mask_url(url).into();
-        let client = listen::plain(&config, &server).await?;
+        let client = listen::plain(&endpoint, &server).await?;
         schema::check(&client, &server).await
     }
 

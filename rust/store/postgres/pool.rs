@@ -3,13 +3,14 @@
 //! reopened when one breaks. Every operation is one statement (a function of the schema), so
 //! no task ever needs a connection to itself.
 
+use super::tls;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+use tokio_postgres::{Client, Config, Connection, Row, Socket, Statement};
 
 /// Connections per store: enough to keep two cores busy, few enough for a server's limit.
 const CONNECTIONS: usize = 4;
@@ -26,22 +27,39 @@ pub(crate) fn mask_url(url: &str) -> String {
     }
 }
 
-/// The connection settings of a `postgresql://` or `postgres://` URL.
-pub(crate) fn parse_url(url: &str) -> Result<Config> {
+/// Where and how to connect: tokio-postgres's settings and the TLS the URL asks for.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    pub config: Config,
+    tls: tls::Connector,
+}
+
+impl Endpoint {
+    /// Opens one connection: the client, and the connection to drive.
+    pub async fn open(&self) -> std::result::Result<(Client, Connection<Socket, tls::Stream<Socket>>), tokio_postgres::Error> {
+        self.config.connect(self.tls.clone()).await
+    }
+}
+
+/// The connection settings of a `postgresql://` or `postgres://` URL, its TLS files read
+/// (tls.rs: `sslmode`, `sslrootcert`, `sslcert`, `sslkey`).
+pub(crate) fn parse_url(url: &str) -> Result<Endpoint> {
     let scheme_ok = url.starts_with("postgresql://") || url.starts_with("postgres://");
     if !scheme_ok {
         return Err(Error::Invalid(format!("not a PostgreSQL URL: {} (use postgresql://user:password@host:port/database)", mask_url(url))));
     }
-    let config = url.parse::<Config>().map_err(|e| Error::Invalid(format!("invalid PostgreSQL URL {}: {e}", mask_url(url))))?;
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(Error::Invalid(format!("TLS (sslmode=require in {}) is not supported by the PostgreSQL store yet", mask_url(url))));
-    }
-    Ok(config)
+    let (rest, tls) = tls::split(url)?;
+    let mut config = rest.parse::<Config>().map_err(|e| Error::Invalid(format!("invalid PostgreSQL URL {}: {e}", mask_url(url))))?;
+    tls.apply(&mut config);
+    Ok(Endpoint { config, tls })
 }
 
 /// A tokio-postgres error as the engine's: the schema missing, the server away, or an error
 /// it answered with, naming the server.
 pub(crate) fn pg_error(e: tokio_postgres::Error, server: &str) -> Error {
+    if let Some(tls) = tls::classify(&e, server) {
+        return tls;
+    }
     if let Some(db) = e.as_db_error() {
         let code = db.code();
         if [SqlState::UNDEFINED_FUNCTION, SqlState::UNDEFINED_TABLE, SqlState::INVALID_SCHEMA_NAME].contains(code) {
@@ -99,8 +117,8 @@ impl Conn {
 }
 
 /// Opens one connection, its I/O driven by a task of the current runtime.
-pub(crate) async fn connect(config: &Config, server: &Arc<str>) -> Result<Client> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| pg_error(e, server))?;
+pub(crate) async fn connect(endpoint: &Endpoint, server: &Arc<str>) -> Result<Client> {
+    let (client, connection) = endpoint.open().await.map_err(|e| pg_error(e, server))?;
     tokio::spawn(async move {
         // Its end (an error included) closes the client: the next use reopens it.
         let _ = connection.await;
@@ -109,7 +127,7 @@ pub(crate) async fn connect(config: &Config, server: &Arc<str>) -> Result<Client
 }
 
 pub(crate) struct Pool {
-    pub config: Config,
+    pub endpoint: Endpoint,
     pub server: Arc<str>,
     /// Held while a slot's connection is (re)opened: a burst of first uses (a thousand
     /// dispatches from one event loop) opens one connection per slot, not one per task.
@@ -118,9 +136,9 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn new(config: Config, server: String) -> Pool {
+    pub fn new(endpoint: Endpoint, server: String) -> Pool {
         let slots = (0..CONNECTIONS).map(|_| tokio::sync::Mutex::new(None)).collect();
-        Pool { config, server: server.into(), slots, next: AtomicUsize::new(0) }
+        Pool { endpoint, server: server.into(), slots, next: AtomicUsize::new(0) }
     }
 
     /// A live connection, in turn.
@@ -139,7 +157,7 @@ impl Pool {
         if let Some(c) = slot.as_ref().filter(|c| !c.client.is_closed()) {
             return Ok(c.clone());
         }
-        let client = connect(&self.config, &self.server).await?;
+        let client = connect(&self.endpoint, &self.server).await?;
         let conn = Arc::new(Conn { client, prepared: Mutex::default(), server: self.server.clone() });
         *slot = Some(conn.clone());
         Ok(conn)
