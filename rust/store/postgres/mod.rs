@@ -16,6 +16,8 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod testserver;
 mod tls;
+#[cfg(test)]
+mod tls_tests;
 mod txn;
 
 use crate::error::{Error, Result};
