@@ -91,14 +91,14 @@ def test_require_encrypts_without_a_ca(postgres_tls_server: PostgresServer, tls_
 def test_a_ca_that_did_not_sign_the_certificate_is_a_tls_error_and_the_worker_exits(postgres_tls_server: PostgresServer,
                                                                                       tls_db: str) -> None:
     wrong = _verified(postgres_tls_server, tls_db, ca="other-ca.pem")
-    with pytest.raises(fastjobs.TLSError, match="does not verify against sslrootcert=.*other-ca.pem") as e:
+    with pytest.raises(fastjobs.TLSError, match=r"does not verify against sslrootcert=.*other-ca\.pem") as e:
         fastjobs.configure(wrong, connection="pg")
     # A StoreError, not a (retryable) ConnectionError: nothing waits for it to change.
     assert isinstance(e.value, fastjobs.StoreError) and not isinstance(e.value, fastjobs.ConnectionError)
     refused = _cli("worker", "tests.apps.jobs", "-q", "default", url=wrong)
     assert refused.returncode == 1 and "does not verify" in refused.stderr, refused.stderr
     assert "worker started" not in refused.stdout + refused.stderr
-    with pytest.raises(fastjobs.TLSError, match="cannot read the sslrootcert file .*missing.pem"):
+    with pytest.raises(fastjobs.TLSError, match=r"cannot read the sslrootcert file .*missing\.pem"):
         fastjobs.configure(f"{tls_db}?sslmode=verify-ca&sslrootcert={postgres_tls_server.tls_dir / 'missing.pem'}", connection="pg")
 
 
@@ -114,7 +114,7 @@ def test_require_against_a_server_without_tls_is_a_tls_error_and_prefer_goes_pla
 
 
 def test_a_bad_sslmode_is_refused() -> None:
-    with pytest.raises(ValueError, match='unknown sslmode "verify".*verify-full'):
+    with pytest.raises(ValueError, match=r'unknown sslmode "verify".*verify-full'):
         fastjobs.configure("postgresql://u@127.0.0.1:1/x?sslmode=verify", connection="pg")
     with pytest.raises(ValueError, match="needs the CA"):
         fastjobs.configure("postgresql://u@127.0.0.1:1/x?sslmode=verify-full", connection="pg")
