@@ -362,7 +362,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsConnect<S> for Conne
                 Ok(s) => Ok(Stream(s)),
                 Err(e) => match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
                     Some(rustls::Error::InvalidCertificate(c)) => {
-                        Err(Refused(format!("its certificate does not verify against {}: {c}", self.roots)).into())
+                        let hint = match c {
+                            CertificateError::UnknownIssuer => " (no CA there signed it)",
+                            _ => "",
+                        };
+                        Err(Refused(format!("its certificate does not verify against {}: {c}{hint}", self.roots)).into())
                     }
                     Some(rustls::Error::AlertReceived(alert)) => Err(Refused(format!(
                         "the server refused the handshake ({alert:?}): does it want a client certificate (sslcert and sslkey)?"
