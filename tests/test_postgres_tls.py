@@ -113,8 +113,11 @@ def test_require_against_a_server_without_tls_is_a_tls_error_and_prefer_goes_pla
     assert not all_tls and n >= 5
 
 
-def test_a_bad_sslmode_is_refused() -> None:
+def test_bad_tls_settings_are_refused_before_connecting() -> None:
     with pytest.raises(ValueError, match=r'unknown sslmode "verify".*verify-full'):
         fastjobs.configure("postgresql://u@127.0.0.1:1/x?sslmode=verify", connection="pg")
     with pytest.raises(ValueError, match="needs the CA"):
         fastjobs.configure("postgresql://u@127.0.0.1:1/x?sslmode=verify-full", connection="pg")
+    # Redis's TLS files would be ignored: the URL carries PostgreSQL's.
+    with pytest.raises(ValueError, match="sslrootcert="):
+        fastjobs.configure("postgresql://u@127.0.0.1:1/x?sslmode=require", connection="pg", tls_ca_file="/etc/ca.pem")

@@ -1,5 +1,5 @@
-//! TLS to PostgreSQL, as libpq's URL parameters ask: `sslmode` (disable, prefer — the
-//! default, as libpq's —, require, verify-ca, verify-full), `sslrootcert` (a PEM file of CA
+//! TLS to PostgreSQL, as libpq's URL parameters ask: `sslmode` (disable, prefer, require,
+//! verify-ca, verify-full; prefer by default, as libpq), `sslrootcert` (a PEM file of CA
 //! certificates, or `system`: the platform's roots) and `sslcert` with `sslkey` (a client
 //! certificate). rustls with the ring provider, as the Redis client and the callbacks: no C
 //! toolchain beyond the one ring needs, in CI and in the manylinux wheel.
