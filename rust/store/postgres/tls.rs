@@ -57,7 +57,7 @@ pub(crate) fn split(url: &str) -> Result<(String, Connector)> {
     Ok((url, Connector::new(mode.as_deref(), root.as_deref(), cert.as_deref(), key.as_deref())?))
 }
 
-/// Opens TLS sessions as the URL asked (`MakeTlsConnect`, one per connection attempt).
+/// Opens TLS connections as the URL asks (`MakeTlsConnect`, one per connection attempt).
 #[derive(Clone)]
 pub(crate) struct Connector {
     mode: Mode,
@@ -211,7 +211,7 @@ fn pem_error(e: rustls::pki_types::pem::Error) -> String {
     }
 }
 
-/// prefer and require without sslrootcert: the session is encrypted and the server proves it
+/// prefer and require without sslrootcert: the connection is encrypted and the server proves it
 /// holds its certificate's key, but nothing says whose certificate it is (libpq's meaning).
 #[derive(Debug)]
 struct AnyCertificate(Arc<CryptoProvider>);
@@ -380,7 +380,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsConnect<S> for Conne
     }
 }
 
-/// A TLS session to the server.
+/// A TLS connection to the server.
 pub(crate) struct Stream<S>(tokio_rustls::client::TlsStream<S>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
@@ -405,7 +405,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for Stream<S> {
     /// tls-server-end-point (RFC 5929): the hash of the server's certificate, for SCRAM's
-    /// channel binding, which ties a password login to this session (a server in the middle
+    /// channel binding, which ties a password login to this connection (a server in the middle
     /// cannot relay it, even when sslmode checks no certificate).
     fn channel_binding(&self) -> ChannelBinding {
         let cert = self.0.get_ref().1.peer_certificates().and_then(|c| c.first());
