@@ -29,6 +29,10 @@ pub enum Error {
     /// The database lacks the schema this build needs (none, or an older one): `fastjobs db
     /// init` makes it; retrying without that cannot succeed.
     Schema(String),
+    /// TLS to the store cannot work with these settings: a certificate that does not verify
+    /// against the given CA, a handshake the server refused, a server without TLS when the
+    /// URL asks for it, a CA or key file that cannot be read. Retrying cannot succeed.
+    Tls(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -43,7 +47,8 @@ impl fmt::Display for Error {
             | Error::Closed(m)
             | Error::Authentication(m)
             | Error::UnknownQueue(m)
-            | Error::Schema(m) => f.write_str(m),
+            | Error::Schema(m)
+            | Error::Tls(m) => f.write_str(m),
         }
     }
 }

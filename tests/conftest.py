@@ -89,17 +89,23 @@ def prefix() -> str:
 class PostgresServer:
     """A throwaway PostgreSQL server (rust/store/postgres/testserver.sh: trust auth, fsync off,
     stopped when this process ends), the fastjobs schema made once in a template database:
-    each test's database is a copy of it (CREATE DATABASE ... TEMPLATE, a file copy)."""
+    each test's database is a copy of it (CREATE DATABASE ... TEMPLATE, a file copy).
+
+    ``tls=True``: it takes TLS connections only, its certificate (localhost, 127.0.0.1) signed
+    by a throwaway CA, ``tls_dir / "ca.pem"``; ``other-ca.pem`` there is a CA that signed
+    nothing. Its databases' URLs carry no TLS parameters: each test adds its own."""
 
     TEMPLATE = "fastjobs_template"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         import psycopg
 
         self.port = free_port()
         self.dir = os.path.join(tempfile.gettempdir(), f"fastjobs-pg-{os.getpid()}-{self.port}")
+        self.tls_dir = Path(self.dir) / "tls"
         script = ROOT / "rust" / "store" / "postgres" / "testserver.sh"
-        out = subprocess.run(["sh", str(script), "start", self.dir, str(self.port), str(os.getpid())], capture_output=True, text=True)
+        command = ["sh", str(script), "start", self.dir, str(self.port), str(os.getpid())] + (["tls"] if tls else [])
+        out = subprocess.run(command, capture_output=True, text=True)
         if out.returncode == 3 and os.environ.get("CI") != "true":
             pytest.skip(f"no PostgreSQL server for the tests: {out.stderr.strip()}")
         if out.returncode != 0:
@@ -107,7 +113,8 @@ class PostgresServer:
         self.base = f"postgresql://postgres@127.0.0.1:{self.port}"
         self.admin = psycopg.connect(f"{self.base}/postgres", autocommit=True)
         self.admin.execute(f"CREATE DATABASE {self.TEMPLATE}")
-        fastjobs.init_db(f"{self.base}/{self.TEMPLATE}")
+        verified = f"?sslmode=verify-full&sslrootcert={self.tls_dir / 'ca.pem'}" if tls else ""
+        fastjobs.init_db(f"{self.base}/{self.TEMPLATE}{verified}")
         self.count = 0
 
     def database(self) -> str:
@@ -142,6 +149,14 @@ class PostgresServer:
 def postgres_server() -> Iterator[PostgresServer]:
     """Started on first use: only the runs that reach the PostgreSQL store pay for it."""
     server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_tls_server() -> Iterator[PostgresServer]:
+    """A second server, with TLS only; started on first use (tests/test_postgres_tls.py)."""
+    server = PostgresServer(tls=True)
     yield server
     server.stop()
 

@@ -425,7 +425,7 @@ def parser() -> argparse.ArgumentParser:
                                     "version's (running it again changes nothing).")
     db.add_argument("action", choices=["init"])
     db.add_argument("url", nargs="?", default=None, metavar="URL",
-                    help="postgresql://user[:password]@host[:port]/database (default: $FASTJOBS_URL)")
+                    help="postgresql://user[:password]@host[:port]/database[?sslmode=...] (default: $FASTJOBS_URL)")
     db.add_argument("--json", action="store_true", help="print one JSON document: the URL (password masked) and the versions applied")
     db.set_defaults(func=_db)
 

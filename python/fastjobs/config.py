@@ -84,8 +84,9 @@ def configure(
     ``redis://[user:password@]host[:port][/db]``, ``rediss://`` for TLS (server certificates
     are checked against the system's roots, or ``tls_ca_file``; ``#insecure`` at the end of the
     URL skips the check) and ``unix:///path/to/redis.sock``; the other stores'
-    ``postgresql://[user[:password]@]host[:port]/database``, ``sqlite:///path/to/file.db`` and
-    ``memory://``.
+    ``postgresql://[user[:password]@]host[:port]/database`` (TLS as libpq's parameters say,
+    ``?sslmode=verify-full&sslrootcert=ca.pem`` for one: README "TLS"),
+    ``sqlite:///path/to/file.db`` and ``memory://``.
 
     ``connect_timeout`` bounds opening a connection (name lookup, TCP, TLS, authentication,
     loading the scripts), ``response_timeout`` each answer to a command (and each write):
@@ -94,7 +95,8 @@ def configure(
     Nothing connects to Redis here; the first operation does, and raises
     :class:`fastjobs.ConnectionError` if Redis cannot be reached within ``connect_timeout``.
     A ``postgresql://`` (or ``postgres://``) URL is connected to here, and its database's
-    schema checked: :class:`fastjobs.SchemaError` says to run ``fastjobs db init URL``. Its
+    schema checked: :class:`fastjobs.SchemaError` says to run ``fastjobs db init URL``,
+    :class:`fastjobs.TLSError` that TLS cannot work with the URL's settings. Its
     ``prefix`` stays ``"fj"``: one database holds one application's jobs.
 
     ``tracing=True`` turns OpenTelemetry tracing on for the whole process, every connection

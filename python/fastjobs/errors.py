@@ -12,6 +12,7 @@ __all__ = [
     "AuthenticationError",
     "StoreError",
     "SchemaError",
+    "TLSError",
     "ClosedError",
     "JobCancelled",
     "JobFailed",
@@ -51,6 +52,14 @@ class SchemaError(StoreError):
     """The PostgreSQL database lacks the fastjobs schema this version needs (none yet, or an
     older one): ``fastjobs db init URL`` (or ``fastjobs.init_db(url)``) creates or upgrades
     it. Not retryable until then."""
+
+
+class TLSError(StoreError):
+    """TLS to the PostgreSQL server cannot work with the URL's settings: its certificate does
+    not verify against ``sslrootcert``, it refused the handshake (a client certificate it
+    wants?), it does not accept TLS while ``sslmode`` asks for it, or a file of ``sslrootcert``,
+    ``sslcert`` or ``sslkey`` cannot be read. Not retryable: the settings (or the server's)
+    must change. The message says which."""
 
 
 class ClosedError(FastJobsError, RuntimeError):

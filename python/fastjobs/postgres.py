@@ -15,8 +15,9 @@ def init_db(url: str) -> list[int]:
     """Creates the fastjobs schema in the PostgreSQL database of ``url``, or upgrades it to
     this version's; returns the schema versions it applied (``[]``: it was up to date, so
     running it again is harmless). Concurrent runs wait for each other. Raises ``ValueError``
-    for a URL that is not ``postgresql://`` or ``postgres://``, and ``fastjobs.ConnectionError``
-    or ``AuthenticationError`` when the server cannot be reached or refuses the URL's user."""
+    for a URL that is not ``postgresql://`` or ``postgres://`` (or a bad ``sslmode``),
+    ``fastjobs.ConnectionError`` or ``AuthenticationError`` when the server cannot be reached
+    or refuses the URL's user, and ``TLSError`` when TLS cannot work with the URL's settings."""
     if not isinstance(url, str):
         raise TypeError(f"init_db takes a postgresql:// URL (str), got {type(url).__name__}")
     return _core.init_schema(url)

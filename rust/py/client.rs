@@ -128,6 +128,15 @@ fn open_store(py: Python<'_>, settings: &Settings) -> Result<Backend> {
                 settings.prefix
             )));
         }
+        // Redis's TLS files would be ignored here: the URL says PostgreSQL's (store/postgres/tls.rs).
+        let t = &settings.tls;
+        if t.ca_file.is_some() || t.cert_file.is_some() || t.key_file.is_some() {
+            return Err(Error::Invalid(
+                "tls_ca_file, tls_cert_file and tls_key_file are for rediss:// URLs: a PostgreSQL URL takes its CA and client \
+                 certificate as parameters (?sslmode=verify-full&sslrootcert=/path/ca.pem&sslcert=...&sslkey=...)"
+                    .into(),
+            ));
+        }
         let (url, ttl) = (url.to_string(), settings.result_ttl);
         let timeouts = Timeouts { connect: settings.connect_timeout, response: settings.response_timeout };
         let store = py.detach(|| crate::runtime::runtime().block_on(PgStore::connect_with(&url, ttl, timeouts)))?;

@@ -25,6 +25,7 @@ pub fn to_py(e: Error) -> PyErr {
             Error::Authentication(_) => "AuthenticationError",
             Error::UnknownQueue(_) => "UnknownQueueError",
             Error::Schema(_) => "SchemaError",
+            Error::Tls(_) => "TLSError",
         };
         match class(py, name) {
             Ok(cls) => PyErr::from_type(cls.into_bound(py), msg),

@@ -25,7 +25,7 @@ impl PgStore {
         use tokio_postgres::types::Type;
         let err = |e| pool::pg_error(e, &self.pool.server);
         if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            let client = pool::connect(&self.pool.config, &self.pool.server).await?;
+            let client = pool::connect(&self.pool.endpoint, &self.pool.server).await?;
             client
                 .batch_execute("CREATE TEMP TABLE IF NOT EXISTS fastjobs_staging (ord bigint, id text, record bytea) ON COMMIT DELETE ROWS")
                 .await

@@ -5,13 +5,13 @@
 //! delivered when its transaction commits. Nothing polls: a broken connection is reopened,
 //! and then every signal fires once, so whoever waits looks again.
 
-use super::pool::{connect, open};
+use super::pool::{connect, Endpoint};
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Config};
+use tokio_postgres::AsyncMessage;
 
 pub(crate) const WAKE: &str = "fastjobs_wake";
 pub(crate) const RESULTS: &str = "fastjobs_results";
@@ -130,9 +130,9 @@ const PROBE_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the listening connection until the task is aborted (the store dropped), reopening it
 /// after a break, or when a probe is not answered within `response`.
-pub(crate) async fn listen(config: Config, response: Duration, signals: Arc<Signals>, ready: Arc<Notify>) {
+pub(crate) async fn listen(endpoint: Endpoint, response: Duration, signals: Arc<Signals>, ready: Arc<Notify>) {
     loop {
-        if let Ok((client, mut connection)) = open(&config, "").await {
+        if let Ok((client, mut connection)) = endpoint.open("").await {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             let client = &client;
             let answered =
@@ -168,6 +168,6 @@ pub(crate) async fn listen(config: Config, response: Duration, signals: Arc<Sign
 }
 
 /// Opens a plain connection (for `PgStore::init_schema`).
-pub(crate) async fn plain(config: &Config, server: &Arc<str>) -> crate::error::Result<tokio_postgres::Client> {
-    connect(config, server).await
+pub(crate) async fn plain(endpoint: &Endpoint, server: &Arc<str>) -> crate::error::Result<tokio_postgres::Client> {
+    connect(endpoint, server).await
 }

@@ -15,6 +15,9 @@ mod schema;
 mod tests;
 #[cfg(test)]
 pub(crate) mod testserver;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
 mod txn;
 
 use crate::error::{Error, Result};
@@ -48,12 +51,12 @@ impl Default for Timeouts {
 }
 
 /// The settings of `url`, with the connect timeout given unless the URL has one.
-fn parse_url_timed(url: &str, timeouts: Timeouts) -> Result<tokio_postgres::Config> {
-    let mut config = parse_url(url)?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(timeouts.connect);
+fn parse_url_timed(url: &str, timeouts: Timeouts) -> Result<pool::Endpoint> {
+    let mut endpoint = parse_url(url)?;
+    if endpoint.config.get_connect_timeout().is_none() {
+        endpoint.config.connect_timeout(timeouts.connect);
     }
-    Ok(config)
+    Ok(endpoint)
 }
 
 /// How long a job's end is remembered (its status, a caller-chosen id kept from reuse), as
@@ -98,14 +101,14 @@ impl PgStore {
 
     /// `connect`, with the timeouts given (a `connect_timeout` in the URL wins).
     pub async fn connect_with(url: &str, result_ttl: Duration, timeouts: Timeouts) -> Result<PgStore> {
-        let config = parse_url_timed(url, timeouts)?;
-        let pool = Pool::new(config.clone(), pool::mask_url(url), timeouts.response);
+        let endpoint = parse_url_timed(url, timeouts)?;
+        let pool = Pool::new(endpoint.clone(), pool::mask_url(url), timeouts.response);
         let conn = pool.get().await?;
         pool::within(timeouts.response, &pool.server, schema::check(&conn.client, &pool.server)).await?;
         pool.open_all().await?;
         let signals = Arc::new(Signals::default());
         let ready = Arc::new(tokio::sync::Notify::new());
-        let listener = tokio::spawn(listen::listen(config, timeouts.response, signals.clone(), ready.clone()));
+        let listener = tokio::spawn(listen::listen(endpoint, timeouts.response, signals.clone(), ready.clone()));
         // Listening before the first operation, so that no wake-up it causes is missed.
         let _ = tokio::time::timeout(Duration::from_secs(10), ready.notified()).await;
         Ok(PgStore { pool, signals, listener, result_ttl, swept: Default::default(), bulk: Default::default() })
@@ -113,18 +116,18 @@ impl PgStore {
 
     /// Creates or upgrades the schema (`fastjobs db init`); returns the versions applied.
     pub async fn init_schema(url: &str) -> Result<Vec<i32>> {
-        let config = parse_url_timed(url, Timeouts::default())?;
+        let endpoint = parse_url_timed(url, Timeouts::default())?;
         let server: Arc<str> = pool::mask_url(url).into();
-        let mut client = listen::plain(&config, &server).await?;
+        let mut client = listen::plain(&endpoint, &server).await?;
         schema::init(&mut client, &server).await
     }
 
     /// Ok when `url` reaches a database with the schema this build needs; one connection of
     /// its own, closed after (a worker's check before it starts).
     pub async fn check(url: &str) -> Result<()> {
-        let config = parse_url_timed(url, Timeouts::default())?;
+        let endpoint = parse_url_timed(url, Timeouts::default())?;
         let server: Arc<str> = pool::mask_url(url).into();
-        let client = listen::plain(&config, &server).await?;
+        let client = listen::plain(&endpoint, &server).await?;
         schema::check(&client, &server).await
     }
 

@@ -5,6 +5,7 @@
 //! timeout fails as `Error::Timeout` and retires its connection: the network may have gone
 //! quiet (nothing tells TCP), and the connection's next answer would be that statement's.
 
+use super::tls;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+use tokio_postgres::{Client, Config, Connection, Row, Socket, Statement};
 
 /// Connections per store: enough to keep two cores busy, few enough for a server's limit.
 const CONNECTIONS: usize = 4;
@@ -33,22 +34,50 @@ pub(crate) fn mask_url(url: &str) -> String {
     }
 }
 
-/// The connection settings of a `postgresql://` or `postgres://` URL.
-pub(crate) fn parse_url(url: &str) -> Result<Config> {
+/// Where and how to connect: tokio-postgres's settings and the TLS the URL asks for.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    pub config: Config,
+    tls: tls::Connector,
+}
+
+/// A connection and the future that drives its I/O.
+pub(crate) type Opened = (Client, Connection<Socket, tls::Stream<Socket>>);
+
+impl Endpoint {
+    /// Opens one connection within the connect timeout. tokio-postgres bounds only the TCP
+    /// connect by it; the handshake after (TLS, startup, authentication) would wait for ever
+    /// on a network gone quiet.
+    pub async fn open(&self, server: &str) -> Result<Opened> {
+        let limit = self.config.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        match tokio::time::timeout(limit, self.config.connect(self.tls.clone())).await {
+            Ok(opened) => opened.map_err(|e| pg_error(e, server)),
+            Err(_) => {
+                Err(Error::Connection(format!("cannot reach PostgreSQL at {server}: no connection within {limit:?} (connect_timeout)")))
+            }
+        }
+    }
+}
+
+/// The connection settings of a `postgresql://` or `postgres://` URL, its TLS files read
+/// (tls.rs: `sslmode`, `sslrootcert`, `sslcert`, `sslkey`).
+pub(crate) fn parse_url(url: &str) -> Result<Endpoint> {
     let scheme_ok = url.starts_with("postgresql://") || url.starts_with("postgres://");
     if !scheme_ok {
         return Err(Error::Invalid(format!("not a PostgreSQL URL: {} (use postgresql://user:password@host:port/database)", mask_url(url))));
     }
-    let config = url.parse::<Config>().map_err(|e| Error::Invalid(format!("invalid PostgreSQL URL {}: {e}", mask_url(url))))?;
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(Error::Invalid(format!("TLS (sslmode=require in {}) is not supported by the PostgreSQL store yet", mask_url(url))));
-    }
-    Ok(config)
+    let (rest, tls) = tls::split(url)?;
+    let mut config = rest.parse::<Config>().map_err(|e| Error::Invalid(format!("invalid PostgreSQL URL {}: {e}", mask_url(url))))?;
+    tls.apply(&mut config);
+    Ok(Endpoint { config, tls })
 }
 
 /// A tokio-postgres error as the engine's: the schema missing, the server away, or an error
 /// it answered with, naming the server.
 pub(crate) fn pg_error(e: tokio_postgres::Error, server: &str) -> Error {
+    if let Some(tls) = tls::classify(&e, server) {
+        return tls;
+    }
     if let Some(db) = e.as_db_error() {
         let code = db.code();
         if [SqlState::UNDEFINED_FUNCTION, SqlState::UNDEFINED_TABLE, SqlState::INVALID_SCHEMA_NAME].contains(code) {
@@ -129,8 +158,8 @@ pub(crate) async fn within<T>(limit: Duration, server: &str, step: impl Future<O
 }
 
 /// Opens one connection, its I/O driven by a task of the current runtime.
-pub(crate) async fn connect(config: &Config, server: &Arc<str>) -> Result<Client> {
-    let (client, connection) = open(config, server).await?;
+pub(crate) async fn connect(endpoint: &Endpoint, server: &Arc<str>) -> Result<Client> {
+    let (client, connection) = endpoint.open(server).await?;
     tokio::spawn(async move {
         // Its end (an error included) closes the client: the next use reopens it.
         let _ = connection.await;
@@ -138,22 +167,8 @@ pub(crate) async fn connect(config: &Config, server: &Arc<str>) -> Result<Client
     Ok(client)
 }
 
-/// A connection and the future that drives its I/O.
-pub(crate) type Opened = (Client, tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>);
-
-/// `config.connect` within the connect timeout. tokio-postgres bounds only the TCP connect by
-/// it; the handshake after (startup, authentication) would wait for ever on a network gone
-/// quiet.
-pub(crate) async fn open(config: &Config, server: &str) -> Result<Opened> {
-    let limit = config.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    match tokio::time::timeout(limit, config.connect(NoTls)).await {
-        Ok(opened) => opened.map_err(|e| pg_error(e, server)),
-        Err(_) => Err(Error::Connection(format!("cannot reach PostgreSQL at {server}: no connection within {limit:?} (connect_timeout)"))),
-    }
-}
-
 pub(crate) struct Pool {
-    pub config: Config,
+    pub endpoint: Endpoint,
     pub server: Arc<str>,
     /// How long a statement may wait for its answer.
     pub response: Duration,
@@ -164,9 +179,9 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn new(config: Config, server: String, response: Duration) -> Pool {
+    pub fn new(endpoint: Endpoint, server: String, response: Duration) -> Pool {
         let slots = (0..CONNECTIONS).map(|_| tokio::sync::Mutex::new(None)).collect();
-        Pool { config, server: server.into(), response, slots, next: AtomicUsize::new(0) }
+        Pool { endpoint, server: server.into(), response, slots, next: AtomicUsize::new(0) }
     }
 
     /// A live connection, in turn.
@@ -185,7 +200,7 @@ impl Pool {
         if let Some(c) = slot.as_ref().filter(|c| c.usable()) {
             return Ok(c.clone());
         }
-        let client = connect(&self.config, &self.server).await?;
+        let client = connect(&self.endpoint, &self.server).await?;
         let conn = Arc::new(Conn {
             client,
             prepared: Mutex::default(),
