@@ -4,7 +4,9 @@ acknowledged lost, every duplicate run a logged redelivery of a reaped lease."""
 
 from __future__ import annotations
 
-import sqlite3
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,15 @@ from .conftest import connect, sizes
 from .drain_kills import kill_mid_drain
 
 
-def rows(path: Path, query: str, *args: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(path, timeout=10) as db:
-        return db.execute(query, args).fetchall()
+READ = "import json, sqlite3, sys; db = sqlite3.connect(sys.argv[1], timeout=10); print(json.dumps(db.execute(sys.argv[2], json.loads(sys.argv[3])).fetchall()))"
+
+
+def rows(path: Path, query: str, *args: Any) -> list[Any]:
+    """Rows read by another process: this one has the file open through fastjobs, and a second
+    SQLite library closing the file in the same process would drop the first one's locks
+    (POSIX locks belong to the process, not to a connection)."""
+    out = subprocess.run([sys.executable, "-c", READ, str(path), query, json.dumps(args)], capture_output=True, text=True, check=True)
+    return list(json.loads(out.stdout))
 
 
 @sizes(short=(1200, 2), long=(6000, 6))
