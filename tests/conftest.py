@@ -172,8 +172,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # spawn_worker starts it on the session's Redis (tests/test_postgres_store.py runs one
         # on PostgreSQL).
         fixtures = getattr(item, "fixturenames", ())
-        if TEST_STORE in ("sqlite", "postgres") and item.get_closest_marker("events_stream") is not None:
-            return True  # not readable there yet (tests/test_sqlite_store.py, test_postgres_store.py: the errors)
         return item.get_closest_marker("redis_only") is not None or "spawn_worker" in fixtures
 
     keep = [i for i in items if not redis_only(i)]

@@ -100,7 +100,7 @@ def _when(ms: Any) -> datetime:
 def expand(queue: str, sid: str, fields: dict[str, bytes]) -> list[Event]:
     """The events of one stream entry, one per job, in the order the script listed them."""
     kind = fields.get("e", b"").decode()
-    at = _when(sid.partition("-")[0])
+    at = _when(fields["t"] if "t" in fields else sid.partition("-")[0])  # PostgreSQL's ids are no times
     if "r" in fields:  # a bulk write: runs of generated ids
         out: list[Event] = []
         for producer, first, count, name in serde.loads(fields["r"]):

@@ -197,10 +197,8 @@ impl PyStore for PgStore {
         }
     }
 
-    /// Written by the schema's triggers, not read yet (py/events.rs says why).
-    fn event_reader(_: &Stored<Self>, _: &Settings, _: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {
-        Err(super::errors::to_py(Error::Invalid(
-            "the events stream of a PostgreSQL queue is written but cannot be read from Python yet: use Redis or memory://".into(),
-        )))
+    /// Polled (py/events.rs DB_POLL): a query per reader per tick, no connection held.
+    fn event_reader(stored: &Stored<Self>, _: &Settings, queue: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {
+        Ok(super::events::EventReader::polled(super::events::PgEvents { store: stored.store.clone(), queue }))
     }
 }

@@ -20,6 +20,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("migrations/010_record.sql")),
     (11, include_str!("migrations/011_parity.sql")),
     (12, include_str!("migrations/012_drain.sql")),
+    (13, include_str!("migrations/013_events_read.sql")),
 ];
 
 /// The version this build needs.

@@ -458,7 +458,7 @@ async fn the_events_stream_tells_every_change_once_switched_on() {
     ack(&s, &q, "w1.1", vec![entry("aaaaaaaaaa-1", AckKind::Completed { result: Some(b"5".to_vec()) }), entry("aaaaaaaaaa-2", retry)])
         .await;
     s.cancel(&q, "aaaaaaaaaa-3", true).await.unwrap();
-    let got = s.events_read(&q, 0, 100).await.unwrap();
+    let got = s.events_read(&q, (0, 0), 100).await.unwrap();
     let mut kinds: Vec<(&str, usize)> = got.iter().map(|e| (e.kind.as_str(), e.ids.len())).collect();
     // In the order of the statements; the kinds of one statement (the acknowledgement's) in any.
     kinds[3..5].sort();
@@ -469,7 +469,7 @@ async fn the_events_stream_tells_every_change_once_switched_on() {
     s.set_events(&q, None).await.unwrap();
     assert_eq!(s.events_keep(&q).await.unwrap(), None);
     s.enqueue(&q, &[job("aaaaaaaaaa-4", 0)], None).await.unwrap();
-    assert_eq!(s.events_read(&q, got.last().unwrap().seq, 100).await.unwrap().len(), 0, "off: nothing more");
+    assert_eq!(s.events_read(&q, got.last().unwrap().pos, 100).await.unwrap().len(), 0, "off: nothing more");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
