@@ -179,10 +179,9 @@ impl PyStore for SqliteStore {
         SqliteStore::open_with(settings).map(|_| None)
     }
 
-    fn event_reader(_: &Stored<Self>, _: &Settings, _: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {
-        Err(super::errors::to_py(Error::Invalid(
-            "the events stream is not kept by the SQLite store yet: use Redis, PostgreSQL or memory://".into(),
-        )))
+    /// Polled (py/events.rs DB_POLL): a query per reader per tick.
+    fn event_reader(stored: &Stored<Self>, _: &Settings, queue: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {
+        Ok(super::events::EventReader::polled(super::events::SqliteEvents { store: stored.store.clone(), queue }))
     }
 }
 

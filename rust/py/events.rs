@@ -10,6 +10,8 @@ use super::errors::to_py;
 use crate::error::Result;
 use crate::store::memory::{MemoryQueue, MemoryStore};
 use crate::store::postgres::{EventEntry, PgQueue, PgStore};
+use crate::store::sqlite::{SqliteQueue, SqliteStore};
+use crate::store::told::json_list;
 use crate::store::redis::events;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
@@ -116,19 +118,6 @@ fn pair_of(id: &str) -> (i64, i64) {
     id.split_once('-').and_then(|(a, b)| Some((num(a).ok()?, num(b).ok()?))).unwrap_or((0, 0))
 }
 
-/// A JSON list of raw JSON values, `null` for the missing ones.
-fn json_list<'a>(values: impl IntoIterator<Item = Option<&'a [u8]>>) -> Vec<u8> {
-    let mut out = b"[".to_vec();
-    for (k, v) in values.into_iter().enumerate() {
-        if k > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(v.filter(|v| !v.is_empty()).unwrap_or(b"null"));
-    }
-    out.push(b']');
-    out
-}
-
 /// A PostgreSQL queue's events table.
 pub struct PgEvents {
     pub store: Arc<PgStore>,
@@ -205,6 +194,26 @@ impl EventSource for MemoryEvents {
                 (format!("{}-{}", e.at_ms, e.seq), fields)
             })
             .collect())
+    }
+}
+
+/// A SQLite queue's events table (store/sqlite/events.rs): numbered in commit order.
+pub struct SqliteEvents {
+    pub store: Arc<SqliteStore>,
+    pub queue: Arc<SqliteQueue>,
+}
+
+impl EventSource for SqliteEvents {
+    fn last_id(&self) -> Result<String> {
+        self.store.events_last(&self.queue)
+    }
+
+    fn read(&self, after: &str, count: usize) -> Result<Vec<Entry>> {
+        self.store.events_read(&self.queue, after, count)
+    }
+
+    fn poll(&self) -> Duration {
+        DB_POLL
     }
 }
 
