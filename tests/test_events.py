@@ -1,4 +1,4 @@
-"""The events stream of a queue (on Redis and on the in-process store): every kind of event in a job's life, bulk
+"""The events stream of a queue (on every store): every kind of event in a job's life, bulk
 writes as runs, resuming from an event id, a second process reading them in order, the
 stream left unwritten while events are off, and bad input."""
 
