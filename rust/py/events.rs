@@ -10,9 +10,9 @@ use super::errors::to_py;
 use crate::error::Result;
 use crate::store::memory::{MemoryQueue, MemoryStore};
 use crate::store::postgres::{EventEntry, PgQueue, PgStore};
+use crate::store::redis::events;
 use crate::store::sqlite::{SqliteQueue, SqliteStore};
 use crate::store::told::json_list;
-use crate::store::redis::events;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::sync::Arc;
@@ -142,7 +142,8 @@ fn pg_fields(e: EventEntry) -> Vec<(String, Vec<u8>)> {
             f.push(("d".into(), serde_json::to_vec(&dues).unwrap_or_default()));
         }
         "retrying" => {
-            let delays: Vec<i64> = (0..e.ids.len()).map(|k| due.get(k).copied().flatten().map_or(0, |us| (us / 1000 - e.at_ms).max(0))).collect();
+            let delays: Vec<i64> =
+                (0..e.ids.len()).map(|k| due.get(k).copied().flatten().map_or(0, |us| (us / 1000 - e.at_ms).max(0))).collect();
             f.push(("d".into(), serde_json::to_vec(&delays).unwrap_or_default()));
         }
         _ => {}

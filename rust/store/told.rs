@@ -65,4 +65,3 @@ pub fn numbers_field(key: &'static str, values: impl IntoIterator<Item = i64>) -
     let v: Vec<i64> = values.into_iter().collect();
     (key, serde_json::to_vec(&v).unwrap_or_default())
 }
-

@@ -246,9 +246,8 @@ pub fn empty_page(tx: &Transaction<'_>, q: &str, max: usize, c: Clock) -> Sql<(u
 pub fn obliterate(tx: &Transaction<'_>, q: &str, w: &mut Wake) -> Sql<u64> {
     let exists: bool = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?1)")?.query_row([q], |r| r.get(0))?;
     let jobs: i64 = tx.prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1")?.query_row([q], |r| r.get(0))?;
-    for table in
-        ["jobs", "leases", "reaped", "marks", "watermarks", "chunks", "results", "dedup", "nudges", "progress", "logs", "callbacks", "events"]
-    {
+    let tables = ["jobs", "leases", "reaped", "marks", "watermarks", "chunks", "results", "dedup", "nudges", "progress", "logs"];
+    for table in tables.into_iter().chain(["callbacks", "events"]) {
         tx.prepare_cached(&format!("DELETE FROM {table} WHERE queue = ?1"))?.execute([q])?;
     }
     tx.prepare_cached("DELETE FROM queues WHERE name = ?1")?.execute([q])?;

@@ -68,7 +68,17 @@ impl<'q> Stream<'q> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING seq",
             )?
             .query_row(
-                params![self.q, self.now_ms, kind, ids.join("\n"), field("n"), field("a"), field("d"), field("x"), field("w").map(String::from_utf8_lossy)],
+                params![
+                    self.q,
+                    self.now_ms,
+                    kind,
+                    ids.join("\n"),
+                    field("n"),
+                    field("a"),
+                    field("d"),
+                    field("x"),
+                    field("w").map(String::from_utf8_lossy)
+                ],
                 |r| r.get(0),
             )?;
         if seq % TRIM_EVERY == 0 {

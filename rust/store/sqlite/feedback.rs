@@ -2,11 +2,11 @@
 //! records.
 
 use super::control::timed;
+use super::events::Stream;
 use super::queue::*;
 use super::Clock;
-use crate::store::*;
-use super::events::Stream;
 use crate::store::told::json_list;
+use crate::store::*;
 use rusqlite::{params, Transaction};
 
 /// feedback.lua: the entry with its time put first; returns the time.

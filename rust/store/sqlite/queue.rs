@@ -4,9 +4,9 @@
 //! transaction. Its small functions on rows (find, delete, marks, wake-ups) serve the store's
 //! other queue modules too.
 
+use super::events::Stream;
 use super::record as rec;
 use super::reserve::{read_group_limits, read_limits};
-use super::events::Stream;
 use super::{Clock, Wake};
 use crate::store::told::Told;
 use crate::store::*;

@@ -4,19 +4,26 @@
 --   A row's `seq` is taken when it is written but the row shows when its transaction commits,
 --   in another order: a reader resuming after seq N would miss a lower seq committed later.
 --   So the stream is ordered by (horizon, seq), `horizon` being the later of the writing
---   transaction's id and the xmax of the snapshot the row was written under, and a reader
---   takes only rows whose horizon is below its snapshot's xmin:
+--   transaction's id and the newest id that had ended when the row was written (its
+--   snapshot's xmax - 1), and a reader takes only rows whose horizon is below its snapshot's
+--   xmin:
 --   - final: a transaction still running, or one to come, has an id >= that xmin, and a row's
 --     horizon is at least its writer's id, so no row below the xmin is still to show;
---   - in the order of the changes: a transaction that saw another's committed change has a
---     snapshot xmax above that one's id and at least its snapshot's xmax, so its rows come
---     after (a tie goes by seq, taken after).
+--   - in the order of the changes: a transaction that saw another's committed change writes
+--     after that one ended, so its horizon is at least that one's id and at least that one's
+--     horizon (a tie goes by seq, taken later);
+--   - shown once its writer and every older transaction ended: then the xmin is past both its
+--     writer's id and the newest id that had ended before it.
+--   Its transaction's id alone would not do: a transaction that took its id early (a row
+--   lock, an earlier write) can see, and act on, a change a younger one committed meanwhile.
 --   The cost: a transaction held open anywhere on the server (its id below everybody's
 --   xmin) holds the stream back until it ends.
 --   Entries also tell the worker that leased the jobs (`active`), a completed or cancelled
 --   job's name (told by the DELETE of its row, which still has its record), and progress.
-ALTER TABLE fastjobs.events ADD COLUMN IF NOT EXISTS horizon xid8 NOT NULL
-  DEFAULT greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()));
+CREATE OR REPLACE FUNCTION fastjobs.events_horizon() RETURNS xid8 LANGUAGE sql VOLATILE AS $$
+  SELECT greatest(pg_current_xact_id(), (pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1)::text::xid8)
+$$;
+ALTER TABLE fastjobs.events ADD COLUMN IF NOT EXISTS horizon xid8 NOT NULL DEFAULT fastjobs.events_horizon();
 ALTER TABLE fastjobs.events ADD COLUMN IF NOT EXISTS worker text;
 CREATE INDEX IF NOT EXISTS events_order ON fastjobs.events (queue, horizon, seq);
 
