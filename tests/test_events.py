@@ -166,12 +166,14 @@ def test_only_new_events_by_default_and_async_iteration(start_worker: Any) -> No
     assert [(e.job_id, e.type) for e in got] == [(new_id, "waiting"), (new_id, "active"), (new_id, "progress"), (new_id, "completed")]
 
 
-def test_a_second_process_sees_the_events_in_order(redis_server: Any, prefix: str, spawn_worker: Any) -> None:
+@pytest.mark.shared_store
+def test_a_second_process_sees_the_events_in_order(fj: tuple[str, str], spawn_worker: Any) -> None:
+    url, prefix = fj
     q = Queue("slow")
     q.set_events(True)
     script = (
         "import json, sys, fastjobs\n"
-        f"fastjobs.configure(url={redis_server.url!r}, prefix={prefix!r})\n"
+        f"fastjobs.configure(url={url!r}, prefix={prefix!r})\n"
         "print('ready', flush=True)\n"
         "n = 0\n"
         "for e in fastjobs.Queue('slow').events('0', timeout=20):\n"
@@ -184,7 +186,7 @@ def test_a_second_process_sees_the_events_in_order(redis_server: Any, prefix: st
     assert reader.stdout is not None
     assert reader.stdout.readline().strip() == "ready"
     handles = [Sleep.dispatch({"seconds": 0.01}).on_queue("slow").send() for _ in range(30)]
-    spawn_worker("--queue", "slow", "--concurrency", "4")
+    spawn_worker("--queue", "slow", "--concurrency", "4", url=url, key_prefix=prefix)
     out, _ = reader.communicate(timeout=60)
     theirs = [json.loads(line) for line in out.splitlines()]
     here = read_all(q, lambda e: e.type == "completed", 30)
@@ -194,15 +196,17 @@ def test_a_second_process_sees_the_events_in_order(redis_server: Any, prefix: st
         assert seen[h.id] == ["waiting", "active", "completed"]
 
 
-def test_a_job_whose_worker_died_is_told_stalled(spawn_worker: Any) -> None:
+@pytest.mark.shared_store
+def test_a_job_whose_worker_died_is_told_stalled(fj: tuple[str, str], spawn_worker: Any) -> None:
+    url, prefix = fj
     q = Queue("slow")
     q.set_events(True)
     h = Sleep.dispatch({"seconds": 30}).on_queue("slow").send()
-    doomed = spawn_worker("--queue", "slow", "--lease", "1")
+    doomed = spawn_worker("--queue", "slow", "--lease", "1", url=url, key_prefix=prefix)
     eventually(lambda: q.counts()["active"] == 1, timeout=20)
     os.kill(doomed.proc.pid, signal.SIGKILL)
     doomed.proc.wait()
-    spawn_worker("--queue", "slow", "--lease", "1")  # its scheduler reaps the lease
+    spawn_worker("--queue", "slow", "--lease", "1", url=url, key_prefix=prefix)  # its scheduler reaps the lease
     events = read_all(q, lambda e: e.job_id == h.id and e.type == "active", 2)
     assert by_job(events)[h.id][:4] == ["waiting", "active", "stalled", "active"]
     q.cancel(h.id)

@@ -19,7 +19,8 @@
 --   The cost: a transaction held open anywhere on the server (its id below everybody's
 --   xmin) holds the stream back until it ends.
 --   Entries also tell the worker that leased the jobs (`active`), a completed or cancelled
---   job's name (told by the DELETE of its row, which still has its record), and progress.
+--   job's name (told by the DELETE of its row, which still has its record), progress, and a
+--   reaped job as `stalled` (version 12 told it `waiting`).
 CREATE OR REPLACE FUNCTION fastjobs.events_horizon() RETURNS xid8 LANGUAGE sql VOLATILE AS $$
   SELECT greatest(pg_current_xact_id(), (pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1)::text::xid8)
 $$;
@@ -27,7 +28,9 @@ ALTER TABLE fastjobs.events ADD COLUMN IF NOT EXISTS horizon xid8 NOT NULL DEFAU
 ALTER TABLE fastjobs.events ADD COLUMN IF NOT EXISTS worker text;
 CREATE INDEX IF NOT EXISTS events_order ON fastjobs.events (queue, horizon, seq);
 
--- events_moved of version 12, with the worker of an `active` entry.
+-- events_moved of version 12, with the worker of an `active` entry; a job is `stalled` when
+-- its orphaned record goes back from a lease past its deadline (tick marks the record in a
+-- statement of its own before it moves the job, so the move's rows no longer differ there).
 CREATE OR REPLACE FUNCTION fastjobs.events_moved() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM fastjobs.queues WHERE events_keep IS NOT NULL) THEN RETURN NULL; END IF;
@@ -45,7 +48,9 @@ BEGIN
              WHEN o.state = 'a' AND n.state = 'd' THEN 'retrying'
              WHEN o.state = 'a' AND n.state = 'w' AND get_byte(n.record, 0) = 1
                   AND fastjobs.record_attempt(n.record) > fastjobs.record_attempt(o.record) THEN 'retrying'
-             WHEN o.state = 'a' AND n.state = 'w' AND get_byte(n.record, 0) = 2 AND n.record IS DISTINCT FROM o.record THEN 'stalled'
+             WHEN o.state = 'a' AND n.state = 'w' AND get_byte(n.record, 0) = 2
+                  AND EXISTS (SELECT 1 FROM fastjobs.leases l
+                              WHERE l.queue = o.queue AND l.token = o.token AND l.deadline_ms <= fastjobs.now_us() / 1000) THEN 'stalled'
              WHEN o.state <> 'w' AND n.state = 'w' THEN 'waiting'
              WHEN o.state = 'd' AND n.state = 'd' AND n.record IS DISTINCT FROM o.record THEN 'delayed'
            END AS kind
