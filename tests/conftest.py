@@ -187,8 +187,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # spawn_worker starts it on the session's Redis (tests/test_postgres_store.py runs one
         # on PostgreSQL).
         fixtures = getattr(item, "fixturenames", ())
-        if TEST_STORE in ("sqlite", "postgres") and item.get_closest_marker("events_stream") is not None:
-            return True  # not readable there yet (tests/test_sqlite_store.py, test_postgres_store.py: the errors)
+        if item.get_closest_marker("shared_store") is not None:
+            return TEST_STORE == "memory"  # a file or a database is shared by processes, not a process's memory
         return item.get_closest_marker("redis_only") is not None or "spawn_worker" in fixtures
 
     keep = [i for i in items if not redis_only(i)]
@@ -199,23 +199,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def fj(request: pytest.FixtureRequest, redis_server: RedisServer, prefix: str) -> Iterator[None]:
+def fj(request: pytest.FixtureRequest, redis_server: RedisServer, prefix: str) -> Iterator[tuple[str, str]]:
     """Every test talks to the session's store (Redis unless FASTJOBS_TEST_STORE says
     otherwise) under its own key prefix; on PostgreSQL, in its own database (the prefix stays
-    the default there; jobs that stamp Redis read the test's from FASTJOBS_TEST_PREFIX)."""
+    the default there; jobs that stamp Redis read the test's from FASTJOBS_TEST_PREFIX).
+    Yields the store's (url, prefix), for a second process on it (tests marked shared_store)."""
     config.reset()
     os.environ["FASTJOBS_TEST_PREFIX"] = prefix
     if TEST_STORE == "postgres":
         server: PostgresServer = request.getfixturevalue("postgres_server")
         url = server.database()
         fastjobs.configure(url)
-        yield
+        yield url, "fj"
         config.reset()
         server.drop(url)
         return
     url = {"redis": redis_server.url, "sqlite": f"sqlite:///{tempfile.gettempdir()}/fastjobs-{prefix}.db"}.get(TEST_STORE, f"{TEST_STORE}://")
     fastjobs.configure(url, prefix=prefix)
-    yield
+    yield url, prefix
     config.reset()
 
 
@@ -298,8 +299,8 @@ class ProcessWorker:
 def spawn_worker(redis_server: RedisServer, prefix: str) -> Iterator[Any]:
     procs: list[ProcessWorker] = []
 
-    def spawn(*args: str, modules: list[str] | None = None, url: str | None = None, path: str = "") -> ProcessWorker:
-        p = ProcessWorker(url or redis_server.url, prefix, modules or ["tests.apps.jobs"], list(args), path)
+    def spawn(*args: str, modules: list[str] | None = None, url: str | None = None, path: str = "", key_prefix: str | None = None) -> ProcessWorker:
+        p = ProcessWorker(url or redis_server.url, key_prefix or prefix, modules or ["tests.apps.jobs"], list(args), path)
         procs.append(p)
         return p
 

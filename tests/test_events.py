@@ -1,4 +1,4 @@
-"""The events stream of a queue (on Redis and on the in-process store): every kind of event in a job's life, bulk
+"""The events stream of a queue (on every store): every kind of event in a job's life, bulk
 writes as runs, resuming from an event id, a second process reading them in order, the
 stream left unwritten while events are off, and bad input."""
 
@@ -166,12 +166,14 @@ def test_only_new_events_by_default_and_async_iteration(start_worker: Any) -> No
     assert [(e.job_id, e.type) for e in got] == [(new_id, "waiting"), (new_id, "active"), (new_id, "progress"), (new_id, "completed")]
 
 
-def test_a_second_process_sees_the_events_in_order(redis_server: Any, prefix: str, spawn_worker: Any) -> None:
+@pytest.mark.shared_store
+def test_a_second_process_sees_the_events_in_order(fj: tuple[str, str], spawn_worker: Any) -> None:
+    url, prefix = fj
     q = Queue("slow")
     q.set_events(True)
     script = (
         "import json, sys, fastjobs\n"
-        f"fastjobs.configure(url={redis_server.url!r}, prefix={prefix!r})\n"
+        f"fastjobs.configure(url={url!r}, prefix={prefix!r})\n"
         "print('ready', flush=True)\n"
         "n = 0\n"
         "for e in fastjobs.Queue('slow').events('0', timeout=20):\n"
@@ -184,7 +186,7 @@ def test_a_second_process_sees_the_events_in_order(redis_server: Any, prefix: st
     assert reader.stdout is not None
     assert reader.stdout.readline().strip() == "ready"
     handles = [Sleep.dispatch({"seconds": 0.01}).on_queue("slow").send() for _ in range(30)]
-    spawn_worker("--queue", "slow", "--concurrency", "4")
+    spawn_worker("--queue", "slow", "--concurrency", "4", url=url, key_prefix=prefix)
     out, _ = reader.communicate(timeout=60)
     theirs = [json.loads(line) for line in out.splitlines()]
     here = read_all(q, lambda e: e.type == "completed", 30)
@@ -194,22 +196,23 @@ def test_a_second_process_sees_the_events_in_order(redis_server: Any, prefix: st
         assert seen[h.id] == ["waiting", "active", "completed"]
 
 
-def test_a_job_whose_worker_died_is_told_stalled(spawn_worker: Any) -> None:
+@pytest.mark.shared_store
+def test_a_job_whose_worker_died_is_told_stalled(fj: tuple[str, str], spawn_worker: Any) -> None:
+    url, prefix = fj
     q = Queue("slow")
     q.set_events(True)
     h = Sleep.dispatch({"seconds": 30}).on_queue("slow").send()
-    doomed = spawn_worker("--queue", "slow", "--lease", "1")
+    doomed = spawn_worker("--queue", "slow", "--lease", "1", url=url, key_prefix=prefix)
     eventually(lambda: q.counts()["active"] == 1, timeout=20)
     os.kill(doomed.proc.pid, signal.SIGKILL)
     doomed.proc.wait()
-    spawn_worker("--queue", "slow", "--lease", "1")  # its scheduler reaps the lease
+    spawn_worker("--queue", "slow", "--lease", "1", url=url, key_prefix=prefix)  # its scheduler reaps the lease
     events = read_all(q, lambda e: e.job_id == h.id and e.type == "active", 2)
     assert by_job(events)[h.id][:4] == ["waiting", "active", "stalled", "active"]
     q.cancel(h.id)
 
 
-@pytest.mark.redis_only
-def test_nothing_is_written_while_events_are_off(start_worker: Any, redis: Any, prefix: str) -> None:
+def test_nothing_is_written_while_events_are_off(start_worker: Any) -> None:
     q = Queue("ev")
     assert q.events_keep() is None
     Told.dispatch_many([{"n": i} for i in range(100)])
@@ -218,9 +221,9 @@ def test_nothing_is_written_while_events_are_off(start_worker: Any, redis: Any, 
     start_worker(queues=["ev"])
     h.wait_result(timeout=10)
     eventually(lambda: q.counts()["completed"] == 101)
-    assert redis("EXISTS", f"{prefix}:{{ev}}:events") == 0
     q.set_events(True, keep=50)
     assert q.events_keep() == 50
+    assert list(q.events("0", timeout=0.1)) == []  # the stream holds nothing from while it was off
     q.set_events(False)
     assert q.events_keep() is None
     assert list(q.events("0", timeout=0.1)) == []
@@ -243,14 +246,15 @@ def test_bad_input_is_refused_by_name() -> None:
     assert q.events_keep() is None
 
 
-@pytest.mark.redis_only
-def test_the_cli_shows_a_job_with_its_progress_and_logs_and_prints_events(start_worker: Any, redis_server: Any, prefix: str) -> None:
+@pytest.mark.shared_store
+def test_the_cli_shows_a_job_with_its_progress_and_logs_and_prints_events(start_worker: Any, fj: tuple[str, str]) -> None:
+    url, prefix = fj
     q = Queue("ev")
     q.set_events(True)
     h = Told.dispatch({"n": 5}).send()
     start_worker(queues=["ev"])
     assert h.wait_result(timeout=10) == "done 5"
-    env = dict(os.environ, FASTJOBS_URL=redis_server.url, FASTJOBS_PREFIX=prefix, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, FASTJOBS_URL=url, FASTJOBS_PREFIX=prefix, PYTHONPATH=str(ROOT))
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "fastjobs", *args], cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=60)

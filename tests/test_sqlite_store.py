@@ -46,7 +46,34 @@ def test_a_file_that_cannot_serve_is_refused_with_its_name(tmp_path: Path) -> No
         fastjobs.configure(f"sqlite:///{tmp_path}/missing-dir/x.db", connection="bad")
 
 
-def test_the_events_stream_is_refused_by_name(tmp_path: Path) -> None:
-    fastjobs.configure(f"sqlite:///{tmp_path}/ev.db", connection="file")
-    with pytest.raises(ValueError, match="events stream is not kept by the SQLite store"):
-        next(Queue(connection="file").events("0", timeout=0))
+def test_the_events_stream_is_kept_in_the_file_for_every_process(tmp_path: Path, spawn_worker: Any, prefix: str) -> None:
+    url = f"sqlite:///{tmp_path}/ev.db"
+    fastjobs.configure(url, prefix=prefix, connection="file")
+    q = Queue(connection="file")
+
+    def rows() -> int:
+        """The entries kept (the file is not opened here with Python's own SQLite: two SQLite
+        libraries in one process release each other's file locks)."""
+        return len({e.id.partition("/")[0] for e in q.events("0", timeout=0)})
+
+    Echo.dispatch_many(list(range(50)), connection="file")
+    assert rows() == 0  # off: nothing written
+    q.set_events(True)
+    handles = Echo.dispatch_many(list(range(300)), connection="file")
+    w = spawn_worker("--queue", "default", url=url)  # another process tells the stream
+    seen: dict[str, list[str]] = {}
+    done = 0
+    for e in q.events("0", timeout=20):
+        seen.setdefault(e.job_id, []).append(e.type)
+        done += e.type == "completed"
+        if done == 350:
+            break
+    assert all(seen[h] == ["waiting", "active", "completed"] for h in handles)
+    assert rows() < 350 * 3  # an entry per operation and kind, not per job
+    w.proc.terminate()
+    w.proc.wait()
+    # Trimmed to about `keep` as it is written.
+    q.set_events(True, keep=5)
+    for n in range(200):
+        Echo.dispatch(n).on_connection("file").send()
+    assert rows() <= 5 + 64

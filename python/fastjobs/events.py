@@ -2,8 +2,8 @@
 and audit trails (``Queue.events()``).
 
 While a queue's events are on (``Queue.set_events(True)``), every script that changes the
-state of its jobs adds one entry to the stream ``…:events``, listing the jobs it changed (a
-bulk write: their ids as runs). This module reads that stream and hands out one ``Event`` per
+state of its jobs adds one entry to the stream ``…:events`` (on PostgreSQL and SQLite a
+table, in process a ring), listing the jobs it changed (a bulk write: their ids as runs). This module reads that stream and hands out one ``Event`` per
 job, each with an id to resume from (docs/DESIGN.md, "Events").
 """
 
@@ -39,7 +39,7 @@ class Event:
     """One thing that happened to one job.
 
     ``id`` resumes a reader just after this event (``Queue.events(since=event.id)``); ``type``
-    is one of ``EVENT_TYPES``; ``at`` is when Redis recorded it. ``name`` is the job's name
+    is one of ``EVENT_TYPES``; ``at`` is when the store recorded it. ``name`` is the job's name
     (None on ``active``, ``progress`` and completions without a result) and ``attempt`` the run it is about, counted from 0 as ``Job.attempt`` (for ``active``,
     ``retrying``, ``failed`` and ``stalled``; None otherwise). ``data`` holds what the type
     says: ``active`` {"worker"}, ``progress`` {"value", "data"}, ``completed`` {"result"},
@@ -100,7 +100,7 @@ def _when(ms: Any) -> datetime:
 def expand(queue: str, sid: str, fields: dict[str, bytes]) -> list[Event]:
     """The events of one stream entry, one per job, in the order the script listed them."""
     kind = fields.get("e", b"").decode()
-    at = _when(sid.partition("-")[0])
+    at = _when(fields["t"] if "t" in fields else sid.partition("-")[0])  # PostgreSQL's ids are no times
     if "r" in fields:  # a bulk write: runs of generated ids
         out: list[Event] = []
         for producer, first, count, name in serde.loads(fields["r"]):

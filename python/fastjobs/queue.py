@@ -180,8 +180,8 @@ class Queue:
 
     def set_events(self, enabled: bool = True, *, keep: int = DEFAULT_KEEP) -> None:
         """Switches the queue's events on (or off with ``False``) for every producer and worker
-        at once. On, each change of its jobs' states adds one entry to a Redis stream that keeps
-        about ``keep`` entries (an entry lists every job one script call changed: a drain's
+        at once. On, each change of its jobs' states adds one entry to the store's stream that
+        keeps about ``keep`` entries (an entry lists every job one script call changed: a drain's
         batch, a bulk write). Off (the default), nothing is written. Read them with ``events()``."""
         self._client.set_events(self.name, _keep(enabled, keep))
 

@@ -179,10 +179,9 @@ impl PyStore for SqliteStore {
         SqliteStore::open_with(settings).map(|_| None)
     }
 
-    fn event_reader(_: &Stored<Self>, _: &Settings, _: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {
-        Err(super::errors::to_py(Error::Invalid(
-            "the events stream is not kept by the SQLite store yet: use Redis, PostgreSQL or memory://".into(),
-        )))
+    /// Polled (py/events.rs DB_POLL): a query per reader per tick.
+    fn event_reader(stored: &Stored<Self>, _: &Settings, queue: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {
+        Ok(super::events::EventReader::polled(super::events::SqliteEvents { store: stored.store.clone(), queue }))
     }
 }
 
@@ -197,10 +196,8 @@ impl PyStore for PgStore {
         }
     }
 
-    /// Written by the schema's triggers, not read yet (py/events.rs says why).
-    fn event_reader(_: &Stored<Self>, _: &Settings, _: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {
-        Err(super::errors::to_py(Error::Invalid(
-            "the events stream of a PostgreSQL queue is written but cannot be read from Python yet: use Redis or memory://".into(),
-        )))
+    /// Polled (py/events.rs DB_POLL): a query per reader per tick, no connection held.
+    fn event_reader(stored: &Stored<Self>, _: &Settings, queue: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {
+        Ok(super::events::EventReader::polled(super::events::PgEvents { store: stored.store.clone(), queue }))
     }
 }

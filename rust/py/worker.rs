@@ -11,6 +11,7 @@ use crate::engine::worker::{error_json, Engine, Outcome, WorkerConfig};
 use crate::error::Error;
 use crate::runtime::runtime;
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -158,7 +159,10 @@ impl WorkerEngine {
             let jobs = py.detach(|| e.next_jobs(max.max(1), t));
             let out = PyList::empty(py);
             // Queue and job names repeat from job to job: one Python string each, shared.
-            let mut names = self.names.lock().unwrap();
+            // Locked detached from Python while waiting: the thread holding it may have let the
+            // GIL go (a garbage collection run by an allocation below calls finalizers), and
+            // waiting for it with the GIL held deadlocked the worker's threads.
+            let mut names = self.names.lock_py_attached(py).unwrap();
             for d in jobs {
                 let r = d.record;
                 let opts: Py<PyAny> = if r.options.is_empty() { py.None() } else { PyBytes::new(py, &r.options).into_any().unbind() };

@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod redis;
 pub mod settings;
 pub mod sqlite;
+pub mod told;
 
 pub use settings::Settings;
 

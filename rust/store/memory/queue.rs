@@ -3,6 +3,7 @@
 
 use super::record as rec;
 use crate::record::{is_generated_id, PRODUCER_LEN};
+use crate::store::told::{json_list, names_field, numbers_field, Told};
 use crate::store::*;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -100,68 +101,6 @@ pub struct Event {
     /// What else the Redis scripts tell (common.lua `emit`): `n` names, `a` attempts, `d` due
     /// or delay ms, `x` results, errors or progress (JSON lists), `w` the worker.
     pub fields: Vec<(&'static str, Vec<u8>)>,
-}
-
-/// A JSON list of raw JSON values (`null` for the missing ones).
-fn json_list<'a>(values: impl IntoIterator<Item = Option<&'a [u8]>>) -> Vec<u8> {
-    let mut out = b"[".to_vec();
-    for (k, v) in values.into_iter().enumerate() {
-        if k > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(v.filter(|v| !v.is_empty()).unwrap_or(b"null"));
-    }
-    out.push(b']');
-    out
-}
-
-/// The `n` field of records' names.
-fn names_field<'a>(recs: impl IntoIterator<Item = &'a [u8]>) -> (&'static str, Vec<u8>) {
-    let names: Vec<&str> = recs.into_iter().map(rec::name).collect();
-    ("n", serde_json::to_vec(&names).unwrap_or_default())
-}
-
-/// The jobs of one kind of outcome of an ack, told in one entry (as ack.lua does).
-struct Told {
-    kind: &'static str,
-    ids: Vec<String>,
-    names: Vec<String>,
-    attempts: Vec<i64>,
-    delays: Vec<i64>,
-    x: Vec<Option<Vec<u8>>>,
-}
-
-impl Told {
-    fn new(kind: &'static str) -> Told {
-        Told { kind, ids: vec![], names: vec![], attempts: vec![], delays: vec![], x: vec![] }
-    }
-
-    fn add(&mut self, id: &str, record: &[u8], attempt: Option<i64>, delay: Option<i64>, x: Option<&[u8]>) {
-        self.ids.push(id.to_string());
-        self.names.push(rec::name(record).to_string());
-        self.attempts.extend(attempt);
-        self.delays.extend(delay);
-        self.x.push(x.map(|x| x.to_vec()));
-    }
-
-    fn fields(&self) -> Vec<(&'static str, Vec<u8>)> {
-        let mut f = vec![("n", serde_json::to_vec(&self.names).unwrap_or_default())];
-        if !self.attempts.is_empty() {
-            f.push(numbers_field("a", self.attempts.iter().copied()));
-        }
-        if !self.delays.is_empty() {
-            f.push(numbers_field("d", self.delays.iter().copied()));
-        }
-        if self.x.iter().any(Option::is_some) {
-            f.push(("x", json_list(self.x.iter().map(|x| x.as_deref()))));
-        }
-        f
-    }
-}
-
-fn numbers_field(key: &'static str, values: impl IntoIterator<Item = i64>) -> (&'static str, Vec<u8>) {
-    let v: Vec<i64> = values.into_iter().collect();
-    (key, serde_json::to_vec(&v).unwrap_or_default())
 }
 
 #[derive(Default)]

@@ -24,6 +24,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("migrations/010_record.sql")),
     (11, include_str!("migrations/011_parity.sql")),
     (12, include_str!("migrations/012_drain.sql")),
+    (13, include_str!("migrations/013_events_read.sql")),
     (14, include_str!("migrations/014_done_bits.sql")),
 ];
 

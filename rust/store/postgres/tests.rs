@@ -510,6 +510,19 @@ async fn the_turn_of_groups_carries_over_from_one_reserve_to_the_next() {
     assert_eq!(reserve(&s, &q, "w1.3", 1).await, ["aaaaaaaaaa-2"]);
 }
 
+/// The stream's entries after `after` once there are `n` (or after 10 s): an entry shows when
+/// every older transaction on the server ended, other tests' too.
+async fn events_read_n(s: &PgStore, q: &PgQueue, after: events::EventPos, n: usize) -> Vec<EventEntry> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = s.events_read(q, after, 100).await.unwrap();
+        if got.len() >= n || std::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_events_stream_tells_every_change_once_switched_on() {
     let Some(s) = store().await else { return };
@@ -523,7 +536,7 @@ async fn the_events_stream_tells_every_change_once_switched_on() {
     ack(&s, &q, "w1.1", vec![entry("aaaaaaaaaa-1", AckKind::Completed { result: Some(b"5".to_vec()) }), entry("aaaaaaaaaa-2", retry)])
         .await;
     s.cancel(&q, "aaaaaaaaaa-3", true).await.unwrap();
-    let got = s.events_read(&q, 0, 100).await.unwrap();
+    let got = events_read_n(&s, &q, (0, 0), 6).await;
     let mut kinds: Vec<(&str, usize)> = got.iter().map(|e| (e.kind.as_str(), e.ids.len())).collect();
     // In the order of the statements; the kinds of one statement (the acknowledgement's) in any.
     kinds[3..5].sort();
@@ -534,7 +547,39 @@ async fn the_events_stream_tells_every_change_once_switched_on() {
     s.set_events(&q, None).await.unwrap();
     assert_eq!(s.events_keep(&q).await.unwrap(), None);
     s.enqueue(&q, &[job("aaaaaaaaaa-4", 0)], None).await.unwrap();
-    assert_eq!(s.events_read(&q, got.last().unwrap().seq, 100).await.unwrap().len(), 0, "off: nothing more");
+    assert_eq!(s.events_read(&q, got.last().unwrap().pos, 100).await.unwrap().len(), 0, "off: nothing more");
+}
+
+/// The stream's order (migration 013): a reader never passes an entry still to commit, and a
+/// transaction that took its id before another's, then acted on that one's commit, is told after
+/// it (ordered by transaction id alone, the job's `active` would come before its `waiting`).
+#[tokio::test]
+async fn the_events_stream_is_read_in_the_order_no_commit_goes_behind() {
+    let Some(url) = database().await else { return };
+    let s = PgStore::connect(&url, Duration::from_secs(60)).await.unwrap();
+    let q = queue("evorder");
+    s.set_events(&q, Some(100)).await.unwrap();
+    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let early = client.transaction().await.unwrap();
+    early.execute("SELECT pg_current_xact_id()", &[]).await.unwrap(); // its id taken now
+    s.enqueue(&q, &[job("aaaaaaaaaa-1", 0)], None).await.unwrap(); // a younger transaction, committed
+    assert!(s.events_read(&q, (0, 0), 100).await.unwrap().is_empty(), "held back while the older one is open");
+    early.execute("SELECT fastjobs.reserve('evorder', 'w1.1', 10, 30000)", &[]).await.unwrap();
+    early.commit().await.unwrap();
+    let got = events_read_n(&s, &q, (0, 0), 2).await;
+    let kinds: Vec<&str> = got.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["waiting", "active"]);
+    assert_eq!(got[1].worker.as_deref(), Some("w1"));
+    let rest: Vec<String> = s.events_read(&q, got[0].pos, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(rest, ["active"], "resumes after an entry");
+    assert_eq!(s.events_last(&q).await.unwrap(), Some(got[1].pos));
+    // Trimmed in the same order: the newest `keep` stay.
+    s.set_events(&q, Some(1)).await.unwrap();
+    let trimmed: i64 = s.query("SELECT fastjobs.events_trim('evorder')", &[]).await.unwrap()[0].get(0);
+    assert_eq!(trimmed, 1);
+    let kept: Vec<String> = s.events_read(&q, (0, 0), 100).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kept, ["active"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

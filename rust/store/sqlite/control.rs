@@ -1,6 +1,7 @@
 //! What callers other than workers ask of a queue in the SQLite store: status, counts, pause,
 //! the registry, cancel and remove, the failed set, emptying and obliterating.
 
+use super::events::Stream;
 use super::feedback::callback_status;
 use super::queue::*;
 use super::record as rec;
@@ -153,6 +154,7 @@ fn gone(tx: &Transaction<'_>, q: &str, state: State, row: Row, remove: bool, c: 
         forget(tx, q, &row.id, c)?;
         forget_traces(tx, q, &row.id)?;
     }
+    Stream::new(q, c.now_ms).tell_one(tx, if remove { "removed" } else { "cancelled" }, &row.id)?;
     Ok(CancelReply { state, record: Some(row.record), done: true })
 }
 
@@ -171,6 +173,7 @@ pub fn cancel(tx: &Transaction<'_>, q: &str, id: &str, remove: bool, c: Clock, w
             tx.prepare_cached(&format!("DELETE FROM {table} WHERE queue = ?1 AND id = ?2"))?.execute(params![q, id])?;
         }
         forget(tx, q, id, c)?;
+        Stream::new(q, c.now_ms).tell_one(tx, "removed", id)?;
         return Ok(CancelReply { state: State::Failed, record: Some(row.record), done: true });
     }
     if let Some(row) = find(tx, q, id, "active")? {
@@ -192,6 +195,7 @@ pub fn cancel(tx: &Transaction<'_>, q: &str, id: &str, remove: bool, c: Clock, w
         if !is_generated_id(id) {
             tx.prepare_cached("DELETE FROM marks WHERE queue = ?1 AND id = ?2")?.execute(params![q, id])?;
         }
+        Stream::new(q, c.now_ms).tell_one(tx, "removed", id)?;
         return Ok(CancelReply { state, record: None, done: true });
     }
     Ok(CancelReply { state, record: None, done: false })
@@ -224,6 +228,8 @@ pub fn empty_page(tx: &Transaction<'_>, q: &str, max: usize, c: Clock) -> Sql<(u
         .collect::<Sql<_>>()?;
     let n = rows.len() as u64;
     let mut with_options = Vec::new();
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    Stream::new(q, c.now_ms).tell(tx, "cancelled", &ids, &[])?;
     for row in rows {
         delete(tx, row.rowid)?;
         set_mark(tx, q, &row.id, "cancelled", c)?;
@@ -240,9 +246,8 @@ pub fn empty_page(tx: &Transaction<'_>, q: &str, max: usize, c: Clock) -> Sql<(u
 pub fn obliterate(tx: &Transaction<'_>, q: &str, w: &mut Wake) -> Sql<u64> {
     let exists: bool = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?1)")?.query_row([q], |r| r.get(0))?;
     let jobs: i64 = tx.prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1")?.query_row([q], |r| r.get(0))?;
-    for table in
-        ["jobs", "leases", "reaped", "marks", "watermarks", "chunks", "results", "dedup", "nudges", "progress", "logs", "callbacks"]
-    {
+    let tables = ["jobs", "leases", "reaped", "marks", "watermarks", "chunks", "results", "dedup", "nudges", "progress", "logs"];
+    for table in tables.into_iter().chain(["callbacks", "events"]) {
         tx.prepare_cached(&format!("DELETE FROM {table} WHERE queue = ?1"))?.execute([q])?;
     }
     tx.prepare_cached("DELETE FROM queues WHERE name = ?1")?.execute([q])?;

@@ -1,27 +1,13 @@
 //! What running jobs leave in the SQLite store (feedback.lua): progress, log lines, callback
-//! records; and the events switch.
+//! records.
 
 use super::control::timed;
+use super::events::Stream;
 use super::queue::*;
 use super::Clock;
+use crate::store::told::json_list;
 use crate::store::*;
-use rusqlite::{params, OptionalExtension, Transaction};
-
-/// The events kept when the stream is on and no length was given.
-const EVENTS_DEFAULT: u64 = 10_000;
-
-pub fn set_events(tx: &Transaction<'_>, q: &str, keep: Option<u64>) -> Sql<()> {
-    ensure(tx, q)?;
-    let keep = keep.map(|k| if k == 0 { EVENTS_DEFAULT } else { k } as i64);
-    tx.prepare_cached("UPDATE queues SET events_keep = ?2 WHERE name = ?1")?.execute(params![q, keep])?;
-    Ok(())
-}
-
-pub fn events_keep(tx: &Transaction<'_>, q: &str) -> Sql<Option<u64>> {
-    let keep: Option<Option<i64>> =
-        tx.prepare_cached("SELECT events_keep FROM queues WHERE name = ?1")?.query_row([q], |r| r.get(0)).optional()?;
-    Ok(keep.flatten().map(|k| k as u64))
-}
+use rusqlite::{params, Transaction};
 
 /// feedback.lua: the entry with its time put first; returns the time.
 pub fn feedback(tx: &Transaction<'_>, q: &str, id: &str, kind: Feedback, entry: &[u8], ttl_ms: i64, c: Clock) -> Sql<i64> {
@@ -35,6 +21,7 @@ pub fn feedback(tx: &Transaction<'_>, q: &str, id: &str, kind: Feedback, entry: 
                  ON CONFLICT (queue, id) DO UPDATE SET value = ?3, expires_ms = ?4",
             )?
             .execute(params![q, id, line, expires_ms])?;
+            Stream::new(q, c.now_ms).tell(tx, "progress", &[id.to_string()], &[("x", json_list([Some(line.as_slice())]))])?;
         }
         Feedback::Log => {
             tx.prepare_cached("DELETE FROM logs WHERE queue = ?1 AND id = ?2 AND expires_ms <= ?3")?.execute(params![q, id, c.now_ms])?;

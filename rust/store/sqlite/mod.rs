@@ -12,6 +12,7 @@
 
 mod books;
 mod control;
+mod events;
 mod feedback;
 mod queue;
 use crate::store::lenient as record;
@@ -313,6 +314,18 @@ impl SqliteStore {
         self.call(false, move |tx, c, _| f(tx, c)).await
     }
 
+    /// Up to `limit` entries of the queue's events stream after entry id `after` (`<ms>-<seq>`:
+    /// its number orders it), oldest first; blocking, for a reader's thread.
+    pub fn events_read(&self, q: &SqliteQueue, after: &str, limit: usize) -> Result<Vec<events::Entry>> {
+        let after = after.rsplit_once('-').and_then(|(_, n)| n.parse::<u64>().ok()).unwrap_or(0).min(i64::MAX as u64) as i64;
+        self.db.run(false, |tx, _, _| events::read(tx, &q.key, after, limit))
+    }
+
+    /// The id of the newest entry of the queue's events stream, "0-0" when there is none.
+    pub fn events_last(&self, q: &SqliteQueue) -> Result<String> {
+        Ok(self.db.run(false, |tx, _, _| events::last(tx, &q.key))?.unwrap_or_else(|| "0-0".into()))
+    }
+
     fn signals<T>(&self, q: &SqliteQueue, f: impl FnOnce(&Signals) -> T) -> T {
         f(lock(&self.db.signals).entry(q.key.clone()).or_default())
     }
@@ -477,12 +490,12 @@ impl Store for SqliteStore {
 
     async fn set_events(&self, q: &SqliteQueue, keep: Option<u64>) -> Result<()> {
         let name = q.key.clone();
-        self.write(move |tx, _, _| feedback::set_events(tx, &name, keep)).await
+        self.write(move |tx, _, _| events::set_events(tx, &name, keep)).await
     }
 
     async fn events_keep(&self, q: &SqliteQueue) -> Result<Option<u64>> {
         let name = q.key.clone();
-        self.read(move |tx, _| feedback::events_keep(tx, &name)).await
+        self.read(move |tx, _| events::events_keep(tx, &name)).await
     }
 
     async fn progress(&self, q: &SqliteQueue, id: &str) -> Result<Option<Vec<u8>>> {
@@ -867,6 +880,52 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), notified).await.expect("the pause is heard by the other store");
         assert!(worker.counts(&wq).await.unwrap().paused);
         drop((producer, worker));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The events stream: nothing written while off; on, one entry per operation and kind,
+    /// read by another store on the file in the order of the commits, resuming after an id.
+    #[tokio::test]
+    async fn the_events_stream_is_one_entry_per_operation_and_kind() {
+        let dir = temp("events");
+        let ttl = Duration::from_secs(60);
+        let writer = SqliteStore::open(dir.join("jobs.db"), "fj", ttl).unwrap();
+        let reader = SqliteStore::open(dir.join("jobs.db"), "fj", ttl).unwrap();
+        let (wq, rq) = (writer.queue("ev").unwrap(), reader.queue("ev").unwrap());
+        writer.enqueue(&wq, &[job("off")], None).await.unwrap();
+        assert_eq!(reader.events_read(&rq, "0-0", 100).unwrap().len(), 0, "off: nothing written");
+        writer.set_events(&wq, Some(100)).await.unwrap();
+        let mut later = job("later");
+        later.delay_us = 3_600_000_000;
+        writer.enqueue(&wq, &[job("a"), job("b"), later], None).await.unwrap();
+        let idle = Idle { worker: "w1", previous: None, register: false, lease: Duration::from_secs(30) };
+        let Reserved::Jobs(recs) = writer.reserve(&wq, "w1.1", 10, &idle).await.unwrap() else { panic!("jobs are ready") };
+        assert_eq!(recs.len(), 3);
+        let done = |id: &str| AckEntry {
+            id: id.as_bytes().to_vec(),
+            custom_id: true,
+            retried: false,
+            kind: AckKind::Completed { result: Some(b"7".to_vec()) },
+            dedup: None,
+            group: None,
+        };
+        let ack = LeaseAck { queue: wq.clone(), token: "w1.1".into(), entries: vec![done("off"), done("a"), done("b")] };
+        writer.ack(&[ack]).await.unwrap();
+        let got = reader.events_read(&rq, "0-0", 100).unwrap();
+        let kinds: Vec<(String, String)> = got
+            .iter()
+            .map(|(_, f)| (String::from_utf8_lossy(&f[0].1).into_owned(), String::from_utf8_lossy(&f[1].1).into_owned()))
+            .collect();
+        let want = [("waiting", "a\nb"), ("delayed", "later"), ("active", "off\na\nb"), ("completed", "off\na\nb")];
+        assert_eq!(kinds, want.map(|(k, i)| (k.to_string(), i.to_string())));
+        let field = |k: usize, name: &str| got[k].1.iter().find(|(f, _)| f == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        assert_eq!(field(2, "w").as_deref(), Some("w1"));
+        assert_eq!(field(2, "a").as_deref(), Some("[0,0,0]"));
+        assert_eq!(field(3, "x").as_deref(), Some("[7,7,7]"));
+        let name = record::name(&job("a").record).to_string();
+        assert_eq!(field(3, "n"), Some(serde_json::to_string(&[&name, &name, &name]).unwrap()));
+        assert_eq!(reader.events_last(&rq).unwrap(), got[3].0);
+        assert_eq!(reader.events_read(&rq, &got[1].0, 100).unwrap().len(), 2, "resumes after an entry");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,9 +4,11 @@
 //! transaction. Its small functions on rows (find, delete, marks, wake-ups) serve the store's
 //! other queue modules too.
 
+use super::events::Stream;
 use super::record as rec;
 use super::reserve::{read_group_limits, read_limits};
 use super::{Clock, Wake};
+use crate::store::told::Told;
 use crate::store::*;
 use rusqlite::{params, OptionalExtension, Transaction};
 
@@ -133,10 +135,11 @@ pub(super) fn release_dedup_of(tx: &Transaction<'_>, q: &str, r: &[u8], id: &str
 }
 
 /// common.lua cancel_unstarted: a job that had not started, settled as cancelled.
-fn cancel_unstarted(tx: &Transaction<'_>, q: &str, row: &Row, c: Clock) -> Sql<()> {
+fn cancel_unstarted(tx: &Transaction<'_>, q: &str, row: &Row, c: Clock, told: &mut Stream<'_>) -> Sql<()> {
     delete(tx, row.rowid)?;
     set_mark(tx, q, &row.id, "cancelled", c)?;
     release_dedup_of(tx, q, &row.record, &row.id)?;
+    told.tell_one(tx, "cancelled", &row.id)?;
     bump(tx, q, "cancelled", 1)
 }
 
@@ -216,8 +219,14 @@ fn deduplicate(tx: &Transaction<'_>, q: &str, d: &Dedup, id: &str, r: &[u8], due
 
 /// enqueue.lua and push.lua.
 pub fn enqueue(tx: &Transaction<'_>, q: &str, jobs: &[NewJob], mark: Option<&Watermark>, c: Clock, w: &mut Wake) -> Sql<Vec<Written>> {
-    tx.prepare_cached("INSERT INTO queues (name, registered) VALUES (?1, 1) ON CONFLICT (name) DO UPDATE SET registered = 1")?
-        .execute([q])?;
+    // The queue's row, and with it whether its events are on: no look-up of its own.
+    let keep: Option<i64> = tx
+        .prepare_cached(
+            "INSERT INTO queues (name, registered) VALUES (?1, 1) ON CONFLICT (name) DO UPDATE SET registered = 1 RETURNING events_keep",
+        )?
+        .query_row([q], |r| r.get(0))?;
+    let mut told = Stream::known(q, c.now_ms, keep.map(|k| k as u64));
+    let (mut waiting, mut delayed) = (keep.map(|_| Told::new("waiting")), keep.map(|_| Told::new("delayed")));
     if let Some(m) = mark {
         if let Some(g) = m.guard {
             let fresh = tx
@@ -254,9 +263,15 @@ pub fn enqueue(tx: &Transaction<'_>, q: &str, jobs: &[NewJob], mark: Option<&Wat
         if due_us > c.now_us {
             insert(tx, q, &j.id, "delayed", &j.record, Some(due_us))?;
             w.sched(q);
+            if let Some(t) = &mut delayed {
+                t.add(&j.id, &j.record, None, Some(due_us / 1000), None);
+            }
         } else {
             insert(tx, q, &j.id, "waiting", &j.record, None)?;
             any_ready = true;
+            if let Some(t) = &mut waiting {
+                t.add(&j.id, &j.record, None, None, None);
+            }
         }
         out.push(Written::New);
     }
@@ -266,6 +281,9 @@ pub fn enqueue(tx: &Transaction<'_>, q: &str, jobs: &[NewJob], mark: Option<&Wat
              ON CONFLICT (queue, producer) DO UPDATE SET last_seq = max(last_seq, ?3), expires_ms = ?4",
         )?
         .execute(params![q, m.producer, m.last_seq as i64, c.now_ms + c.mark_ttl_ms])?;
+    }
+    for t in waiting.iter().chain(&delayed) {
+        told.tell(tx, t.kind, &t.ids, &t.fields())?;
     }
     if any_ready {
         wake(tx, q, w)?;
@@ -298,6 +316,9 @@ pub fn ack(tx: &Transaction<'_>, q: &str, token: &str, entries: &[AckEntry], c: 
     let mut get =
         tx.prepare_cached("SELECT rowid, id, record FROM jobs WHERE queue = ?1 AND token = ?2 AND id = ?3 AND state = 'active' LIMIT 1")?;
     let (mut pushed, mut freed) = (false, false);
+    let mut told = Stream::new(q, c.now_ms);
+    let mut kinds = [Told::new("completed"), Told::new("retrying"), Told::new("failed"), Told::new("cancelled")];
+    let telling = !entries.is_empty() && told.on(tx)?;
     for e in entries {
         let id = String::from_utf8_lossy(&e.id).into_owned();
         let held = get.query_row(params![q, token, id], |r| Ok(Row { rowid: r.get(0)?, id: r.get(1)?, record: r.get(2)? })).optional()?;
@@ -328,6 +349,9 @@ pub fn ack(tx: &Transaction<'_>, q: &str, token: &str, entries: &[AckEntry], c: 
                 }
                 bump(tx, q, "completed", 1)?;
                 out.completed += 1;
+                if telling {
+                    kinds[0].add(&id, &held.record, None, None, result.as_deref());
+                }
             }
             AckKind::Retry { delay_ms, record, error } => {
                 if !error.is_empty() {
@@ -351,6 +375,10 @@ pub fn ack(tx: &Transaction<'_>, q: &str, token: &str, entries: &[AckEntry], c: 
                 }
                 bump(tx, q, "retried", 1)?;
                 out.retried += 1;
+                if telling {
+                    let attempt = rec::attempt(record).saturating_sub(1) as i64;
+                    kinds[1].add(&id, record, Some(attempt), Some(*delay_ms as i64), Some(error));
+                }
             }
             AckKind::Failed { error, record } => {
                 if let Some(key) = &e.dedup {
@@ -359,6 +387,9 @@ pub fn ack(tx: &Transaction<'_>, q: &str, token: &str, entries: &[AckEntry], c: 
                 fail(tx, held.rowid, &id, record, error, c.now_ms)?;
                 bump(tx, q, "failed", 1)?;
                 out.failed += 1;
+                if telling {
+                    kinds[2].add(&id, record, Some(rec::attempt(record).saturating_sub(1) as i64), None, Some(error));
+                }
             }
             AckKind::Cancelled => {
                 delete(tx, held.rowid)?;
@@ -366,8 +397,14 @@ pub fn ack(tx: &Transaction<'_>, q: &str, token: &str, entries: &[AckEntry], c: 
                 release_dedup_of(tx, q, &held.record, &id)?;
                 bump(tx, q, "cancelled", 1)?;
                 out.cancelled += 1;
+                if telling {
+                    kinds[3].add(&id, &held.record, None, None, None);
+                }
             }
         }
+    }
+    for t in &kinds {
+        told.tell(tx, t.kind, &t.ids, &t.fields())?;
     }
     drop_lease_if_empty(tx, q, token)?;
     let settled = out.completed + out.retried + out.failed + out.cancelled > 0;
@@ -398,6 +435,7 @@ pub(super) fn lease_rows(tx: &Transaction<'_>, q: &str, token: &str) -> Sql<Vec<
 
 pub fn release(tx: &Transaction<'_>, q: &str, token: &str, ids: &[Vec<u8>], c: Clock, w: &mut Wake) -> Sql<u64> {
     let mut back = Vec::new();
+    let mut told = Stream::new(q, c.now_ms);
     let mut get = tx.prepare_cached(
         "SELECT rowid, id, record, cancel FROM jobs WHERE queue = ?1 AND token = ?2 AND id = ?3 AND state = 'active' LIMIT 1",
     )?;
@@ -409,7 +447,7 @@ pub fn release(tx: &Transaction<'_>, q: &str, token: &str, ids: &[Vec<u8>], c: C
             })
             .optional()?;
         match found {
-            Some((row, true)) => cancel_unstarted(tx, q, &row, c)?,
+            Some((row, true)) => cancel_unstarted(tx, q, &row, c, &mut told)?,
             Some((row, false)) => back.push(row),
             None => {}
         }
@@ -474,6 +512,10 @@ pub fn tick(tx: &Transaction<'_>, q: &str, limit: usize, c: Clock, w: &mut Wake)
     for (rowid, record) in &due {
         make_ready(tx, q, *rowid, record, false)?;
     }
+    let mut told = Stream::new(q, c.now_ms);
+    if !due.is_empty() && told.on(tx)? {
+        told.tell(tx, "waiting", &due.iter().map(|(_, r)| rec::id(r)).collect::<Vec<_>>(), &[])?;
+    }
     let expired: Vec<String> = tx
         .prepare_cached("SELECT token FROM leases WHERE queue = ?1 AND deadline_ms <= ?2 ORDER BY deadline_ms, token LIMIT ?3")?
         .query_map(params![q, c.now_ms, limit as i64], |r| r.get(0))?
@@ -486,7 +528,7 @@ pub fn tick(tx: &Transaction<'_>, q: &str, limit: usize, c: Clock, w: &mut Wake)
         for (row, started, cancel) in lease_rows(tx, q, &token)? {
             reaped += 1;
             if cancel {
-                cancel_unstarted(tx, q, &row, c)?;
+                cancel_unstarted(tx, q, &row, c, &mut told)?;
                 continue;
             }
             let (mut attempt, max) = (rec::attempt(&row.record), rec::max_attempts(&row.record));
@@ -502,13 +544,15 @@ pub fn tick(tx: &Transaction<'_>, q: &str, limit: usize, c: Clock, w: &mut Wake)
                     fail(tx, row.rowid, &row.id, &record, &err, c.now_ms)?;
                     bump(tx, q, "failed", 1)?;
                     release_dedup_of(tx, q, &row.record, &row.id)?;
+                    told.tell_one(tx, "failed", &row.id)?;
                 }
-                _ => back.push((row.rowid, rec::orphan(&row.record, attempt))),
+                _ => back.push((row.rowid, row.id, rec::orphan(&row.record, attempt))),
             }
         }
-        for (rowid, record) in back.iter().rev() {
+        for (rowid, _, record) in back.iter().rev() {
             make_ready(tx, q, *rowid, record, true)?;
         }
+        told.tell(tx, "stalled", &back.into_iter().map(|(_, id, _)| id).collect::<Vec<_>>(), &[])?;
         tx.prepare_cached("DELETE FROM leases WHERE queue = ?1 AND token = ?2")?.execute(params![q, token])?;
         tx.prepare_cached("INSERT OR IGNORE INTO reaped (queue, token) VALUES (?1, ?2)")?.execute(params![q, token])?;
     }

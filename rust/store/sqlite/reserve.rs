@@ -1,9 +1,11 @@
 //! Reserving in the SQLite store (reserve.lua): a queue's limits, groups taking turns in a
 //! ring with limits of their own, and the lease of what they allow.
 
+use super::events::Stream;
 use super::queue::*;
 use super::record as rec;
 use super::{Clock, Wake};
+use crate::store::told::numbers_field;
 use crate::store::*;
 use rusqlite::{params, OptionalExtension, Transaction};
 
@@ -235,8 +237,11 @@ pub fn reserve(tx: &Transaction<'_>, q: &str, token: &str, max: usize, lease_ms:
         return Ok(Reserved::Paused);
     }
     let mut want = max.min(2000);
-    let limits_text: Option<String> =
-        tx.prepare_cached("SELECT limits FROM queues WHERE name = ?1")?.query_row([q], |r| r.get(0)).optional()?.flatten();
+    let (limits_text, keep): (Option<String>, Option<i64>) = tx
+        .prepare_cached("SELECT limits, events_keep FROM queues WHERE name = ?1")?
+        .query_row([q], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or_default();
     let limits = limits_text.as_deref().map(decode_limits).unwrap_or_default();
     let mut window = None;
     if let Some(conc) = limits.concurrency {
@@ -298,6 +303,12 @@ pub fn reserve(tx: &Transaction<'_>, q: &str, token: &str, max: usize, lease_ms:
     }
     if popped >= want {
         wake(tx, q, w)?;
+    }
+    if keep.is_some() {
+        let ids: Vec<String> = served.iter().map(|(_, r)| rec::id(r)).collect();
+        let worker = token.split_once('.').map_or(token, |(w, _)| w);
+        let attempts = numbers_field("a", served.iter().map(|(_, r)| rec::attempt(r) as i64));
+        Stream::known(q, c.now_ms, keep.map(|k| k as u64)).tell(tx, "active", &ids, &[("w", worker.as_bytes().to_vec()), attempts])?;
     }
     Ok(Reserved::Jobs(served.into_iter().map(|(_, r)| r).collect()))
 }

@@ -109,4 +109,23 @@ CREATE TABLE IF NOT EXISTS books (book TEXT NOT NULL, field TEXT NOT NULL, value
 CREATE TABLE IF NOT EXISTS book_expiry (book TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS flow_results (book TEXT NOT NULL, node INTEGER NOT NULL, job_id TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (book, node, job_id));
 
+-- A queue's events stream while its events_keep is set (rust/store/sqlite/events.rs): one row
+-- per operation and kind of change, its jobs' ids (newline-separated) and the JSON lists of
+-- common.lua's emit (names, attempts, delays: due or delay ms, data: results, errors or
+-- progress) and the leasing worker. AUTOINCREMENT: a number is never used twice, so a reader
+-- resuming after one misses nothing when the stream was emptied meanwhile.
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    ids TEXT NOT NULL,
+    names BLOB,
+    attempts BLOB,
+    delays BLOB,
+    data BLOB,
+    worker TEXT
+);
+CREATE INDEX IF NOT EXISTS events_queue ON events (queue, seq);
+
 CREATE TABLE IF NOT EXISTS workers (worker TEXT PRIMARY KEY, entry BLOB NOT NULL);
