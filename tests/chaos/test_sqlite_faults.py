@@ -14,8 +14,8 @@ from ..resp import Redis
 from .conftest import connect, sizes
 from .drain_kills import kill_mid_drain
 
-
-READ = "import json, sqlite3, sys; db = sqlite3.connect(sys.argv[1], timeout=10); print(json.dumps(db.execute(sys.argv[2], json.loads(sys.argv[3])).fetchall()))"
+READ = ("import json, sqlite3, sys; db = sqlite3.connect(sys.argv[1], timeout=10); "
+        "print(json.dumps(db.execute(sys.argv[2], json.loads(sys.argv[3])).fetchall()))")
 
 
 def rows(path: Path, query: str, *args: Any) -> list[Any]:
