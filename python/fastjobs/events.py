@@ -3,8 +3,9 @@ and audit trails (``Queue.events()``).
 
 While a queue's events are on (``Queue.set_events(True)``), every script that changes the
 state of its jobs adds one entry to the stream ``…:events`` (on PostgreSQL and SQLite a
-table, in process a ring), listing the jobs it changed (a bulk write: their ids as runs). This module reads that stream and hands out one ``Event`` per
-job, each with an id to resume from (docs/DESIGN.md, "Events").
+table, in process a ring), listing the jobs it changed (a bulk write: their ids as runs).
+This module reads that stream and hands out one ``Event`` per job, each with an id to resume
+from (docs/DESIGN.md, "Events").
 """
 
 from __future__ import annotations
