@@ -4,7 +4,8 @@ JSON line with the figures.
 
 Uses the Redis at $FASTJOBS_URL (default redis://127.0.0.1:6379/0) under a fresh key prefix;
 if none answers there, starts a throwaway redis-server (no persistence, temp dir) on a free
-port and stops it at the end. Settings: DEMO_JOBS (default 100000), DEMO_LATENCY_JOBS (1000),
+port and stops it at the end. $FASTJOBS_URL may name another store (sqlite:///tmp/demo.db,
+a PostgreSQL database with the schema, memory://). Settings: DEMO_JOBS (default 100000), DEMO_LATENCY_JOBS (1000),
 DEMO_CONCURRENCY (worker threads, default 1).
 """
 
@@ -92,6 +93,11 @@ def reachable(url: str, prefix: str, wait: float = 0.0) -> bool:
             time.sleep(0.05)
 
 
+def store_name(url: str) -> str:
+    scheme = url.split(":", 1)[0]
+    return {"postgresql": "PostgreSQL", "postgres": "PostgreSQL", "sqlite": "SQLite", "memory": "in-process store"}.get(scheme, "Redis")
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
@@ -110,7 +116,8 @@ def main() -> int:
     worker: fastjobs.Worker | None = None
     thread: threading.Thread | None = None
     try:
-        print(f"fastjobs {fastjobs.__version__}: Redis {url} ({'throwaway server' if server else 'existing server'}), key prefix {prefix}")
+        where = "throwaway server" if server else "existing store"
+        print(f"fastjobs {fastjobs.__version__}: {store_name(url)} {config.mask_url(url)} ({where}), key prefix {prefix}")
         # 1. Enqueue, in bulk: one job per payload, chunks written while the next is serialized.
         payloads = [{"i": i} for i in range(N)]
         t0 = time.perf_counter()
@@ -166,7 +173,7 @@ def main() -> int:
             "mean_latency_ms": round(statistics.fmean(lat), 3),
         }
         if server is None:
-            print(f"(a few small keys under {prefix}:* remain on that server; the results expire within 5 minutes)")
+            print(f"(a few small records under prefix {prefix} remain in that store; the results expire within 5 minutes)")
         print(json.dumps(figures))
         return 0 if counts["failed"] == 0 else 1
     finally:
