@@ -2,8 +2,9 @@
 //! every state change one statement calling a function of the schema (migrations/*.sql, the
 //! counterparts of rust/lua/*.lua), wake-ups over LISTEN/NOTIFY (listen.rs).
 //!
-//! The events stream is written (migrations/008_events.sql) and read by `events_read`; the
-//! Python reader reads Redis streams only so far.
+//! The events stream is written by the schema's triggers (migrations/008_events.sql, 013) and
+//! read in commit order by `events_read` (events.rs); connections and their time limits are
+//! pool.rs, TLS tls.rs.
 
 mod bulk;
 mod columns;
