@@ -125,7 +125,7 @@ async fn completions_without_a_result_are_bits_that_read_as_rows_did() {
     ack(&s, &q, "w1.2", vec![entry("bbbbbbbbbb-2000", AckKind::Completed { result: None })]).await;
     assert_eq!(rows(&s, "SELECT count(*) FROM fastjobs.results").await, 1);
     // Its entries (waiting, active, completed) show once every older transaction has ended:
-    // other tests' run on the same server meanwhile.
+    // other tests run on the same server meanwhile.
     assert!(events_read_n(&s, &q, (0, 0), 3).await.iter().any(|e| e.kind == "completed"));
     assert_eq!(s.counts(&q).await.unwrap().completed, 11);
     assert!(s.obliterate(&q).await.unwrap() > 0);
