@@ -124,13 +124,16 @@ def test_recycling_after_n_jobs_loses_and_duplicates_nothing(pool: Any, redis: A
     eventually(lambda: completed() == n, timeout=60)
     ran = runs(redis, prefix)
     assert sorted(ran) == sorted(handles) and set(ran.values()) == {1}
-    assert len(pids(redis, prefix)) >= 10  # no child ran more than 100
+    children = len(pids(redis, prefix))
+    assert children >= 10  # no child ran more than 100
     p.proc.send_signal(signal.SIGTERM)
     out = p.output()
     counts, replaced = summary(out)
     assert counts["completed"] == n and counts["stale"] == 0
     recycled = int(re.fullmatch(r"(\d+) recycled after 100 jobs", replaced).group(1))  # type: ignore[union-attr]
-    assert recycled >= 9
+    # Every child was recycled but the last of each of the 2 slots: those may still run (their
+    # quota reached or not) when the pool stops.
+    assert recycled >= children - 2
 
 
 @pytest.mark.timeout(90)
