@@ -93,11 +93,6 @@ def reachable(url: str, prefix: str, wait: float = 0.0) -> bool:
             time.sleep(0.05)
 
 
-def store_name(url: str) -> str:
-    scheme = url.split(":", 1)[0]
-    return {"postgresql": "PostgreSQL", "postgres": "PostgreSQL", "sqlite": "SQLite", "memory": "in-process store"}.get(scheme, "Redis")
-
-
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
@@ -117,7 +112,7 @@ def main() -> int:
     thread: threading.Thread | None = None
     try:
         where = "throwaway server" if server else "existing store"
-        print(f"fastjobs {fastjobs.__version__}: {store_name(url)} {config.mask_url(url)} ({where}), key prefix {prefix}")
+        print(f"fastjobs {fastjobs.__version__}: {config.store_name(url)} {config.mask_url(url)} ({where}), key prefix {prefix}")
         # 1. Enqueue, in bulk: one job per payload, chunks written while the next is serialized.
         payloads = [{"i": i} for i in range(N)]
         t0 = time.perf_counter()

@@ -13,11 +13,18 @@ from urllib.parse import urlsplit
 from . import _core
 from .options import check_seconds
 
-__all__ = ["configure", "Connection", "DEFAULT_URL", "mask_url"]
+__all__ = ["configure", "Connection", "DEFAULT_URL", "mask_url", "store_name"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 _SECRET_PARAM = re.compile(r"([?&](?:pass|password)=)[^&#]*", re.IGNORECASE)
+
+
+def store_name(url: str) -> str:
+    """The store a URL names, for log lines and messages: Redis, PostgreSQL, SQLite or the
+    in-process store."""
+    scheme = url.split(":", 1)[0]
+    return {"postgresql": "PostgreSQL", "postgres": "PostgreSQL", "sqlite": "SQLite", "memory": "In-process store"}.get(scheme, "Redis")
 
 
 def mask_url(url: str) -> str:

@@ -61,12 +61,6 @@ def _about(job: tuple[Any, ...]) -> dict[str, Any]:
     return {"job_id": job[_ID], "job_name": job[_NAME], "queue": job[_QUEUE]}
 
 
-def _store_name(url: str) -> str:
-    """The store a URL names, for log lines."""
-    scheme = url.split(":", 1)[0]
-    return {"postgresql": "PostgreSQL", "postgres": "PostgreSQL", "sqlite": "SQLite", "memory": "In-process store"}.get(scheme, "Redis")
-
-
 def _log_redelivered(job_id: str, name: str, queue: str) -> None:
     # Before the handler runs: if it kills this worker too, the line is out already.
     log.warning("job %s runs again: the worker that held it died while it may have been running it", job_id,
@@ -756,7 +750,7 @@ class Worker:
         else:
             trouble = self.client.check_connection()
         if trouble:
-            log.warning("%s cannot be reached yet; starting anyway, retrying until it can: %s", _store_name(self.client.url), trouble)
+            log.warning("%s cannot be reached yet; starting anyway, retrying until it can: %s", config.store_name(self.client.url), trouble)
         self._connection_checked = True
 
     def run(self, *, install_signals: bool = True) -> WorkerSummary:
@@ -848,7 +842,7 @@ class Worker:
         retrying)."""
         err = self.engine.take_error()
         if err:
-            log.warning("%s trouble, retrying: %s", _store_name(self.client.url), err)
+            log.warning("%s trouble, retrying: %s", config.store_name(self.client.url), err)
         for note in self.engine.take_callback_notes():
             log.warning("%s", note)
 

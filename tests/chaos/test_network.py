@@ -14,18 +14,9 @@ from fastjobs import Queue
 
 from ..conftest import eventually
 from ..resp import Redis
-from .conftest import LOST_LEASES, audit, drained, sizes
-from .jobs import Rec, runs
-
-
-def dispatch(queue: str, n: int, sleep: float) -> list[Any]:
-    """``n`` jobs: a bulk dispatch (runs of records) between single ones."""
-    quarter = n // 4
-    sent = [Rec.dispatch({"tag": f"s{i}", "sleep": sleep}).on_queue(queue).attempts(1).send() for i in range(quarter)]
-    bulk = Rec.dispatch_many([{"tag": f"b{i}", "sleep": sleep} for i in range(n - 2 * quarter)], queue=queue, attempts=1)
-    sent += [bulk.handle(i) for i in range(len(bulk))]
-    sent += [Rec.dispatch({"tag": f"t{i}", "sleep": sleep}).on_queue(queue).attempts(1).send() for i in range(quarter)]
-    return sent
+from .conftest import audit, drained, sizes
+from .jobs import Rec
+from .scenarios import blackhole_past_lease, dispatch
 
 
 def completed(queue: str) -> int:
@@ -62,35 +53,8 @@ def test_network_cut_between_a_worker_and_redis(size: tuple[int, list[float]], w
 def test_blackhole_past_the_lease_then_late_acks_are_refused(size: tuple[int, float], workers: Any, proxy: Any, ledger: Redis, prefix: str,
                                                              figures: Any) -> None:
     total, hole = size
-    q = "hole"
     p = proxy()
-    args = ("--queue", q, "--concurrency", "2", "--lease", "1", "--grace", "60")
-    cut_off = workers(*args, url=p.url)
-    # A job the cut-off worker still runs well after the blackhole: its lease is one the
-    # worker renews after it, and learns is gone.
-    long = Rec.dispatch({"tag": "long", "stall": hole + 3}).on_queue(q).attempts(1).send()
-    eventually(lambda: [r for r in runs(ledger, prefix) if r.job_id == long.id], timeout=30)
-    direct = workers(*args)  # connected straight to Redis: its scheduler reaps the cut-off worker's leases
-    sent = [long, *dispatch(q, total, 0.005)]
-    eventually(lambda: completed(q) >= total // 4, timeout=120, interval=0.02)
-
-    p.blackhole()
-    time.sleep(hole)
-    p.resume()
-    fault_end = time.monotonic()
-    end = drained(q, total + 1, timeout=300)  # the other worker may have drained it all meanwhile
-    eventually(lambda: LOST_LEASES in cut_off.log(), timeout=30, interval=0.05)
-    rejoined = time.monotonic()  # the cut-off worker is back and knows its leases went
-
-    assert long.wait_result(timeout=1) == direct.pid  # reaped during the blackhole, run by the other worker
-    s_cut = cut_off.stop()  # after its long run, whose acknowledgement is refused
-    s_direct = direct.stop()
-    a = audit(q, sent, ledger, prefix, workers.all)
-    assert s_cut.stale >= 1
-    assert s_cut.completed + s_direct.completed == total + 1, (s_cut, s_direct)
-    assert s_cut.stale + s_direct.stale == a.duplicates, (s_cut, s_direct, a.duplicates)
-    figures(jobs=total + 1, blackhole_s=hole, lost=0, duplicates=a.duplicates, stale=s_cut.stale + s_direct.stale,
-            recovery_s=end - fault_end, rejoined_s=rejoined - fault_end)
+    figures(**blackhole_past_lease(total, hole, workers, p, ledger, prefix, cut_url=p.url))
 
 
 def test_an_acknowledgement_whose_answer_was_lost_counts_once_as_completed(proxy: Any, prefix: str) -> None:

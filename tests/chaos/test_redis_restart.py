@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -16,11 +15,10 @@ import pytest
 import fastjobs
 from fastjobs import Queue
 
-from ..conftest import eventually
 from ..resp import Redis
-from .conftest import audit, connect, counts, drained, sizes
-from .jobs import Rec, runs
-from .producers import Producer
+from .conftest import connect, sizes
+from .jobs import Rec
+from .scenarios import restart_under_load
 
 
 @pytest.mark.parametrize(
@@ -35,57 +33,13 @@ from .producers import Producer
 @sizes(short=1, long=6)
 def test_redis_restarted_under_producers_and_a_worker_loses_no_dispatch_that_returned(
         fsync: str, sig: int, size: int, persistent_redis: Any, workers: Any, ledger: Redis, prefix: str, figures: Any) -> None:
-    restarts = size
     server = persistent_redis(fsync)
     connect(server.url, prefix, connect_timeout=1.0)
-    q = "restart"
-    backlog = Rec.dispatch_many([{"tag": f"b{i}", "sleep": 0.002} for i in range(500 * restarts)], queue=q, attempts=1)
-    w = workers("--queue", q, "--concurrency", "2", "--lease", "10", "--grace", "30", url=server.url)
-    producers = [Producer(f"p{n}", q) for n in range(2)]
-    for p in producers:
-        p.start()
-
-    errors = 0
-    fault_end = time.monotonic()
-    for r in range(restarts):
-        # Mid-drain, and the producers are sending.
-        eventually(lambda r=r: counts(q).get("completed", 0) >= 250 * (r + 1), timeout=60)
-        eventually(lambda t=fault_end: all(len([c for c in p.calls if c[0] > t and not c[1]]) >= 10 for p in producers), timeout=30)
-        before = sum(len(p.calls) for p in producers)
-        fault_end = server.restart(sig, down=1.0)
-        assert sum(len(p.calls) for p in producers) > before  # they kept calling meanwhile
-        # Each producer recovers by itself, with the same client: once Redis answers again its
-        # calls succeed. A connection that broke while no call used it fails the first call
-        # made on it (then it is opened again): one failure at most per connection, and a
-        # producer uses two (its thread's own, and the shared one when another thread holds it).
-        eventually(lambda t=fault_end: all(len([c for c in p.calls if c[0] > t and not c[1]]) >= 5 for p in producers), timeout=30)
-        for p in producers:
-            late = [kind for started, kind in p.calls if started > fault_end and kind]
-            assert len(late) <= 2, (p.tag, late)
-        assert all(p.is_alive() for p in producers), [p.unexpected for p in producers]
-    for p in producers:
-        p.halt.set()
-        p.join(30)
-    for p in producers:
-        assert not p.unexpected, p.unexpected
-        failed = [kind for _t, kind in p.calls if kind]
-        assert failed, f"producer {p.tag} never saw Redis away"
-        assert set(failed) <= {"ConnectionError", "StoreTimeoutError"}, set(failed)
-        errors += len(failed)
-
-    end = drained(q, 0, timeout=120)
-    summary = w.stop()
-    log = w.log()
-    assert "Redis trouble, retrying" in log  # it saw Redis go away, and carried on by itself
-
-    sent = [backlog.handle(i) for i in range(len(backlog))] + [h for p in producers for h in p.sent]
-    uncertain = {tag for p in producers for tag in p.uncertain}
-    landed = {r.tag for r in runs(ledger, prefix)} & uncertain  # raised, yet taken before Redis went away
-    a = audit(q, sent, ledger, prefix, workers.all, extra=len(landed))
-    # One worker, never killed: its summary is the whole story.
-    assert (summary.completed, summary.stale) == (a.jobs, a.duplicates), (summary, a.jobs, a.duplicates)
-    figures(jobs=a.jobs, restarts=restarts, lost=0, duplicates=a.duplicates, producer_errors=errors,
-            landed_though_raised=len(landed), recovery_s=end - fault_end)
+    # A connection that broke while no call used it fails the first call made on it (then it is
+    # opened again): one failure at most per connection after the restart, and a producer uses
+    # two (its thread's own, and the shared one when another thread holds it).
+    figures(**restart_under_load(size, lambda: server.restart(sig, down=1.0), "Redis", workers, ledger, prefix, url=server.url,
+                                 max_late_failures=2))
 
 
 class LoadingRedis:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..resp import Redis
 from .conftest import connect, sizes
-from .drain_kills import kill_mid_drain
+from .scenarios import kill_mid_drain
 
 READ = ("import json, sqlite3, sys; db = sqlite3.connect(sys.argv[1], timeout=10); "
         "print(json.dumps(db.execute(sys.argv[2], json.loads(sys.argv[3])).fetchall()))")

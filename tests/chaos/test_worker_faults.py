@@ -19,8 +19,8 @@ from fastjobs import Queue
 from ..conftest import eventually
 from ..resp import Redis
 from .conftest import audit, sizes
-from .drain_kills import kill_mid_drain
 from .jobs import Rec, runs
+from .scenarios import kill_mid_drain
 
 
 def completed(queue: str) -> int:

@@ -47,7 +47,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     /// The client's defaults (`Settings::new`).
     fn default() -> Timeouts {
-        Timeouts { connect: Duration::from_secs(5), response: Duration::from_secs(30) }
+        Timeouts { connect: pool::DEFAULT_CONNECT_TIMEOUT, response: Duration::from_secs(30) }
     }
 }
 

@@ -19,8 +19,8 @@ use tokio_postgres::{Client, Config, Connection, Row, Socket, Statement};
 /// Connections per store: enough to keep two cores busy, few enough for a server's limit.
 const CONNECTIONS: usize = 4;
 
-/// The connect timeout of a configuration without one (the client's default).
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The connect timeout of a configuration without one (the client's default, `Settings::new`).
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The URL with its password masked, for messages.
 pub(crate) fn mask_url(url: &str) -> String {

@@ -109,19 +109,17 @@ impl Connector {
             return Ok(Connector { mode, config: None, roots });
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier: Arc<dyn ServerCertVerifier> = match root {
-            None => Arc::new(AnyCertificate(provider.clone())),
-            Some(root) => {
-                let store = Arc::new(root_store(root)?);
-                let webpki = WebPkiServerVerifier::builder_with_provider(store, provider.clone())
+        let chain = match root {
+            None => None,
+            Some(root) => Some(
+                WebPkiServerVerifier::builder_with_provider(Arc::new(root_store(root)?), provider.clone())
                     .build()
-                    .map_err(|e| Error::Tls(format!("cannot use the certificates of sslrootcert={root}: {e}")))?;
-                if mode == Mode::VerifyFull {
-                    webpki
-                } else {
-                    Arc::new(ChainOnly(webpki))
-                }
-            }
+                    .map_err(|e| Error::Tls(format!("cannot use the certificates of sslrootcert={root}: {e}")))?,
+            ),
+        };
+        let verifier: Arc<dyn ServerCertVerifier> = match chain {
+            Some(webpki) if mode == Mode::VerifyFull => webpki,
+            chain => Arc::new(Lenient { chain, provider: provider.clone() }),
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -211,53 +209,19 @@ fn pem_error(e: rustls::pki_types::pem::Error) -> String {
     }
 }
 
-/// prefer and require without sslrootcert: the connection is encrypted and the server proves it
-/// holds its certificate's key, but nothing says whose certificate it is (libpq's meaning).
+/// A certificate checked less than verify-full does, as libpq's modes say: prefer and require
+/// without sslrootcert (`chain` None) take any certificate, the connection encrypted and the
+/// server proving it holds its certificate's key, but nothing saying whose certificate it is;
+/// verify-ca (and prefer or require with sslrootcert) requires the chain to lead to a root of
+/// sslrootcert, whatever host name the certificate names (webpki checks the chain before the
+/// name, so a wrong name means the chain was good).
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
 }
 
-/// verify-ca: the chain must lead to a root of sslrootcert, whatever host name the
-/// certificate names (webpki checks the chain before the name, so a wrong name means the
-/// chain was good).
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -266,7 +230,8 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
                 Ok(ServerCertVerified::assertion())
             }
@@ -280,7 +245,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -289,11 +254,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
