@@ -129,7 +129,8 @@ def print_model(args: argparse.Namespace, m: dict[str, Any]) -> None:
                  ("hot_best", f"q0 {args.hot:.0%}", "best"), ("hot_hashed", f"q0 {args.hot:.0%}", "q0..q9 hashed"))
         for key, load, placement in kinds[:1] if r["shards"] == 1 else kinds:
             f = r[key]
-            print(f"| {r['shards']} | {load} | {placement} | {f['max_share']:.0%} | {rate(f['redis_ceiling'])} "
+            one = r["shards"] == 1
+            print(f"| {r['shards']} | {'any' if one else load} | {'-' if one else placement} | {f['max_share']:.0%} | {rate(f['redis_ceiling'])} "
                   f"| {f['redis_ceiling'] / m['one_redis_jobs_per_s']:.2f} | {rate(f['jobs_per_s'])} |")
     print("\njobs/s = min(Redis ceiling, workers). A queue cannot be split over shards: the hot queue's shard caps the cluster "
           "at 1 / its share of one Redis, however many shards. The best placement needs queue names chosen for their slots "
