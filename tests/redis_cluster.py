@@ -72,6 +72,7 @@ class RedisCluster:
         self.ports = [free_cluster_port(taken) for _ in range(primaries * (1 + replicas))]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self._killed_at: dict[int, float] = {}
+        self._stopped: set[int] = set()  # SIGSTOPped: running, but answering nothing
         try:
             for port in self.ports:
                 node_dir = self.dir / str(port)
@@ -116,7 +117,7 @@ class RedisCluster:
             time.sleep(0.05)
 
     def alive(self) -> list[int]:
-        return [p for p, proc in self.procs.items() if proc.poll() is None]
+        return [p for p, proc in self.procs.items() if proc.poll() is None and p not in self._stopped]
 
     def info(self, port: int, section: str) -> dict[str, str]:
         text = str(self.command(port, "CLUSTER", "INFO") if section == "cluster" else self.command(port, "INFO", section))
@@ -171,9 +172,17 @@ class RedisCluster:
         raise RuntimeError(f"slot {slot} is not served")
 
     def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
-        self._killed_at[port] = time.monotonic()
+        """Sends ``sig`` to a node: SIGKILL or SIGTERM end it, SIGSTOP hangs it (as a node that
+        stops answering without closing its connections), SIGCONT lets it go on."""
         self.procs[port].send_signal(sig)
-        self.procs[port].wait(10)
+        if sig == signal.SIGCONT:
+            self._stopped.discard(port)
+            return
+        self._killed_at[port] = time.monotonic()
+        if sig == signal.SIGSTOP:
+            self._stopped.add(port)
+        else:
+            self.procs[port].wait(10)
 
     def wait_for_failover(self, old_primary_port: int, timeout: float = 15) -> float:
         """Seconds from kill(old_primary_port) (or from now) until a replica serves its slots and
