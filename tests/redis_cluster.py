@@ -93,6 +93,7 @@ class RedisCluster:
             if out.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed: {(out.stdout + out.stderr).strip()[-500:]}")
             self._wait(self._ready, 30, "the cluster did not reach cluster_state:ok on every node")
+            # The primaries as started: a client learns the rest (replicas, later failovers) from any of them.
             self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.primaries())
         except BaseException:
             self.stop()
@@ -100,6 +101,7 @@ class RedisCluster:
 
     @staticmethod
     def command(port: int, *args: Any) -> Any:
+        """One command to one node (a connection each, tests/resp.py), a bulk string reply decoded."""
         reply = Redis(port).command(*args)
         return reply.decode() if isinstance(reply, bytes) else reply
 
