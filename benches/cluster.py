@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -244,6 +245,7 @@ def main() -> int:
             server.stop()
         if cluster is not None:
             cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     names = [s for s in wanted if "enqueue" in figures.get(s, {})]
     print(f"\n{len(queues)} queues of {args.n:,} jobs, one producer and one worker process per queue, {os.cpu_count()} cores\n")
     print(table(figures, names))
