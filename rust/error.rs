@@ -33,6 +33,22 @@ pub enum Error {
     /// against the given CA, a handshake the server refused, a server without TLS when the
     /// URL asks for it, a CA or key file that cannot be read. Retrying cannot succeed.
     Tls(String),
+    /// A Redis Cluster node answered that a key lives elsewhere (MOVED, or ASK while its slot
+    /// migrates). The cluster connection follows it; met on a `redis://` URL, the URL names
+    /// one node of a cluster.
+    Redirect(Redirect),
+}
+
+/// Where a Redis Cluster node sent a command (`Error::Redirect`).
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    /// ASK (this command only, while the slot migrates) rather than MOVED (the slot's owner).
+    pub ask: bool,
+    pub slot: u16,
+    /// `host:port` of the node to ask.
+    pub to: String,
+    /// The node that answered (masked URL).
+    pub server: String,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -49,6 +65,11 @@ impl fmt::Display for Error {
             | Error::UnknownQueue(m)
             | Error::Schema(m)
             | Error::Tls(m) => f.write_str(m),
+            Error::Redirect(r) => write!(
+                f,
+                "Redis at {} is a node of a Redis Cluster, which serves slot {} from {}: connect with a redis+cluster:// URL",
+                r.server, r.slot, r.to
+            ),
         }
     }
 }
@@ -61,6 +82,22 @@ fn server_codes(e: &redis::RedisError) -> Vec<String> {
     e.clone().into_server_errors().map(|errs| errs.iter().map(|(_, s)| s.code().to_string()).collect()).unwrap_or_default()
 }
 
+/// The first MOVED or ASK answer among a redis-rs error's server replies (a pipeline's
+/// carry one per failed command): ASK or not, the slot, and the node to ask.
+fn redirect_of(e: &redis::RedisError) -> Option<(bool, u16, String)> {
+    let errs = e.clone().into_server_errors()?;
+    errs.iter().find_map(|(_, s)| {
+        let ask = match s.code() {
+            "MOVED" => false,
+            "ASK" => true,
+            _ => return None,
+        };
+        let mut words = s.details()?.split_ascii_whitespace();
+        let slot = words.next()?.parse().ok()?;
+        Some((ask, slot, words.next()?.to_string()))
+    })
+}
+
 /// Transient states a server answers with while it starts or fails over: a connection that
 /// meets one is worth retrying.
 const TRANSIENT_CODES: [&str; 5] = ["LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"];
@@ -71,6 +108,9 @@ impl Error {
     pub fn from_redis(e: redis::RedisError, server: &str) -> Error {
         let codes = server_codes(&e);
         let has = |code: &str| codes.iter().any(|c| c == code);
+        if let Some((ask, slot, to)) = redirect_of(&e) {
+            return Error::Redirect(Redirect { ask, slot, to, server: server.to_string() });
+        }
         if e.kind() == redis::ErrorKind::AuthenticationFailed || has("WRONGPASS") {
             Error::Authentication(format!("Redis at {server} refused the user name or password of the URL: {e}"))
         } else if has("NOAUTH") {
@@ -85,6 +125,10 @@ impl Error {
             Error::Timeout(format!("Redis at {server} did not answer in time: {e}"))
         } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
             Error::Connection(format!("cannot reach Redis at {server}: {e}"))
+        } else if has("CLUSTERDOWN") || has("TRYAGAIN") {
+            // A cluster failing over (no primary for a slot yet) or migrating a slot: the
+            // same command succeeds once that is over.
+            Error::Connection(format!("Redis Cluster at {server} cannot serve the command now; try again: {e}"))
         } else if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) {
             // A restarted Redis answers LOADING until it has read its data back: it is not
             // there yet, as when it refuses connections (retryable, like redis-py's

@@ -22,6 +22,7 @@ import pytest
 import fastjobs
 from fastjobs import config
 
+from .redis_cluster import RedisCluster
 from .resp import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,8 +172,9 @@ def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
 
 
 #: The store the tests run on: FASTJOBS_TEST_STORE=memory runs them on the in-process store,
-#: =sqlite on a SQLite file per test, =postgres on a PostgreSQL database per test (`make test`
-#: runs them so too, the tests marked `redis_only` left out).
+#: =sqlite on a SQLite file per test, =postgres on a PostgreSQL database per test, =cluster on
+#: a Redis Cluster of 3 primaries started for the session (`make test` runs them so too, the
+#: tests marked `redis_only` left out).
 TEST_STORE = os.environ.get("FASTJOBS_TEST_STORE", "redis")
 
 
@@ -206,6 +208,12 @@ def fj(request: pytest.FixtureRequest, redis_server: RedisServer, prefix: str) -
     Yields the store's (url, prefix), for a second process on it (tests marked shared_store)."""
     config.reset()
     os.environ["FASTJOBS_TEST_PREFIX"] = prefix
+    if TEST_STORE == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        fastjobs.configure(cluster.url, prefix=prefix)
+        yield cluster.url, prefix
+        config.reset()
+        return
     if TEST_STORE == "postgres":
         server: PostgresServer = request.getfixturevalue("postgres_server")
         url = server.database()
@@ -218,6 +226,13 @@ def fj(request: pytest.FixtureRequest, redis_server: RedisServer, prefix: str) -
     fastjobs.configure(url, prefix=prefix)
     yield url, prefix
     config.reset()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A real Redis Cluster of 3 primaries on free ports, for the session."""
+    with RedisCluster(primaries=3) as c:
+        yield c
 
 
 @pytest.fixture

@@ -154,7 +154,8 @@ impl PyStore for RedisStore {
     }
 
     fn check_connection(settings: &Settings) -> Result<Option<Error>> {
-        crate::store::redis::conn::SyncConn::new(settings)?.check()
+        let top = crate::store::redis::route::topology(settings)?;
+        crate::store::redis::route::SyncLink::new(settings, top.as_ref())?.check()
     }
 
     fn event_reader(_: &Stored<Self>, settings: &Settings, q: Arc<Self::Queue>) -> PyResult<super::events::EventReader> {

@@ -26,6 +26,7 @@ pub fn to_py(e: Error) -> PyErr {
             Error::UnknownQueue(_) => "UnknownQueueError",
             Error::Schema(_) => "SchemaError",
             Error::Tls(_) => "TLSError",
+            Error::Redirect(_) => "StoreError",
         };
         match class(py, name) {
             Ok(cls) => PyErr::from_type(cls.into_bound(py), msg),

@@ -10,13 +10,18 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// The Redis URL schemes: `redis://`, `rediss://` (TLS), `unix://` and `redis+unix://`.
+/// The Redis URL schemes: `redis://`, `rediss://` (TLS), `unix://`, `redis+unix://`, and
+/// `redis+cluster://` and `rediss+cluster://` for a Redis Cluster.
 pub fn is_redis_url(url: &str) -> bool {
     ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| url.starts_with(p))
+        || crate::store::redis::cluster::is_cluster_url(url)
 }
 
 /// Refuses a URL redis-rs cannot read.
 pub fn check_url(url: &str) -> Result<()> {
+    if crate::store::redis::cluster::is_cluster_url(url) {
+        return crate::store::redis::cluster::Topology::new(&Settings::new(url, "fj")?).map(|_| ());
+    }
     redis::Client::open(url).map_err(|e| Error::Invalid(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
     Ok(())
 }
@@ -346,6 +351,10 @@ impl SyncConn {
         };
         let bare = info.set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
         Ok(SyncConn { settings: settings.clone(), bare, login, current: std::sync::Mutex::new(None) })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Runs `cmd`, waiting at most `read_timeout` for its answer.

@@ -4,8 +4,9 @@
 
 use crate::error::{Error, Result};
 use crate::store::redis::bytes;
-use crate::store::redis::conn::{Settings, SyncConn};
+use crate::store::redis::conn::Settings;
 use crate::store::redis::keys::QueueKeys;
+use crate::store::redis::route::{self, SyncLink};
 use redis::Value;
 use std::time::Duration;
 
@@ -17,14 +18,18 @@ pub type Entry = (String, Vec<(String, Vec<u8>)>);
 
 /// Reads one queue's events stream.
 pub struct EventReader {
-    conn: SyncConn,
+    conn: SyncLink,
     key: String,
     response_timeout: Duration,
 }
 
 impl EventReader {
     pub fn new(settings: &Settings, q: &QueueKeys) -> Result<EventReader> {
-        Ok(EventReader { conn: SyncConn::new(settings)?, key: q.events(), response_timeout: settings.response_timeout })
+        Ok(EventReader {
+            conn: SyncLink::new(settings, route::topology(settings)?.as_ref())?,
+            key: q.events(),
+            response_timeout: settings.response_timeout,
+        })
     }
 
     /// The id of the newest entry ("0-0" for an empty stream): where "only new events" starts.

@@ -1,11 +1,13 @@
 //! The Redis store: every state change is one Lua script (lua/), hot paths batch many
 //! jobs per call, and several calls share a round trip where they can.
 
+pub mod cluster;
 pub mod conn;
 pub mod events;
 pub mod keys;
 pub mod loop_conn;
 pub mod notify;
+pub mod route;
 pub mod scripts;
 
 use crate::error::{Error, Result};
@@ -17,25 +19,29 @@ use crate::store::{
     Tick, Watermark, Written, MAX_FEEDBACK_BYTES, MAX_LOG_LINES, SMALL_BATCH,
 };
 use ::redis::Value;
-use conn::{Conn, Settings, SyncConn};
+use conn::Settings;
 use keys::{QueueKeys, ScheduleKeys};
 use notify::Notifier;
+use route::{Link, SyncLink};
 use scripts::scripts;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a worker waits on one slot's queues before the next, on a cluster.
+const TURN: Duration = Duration::from_millis(20);
 
 /// How long the producer high-water marks and completion bitmaps outlive their last use.
 const MARK_TTL_SECS: u64 = 30 * 24 * 3600;
 
 pub struct RedisStore {
-    conn: Conn,
+    conn: Link,
     /// For the idle worker's blocking pop, run on the handler thread that will run the job
     /// (a blocking command must not hold up the shared connection either).
-    popper: SyncConn,
+    popper: SyncLink,
     /// For single dispatches, written together by whichever thread leads (coalesce.rs).
-    direct: SyncConn,
+    direct: SyncLink,
     /// For the bulk path's raw writes (`write_bulk`), one at a time, in order.
-    bulk: SyncConn,
+    bulk: SyncLink,
     notifier: Notifier,
     sched: ScheduleKeys,
     /// Queues this process added to the registry (`keys::queue_registry`): once each.
@@ -87,6 +93,8 @@ const PER_RPUSH: usize = 4000;
 /// (`SyncConn::packed`): no command object and no copy per record between packing and the
 /// socket.
 pub struct BulkWire {
+    /// A key of the queue: the slot it goes to on a cluster.
+    key: String,
     bytes: Vec<u8>,
     /// Replies before EXEC's: MULTI's and one per queued command.
     queued: usize,
@@ -123,7 +131,7 @@ fn bulk_wire(
     c.arg(mark.last_seq).arg(MARK_TTL_SECS).arg(jobs - elements).arg(elements).arg(guard_arg(mark)).arg(runs);
     out.extend_from_slice(&c.get_packed_command());
     out.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
-    BulkWire { bytes: out, queued: queued + 1, jobs }
+    BulkWire { key: q.wait.clone(), bytes: out, queued: queued + 1, jobs }
 }
 
 /// Frames one list element of the bulk path: the record `pack` writes (given `frame`) when
@@ -271,12 +279,13 @@ fn runs_of(mut seqs: Vec<(&[u8], u64)>) -> Vec<(&[u8], u64, u64)> {
 impl RedisStore {
     pub fn new(settings: &Settings) -> Result<RedisStore> {
         conn::check_url(&settings.url)?;
+        let top = route::topology(settings)?;
         Ok(RedisStore {
-            conn: Conn::new(settings)?,
-            popper: SyncConn::new(settings)?,
-            direct: SyncConn::new(settings)?,
-            bulk: SyncConn::new(settings)?,
-            notifier: Notifier::new(settings),
+            conn: Link::new(settings, top.as_ref())?,
+            popper: SyncLink::new(settings, top.as_ref())?,
+            direct: SyncLink::new(settings, top.as_ref())?,
+            bulk: SyncLink::new(settings, top.as_ref())?,
+            notifier: Notifier::new(settings, top),
             sched: ScheduleKeys::new(&settings.prefix),
             registered: std::sync::Mutex::default(),
         })
@@ -442,7 +451,8 @@ impl RedisStore {
     /// Sends the bytes of the bulk path on the bulk connection, from an I/O thread handed
     /// over to blocking meanwhile (`block_in_place`: the runtime's other tasks move on).
     fn write_bulk(&self, wire: &BulkWire) -> Result<()> {
-        let replies = tokio::task::block_in_place(|| self.bulk.packed(&wire.bytes, wire.queued, 1, self.settings().response_timeout))?;
+        let replies =
+            tokio::task::block_in_place(|| self.bulk.packed(&wire.key, &wire.bytes, wire.queued, 1, self.settings().response_timeout))?;
         let exec = replies.into_iter().next().ok_or_else(|| Error::Store("no EXEC reply to a bulk write".into()))?;
         match exec {
             Value::Array(a) if a.len() + 1 == wire.queued => match a.iter().find_map(server_error) {
@@ -496,6 +506,39 @@ impl RedisStore {
         let mut c = scripts().failed.evalsha(&[&q.failed, &q.jobs, &q.errors, &q.wake]);
         c.arg(op).arg(&q.base).arg(limit);
         self.conn.eval(c).await
+    }
+
+    /// One BLPOP on the inboxes and wake lists of `queues`: a job handed to this worker
+    /// (`Handed.queue` indexes `queues`), or None (timed out, or the stop marker).
+    fn pop<'a>(&self, queues: impl Iterator<Item = &'a QueueKeys> + Clone, worker: &str, timeout: Duration) -> Result<Option<Handed>> {
+        // Inboxes first: BLPOP takes from the first non-empty list it is given.
+        let inboxes: Vec<String> = queues.clone().map(|q| q.inbox(worker)).collect();
+        let mut c = ::redis::cmd("BLPOP");
+        c.arg(&inboxes);
+        for q in queues {
+            c.arg(&q.wake);
+        }
+        c.arg(timeout.as_secs_f64());
+        let v: Value = match self.popper.query(&c, timeout + self.settings().response_timeout) {
+            Err(Error::Timeout(_)) => {
+                return Err(Error::Timeout(format!("Redis at {} did not answer a blocking pop in time", self.settings().masked_url())))
+            }
+            r => r?,
+        };
+        let mut kv = match v {
+            Value::Nil => return Ok(None),
+            v => array(v.clone()).ok_or_else(|| bad_reply("blpop", &v))?.into_iter(),
+        };
+        let (Some(key), Some(item)) = (kv.next().and_then(bytes), kv.next().and_then(bytes)) else {
+            return Err(Error::Store("unexpected reply from Redis for blpop".into()));
+        };
+        let Some(queue) = inboxes.iter().position(|k| k.as_bytes() == key.as_slice()) else { return Ok(None) };
+        let n = item.first().copied().unwrap_or(0) as usize;
+        if n == 0 || item.len() <= 1 + n {
+            return Ok(None); // the stop marker
+        }
+        let token = String::from_utf8_lossy(&item[1..1 + n]).into_owned();
+        Ok(Some(Handed { queue, token, record: item[1 + n..].to_vec() }))
     }
 }
 
@@ -787,34 +830,34 @@ impl Store for RedisStore {
     }
 
     fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Option<Handed>> {
-        // Inboxes first: BLPOP takes from the first non-empty list it is given.
-        let inboxes: Vec<String> = queues.iter().map(|q| q.inbox(worker)).collect();
-        let mut c = ::redis::cmd("BLPOP");
-        c.arg(&inboxes);
-        for q in queues {
-            c.arg(&q.wake);
+        if !self.popper.is_cluster() {
+            return self.pop(queues.iter().map(|q| &**q), worker, timeout);
         }
-        c.arg(timeout.as_secs_f64());
-        let v: Value = match self.popper.query(&c, timeout + self.settings().response_timeout) {
-            Err(Error::Timeout(_)) => {
-                return Err(Error::Timeout(format!("Redis at {} did not answer a blocking pop in time", self.settings().masked_url())))
+        // On a cluster one BLPOP can only wait on one slot's lists: queues of different
+        // slots are waited on in turn, a short while each.
+        let mut slots: Vec<(u16, Vec<usize>)> = vec![];
+        for (i, q) in queues.iter().enumerate() {
+            let s = cluster::slot(q.wait.as_bytes());
+            match slots.iter_mut().find(|(t, _)| *t == s) {
+                Some((_, v)) => v.push(i),
+                None => slots.push((s, vec![i])),
             }
-            r => r?,
-        };
-        let mut kv = match v {
-            Value::Nil => return Ok(None),
-            v => array(v.clone()).ok_or_else(|| bad_reply("blpop", &v))?.into_iter(),
-        };
-        let (Some(key), Some(item)) = (kv.next().and_then(bytes), kv.next().and_then(bytes)) else {
-            return Err(Error::Store("unexpected reply from Redis for blpop".into()));
-        };
-        let Some(queue) = inboxes.iter().position(|k| k.as_bytes() == key.as_slice()) else { return Ok(None) };
-        let n = item.first().copied().unwrap_or(0) as usize;
-        if n == 0 || item.len() <= 1 + n {
-            return Ok(None); // the stop marker
         }
-        let token = String::from_utf8_lossy(&item[1..1 + n]).into_owned();
-        Ok(Some(Handed { queue, token, record: item[1 + n..].to_vec() }))
+        if slots.len() == 1 {
+            return self.pop(queues.iter().map(|q| &**q), worker, timeout);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        for (_, idx) in slots.iter().cycle() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let t = left.min(TURN).max(Duration::from_millis(1));
+            if let Some(h) = self.pop(idx.iter().map(|&i| &*queues[i]), worker, t)? {
+                return Ok(Some(Handed { queue: idx[h.queue], ..h }));
+            }
+        }
+        Ok(None)
     }
 
     async fn status(&self, q: &QueueKeys, id: &str) -> Result<Status> {

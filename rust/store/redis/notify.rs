@@ -4,6 +4,7 @@
 //! (it re-reads the job's state), so no result is missed.
 
 use crate::error::{Error, Result};
+use crate::store::redis::cluster::Topology;
 use crate::store::redis::conn::Settings;
 use crate::store::State;
 use futures_util::StreamExt;
@@ -24,13 +25,16 @@ struct Routes {
 
 pub struct Notifier {
     settings: Settings,
+    /// On a cluster, messages published on any node reach every node: one subscriber
+    /// connection to any of them serves.
+    top: Option<Arc<Topology>>,
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     routes: Arc<Mutex<Routes>>,
 }
 
 impl Notifier {
-    pub fn new(settings: &Settings) -> Notifier {
-        Notifier { settings: settings.clone(), sink: tokio::sync::Mutex::new(None), routes: Arc::default() }
+    pub fn new(settings: &Settings, top: Option<Arc<Topology>>) -> Notifier {
+        Notifier { settings: settings.clone(), top, sink: tokio::sync::Mutex::new(None), routes: Arc::default() }
     }
 
     async fn subscribe(&self, channel: &str) -> Result<()> {
@@ -51,8 +55,18 @@ impl Notifier {
     }
 
     async fn connect(&self) -> Result<PubSubSink> {
-        let url = self.settings.masked_url();
-        let client = crate::store::redis::conn::redis_client(&self.settings)?;
+        let settings = match &self.top {
+            None => self.settings.clone(),
+            Some(top) => {
+                let t = top.clone();
+                let node = tokio::task::spawn_blocking(move || t.refresh().and_then(|_| t.node_for(None)))
+                    .await
+                    .map_err(|e| Error::Store(format!("cluster map refresh: {e}")))??;
+                top.node_settings(&node)
+            }
+        };
+        let url = settings.masked_url();
+        let client = crate::store::redis::conn::redis_client(&settings)?;
         let ps = tokio::time::timeout(self.settings.connect_timeout, client.get_async_pubsub())
             .await
             .map_err(|_| {
