@@ -35,8 +35,8 @@ deps: $(PY) ## install what is missing: redis-server, openssl, postgresql and ch
 build: deps ## build the extension in release mode into the virtualenv
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop --release -q
 
-# The tests that run again on the in-process store, on SQLite and on PostgreSQL
-# (FASTJOBS_TEST_STORE=memory, =sqlite, =postgres): a job's whole life, through the public API,
+# The tests that run again on the in-process store, on SQLite, on PostgreSQL and on a Redis
+# Cluster (FASTJOBS_TEST_STORE=memory, =sqlite, =postgres, =cluster): a job's whole life, through the public API,
 # on every store; those marked redis_only (and those with a worker in a second process) are left out.
 STORE_TESTS := tests/test_memory_store.py tests/test_worker.py tests/test_delays.py tests/test_chain.py \
 	tests/test_flow.py tests/test_dedup.py tests/test_bulk.py tests/test_results.py tests/test_cancel.py \
@@ -47,22 +47,24 @@ STORE_TESTS := tests/test_memory_store.py tests/test_worker.py tests/test_delays
 # cargo test and clippy use the dev profile: compiling the tests with the release profile's
 # fat LTO took longer than running every other step, and cargo alternating with maturin in one
 # profile rebuilds PyO3 and the crate each time (maturin sets PYO3_BUILD_EXTENSION_MODULE).
-test: build ## build, then run cargo test (the store contract on every store) and pytest (on Redis, and again in memory, on SQLite and on PostgreSQL)
+test: build ## build, then run cargo test (the store contract on every store) and pytest (on Redis, and again in memory, on SQLite, on PostgreSQL and on a Redis Cluster)
 	cargo test -q
 	@# The runs on the other stores mostly wait (their jobs sleep), so they go beside the Redis
 	@# run; their output follows that run's.
 	@FASTJOBS_TEST_STORE=memory $(PY) -m pytest -q -p no:cacheprovider $(STORE_TESTS) > target/memory-tests.log 2>&1 & memory=$$!; \
 	FASTJOBS_TEST_STORE=sqlite $(PY) -m pytest -q -p no:cacheprovider $(STORE_TESTS) > target/sqlite-tests.log 2>&1 & sqlite=$$!; \
 	FASTJOBS_TEST_STORE=postgres $(PY) -m pytest -q -p no:cacheprovider $(STORE_TESTS) > target/postgres-tests.log 2>&1 & postgres=$$!; \
+	FASTJOBS_TEST_STORE=cluster $(PY) -m pytest -q -p no:cacheprovider $(STORE_TESTS) > target/cluster-tests.log 2>&1 & cluster=$$!; \
 	$(PY) -m pytest -q --durations=10; redis=$$?; \
-	wait $$memory; mem=$$?; wait $$sqlite; sql=$$?; wait $$postgres; pg=$$?; \
+	wait $$memory; mem=$$?; wait $$sqlite; sql=$$?; wait $$postgres; pg=$$?; wait $$cluster; cl=$$?; \
 	echo "== the same tests on the in-process store (FASTJOBS_TEST_STORE=memory):"; cat target/memory-tests.log; \
 	echo "== the same tests on SQLite (FASTJOBS_TEST_STORE=sqlite):"; cat target/sqlite-tests.log; \
 	echo "== the same tests on PostgreSQL (FASTJOBS_TEST_STORE=postgres):"; cat target/postgres-tests.log; \
-	test $$redis = 0 && test $$mem = 0 && test $$sql = 0 && test $$pg = 0
+	echo "== the same tests on a Redis Cluster of 3 primaries (FASTJOBS_TEST_STORE=cluster):"; cat target/cluster-tests.log; \
+	test $$redis = 0 && test $$mem = 0 && test $$sql = 0 && test $$pg = 0 && test $$cl = 0
 
 .PHONY: chaos
-chaos: build ## the long fault runs of tests/chaos (kills, a poison job, Redis restarts, network cuts, a zombie) and their figures
+chaos: build ## the long fault runs of tests/chaos (kills, a poison job, Redis restarts, a cluster failover, network cuts, a zombie) and their figures
 	$(PY) -m pytest -q -m chaos tests/chaos
 
 .PHONY: lint-deps
@@ -135,6 +137,14 @@ bench-controls: build ## what cancelling a waiting job by id costs by its depth,
 bench-pool: build ## worker pools (--processes 1, 2, auto) against one worker process, I/O- and CPU-bound bodies
 	@$(PIP) install -q --disable-pip-version-check "redis[hiredis]>=5"
 	$(PY) benches/pool.py
+
+.PHONY: bench-cluster
+bench-cluster: build ## the same 3-queue load on one Redis, three Redis servers and a 3-primary Redis Cluster: rates, each node's CPU per job
+	$(PY) benches/cluster.py $(BENCH_ARGS)
+
+.PHONY: bench-cluster-sim
+bench-cluster-sim: ## a model: jobs/s of 100 workers on 10 queues over 1, 3, 6 and 10 shards, even load and one hot queue (no servers)
+	$(PY) benches/cluster_sim.py $(BENCH_ARGS)
 
 .PHONY: bench-web
 bench-web: build ## one job dispatched per HTTP request: FastAPI under uvicorn, /dispatch against /plain, driven by oha

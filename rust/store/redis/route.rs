@@ -59,6 +59,8 @@ fn asked(e: &Error) -> Option<String> {
 }
 
 /// The shared multiplexed connection (conn.rs `Conn`), or one per cluster node.
+// A store holds four links: the one-server variant stays inline rather than boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum Link {
     One(Conn),
     Cluster(PerNodeConn),
@@ -184,6 +186,7 @@ impl PerNodeConn {
 }
 
 /// A plain connection of a thread of its own (conn.rs `SyncConn`), or one per cluster node.
+#[allow(clippy::large_enum_variant)]
 pub enum SyncLink {
     One(SyncConn),
     Cluster(PerNode<SyncConn>),
