@@ -125,6 +125,10 @@ impl Error {
             Error::Timeout(format!("Redis at {server} did not answer in time: {e}"))
         } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
             Error::Connection(format!("cannot reach Redis at {server}: {e}"))
+        } else if has("READONLY") {
+            // A primary demoted by a failover (Sentinel) answers writes so: the new primary
+            // is found on the next call.
+            Error::Connection(format!("Redis at {server} is a replica now (failed over?); try again: {e}"))
         } else if has("CLUSTERDOWN") || has("TRYAGAIN") {
             // A cluster failing over (no primary for a slot yet) or migrating a slot: the
             // same command succeeds once that is over.

@@ -22,9 +22,10 @@ const NOBODY: u16 = u16::MAX;
 /// down until a failover ends fails every call quickly).
 const REFRESH_EVERY: Duration = Duration::from_millis(100);
 
-/// `redis+cluster://` and `rediss+cluster://` (TLS).
-pub fn is_cluster_url(url: &str) -> bool {
-    url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://")
+/// URLs of servers found by asking: `redis+cluster://` and `redis+sentinel://` (and their
+/// `rediss+` forms for TLS).
+pub fn is_routed_url(url: &str) -> bool {
+    ["redis+cluster://", "rediss+cluster://", "redis+sentinel://", "rediss+sentinel://"].iter().any(|p| url.starts_with(p))
 }
 
 /// The slot of a key: CRC16 (XMODEM) of its hash tag, the part between the first `{` and
@@ -72,33 +73,61 @@ pub fn key_of(cmd: &Cmd) -> Option<&[u8]> {
     args.next()
 }
 
-/// The nodes a cluster URL lists, and how to reach each: `redis+cluster://[user:password@]
-/// host:port,host:port[/0][?query]`. The URL's credentials, TLS and query apply to every
-/// node, those learnt from the cluster too.
+/// The nodes a URL lists, and how to reach each: `redis+cluster://[user:password@]host:port,
+/// host:port[/0][?query]`, or `redis+sentinel://[user:password@]host:port,host:port/service
+/// [/db][?query]` (the Sentinels, and the name of the primary they watch). The credentials,
+/// TLS, database and query apply to every data node, those learnt too; Sentinels are asked
+/// without credentials unless the query gives `sentinel_username` and `sentinel_password`.
 #[derive(Clone)]
-struct Nodes {
+pub(crate) struct Nodes {
+    pub(crate) kind: Kind,
     scheme: &'static str,
     userinfo: String,
-    /// The query, with its `?`.
+    db: u32,
+    /// The query, with its `?` (Sentinel's own parameters taken out).
     query: String,
-    listed: Vec<String>,
+    pub(crate) listed: Vec<String>,
+    /// `user:password@` for the Sentinels.
+    sentinel_auth: String,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Cluster,
+    /// The primary a Sentinel quorum names.
+    Sentinel(String),
 }
 
 fn parse(url: &str) -> Result<Nodes> {
-    let bad = |why: &str| Error::Invalid(format!("invalid Redis Cluster URL {}: {why}", crate::store::settings::mask_url(url)));
-    let (scheme, rest) = if let Some(r) = url.strip_prefix("redis+cluster://") {
-        ("redis", r)
-    } else if let Some(r) = url.strip_prefix("rediss+cluster://") {
-        ("rediss", r)
-    } else {
-        return Err(bad("it must start with redis+cluster:// or rediss+cluster://"));
+    let masked = crate::store::settings::mask_url(url);
+    let sentinel = url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://");
+    let what = if sentinel { "Redis Sentinel" } else { "Redis Cluster" };
+    let bad = |why: &str| Error::Invalid(format!("invalid {what} URL {masked}: {why}"));
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("redis+cluster" | "redis+sentinel", r)) => ("redis", r),
+        Some(("rediss+cluster" | "rediss+sentinel", r)) => ("rediss", r),
+        _ => return Err(bad("it must start with redis+cluster://, rediss+cluster://, redis+sentinel:// or rediss+sentinel://")),
     };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     let (path, query) = tail.split_at(tail.find('?').unwrap_or(tail.len()));
-    if !matches!(path, "" | "/" | "/0") {
-        return Err(bad("a cluster has database 0 only; leave the database index out"));
-    }
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let (kind, db) = if sentinel {
+        let Some(service) = parts.first() else { return Err(bad("name the primary after the Sentinels: .../mymaster")) };
+        let db = match parts.get(1) {
+            None => 0,
+            Some(d) => d.parse().map_err(|_| bad(&format!("the database index {d:?} is not a number")))?,
+        };
+        if parts.len() > 2 {
+            return Err(bad("the path is /<primary name>[/<database>]"));
+        }
+        (Kind::Sentinel(service.to_string()), db)
+    } else {
+        if !matches!(parts.as_slice(), [] | ["0"]) {
+            return Err(bad("a cluster has database 0 only; leave the database index out"));
+        }
+        (Kind::Cluster, 0)
+    };
     let (userinfo, hosts) = match authority.rfind('@') {
         Some(at) => (&authority[..=at], &authority[at + 1..]),
         None => ("", authority),
@@ -113,9 +142,21 @@ fn parse(url: &str) -> Result<Nodes> {
             Some(close) => h[close..].contains(':'), // [::1]:7000
             None => h.contains(':'),
         };
-        listed.push(if has_port { h.to_string() } else { format!("{h}:6379") });
+        let port = if sentinel { 26379 } else { 6379 };
+        listed.push(if has_port { h.to_string() } else { format!("{h}:{port}") });
     }
-    let nodes = Nodes { scheme, userinfo: userinfo.to_string(), query: query.to_string(), listed };
+    // Sentinel's own parameters are not the data nodes'.
+    let (mut kept, mut user, mut pass) = (vec![], String::new(), String::new());
+    for pair in query.trim_start_matches('?').split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sentinel_username", v)) => user = v.to_string(),
+            Some(("sentinel_password", v)) => pass = v.to_string(),
+            _ => kept.push(pair),
+        }
+    }
+    let query = if kept.is_empty() { String::new() } else { format!("?{}", kept.join("&")) };
+    let sentinel_auth = if pass.is_empty() { String::new() } else { format!("{user}:{pass}@") };
+    let nodes = Nodes { kind, scheme, userinfo: userinfo.to_string(), db, query, listed, sentinel_auth };
     for n in &nodes.listed {
         redis::Client::open(nodes.url(n)).map_err(|e| bad(&format!("node {n}: {e}")))?;
     }
@@ -123,15 +164,20 @@ fn parse(url: &str) -> Result<Nodes> {
 }
 
 impl Nodes {
-    /// The `redis://` (or `rediss://`) URL of one node.
+    /// The `redis://` (or `rediss://`) URL of one data node.
     fn url(&self, addr: &str) -> String {
-        format!("{}://{}{}/0{}", self.scheme, self.userinfo, addr, self.query)
+        format!("{}://{}{}/{}{}", self.scheme, self.userinfo, addr, self.db, self.query)
+    }
+
+    /// The URL of one Sentinel.
+    pub(crate) fn sentinel_url(&self, addr: &str) -> String {
+        format!("{}://{}{}/0{}", self.scheme, self.sentinel_auth, addr, self.query)
     }
 }
 
 /// Which node serves each slot.
 #[derive(Default)]
-struct SlotMap {
+pub(crate) struct SlotMap {
     /// Per slot, an index into `nodes`, or NOBODY.
     owner: Vec<u16>,
     nodes: Vec<String>,
@@ -140,6 +186,11 @@ struct SlotMap {
 }
 
 impl SlotMap {
+    /// Every slot on one node (a primary found through Sentinel).
+    pub(crate) fn one(node: String) -> SlotMap {
+        SlotMap { owner: vec![0; SLOTS], nodes: vec![node.clone()], known: vec![node] }
+    }
+
     fn node(&self, slot: u16) -> Option<&str> {
         match self.owner.get(slot as usize) {
             Some(&i) if i != NOBODY => Some(&self.nodes[i as usize]),
@@ -170,6 +221,21 @@ impl Topology {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// "Redis Cluster at <url>" or "Redis Sentinel at <url>", for messages.
+    pub fn describe(&self) -> String {
+        let what = if self.is_cluster() { "Redis Cluster" } else { "Redis Sentinel" };
+        format!("{what} at {}", self.settings.masked_url())
+    }
+
+    /// A cluster (slots on several nodes) rather than one primary found through Sentinel.
+    pub fn is_cluster(&self) -> bool {
+        self.nodes.kind == Kind::Cluster
+    }
+
+    pub(crate) fn nodes(&self) -> &Nodes {
+        &self.nodes
     }
 
     /// The settings of one node: the cluster's, with that node's URL.
@@ -221,11 +287,7 @@ impl Topology {
         };
         found.map(str::to_string).ok_or_else(|| {
             self.stale();
-            Error::Connection(format!(
-                "Redis Cluster at {} has no node serving slot {} now (failing over?)",
-                self.settings.masked_url(),
-                slot.unwrap_or(0)
-            ))
+            Error::Connection(format!("{} has no node serving slot {} now (failing over?)", self.describe(), slot.unwrap_or(0)))
         })
     }
 
@@ -235,7 +297,10 @@ impl Topology {
         if !self.needs_refresh() {
             return Ok(());
         }
-        let mut tried = self.map.read().unwrap_or_else(|e| e.into_inner()).known.clone();
+        let mut tried = match self.nodes.kind {
+            Kind::Cluster => self.map.read().unwrap_or_else(|e| e.into_inner()).known.clone(),
+            Kind::Sentinel(_) => vec![],
+        };
         for n in &self.nodes.listed {
             if !tried.contains(n) {
                 tried.push(n.clone());
@@ -243,7 +308,11 @@ impl Topology {
         }
         let mut last = None;
         for addr in &tried {
-            match self.read_slots(addr) {
+            let read = match &self.nodes.kind {
+                Kind::Cluster => self.read_slots(addr),
+                Kind::Sentinel(service) => super::sentinel::primary(self, addr, service),
+            };
+            match read {
                 Ok(m) => {
                     *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(m);
                     *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (Some(Instant::now()), false);
@@ -255,7 +324,7 @@ impl Topology {
         }
         // Nobody answered: try again on the next call, not before REFRESH_EVERY.
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (Some(Instant::now()), true);
-        Err(last.unwrap_or_else(|| Error::Connection(format!("Redis Cluster at {}: no node answered", self.settings.masked_url()))))
+        Err(last.unwrap_or_else(|| Error::Connection(format!("{}: no node answered", self.describe()))))
     }
 
     fn read_slots(&self, addr: &str) -> Result<SlotMap> {

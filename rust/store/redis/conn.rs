@@ -14,12 +14,12 @@ use tokio::sync::Mutex;
 /// `redis+cluster://` and `rediss+cluster://` for a Redis Cluster.
 pub fn is_redis_url(url: &str) -> bool {
     ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| url.starts_with(p))
-        || crate::store::redis::cluster::is_cluster_url(url)
+        || crate::store::redis::cluster::is_routed_url(url)
 }
 
 /// Refuses a URL redis-rs cannot read.
 pub fn check_url(url: &str) -> Result<()> {
-    if crate::store::redis::cluster::is_cluster_url(url) {
+    if crate::store::redis::cluster::is_routed_url(url) {
         return crate::store::redis::cluster::Topology::new(&Settings::new(url, "fj")?).map(|_| ());
     }
     redis::Client::open(url).map_err(|e| Error::Invalid(format!("invalid Redis URL {}: {e}", mask_url(url))))?;

@@ -9,6 +9,7 @@ pub mod loop_conn;
 pub mod notify;
 pub mod route;
 pub mod scripts;
+pub mod sentinel;
 
 use crate::error::{Error, Result};
 use crate::record::{is_generated_id, run_bounds, PRODUCER_LEN, RUN, RUN_BYTES};

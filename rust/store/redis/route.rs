@@ -1,6 +1,6 @@
-//! A Redis store's connections: to one server (conn.rs), or to the nodes of a Redis Cluster,
-//! each command sent to the node serving its key's slot (cluster.rs), with redirects
-//! followed. The store calls both the same way.
+//! A Redis store's connections: to one server (conn.rs), or routed: to the nodes of a Redis
+//! Cluster, each command sent to the node serving its key's slot (cluster.rs), redirects
+//! followed, or to the primary Sentinel names (sentinel.rs). The store calls them the same way.
 
 use crate::error::{Error, Result};
 use crate::store::redis::cluster::{self, follow, key_of, slot, Topology, MAX_REDIRECTS};
@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The topology of a cluster URL, None for one server.
+/// The topology of a cluster or Sentinel URL, None for one server.
 pub fn topology(settings: &Settings) -> Result<Option<Arc<Topology>>> {
-    if cluster::is_cluster_url(&settings.url) {
+    if cluster::is_routed_url(&settings.url) {
         Topology::new(settings).map(Some)
     } else {
         Ok(None)
@@ -43,10 +43,7 @@ impl<C> PerNode<C> {
 }
 
 fn too_many(top: &Topology) -> Error {
-    Error::Connection(format!(
-        "Redis Cluster at {} kept redirecting a command ({MAX_REDIRECTS} times): its slots are moving; try again",
-        top.settings().masked_url()
-    ))
+    Error::Connection(format!("{} kept redirecting a command ({MAX_REDIRECTS} times): its slots are moving; try again", top.describe()))
 }
 
 /// Where a redirect says to go next: the ASK node (for those commands only), or None to
@@ -63,7 +60,7 @@ fn asked(e: &Error) -> Option<String> {
 #[allow(clippy::large_enum_variant)]
 pub enum Link {
     One(Conn),
-    Cluster(PerNodeConn),
+    Routed(PerNodeConn),
 }
 
 pub struct PerNodeConn(PerNode<Conn>);
@@ -71,7 +68,7 @@ pub struct PerNodeConn(PerNode<Conn>);
 impl Link {
     pub fn new(settings: &Settings, top: Option<&Arc<Topology>>) -> Result<Link> {
         Ok(match top {
-            Some(t) => Link::Cluster(PerNodeConn(PerNode::new(t.clone()))),
+            Some(t) => Link::Routed(PerNodeConn(PerNode::new(t.clone()))),
             None => Link::One(Conn::new(settings)?),
         })
     }
@@ -79,14 +76,14 @@ impl Link {
     pub fn settings(&self) -> &Settings {
         match self {
             Link::One(c) => c.settings(),
-            Link::Cluster(c) => c.0.top.settings(),
+            Link::Routed(c) => c.0.top.settings(),
         }
     }
 
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
         match self {
             Link::One(c) => c.query(cmd).await,
-            Link::Cluster(c) => {
+            Link::Routed(c) => {
                 let mut p = redis::pipe();
                 p.add_command(cmd.clone());
                 let one = c.pipeline(&p).await?.pop().ok_or_else(|| Error::Store("empty reply from Redis".into()))?;
@@ -99,14 +96,14 @@ impl Link {
     pub async fn pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>> {
         match self {
             Link::One(c) => c.pipeline(pipe).await,
-            Link::Cluster(c) => c.pipeline(pipe).await,
+            Link::Routed(c) => c.pipeline(pipe).await,
         }
     }
 
     pub async fn eval<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T> {
         match self {
             Link::One(c) => c.eval(cmd).await,
-            Link::Cluster(_) => self.query(&cmd).await,
+            Link::Routed(_) => self.query(&cmd).await,
         }
     }
 }
@@ -189,13 +186,13 @@ impl PerNodeConn {
 #[allow(clippy::large_enum_variant)]
 pub enum SyncLink {
     One(SyncConn),
-    Cluster(PerNode<SyncConn>),
+    Routed(PerNode<SyncConn>),
 }
 
 impl SyncLink {
     pub fn new(settings: &Settings, top: Option<&Arc<Topology>>) -> Result<SyncLink> {
         Ok(match top {
-            Some(t) => SyncLink::Cluster(PerNode::new(t.clone())),
+            Some(t) => SyncLink::Routed(PerNode::new(t.clone())),
             None => SyncLink::One(SyncConn::new(settings)?),
         })
     }
@@ -219,7 +216,7 @@ impl SyncLink {
     pub fn query<T: FromRedisValue>(&self, cmd: &Cmd, read_timeout: Duration) -> Result<T> {
         let nodes = match self {
             SyncLink::One(c) => return c.query(cmd, read_timeout),
-            SyncLink::Cluster(n) => n,
+            SyncLink::Routed(n) => n,
         };
         let mut ask: Option<String> = None;
         for _ in 0..MAX_REDIRECTS {
@@ -246,7 +243,7 @@ impl SyncLink {
     pub fn try_query<T: FromRedisValue>(&self, cmd: &Cmd, read_timeout: Duration) -> Option<Result<T>> {
         match self {
             SyncLink::One(c) => c.try_query(cmd, read_timeout),
-            SyncLink::Cluster(_) => Some(self.query(cmd, read_timeout)),
+            SyncLink::Routed(_) => Some(self.query(cmd, read_timeout)),
         }
     }
 
@@ -255,7 +252,7 @@ impl SyncLink {
     pub fn packed(&self, key: &str, bytes: &[u8], skip: usize, keep: usize, read_timeout: Duration) -> Result<Vec<Value>> {
         let nodes = match self {
             SyncLink::One(c) => return c.packed(bytes, skip, keep, read_timeout),
-            SyncLink::Cluster(n) => n,
+            SyncLink::Routed(n) => n,
         };
         for _ in 0..MAX_REDIRECTS {
             match Self::at(nodes, Some(key.as_bytes()), None)?.packed(bytes, skip, keep, read_timeout) {
@@ -275,7 +272,7 @@ impl SyncLink {
     pub fn pipeline(&self, cmds: &[Cmd], read_timeout: Duration) -> Result<Vec<Value>> {
         let nodes = match self {
             SyncLink::One(c) => return c.pipeline(cmds, read_timeout),
-            SyncLink::Cluster(n) => n,
+            SyncLink::Routed(n) => n,
         };
         let top = &nodes.top;
         let mut out: Vec<Option<Value>> = vec![None; cmds.len()];
@@ -333,7 +330,7 @@ impl SyncLink {
     pub fn open_stream(&self) -> Result<Option<Stream>> {
         match self {
             SyncLink::One(c) => c.open_stream(),
-            SyncLink::Cluster(_) => Ok(None),
+            SyncLink::Routed(_) => Ok(None),
         }
     }
 
@@ -343,7 +340,7 @@ impl SyncLink {
     pub fn check(&self) -> Result<Option<Error>> {
         let nodes = match self {
             SyncLink::One(c) => return c.check(),
-            SyncLink::Cluster(n) => n,
+            SyncLink::Routed(n) => n,
         };
         match nodes.top.refresh() {
             Err(e) if e.is_retryable() => return Ok(Some(e)),
@@ -359,6 +356,6 @@ impl SyncLink {
 
     /// Whether keys of different slots can never be in one command here (a cluster).
     pub fn is_cluster(&self) -> bool {
-        matches!(self, SyncLink::Cluster(_))
+        matches!(self, SyncLink::Routed(n) if n.top.is_cluster())
     }
 }
