@@ -23,7 +23,7 @@ from .redis_cluster import RedisCluster
 RAN: list[tuple[str, int]] = []
 
 
-class Step(fastjobs.Job[int, int]):
+class Hop(fastjobs.Job[int, int]):
     """Adds its payload to the previous step's result; records where it ran."""
 
     def process(self, payload: int) -> int:
@@ -57,8 +57,8 @@ def cluster(redis_cluster: RedisCluster, prefix: str) -> Iterator[RedisCluster]:
 
 def test_one_worker_drains_queues_on_three_nodes(cluster: RedisCluster, start_worker: Any) -> None:
     queues = on_distinct_nodes(cluster, 3, "spread")
-    bulk = [Step.dispatch_many(list(range(300)), queue=q) for q in queues]
-    singles = [Step.dispatch(7).on_queue(q).send() for q in queues]
+    bulk = [Hop.dispatch_many(list(range(300)), queue=q) for q in queues]
+    singles = [Hop.dispatch(7).on_queue(q).send() for q in queues]
     assert [Queue(q).counts()["waiting"] for q in queues] == [301] * 3
     start_worker(queues=queues, concurrency=8)
     assert [h.wait_result(timeout=20) for h in singles] == [7, 7, 7]
@@ -70,7 +70,7 @@ def test_one_worker_drains_queues_on_three_nodes(cluster: RedisCluster, start_wo
 def test_chains_and_flows_cross_nodes(cluster: RedisCluster, start_worker: Any) -> None:
     a, b, c = on_distinct_nodes(cluster, 3, "hop")
     start_worker(queues=[a, b, c, "flows"], concurrency=4)
-    chain = JobChain([Step.dispatch(1).on_queue(a), Step.dispatch(10).on_queue(b), Step.dispatch(100).on_queue(c)]).dispatch()
+    chain = JobChain([Hop.dispatch(1).on_queue(a), Hop.dispatch(10).on_queue(b), Hop.dispatch(100).on_queue(c)]).dispatch()
     assert chain.wait_result(timeout=20) == 111
     assert RAN == [(a, 1), (b, 10), (c, 100)]
     assert [s.state for s in chain.steps()] == ["completed"] * 3
@@ -84,7 +84,7 @@ def test_chains_and_flows_cross_nodes(cluster: RedisCluster, start_worker: Any) 
 def test_wait_result_and_events_on_a_cluster(cluster: RedisCluster, start_worker: Any) -> None:
     q = on_distinct_nodes(cluster, 2, "told")[1]
     Queue(q).set_events(True)
-    h = Step.dispatch(5).on_queue(q).send()
+    h = Hop.dispatch(5).on_queue(q).send()
     start_worker(queues=[q])
     assert h.wait_result(timeout=10) == 5  # told through pub/sub, on any node
     kinds = [e.type for e in Queue(q).events(since="0", timeout=0.5)]
@@ -110,7 +110,7 @@ def move_slot(cluster: RedisCluster, queue: str, to: int) -> None:
 
 def test_a_busy_queues_slot_moved_to_another_node_loses_nothing(cluster: RedisCluster, start_worker: Any) -> None:
     q = "moving"
-    backlog = Step.dispatch_many(list(range(2_000)), queue=q)
+    backlog = Hop.dispatch_many(list(range(2_000)), queue=q)
     sent: list[Any] = [backlog.handle(i) for i in range(len(backlog))]
     errors: list[str] = []
     halt = threading.Event()
@@ -119,7 +119,7 @@ def test_a_busy_queues_slot_moved_to_another_node_loses_nothing(cluster: RedisCl
         n = 10_000
         while not halt.is_set():
             try:
-                sent.append(Step.dispatch(n).on_queue(q).send())
+                sent.append(Hop.dispatch(n).on_queue(q).send())
                 n += 1
             except fastjobs.ConnectionError as e:  # TRYAGAIN while a script's keys are split
                 errors.append(str(e))
@@ -147,17 +147,17 @@ def test_urls_that_name_the_wrong_kind_of_server_are_refused_clearly(redis_clust
     config.reset()
     fastjobs.configure(f"redis+cluster://127.0.0.1:{redis_server.port}")
     with pytest.raises(ValueError, match="is not a node of a Redis Cluster"):
-        Step.dispatch(1).send()
+        Hop.dispatch(1).send()
     config.reset()
     # A redis:// URL naming one node: a queue served by another is refused with the fix.
     node = redis_cluster.primaries()[0]
     q = next(f"elsewhere{i}" for i in range(100) if redis_cluster.port_for_queue(f"elsewhere{i}") != node)
     fastjobs.configure(f"redis://127.0.0.1:{node}")
     with pytest.raises(fastjobs.StoreError, match=r"is a node of a Redis Cluster.*connect with a redis\+cluster:// URL"):
-        Step.dispatch(1).on_queue(q).send()
+        Hop.dispatch(1).on_queue(q).send()
     config.reset()
     with pytest.raises(ValueError, match="a cluster has database 0 only"):
         fastjobs.configure(f"redis+cluster://127.0.0.1:{node}/3")
     fastjobs.configure(redis_cluster.url)
     with pytest.raises(ValueError, match="invalid queue name"):
-        Step.dispatch(1).on_queue("a{b}").send()  # braces would move the queue's hash tag
+        Hop.dispatch(1).on_queue("a{b}").send()  # braces would move the queue's hash tag
