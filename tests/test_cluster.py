@@ -6,9 +6,12 @@ that name the wrong kind of server. The store tests run whole on a cluster too
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +21,8 @@ from fastjobs import JobChain, JobFlow, Queue, config
 
 from .apps.jobs import Gather, Leaf
 from .conftest import RedisServer, eventually
-from .redis_cluster import RedisCluster
+from .redis_cluster import RedisCluster, free_cluster_port
+from .test_connection import make_certs
 
 RAN: list[tuple[str, int]] = []
 
@@ -161,3 +165,42 @@ def test_urls_that_name_the_wrong_kind_of_server_are_refused_clearly(redis_clust
     fastjobs.configure(redis_cluster.url)
     with pytest.raises(ValueError, match="invalid queue name"):
         Hop.dispatch(1).on_queue("a{b}").send()  # braces would move the queue's hash tag
+
+
+def test_a_cluster_over_tls(tmp_path: Path, start_worker: Any) -> None:
+    """Nodes that speak TLS only, to clients and on the cluster bus: CLUSTER SLOTS then gives
+    their TLS ports, and every connection fastjobs opens to a node verifies it."""
+    certs = make_certs(tmp_path)
+    tls = ["--tls", "--cacert", str(certs / "ca.pem")]
+    taken: set[int] = set()
+    ports = [free_cluster_port(taken) for _ in range(3)]
+    procs = [subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(p), "--bind", "127.0.0.1", "--tls-cert-file",
+                               str(certs / "server.pem"), "--tls-key-file", str(certs / "server.key"), "--tls-ca-cert-file",
+                               str(certs / "ca.pem"), "--tls-auth-clients", "no", "--tls-cluster", "yes", "--cluster-enabled", "yes",
+                               "--cluster-config-file", f"nodes-{p}.conf", "--dir", str(tmp_path), "--save", ""],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
+    cli = shutil.which("redis-cli") or "redis-cli"
+
+    def ask(port: int, *args: str) -> str:
+        return subprocess.run([cli, *tls, "-p", str(port), *args], capture_output=True, text=True, timeout=10).stdout
+
+    try:
+        eventually(lambda: all(ask(p, "PING").strip() == "PONG" for p in ports), timeout=10)
+        made = subprocess.run([cli, *tls, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
+                              capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stdout[-500:] + made.stderr[-500:]
+        eventually(lambda: all("cluster_state:ok" in ask(p, "CLUSTER", "INFO") for p in ports), timeout=30)
+        config.reset()
+        url = f"rediss+cluster://127.0.0.1:{ports[0]}"
+        fastjobs.configure(url, tls_ca_file=str(certs / "ca.pem"))
+        handles = [Hop.dispatch(i).on_queue(q).send() for i, q in enumerate(["a", "b", "c"])]  # on 3 nodes (slots 15495, 3300, 7365)
+        start_worker(queues=["a", "b", "c"])
+        assert [h.wait_result(timeout=10) for h in handles] == [0, 1, 2]
+        fastjobs.configure(url, connection="unchecked", connect_timeout=2)
+        with pytest.raises(fastjobs.ConnectionError, match="UnknownIssuer"):
+            Queue("a", connection="unchecked").counts()
+    finally:
+        config.reset()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
