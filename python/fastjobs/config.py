@@ -21,10 +21,12 @@ _SECRET_PARAM = re.compile(r"([?&](?:pass|password)=)[^&#]*", re.IGNORECASE)
 
 
 def store_name(url: str) -> str:
-    """The store a URL names, for log lines and messages: Redis, PostgreSQL, SQLite or the
-    in-process store."""
-    scheme = url.split(":", 1)[0]
-    return {"postgresql": "PostgreSQL", "postgres": "PostgreSQL", "sqlite": "SQLite", "memory": "In-process store"}.get(scheme, "Redis")
+    """The store a URL names, for log lines and messages: Redis, Redis Cluster, Redis
+    Sentinel, PostgreSQL, SQLite or the in-process store."""
+    scheme = url.split(":", 1)[0].removeprefix("rediss+").removeprefix("redis+")
+    names = {"postgresql": "PostgreSQL", "postgres": "PostgreSQL", "sqlite": "SQLite", "memory": "In-process store", "cluster": "Redis Cluster",
+             "sentinel": "Redis Sentinel"}
+    return names.get(scheme, "Redis")
 
 
 def mask_url(url: str) -> str:

@@ -82,7 +82,7 @@ pub fn mask_url(raw: &str) -> String {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
             }
-            let secret = |k: &str| k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password");
+            let secret = |k: &str| ["pass", "password", "sentinel_password"].iter().any(|s| k.eq_ignore_ascii_case(s));
             if u.query_pairs().any(|(k, _)| secret(&k)) {
                 let pairs: Vec<(String, String)> = u
                     .query_pairs()
@@ -95,6 +95,25 @@ pub fn mask_url(raw: &str) -> String {
             }
             u.to_string()
         }
-        Err(_) => "<unparsable URL>".to_string(),
+        // Several hosts (redis+cluster://, redis+sentinel://), which the url crate refuses.
+        Err(_) => mask_hosts_url(raw).unwrap_or_else(|| "<unparsable URL>".to_string()),
     }
+}
+
+/// `mask_url` for `scheme://[user:password@]host:port,host:port[/path][?query]`.
+fn mask_hosts_url(raw: &str) -> Option<String> {
+    let (scheme, rest) = raw.split_once("://")?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let hosts = match authority.rsplit_once('@') {
+        Some((user, hosts)) if user.contains(':') => format!("{}:***@{hosts}", user.split(':').next().unwrap_or("")),
+        Some((user, hosts)) => format!("{user}@{hosts}"),
+        None => authority.to_string(),
+    };
+    // The query's secrets, through a URL of one host (the url crate reads the query).
+    let one = format!("x://h{tail}");
+    url::Url::parse(&one).ok()?;
+    let masked_tail = mask_url(&one);
+    let tail = masked_tail.strip_prefix("x://h")?;
+    Some(format!("{scheme}://{hosts}{tail}"))
 }

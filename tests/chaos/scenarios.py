@@ -115,7 +115,7 @@ def restart_under_load(restarts: int, restart: Callable[[], float], store: str, 
 
     end = drained(q, 0, timeout=120)
     summary = w.stop()
-    assert f"{store} trouble, retrying" in w.log()  # it saw the store go away, and carried on by itself
+    assert f"{store} trouble, retrying" in w.log(), w.log()[-1500:]  # it saw the store go away, and carried on by itself
 
     sent = [backlog.handle(i) for i in range(len(backlog))] + [h for p in producers for h in p.sent]
     uncertain = {tag for p in producers for tag in p.uncertain}

@@ -31,5 +31,5 @@ def test_a_cluster_primary_killed_under_producers_and_a_worker_fails_over_and_lo
             failover.append(cluster.wait_for_failover(primary))
             return time.monotonic()
 
-        row = restart_under_load(1, kill_primary, "Redis", workers, ledger, prefix, url=cluster.url)
+        row = restart_under_load(1, kill_primary, "Redis Cluster", workers, ledger, prefix, url=cluster.url)
         figures(**row, failover_s=failover[0])

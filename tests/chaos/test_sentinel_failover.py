@@ -27,5 +27,5 @@ def test_a_sentinel_primary_killed_under_producers_and_a_worker_fails_over_and_l
             failover.append(sentinel.wait_for_failover(primary))
             return time.monotonic()
 
-        row = restart_under_load(1, kill_primary, "Redis", workers, ledger, prefix, url=sentinel.url)
+        row = restart_under_load(1, kill_primary, "Redis Sentinel", workers, ledger, prefix, url=sentinel.url)
         figures(**row, failover_s=failover[0])

@@ -649,6 +649,12 @@ mod tests {
         assert_eq!(mask_url("redis://:s3cret@h"), "redis://:***@h");
         assert_eq!(mask_url("redis://h:6379/0"), "redis://h:6379/0");
         assert_eq!(mask_url("unix:///tmp/r.sock?db=1&user=u&pass=s3cret"), "unix:///tmp/r.sock?db=1&user=u&pass=***");
+        assert_eq!(mask_url("redis+cluster://app:s3cret@h:1,h:2/?x=1"), "redis+cluster://app:***@h:1,h:2/?x=1");
+        assert_eq!(mask_url("redis+cluster://h:1,h:2"), "redis+cluster://h:1,h:2");
+        assert_eq!(
+            mask_url("redis+sentinel://:s3cret@h:1,h:2/primary/0?sentinel_password=s3cret"),
+            "redis+sentinel://:***@h:1,h:2/primary/0?sentinel_password=***"
+        );
         let s = Settings::new("redis://app:s3cret@h:6379/2", "fj").unwrap();
         assert!(!format!("{s:?}").contains("s3cret"));
     }
