@@ -31,6 +31,23 @@ use std::time::Duration;
 /// How long a worker waits on one slot's queues before the next, on a cluster.
 const TURN: Duration = Duration::from_millis(20);
 
+/// What one blocking pop of a worker got.
+enum Popped {
+    Nothing,
+    /// A queue's wake marker or the stop marker: the worker looks again.
+    Woken,
+    Handed(Handed),
+}
+
+impl Popped {
+    fn handed(self) -> Option<Handed> {
+        match self {
+            Popped::Handed(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
 /// How long the producer high-water marks and completion bitmaps outlive their last use.
 const MARK_TTL_SECS: u64 = 30 * 24 * 3600;
 
@@ -510,8 +527,9 @@ impl RedisStore {
     }
 
     /// One BLPOP on the inboxes and wake lists of `queues`: a job handed to this worker
-    /// (`Handed.queue` indexes `queues`), or None (timed out, or the stop marker).
-    fn pop<'a>(&self, queues: impl Iterator<Item = &'a QueueKeys> + Clone, worker: &str, timeout: Duration) -> Result<Option<Handed>> {
+    /// (`Handed.queue` indexes `queues`), a wake-up (a queue's marker, or the stop marker), or
+    /// nothing before `timeout`.
+    fn pop<'a>(&self, queues: impl Iterator<Item = &'a QueueKeys> + Clone, worker: &str, timeout: Duration) -> Result<Popped> {
         // Inboxes first: BLPOP takes from the first non-empty list it is given.
         let inboxes: Vec<String> = queues.clone().map(|q| q.inbox(worker)).collect();
         let mut c = ::redis::cmd("BLPOP");
@@ -527,19 +545,19 @@ impl RedisStore {
             r => r?,
         };
         let mut kv = match v {
-            Value::Nil => return Ok(None),
+            Value::Nil => return Ok(Popped::Nothing),
             v => array(v.clone()).ok_or_else(|| bad_reply("blpop", &v))?.into_iter(),
         };
         let (Some(key), Some(item)) = (kv.next().and_then(bytes), kv.next().and_then(bytes)) else {
             return Err(Error::Store("unexpected reply from Redis for blpop".into()));
         };
-        let Some(queue) = inboxes.iter().position(|k| k.as_bytes() == key.as_slice()) else { return Ok(None) };
+        let Some(queue) = inboxes.iter().position(|k| k.as_bytes() == key.as_slice()) else { return Ok(Popped::Woken) };
         let n = item.first().copied().unwrap_or(0) as usize;
         if n == 0 || item.len() <= 1 + n {
-            return Ok(None); // the stop marker
+            return Ok(Popped::Woken); // the stop marker
         }
         let token = String::from_utf8_lossy(&item[1..1 + n]).into_owned();
-        Ok(Some(Handed { queue, token, record: item[1 + n..].to_vec() }))
+        Ok(Popped::Handed(Handed { queue, token, record: item[1 + n..].to_vec() }))
     }
 }
 
@@ -832,7 +850,7 @@ impl Store for RedisStore {
 
     fn wait_for_work(&self, queues: &[Arc<QueueKeys>], worker: &str, timeout: Duration) -> Result<Option<Handed>> {
         if !self.popper.is_cluster() {
-            return self.pop(queues.iter().map(|q| &**q), worker, timeout);
+            return self.pop(queues.iter().map(|q| &**q), worker, timeout).map(Popped::handed);
         }
         // On a cluster one BLPOP can only wait on one slot's lists: queues of different
         // slots are waited on in turn, a short while each.
@@ -845,7 +863,7 @@ impl Store for RedisStore {
             }
         }
         if slots.len() == 1 {
-            return self.pop(queues.iter().map(|q| &**q), worker, timeout);
+            return self.pop(queues.iter().map(|q| &**q), worker, timeout).map(Popped::handed);
         }
         let deadline = std::time::Instant::now() + timeout;
         for (_, idx) in slots.iter().cycle() {
@@ -854,8 +872,10 @@ impl Store for RedisStore {
                 return Ok(None);
             }
             let t = left.min(TURN).max(Duration::from_millis(1));
-            if let Some(h) = self.pop(idx.iter().map(|&i| &*queues[i]), worker, t)? {
-                return Ok(Some(Handed { queue: idx[h.queue], ..h }));
+            match self.pop(idx.iter().map(|&i| &*queues[i]), worker, t)? {
+                Popped::Nothing => continue,
+                Popped::Woken => return Ok(None), // back to the worker: it looks for work, or stops
+                Popped::Handed(h) => return Ok(Some(Handed { queue: idx[h.queue], ..h })),
             }
         }
         Ok(None)
