@@ -390,11 +390,8 @@ pub struct Groups {
     pub nodes: Vec<(String, Vec<usize>)>,
 }
 
-/// Groups `cmds` by node (refreshing the map first when it is stale: blocks).
+/// Groups `cmds` by node, by the map as it is (callers read it again first when stale).
 pub fn group(top: &Topology, cmds: &[&Cmd]) -> Result<Groups> {
-    if top.needs_refresh() {
-        top.refresh()?;
-    }
     let mut nodes: Vec<(String, Vec<usize>)> = vec![];
     for (i, c) in cmds.iter().enumerate() {
         let node = top.node_for(key_of(c).map(slot))?;

@@ -71,8 +71,12 @@ impl Notifier {
             .await
             .map_err(|_| {
                 Error::Connection(format!("cannot reach Redis at {url}: no connection within {:?}", self.settings.connect_timeout))
-            })?
-            .map_err(|e| Error::from_redis(e, &url))?;
+            })
+            .and_then(|r| r.map_err(|e| Error::from_redis(e, &url)));
+        // A node that cannot be reached, or whose connection broke, may have failed over:
+        // the next connection reads the map again.
+        let top = self.top.clone();
+        let ps = ps.inspect_err(|_| top.iter().for_each(|t| t.stale()))?;
         let (sink, mut stream) = ps.split();
         let routes = self.routes.clone();
         tokio::spawn(async move {
@@ -82,6 +86,7 @@ impl Notifier {
                 route(&routes, channel, body);
             }
             // The connection is gone: every waiter looks again, every scheduler re-arms.
+            top.iter().for_each(|t| t.stale());
             let mut r = routes.lock().unwrap();
             r.subscribed.clear();
             r.waiters.clear();

@@ -287,6 +287,9 @@ impl SyncLink {
                 parts.push((Self::at(nodes, None, to.as_deref())?, true, vec![i]));
             }
             if !routed.is_empty() {
+                if top.needs_refresh() {
+                    top.refresh()?;
+                }
                 let idx: Vec<usize> = routed.into_iter().map(|(i, _)| i).collect();
                 let sub: Vec<&Cmd> = idx.iter().map(|&i| &cmds[i]).collect();
                 for (node, within) in cluster::group(top, &sub)?.nodes {
