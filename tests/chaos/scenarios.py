@@ -157,7 +157,12 @@ def blackhole_past_lease(total: int, hole: float, workers: Any, proxy: Any, ledg
     s_direct = direct.stop()
     a = audit(q, sent, ledger, prefix, workers.all)
     assert s_cut.stale >= 1
-    assert s_cut.completed + s_direct.completed == total + 1, (s_cut, s_direct)
-    assert s_cut.stale + s_direct.stale == a.duplicates, (s_cut, s_direct, a.duplicates)
+    # An acknowledgement whose answer the blackhole ate, sent again after the reaper took the
+    # rest of its lease, is refused as stale though it had landed (the store cannot tell that
+    # send from a late one; docs/DESIGN.md, "Faults, measured"): its job completed once, and
+    # its worker counted the run stale. Every run is counted completed or stale.
+    landed = s_cut.stale + s_direct.stale - a.duplicates
+    assert 0 <= landed <= 2, (s_cut, s_direct, a.duplicates)
+    assert s_cut.completed + s_direct.completed + landed == total + 1, (s_cut, s_direct, a.duplicates)
     return dict(jobs=total + 1, blackhole_s=hole, lost=0, duplicates=a.duplicates, stale=s_cut.stale + s_direct.stale,
                 recovery_s=end - fault_end, rejoined_s=rejoined - fault_end)
