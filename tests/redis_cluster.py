@@ -10,17 +10,12 @@ processes on free ports, joined by `redis-cli --cluster create`, with what fault
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
-from types import TracebackType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from .resp import Redis
+from .redis_procs import RedisProcesses
 
 SLOTS = 16384
 
@@ -55,7 +50,7 @@ def free_cluster_port(taken: set[int]) -> int:
             return port
 
 
-class RedisCluster:
+class RedisCluster(RedisProcesses):
     """``primaries`` primaries with ``replicas`` replicas each, no persistence unless ``appendonly``.
     Nodes keep their files (nodes-P.conf, redis.log) in ``dir``/P; a temporary ``dir`` is removed by stop()."""
 
@@ -66,13 +61,9 @@ class RedisCluster:
             raise RuntimeError("redis-server and redis-cli are not installed: run `make deps` (Debian package redis-server)")
         if primaries < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 primaries")
-        self._own_dir = dir is None
-        self.dir = Path(dir or tempfile.mkdtemp(prefix="fastjobs-cluster-"))
+        super().__init__(dir, "cluster")
         taken: set[int] = set()
         self.ports = [free_cluster_port(taken) for _ in range(primaries * (1 + replicas))]
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self._killed_at: dict[int, float] = {}
-        self._stopped: set[int] = set()  # SIGSTOPped: running, but answering nothing
         try:
             for port in self.ports:
                 node_dir = self.dir / str(port)
@@ -99,30 +90,10 @@ class RedisCluster:
             self.stop()
             raise
 
-    @staticmethod
-    def command(port: int, *args: Any) -> Any:
-        """One command to one node (a connection each, tests/resp.py), a bulk string reply decoded."""
-        reply = Redis(port).command(*args)
-        return reply.decode() if isinstance(reply, bytes) else reply
-
-    @staticmethod
-    def _wait(done: Callable[[], bool], timeout: float, message: str) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if done():
-                    return
-            except (OSError, RuntimeError):
-                pass  # a node starting, or one that saw the change before the others
-            if time.monotonic() > deadline:
-                raise TimeoutError(message)
-            time.sleep(0.05)
-
-    def alive(self) -> list[int]:
-        return [p for p, proc in self.procs.items() if proc.poll() is None and p not in self._stopped]
-
     def info(self, port: int, section: str) -> dict[str, str]:
-        text = str(self.command(port, "CLUSTER", "INFO") if section == "cluster" else self.command(port, "INFO", section))
+        if section != "cluster":
+            return super().info(port, section)
+        text = str(self.command(port, "CLUSTER", "INFO"))
         return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
     def _ready(self) -> bool:
@@ -173,19 +144,6 @@ class RedisCluster:
                 return int(primary[1])
         raise RuntimeError(f"slot {slot} is not served")
 
-    def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
-        """Sends ``sig`` to a node: SIGKILL or SIGTERM end it, SIGSTOP hangs it (as a node that
-        stops answering without closing its connections), SIGCONT lets it go on."""
-        self.procs[port].send_signal(sig)
-        if sig == signal.SIGCONT:
-            self._stopped.discard(port)
-            return
-        self._killed_at[port] = time.monotonic()
-        if sig == signal.SIGSTOP:
-            self._stopped.add(port)
-        else:
-            self.procs[port].wait(10)
-
     def wait_for_failover(self, old_primary_port: int, timeout: float = 15) -> float:
         """Seconds from kill(old_primary_port) (or from now) until a replica serves its slots and
         every live node says cluster_state:ok again."""
@@ -196,17 +154,3 @@ class RedisCluster:
 
         self._wait(promoted, timeout, f"no replica took over from {old_primary_port} within {timeout} s")
         return time.monotonic() - start
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()  # throwaway data: no need for a clean shutdown
-            proc.wait(10)
-        if self._own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisCluster:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()

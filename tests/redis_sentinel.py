@@ -12,17 +12,13 @@ what fault runs need (which node is the primary, kill a node, time the failover)
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from .resp import Redis
+from .redis_procs import RedisProcesses
 
 
 def free_port(taken: set[int]) -> int:
@@ -42,7 +38,7 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
     return dict(zip(text[::2], text[1::2]))
 
 
-class RedisSentinel:
+class RedisSentinel(RedisProcesses):
     """A primary and one replica, no persistence, watched by ``sentinels`` sentinels that fail over
     with a majority quorum. Nodes keep their files (redis.log, sentinel.conf) in ``dir``/P; a
     temporary ``dir`` is removed by stop()."""
@@ -55,14 +51,10 @@ class RedisSentinel:
         if sentinels < 1:
             raise ValueError("at least one sentinel is needed")
         self.service = service
-        self._own_dir = dir is None
-        self.dir = Path(dir or tempfile.mkdtemp(prefix="fastjobs-sentinel-"))
+        super().__init__(dir, "sentinel")
         taken: set[int] = set()
         self.ports = [free_port(taken) for _ in range(2)]  # the primary as started, then its replica
         self.sentinel_ports = [free_port(taken) for _ in range(sentinels)]
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self._killed_at: dict[int, float] = {}
-        self._stopped: set[int] = set()  # SIGSTOPped: running, but answering nothing
         primary, replica = self.ports
         try:
             for port in self.ports:
@@ -104,32 +96,6 @@ class RedisSentinel:
         node_dir = self.dir / str(port)
         node_dir.mkdir(parents=True, exist_ok=True)
         return node_dir
-
-    @staticmethod
-    def command(port: int, *args: Any) -> Any:
-        """One command to one node or sentinel (a connection each, tests/resp.py), a bulk string reply decoded."""
-        reply = Redis(port).command(*args)
-        return reply.decode() if isinstance(reply, bytes) else reply
-
-    @staticmethod
-    def _wait(done: Callable[[], bool], timeout: float, message: str) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if done():
-                    return
-            except (OSError, RuntimeError):
-                pass  # a process starting, or a sentinel that has not heard of the change yet
-            if time.monotonic() > deadline:
-                raise TimeoutError(message)
-            time.sleep(0.05)
-
-    def alive(self) -> list[int]:
-        return [p for p, proc in self.procs.items() if proc.poll() is None and p not in self._stopped]
-
-    def info(self, port: int, section: str) -> dict[str, str]:
-        text = str(self.command(port, "INFO", section))
-        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
     def role(self, port: int) -> str:
         """The node's own word on its role (ROLE): "master" or "slave", whatever the sentinels believe."""
@@ -181,19 +147,6 @@ class RedisSentinel:
                     continue
         return ports
 
-    def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
-        """Sends ``sig`` to a data node or a sentinel: SIGKILL or SIGTERM end it, SIGSTOP hangs it (as
-        a node that stops answering without closing its connections), SIGCONT lets it go on."""
-        self.procs[port].send_signal(sig)
-        if sig == signal.SIGCONT:
-            self._stopped.discard(port)
-            return
-        self._killed_at[port] = time.monotonic()
-        if sig == signal.SIGSTOP:
-            self._stopped.add(port)
-        else:
-            self.procs[port].wait(10)
-
     def wait_for_failover(self, old_primary_port: int, timeout: float = 20) -> float:
         """Seconds from kill(old_primary_port) (or from now) until every live sentinel names one other
         primary and that node says role:master itself. Every sentinel, not the first: the others learn
@@ -211,17 +164,3 @@ class RedisSentinel:
 
         self._wait(promoted, timeout, f"the sentinels did not all name a new primary in place of {old_primary_port} within {timeout} s")
         return time.monotonic() - start
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()  # throwaway data: no need for a clean shutdown
-            proc.wait(10)
-        if self._own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisSentinel:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
